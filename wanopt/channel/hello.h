@@ -1,0 +1,69 @@
+// The inner-channel handshake, protocol v1 (spec: wanopt/docs/inner-channel.md).
+//
+// The opening box (branch) sends a Hello frame first: who it is, what it offers and
+// where the client wanted to go. The accepting box (datacenter) answers with a
+// HelloAck once it has tried to reach that destination, so the branch learns both
+// the negotiated policy and whether the server accepted the connection.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include "wanopt/channel/policy.h"
+
+namespace wanopt::channel {
+
+inline constexpr uint8_t kProtocolVersion = 1;
+inline constexpr std::string_view kHelloMagic = "WOPT";
+inline constexpr size_t kMaxModules = 16;
+inline constexpr size_t kMaxModuleNameLength = 32;
+
+// 6 bytes, shown as 02:00:5e:00:00:01. Unique per box; the status pages name peers by it.
+using DeviceId = std::array<uint8_t, 6>;
+std::string FormatDeviceId(const DeviceId& id);
+std::optional<DeviceId> ParseDeviceId(std::string_view text);
+
+struct Hello {
+  uint8_t version = kProtocolVersion;
+  DeviceId device_id{};
+  Policy offered = Policy::kTcpOnly;
+  boost::asio::ip::tcp::endpoint destination;  // the server the client connected to
+  std::vector<std::string> modules;            // module slot i is modules[i]
+};
+
+enum class HelloStatus : uint8_t {
+  kOk = 0,
+  kRefused = 1,             // the server refused the connection (RST)
+  kUnreachable = 2,         // no route, host unreachable
+  kTimeout = 3,             // the server did not answer within the connect timeout
+  kVersionUnsupported = 4,  // `version` in the ack is the highest the acceptor speaks
+  kRejected = 5,            // the acceptor's configuration does not serve this destination
+};
+std::string_view HelloStatusName(HelloStatus status);
+
+struct HelloAck {
+  uint8_t version = kProtocolVersion;
+  HelloStatus status = HelloStatus::kOk;
+  DeviceId device_id{};
+  Policy offered = Policy::kTcpOnly;     // the acceptor's own offer
+  Policy negotiated = Policy::kTcpOnly;  // Intersect of both offers
+  Policy applied = Policy::kTcpOnly;     // what both sides will actually run
+  uint32_t accepted_modules = 0;         // bit i set: the acceptor runs module slot i
+};
+
+std::vector<uint8_t> EncodeHello(const Hello& hello);
+std::vector<uint8_t> EncodeHelloAck(const HelloAck& ack);
+
+// Parse a frame payload. Return nullopt (and set *error) for any malformed input;
+// never read past `payload`.
+std::optional<Hello> DecodeHello(std::span<const uint8_t> payload, std::string* error);
+std::optional<HelloAck> DecodeHelloAck(std::span<const uint8_t> payload, std::string* error);
+
+}  // namespace wanopt::channel

@@ -1,0 +1,83 @@
+// The daemon's configuration: what `wanopt run --config FILE` reads (TOML).
+//
+// One file can make a box a branch proxy ([[branch.forward]] rules), a datacenter
+// proxy ([datacenter]), or both. deploy/examples/ has annotated examples; every key
+// is documented in README.md.
+//
+// Loading validates everything up front: an unknown key, a wrong type, an address
+// that does not parse or a module that does not exist fails with one line naming
+// the file, line and key, and nothing is started.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include "wanopt/channel/hello.h"
+#include "wanopt/channel/policy.h"
+#include "wanopt/util/log.h"
+
+namespace wanopt {
+
+// What a branch does with a new connection when its datacenter peer can't be reached.
+enum class PeerDownAction {
+  kPassThrough,  // connect straight to the destination and relay unoptimized
+  kReset,        // reset the client connection at once (fail fast)
+};
+
+// Explicit port forward (like `ssh -L`): connections accepted on `listen` are
+// optimized towards `destination` through the datacenter proxy at `peer`.
+struct ForwardRule {
+  std::string name;  // "branch.forward[0]": how logs and errors refer to the rule
+  boost::asio::ip::tcp::endpoint listen;
+  boost::asio::ip::tcp::endpoint destination;
+  boost::asio::ip::tcp::endpoint peer;
+  Policy policy = Policy::kFull;
+  PeerDownAction peer_down = PeerDownAction::kPassThrough;
+  std::vector<std::string> modules;
+};
+
+struct DatacenterConfig {
+  boost::asio::ip::tcp::endpoint listen;  // inner channels arrive here (default port 7800)
+  // Modules this box runs when a branch asks for them (default: every registered one).
+  std::vector<std::string> modules;
+};
+
+struct Timeouts {
+  std::chrono::milliseconds connect{10'000};      // to origin servers
+  std::chrono::milliseconds peer_connect{3'000};  // to datacenter peers
+  std::chrono::milliseconds keepalive{15'000};    // idle inner channel sends a keepalive
+  std::chrono::milliseconds dead_peer{45'000};    // silent inner channel is reset
+};
+
+struct Config {
+  std::string name = "wanopt";  // for logs
+  channel::DeviceId device_id{};
+  Policy policy = Policy::kFull;  // what this box offers
+  unsigned threads = 0;           // 0: one event loop per core
+  log::Level log_level = log::Level::kInfo;
+  Timeouts timeouts;
+  std::optional<DatacenterConfig> datacenter;
+  std::vector<ForwardRule> forwards;
+};
+
+inline constexpr uint16_t kDefaultPeerPort = 7800;
+
+// Parses and validates a config. On failure returns nullopt and sets *error to one
+// line: "<source>:<line>: <key>: <problem>".
+std::optional<Config> ParseConfig(std::string_view text, std::string_view source_name,
+                                  std::string* error);
+std::optional<Config> LoadConfigFile(const std::string& path, std::string* error);
+
+// A device id for boxes whose config names none: derived from /etc/machine-id (or
+// the host name), with the locally-administered bit set.
+channel::DeviceId DefaultDeviceId();
+
+// "1.2.3.4:80", "[::1]:80"; port required unless default_port is given.
+std::optional<boost::asio::ip::tcp::endpoint> ParseEndpoint(std::string_view text,
+                                                            std::optional<uint16_t> default_port);
+
+}  // namespace wanopt

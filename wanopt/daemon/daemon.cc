@@ -1,0 +1,154 @@
+#include "wanopt/daemon/daemon.h"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <future>
+
+#include "wanopt/util/log.h"
+
+namespace wanopt {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using boost::system::error_code;
+
+struct Daemon::Listener {
+  enum class Kind { kDatacenter, kForward } kind;
+  const ForwardRule* rule = nullptr;  // kForward
+  std::string name;
+  tcp::acceptor acceptor;
+  Listener(Kind k, const ForwardRule* r, std::string n, asio::io_context& loop)
+      : kind(k), rule(r), name(std::move(n)), acceptor(loop) {}
+};
+
+Daemon::Daemon(Config config) : config_(std::move(config)) {}
+
+Daemon::~Daemon() { Stop(); }
+
+asio::io_context& Daemon::NextLoop() {
+  asio::io_context& loop = *loops_[next_loop_];
+  next_loop_ = (next_loop_ + 1) % loops_.size();
+  return loop;
+}
+
+bool Daemon::Start(std::string* error) {
+  unsigned threads = config_.threads ? config_.threads : std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned i = 0; i < threads; ++i) loops_.push_back(std::make_unique<asio::io_context>(1));
+
+  auto bind = [&](Listener& l, const tcp::endpoint& endpoint) {
+    error_code ec;
+    l.acceptor.open(endpoint.protocol(), ec);
+    if (!ec) l.acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) l.acceptor.bind(endpoint, ec);
+    if (!ec) l.acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      *error = l.name + ": cannot listen on " + endpoint.address().to_string() + ":" +
+               std::to_string(endpoint.port()) + ": " + ec.message();
+      return false;
+    }
+    return true;
+  };
+
+  // Listeners live on the first loop; the sessions they accept are spread over all.
+  if (config_.datacenter) {
+    auto l = std::make_unique<Listener>(Listener::Kind::kDatacenter, nullptr, "datacenter", *loops_[0]);
+    if (!bind(*l, config_.datacenter->listen)) return false;
+    listeners_.push_back(std::move(l));
+  }
+  for (const ForwardRule& rule : config_.forwards) {
+    auto l = std::make_unique<Listener>(Listener::Kind::kForward, &rule, rule.name, *loops_[0]);
+    if (!bind(*l, rule.listen)) {
+      listeners_.clear();
+      return false;
+    }
+    listeners_.push_back(std::move(l));
+  }
+  for (auto& l : listeners_) {
+    error_code ec;
+    auto at = l->acceptor.local_endpoint(ec);
+    if (l->kind == Listener::Kind::kDatacenter) {
+      WANOPT_LOG(kInfo, "daemon") << config_.name << ": datacenter listening on " << at
+                                  << " for inner channels (device id "
+                                  << channel::FormatDeviceId(config_.device_id) << ")";
+    } else {
+      WANOPT_LOG(kInfo, "daemon") << config_.name << ": " << l->name << " listening on " << at
+                                  << " -> " << l->rule->destination << " via peer " << l->rule->peer;
+    }
+    Accept(*l);
+  }
+  running_ = true;
+  for (auto& loop : loops_) {
+    threads_.emplace_back([&loop] {
+      auto work = asio::make_work_guard(*loop);
+      loop->run();
+    });
+  }
+  return true;
+}
+
+void Daemon::Accept(Listener& listener) {
+  listener.acceptor.async_accept(NextLoop(), [this, &listener](error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !listener.acceptor.is_open()) return;
+    if (ec) {
+      // Out of descriptors or memory: say so, keep serving the connections we have,
+      // and try again shortly instead of spinning.
+      WANOPT_LOG(kWarn, "daemon") << listener.name << ": accept: " << ec.message();
+      auto timer = std::make_shared<asio::steady_timer>(listener.acceptor.get_executor(), std::chrono::milliseconds(100));
+      timer->async_wait([this, &listener, timer](error_code) { Accept(listener); });
+      return;
+    }
+    // Hand the socket to its own loop's thread before touching it there.
+    auto executor = socket.get_executor();
+    asio::post(executor, [this, &listener, s = std::make_shared<tcp::socket>(std::move(socket))]() mutable {
+      if (listener.kind == Listener::Kind::kDatacenter) {
+        StartDatacenterSession(env_, std::move(*s));
+      } else {
+        const ForwardRule& rule = *listener.rule;
+        BranchPlan plan{rule.destination, rule.peer, rule.policy, rule.peer_down, rule.modules};
+        StartBranchSession(env_, std::move(*s), std::move(plan));
+      }
+    });
+    Accept(listener);
+  });
+}
+
+tcp::endpoint Daemon::datacenter_endpoint() const {
+  for (const auto& l : listeners_) {
+    if (l->kind == Listener::Kind::kDatacenter) return l->acceptor.local_endpoint();
+  }
+  return {};
+}
+
+tcp::endpoint Daemon::forward_endpoint(size_t rule) const {
+  for (const auto& l : listeners_) {
+    if (l->kind == Listener::Kind::kForward && l->rule == &config_.forwards[rule]) {
+      return l->acceptor.local_endpoint();
+    }
+  }
+  return {};
+}
+
+void Daemon::Stop() {
+  if (!running_) return;
+  running_ = false;
+  // Close the acceptors on their own thread, then stop every loop; pending
+  // operations are destroyed with the loops, which closes their sockets.
+  std::promise<void> closed;
+  asio::post(*loops_[0], [this, &closed] {
+    for (auto& l : listeners_) {
+      error_code ignored;
+      l->acceptor.close(ignored);
+    }
+    closed.set_value();
+  });
+  closed.get_future().wait();
+  for (auto& loop : loops_) loop->stop();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  listeners_.clear();
+  loops_.clear();
+}
+
+}  // namespace wanopt

@@ -1,0 +1,25 @@
+// Traffic and event counters of one daemon, updated by every session.
+//
+// LAN bytes are those exchanged with clients and servers, WAN bytes those on inner
+// channels (framing included); reduction = 1 - WAN / LAN. Relaxed atomics: they are
+// read for reports, never for synchronisation.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace wanopt {
+
+struct Counters {
+  std::atomic<uint64_t> lan_in{0};   // read from clients/servers
+  std::atomic<uint64_t> lan_out{0};  // written to clients/servers
+  std::atomic<uint64_t> wan_in{0};   // read from inner channels
+  std::atomic<uint64_t> wan_out{0};  // written to inner channels
+  std::atomic<uint64_t> sessions_opened{0};
+  std::atomic<uint64_t> sessions_active{0};
+  std::atomic<uint64_t> pass_through{0};     // relayed unoptimized (no peer reachable)
+  std::atomic<uint64_t> resets{0};           // sessions that ended in a reset
+  std::atomic<uint64_t> protocol_errors{0};  // malformed inner-channel input
+};
+
+}  // namespace wanopt

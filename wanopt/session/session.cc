@@ -1,0 +1,852 @@
+#include "wanopt/session/session.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <array>
+#include <chrono>
+#include <deque>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+
+#include "protocols/chain.h"
+#include "wanopt/channel/frame.h"
+#include "wanopt/channel/hello.h"
+#include "wanopt/session/buffer_pool.h"
+#include "wanopt/util/log.h"
+
+namespace wanopt {
+namespace {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using boost::system::error_code;
+using channel::FrameHeader;
+using channel::FrameType;
+using channel::ResetReason;
+using protocols::Direction;
+using Clock = std::chrono::steady_clock;
+
+enum class Role { kBranch, kDatacenter };
+
+std::string Format(const tcp::endpoint& endpoint) {
+  const auto& address = endpoint.address();
+  std::string text = address.is_v6() ? "[" + address.to_string() + "]" : address.to_string();
+  return text + ":" + std::to_string(endpoint.port());
+}
+
+channel::HelloStatus StatusFor(const error_code& ec) {
+  if (ec == asio::error::connection_refused) return channel::HelloStatus::kRefused;
+  if (ec == asio::error::timed_out || ec == asio::error::operation_aborted) {
+    return channel::HelloStatus::kTimeout;
+  }
+  return channel::HelloStatus::kUnreachable;
+}
+
+// Socket options for every inner channel: small control frames must not wait for
+// Nagle, and a peer that stops acknowledging is given up after the dead-peer time.
+void TuneInnerSocket(tcp::socket& socket, std::chrono::milliseconds dead_peer) {
+  error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  unsigned timeout_ms = static_cast<unsigned>(dead_peer.count());
+  ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout_ms, sizeof timeout_ms);
+}
+
+void TuneLanSocket(tcp::socket& socket) {
+  error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+}
+
+class Session final : public std::enable_shared_from_this<Session>,
+                      public protocols::ModuleChain::Host {
+ public:
+  Session(SessionEnvironment& env, Role role, tcp::socket lan_or_inner)
+      : env_(env),
+        role_(role),
+        id_(++env.next_session_id),
+        lan_(lan_or_inner.get_executor()),
+        wan_(lan_or_inner.get_executor()),
+        connect_timer_(lan_or_inner.get_executor()),
+        tick_timer_(lan_or_inner.get_executor()) {
+    // The accepted socket is the LAN side on a branch and the WAN side on a datacenter.
+    (role == Role::kBranch ? lan_ : wan_) = std::move(lan_or_inner);
+    info_.id = id_;
+    info_.side = role == Role::kBranch ? protocols::Side::kBranch : protocols::Side::kDatacenter;
+    ++env_.counters.sessions_opened;
+    ++env_.counters.sessions_active;
+  }
+
+  ~Session() override {
+    ReleaseRelayBuffer(std::move(up_buffer_));
+    ReleaseRelayBuffer(std::move(down_buffer_));
+    --env_.counters.sessions_active;
+  }
+
+  // ---- Branch: connect to the peer (or the server), then relay. ----
+
+  void StartBranch(BranchPlan plan) {
+    plan_ = std::move(plan);
+    error_code ec;
+    info_.client = lan_.remote_endpoint(ec);
+    info_.server = plan_.destination;
+    TuneLanSocket(lan_);
+    modules_ = std::make_unique<protocols::ModuleChain>(*this, plan_.modules);
+    // Until the peer's HelloAck says otherwise, assume its twins run every module.
+    modules_->SetPeerSlots((1u << plan_.modules.size()) - 1);
+    if (plan_.peer) {
+      ConnectWan(*plan_.peer, env_.config.timeouts.peer_connect,
+                 [self = shared_from_this()](error_code ec) { self->OnPeerConnected(ec); });
+    } else {
+      ConnectDirect("no peer for this connection");
+    }
+  }
+
+  void OnPeerConnected(error_code ec) {
+    if (closed_) return;
+    if (ec) {
+      if (plan_.peer_down == PeerDownAction::kReset) {
+        WANOPT_LOG(kWarn, "branch") << "connection " << id_ << " " << Format(info_.client) << " -> "
+                                    << Format(info_.server) << ": peer " << Format(*plan_.peer)
+                                    << " unreachable (" << ec.message() << "): resetting the client (peer_down = reset)";
+        Abort();
+        return;
+      }
+      ConnectDirect("peer " + Format(*plan_.peer) + " unreachable (" + ec.message() + ")");
+      return;
+    }
+    TuneInnerSocket(wan_, env_.config.timeouts.dead_peer);
+    framed_ = true;
+    awaiting_handshake_ = true;
+    channel::Hello hello;
+    hello.device_id = env_.config.device_id;
+    hello.offered = plan_.policy;
+    hello.destination = plan_.destination;
+    hello.modules = plan_.modules;
+    QueueControlFrame(FrameType::kHello, 0, channel::EncodeHello(hello));
+    // Client bytes follow the hello at once: discovery of the server's answer costs
+    // no round trip. The datacenter reads them only after it reached the server.
+    StartRelay();
+  }
+
+  void ConnectDirect(const std::string& reason) {
+    WANOPT_LOG(kWarn, "branch") << "connection " << id_ << " " << Format(info_.client) << " -> "
+                                << Format(info_.server) << ": pass-through: " << reason;
+    ++env_.counters.pass_through;
+    pass_through_reason_ = reason;
+    framed_ = false;
+    modules_->SetPeerSlots(0);
+    error_code ignored;
+    wan_.close(ignored);
+    ConnectWan(plan_.destination, env_.config.timeouts.connect,
+               [self = shared_from_this()](error_code ec) {
+                 if (self->closed_) return;
+                 if (ec) {
+                   // What the client would have seen without us, as closely as an
+                   // already-accepted connection allows: a reset.
+                   WANOPT_LOG(kInfo, "branch") << "connection " << self->id_ << ": server "
+                                               << Format(self->info_.server) << ": " << ec.message();
+                   self->Abort();
+                   return;
+                 }
+                 TuneLanSocket(self->wan_);
+                 self->StartRelay();
+               });
+  }
+
+  // ---- Datacenter: read the hello, connect to the server, answer, relay. ----
+
+  void StartDatacenter() {
+    error_code ec;
+    peer_endpoint_ = wan_.remote_endpoint(ec);
+    TuneInnerSocket(wan_, env_.config.timeouts.dead_peer);
+    wan_.non_blocking(true, ec);
+    framed_ = true;
+    awaiting_handshake_ = true;
+    StartTicks();
+    DownWaitReadable();
+  }
+
+  void OnHello(const channel::Hello& hello) {
+    info_.client = peer_endpoint_;
+    info_.server = hello.destination;
+    peer_id_ = hello.device_id;
+    std::vector<std::string> runnable;
+    uint32_t accepted = 0;
+    const auto& allowed = env_.config.datacenter->modules;
+    for (size_t slot = 0; slot < hello.modules.size(); ++slot) {
+      bool ok = std::find(allowed.begin(), allowed.end(), hello.modules[slot]) != allowed.end();
+      // Slots keep their position; a module this box does not run leaves a gap.
+      runnable.push_back(ok ? hello.modules[slot] : std::string());
+      if (ok) accepted |= 1u << slot;
+    }
+    modules_ = std::make_unique<protocols::ModuleChain>(*this, runnable);
+    modules_->SetPeerSlots(accepted);
+    ack_.device_id = env_.config.device_id;
+    ack_.offered = env_.config.policy;
+    ack_.negotiated = Intersect(hello.offered, env_.config.policy);
+    ack_.applied = Intersect(ack_.negotiated, kBuildCapability);
+    ack_.accepted_modules = accepted;
+    ConnectWanToServer(hello.destination);
+  }
+
+  void ConnectWanToServer(const tcp::endpoint& server) {
+    // The datacenter's WAN side is the inner channel, its LAN side the server: the
+    // server connection goes into lan_.
+    connect_timer_.expires_after(env_.config.timeouts.connect);
+    connect_timer_.async_wait([self = shared_from_this()](error_code ec) {
+      if (!ec) self->lan_.cancel();
+    });
+    lan_.async_connect(server, [self = shared_from_this()](error_code ec) {
+      self->connect_timer_.cancel();
+      self->OnServerConnected(ec);
+    });
+  }
+
+  void OnServerConnected(error_code ec) {
+    if (closed_) return;
+    if (ec) {
+      ack_.status = StatusFor(ec);
+      WANOPT_LOG(kInfo, "datacenter") << "connection " << id_ << " from peer "
+                                      << channel::FormatDeviceId(peer_id_) << " " << Format(peer_endpoint_)
+                                      << ": server " << Format(info_.server) << ": " << ec.message();
+      QueueControlFrame(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));
+      // Tell the branch, then wait for it to hang up (reading and discarding), so that
+      // our close cannot overtake the answer.
+      draining_ = true;
+      DownResume();
+      return;
+    }
+    TuneLanSocket(lan_);
+    QueueControlFrame(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));
+    StartRelay();
+    DownResume();
+  }
+
+  // ---- Both roles. ----
+
+  void StartRelay() {
+    // Reads are tried directly and must return would_block instead of waiting.
+    error_code ignored;
+    lan_.non_blocking(true, ignored);
+    wan_.non_blocking(true, ignored);
+    modules_->Start();
+    UpWaitReadable();
+    if (role_ == Role::kBranch) DownWaitReadable();
+    if (framed_ && role_ == Role::kBranch) StartTicks();
+  }
+
+ private:
+  // ---- ModuleChain::Host ----
+  const protocols::ConnectionInfo& connection() const override { return info_; }
+  bool SendModuleMessage(uint16_t slot, std::span<const uint8_t> message) override {
+    if (!framed_ || up_ended_ || closed_) return false;
+    QueueControlFrame(FrameType::kModule, slot, {message.begin(), message.end()});
+    return true;
+  }
+  void SetApplication(std::string_view name) override { application_ = name; }
+  void AddNote(std::string_view note) override { notes_.emplace_back(note); }
+
+  Direction UpDirection() const {
+    return role_ == Role::kBranch ? Direction::kClientToServer : Direction::kServerToClient;
+  }
+  Direction DownDirection() const {
+    return role_ == Role::kBranch ? Direction::kServerToClient : Direction::kClientToServer;
+  }
+
+  template <class Handler>
+  void ConnectWan(const tcp::endpoint& target, std::chrono::milliseconds timeout, Handler handler) {
+    // The generation keeps a late timer of a first attempt from cancelling a second.
+    uint32_t generation = ++connect_generation_;
+    connect_timer_.expires_after(timeout);
+    connect_timer_.async_wait([self = shared_from_this(), generation](error_code ec) {
+      if (!ec && generation == self->connect_generation_) self->wan_.cancel();
+    });
+    wan_.async_connect(target, [self = shared_from_this(), handler = std::move(handler)](error_code ec) {
+      self->connect_timer_.cancel();
+      if (ec == asio::error::operation_aborted && !self->closed_) ec = asio::error::timed_out;
+      handler(ec);
+    });
+  }
+
+  // ---- Up: LAN -> modules -> WAN ----
+
+  void UpWaitReadable() {
+    lan_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
+      if (ec || self->closed_) return;
+      self->UpRead();
+    });
+  }
+
+  // Reads what the LAN socket has and sends it on; resumes when the send completes
+  // (OnWanWritten), so at most one buffer of this direction is ever in flight.
+  void UpRead() {
+    if (closed_) return;
+    if (!up_buffer_) up_buffer_ = AcquireRelayBuffer();
+    Buffer& buffer = *up_buffer_;
+    for (;;) {
+      buffer.Clear();
+      auto tail = buffer.WritableTail().first(channel::kMaxFramePayload);
+      error_code ec;
+      size_t n = lan_.read_some(asio::buffer(tail.data(), tail.size()), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        // Idle: give the buffer back; an idle connection holds none.
+        ReleaseRelayBuffer(std::move(up_buffer_));
+        UpWaitReadable();
+        return;
+      }
+      if (ec == asio::error::eof) {
+        UpEnd();
+        return;
+      }
+      if (ec) {
+        FailLan(ec);
+        return;
+      }
+      buffer.Commit(n);
+      env_.counters.lan_in.fetch_add(n, std::memory_order_relaxed);
+      if (!modules_->empty()) modules_->Process(UpDirection(), buffer, false);
+      if (buffer.empty()) continue;  // a module is holding the bytes until it has more
+      QueueData(buffer.span(), /*resume_up=*/true);
+      return;
+    }
+  }
+
+  // The LAN side sent FIN: let the modules flush, then half-close towards the peer.
+  void UpEnd() {
+    up_ended_ = true;
+    ReleaseRelayBuffer(std::move(up_buffer_));
+    Buffer tail;
+    modules_->Process(UpDirection(), tail, true);
+    if (!tail.empty()) {
+      owned_tail_.push_back(std::vector<uint8_t>(tail.data(), tail.data() + tail.size()));
+      QueueData(owned_tail_.back(), /*resume_up=*/false);
+    }
+    WanWrite write;
+    if (framed_) EncodeHeader(write, FrameType::kHalfClose, 0, {});
+    write.after = After::kHalfCloseSent;
+    QueueWan(std::move(write));
+  }
+
+  // ---- The WAN writer: one write at a time, in queue order ----
+
+  enum class After { kNothing, kResumeUp, kHalfCloseSent };
+
+  struct WanWrite {
+    std::array<uint8_t, channel::kFrameHeaderSize> header{};
+    bool has_header = false;
+    std::vector<uint8_t> owned;          // control frame payloads
+    std::span<const uint8_t> borrowed;   // data still in up_buffer_ (or owned_tail_)
+    After after = After::kNothing;
+  };
+
+  void EncodeHeader(WanWrite& write, FrameType type, uint16_t stream, std::span<const uint8_t> payload) {
+    FrameHeader header{type, 0, stream, static_cast<uint32_t>(payload.size())};
+    channel::EncodeFrameHeader(header, payload, write.header);
+    write.has_header = true;
+  }
+
+  void QueueData(std::span<const uint8_t> data, bool resume_up) {
+    if (!framed_) {
+      WanWrite write;
+      write.borrowed = data;
+      write.after = resume_up ? After::kResumeUp : After::kNothing;
+      QueueWan(std::move(write));
+      return;
+    }
+    // A module may have grown the data past one frame.
+    while (!data.empty()) {
+      auto part = data.first(std::min(data.size(), channel::kMaxFramePayload));
+      data = data.subspan(part.size());
+      WanWrite write;
+      EncodeHeader(write, FrameType::kData, 0, part);
+      write.borrowed = part;
+      write.after = data.empty() && resume_up ? After::kResumeUp : After::kNothing;
+      QueueWan(std::move(write));
+    }
+  }
+
+  void QueueControlFrame(FrameType type, uint16_t stream, std::vector<uint8_t> payload) {
+    WanWrite write;
+    write.owned = std::move(payload);
+    EncodeHeader(write, type, stream, write.owned);
+    QueueWan(std::move(write));
+  }
+
+  void QueueWan(WanWrite write) {
+    wan_queue_.push_back(std::move(write));
+    if (!wan_writing_) WriteNextWan();
+  }
+
+  void WriteNextWan() {
+    if (closed_ || wan_queue_.empty()) {
+      wan_writing_ = false;
+      return;
+    }
+    wan_writing_ = true;
+    const WanWrite& write = wan_queue_.front();
+    std::array<asio::const_buffer, 2> buffers{
+        asio::buffer(write.header.data(), write.has_header ? write.header.size() : 0),
+        write.owned.empty() ? asio::buffer(write.borrowed.data(), write.borrowed.size())
+                            : asio::buffer(write.owned)};
+    asio::async_write(wan_, buffers, [self = shared_from_this()](error_code ec, size_t n) {
+      self->OnWanWritten(ec, n);
+    });
+  }
+
+  void OnWanWritten(error_code ec, size_t n) {
+    if (closed_) return;
+    if (ec) {
+      FailWan("write", ec);
+      return;
+    }
+    (framed_ ? env_.counters.wan_out : env_.counters.lan_out).fetch_add(n, std::memory_order_relaxed);
+    last_wan_tx_ = Clock::now();
+    After after = wan_queue_.front().after;
+    wan_queue_.pop_front();
+    wan_writing_ = false;
+    switch (after) {
+      case After::kNothing: break;
+      case After::kResumeUp: UpRead(); break;
+      case After::kHalfCloseSent:
+        if (!framed_) {
+          error_code ignored;
+          wan_.shutdown(tcp::socket::shutdown_send, ignored);
+        }
+        up_finished_ = true;
+        owned_tail_.clear();
+        MaybeFinish();
+        break;
+    }
+    if (!wan_writing_) WriteNextWan();
+  }
+
+  // ---- Down: WAN -> check frames -> modules -> LAN ----
+
+  void DownWaitReadable() {
+    down_waiting_ = true;
+    wan_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
+      self->down_waiting_ = false;
+      if (ec || self->closed_) return;
+      self->DownRead();
+    });
+  }
+
+  void DownRead() {
+    for (;;) {
+      if (closed_) return;
+      if (!down_buffer_) down_buffer_ = AcquireRelayBuffer();
+      auto tail = down_buffer_->WritableTail();
+      error_code ec;
+      size_t n = wan_.read_some(asio::buffer(tail.data(), tail.size()), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        if (down_buffer_->empty()) ReleaseRelayBuffer(std::move(down_buffer_));
+        DownWaitReadable();
+        return;
+      }
+      if (ec == asio::error::eof) {
+        DownEnd();
+        return;
+      }
+      if (ec) {
+        FailWan("read", ec);
+        return;
+      }
+      down_buffer_->Commit(n);
+      (framed_ ? env_.counters.wan_in : env_.counters.lan_in).fetch_add(n, std::memory_order_relaxed);
+      last_wan_rx_ = Clock::now();
+      if (!(framed_ ? ProcessFrames() : ProcessRaw())) return;
+    }
+  }
+
+  // Continues a down direction that waited for something else (the server connect).
+  void DownResume() {
+    if (closed_) return;
+    if (!down_buffer_ || ProcessFrames()) DownRead();
+  }
+
+  // Pass-through: bytes go to the LAN as they came. Returns true to keep reading.
+  bool ProcessRaw() {
+    if (!modules_->empty()) modules_->Process(DownDirection(), *down_buffer_, false);
+    if (down_buffer_->empty()) return true;
+    lan_write_.clear();
+    lan_write_.push_back(asio::buffer(down_buffer_->data(), down_buffer_->size()));
+    down_consumed_ = down_buffer_->size();
+    WriteLan();
+    return false;
+  }
+
+  // Decodes every whole frame in down_buffer_. Returns true when the caller should
+  // read more, false when an asynchronous step (LAN write, server connect) or the
+  // end of the session took over.
+  bool ProcessFrames() {
+    lan_write_.clear();
+    module_output_.Clear();
+    size_t consumed = 0;
+    bool half_close = false;
+    while (!half_close) {
+      std::span<const uint8_t> input = down_buffer_->span().subspan(consumed);
+      channel::DecodedFrame frame;
+      channel::DecodeStatus status = channel::DecodeFrame(input, &frame);
+      if (status == channel::DecodeStatus::kNeedMore) break;
+      if (status != channel::DecodeStatus::kFrame) {
+        ProtocolError(std::string(channel::DecodeStatusName(status)));
+        return false;
+      }
+      consumed += frame.size;
+      if (draining_) continue;
+      if (awaiting_handshake_) {
+        if (!HandleHandshake(frame)) return false;
+        if (role_ == Role::kDatacenter) {
+          // Everything after the hello waits until the server answered.
+          down_buffer_->Consume(consumed);
+          return false;
+        }
+        continue;
+      }
+      switch (frame.header.type) {
+        case FrameType::kData:
+          if (peer_finished_) {
+            ProtocolError("data after half-close");
+            return false;
+          }
+          AddLanData(frame.payload);
+          break;
+        case FrameType::kHalfClose:
+          if (peer_finished_) {
+            ProtocolError("second half-close");
+            return false;
+          }
+          peer_finished_ = true;
+          half_close = true;
+          if (!modules_->empty()) {
+            Buffer tail;
+            modules_->Process(DownDirection(), tail, true);
+            module_output_.Append(tail.span());
+          }
+          break;
+        case FrameType::kReset: {
+          auto reason = frame.payload.empty() ? ResetReason::kLanReset
+                                              : static_cast<ResetReason>(frame.payload[0]);
+          WANOPT_LOG(kInfo, RoleName()) << "connection " << id_ << ": peer reset ("
+                                        << channel::ResetReasonName(reason) << ")";
+          ++env_.counters.resets;
+          Abort();
+          return false;
+        }
+        case FrameType::kKeepalive:
+          break;
+        case FrameType::kModule:
+          modules_->DeliverPeerMessage(frame.header.stream, frame.payload);
+          break;
+        case FrameType::kHello:
+        case FrameType::kHelloAck:
+          ProtocolError("handshake frame after the handshake");
+          return false;
+      }
+      if (closed_) return false;
+    }
+    if (!module_output_.empty()) lan_write_.push_back(asio::buffer(module_output_.data(), module_output_.size()));
+    down_consumed_ = consumed;
+    lan_shutdown_after_write_ = half_close;
+    if (!lan_write_.empty()) {
+      WriteLan();
+      return false;
+    }
+    return FinishBatch();
+  }
+
+  void AddLanData(std::span<const uint8_t> payload) {
+    if (modules_->empty()) {
+      lan_write_.push_back(asio::buffer(payload.data(), payload.size()));
+      return;
+    }
+    Buffer data;
+    data.Append(payload);
+    modules_->Process(DownDirection(), data, false);
+    module_output_.Append(data.span());
+  }
+
+  bool HandleHandshake(const channel::DecodedFrame& frame) {
+    std::string error;
+    awaiting_handshake_ = false;
+    if (role_ == Role::kDatacenter) {
+      if (frame.header.type != FrameType::kHello) {
+        ProtocolError("first frame is not a hello");
+        return false;
+      }
+      auto hello = channel::DecodeHello(frame.payload, &error);
+      if (!hello) {
+        ProtocolError("bad hello: " + error);
+        return false;
+      }
+      OnHello(*hello);
+      return true;
+    }
+    if (frame.header.type != FrameType::kHelloAck) {
+      ProtocolError("first frame is not a hello-ack");
+      return false;
+    }
+    auto ack = channel::DecodeHelloAck(frame.payload, &error);
+    if (!ack) {
+      ProtocolError("bad hello-ack: " + error);
+      return false;
+    }
+    peer_id_ = ack->device_id;
+    ack_ = *ack;
+    if (ack->status != channel::HelloStatus::kOk) {
+      WANOPT_LOG(kInfo, "branch") << "connection " << id_ << " " << Format(info_.client) << " -> "
+                                  << Format(info_.server) << ": server "
+                                  << channel::HelloStatusName(ack->status) << " (seen by peer "
+                                  << channel::FormatDeviceId(peer_id_) << ")";
+      Abort();
+      return false;
+    }
+    modules_->SetPeerSlots(ack->accepted_modules);
+    WANOPT_LOG(kDebug, "branch") << "connection " << id_ << ": optimized by peer "
+                                 << channel::FormatDeviceId(peer_id_) << ", policy applied "
+                                 << PolicyLetter(ack->applied);
+    return true;
+  }
+
+  void WriteLan() {
+    asio::async_write(lan_, lan_write_, [self = shared_from_this()](error_code ec, size_t n) {
+      if (self->closed_) return;
+      if (ec) {
+        self->FailLan(ec);
+        return;
+      }
+      self->env_.counters.lan_out.fetch_add(n, std::memory_order_relaxed);
+      if (!self->FinishBatch()) return;
+      // More whole frames may already be buffered.
+      if (!self->framed_ || self->ProcessFrames()) self->DownRead();
+    });
+  }
+
+  // The bytes of the frames just processed are out (or there were none): drop them
+  // and pass a half-close on. Returns true when the down direction goes on.
+  bool FinishBatch() {
+    if (down_buffer_) down_buffer_->Consume(down_consumed_);
+    down_consumed_ = 0;
+    lan_write_.clear();
+    module_output_.Clear();
+    if (lan_shutdown_after_write_) {
+      lan_shutdown_after_write_ = false;
+      error_code ignored;
+      lan_.shutdown(tcp::socket::shutdown_send, ignored);
+      down_finished_ = true;
+      MaybeFinish();
+      // Pass-through: the server's FIN ends this direction. Framed: keep reading the
+      // inner channel for resets and module messages until the session ends.
+      if (closed_ || !framed_) return false;
+    }
+    return true;
+  }
+
+  // The WAN side closed its TCP connection.
+  void DownEnd() {
+    if (!framed_) {
+      // Pass-through: a FIN from the server is a FIN to the client, after whatever
+      // the modules still held.
+      lan_write_.clear();
+      module_output_.Clear();
+      modules_->Process(DownDirection(), module_output_, true);
+      down_consumed_ = 0;
+      lan_shutdown_after_write_ = true;
+      if (module_output_.empty()) {
+        FinishBatch();
+        return;
+      }
+      lan_write_.push_back(asio::buffer(module_output_.data(), module_output_.size()));
+      WriteLan();
+      return;
+    }
+    if (draining_ || (up_finished_ && down_finished_)) {
+      Close();
+      return;
+    }
+    // The peer went away without finishing both directions: the relayed connection
+    // cannot be completed correctly, so it is reset rather than cut short silently.
+    WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": inner channel closed by peer "
+                                  << Format(wan_endpoint()) << " mid-connection: resetting";
+    ++env_.counters.resets;
+    Abort();
+  }
+
+  // ---- Keepalive and dead-peer detection (inner channels only) ----
+
+  void StartTicks() {
+    last_wan_rx_ = last_wan_tx_ = Clock::now();
+    ScheduleTick();
+  }
+
+  void ScheduleTick() {
+    tick_timer_.expires_after(env_.config.timeouts.keepalive);
+    tick_timer_.async_wait([self = shared_from_this()](error_code ec) {
+      if (!ec && !self->closed_) self->OnTick();
+    });
+  }
+
+  void OnTick() {
+    auto now = Clock::now();
+    const auto& t = env_.config.timeouts;
+    if (!up_ended_ && !wan_writing_ && now - last_wan_tx_ >= t.keepalive && !awaiting_handshake_) {
+      QueueControlFrame(FrameType::kKeepalive, 0, {});
+    }
+    // Silence only counts while we are waiting for the peer and it still owes us
+    // frames: not while our LAN side is slow to take what it sent.
+    if (down_waiting_ && !peer_finished_ && now - last_wan_rx_ >= t.dead_peer) {
+      WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": peer " << Format(wan_endpoint())
+                                    << " silent for " << t.dead_peer.count() << " ms: resetting";
+      Fail(ResetReason::kTimeout);
+      return;
+    }
+    ScheduleTick();
+  }
+
+  // ---- Endings ----
+
+  const char* RoleName() const { return role_ == Role::kBranch ? "branch" : "datacenter"; }
+
+  tcp::endpoint wan_endpoint() const {
+    error_code ignored;
+    return wan_.remote_endpoint(ignored);
+  }
+
+  void MaybeFinish() {
+    if (up_finished_ && down_finished_) {
+      // Framed: both half-closes crossed, nothing more can come. Pass-through: both FINs.
+      Close();
+    }
+  }
+
+  void ProtocolError(const std::string& what) {
+    WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": inner channel from "
+                                  << Format(wan_endpoint()) << ": protocol error: " << what
+                                  << ": dropping this connection";
+    ++env_.counters.protocol_errors;
+    Fail(ResetReason::kProtocolError);
+  }
+
+  void FailLan(const error_code& ec) {
+    bool reset = ec == asio::error::connection_reset || ec == asio::error::broken_pipe;
+    WANOPT_LOG(kDebug, RoleName()) << "connection " << id_ << ": LAN side: " << ec.message();
+    Fail(reset ? ResetReason::kLanReset : ResetReason::kLanError);
+  }
+
+  void FailWan(const char* what, const error_code& ec) {
+    WANOPT_LOG(kInfo, RoleName()) << "connection " << id_ << ": " << (framed_ ? "inner channel" : "server")
+                                  << " " << what << ": " << ec.message() << ": resetting";
+    ++env_.counters.resets;
+    Abort();
+  }
+
+  // Resets the connection on both sides: the LAN side gets a TCP reset, the peer a
+  // reset frame (best effort: if the channel is congested it gets a TCP reset).
+  void Fail(ResetReason reason) {
+    if (closed_) return;
+    ++env_.counters.resets;
+    if (framed_ && wan_.is_open() && !wan_writing_) {
+      std::vector<uint8_t> payload{static_cast<uint8_t>(reason)};
+      std::array<uint8_t, channel::kFrameHeaderSize> header{};
+      channel::EncodeFrameHeader({FrameType::kReset, 0, 0, 1}, payload, header);
+      std::array<asio::const_buffer, 2> frame{asio::buffer(header), asio::buffer(payload)};
+      error_code ec;
+      wan_.non_blocking(true, ec);
+      size_t n = wan_.write_some(frame, ec);
+      if (!ec && n == header.size() + payload.size()) {
+        AbortSocket(lan_);
+        Close();
+        return;
+      }
+    }
+    Abort();
+  }
+
+  static void AbortSocket(tcp::socket& socket) {
+    error_code ignored;
+    if (!socket.is_open()) return;
+    socket.set_option(asio::socket_base::linger(true, 0), ignored);
+    socket.close(ignored);
+  }
+
+  // Hard stop: TCP resets on both sockets.
+  void Abort() {
+    AbortSocket(lan_);
+    AbortSocket(wan_);
+    Close();
+  }
+
+  void Close() {
+    if (closed_) return;
+    closed_ = true;
+    error_code ignored;
+    connect_timer_.cancel();
+    tick_timer_.cancel();
+    lan_.close(ignored);
+    wan_.close(ignored);
+    if (modules_) modules_->Close();
+    WANOPT_LOG(kDebug, RoleName()) << "connection " << id_ << " closed";
+  }
+
+  SessionEnvironment& env_;
+  const Role role_;
+  const uint64_t id_;
+  protocols::ConnectionInfo info_;
+  BranchPlan plan_;
+  tcp::socket lan_;
+  tcp::socket wan_;
+  asio::steady_timer connect_timer_;
+  asio::steady_timer tick_timer_;
+  std::unique_ptr<protocols::ModuleChain> modules_;
+
+  bool framed_ = false;              // WAN side is an inner channel (else: the server itself)
+  bool awaiting_handshake_ = false;  // the next frame must be the hello / hello-ack
+  bool draining_ = false;            // datacenter: server unreachable, waiting for the branch to hang up
+  bool closed_ = false;
+
+  // Up direction.
+  std::unique_ptr<Buffer> up_buffer_;
+  std::deque<std::vector<uint8_t>> owned_tail_;  // module output at end of stream
+  std::deque<WanWrite> wan_queue_;
+  bool wan_writing_ = false;
+  bool up_ended_ = false;     // the LAN side sent FIN; our half-close is queued
+  bool up_finished_ = false;  // ... and on the wire
+  uint32_t connect_generation_ = 0;
+
+  // Down direction.
+  std::unique_ptr<Buffer> down_buffer_;
+  std::vector<asio::const_buffer> lan_write_;
+  Buffer module_output_;
+  size_t down_consumed_ = 0;
+  bool lan_shutdown_after_write_ = false;
+  bool down_waiting_ = false;
+  bool peer_finished_ = false;  // the peer's half-close arrived
+  bool down_finished_ = false;  // ... and was passed on to the LAN socket
+
+  Clock::time_point last_wan_rx_{};
+  Clock::time_point last_wan_tx_{};
+
+  // What the status page will show.
+  tcp::endpoint peer_endpoint_;
+  channel::DeviceId peer_id_{};
+  channel::HelloAck ack_;
+  std::string pass_through_reason_;
+  std::string application_ = "TCP";
+  std::vector<std::string> notes_;
+};
+
+}  // namespace
+
+void StartBranchSession(SessionEnvironment& env, tcp::socket client, BranchPlan plan) {
+  auto session = std::make_shared<Session>(env, Role::kBranch, std::move(client));
+  session->StartBranch(std::move(plan));
+}
+
+void StartDatacenterSession(SessionEnvironment& env, tcp::socket inner) {
+  auto session = std::make_shared<Session>(env, Role::kDatacenter, std::move(inner));
+  session->StartDatacenter();
+}
+
+}  // namespace wanopt

@@ -1,0 +1,58 @@
+// One relayed TCP connection on one box: the LAN socket (client or server), the
+// WAN socket (an inner channel to the peer box, or the server itself when the
+// connection passes through), and the module chain between them.
+//
+// The data path, per direction:
+//   LAN -> WAN ("up"):   read LAN socket -> module chain -> frame -> inner channel
+//   WAN -> LAN ("down"): inner channel -> check frames -> module chain -> LAN socket
+// A branch session's LAN socket is the client's; a datacenter session's is the
+// server's. Either way the code below is the same.
+//
+// Memory is bounded: each direction holds at most one relay buffer (128 KiB) and
+// only while bytes are moving; a direction reads again only when its last write
+// has completed, so a slow receiver slows the sender through TCP flow control.
+//
+// A session lives on one event-loop thread; every callback runs there. It keeps
+// itself alive (shared_ptr captured by its pending operations) until both sockets
+// are closed.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include "wanopt/channel/policy.h"
+#include "wanopt/config/config.h"
+#include "wanopt/session/counters.h"
+
+namespace wanopt {
+
+// Everything sessions share with their daemon. Outlives every session.
+struct SessionEnvironment {
+  const Config& config;
+  Counters& counters;
+  std::atomic<uint64_t>& next_session_id;
+};
+
+// What a branch does with one client connection. Built from a forward rule today,
+// from an interception rule and the socket's original destination tomorrow.
+struct BranchPlan {
+  boost::asio::ip::tcp::endpoint destination;                // where the client wanted to go
+  std::optional<boost::asio::ip::tcp::endpoint> peer;        // datacenter proxy; none: pass through
+  Policy policy = Policy::kFull;
+  PeerDownAction peer_down = PeerDownAction::kPassThrough;
+  std::vector<std::string> modules;
+};
+
+// Takes over `client`, an accepted client connection, and relays it as `plan` says.
+// REQUIRES: `client` belongs to the io_context whose thread will run the session.
+void StartBranchSession(SessionEnvironment& env, boost::asio::ip::tcp::socket client, BranchPlan plan);
+
+// Takes over `inner`, an accepted inner channel, and serves it as a datacenter proxy.
+void StartDatacenterSession(SessionEnvironment& env, boost::asio::ip::tcp::socket inner);
+
+}  // namespace wanopt
