@@ -416,6 +416,24 @@ def read_first(path):
         return None
 
 
+def binary_identity(path):
+    try:
+        st = os.stat(path)
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        return {"path": str(path), "error": str(e)}
+    return {
+        "path": str(path),
+        "sha256": h.hexdigest(),
+        "size": st.st_size,
+        "mtime_utc": datetime.datetime.fromtimestamp(
+            st.st_mtime, datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def machine_info(wanopt_path):
     info = {
         "nproc": os.cpu_count(),
@@ -455,18 +473,7 @@ def machine_info(wanopt_path):
             info["socat_version"] = line.strip()
             break
     if wanopt_path is not None and wanopt_path.is_file():
-        st = wanopt_path.stat()
-        h = hashlib.sha256()
-        with open(wanopt_path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        info["wanopt_binary"] = {
-            "path": str(wanopt_path),
-            "sha256": h.hexdigest(),
-            "size": st.st_size,
-            "mtime_utc": datetime.datetime.fromtimestamp(
-                st.st_mtime, datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
+        info["wanopt_binary"] = binary_identity(wanopt_path)
     for key, path in (("somaxconn", "/proc/sys/net/core/somaxconn"),
                       ("tcp_rmem", "/proc/sys/net/ipv4/tcp_rmem"),
                       ("tcp_wmem", "/proc/sys/net/ipv4/tcp_wmem"),
@@ -569,6 +576,9 @@ class WanoptPair:
         return [p for p in (self.dc, self.br) if p is not None]
 
     def start(self, timeout=10.0):
+        # The binary may be rebuilt while a long run is in progress; record
+        # exactly what each pair ran.
+        self.binary_identity = binary_identity(self.binary)
         t0 = time.monotonic()
         self.dc = self.procs.start(
             "wanopt-datacenter", [str(self.binary), "run", "--config", self.dc_config],
@@ -699,6 +709,17 @@ def run_iperf(procs, tmpdir, client_port, server_port, seconds, streams, reverse
         procs.stop(server)
 
 
+def check_binary(results, pair, phase):
+    results.setdefault("wanopt_binary_per_phase", {})[phase] = pair.binary_identity
+    first = results["machine"].get("wanopt_binary", {}).get("sha256")
+    now = pair.binary_identity.get("sha256")
+    if first and now != first:
+        results["warnings"].append(
+            "wanopt binary changed during the run: the %s phase ran sha256 %s (mtime %s), "
+            "the run started with %s" % (phase, (now or "?")[:12],
+                                         pair.binary_identity.get("mtime_utc"), first[:12]))
+
+
 def throughput_phase(args, procs, ports, tmpdir, results):
     server_ports = {path: ports.get() for path in args.paths}
     proxies = {}
@@ -720,6 +741,7 @@ def throughput_phase(args, procs, ports, tmpdir, results):
             client_ports["wanopt"] = pair.client_port
             results["config"]["wanopt_configs_throughput"] = pair.config_text()
             results["throughput"]["wanopt_ready"] = pair.ready_info
+            check_binary(results, pair, "goodput")
 
         directions = ["forward", "reverse"] if args.reverse else ["forward"]
         total = args.repeats * len(STREAM_COUNTS) * len(directions) * len(args.paths)
@@ -953,6 +975,7 @@ def idle_phase(args, procs, ports, tmpdir, results):
         pair.start()
         results["config"]["wanopt_configs_idle"] = pair.config_text()
         idle["wanopt_ready"] = pair.ready_info
+        check_binary(results, pair, "idle-memory")
         # Origin starts after the readiness probes, so probe connections that
         # the pair forwards are refused instead of being counted.
         origin = Origin(procs, origin_port, tmpdir)

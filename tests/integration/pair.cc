@@ -1,1 +1,113 @@
-#include <doctest/doctest.h>
+#include "tests/integration/pair.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+namespace wanopt::testing {
+
+using boost::asio::ip::tcp;
+
+namespace {
+const tcp::endpoint kLoopbackAny{boost::asio::ip::address_v4::loopback(), 0};
+}
+
+Pair::Pair(PairOptions options) {
+  std::string error;
+  tcp::endpoint peer = options.peer.value_or(ClosedPort());
+  if (options.start_datacenter) {
+    Config dc;
+    dc.name = "test-datacenter";
+    dc.device_id = *channel::ParseDeviceId("02:00:00:00:00:02");
+    dc.threads = 2;
+    dc.timeouts = options.timeouts;
+    dc.datacenter = DatacenterConfig{kLoopbackAny, {"bytecount"}};
+    datacenter = std::make_unique<Daemon>(dc);
+    if (!datacenter->Start(&error)) throw std::runtime_error(error);
+    if (!options.peer) peer = datacenter->datacenter_endpoint();
+  }
+  Config br;
+  br.name = "test-branch";
+  br.device_id = *channel::ParseDeviceId("02:00:00:00:00:01");
+  br.threads = 2;
+  br.timeouts = options.timeouts;
+  ForwardRule rule;
+  rule.name = "test";
+  rule.listen = kLoopbackAny;
+  rule.destination = options.destination.value_or(origin.endpoint());
+  rule.peer = peer;
+  rule.peer_down = options.peer_down;
+  rule.modules = options.modules;
+  br.forwards.push_back(rule);
+  branch = std::make_unique<Daemon>(br);
+  if (!branch->Start(&error)) throw std::runtime_error(error);
+}
+
+tcp::endpoint ClosedPort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return {boost::asio::ip::address_v4::loopback(), ntohs(addr.sin_port)};
+}
+
+int ConnectTo(const tcp::endpoint& target) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(target.port());
+  auto bytes = target.address().to_v4().to_bytes();
+  std::memcpy(&addr.sin_addr, bytes.data(), 4);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool SendAll(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    bytes.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+std::string ReadAll(int fd, int timeout_ms, std::string* error) {
+  std::string out;
+  char buffer[65536];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, timeout_ms) == 0) {
+      *error = "timeout";
+      return out;
+    }
+    ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n == 0) {
+      error->clear();
+      return out;
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      *error = errno == ECONNRESET ? "reset" : std::strerror(errno);
+      return out;
+    }
+    out.append(buffer, static_cast<size_t>(n));
+  }
+}
+
+}  // namespace wanopt::testing

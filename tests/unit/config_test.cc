@@ -1,1 +1,104 @@
 #include <doctest/doctest.h>
+
+#include "wanopt/config/config.h"
+
+using namespace wanopt;
+
+namespace {
+std::string ErrorOf(const char* text) {
+  std::string error;
+  auto config = ParseConfig(text, "test.toml", &error);
+  CHECK_FALSE(config);
+  return error;
+}
+}  // namespace
+
+TEST_CASE("a box that is both branch and datacenter") {
+  const char* text = R"(
+[box]
+name = "branch-1"
+device_id = "02:00:5e:00:00:01"
+policy = "D"
+threads = 2
+
+[timeouts]
+connect_ms = 5000
+keepalive_ms = 1000
+dead_peer_ms = 4000
+
+[datacenter]
+listen = "0.0.0.0"
+
+[[branch.forward]]
+listen = "127.0.0.1:8080"
+destination = "198.18.1.10:80"
+peer = "198.18.0.2"
+modules = ["bytecount"]
+peer_down = "reset"
+
+[[branch.forward]]
+listen = "[::1]:8443"
+destination = "[2001:db8::1]:443"
+peer = "198.18.0.2:7900"
+policy = "T"
+)";
+  std::string error;
+  auto config = ParseConfig(text, "test.toml", &error);
+  REQUIRE_MESSAGE(config, error);
+  CHECK(config->name == "branch-1");
+  CHECK(channel::FormatDeviceId(config->device_id) == "02:00:5e:00:00:01");
+  CHECK(config->policy == Policy::kDre);
+  CHECK(config->threads == 2);
+  CHECK(config->timeouts.connect.count() == 5000);
+  REQUIRE(config->datacenter);
+  CHECK(config->datacenter->listen.port() == kDefaultPeerPort);
+  CHECK_FALSE(config->datacenter->modules.empty());  // default: every registered module
+  REQUIRE(config->forwards.size() == 2);
+  CHECK(config->forwards[0].name == "branch.forward[0]");
+  CHECK(config->forwards[0].peer.port() == kDefaultPeerPort);
+  CHECK(config->forwards[0].policy == Policy::kDre);  // inherited from [box]
+  CHECK(config->forwards[0].peer_down == PeerDownAction::kReset);
+  CHECK(config->forwards[0].modules == std::vector<std::string>{"bytecount"});
+  CHECK(config->forwards[1].listen.address().is_v6());
+  CHECK(config->forwards[1].policy == Policy::kTcpOnly);
+  CHECK(config->forwards[1].peer_down == PeerDownAction::kPassThrough);
+}
+
+TEST_CASE("bad configs fail with one line naming file, line and key") {
+  CHECK(ErrorOf("[box]\nname = 3\n[datacenter]\nlisten=\"0.0.0.0\"\n") == "test.toml:2: box.name: must be a string");
+  CHECK(ErrorOf("[datacenter]\nlisten = \"0.0.0.0\"\nlisen = 1\n") == "test.toml:3: datacenter.lisen: unknown key");
+  CHECK(ErrorOf("[datacenter]\nlisten = \"300.1.1.1:80\"\n").starts_with(
+      "test.toml:2: datacenter.listen: '300.1.1.1:80' is not an address:port"));
+  CHECK(ErrorOf("[[branch.forward]]\nlisten = \"127.0.0.1:1\"\npeer = \"127.0.0.1\"\n") ==
+        "test.toml:1: branch.forward[0].destination: is required");
+  CHECK(ErrorOf("[[branch.forward]]\nlisten = \"127.0.0.1:1\"\ndestination = \"127.0.0.1:2\"\n"
+                "peer = \"127.0.0.1\"\nmodules = [\"nope\"]\n")
+            .starts_with("test.toml:5: branch.forward[0].modules: unknown module 'nope' (known: "));
+  CHECK(ErrorOf("[box]\npolicy = \"X\"\n[datacenter]\nlisten=\"0.0.0.0\"\n") ==
+        "test.toml:2: box.policy: 'X' is not a policy (F, D, L or T)");
+  CHECK(ErrorOf("[box]\nthreads = 1000\n[datacenter]\nlisten=\"0.0.0.0\"\n") ==
+        "test.toml:2: box.threads: must be between 0 and 256");
+  CHECK(ErrorOf("[box]\ndevice_id = \"zz\"\n[datacenter]\nlisten=\"0.0.0.0\"\n").starts_with(
+      "test.toml:2: box.device_id: 'zz' is not 6 hex bytes"));
+  CHECK(ErrorOf("[timeouts]\nkeepalive_ms = 5000\ndead_peer_ms = 4000\n[datacenter]\nlisten=\"0.0.0.0\"\n") ==
+        "test.toml:3: timeouts.dead_peer_ms: must be longer than keepalive_ms");
+  CHECK(ErrorOf("[box]\nname = \"idle\"\n").find("neither [datacenter] nor [[branch.forward]]") != std::string::npos);
+  CHECK(ErrorOf("[datacenter\n").starts_with("test.toml:1: TOML syntax: "));
+  CHECK(ErrorOf("[[branch.forward]]\nlisten = \"127.0.0.1:1\"\ndestination = \"127.0.0.1:2\"\npeer=\"127.0.0.1\"\n"
+                "[[branch.forward]]\nlisten = \"127.0.0.1:1\"\ndestination = \"127.0.0.1:3\"\npeer=\"127.0.0.1\"\n") ==
+        "test.toml:6: branch.forward[1].listen: same address as branch.forward[0]");
+  CHECK(ErrorOf("[[branch.forward]]\nlisten = \"127.0.0.1:1\"\ndestination = \"127.0.0.1:2\"\npeer=\"127.0.0.1\"\n"
+                "peer_down = \"maybe\"\n") ==
+        "test.toml:5: branch.forward[0].peer_down: 'maybe' is not pass-through or reset");
+}
+
+TEST_CASE("endpoints: IPv4, bracketed IPv6, default ports") {
+  CHECK(ParseEndpoint("192.0.2.1:80", std::nullopt)->port() == 80);
+  CHECK(ParseEndpoint("[2001:db8::1]:443", std::nullopt)->address().is_v6());
+  CHECK(ParseEndpoint("192.0.2.1", 7800)->port() == 7800);
+  CHECK_FALSE(ParseEndpoint("192.0.2.1", std::nullopt));
+  CHECK_FALSE(ParseEndpoint("2001:db8::1", 7800));  // IPv6 needs brackets
+  CHECK_FALSE(ParseEndpoint("192.0.2.1:99999", std::nullopt));
+  CHECK_FALSE(ParseEndpoint("192.0.2.1:", std::nullopt));
+  CHECK_FALSE(ParseEndpoint("host.example:80", std::nullopt));
+}

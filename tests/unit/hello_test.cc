@@ -1,1 +1,102 @@
 #include <doctest/doctest.h>
+
+#include "wanopt/channel/hello.h"
+
+using namespace wanopt;
+using namespace wanopt::channel;
+using boost::asio::ip::make_address;
+
+TEST_CASE("hello round-trips with IPv4 and IPv6 destinations and modules") {
+  for (const char* address : {"198.18.1.10", "2001:db8::10"}) {
+    Hello hello;
+    hello.device_id = {2, 0, 0x5e, 0, 0, 1};
+    hello.offered = Policy::kDre;
+    hello.destination = {make_address(address), 135};
+    hello.modules = {"bytecount", "epm"};
+    std::string error;
+    auto decoded = DecodeHello(EncodeHello(hello), &error);
+    REQUIRE_MESSAGE(decoded, error);
+    CHECK(decoded->device_id == hello.device_id);
+    CHECK(decoded->offered == Policy::kDre);
+    CHECK(decoded->destination == hello.destination);
+    CHECK(decoded->modules == hello.modules);
+  }
+}
+
+TEST_CASE("every truncation of a hello is rejected, never read past") {
+  Hello hello;
+  hello.destination = {make_address("198.18.1.10"), 80};
+  hello.modules = {"bytecount"};
+  auto bytes = EncodeHello(hello);
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    std::vector<uint8_t> prefix(bytes.begin(), bytes.begin() + static_cast<long>(n));
+    std::string error;
+    CHECK_FALSE(DecodeHello(prefix, &error));
+    CHECK_FALSE(error.empty());
+  }
+}
+
+TEST_CASE("hello: bad magic, version, policy and family are named") {
+  Hello hello;
+  hello.destination = {make_address("198.18.1.10"), 80};
+  auto good = EncodeHello(hello);
+  std::string error;
+  auto bad = good;
+  bad[0] = 'X';
+  CHECK_FALSE(DecodeHello(bad, &error));
+  CHECK(error.find("magic") != std::string::npos);
+  bad = good;
+  bad[4] = 9;
+  CHECK_FALSE(DecodeHello(bad, &error));
+  CHECK(error.find("version 9") != std::string::npos);
+  bad = good;
+  bad[5] = 'Q';
+  CHECK_FALSE(DecodeHello(bad, &error));
+  CHECK(error.find("policy") != std::string::npos);
+  bad = good;
+  bad[12] = 5;
+  CHECK_FALSE(DecodeHello(bad, &error));
+  CHECK(error.find("family") != std::string::npos);
+}
+
+TEST_CASE("hello-ack round-trips and rejects unknown status") {
+  HelloAck ack;
+  ack.status = HelloStatus::kRefused;
+  ack.device_id = {2, 0, 0, 0, 0, 2};
+  ack.offered = Policy::kFull;
+  ack.negotiated = Policy::kLz;
+  ack.applied = Policy::kTcpOnly;
+  ack.accepted_modules = 0b101;
+  std::string error;
+  auto bytes = EncodeHelloAck(ack);
+  auto decoded = DecodeHelloAck(bytes, &error);
+  REQUIRE_MESSAGE(decoded, error);
+  CHECK(decoded->status == HelloStatus::kRefused);
+  CHECK(decoded->negotiated == Policy::kLz);
+  CHECK(decoded->accepted_modules == 0b101);
+  bytes[5] = 99;
+  CHECK_FALSE(DecodeHelloAck(bytes, &error));
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    CHECK_FALSE(DecodeHelloAck(std::span(bytes).first(n), &error));
+  }
+}
+
+TEST_CASE("policies negotiate to the lowest common one") {
+  CHECK(Intersect(Policy::kFull, Policy::kFull) == Policy::kFull);
+  CHECK(Intersect(Policy::kFull, Policy::kDre) == Policy::kDre);
+  CHECK(Intersect(Policy::kFull, Policy::kLz) == Policy::kLz);
+  CHECK(Intersect(Policy::kDre, Policy::kLz) == Policy::kTcpOnly);
+  CHECK(Intersect(Policy::kTcpOnly, Policy::kFull) == Policy::kTcpOnly);
+  CHECK(PolicyLetter(Policy::kDre) == 'D');
+  CHECK(PolicyFromLetter('f') == Policy::kFull);
+  CHECK_FALSE(PolicyFromLetter('X'));
+}
+
+TEST_CASE("device ids parse and print as six hex bytes") {
+  auto id = ParseDeviceId("02:00:5e:0A:ff:01");
+  REQUIRE(id);
+  CHECK(FormatDeviceId(*id) == "02:00:5e:0a:ff:01");
+  CHECK_FALSE(ParseDeviceId("02:00:5e:0a:ff"));
+  CHECK_FALSE(ParseDeviceId("02-00-5e-0a-ff-01"));
+  CHECK_FALSE(ParseDeviceId("02:00:5e:0a:ff:0g"));
+}

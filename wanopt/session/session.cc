@@ -315,10 +315,10 @@ class Session final : public std::enable_shared_from_this<Session>,
 
   // The LAN side sent FIN: let the modules flush, then half-close towards the peer.
   void UpEnd() {
-    up_ended_ = true;
     ReleaseRelayBuffer(std::move(up_buffer_));
     Buffer tail;
     modules_->Process(UpDirection(), tail, true);
+    up_ended_ = true;  // modules could still message their twins just above
     if (!tail.empty()) {
       owned_tail_.push_back(std::vector<uint8_t>(tail.data(), tail.data() + tail.size()));
       QueueData(owned_tail_.back(), /*resume_up=*/false);

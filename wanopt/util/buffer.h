@@ -83,7 +83,7 @@ class Buffer {
 };
 
 inline void Buffer::Grow(size_t needed) {
-  size_t capacity = capacity_ ? capacity_ : 64;
+  size_t capacity = capacity_ ? capacity_ : needed;
   while (capacity < needed) capacity *= 2;
   auto storage = std::make_unique_for_overwrite<uint8_t[]>(capacity);
   if (size_) std::memcpy(storage.get(), data(), size_);
