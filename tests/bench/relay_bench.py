@@ -1046,6 +1046,19 @@ def idle_phase(args, procs, ports, tmpdir, results):
                    "daemon open fds %s; daemon RLIMIT_NOFILE %s"
                    % (received, n, st, {k: v.get("fds") for k, v in after.items()},
                       {p.name: proc_nofile_limit(p.pid) for p in pair.members}))
+            limits = {p.name: proc_nofile_limit(p.pid) for p in pair.members}
+            for name, lim in limits.items():
+                fds = after.get(name, {}).get("fds")
+                try:
+                    soft_lim = int(lim["soft"])
+                except (TypeError, KeyError, ValueError):
+                    continue
+                if fds is not None and fds >= soft_lim - max(32, soft_lim // 50):
+                    msg += ("; %s is at its descriptor limit (%d of %d): with 2 descriptors per "
+                            "relayed connection per box, %d connections need more than %d. "
+                            "Raise the hard limit (--daemon-nofile N, needs CAP_SYS_RESOURCE) or "
+                            "use a smaller --idle" % (name, fds, soft_lim, n, soft_lim))
+                    break
             idle["error"] = msg
             results["errors"].append("idle: " + msg)
             log("idle: " + msg)

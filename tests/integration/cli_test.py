@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The command line as a user meets it: help, version, config errors, run, lab.
 
-Usage: cli_test.py PATH_TO_WANOPT. Prints 'N passed, N failed'; exit 1 on failure.
+Usage: cli_test.py PATH_TO_WANOPT SOURCE_DIR. Prints 'N passed, N failed'; exit 1 on failure.
 """
 import json
 import os
@@ -13,6 +13,7 @@ import tempfile
 import time
 
 WANOPT = sys.argv[1]
+SOURCE = sys.argv[2]
 passed = failed = 0
 
 
@@ -74,6 +75,14 @@ for name, (text, expected) in bad_configs.items():
           repr(r.stderr))
 r = run("run", "--config", os.path.join(tmp, "missing.toml"))
 check("missing config file exits 2", r.returncode == 2 and "cannot open" in r.stderr, r.stderr)
+
+# Every shipped example config is valid.
+examples = os.path.join(SOURCE, "deploy", "examples")
+for name in sorted(os.listdir(examples)):
+    r = run("run", "--check", "--config", os.path.join(examples, name))
+    check(f"example {name} is valid", r.returncode == 0 and ": ok: " in r.stdout, r.stdout + r.stderr)
+r = run("run", "--check", "--config", config_file("check_bad.toml", "[box]\nname = 1\n"))
+check("--check on a bad config exits 2", r.returncode == 2, r.stderr)
 
 # Nothing was started by the bad configs: the port they named is still free.
 with socket.socket() as s:

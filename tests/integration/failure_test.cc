@@ -210,3 +210,28 @@ TEST_CASE("the datacenter dies mid-transfer: the client is reset, never handed a
   ::close(fd);
   CHECK(error == "reset");
 }
+
+TEST_CASE("a hello of another protocol version is answered with version-unsupported") {
+  Pair pair;
+  int fd = ConnectTo(pair.datacenter_endpoint());
+  REQUIRE(fd >= 0);
+  channel::Hello hello;
+  hello.destination = pair.origin.endpoint();
+  auto bytes = channel::EncodeHello(hello);
+  bytes[4] = 2;  // version 2
+  SendAll(fd, Frame(channel::FrameType::kHello, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size())));
+  ::shutdown(fd, SHUT_WR);
+  std::string error;
+  std::string answer = ReadAll(fd, 2000, &error);
+  ::close(fd);
+  CHECK(error == "");
+  channel::DecodedFrame frame;
+  REQUIRE(channel::DecodeFrame({reinterpret_cast<const uint8_t*>(answer.data()), answer.size()}, &frame) ==
+          channel::DecodeStatus::kFrame);
+  REQUIRE(frame.header.type == channel::FrameType::kHelloAck);
+  std::string decode_error;
+  auto ack = channel::DecodeHelloAck(frame.payload, &decode_error);
+  REQUIRE_MESSAGE(ack, decode_error);
+  CHECK(ack->status == channel::HelloStatus::kVersionUnsupported);
+  CHECK(ack->version == channel::kProtocolVersion);
+}

@@ -37,11 +37,13 @@ const char kMainHelp[] =
     "  wanopt <command> --help\n";
 
 const char kRunHelp[] =
-    "usage: wanopt run --config FILE\n"
+    "usage: wanopt run --config FILE [--check]\n"
     "\n"
     "Runs the daemon until SIGINT or SIGTERM. FILE is TOML; see deploy/examples/ and\n"
     "README.md for every key. A bad config prints one line naming the key and exits 2\n"
-    "without starting anything.\n";
+    "without starting anything.\n"
+    "\n"
+    "  --check    only validate FILE: exit 0 and print a summary, or exit 2\n";
 
 const char kLabHelp[] =
     "usage: wanopt lab [--json] [--file PATH ...] [--keep-running]\n"
@@ -86,6 +88,7 @@ void RaiseDescriptorLimit() {
 
 int Run(const std::vector<std::string_view>& args) {
   std::string config_path;
+  bool check_only = false;
   for (size_t i = 0; i < args.size(); ++i) {
     if (IsHelp(args[i])) {
       std::fputs(kRunHelp, stdout);
@@ -93,6 +96,8 @@ int Run(const std::vector<std::string_view>& args) {
     }
     if (args[i] == "--config" && i + 1 < args.size()) {
       config_path = args[++i];
+    } else if (args[i] == "--check") {
+      check_only = true;
     } else {
       return Usage(("run: unexpected argument '" + std::string(args[i]) + "'").c_str(), kRunHelp);
     }
@@ -103,6 +108,12 @@ int Run(const std::vector<std::string_view>& args) {
   if (!config) {
     std::fprintf(stderr, "wanopt: config error: %s\n", error.c_str());
     return kExitUsage;
+  }
+  if (check_only) {
+    std::printf("%s: ok: %s%s%zu forward rule(s), device id %s\n", config_path.c_str(),
+                config->datacenter ? "datacenter, " : "", config->forwards.empty() ? "" : "branch, ",
+                config->forwards.size(), wanopt::channel::FormatDeviceId(config->device_id).c_str());
+    return 0;
   }
   wanopt::log::SetLevel(config->log_level);
   BlockStopSignals();

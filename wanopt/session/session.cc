@@ -117,6 +117,7 @@ class Session final : public std::enable_shared_from_this<Session>,
       return;
     }
     TuneInnerSocket(wan_, env_.config.timeouts.dead_peer);
+    wan_remote_ = *plan_.peer;
     framed_ = true;
     awaiting_handshake_ = true;
     channel::Hello hello;
@@ -151,6 +152,7 @@ class Session final : public std::enable_shared_from_this<Session>,
                    return;
                  }
                  TuneLanSocket(self->wan_);
+                 self->wan_remote_ = self->plan_.destination;
                  self->StartRelay();
                });
   }
@@ -159,7 +161,7 @@ class Session final : public std::enable_shared_from_this<Session>,
 
   void StartDatacenter() {
     error_code ec;
-    peer_endpoint_ = wan_.remote_endpoint(ec);
+    peer_endpoint_ = wan_remote_ = wan_.remote_endpoint(ec);
     TuneInnerSocket(wan_, env_.config.timeouts.dead_peer);
     wan_.non_blocking(true, ec);
     framed_ = true;
@@ -498,7 +500,7 @@ class Session final : public std::enable_shared_from_this<Session>,
       if (draining_) continue;
       if (awaiting_handshake_) {
         if (!HandleHandshake(frame)) return false;
-        if (role_ == Role::kDatacenter) {
+        if (role_ == Role::kDatacenter && !draining_) {
           // Everything after the hello waits until the server answered.
           down_buffer_->Consume(consumed);
           return false;
@@ -577,6 +579,17 @@ class Session final : public std::enable_shared_from_this<Session>,
         return false;
       }
       auto hello = channel::DecodeHello(frame.payload, &error);
+      if (!hello && SpeaksOtherVersion(frame.payload)) {
+        // A newer (or older) peer: say which version we speak instead of a bare reset.
+        WANOPT_LOG(kWarn, "datacenter") << "connection " << id_ << ": peer " << Format(peer_endpoint_)
+                                        << " speaks inner-channel version " << int{frame.payload[4]}
+                                        << ", this box version " << int{channel::kProtocolVersion};
+        ack_.status = channel::HelloStatus::kVersionUnsupported;
+        ack_.device_id = env_.config.device_id;
+        QueueControlFrame(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));
+        draining_ = true;
+        return true;
+      }
       if (!hello) {
         ProtocolError("bad hello: " + error);
         return false;
@@ -608,6 +621,12 @@ class Session final : public std::enable_shared_from_this<Session>,
                                  << channel::FormatDeviceId(peer_id_) << ", policy applied "
                                  << PolicyLetter(ack->applied);
     return true;
+  }
+
+  static bool SpeaksOtherVersion(std::span<const uint8_t> hello) {
+    return hello.size() > channel::kHelloMagic.size() &&
+           std::equal(channel::kHelloMagic.begin(), channel::kHelloMagic.end(), hello.begin()) &&
+           hello[channel::kHelloMagic.size()] != channel::kProtocolVersion;
   }
 
   void WriteLan() {
@@ -666,6 +685,13 @@ class Session final : public std::enable_shared_from_this<Session>,
       Close();
       return;
     }
+    if (awaiting_handshake_ && role_ == Role::kDatacenter && (!down_buffer_ || down_buffer_->empty())) {
+      // Connected and left without a byte: a port scan or a health check, not a failure.
+      WANOPT_LOG(kDebug, "datacenter") << "connection " << id_ << " from " << Format(wan_endpoint())
+                                       << " closed before its hello";
+      Close();
+      return;
+    }
     // The peer went away without finishing both directions: the relayed connection
     // cannot be completed correctly, so it is reset rather than cut short silently.
     WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": inner channel closed by peer "
@@ -709,10 +735,9 @@ class Session final : public std::enable_shared_from_this<Session>,
 
   const char* RoleName() const { return role_ == Role::kBranch ? "branch" : "datacenter"; }
 
-  tcp::endpoint wan_endpoint() const {
-    error_code ignored;
-    return wan_.remote_endpoint(ignored);
-  }
+  // The WAN side's address, remembered at connect/accept: after a failure the socket
+  // can no longer tell.
+  const tcp::endpoint& wan_endpoint() const { return wan_remote_; }
 
   void MaybeFinish() {
     if (up_finished_ && down_finished_) {
@@ -830,6 +855,7 @@ class Session final : public std::enable_shared_from_this<Session>,
 
   // What the status page will show.
   tcp::endpoint peer_endpoint_;
+  tcp::endpoint wan_remote_;
   channel::DeviceId peer_id_{};
   channel::HelloAck ack_;
   std::string pass_through_reason_;
