@@ -12,6 +12,7 @@ TEST_CASE("hello round-trips with IPv4 and IPv6 destinations and modules") {
     hello.device_id = {2, 0, 0x5e, 0, 0, 1};
     hello.offered = Policy::kDre;
     hello.destination = {make_address(address), 135};
+    hello.source = {make_address(address), 50123};
     hello.modules = {"bytecount", "epm"};
     std::string error;
     auto decoded = DecodeHello(EncodeHello(hello), &error);
@@ -19,8 +20,18 @@ TEST_CASE("hello round-trips with IPv4 and IPv6 destinations and modules") {
     CHECK(decoded->device_id == hello.device_id);
     CHECK(decoded->offered == Policy::kDre);
     CHECK(decoded->destination == hello.destination);
+    CHECK(decoded->source == hello.source);
     CHECK(decoded->modules == hello.modules);
   }
+}
+
+TEST_CASE("a hello without a source address decodes with port 0") {
+  Hello hello;
+  hello.destination = {make_address("198.18.1.10"), 80};
+  std::string error;
+  auto decoded = DecodeHello(EncodeHello(hello), &error);
+  REQUIRE_MESSAGE(decoded, error);
+  CHECK(decoded->source.port() == 0);
 }
 
 TEST_CASE("every truncation of a hello is rejected, never read past") {

@@ -52,6 +52,45 @@ void AppendBe32(std::vector<uint8_t>& out, uint32_t v) {
   bytes::PutBe32(b, v);
   Append(out, b);
 }
+// family (4 or 6), reserved, port, address.
+void AppendEndpoint(std::vector<uint8_t>& out, const boost::asio::ip::tcp::endpoint& endpoint) {
+  const auto& address = endpoint.address();
+  out.push_back(address.is_v4() ? 4 : 6);
+  out.push_back(0);
+  AppendBe16(out, endpoint.port());
+  if (address.is_v4()) Append(out, address.to_v4().to_bytes());
+  else Append(out, address.to_v6().to_bytes());
+}
+
+// Reads what AppendEndpoint wrote; family 0 (allowed when `optional`) is "none".
+bool ReadEndpoint(Reader& r, bool optional, boost::asio::ip::tcp::endpoint* endpoint, std::string* error) {
+  uint8_t family = r.U8();
+  r.U8();  // reserved
+  uint16_t port = r.U16();
+  if (!r.ok()) return false;
+  if (family == 0 && optional) {
+    *endpoint = {};
+    return true;
+  }
+  boost::asio::ip::address address;
+  if (family == 4) {
+    boost::asio::ip::address_v4::bytes_type b{};
+    auto raw = r.Bytes(b.size());
+    if (r.ok()) std::memcpy(b.data(), raw.data(), b.size());
+    address = boost::asio::ip::address_v4(b);
+  } else if (family == 6) {
+    boost::asio::ip::address_v6::bytes_type b{};
+    auto raw = r.Bytes(b.size());
+    if (r.ok()) std::memcpy(b.data(), raw.data(), b.size());
+    address = boost::asio::ip::address_v6(b);
+  } else {
+    *error = "hello address family " + std::to_string(family) + " is neither 4 nor 6";
+    return false;
+  }
+  *endpoint = {address, port};
+  return r.ok();
+}
+
 void AppendMagic(std::vector<uint8_t>& out) {
   Append(out, kHelloMagic);
 }
@@ -116,12 +155,12 @@ std::vector<uint8_t> EncodeHello(const Hello& hello) {
   out.push_back(hello.version);
   out.push_back(static_cast<uint8_t>(PolicyLetter(hello.offered)));
   Append(out, hello.device_id);
-  const auto& address = hello.destination.address();
-  out.push_back(address.is_v4() ? 4 : 6);
-  out.push_back(0);
-  AppendBe16(out, hello.destination.port());
-  if (address.is_v4()) Append(out, address.to_v4().to_bytes());
-  else Append(out, address.to_v6().to_bytes());
+  AppendEndpoint(out, hello.destination);
+  if (hello.source.port() == 0) {
+    Append(out, std::array<uint8_t, 4>{0, 0, 0, 0});  // family 0: no source
+  } else {
+    AppendEndpoint(out, hello.source);
+  }
   out.push_back(static_cast<uint8_t>(hello.modules.size()));
   for (const auto& name : hello.modules) {
     out.push_back(static_cast<uint8_t>(name.size()));
@@ -141,9 +180,6 @@ std::optional<Hello> DecodeHello(std::span<const uint8_t> payload, std::string* 
   }
   auto offered = ReadPolicy(r, error, "hello");
   auto id = r.Bytes(6);
-  uint8_t family = r.U8();
-  r.U8();  // reserved
-  uint16_t port = r.U16();
   if (!r.ok()) {
     *error = "hello truncated";
     return std::nullopt;
@@ -151,22 +187,10 @@ std::optional<Hello> DecodeHello(std::span<const uint8_t> payload, std::string* 
   if (!offered) return std::nullopt;
   hello.offered = *offered;
   std::memcpy(hello.device_id.data(), id.data(), 6);
-  boost::asio::ip::address address;
-  if (family == 4) {
-    boost::asio::ip::address_v4::bytes_type b{};
-    auto raw = r.Bytes(b.size());
-    if (r.ok()) std::memcpy(b.data(), raw.data(), b.size());
-    address = boost::asio::ip::address_v4(b);
-  } else if (family == 6) {
-    boost::asio::ip::address_v6::bytes_type b{};
-    auto raw = r.Bytes(b.size());
-    if (r.ok()) std::memcpy(b.data(), raw.data(), b.size());
-    address = boost::asio::ip::address_v6(b);
-  } else {
-    *error = "hello destination family " + std::to_string(family) + " is neither 4 nor 6";
+  if (!ReadEndpoint(r, false, &hello.destination, error) || !ReadEndpoint(r, true, &hello.source, error)) {
+    if (error->empty()) *error = "hello truncated";
     return std::nullopt;
   }
-  hello.destination = {address, port};
   size_t count = r.U8();
   if (r.ok() && count > kMaxModules) {
     *error = "hello lists " + std::to_string(count) + " modules, more than " +

@@ -35,6 +35,7 @@ struct Hello {
   DeviceId device_id{};
   Policy offered = Policy::kTcpOnly;
   boost::asio::ip::tcp::endpoint destination;  // the server the client connected to
+  boost::asio::ip::tcp::endpoint source;       // the client (port 0: not told)
   std::vector<std::string> modules;            // module slot i is modules[i]
 };
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "protocols/registry.h"
+#include "wanopt/cli/show.h"
 #include "wanopt/config/config.h"
 #include "wanopt/daemon/daemon.h"
 #include "wanopt/lab/lab.h"
@@ -32,6 +33,8 @@ const char kMainHelp[] =
     "  run --config FILE     run the daemon (branch, datacenter or both, as FILE says)\n"
     "  lab [options]         run origin, datacenter proxy, branch proxy and client on\n"
     "                        127.0.0.1 and report what crossed the pair\n"
+    "  show WHAT [options]   connections, peers, summary or datastore of a running\n"
+    "                        daemon, from its status API\n"
     "\n"
     "  wanopt --version      print the version\n"
     "  wanopt <command> --help\n";
@@ -174,5 +177,6 @@ int main(int argc, char** argv) {
   }
   if (command == "run") return Run(rest);
   if (command == "lab") return Lab(rest);
+  if (command == "show") return wanopt::cli::Show(rest);
   return Usage(("unknown command '" + std::string(command) + "'").c_str(), kMainHelp);
 }

@@ -182,6 +182,20 @@ void ReadDatacenter(TableReader& r, Config& config) {
   config.datacenter = std::move(dc);
 }
 
+void ReadStatus(TableReader& r, Config& config) {
+  StatusConfig status;
+  status.listen = r.RequiredEndpoint("listen", 7880);
+  if (auto token = r.String("token")) status.token = *token;
+  if (auto window = r.Integer("closed_window_s", 0, 86400)) status.closed_window = std::chrono::seconds(*window);
+  // Addresses, peers and file names are on that page: off the box only with a token.
+  if (!status.listen.address().is_loopback() && status.token.size() < 16) {
+    r.Fail("token", r.Get("token"),
+           "a token of at least 16 characters is required when listen is not a loopback address");
+  }
+  r.RejectUnknownKeys();
+  config.status = std::move(status);
+}
+
 ForwardRule ReadForward(TableReader& r, const Config& config) {
   ForwardRule rule;
   rule.listen = r.RequiredEndpoint("listen", std::nullopt);
@@ -209,6 +223,10 @@ Config Read(const toml::table& root) {
   if (const toml::table* timeouts = top.SubTable("timeouts")) {
     TableReader r(*timeouts, "timeouts");
     ReadTimeouts(r, config.timeouts);
+  }
+  if (const toml::table* status = top.SubTable("status")) {
+    TableReader r(*status, "status");
+    ReadStatus(r, config);
   }
   if (const toml::table* dc = top.SubTable("datacenter")) {
     TableReader r(*dc, "datacenter");

@@ -46,6 +46,13 @@ struct DatacenterConfig {
   std::vector<std::string> modules;
 };
 
+// The status page and API (wanopt/status). Off unless configured.
+struct StatusConfig {
+  boost::asio::ip::tcp::endpoint listen;  // management address; loopback unless a token is set
+  std::string token;                      // required on every request when set
+  std::chrono::seconds closed_window{300};  // closed connections stay listed this long
+};
+
 struct Timeouts {
   std::chrono::milliseconds connect{10'000};      // to origin servers
   std::chrono::milliseconds peer_connect{3'000};  // to datacenter peers
@@ -61,6 +68,7 @@ struct Config {
   log::Level log_level = log::Level::kInfo;
   Timeouts timeouts;
   std::optional<DatacenterConfig> datacenter;
+  std::optional<StatusConfig> status;
   std::vector<ForwardRule> forwards;
 };
 

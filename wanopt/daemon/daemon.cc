@@ -6,6 +6,7 @@
 
 #include <future>
 
+#include "wanopt/status/status_server.h"
 #include "wanopt/util/log.h"
 
 namespace wanopt {
@@ -23,7 +24,10 @@ struct Daemon::Listener {
       : kind(k), rule(r), name(std::move(n)), acceptor(loop) {}
 };
 
-Daemon::Daemon(Config config) : config_(std::move(config)) {}
+Daemon::Daemon(Config config)
+    : config_(std::move(config)), table_(config_.status ? config_.status->closed_window : std::chrono::seconds(300)) {}
+
+std::string Daemon::status_url() const { return status_ ? status_->url() : std::string(); }
 
 Daemon::~Daemon() { Stop(); }
 
@@ -77,6 +81,14 @@ bool Daemon::Start(std::string* error) {
                                   << " -> " << l->rule->destination << " via peer " << l->rule->peer;
     }
     Accept(*l);
+  }
+  if (config_.status) {
+    status_ = std::make_unique<StatusServer>(std::vector<const Daemon*>{this}, config_.status->listen, config_.status->token);
+    if (!status_->Start(error)) {
+      status_.reset();
+      listeners_.clear();
+      return false;
+    }
   }
   running_ = true;
   for (auto& loop : loops_) {
@@ -133,6 +145,7 @@ tcp::endpoint Daemon::forward_endpoint(size_t rule) const {
 void Daemon::Stop() {
   if (!running_) return;
   running_ = false;
+  if (status_) status_->Stop();
   // Close the acceptors on their own thread, then stop every loop; pending
   // operations are destroyed with the loops, which closes their sockets.
   std::promise<void> closed;

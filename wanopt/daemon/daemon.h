@@ -18,10 +18,13 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include "wanopt/config/config.h"
+#include "wanopt/session/connection_table.h"
 #include "wanopt/session/counters.h"
 #include "wanopt/session/session.h"
 
 namespace wanopt {
+
+class StatusServer;
 
 class Daemon {
  public:
@@ -38,6 +41,12 @@ class Daemon {
 
   const Config& config() const { return config_; }
   const Counters& counters() const { return counters_; }
+  // Live and recent connections and peers. Thread-safe; usable on a const Daemon
+  // because reading it prunes expired records.
+  ConnectionTable& table() const { return table_; }
+  SystemTime started_at() const { return started_at_; }
+  // The status page URL when [status] is configured and running, else "".
+  std::string status_url() const;
   // The address a listener actually bound (port 0 in the config gets a free port).
   boost::asio::ip::tcp::endpoint datacenter_endpoint() const;
   boost::asio::ip::tcp::endpoint forward_endpoint(size_t rule) const;
@@ -49,8 +58,11 @@ class Daemon {
 
   Config config_;
   Counters counters_;
+  mutable ConnectionTable table_;
+  SystemTime started_at_ = std::chrono::system_clock::now();
   std::atomic<uint64_t> next_session_id_{0};
-  SessionEnvironment env_{config_, counters_, next_session_id_};
+  SessionEnvironment env_{config_, counters_, table_, next_session_id_};
+  std::unique_ptr<StatusServer> status_;
   std::vector<std::unique_ptr<boost::asio::io_context>> loops_;
   std::vector<std::thread> threads_;
   std::vector<std::unique_ptr<Listener>> listeners_;

@@ -8,6 +8,7 @@
 
 #include "wanopt/daemon/daemon.h"
 #include "wanopt/lab/echo.h"
+#include "wanopt/status/status_server.h"
 #include "wanopt/util/json.h"
 #include "wanopt/util/log.h"
 
@@ -56,7 +57,8 @@ void PrintTable(const std::vector<Transfer>& transfers) {
   }
 }
 
-void PrintJson(const std::vector<Transfer>& transfers) {
+void PrintJson(const std::vector<Transfer>& transfers, const std::string& status_url, const tcp::endpoint& entry,
+               const tcp::endpoint& datacenter) {
   json::Writer w;
   w.BeginObject();
   w.Key("transfers");
@@ -74,9 +76,9 @@ void PrintJson(const std::vector<Transfer>& transfers) {
     w.EndObject();
   }
   w.EndArray();
-  // The status page arrives with its own issue; until then there is none to point at.
-  w.Key("status_url");
-  w.Null();
+  w.Field("status_url", status_url);
+  w.Field("branch", entry.address().to_string() + ":" + std::to_string(entry.port()));
+  w.Field("datacenter", datacenter.address().to_string() + ":" + std::to_string(datacenter.port()));
   w.EndObject();
   std::printf("%s\n", w.str().c_str());
 }
@@ -120,6 +122,12 @@ int RunLab(const LabOptions& options) {
     return 1;
   }
   tcp::endpoint entry = branch.forward_endpoint(0);
+  // One status page for both boxes: the lab's connections seen from either end.
+  StatusServer status({&branch, &datacenter}, {boost::asio::ip::address_v4::loopback(), 0}, "");
+  if (!status.Start(&error)) {
+    std::fprintf(stderr, "wanopt lab: %s\n", error.c_str());
+    return 1;
+  }
 
   std::vector<Transfer> transfers;
   uint64_t next_id = 1;
@@ -139,17 +147,22 @@ int RunLab(const LabOptions& options) {
       transfers.push_back(t);
     }
   }
-  if (options.json) PrintJson(transfers);
-  else PrintTable(transfers);
+  if (options.json) PrintJson(transfers, status.url(), entry, datacenter.datacenter_endpoint());
+  else {
+    PrintTable(transfers);
+    std::printf("status page: %s\n", status.url().c_str());
+  }
   std::fflush(stdout);
 
   if (options.keep_running) {
     std::fprintf(stderr,
                  "wanopt lab: running until Ctrl-C.\n"
+                 "  status page: %s\n"
                  "  client entry (branch proxy): %s:%u   -> echo origin %s:%u\n"
                  "  datacenter proxy (inner channels): %s:%u\n"
                  "  try: printf 'hello through the pair' | nc -q1 %s %u\n",
-                 entry.address().to_string().c_str(), entry.port(), origin.endpoint().address().to_string().c_str(),
+                 status.url().c_str(), entry.address().to_string().c_str(), entry.port(),
+                 origin.endpoint().address().to_string().c_str(),
                  origin.endpoint().port(), datacenter.datacenter_endpoint().address().to_string().c_str(),
                  datacenter.datacenter_endpoint().port(), entry.address().to_string().c_str(), entry.port());
     sigset_t signals;

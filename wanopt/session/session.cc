@@ -76,6 +76,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     info_.side = role == Role::kBranch ? protocols::Side::kBranch : protocols::Side::kDatacenter;
     ++env_.counters.sessions_opened;
     ++env_.counters.sessions_active;
+    record_ = env_.table.Add(env_.config.name, role == Role::kBranch ? "branch" : "datacenter", env_.config.policy);
   }
 
   ~Session() override {
@@ -91,6 +92,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     error_code ec;
     info_.client = lan_.remote_endpoint(ec);
     info_.server = plan_.destination;
+    record_->SetEndpoints(info_.client, info_.server);
     TuneLanSocket(lan_);
     modules_ = std::make_unique<protocols::ModuleChain>(*this, plan_.modules);
     // Until the peer's HelloAck says otherwise, assume its twins run every module.
@@ -110,7 +112,7 @@ class Session final : public std::enable_shared_from_this<Session>,
         WANOPT_LOG(kWarn, "branch") << "connection " << id_ << " " << Format(info_.client) << " -> "
                                     << Format(info_.server) << ": peer " << Format(*plan_.peer)
                                     << " unreachable (" << ec.message() << "): resetting the client (peer_down = reset)";
-        Abort();
+        Abort("peer " + Format(*plan_.peer) + " unreachable (" + ec.message() + "): client reset (peer_down = reset)");
         return;
       }
       ConnectDirect("peer " + Format(*plan_.peer) + " unreachable (" + ec.message() + ")");
@@ -118,12 +120,14 @@ class Session final : public std::enable_shared_from_this<Session>,
     }
     TuneInnerSocket(wan_, env_.config.timeouts.dead_peer);
     wan_remote_ = *plan_.peer;
+    record_->SetPeer("", Format(wan_remote_));
     framed_ = true;
     awaiting_handshake_ = true;
     channel::Hello hello;
     hello.device_id = env_.config.device_id;
     hello.offered = plan_.policy;
     hello.destination = plan_.destination;
+    hello.source = info_.client;
     hello.modules = plan_.modules;
     QueueControlFrame(FrameType::kHello, 0, channel::EncodeHello(hello));
     // Client bytes follow the hello at once: discovery of the server's answer costs
@@ -135,7 +139,9 @@ class Session final : public std::enable_shared_from_this<Session>,
     WANOPT_LOG(kWarn, "branch") << "connection " << id_ << " " << Format(info_.client) << " -> "
                                 << Format(info_.server) << ": pass-through: " << reason;
     ++env_.counters.pass_through;
-    pass_through_reason_ = reason;
+    record_->SetState(ConnectionState::kPassThrough);
+    record_->SetPeer("", "");
+    record_->AddNote("pass-through: " + reason);
     framed_ = false;
     modules_->SetPeerSlots(0);
     error_code ignored;
@@ -148,7 +154,7 @@ class Session final : public std::enable_shared_from_this<Session>,
                    // already-accepted connection allows: a reset.
                    WANOPT_LOG(kInfo, "branch") << "connection " << self->id_ << ": server "
                                                << Format(self->info_.server) << ": " << ec.message();
-                   self->Abort();
+                   self->Abort("server " + Format(self->info_.server) + ": " + ec.message());
                    return;
                  }
                  TuneLanSocket(self->wan_);
@@ -171,9 +177,14 @@ class Session final : public std::enable_shared_from_this<Session>,
   }
 
   void OnHello(const channel::Hello& hello) {
-    info_.client = peer_endpoint_;
+    // The client's own address when the branch knows it, else the branch's.
+    info_.client = hello.source.port() ? hello.source : peer_endpoint_;
     info_.server = hello.destination;
     peer_id_ = hello.device_id;
+    record_->SetEndpoints(info_.client, info_.server);
+    record_->SetPeer(channel::FormatDeviceId(peer_id_), Format(peer_endpoint_));
+    env_.table.PeerSeen(channel::FormatDeviceId(peer_id_), Format(peer_endpoint_), true);
+    peer_counted_ = true;
     std::vector<std::string> runnable;
     uint32_t accepted = 0;
     const auto& allowed = env_.config.datacenter->modules;
@@ -182,6 +193,8 @@ class Session final : public std::enable_shared_from_this<Session>,
       // Slots keep their position; a module this box does not run leaves a gap.
       runnable.push_back(ok ? hello.modules[slot] : std::string());
       if (ok) accepted |= 1u << slot;
+      // The name came off the network: the status page escapes it, the log quotes it.
+      else record_->AddNote("peer asked for module '" + hello.modules[slot] + "', which this box does not run");
     }
     modules_ = std::make_unique<protocols::ModuleChain>(*this, runnable);
     modules_->SetPeerSlots(accepted);
@@ -190,6 +203,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     ack_.negotiated = Intersect(hello.offered, env_.config.policy);
     ack_.applied = Intersect(ack_.negotiated, kBuildCapability);
     ack_.accepted_modules = accepted;
+    record_->SetPolicies(hello.offered, ack_.negotiated, ack_.applied);
     ConnectWanToServer(hello.destination);
   }
 
@@ -214,6 +228,8 @@ class Session final : public std::enable_shared_from_this<Session>,
                                       << channel::FormatDeviceId(peer_id_) << " " << Format(peer_endpoint_)
                                       << ": server " << Format(info_.server) << ": " << ec.message();
       QueueControlFrame(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));
+      record_->AddNote("server " + Format(info_.server) + ": " + ec.message());
+      reset_ = true;
       // Tell the branch, then wait for it to hang up (reading and discarding), so that
       // our close cannot overtake the answer.
       draining_ = true;
@@ -222,6 +238,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     }
     TuneLanSocket(lan_);
     QueueControlFrame(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));
+    record_->SetState(ConnectionState::kOptimized);
     StartRelay();
     DownResume();
   }
@@ -240,6 +257,24 @@ class Session final : public std::enable_shared_from_this<Session>,
   }
 
  private:
+  // ---- Counting, for the daemon's totals and this connection's record ----
+  void CountLanIn(size_t n) {
+    env_.counters.lan_in.fetch_add(n, std::memory_order_relaxed);
+    record_->lan_in.fetch_add(n, std::memory_order_relaxed);
+  }
+  void CountLanOut(size_t n) {
+    env_.counters.lan_out.fetch_add(n, std::memory_order_relaxed);
+    record_->lan_out.fetch_add(n, std::memory_order_relaxed);
+  }
+  void CountWanIn(size_t n) {
+    env_.counters.wan_in.fetch_add(n, std::memory_order_relaxed);
+    record_->wan_in.fetch_add(n, std::memory_order_relaxed);
+  }
+  void CountWanOut(size_t n) {
+    env_.counters.wan_out.fetch_add(n, std::memory_order_relaxed);
+    record_->wan_out.fetch_add(n, std::memory_order_relaxed);
+  }
+
   // ---- ModuleChain::Host ----
   const protocols::ConnectionInfo& connection() const override { return info_; }
   bool SendModuleMessage(uint16_t slot, std::span<const uint8_t> message) override {
@@ -247,8 +282,8 @@ class Session final : public std::enable_shared_from_this<Session>,
     QueueControlFrame(FrameType::kModule, slot, {message.begin(), message.end()});
     return true;
   }
-  void SetApplication(std::string_view name) override { application_ = name; }
-  void AddNote(std::string_view note) override { notes_.emplace_back(note); }
+  void SetApplication(std::string_view name) override { record_->SetApplication(name); }
+  void AddNote(std::string_view note) override { record_->AddNote(note); }
 
   Direction UpDirection() const {
     return role_ == Role::kBranch ? Direction::kClientToServer : Direction::kServerToClient;
@@ -307,7 +342,7 @@ class Session final : public std::enable_shared_from_this<Session>,
         return;
       }
       buffer.Commit(n);
-      env_.counters.lan_in.fetch_add(n, std::memory_order_relaxed);
+      CountLanIn(n);
       if (!modules_->empty()) modules_->Process(UpDirection(), buffer, false);
       if (buffer.empty()) continue;  // a module is holding the bytes until it has more
       QueueData(buffer.span(), /*resume_up=*/true);
@@ -403,7 +438,7 @@ class Session final : public std::enable_shared_from_this<Session>,
       FailWan("write", ec);
       return;
     }
-    (framed_ ? env_.counters.wan_out : env_.counters.lan_out).fetch_add(n, std::memory_order_relaxed);
+    framed_ ? CountWanOut(n) : CountLanOut(n);
     last_wan_tx_ = Clock::now();
     After after = wan_queue_.front().after;
     wan_queue_.pop_front();
@@ -456,7 +491,7 @@ class Session final : public std::enable_shared_from_this<Session>,
         return;
       }
       down_buffer_->Commit(n);
-      (framed_ ? env_.counters.wan_in : env_.counters.lan_in).fetch_add(n, std::memory_order_relaxed);
+      framed_ ? CountWanIn(n) : CountLanIn(n);
       last_wan_rx_ = Clock::now();
       if (!(framed_ ? ProcessFrames() : ProcessRaw())) return;
     }
@@ -534,7 +569,7 @@ class Session final : public std::enable_shared_from_this<Session>,
           WANOPT_LOG(kInfo, RoleName()) << "connection " << id_ << ": peer reset ("
                                         << channel::ResetReasonName(reason) << ")";
           ++env_.counters.resets;
-          Abort();
+          Abort("peer reset (" + std::string(channel::ResetReasonName(reason)) + ")");
           return false;
         }
         case FrameType::kKeepalive:
@@ -613,10 +648,20 @@ class Session final : public std::enable_shared_from_this<Session>,
                                   << Format(info_.server) << ": server "
                                   << channel::HelloStatusName(ack->status) << " (seen by peer "
                                   << channel::FormatDeviceId(peer_id_) << ")";
-      Abort();
+      Abort("server " + Format(info_.server) + " " + std::string(channel::HelloStatusName(ack->status)) +
+            " (seen by peer " + channel::FormatDeviceId(peer_id_) + ")");
       return false;
     }
     modules_->SetPeerSlots(ack->accepted_modules);
+    record_->SetPeer(channel::FormatDeviceId(peer_id_), Format(wan_remote_));
+    record_->SetPolicies(ack->offered, ack->negotiated, ack->applied);
+    record_->SetState(ConnectionState::kOptimized);
+    if (ack->applied != ack->negotiated) {
+      record_->AddNote(std::string("negotiated ") + PolicyLetter(ack->negotiated) + ", applied " +
+                       PolicyLetter(ack->applied) + ": DRE/LZ not in this build");
+    }
+    env_.table.PeerSeen(channel::FormatDeviceId(peer_id_), Format(wan_remote_), true);
+    peer_counted_ = true;
     WANOPT_LOG(kDebug, "branch") << "connection " << id_ << ": optimized by peer "
                                  << channel::FormatDeviceId(peer_id_) << ", policy applied "
                                  << PolicyLetter(ack->applied);
@@ -636,7 +681,7 @@ class Session final : public std::enable_shared_from_this<Session>,
         self->FailLan(ec);
         return;
       }
-      self->env_.counters.lan_out.fetch_add(n, std::memory_order_relaxed);
+      self->CountLanOut(n);
       if (!self->FinishBatch()) return;
       // More whole frames may already be buffered.
       if (!self->framed_ || self->ProcessFrames()) self->DownRead();
@@ -697,7 +742,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": inner channel closed by peer "
                                   << Format(wan_endpoint()) << " mid-connection: resetting";
     ++env_.counters.resets;
-    Abort();
+    Abort("inner channel closed by peer mid-connection");
   }
 
   // ---- Keepalive and dead-peer detection (inner channels only) ----
@@ -751,6 +796,7 @@ class Session final : public std::enable_shared_from_this<Session>,
                                   << Format(wan_endpoint()) << ": protocol error: " << what
                                   << ": dropping this connection";
     ++env_.counters.protocol_errors;
+    record_->AddNote("protocol error: " + what);
     Fail(ResetReason::kProtocolError);
   }
 
@@ -764,7 +810,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     WANOPT_LOG(kInfo, RoleName()) << "connection " << id_ << ": " << (framed_ ? "inner channel" : "server")
                                   << " " << what << ": " << ec.message() << ": resetting";
     ++env_.counters.resets;
-    Abort();
+    Abort(std::string(framed_ ? "inner channel " : "server ") + what + ": " + ec.message());
   }
 
   // Resets the connection on both sides: the LAN side gets a TCP reset, the peer a
@@ -772,6 +818,8 @@ class Session final : public std::enable_shared_from_this<Session>,
   void Fail(ResetReason reason) {
     if (closed_) return;
     ++env_.counters.resets;
+    reset_ = true;
+    record_->AddNote("reset: " + std::string(channel::ResetReasonName(reason)));
     if (framed_ && wan_.is_open() && !wan_writing_) {
       std::vector<uint8_t> payload{static_cast<uint8_t>(reason)};
       std::array<uint8_t, channel::kFrameHeaderSize> header{};
@@ -786,7 +834,7 @@ class Session final : public std::enable_shared_from_this<Session>,
         return;
       }
     }
-    Abort();
+    Abort("");
   }
 
   static void AbortSocket(tcp::socket& socket) {
@@ -796,8 +844,10 @@ class Session final : public std::enable_shared_from_this<Session>,
     socket.close(ignored);
   }
 
-  // Hard stop: TCP resets on both sockets.
-  void Abort() {
+  // Hard stop: TCP resets on both sockets. `why` goes to the status page's notes.
+  void Abort(const std::string& why) {
+    reset_ = true;
+    if (!why.empty()) record_->AddNote(why);
     AbortSocket(lan_);
     AbortSocket(wan_);
     Close();
@@ -812,6 +862,8 @@ class Session final : public std::enable_shared_from_this<Session>,
     lan_.close(ignored);
     wan_.close(ignored);
     if (modules_) modules_->Close();
+    record_->End(reset_);
+    if (peer_counted_) env_.table.PeerConnectionEnded(channel::FormatDeviceId(peer_id_));
     WANOPT_LOG(kDebug, RoleName()) << "connection " << id_ << " closed";
   }
 
@@ -853,14 +905,14 @@ class Session final : public std::enable_shared_from_this<Session>,
   Clock::time_point last_wan_rx_{};
   Clock::time_point last_wan_tx_{};
 
-  // What the status page will show.
+  // What the status page shows.
+  std::shared_ptr<ConnectionRecord> record_;
+  bool reset_ = false;         // the connection ends in a reset, not a close
+  bool peer_counted_ = false;  // counted in the table's peers list
   tcp::endpoint peer_endpoint_;
   tcp::endpoint wan_remote_;
   channel::DeviceId peer_id_{};
   channel::HelloAck ack_;
-  std::string pass_through_reason_;
-  std::string application_ = "TCP";
-  std::vector<std::string> notes_;
 };
 
 }  // namespace

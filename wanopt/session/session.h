@@ -27,6 +27,7 @@
 
 #include "wanopt/channel/policy.h"
 #include "wanopt/config/config.h"
+#include "wanopt/session/connection_table.h"
 #include "wanopt/session/counters.h"
 
 namespace wanopt {
@@ -35,6 +36,7 @@ namespace wanopt {
 struct SessionEnvironment {
   const Config& config;
   Counters& counters;
+  ConnectionTable& table;
   std::atomic<uint64_t>& next_session_id;
 };
 

@@ -1,0 +1,181 @@
+#!/usr/bin/python3
+"""The status page and API against a running `wanopt lab`, judged by a real browser.
+
+Usage: status_page_test.py PATH_TO_WANOPT OUTPUT_DIR
+Starts `wanopt lab --json --keep-running`, sends a hostile hello (module names that
+are HTML) to its datacenter, then checks the JSON API contract, the metrics, the
+`wanopt show` tables, and the page: in headless Chromium with JavaScript (the DOM is
+dumped after the scripts ran and searched), as served to a browser without
+JavaScript, and as screenshots with and without JavaScript, saved in OUTPUT_DIR.
+Prints 'N passed, N failed'; exit 1 on failure.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import urllib.request
+
+WANOPT, OUT = sys.argv[1], sys.argv[2]
+os.makedirs(OUT, exist_ok=True)
+passed = failed = 0
+HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(2)>"]
+
+
+def check(name, condition, detail=""):
+    global passed, failed
+    if condition:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL: {name} {str(detail)[:2000]}")
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.status, r.headers, r.read().decode()
+
+
+def hostile_hello_frame(destination_port):
+    """A hello whose module names are HTML, framed per wanopt/docs/inner-channel.md."""
+    import xxhash  # python3-xxhash, installed by deploy/bootstrap
+    payload = b"WOPT" + bytes([1]) + b"F" + bytes([2, 0, 0, 0, 0, 0x66])
+    payload += bytes([4, 0]) + struct.pack(">H", destination_port) + socket.inet_aton("127.0.0.1")
+    payload += bytes([0, 0, 0, 0])  # no source address
+    payload += bytes([len(HOSTILE)]) + b"".join(bytes([len(h)]) + h.encode() for h in HOSTILE)
+    head8 = bytes([0x10, 0]) + struct.pack(">H", 0) + struct.pack(">I", len(payload))
+    check_value = xxhash.xxh3_64_intdigest(head8 + payload)
+    return head8 + struct.pack(">Q", check_value) + payload
+
+
+def chromium(url, *flags):
+    profile = tempfile.mkdtemp(prefix="wanopt-chromium-")
+    try:
+        r = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                            f"--user-data-dir={profile}", "--window-size=1400,1100", *flags, url],
+                           capture_output=True, text=True, timeout=90)
+        return r
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+lab = subprocess.Popen([WANOPT, "lab", "--json", "--keep-running"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True)
+try:
+    line = lab.stdout.readline()  # the report comes before the lab waits for Ctrl-C
+    report = json.loads(line)
+    url = report["status_url"]
+    check("lab reports a status URL", url.startswith("http://127.0.0.1:"), url)
+    check("lab transfers verified", all(t["verified"] for t in report["transfers"]), line)
+
+    # A hostile peer: its hello names modules whose names are HTML.
+    dc_host, dc_port = report["datacenter"].rsplit(":", 1)
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    with socket.create_connection((dc_host, int(dc_port)), timeout=10) as s:
+        s.sendall(hostile_hello_frame(closed_port))
+        s.settimeout(10)
+        ack = b""
+        while len(ack) < 16 + 20:  # the hello-ack frame; then we hang up, as a branch would
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            ack += chunk
+        check("the datacenter answers the hostile hello with a hello-ack", ack[:1] == b"\x11" and ack[16:20] == b"WOPT",
+              ack[:40])
+
+    # ---- API contract ----
+    status, headers, body = get(url + "api/connections")
+    check("/api/connections is JSON", headers.get("Content-Type", "").startswith("application/json"), headers)
+    conns = json.loads(body)["connections"]
+    keys = {"id", "client", "server", "peer", "application", "policy", "lan_in", "lan_out", "wan_in", "wan_out",
+            "reduction", "state", "started", "notes"}
+    check("every connection has the documented fields", conns and all(keys <= set(c) for c in conns), conns[:1])
+    check("policy has ours/peer/negotiated/applied",
+          all(set(c["policy"]) == {"ours", "peer", "negotiated", "applied"} for c in conns), conns[:1])
+    lab_rows = [c for c in conns if c["side"] == "branch" and c["peer"] == "02:00:00:00:00:02"]
+    check("the lab's two transfers are listed on the branch, with the peer's id", len(lab_rows) == 2, conns)
+    check("the lab's rows carry their byte counts and a non-zero reduction",
+          all(c["lan_in"] > 0 and c["wan_out"] > 0 and c["reduction"] != 0 for c in lab_rows), lab_rows)
+    hostile_rows = [c for c in conns if any(HOSTILE[0] in n for n in c["notes"])]
+    check("the hostile module names are in the notes, verbatim in JSON", len(hostile_rows) == 1, conns)
+    check("JSON escapes < and > so it can't close a script tag", "<script>" not in body, body[:300])
+
+    status, headers, body = get(url + "api/summary")
+    summary = json.loads(body)
+    check("/api/summary totals", summary["totals"]["connections_total"] >= 5 and summary["totals"]["lan_bytes"] > 0, summary)
+    check("/api/summary says there is no datastore yet", summary["datastore"] is None, summary)
+    check("/api/summary has history", len(summary["history"]) >= 2, summary)
+    status, headers, body = get(url + "api/peers")
+    peers = json.loads(body)["peers"]
+    check("/api/peers lists each box's peer", {p["id"] for p in peers} >= {"02:00:00:00:00:01", "02:00:00:00:00:02"}, peers)
+    status, headers, body = get(url + "api/connections?filter=nothing-matches-this")
+    check("filter", json.loads(body)["connections"] == [], body)
+
+    status, headers, metrics = get(url + "metrics")
+    lines = [l for l in metrics.splitlines() if l and not l.startswith("#")]
+    check("metrics: every sample line is name{labels} value",
+          all(len(l.rsplit(" ", 1)) == 2 and l.rsplit(" ", 1)[1].replace(".", "").isdigit() for l in lines), lines[:5])
+    check("metrics: per application and per peer",
+          'wanopt_application_lan_bytes_total{box="lab-branch",application="TCP"}' in metrics
+          and 'peer="02:00:00:00:00:02"' in metrics, metrics[:500])
+    try:
+        urllib.request.urlopen(urllib.request.Request(url + "api/connections", method="POST", data=b"x"), timeout=5)
+        check("read-only: POST refused", False)
+    except urllib.error.HTTPError as e:
+        check("read-only: POST refused", e.code == 405, e.code)
+
+    # ---- wanopt show ----
+    r = subprocess.run([WANOPT, "show", "connections", "--api", url], capture_output=True, text=True, timeout=30)
+    check("show connections: a table with the lab's rows", r.returncode == 0 and r.stdout.count("02:00:00:00:00:02") >= 2
+          and "STATE" in r.stdout, r.stdout + r.stderr)
+    r = subprocess.run([WANOPT, "show", "connections", "--json", "--api", url], capture_output=True, text=True, timeout=30)
+    check("show connections --json", r.returncode == 0 and "connections" in json.loads(r.stdout), r.stdout[:300])
+    r = subprocess.run([WANOPT, "show", "peers", "--api", url], capture_output=True, text=True, timeout=30)
+    check("show peers", r.returncode == 0 and "02:00:00:00:00:01" in r.stdout, r.stdout + r.stderr)
+    r = subprocess.run([WANOPT, "show", "datastore", "--api", url], capture_output=True, text=True, timeout=30)
+    check("show datastore says there is none yet", r.returncode == 0 and "datastore: none" in r.stdout, r.stdout)
+    r = subprocess.run([WANOPT, "show", "connections", "--api", "http://127.0.0.1:9"], capture_output=True, text=True,
+                       timeout=30)
+    check("show: unreachable API is one clear error, exit 1", r.returncode == 1 and "cannot reach" in r.stderr, r.stderr)
+
+    # ---- the page: in a real browser with JavaScript, and as served (what a browser
+    # without JavaScript renders: Chromium's --dump-dom itself needs JavaScript) ----
+    r = chromium(url, "--dump-dom")
+    status, headers, served = get(url)
+    check("page is served with a self-only Content-Security-Policy",
+          "default-src 'none'" in headers.get("Content-Security-Policy", ""), headers)
+    for mode, dom in (("JavaScript on, in Chromium", r.stdout), ("JavaScript off, as served", served)):
+        js = mode.startswith("JavaScript on")
+        check(f"page ({mode}): rendered", 'id="connections"' in dom, r.stderr[-500:])
+        check(f"page ({mode}): {'refreshes itself' if js else 'a plain page'}",
+              ('<span id="autorefresh">refreshing every 2 s</span>' in dom) == js, dom[:300])
+        check(f"page ({mode}): lists the lab's connections with the peer id",
+              dom.count("02:00:00:00:00:02") >= 2 and "lab-branch" in dom, dom[:500])
+        check(f"page ({mode}): the chart renders two series",
+              dom.count("<polyline") == 2 and 'points=""' not in dom, dom[dom.find("<svg"):dom.find("</svg>")])
+        for h in HOSTILE:
+            escaped = h.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            check(f"page ({mode}): hostile text shown escaped: {h}", escaped in dom, "")
+        check(f"page ({mode}): no injected element", "<img" not in dom and "<script>alert" not in dom,
+              [l for l in dom.splitlines() if "alert" in l][:3])
+    r = chromium(url, f"--screenshot={os.path.join(OUT, 'status-page.png')}")
+    shot = os.path.join(OUT, "status-page.png")
+    check("screenshot saved", r.returncode == 0 and os.path.exists(shot) and os.path.getsize(shot) > 20000, r.stderr[-300:])
+    print(f"screenshot: {shot}")
+finally:
+    lab.send_signal(signal.SIGINT)
+    try:
+        lab.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        lab.kill()
+        lab.wait()
+
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
