@@ -110,6 +110,44 @@ finally:
         daemon.kill()
         daemon.wait()
 
+# The status server of a daemon: token enforced, read-only.
+status_port = free_port()
+path = config_file("status.toml", f'[box]\nname = "tokened"\n[datacenter]\nlisten = "127.0.0.1:{free_port()}"\n'
+                                  f'[status]\nlisten = "127.0.0.1:{status_port}"\ntoken = "s3cret-token-for-tests"\n')
+daemon = subprocess.Popen([WANOPT, "run", "--config", path], stderr=subprocess.PIPE, text=True)
+try:
+    deadline = time.monotonic() + 10
+    up = False
+    while time.monotonic() < deadline and not up and daemon.poll() is None:
+        with socket.socket() as s:
+            up = s.connect_ex(("127.0.0.1", status_port)) == 0
+        if not up:
+            time.sleep(0.05)  # polling a condition with a deadline
+    check("status: listening", up)
+    import urllib.request, urllib.error
+    base = f"http://127.0.0.1:{status_port}"
+    try:
+        urllib.request.urlopen(base + "/api/summary", timeout=5)
+        check("status: no token -> 401", False)
+    except urllib.error.HTTPError as e:
+        check("status: no token -> 401", e.code == 401, e.code)
+    req = urllib.request.Request(base + "/api/summary", headers={"Authorization": "Bearer s3cret-token-for-tests"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        check("status: bearer token -> 200 and the box's name", r.status == 200 and b'"tokened"' in r.read())
+    with urllib.request.urlopen(base + "/?token=s3cret-token-for-tests", timeout=5) as r:
+        check("status: ?token= works for the page", r.status == 200 and b"<table" in r.read())
+    r = run("show", "summary", "--api", base)
+    check("show without the token says so", r.returncode == 1 and "needs its access token" in r.stderr, r.stderr)
+    r = run("show", "summary", "--api", base, "--token", "s3cret-token-for-tests")
+    check("show with the token", r.returncode == 0 and "box tokened" in r.stdout, r.stdout + r.stderr)
+finally:
+    daemon.send_signal(signal.SIGTERM)
+    daemon.wait(timeout=10)
+r = run("run", "--check", "--config", config_file("open_status.toml",
+        '[datacenter]\nlisten = "127.0.0.1:1"\n[status]\nlisten = "0.0.0.0:7880"\n'))
+check("status on a non-loopback address without a token is refused", r.returncode == 2 and "status.token" in r.stderr,
+      r.stderr)
+
 # The lab, as JSON.
 r = run("lab", "--json", timeout=120)
 check("lab --json exits 0", r.returncode == 0, r.stderr[-2000:])

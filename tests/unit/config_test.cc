@@ -102,3 +102,14 @@ TEST_CASE("endpoints: IPv4, bracketed IPv6, default ports") {
   CHECK_FALSE(ParseEndpoint("192.0.2.1:", std::nullopt));
   CHECK_FALSE(ParseEndpoint("host.example:80", std::nullopt));
 }
+
+TEST_CASE("status section: defaults and the token rule") {
+  std::string error;
+  auto config = ParseConfig("[datacenter]\nlisten = \"127.0.0.1\"\n[status]\nlisten = \"127.0.0.1\"\n", "t.toml", &error);
+  REQUIRE_MESSAGE(config, error);
+  REQUIRE(config->status);
+  CHECK(config->status->listen.port() == 7880);
+  CHECK(config->status->closed_window.count() == 300);
+  CHECK(ErrorOf("[datacenter]\nlisten = \"127.0.0.1\"\n[status]\nlisten = \"198.18.0.1:7880\"\ntoken = \"short\"\n") ==
+        "test.toml:5: status.token: a token of at least 16 characters is required when listen is not a loopback address");
+}

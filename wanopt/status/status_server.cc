@@ -650,7 +650,7 @@ h1{font-size:20px;margin:0 0 4px}h2{font-size:15px;margin:16px 0 6px}small{color
 table{border-collapse:collapse;background:#fff}th,td{border:1px solid #d0d7de;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f0f3f6}th a{color:inherit}tr.reset td{background:#fff0f0}tr.pass-through td{background:#fff8e5}
 tr.closed td{color:#57606a}.note{font-size:12px;color:#8a4600}
-svg .plot{fill:#fff;stroke:#d0d7de}svg polyline{fill:none;stroke-width:2}svg .lan{stroke:#0969da}svg .wan{stroke:#cf222e}
+svg .plot{fill:#fff;stroke:#d0d7de}svg polyline{fill:none;stroke-width:2}svg .lan{stroke:#0969da;stroke-width:7;opacity:.4}svg .wan{stroke:#cf222e}
 svg text{font-size:11px;fill:#57606a}.legend .lan{color:#0969da}.legend .wan{color:#cf222e}
 form{margin:8px 0}
 )";

@@ -1,0 +1,57 @@
+#include <doctest/doctest.h>
+
+#include "wanopt/session/connection_table.h"
+
+using namespace wanopt;
+
+TEST_CASE("closed connections stay for the window, then count in the pruned totals") {
+  ConnectionTable keep(std::chrono::seconds(300));
+  auto a = keep.Add("box", "branch", Policy::kFull);
+  a->lan_in = 100;
+  a->wan_out = 10;
+  a->SetApplication("EPM");
+  a->End(false);
+  auto rows = keep.Connections();
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].state == ConnectionState::kClosed);
+  CHECK(rows[0].application == "EPM");
+  CHECK(rows[0].reduction() == doctest::Approx(90.0));
+
+  ConnectionTable forget(std::chrono::seconds(0));
+  auto b = forget.Add("box", "branch", Policy::kFull);
+  auto live = forget.Add("box", "branch", Policy::kFull);
+  b->lan_in = 50;
+  b->SetApplication("SMB");
+  b->End(true);
+  rows = forget.Connections();
+  REQUIRE(rows.size() == 1);  // the live one
+  CHECK(rows[0].id == live->id());
+  auto pruned = forget.PrunedByApplication();
+  CHECK(pruned["SMB"].connections == 1);
+  CHECK(pruned["SMB"].lan_bytes == 50);
+}
+
+TEST_CASE("a reset stays a reset, notes are bounded and deduplicated") {
+  ConnectionTable table;
+  auto r = table.Add("box", "datacenter", Policy::kDre);
+  r->SetState(ConnectionState::kOptimized);
+  r->End(true);
+  r->End(false);  // a later close does not hide the reset
+  for (int i = 0; i < 40; ++i) r->AddNote("note " + std::to_string(i % 20));
+  r->AddNote(std::string(1000, 'x'));
+  auto s = r->Snapshot();
+  CHECK(s.state == ConnectionState::kReset);
+  CHECK(s.notes.size() == 16);
+  CHECK(s.reduction() == 0.0);  // no bytes: no reduction, not a division by zero
+}
+
+TEST_CASE("peers: connections and active counts") {
+  ConnectionTable table;
+  table.PeerSeen("02:00:00:00:00:02", "198.18.0.2:7800", true);
+  table.PeerSeen("02:00:00:00:00:02", "198.18.0.2:7800", true);
+  table.PeerConnectionEnded("02:00:00:00:00:02");
+  auto peers = table.Peers();
+  REQUIRE(peers.size() == 1);
+  CHECK(peers[0].connections == 2);
+  CHECK(peers[0].active == 1);
+}
