@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <stdexcept>
 
 namespace wanopt::testing {
@@ -18,7 +19,28 @@ namespace {
 const tcp::endpoint kLoopbackAny{boost::asio::ip::address_v4::loopback(), 0};
 }
 
-Pair::Pair(PairOptions options) {
+Pair::Pair(PairOptions options) : options_(std::move(options)) { Start(); }
+
+void Pair::Restart(const std::function<void()>& before_start) {
+  branch.reset();
+  datacenter.reset();
+  if (before_start) before_start();
+  Start();
+}
+
+TempDir::TempDir() {
+  char name[] = "/tmp/wanopt-test-XXXXXX";
+  if (!mkdtemp(name)) throw std::runtime_error("mkdtemp failed");
+  path = name;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+}
+
+void Pair::Start() {
+  const PairOptions& options = options_;
   std::string error;
   tcp::endpoint peer = options.peer.value_or(ClosedPort());
   if (options.start_datacenter) {
@@ -27,16 +49,20 @@ Pair::Pair(PairOptions options) {
     dc.device_id = *channel::ParseDeviceId("02:00:00:00:00:02");
     dc.threads = 2;
     dc.timeouts = options.timeouts;
-    dc.datacenter = DatacenterConfig{kLoopbackAny, {"bytecount"}};
+    dc.datacenter = DatacenterConfig{{boost::asio::ip::address_v4::loopback(), datacenter_port_}, {"bytecount"}};
+    dc.dre.datastore = options.datacenter_store;
+    dc.dre.max_bytes = options.datacenter_store_bytes;
     datacenter = std::make_unique<Daemon>(dc);
     if (!datacenter->Start(&error)) throw std::runtime_error(error);
+    datacenter_port_ = datacenter->datacenter_endpoint().port();
     if (!options.peer) peer = datacenter->datacenter_endpoint();
   }
   Config br;
   br.name = "test-branch";
-  br.device_id = *channel::ParseDeviceId("02:00:00:00:00:01");
+  br.device_id = *channel::ParseDeviceId(options.branch_device_id);
   br.threads = 2;
   br.timeouts = options.timeouts;
+  br.dre.datastore = options.branch_store;
   ForwardRule rule;
   rule.name = "test";
   rule.listen = kLoopbackAny;

@@ -2,6 +2,7 @@
 // origin, on 127.0.0.1 ephemeral ports: the fixture of the loopback tests.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,17 +21,37 @@ struct PairOptions {
   std::optional<boost::asio::ip::tcp::endpoint> peer;
   bool start_datacenter = true;
   Timeouts timeouts;
+  // DRE: chunk store directories ("" = none: the pair runs LZ only).
+  std::string branch_store;
+  std::string datacenter_store;
+  uint64_t datacenter_store_bytes = uint64_t{1} << 30;
+  std::string branch_device_id = "02:00:00:00:00:01";
 };
 
 class Pair {
  public:
   explicit Pair(PairOptions options = {});
+  // Stops both proxies and starts them again on the same stores (the datacenter on
+  // the same port). `before_start` runs while both are stopped.
+  void Restart(const std::function<void()>& before_start = {});
   boost::asio::ip::tcp::endpoint entry() const { return branch->forward_endpoint(0); }
   boost::asio::ip::tcp::endpoint datacenter_endpoint() const { return datacenter->datacenter_endpoint(); }
 
   lab::EchoOrigin origin;
   std::unique_ptr<Daemon> datacenter;
   std::unique_ptr<Daemon> branch;
+
+ private:
+  void Start();
+  PairOptions options_;
+  uint16_t datacenter_port_ = 0;
+};
+
+// A fresh directory under /tmp, removed with the object.
+struct TempDir {
+  TempDir();
+  ~TempDir();
+  std::string path;
 };
 
 // A port on 127.0.0.1 where nothing listens (bound, then released).

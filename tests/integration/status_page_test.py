@@ -47,6 +47,7 @@ def hostile_hello_frame(destination_port):
     payload += bytes([4, 0]) + struct.pack(">H", destination_port) + socket.inet_aton("127.0.0.1")
     payload += bytes([0, 0, 0, 0])  # no source address
     payload += bytes([len(HOSTILE)]) + b"".join(bytes([len(h)]) + h.encode() for h in HOSTILE)
+    payload += bytes([0])  # no DRE section
     head8 = bytes([0x10, 0]) + struct.pack(">H", 0) + struct.pack(">I", len(payload))
     check_value = xxhash.xxh3_64_intdigest(head8 + payload)
     return head8 + struct.pack(">Q", check_value) + payload

@@ -14,6 +14,8 @@ TEST_CASE("hello round-trips with IPv4 and IPv6 destinations and modules") {
     hello.destination = {make_address(address), 135};
     hello.source = {make_address(address), 50123};
     hello.modules = {"bytecount", "epm"};
+    hello.dre_seed = std::array<uint8_t, 32>{1, 2, 3};
+    hello.store_instance = 42;
     std::string error;
     auto decoded = DecodeHello(EncodeHello(hello), &error);
     REQUIRE_MESSAGE(decoded, error);
@@ -22,6 +24,8 @@ TEST_CASE("hello round-trips with IPv4 and IPv6 destinations and modules") {
     CHECK(decoded->destination == hello.destination);
     CHECK(decoded->source == hello.source);
     CHECK(decoded->modules == hello.modules);
+    CHECK(decoded->dre_seed == hello.dre_seed);
+    CHECK(decoded->store_instance == 42);
   }
 }
 
@@ -79,15 +83,17 @@ TEST_CASE("hello-ack round-trips and rejects unknown status") {
   ack.applied = Policy::kTcpOnly;
   ack.accepted_modules = 0b101;
   std::string error;
+  ack.store_instance = 0x0102030405060708;
   auto bytes = EncodeHelloAck(ack);
   auto decoded = DecodeHelloAck(bytes, &error);
   REQUIRE_MESSAGE(decoded, error);
+  CHECK(decoded->store_instance == 0x0102030405060708);
   CHECK(decoded->status == HelloStatus::kRefused);
   CHECK(decoded->negotiated == Policy::kLz);
   CHECK(decoded->accepted_modules == 0b101);
   bytes[5] = 99;
   CHECK_FALSE(DecodeHelloAck(bytes, &error));
-  for (size_t n = 0; n < bytes.size(); ++n) {
+  for (size_t n = 0; n < 20; ++n) {  // the store instance (last 8 bytes) is optional
     CHECK_FALSE(DecodeHelloAck(std::span(bytes).first(n), &error));
   }
 }

@@ -15,6 +15,9 @@ bool KnownType(uint8_t type) {
     case FrameType::kReset:
     case FrameType::kKeepalive:
     case FrameType::kModule:
+    case FrameType::kDre:
+    case FrameType::kNack:
+    case FrameType::kRepair:
     case FrameType::kHello:
     case FrameType::kHelloAck:
       return true;

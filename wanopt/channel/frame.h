@@ -22,6 +22,9 @@ enum class FrameType : uint8_t {
   kReset = 0x03,      // sender's LAN side was reset or failed; payload: ResetReason (1 byte)
   kKeepalive = 0x04,  // no payload; proves the peer is alive while the connection is idle
   kModule = 0x05,     // payload: a protocol module's message to its twin; `stream` = module slot
+  kDre = 0x06,        // payload: DRE/LZ-encoded application bytes (wanopt/dre/codec.h); flags: codec flags
+  kNack = 0x07,       // payload: fingerprints (16 bytes each) of references the sender could not resolve
+  kRepair = 0x08,     // payload: a fingerprint (16 bytes) and the chunk's bytes, answering a kNack
   kHello = 0x10,      // first frame from the opening side (see hello.h)
   kHelloAck = 0x11,   // first frame from the accepting side
 };

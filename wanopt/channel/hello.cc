@@ -166,6 +166,13 @@ std::vector<uint8_t> EncodeHello(const Hello& hello) {
     out.push_back(static_cast<uint8_t>(name.size()));
     Append(out, std::string_view(name));
   }
+  out.push_back(hello.dre_seed ? 1 : 0);
+  if (hello.dre_seed) {
+    Append(out, *hello.dre_seed);
+    uint8_t instance[8];
+    bytes::PutBe64(instance, hello.store_instance);
+    Append(out, instance);
+  }
   return out;
 }
 
@@ -210,6 +217,23 @@ std::optional<Hello> DecodeHello(std::span<const uint8_t> payload, std::string* 
     *error = "hello truncated";
     return std::nullopt;
   }
+  uint8_t dre = r.U8();
+  if (!r.ok()) {
+    *error = "hello truncated";
+    return std::nullopt;
+  }
+  if (dre == 1) {
+    auto seed = r.Bytes(32);
+    uint32_t hi = r.U32(), lo = r.U32();
+    if (!r.ok()) {
+      *error = "hello truncated in its DRE section";
+      return std::nullopt;
+    }
+    std::array<uint8_t, 32> s;
+    std::memcpy(s.data(), seed.data(), 32);
+    hello.dre_seed = s;
+    hello.store_instance = uint64_t{hi} << 32 | lo;
+  }
   return hello;
 }
 
@@ -224,6 +248,8 @@ std::vector<uint8_t> EncodeHelloAck(const HelloAck& ack) {
   out.push_back(0);
   Append(out, ack.device_id);
   AppendBe32(out, ack.accepted_modules);
+  AppendBe32(out, static_cast<uint32_t>(ack.store_instance >> 32));
+  AppendBe32(out, static_cast<uint32_t>(ack.store_instance));
   return out;
 }
 
@@ -243,6 +269,8 @@ std::optional<HelloAck> DecodeHelloAck(std::span<const uint8_t> payload, std::st
     *error = "hello-ack truncated";
     return std::nullopt;
   }
+  uint32_t hi = r.U32(), lo = r.U32();
+  if (r.ok()) ack.store_instance = uint64_t{hi} << 32 | lo;
   if (!offered || !negotiated || !applied) return std::nullopt;
   if (status > static_cast<uint8_t>(HelloStatus::kRejected)) {
     *error = "hello-ack status " + std::to_string(status) + " unknown";

@@ -37,6 +37,10 @@ struct Hello {
   boost::asio::ip::tcp::endpoint destination;  // the server the client connected to
   boost::asio::ip::tcp::endpoint source;       // the client (port 0: not told)
   std::vector<std::string> modules;            // module slot i is modules[i]
+  // DRE: the peering's fingerprint seed and this box's chunk store instance. Present
+  // when the offered policy includes DRE.
+  std::optional<std::array<uint8_t, 32>> dre_seed;
+  uint64_t store_instance = 0;
 };
 
 enum class HelloStatus : uint8_t {
@@ -57,6 +61,7 @@ struct HelloAck {
   Policy negotiated = Policy::kTcpOnly;  // Intersect of both offers
   Policy applied = Policy::kTcpOnly;     // what both sides will actually run
   uint32_t accepted_modules = 0;         // bit i set: the acceptor runs module slot i
+  uint64_t store_instance = 0;           // the acceptor's chunk store instance (0: none)
 };
 
 std::vector<uint8_t> EncodeHello(const Hello& hello);

@@ -36,8 +36,4 @@ inline constexpr std::optional<Policy> PolicyFromLetter(char c) {
   return std::nullopt;
 }
 
-// What this build can apply. DRE and LZ arrive with the DRE issue; until then every
-// negotiated policy is applied as T, and the status shows both.
-inline constexpr Policy kBuildCapability = Policy::kTcpOnly;
-
 }  // namespace wanopt

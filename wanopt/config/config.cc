@@ -182,6 +182,29 @@ void ReadDatacenter(TableReader& r, Config& config) {
   config.datacenter = std::move(dc);
 }
 
+void ReadDre(TableReader& r, Config& config) {
+  DreConfig& dre = config.dre;
+  if (auto path = r.String("datastore")) dre.datastore = *path;
+  if (auto mb = r.Integer("max_size_mb", 16, 16 * 1024 * 1024)) dre.max_bytes = static_cast<uint64_t>(*mb) << 20;
+  if (auto level = r.Integer("lz_level", 1, 19)) dre.lz_level = static_cast<int>(*level);
+  if (const toml::node* sync = r.Get("sync_writes")) {
+    if (!sync->is_boolean()) r.Fail("sync_writes", sync, "must be true or false");
+    dre.sync_writes = sync->as_boolean()->get();
+  }
+  if (auto avg = r.Integer("chunk_avg", 256, 128 * 1024)) {
+    dre.chunker.avg_size = static_cast<size_t>(*avg);
+    dre.chunker.min_size = dre.chunker.avg_size / 4;
+    dre.chunker.max_size = dre.chunker.avg_size * 8;
+  }
+  if (auto min = r.Integer("chunk_min", 64, 128 * 1024)) dre.chunker.min_size = static_cast<size_t>(*min);
+  if (auto max = r.Integer("chunk_max", 128, 96 * 1024)) dre.chunker.max_size = static_cast<size_t>(*max);
+  // A chunk must fit one frame with its instruction header.
+  if (dre.chunker.max_size > 96 * 1024) dre.chunker.max_size = 96 * 1024;
+  std::string problem = dre::ValidateChunkerOptions(dre.chunker);
+  if (!problem.empty()) r.Fail("chunk_avg", r.Get("chunk_avg"), problem);
+  r.RejectUnknownKeys();
+}
+
 void ReadStatus(TableReader& r, Config& config) {
   StatusConfig status;
   status.listen = r.RequiredEndpoint("listen", 7880);
@@ -223,6 +246,10 @@ Config Read(const toml::table& root) {
   if (const toml::table* timeouts = top.SubTable("timeouts")) {
     TableReader r(*timeouts, "timeouts");
     ReadTimeouts(r, config.timeouts);
+  }
+  if (const toml::table* dre = top.SubTable("dre")) {
+    TableReader r(*dre, "dre");
+    ReadDre(r, config);
   }
   if (const toml::table* status = top.SubTable("status")) {
     TableReader r(*status, "status");

@@ -18,6 +18,7 @@
 
 #include "wanopt/channel/hello.h"
 #include "wanopt/channel/policy.h"
+#include "wanopt/dre/chunker.h"
 #include "wanopt/util/log.h"
 
 namespace wanopt {
@@ -53,6 +54,18 @@ struct StatusConfig {
   std::chrono::seconds closed_window{300};  // closed connections stay listed this long
 };
 
+// Data reduction. LZ needs nothing; DRE needs a chunk store, so a box without a
+// `datastore` offers at most L whatever its policy says.
+struct DreConfig {
+  std::string datastore;                         // directory; "" = no DRE
+  uint64_t max_bytes = uint64_t{4} << 30;        // chunk store bound
+  bool sync_writes = false;
+  int lz_level = 3;                              // zstd level, 1..19
+  dre::ChunkerOptions chunker;
+  // What this box can apply: F with a store, L without.
+  Policy capability() const { return datastore.empty() ? Policy::kLz : Policy::kFull; }
+};
+
 struct Timeouts {
   std::chrono::milliseconds connect{10'000};      // to origin servers
   std::chrono::milliseconds peer_connect{3'000};  // to datacenter peers
@@ -69,6 +82,7 @@ struct Config {
   Timeouts timeouts;
   std::optional<DatacenterConfig> datacenter;
   std::optional<StatusConfig> status;
+  DreConfig dre;
   std::vector<ForwardRule> forwards;
 };
 

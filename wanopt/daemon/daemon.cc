@@ -6,7 +6,10 @@
 
 #include <future>
 
+#include "datastore/chunk_store.h"
+#include "wanopt/dre/peer_table.h"
 #include "wanopt/status/status_server.h"
+#include "wanopt/util/bytes.h"
 #include "wanopt/util/log.h"
 
 namespace wanopt {
@@ -38,6 +41,26 @@ asio::io_context& Daemon::NextLoop() {
 }
 
 bool Daemon::Start(std::string* error) {
+  env_.capability = config_.dre.capability();
+  if (!config_.dre.datastore.empty()) {
+    datastore::ChunkStoreOptions options;
+    options.path = config_.dre.datastore;
+    options.max_bytes = config_.dre.max_bytes;
+    options.sync_writes = config_.dre.sync_writes;
+    store_ = datastore::ChunkStore::Open(options, error);
+    if (!store_) return false;
+    peers_ = std::make_unique<dre::PeerTable>(config_.dre.datastore + "/peers");
+    // A store's ids depend on its secret: the id of a fixed string names the store's
+    // contents. A wiped store draws a new secret, so its peers learn it knows nothing.
+    static constexpr std::string_view kInstanceProbe = "wanopt store instance";
+    auto id = store_->IdOf({reinterpret_cast<const uint8_t*>(kInstanceProbe.data()), kInstanceProbe.size()});
+    env_.store = store_.get();
+    env_.peers = peers_.get();
+    env_.store_instance = bytes::GetBe64(id.data()) | 1;  // never 0, which means "no store"
+  } else {
+    peers_ = std::make_unique<dre::PeerTable>("");
+    env_.peers = peers_.get();
+  }
   unsigned threads = config_.threads ? config_.threads : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < threads; ++i) loops_.push_back(std::make_unique<asio::io_context>(1));
 
@@ -162,6 +185,11 @@ void Daemon::Stop() {
   threads_.clear();
   listeners_.clear();
   loops_.clear();
+  // Every session is gone: the peer state and the store can close.
+  env_.peers = nullptr;
+  env_.store = nullptr;
+  peers_.reset();
+  store_.reset();
 }
 
 }  // namespace wanopt

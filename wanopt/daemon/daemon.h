@@ -47,6 +47,8 @@ class Daemon {
   SystemTime started_at() const { return started_at_; }
   // The status page URL when [status] is configured and running, else "".
   std::string status_url() const;
+  // The chunk store, or null without [dre] datastore.
+  datastore::ChunkStore* store() const { return store_.get(); }
   // The address a listener actually bound (port 0 in the config gets a free port).
   boost::asio::ip::tcp::endpoint datacenter_endpoint() const;
   boost::asio::ip::tcp::endpoint forward_endpoint(size_t rule) const;
@@ -61,6 +63,8 @@ class Daemon {
   mutable ConnectionTable table_;
   SystemTime started_at_ = std::chrono::system_clock::now();
   std::atomic<uint64_t> next_session_id_{0};
+  std::unique_ptr<datastore::ChunkStore> store_;
+  std::unique_ptr<dre::PeerTable> peers_;
   SessionEnvironment env_{config_, counters_, table_, next_session_id_};
   std::unique_ptr<StatusServer> status_;
   std::vector<std::unique_ptr<boost::asio::io_context>> loops_;

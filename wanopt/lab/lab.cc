@@ -1,6 +1,7 @@
 #include "wanopt/lab/lab.h"
 
 #include <csignal>
+#include <filesystem>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -85,6 +86,19 @@ void PrintJson(const std::vector<Transfer>& transfers, const std::string& status
 
 }  // namespace
 
+// A temporary directory for the lab's chunk stores, removed with it.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char name[] = "/tmp/wanopt-lab-XXXXXX";
+    if (mkdtemp(name)) path = name;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path.empty()) std::filesystem::remove_all(path, ec);
+  }
+};
+
 int RunLab(const LabOptions& options) {
   std::vector<std::pair<std::string, std::vector<uint8_t>>> inputs;
   if (options.files.empty()) {
@@ -100,7 +114,10 @@ int RunLab(const LabOptions& options) {
   }
 
   EchoOrigin origin;
+  TempDir stores;
   Config dc_config = LabConfig("lab-datacenter", "02:00:00:00:00:02");
+  dc_config.dre.datastore = stores.path + "/datacenter";
+  dc_config.dre.max_bytes = uint64_t{1} << 30;
   dc_config.datacenter = DatacenterConfig{{boost::asio::ip::address_v4::loopback(), 0}, {}};
   Daemon datacenter(std::move(dc_config));
   std::string error;
@@ -109,6 +126,8 @@ int RunLab(const LabOptions& options) {
     return 1;
   }
   Config branch_config = LabConfig("lab-branch", "02:00:00:00:00:01");
+  branch_config.dre.datastore = stores.path + "/branch";
+  branch_config.dre.max_bytes = uint64_t{1} << 30;
   ForwardRule rule;
   rule.name = "lab";
   rule.listen = {boost::asio::ip::address_v4::loopback(), 0};

@@ -84,6 +84,9 @@ ConnectionSnapshot ConnectionRecord::Snapshot() const {
   copy.lan_out = lan_out.load(std::memory_order_relaxed);
   copy.wan_in = wan_in.load(std::memory_order_relaxed);
   copy.wan_out = wan_out.load(std::memory_order_relaxed);
+  copy.chunks_hit = chunks_hit.load(std::memory_order_relaxed);
+  copy.chunks_missed = chunks_missed.load(std::memory_order_relaxed);
+  copy.nacks = nacks.load(std::memory_order_relaxed);
   return copy;
 }
 

@@ -56,6 +56,7 @@ struct ConnectionSnapshot {
   std::string application = "TCP";
   PolicyView policy;
   uint64_t lan_in = 0, lan_out = 0, wan_in = 0, wan_out = 0;
+  uint64_t chunks_hit = 0, chunks_missed = 0, nacks = 0;
   ConnectionState state = ConnectionState::kConnecting;
   SystemTime started;
   std::optional<SystemTime> ended;
@@ -72,6 +73,7 @@ class ConnectionRecord {
   ConnectionRecord(uint64_t id, std::string box, std::string side, Policy ours);
 
   std::atomic<uint64_t> lan_in{0}, lan_out{0}, wan_in{0}, wan_out{0};
+  std::atomic<uint64_t> chunks_hit{0}, chunks_missed{0}, nacks{0};  // DRE, both directions
 
   void SetEndpoints(const boost::asio::ip::tcp::endpoint& client, const boost::asio::ip::tcp::endpoint& server);
   void SetPeer(const std::string& device_id, const std::string& address);

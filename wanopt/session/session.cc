@@ -11,7 +11,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
+#include "datastore/chunk_store.h"
 #include "protocols/chain.h"
+#include "wanopt/dre/codec.h"
+#include "wanopt/dre/peer_table.h"
 #include "wanopt/channel/frame.h"
 #include "wanopt/channel/hello.h"
 #include "wanopt/session/buffer_pool.h"
@@ -125,7 +128,13 @@ class Session final : public std::enable_shared_from_this<Session>,
     awaiting_handshake_ = true;
     channel::Hello hello;
     hello.device_id = env_.config.device_id;
-    hello.offered = plan_.policy;
+    // Offer only what this box can do: DRE needs a chunk store.
+    hello.offered = Intersect(plan_.policy, env_.capability);
+    if (HasDre(hello.offered)) {
+      peer_state_ = env_.peers->Get("peer " + Format(*plan_.peer), std::nullopt);
+      hello.dre_seed = peer_state_->seed();
+      hello.store_instance = env_.store_instance;
+    }
     hello.destination = plan_.destination;
     hello.source = info_.client;
     hello.modules = plan_.modules;
@@ -201,8 +210,22 @@ class Session final : public std::enable_shared_from_this<Session>,
     ack_.device_id = env_.config.device_id;
     ack_.offered = env_.config.policy;
     ack_.negotiated = Intersect(hello.offered, env_.config.policy);
-    ack_.applied = Intersect(ack_.negotiated, kBuildCapability);
+    ack_.applied = Intersect(ack_.negotiated, env_.capability);
+    if (!hello.dre_seed) ack_.applied = Intersect(ack_.applied, Policy::kLz);
     ack_.accepted_modules = accepted;
+    ack_.store_instance = env_.store_instance;
+    if (HasDre(ack_.applied)) {
+      // The peering is named by the branch's device id; its seed comes from the branch.
+      peer_state_ = env_.peers->Get(channel::FormatDeviceId(peer_id_), hello.dre_seed);
+      if (peer_state_->SetPeerInstance(hello.store_instance)) {
+        record_->AddNote("peer's datastore is new: chunks it had are sent again");
+      }
+    }
+    if (ack_.applied != ack_.negotiated) {
+      record_->AddNote(std::string("negotiated ") + PolicyLetter(ack_.negotiated) + ", applied " +
+                       PolicyLetter(ack_.applied) + (env_.store ? "" : ": no datastore on this box"));
+    }
+    StartCodec(ack_.applied);
     record_->SetPolicies(hello.offered, ack_.negotiated, ack_.applied);
     ConnectWanToServer(hello.destination);
   }
@@ -257,6 +280,20 @@ class Session final : public std::enable_shared_from_this<Session>,
   }
 
  private:
+  static bool HasDre(Policy p) { return static_cast<uint8_t>(p) & static_cast<uint8_t>(Policy::kDre); }
+  static bool HasLz(Policy p) { return static_cast<uint8_t>(p) & static_cast<uint8_t>(Policy::kLz); }
+
+  void StartCodec(Policy applied) {
+    if (applied == Policy::kTcpOnly) return;
+    dre::CodecOptions options;
+    options.dre = HasDre(applied) && env_.store != nullptr;
+    options.lz = HasLz(applied);
+    options.lz_level = env_.config.dre.lz_level;
+    options.chunker = env_.config.dre.chunker;
+    encoder_ = std::make_unique<dre::Encoder>(options, peer_state_, env_.store);
+    decoder_ = std::make_unique<dre::Decoder>(options, peer_state_, env_.store);
+  }
+
   // ---- Counting, for the daemon's totals and this connection's record ----
   void CountLanIn(size_t n) {
     env_.counters.lan_in.fetch_add(n, std::memory_order_relaxed);
@@ -307,6 +344,17 @@ class Session final : public std::enable_shared_from_this<Session>,
     });
   }
 
+  enum class After { kNothing, kResumeUp, kHalfCloseSent };
+
+  struct WanWrite {
+    std::array<uint8_t, channel::kFrameHeaderSize> header{};
+    bool has_header = false;
+    std::vector<uint8_t> owned;          // control frame payloads
+    std::unique_ptr<Buffer> encoded;     // a DRE/LZ frame payload
+    std::span<const uint8_t> borrowed;   // data still in up_buffer_ (or owned_tail_)
+    After after = After::kNothing;
+  };
+
   // ---- Up: LAN -> modules -> WAN ----
 
   void UpWaitReadable() {
@@ -320,6 +368,10 @@ class Session final : public std::enable_shared_from_this<Session>,
   // (OnWanWritten), so at most one buffer of this direction is ever in flight.
   void UpRead() {
     if (closed_) return;
+    if (encoder_ && encoder_->HasPayload()) {
+      SendEncoded();
+      return;
+    }
     if (!up_buffer_) up_buffer_ = AcquireRelayBuffer();
     Buffer& buffer = *up_buffer_;
     for (;;) {
@@ -328,6 +380,14 @@ class Session final : public std::enable_shared_from_this<Session>,
       error_code ec;
       size_t n = lan_.read_some(asio::buffer(tail.data(), tail.size()), ec);
       if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        if (encoder_) {
+          // The LAN side paused: what it sent must reach the server now, even mid-chunk.
+          encoder_->Flush();
+          if (encoder_->HasPayload()) {
+            SendEncoded();
+            return;
+          }
+        }
         // Idle: give the buffer back; an idle connection holds none.
         ReleaseRelayBuffer(std::move(up_buffer_));
         UpWaitReadable();
@@ -345,9 +405,37 @@ class Session final : public std::enable_shared_from_this<Session>,
       CountLanIn(n);
       if (!modules_->empty()) modules_->Process(UpDirection(), buffer, false);
       if (buffer.empty()) continue;  // a module is holding the bytes until it has more
+      if (encoder_) {
+        // Keep reading until a block of instructions fills or the LAN side pauses:
+        // redundant data encodes to a few bytes per chunk.
+        encoder_->Append(buffer.span());
+        if (encoder_->HasPayload()) {
+          SendEncoded();
+          return;
+        }
+        continue;
+      }
       QueueData(buffer.span(), /*resume_up=*/true);
       return;
     }
+  }
+
+  // Sends one encoded frame; the up direction resumes when it is written.
+  void SendEncoded() {
+    QueueEncoded(After::kResumeUp);
+    UpdateCodecStats();
+  }
+
+  void QueueEncoded(After after) {
+    WanWrite write;
+    write.encoded = std::make_unique<Buffer>();
+    uint8_t flags = 0;
+    encoder_->TakePayload(*write.encoded, &flags);
+    FrameHeader header{FrameType::kDre, flags, 0, static_cast<uint32_t>(write.encoded->size())};
+    channel::EncodeFrameHeader(header, write.encoded->span(), write.header);
+    write.has_header = true;
+    write.after = after;
+    QueueWan(std::move(write));
   }
 
   // The LAN side sent FIN: let the modules flush, then half-close towards the peer.
@@ -356,7 +444,12 @@ class Session final : public std::enable_shared_from_this<Session>,
     Buffer tail;
     modules_->Process(UpDirection(), tail, true);
     up_ended_ = true;  // modules could still message their twins just above
-    if (!tail.empty()) {
+    if (encoder_) {
+      if (!tail.empty()) encoder_->Append(tail.span());
+      encoder_->Flush();
+      while (encoder_->HasPayload()) QueueEncoded(After::kNothing);
+      UpdateCodecStats();
+    } else if (!tail.empty()) {
       owned_tail_.push_back(std::vector<uint8_t>(tail.data(), tail.data() + tail.size()));
       QueueData(owned_tail_.back(), /*resume_up=*/false);
     }
@@ -367,16 +460,6 @@ class Session final : public std::enable_shared_from_this<Session>,
   }
 
   // ---- The WAN writer: one write at a time, in queue order ----
-
-  enum class After { kNothing, kResumeUp, kHalfCloseSent };
-
-  struct WanWrite {
-    std::array<uint8_t, channel::kFrameHeaderSize> header{};
-    bool has_header = false;
-    std::vector<uint8_t> owned;          // control frame payloads
-    std::span<const uint8_t> borrowed;   // data still in up_buffer_ (or owned_tail_)
-    After after = After::kNothing;
-  };
 
   void EncodeHeader(WanWrite& write, FrameType type, uint16_t stream, std::span<const uint8_t> payload) {
     FrameHeader header{type, 0, stream, static_cast<uint32_t>(payload.size())};
@@ -416,6 +499,16 @@ class Session final : public std::enable_shared_from_this<Session>,
     if (!wan_writing_) WriteNextWan();
   }
 
+  // A control frame that must not wait behind queued data (nack, repair): the peer's
+  // decoder is stalled until it arrives. Goes right after the write in flight.
+  void QueueUrgent(FrameType type, std::vector<uint8_t> payload) {
+    WanWrite write;
+    write.owned = std::move(payload);
+    EncodeHeader(write, type, 0, write.owned);
+    wan_queue_.insert(wan_queue_.begin() + (wan_writing_ ? 1 : 0), std::move(write));
+    if (!wan_writing_) WriteNextWan();
+  }
+
   void WriteNextWan() {
     if (closed_ || wan_queue_.empty()) {
       wan_writing_ = false;
@@ -423,10 +516,11 @@ class Session final : public std::enable_shared_from_this<Session>,
     }
     wan_writing_ = true;
     const WanWrite& write = wan_queue_.front();
+    asio::const_buffer payload = write.encoded         ? asio::buffer(write.encoded->data(), write.encoded->size())
+                                 : !write.owned.empty() ? asio::buffer(write.owned)
+                                                        : asio::buffer(write.borrowed.data(), write.borrowed.size());
     std::array<asio::const_buffer, 2> buffers{
-        asio::buffer(write.header.data(), write.has_header ? write.header.size() : 0),
-        write.owned.empty() ? asio::buffer(write.borrowed.data(), write.borrowed.size())
-                            : asio::buffer(write.owned)};
+        asio::buffer(write.header.data(), write.has_header ? write.header.size() : 0), payload};
     asio::async_write(wan_, buffers, [self = shared_from_this()](error_code ec, size_t n) {
       self->OnWanWritten(ec, n);
     });
@@ -520,9 +614,9 @@ class Session final : public std::enable_shared_from_this<Session>,
   bool ProcessFrames() {
     lan_write_.clear();
     module_output_.Clear();
+    half_close_pending_ = false;
     size_t consumed = 0;
-    bool half_close = false;
-    while (!half_close) {
+    for (;;) {
       std::span<const uint8_t> input = down_buffer_->span().subspan(consumed);
       channel::DecodedFrame frame;
       channel::DecodeStatus status = channel::DecodeFrame(input, &frame);
@@ -542,51 +636,11 @@ class Session final : public std::enable_shared_from_this<Session>,
         }
         continue;
       }
-      switch (frame.header.type) {
-        case FrameType::kData:
-          if (peer_finished_) {
-            ProtocolError("data after half-close");
-            return false;
-          }
-          AddLanData(frame.payload);
-          break;
-        case FrameType::kHalfClose:
-          if (peer_finished_) {
-            ProtocolError("second half-close");
-            return false;
-          }
-          peer_finished_ = true;
-          half_close = true;
-          if (!modules_->empty()) {
-            Buffer tail;
-            modules_->Process(DownDirection(), tail, true);
-            module_output_.Append(tail.span());
-          }
-          break;
-        case FrameType::kReset: {
-          auto reason = frame.payload.empty() ? ResetReason::kLanReset
-                                              : static_cast<ResetReason>(frame.payload[0]);
-          WANOPT_LOG(kInfo, RoleName()) << "connection " << id_ << ": peer reset ("
-                                        << channel::ResetReasonName(reason) << ")";
-          ++env_.counters.resets;
-          Abort("peer reset (" + std::string(channel::ResetReasonName(reason)) + ")");
-          return false;
-        }
-        case FrameType::kKeepalive:
-          break;
-        case FrameType::kModule:
-          modules_->DeliverPeerMessage(frame.header.stream, frame.payload);
-          break;
-        case FrameType::kHello:
-        case FrameType::kHelloAck:
-          ProtocolError("handshake frame after the handshake");
-          return false;
-      }
-      if (closed_) return false;
+      if (!HandleFrame(frame, input.first(frame.size))) return false;
     }
     if (!module_output_.empty()) lan_write_.push_back(asio::buffer(module_output_.data(), module_output_.size()));
     down_consumed_ = consumed;
-    lan_shutdown_after_write_ = half_close;
+    lan_shutdown_after_write_ = half_close_pending_;
     if (!lan_write_.empty()) {
       WriteLan();
       return false;
@@ -594,15 +648,196 @@ class Session final : public std::enable_shared_from_this<Session>,
     return FinishBatch();
   }
 
-  void AddLanData(std::span<const uint8_t> payload) {
+  // Frames that must keep their place in the stream: while the decoder waits for a
+  // repair, they wait behind it.
+  static bool InStreamOrder(FrameType type) {
+    return type == FrameType::kData || type == FrameType::kDre || type == FrameType::kHalfClose ||
+           type == FrameType::kModule;
+  }
+
+  // Handles one frame after the handshake. Returns false when the session ended or
+  // an asynchronous step took over.
+  bool HandleFrame(const channel::DecodedFrame& frame, std::span<const uint8_t> raw_frame) {
+    if (stalled_ && InStreamOrder(frame.header.type)) {
+      stalled_frames_.Append(raw_frame);
+      if (stalled_frames_.size() > kMaxStalledBytes) {
+        WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": more than " << (kMaxStalledBytes >> 20)
+                                      << " MiB arrived while waiting for a repair: resetting";
+        Fail(ResetReason::kIntegrity);
+        return false;
+      }
+      return true;
+    }
+    switch (frame.header.type) {
+      case FrameType::kData:
+        if (peer_finished_) {
+          ProtocolError("data after half-close");
+          return false;
+        }
+        EmitDown(frame.payload);
+        return true;
+      case FrameType::kDre: {
+        if (!decoder_) {
+          ProtocolError("dre frame, but no DRE or LZ was negotiated");
+          return false;
+        }
+        if (peer_finished_) {
+          ProtocolError("data after half-close");
+          return false;
+        }
+        decoded_.Clear();
+        auto status = decoder_->Decode(frame.header.flags, frame.payload, decoded_);
+        return AfterDecode(status);
+      }
+      case FrameType::kHalfClose:
+        if (peer_finished_) {
+          ProtocolError("second half-close");
+          return false;
+        }
+        peer_finished_ = true;
+        half_close_pending_ = true;
+        if (!modules_->empty()) {
+          Buffer tail;
+          modules_->Process(DownDirection(), tail, true);
+          module_output_.Append(tail.span());
+        }
+        return true;
+      case FrameType::kReset: {
+        auto reason = frame.payload.empty() ? ResetReason::kLanReset : static_cast<ResetReason>(frame.payload[0]);
+        WANOPT_LOG(kInfo, RoleName()) << "connection " << id_ << ": peer reset (" << channel::ResetReasonName(reason)
+                                      << ")";
+        ++env_.counters.resets;
+        Abort("peer reset (" + std::string(channel::ResetReasonName(reason)) + ")");
+        return false;
+      }
+      case FrameType::kKeepalive:
+        return true;
+      case FrameType::kModule:
+        modules_->DeliverPeerMessage(frame.header.stream, frame.payload);
+        return !closed_;
+      case FrameType::kNack:
+        return HandleNack(frame.payload);
+      case FrameType::kRepair:
+        return HandleRepair(frame.payload);
+      case FrameType::kHello:
+      case FrameType::kHelloAck:
+        ProtocolError("handshake frame after the handshake");
+        return false;
+    }
+    return true;
+  }
+
+  bool AfterDecode(dre::Decoder::Status status) {
+    UpdateCodecStats();
+    switch (status) {
+      case dre::Decoder::Status::kDone:
+        EmitDown(decoded_.span());
+        return true;
+      case dre::Decoder::Status::kMissing: {
+        // Ask the peer for the chunks; everything after waits in order behind them.
+        std::vector<uint8_t> nack;
+        for (const auto& fingerprint : decoder_->missing()) {
+          auto fp = dre::FingerprintBytes(fingerprint);
+          nack.insert(nack.end(), fp.begin(), fp.end());
+        }
+        awaited_repairs_ = decoder_->missing().size();
+        stalled_ = true;
+        record_->AddNote("NACK: references the datastore could not resolve were re-sent");
+        QueueUrgent(FrameType::kNack, std::move(nack));
+        return true;
+      }
+      case dre::Decoder::Status::kCorrupt:
+        WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": DRE from " << Format(wan_endpoint()) << ": "
+                                      << decoder_->error() << ": resetting, nothing of it delivered";
+        record_->AddNote("DRE: " + decoder_->error());
+        Fail(ResetReason::kIntegrity);
+        return false;
+    }
+    return false;
+  }
+
+  // The peer could not resolve references this box sent: send the chunks' bytes.
+  bool HandleNack(std::span<const uint8_t> payload) {
+    if (!encoder_ || payload.empty() || payload.size() % 16 != 0) {
+      ProtocolError("unexpected or malformed nack");
+      return false;
+    }
+    for (size_t i = 0; i < payload.size(); i += 16) {
+      auto fingerprint = dre::FingerprintFromBytes(std::span<const uint8_t, 16>(payload.data() + i, 16));
+      auto chunk = encoder_->Repair(fingerprint);
+      if (!chunk) {
+        WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": peer lacks a chunk this box no longer has "
+                                      << "either: resetting";
+        record_->AddNote("NACK for a chunk no longer stored here: reset");
+        Fail(ResetReason::kIntegrity);
+        return false;
+      }
+      std::vector<uint8_t> repair(payload.begin() + static_cast<long>(i), payload.begin() + static_cast<long>(i) + 16);
+      repair.insert(repair.end(), chunk->begin(), chunk->end());
+      QueueUrgent(FrameType::kRepair, std::move(repair));
+    }
+    UpdateCodecStats();
+    return true;
+  }
+
+  // The bytes of a chunk we asked for: resume decoding, then what waited behind it.
+  bool HandleRepair(std::span<const uint8_t> payload) {
+    if (!decoder_ || !stalled_ || payload.size() < 16) {
+      ProtocolError("unexpected or malformed repair");
+      return false;
+    }
+    auto fingerprint = dre::FingerprintFromBytes(std::span<const uint8_t, 16>(payload.data(), 16));
+    if (!decoder_->AddRepair(fingerprint, payload.subspan(16))) {
+      ProtocolError("repaired chunk does not match its fingerprint");
+      return false;
+    }
+    if (--awaited_repairs_ > 0) return true;
+    stalled_ = false;
+    decoded_.Clear();
+    if (!AfterDecode(decoder_->Resume(decoded_))) return false;
+    if (stalled_) return true;  // another reference of the same frame is missing
+    // Replay what waited, in order; it may stall again.
+    Buffer replay;
+    replay.Swap(stalled_frames_);
+    size_t at = 0;
+    while (at < replay.size()) {
+      channel::DecodedFrame frame;
+      channel::DecodeFrame(replay.span().subspan(at), &frame);  // checked when it first arrived
+      std::span<const uint8_t> raw = replay.span().subspan(at, frame.size);
+      at += frame.size;
+      if (!HandleFrame(frame, raw)) return false;
+    }
+    return true;
+  }
+
+  // Bytes for the LAN socket, in order. Zero-copy (a view into down_buffer_) when no
+  // module and no codec touches them; otherwise copied into module_output_.
+  void EmitDown(std::span<const uint8_t> bytes) {
+    if (modules_->empty() && !decoder_) {
+      lan_write_.push_back(asio::buffer(bytes.data(), bytes.size()));
+      return;
+    }
     if (modules_->empty()) {
-      lan_write_.push_back(asio::buffer(payload.data(), payload.size()));
+      module_output_.Append(bytes);
       return;
     }
     Buffer data;
-    data.Append(payload);
+    data.Append(bytes);
     modules_->Process(DownDirection(), data, false);
     module_output_.Append(data.span());
+  }
+
+  void UpdateCodecStats() {
+    uint64_t hit = 0, missed = 0, nacks = 0;
+    for (const dre::CodecStats* s : {encoder_ ? &encoder_->stats() : nullptr, decoder_ ? &decoder_->stats() : nullptr}) {
+      if (!s) continue;
+      hit += s->chunks_hit;
+      missed += s->chunks_missed;
+      nacks += s->nacks;
+    }
+    record_->chunks_hit = hit;
+    record_->chunks_missed = missed;
+    record_->nacks = nacks;
   }
 
   bool HandleHandshake(const channel::DecodedFrame& frame) {
@@ -658,8 +893,17 @@ class Session final : public std::enable_shared_from_this<Session>,
     record_->SetState(ConnectionState::kOptimized);
     if (ack->applied != ack->negotiated) {
       record_->AddNote(std::string("negotiated ") + PolicyLetter(ack->negotiated) + ", applied " +
-                       PolicyLetter(ack->applied) + ": DRE/LZ not in this build");
+                       PolicyLetter(ack->applied) + ": the peer has no datastore");
     }
+    if (HasDre(ack->applied) && !peer_state_) {
+      ProtocolError("peer applied DRE that was not offered");
+      return false;
+    }
+    if (peer_state_ && HasDre(ack->applied) && peer_state_->SetPeerInstance(ack->store_instance)) {
+      record_->AddNote("peer's datastore is new: chunks it had are sent again");
+    }
+    // Bytes sent before this answer went as plain data frames; from here on they are encoded.
+    StartCodec(ack->applied);
     env_.table.PeerSeen(channel::FormatDeviceId(peer_id_), Format(wan_remote_), true);
     peer_counted_ = true;
     WANOPT_LOG(kDebug, "branch") << "connection " << id_ << ": optimized by peer "
@@ -892,7 +1136,18 @@ class Session final : public std::enable_shared_from_this<Session>,
   bool up_finished_ = false;  // ... and on the wire
   uint32_t connect_generation_ = 0;
 
+  // DRE and LZ (null for T).
+  std::shared_ptr<dre::PeerState> peer_state_;
+  std::unique_ptr<dre::Encoder> encoder_;
+  std::unique_ptr<dre::Decoder> decoder_;
+  Buffer decoded_;
+  bool stalled_ = false;        // the decoder waits for repairs of chunks it lacked
+  size_t awaited_repairs_ = 0;
+  Buffer stalled_frames_;       // frames that arrived meanwhile, in order
+  static constexpr size_t kMaxStalledBytes = size_t{64} << 20;
+
   // Down direction.
+  bool half_close_pending_ = false;
   std::unique_ptr<Buffer> down_buffer_;
   std::vector<asio::const_buffer> lan_write_;
   Buffer module_output_;

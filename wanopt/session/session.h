@@ -32,12 +32,25 @@
 
 namespace wanopt {
 
+namespace datastore {
+class ChunkStore;
+}
+namespace dre {
+class PeerTable;
+}
+
 // Everything sessions share with their daemon. Outlives every session.
 struct SessionEnvironment {
   const Config& config;
   Counters& counters;
   ConnectionTable& table;
   std::atomic<uint64_t>& next_session_id;
+  // DRE: the chunk store (null without [dre] datastore) and what each peering knows.
+  datastore::ChunkStore* store = nullptr;
+  dre::PeerTable* peers = nullptr;
+  uint64_t store_instance = 0;  // identifies this store's contents; changes when wiped
+  // What this box can apply: Config::dre.capability(), or less if the store failed.
+  Policy capability = Policy::kLz;
 };
 
 // What a branch does with one client connection. Built from a forward rule today,

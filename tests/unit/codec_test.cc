@@ -1,0 +1,201 @@
+// The DRE/LZ codec between two simulated boxes: each with its own chunk store and
+// its own view of the peering, as on the wire.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <random>
+
+#include "datastore/chunk_store.h"
+#include "wanopt/dre/codec.h"
+#include "wanopt/lab/echo.h"
+
+using namespace wanopt;
+using namespace wanopt::dre;
+
+namespace {
+
+struct Box {
+  std::string name;
+  std::string dir;
+  std::unique_ptr<datastore::ChunkStore> store;
+  std::unique_ptr<PeerTable> peers;
+  Box(const std::string& box_name, uint64_t max_bytes = uint64_t{256} << 20) : name(box_name) {
+    dir = (std::filesystem::temp_directory_path() / ("wanopt-codec-" + name + "-" + std::to_string(::getpid()))).string();
+    std::filesystem::remove_all(dir);
+    Open(max_bytes);
+  }
+  void Open(uint64_t max_bytes = uint64_t{256} << 20) {
+    std::string error;
+    datastore::ChunkStoreOptions options;
+    options.path = dir + "/store";
+    options.max_bytes = max_bytes;
+    store = datastore::ChunkStore::Open(options, &error);
+    REQUIRE_MESSAGE(store, error);
+    peers = std::make_unique<PeerTable>(dir + "/peers");
+  }
+  ~Box() {
+    peers.reset();
+    store.reset();
+    std::filesystem::remove_all(dir);
+  }
+};
+
+constexpr Seed kSeed = {7, 7, 7};
+
+// One direction: an encoder on `from`, a decoder on `to`. Repairs are served at
+// once, as the sender's box would after a NACK.
+struct Link {
+  Encoder encoder;
+  Decoder decoder;
+  uint64_t wire_bytes = 0;
+  Link(Box& from, Box& to, CodecOptions options = {})
+      : encoder(options, from.peers->Get(to.name, kSeed), from.store.get()),
+        decoder(options, to.peers->Get(from.name, kSeed), to.store.get()) {}
+
+  // Sends `data` in `piece`-sized reads, flushing after each read when asked, and
+  // returns what the decoder produced.
+  std::vector<uint8_t> Send(std::span<const uint8_t> data, size_t piece = 128 * 1024, bool flush_each = false) {
+    Buffer out;
+    for (size_t at = 0; at < data.size(); at += piece) {
+      encoder.Append(data.subspan(at, std::min(piece, data.size() - at)));
+      if (flush_each) encoder.Flush();
+      Drain(out);
+    }
+    encoder.Flush();
+    Drain(out);
+    return {out.data(), out.data() + out.size()};
+  }
+
+  void Drain(Buffer& out) {
+    while (encoder.HasPayload()) {
+      Buffer payload;
+      uint8_t flags = 0;
+      encoder.TakePayload(payload, &flags);
+      REQUIRE(payload.size() <= 128 * 1024 - 16);
+      wire_bytes += payload.size() + 16;
+      auto status = decoder.Decode(flags, payload.span(), out);
+      while (status == Decoder::Status::kMissing) {
+        for (const auto& fp : decoder.missing()) {
+          auto chunk = encoder.Repair(fp);
+          REQUIRE(chunk);
+          wire_bytes += chunk->size() + 32;
+          REQUIRE(decoder.AddRepair(fp, *chunk));
+        }
+        status = decoder.Resume(out);
+      }
+      REQUIRE_MESSAGE(status == Decoder::Status::kDone, decoder.error());
+    }
+  }
+};
+
+std::vector<uint8_t> Text(size_t n, uint64_t seed) { return lab::SampleText(n, seed); }
+
+}  // namespace
+
+TEST_CASE("codec round trips random, text, zeros, one repeated byte, tiny and empty inputs") {
+  Box a("a"), b("b");
+  std::vector<std::pair<const char*, std::vector<uint8_t>>> inputs = {
+      {"random", lab::RandomBytes(3 << 20, 1)},
+      {"text", Text(3 << 20, 2)},
+      {"zeros", std::vector<uint8_t>(2 << 20, 0)},
+      {"one byte repeated", std::vector<uint8_t>(1 << 20, 'x')},
+      {"one byte", std::vector<uint8_t>{42}},
+      {"empty", {}},
+  };
+  for (CodecOptions options : {CodecOptions{true, true}, CodecOptions{true, false}, CodecOptions{false, true}}) {
+    for (const auto& [name, data] : inputs) {
+      CAPTURE(name);
+      CAPTURE(options.dre);
+      CAPTURE(options.lz);
+      Link link(a, b, options);
+      CHECK(link.Send(data) == data);
+    }
+  }
+}
+
+TEST_CASE("the second pass of the same bytes is almost all references") {
+  Box a("a"), b("b");
+  auto data = Text(8 << 20, 3);
+  Link first(a, b);
+  REQUIRE(first.Send(data) == data);
+  Link second(a, b);
+  REQUIRE(second.Send(data) == data);
+  CHECK(second.encoder.stats().chunks_missed == 0);
+  CHECK(second.encoder.stats().chunks_hit > 1000);
+  CHECK(second.wire_bytes * 200 < data.size());  // > 99.5% reduction
+}
+
+TEST_CASE("chunks learned in one direction serve the other") {
+  Box a("a"), b("b");
+  auto data = Text(4 << 20, 4);
+  Link forward(a, b);
+  REQUIRE(forward.Send(data) == data);
+  Link backward(b, a);  // b's encoder names chunks a's decoder learned when sending
+  REQUIRE(backward.Send(data) == data);
+  CHECK(backward.encoder.stats().chunks_missed == 0);
+}
+
+TEST_CASE("flushing after every small read does not change the chunks") {
+  Box a("a"), b("b");
+  auto data = Text(2 << 20, 5);
+  Link once(a, b);
+  REQUIRE(once.Send(data) == data);
+  Link interactive(a, b);
+  REQUIRE(interactive.Send(data, 1000, /*flush_each=*/true) == data);
+  // Every chunk is still found: the flushed bytes became the start of their chunk.
+  CHECK(interactive.encoder.stats().chunks_missed == 0);
+  CHECK(interactive.encoder.stats().chunks_hit > 300);
+}
+
+TEST_CASE("an unresolvable reference is repaired, never guessed") {
+  Box a("a"), b("b");
+  auto data = Text(2 << 20, 6);
+  Link first(a, b);
+  REQUIRE(first.Send(data) == data);
+  // b loses everything (a wiped datastore that a does not know about yet).
+  b.peers.reset();
+  b.store.reset();
+  std::filesystem::remove_all(b.dir);
+  b.Open();
+  Link second(a, b);
+  CHECK(second.Send(data) == data);
+  CHECK(second.decoder.stats().nacks > 0);
+  CHECK(second.encoder.stats().nacks == second.decoder.stats().nacks);
+  // Repaired chunks are known again: a third pass needs no repair.
+  Link third(a, b);
+  CHECK(third.Send(data) == data);
+  CHECK(third.decoder.stats().nacks == 0);
+}
+
+TEST_CASE("a corrupted frame is refused whole") {
+  Box a("a"), b("b");
+  auto data = Text(1 << 20, 7);
+  CodecOptions plain{true, false};  // no LZ: flip a byte inside a literal
+  Encoder encoder(plain, a.peers->Get("b", kSeed), a.store.get());
+  Decoder decoder(plain, b.peers->Get("a", kSeed), b.store.get());
+  encoder.Append(data);
+  encoder.Flush();
+  REQUIRE(encoder.HasPayload());
+  Buffer payload;
+  uint8_t flags;
+  encoder.TakePayload(payload, &flags);
+  payload.data()[payload.size() / 2] ^= 0x20;
+  Buffer out;
+  CHECK(decoder.Decode(flags, payload.span(), out) == Decoder::Status::kCorrupt);
+  CHECK(out.empty());
+  CHECK(decoder.error().find("check") != std::string::npos);
+}
+
+TEST_CASE("garbage instructions are corrupt, not a crash") {
+  Box a("a"), b("b");
+  Decoder decoder({true, false}, b.peers->Get("a", kSeed), b.store.get());
+  std::mt19937 rng(1);
+  for (int i = 0; i < 2000; ++i) {
+    std::vector<uint8_t> payload(static_cast<size_t>(rng() % 64));
+    for (auto& byte : payload) byte = static_cast<uint8_t>(rng() % 5);  // mostly valid opcodes
+    Buffer out;
+    auto status = decoder.Decode(0, payload, out);
+    CHECK(status != Decoder::Status::kDone);
+    if (status == Decoder::Status::kMissing) continue;
+  }
+}

@@ -1,0 +1,614 @@
+// The DRE chunk store: round trips, eviction order, restarts, corrupted values, a
+// kill -9 mid-write, concurrency, and the errors Open reports. Every test works in
+// a fresh directory under /tmp, removed at its end.
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include <rocksdb/db.h>
+
+#include "datastore/chunk_index.h"
+#include "datastore/chunk_store.h"
+#include "wanopt/util/log.h"
+
+using namespace wanopt;
+using namespace wanopt::datastore;
+namespace fs = std::filesystem;
+
+namespace {
+
+using Chunk = std::vector<uint8_t>;
+
+class TempDir {
+ public:
+  TempDir() {
+    char name[] = "/tmp/wanopt-datastore-XXXXXX";
+    REQUIRE(::mkdtemp(name) != nullptr);
+    path_ = name;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  // A directory inside, not yet created: where a store goes.
+  std::string store() const { return path_ + "/store"; }
+
+ private:
+  std::string path_;
+};
+
+Chunk RandomChunk(std::mt19937_64& rng, size_t size) {
+  Chunk chunk(size);
+  for (size_t i = 0; i < size; i += 8) {
+    uint64_t r = rng();
+    std::memcpy(chunk.data() + i, &r, std::min<size_t>(8, size - i));
+  }
+  return chunk;
+}
+
+// Sizes from 1 B to 64 KiB, spread evenly over the orders of magnitude.
+size_t RandomSize(std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> log_size(0, 16);
+  return static_cast<size_t>(std::pow(2.0, log_size(rng)));
+}
+
+// Chunk number i of a deterministic sequence: a child process and its parent agree
+// on it without talking.
+Chunk NthChunk(uint64_t i) {
+  std::mt19937_64 rng(i * 7919 + 1);
+  return RandomChunk(rng, 1 + rng() % (16 << 10));
+}
+
+std::unique_ptr<ChunkStore> OpenStore(const std::string& path, uint64_t max_bytes = uint64_t{1} << 30) {
+  std::string error;
+  auto store = ChunkStore::Open({.path = path, .max_bytes = max_bytes, .block_cache_bytes = 4 << 20}, &error);
+  REQUIRE_MESSAGE(store, error);
+  return store;
+}
+
+std::string OpenError(const std::string& path) {
+  std::string error;
+  auto store = ChunkStore::Open({.path = path}, &error);
+  CHECK(store == nullptr);
+  return error;
+}
+
+// Rewrites, straight through RocksDB, the stored value equal to `original`, as a
+// failing disk or a torn write would. The store must be closed.
+void RewriteStoredValue(const std::string& path, const Chunk& original, const Chunk& replacement) {
+  std::vector<std::string> names;
+  REQUIRE(rocksdb::DB::ListColumnFamilies({}, path, &names).ok());
+  std::vector<rocksdb::ColumnFamilyDescriptor> families;
+  for (const auto& name : names) families.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  REQUIRE(rocksdb::DB::Open({}, path, families, &handles, &db).ok());
+  rocksdb::Slice wanted(reinterpret_cast<const char*>(original.data()), original.size());
+  int rewritten = 0;
+  for (auto* handle : handles) {
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, handle));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      if (it->value() != wanted) continue;
+      REQUIRE(db->Put({}, handle, it->key(),
+                      rocksdb::Slice(reinterpret_cast<const char*>(replacement.data()), replacement.size()))
+                  .ok());
+      ++rewritten;
+    }
+  }
+  for (auto* handle : handles) db->DestroyColumnFamilyHandle(handle);
+  delete db;
+  REQUIRE(rewritten == 1);
+}
+
+}  // namespace
+
+TEST_SUITE("datastore") {
+
+TEST_CASE("chunks of 1 B to 64 KiB come back byte for byte") {
+  TempDir dir;
+  auto store = OpenStore(dir.store());
+  std::mt19937_64 rng(1);
+  std::vector<Chunk> chunks;
+  std::vector<ContentId> ids;
+  uint64_t total = 0;
+  std::set<std::string> seen;  // tiny random chunks repeat; keep them distinct
+  while (chunks.size() < 300) {
+    Chunk chunk = RandomChunk(rng, chunks.empty() ? 1 : chunks.size() == 1 ? 64 << 10 : RandomSize(rng));
+    if (!seen.emplace(chunk.begin(), chunk.end()).second) continue;
+    chunks.push_back(chunk);
+    ids.push_back(store->Put(chunks.back()));
+    total += chunks.back().size();
+    CHECK(ids.back() == store->IdOf(chunks.back()));
+    CHECK(store->Contains(ids.back()));
+  }
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    auto got = store->Get(ids[i]);
+    REQUIRE(got);
+    CHECK(*got == chunks[i]);
+    Buffer out;
+    out.Append(std::span<const uint8_t>(chunks[0]));  // GetInto appends
+    REQUIRE(store->GetInto(ids[i], out));
+    CHECK(out.size() == chunks[0].size() + chunks[i].size());
+    CHECK(std::equal(chunks[i].begin(), chunks[i].end(), out.data() + chunks[0].size()));
+  }
+  // Storing again is a no-op that returns the same id.
+  CHECK(store->Put(chunks[7]) == ids[7]);
+  auto stats = store->stats();
+  CHECK(stats.chunks == 300);
+  CHECK(stats.bytes == total);
+  CHECK(stats.puts == 301);
+  CHECK(stats.duplicates == 1);
+  CHECK(stats.hits == 600);
+  CHECK(stats.misses == 0);
+  CHECK(stats.evictions == 0);
+  CHECK(stats.corrupt_dropped == 0);
+}
+
+TEST_CASE("an unknown id is a miss, and Contains says no without a Get") {
+  TempDir dir;
+  auto store = OpenStore(dir.store());
+  std::mt19937_64 rng(2);
+  Chunk stored = RandomChunk(rng, 100), never = RandomChunk(rng, 100);
+  store->Put(stored);
+  ContentId unknown = store->IdOf(never);
+  CHECK_FALSE(store->Contains(unknown));
+  CHECK_FALSE(store->Get(unknown));
+  Buffer out;
+  out.Append(std::span<const uint8_t>(stored));
+  CHECK_FALSE(store->GetInto(unknown, out));
+  CHECK(out.size() == stored.size());  // left alone
+  CHECK(store->stats().misses == 2);
+}
+
+TEST_CASE("ids are keyed with each store's own secret") {
+  TempDir a, b;
+  auto one = OpenStore(a.store());
+  auto two = OpenStore(b.store());
+  std::mt19937_64 rng(3);
+  Chunk chunk = RandomChunk(rng, 4096);
+  CHECK(one->IdOf(chunk) == one->IdOf(chunk));
+  CHECK(one->IdOf(chunk) != two->IdOf(chunk));
+  struct stat st {};
+  REQUIRE(::stat((a.store() + "/SECRET").c_str(), &st) == 0);
+  CHECK(st.st_size == 192);
+  CHECK((st.st_mode & 0777) == 0600);
+  // The empty chunk is a chunk like any other.
+  ContentId empty = one->Put({});
+  auto got = one->Get(empty);
+  REQUIRE(got);
+  CHECK(got->empty());
+}
+
+TEST_CASE("eviction keeps the stored bytes within max_bytes, oldest first, hits or not") {
+  TempDir dir;
+  constexpr uint64_t kMax = 256 << 10;
+  auto store = OpenStore(dir.store(), kMax);
+  std::mt19937_64 rng(4);
+  std::vector<Chunk> chunks;
+  std::vector<ContentId> ids;
+  for (int i = 0; i < 200; ++i) {
+    chunks.push_back(RandomChunk(rng, 4096 + rng() % 4096));
+    ids.push_back(store->Put(chunks.back()));
+    CHECK(store->stats().bytes <= kMax);
+    // Chunk 0 is read after every Put: reading does not keep it.
+    store->Get(ids[0]);
+  }
+  // What is left is exactly the newest chunks: a prefix is gone, the rest is there.
+  size_t first_kept = 0;
+  while (first_kept < ids.size() && !store->Contains(ids[first_kept])) ++first_kept;
+  CHECK(first_kept > 0);
+  uint64_t kept_bytes = 0;
+  for (size_t i = first_kept; i < ids.size(); ++i) {
+    CHECK(store->Contains(ids[i]));
+    auto got = store->Get(ids[i]);
+    REQUIRE(got);
+    CHECK(*got == chunks[i]);
+    kept_bytes += chunks[i].size();
+  }
+  auto stats = store->stats();
+  CHECK(stats.bytes == kept_bytes);
+  CHECK(stats.chunks == ids.size() - first_kept);
+  CHECK(stats.evictions == first_kept);
+  CHECK(kept_bytes > kMax - 16 * 8192);  // evicts what it must, and not much more
+  for (size_t i = 0; i < first_kept; ++i) CHECK_FALSE(store->Get(ids[i]));
+  // A Put of a chunk already there does not make it younger either.
+  store->Put(chunks[first_kept]);
+  for (int i = 0; i < 4; ++i) store->Put(RandomChunk(rng, 8192));
+  CHECK_FALSE(store->Contains(ids[first_kept]));
+  // A chunk bigger than the whole store is not stored.
+  Chunk huge = RandomChunk(rng, kMax + 1);
+  CHECK_FALSE(store->Contains(store->Put(huge)));
+}
+
+TEST_CASE("reopening keeps the chunks, the secret and the eviction order") {
+  TempDir dir;
+  std::mt19937_64 rng(5);
+  std::vector<Chunk> chunks;
+  std::vector<ContentId> ids;
+  ChunkStore::Stats before;
+  {
+    auto store = OpenStore(dir.store());
+    for (int i = 0; i < 100; ++i) {
+      chunks.push_back(RandomChunk(rng, 1 + rng() % 10000));
+      ids.push_back(store->Put(chunks.back()));
+    }
+    before = store->stats();
+  }
+  {
+    auto store = OpenStore(dir.store());
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      CHECK(store->IdOf(chunks[i]) == ids[i]);
+      CHECK(store->Contains(ids[i]));
+      auto got = store->Get(ids[i]);
+      REQUIRE(got);
+      CHECK(*got == chunks[i]);
+    }
+    CHECK(store->stats().chunks == before.chunks);
+    CHECK(store->stats().bytes == before.bytes);
+  }
+  // Reopened smaller: the oldest go first, at Open; then new chunks push out the
+  // rest of the old ones before any of their own.
+  uint64_t half = before.bytes / 2;
+  auto store = OpenStore(dir.store(), half);
+  CHECK(store->stats().bytes <= half);
+  CHECK_FALSE(store->Contains(ids.front()));
+  CHECK(store->Contains(ids.back()));
+  std::vector<ContentId> fresh;
+  for (int i = 0; i < 20; ++i) fresh.push_back(store->Put(RandomChunk(rng, 1000)));
+  CHECK(store->stats().bytes <= half);
+  for (const auto& id : fresh) CHECK(store->Contains(id));
+  size_t first_kept = 0;
+  while (first_kept < ids.size() && !store->Contains(ids[first_kept])) ++first_kept;
+  for (size_t i = first_kept; i < ids.size(); ++i) CHECK(store->Contains(ids[i]));
+}
+
+TEST_CASE("deleting the directory while closed gives an empty store") {
+  TempDir dir;
+  std::mt19937_64 rng(6);
+  Chunk chunk = RandomChunk(rng, 1000);
+  ContentId old_id;
+  {
+    auto store = OpenStore(dir.store());
+    old_id = store->Put(chunk);
+  }
+  fs::remove_all(dir.store());
+  auto store = OpenStore(dir.store());
+  CHECK(store->stats().chunks == 0);
+  CHECK(store->stats().bytes == 0);
+  CHECK_FALSE(store->Contains(old_id));
+  CHECK(store->IdOf(chunk) != old_id);  // a new secret
+  ContentId id = store->Put(chunk);
+  CHECK(store->Get(id) == chunk);
+}
+
+TEST_CASE("a corrupted value is dropped on Get, counted, logged, and can be stored again") {
+  TempDir dir;
+  std::mt19937_64 rng(7);
+  Chunk flipped = RandomChunk(rng, 5000), torn = RandomChunk(rng, 9000), intact = RandomChunk(rng, 3000);
+  ContentId flipped_id, torn_id, intact_id;
+  {
+    auto store = OpenStore(dir.store());
+    flipped_id = store->Put(flipped);
+    torn_id = store->Put(torn);
+    intact_id = store->Put(intact);
+  }
+  Chunk bad = flipped;
+  bad[1234] ^= 0x10;
+  RewriteStoredValue(dir.store(), flipped, bad);
+  RewriteStoredValue(dir.store(), torn, Chunk(torn.begin(), torn.begin() + 4096));
+
+  auto store = OpenStore(dir.store());
+  CHECK(store->Contains(flipped_id));  // the index cannot know before reading
+  log::StartCapture();
+  CHECK_FALSE(store->Get(flipped_id));
+  CHECK(store->stats().corrupt_dropped == 1);
+  CHECK_FALSE(store->Contains(flipped_id));
+  CHECK_FALSE(store->Get(flipped_id));  // dropped: a plain miss now
+  CHECK(store->stats().corrupt_dropped == 1);
+  Buffer out;
+  CHECK_FALSE(store->GetInto(torn_id, out));
+  CHECK(out.empty());
+  CHECK(store->Get(intact_id) == intact);
+  auto stats = store->stats();
+  CHECK(stats.corrupt_dropped == 2);
+  CHECK(stats.chunks == 1);
+  CHECK(stats.bytes == intact.size());
+  std::string logged = log::Captured();
+  CHECK(logged.find("WARN datastore: ") != std::string::npos);
+  CHECK(logged.find("dropped chunk") != std::string::npos);
+  CHECK(logged.find("(1 dropped so far)") != std::string::npos);
+  CHECK(logged.find("(2 dropped so far)") != std::string::npos);
+
+  CHECK(store->Put(flipped) == flipped_id);
+  CHECK(store->Get(flipped_id) == flipped);
+  store.reset();
+  store = OpenStore(dir.store());
+  CHECK(store->Get(flipped_id) == flipped);
+  CHECK_FALSE(store->Contains(torn_id));
+  CHECK(store->stats().bytes == flipped.size() + intact.size());
+}
+
+TEST_CASE("a store killed with SIGKILL mid-write reopens and serves only verified chunks") {
+  TempDir dir;
+  // A child process stores chunk 0, 1, 2, ... and reports each one stored on a pipe;
+  // the parent kills it while it is still writing. Twice on the same store: the second
+  // time the log is also torn and scribbled over, as a power loss could leave it.
+  uint64_t first_round = 0;  // chunks the first round left (a prefix of its sequence)
+  for (int round = 0; round < 2; ++round) {
+    CAPTURE(round);
+    uint64_t base = round * 1000000;
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::close(fds[0]);
+      ::alarm(30);  // never outlives a parent that died
+      std::string error;
+      auto store = ChunkStore::Open({.path = dir.store()}, &error);
+      if (!store) ::_exit(1);
+      for (uint32_t i = 0;; ++i) {
+        store->Put(NthChunk(base + i));
+        if (::write(fds[1], &i, sizeof i) != sizeof i) ::_exit(2);
+      }
+    }
+    ::close(fds[1]);
+    uint32_t last = 0;
+    bool killed = false, any = false;
+    for (;;) {
+      pollfd p{fds[0], POLLIN, 0};
+      REQUIRE_MESSAGE(::poll(&p, 1, 20000) == 1, "the child stopped reporting");
+      uint32_t acks[1024];
+      ssize_t n = ::read(fds[0], acks, sizeof acks);
+      if (n <= 0) break;  // the child is dead and the pipe drained
+      REQUIRE(n % sizeof(uint32_t) == 0);
+      last = acks[n / sizeof(uint32_t) - 1];
+      any = true;
+      if (last >= 300 && !killed) {
+        ::kill(pid, SIGKILL);
+        killed = true;
+      }
+    }
+    ::close(fds[0]);
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    REQUIRE_MESSAGE(WIFSIGNALED(status), "the writer exited on its own, status " << WEXITSTATUS(status));
+    REQUIRE(WTERMSIG(status) == SIGKILL);
+    REQUIRE(any);
+    uint64_t acked = uint64_t{last} + 1;
+
+    if (round == 1) {
+      fs::path newest;
+      for (const auto& entry : fs::directory_iterator(dir.store())) {
+        if (entry.path().extension() == ".log" && entry.path() > newest) newest = entry.path();
+      }
+      REQUIRE(!newest.empty());
+      auto size = fs::file_size(newest);
+      REQUIRE(size > 100000);
+      fs::resize_file(newest, size - 3000);
+      std::fstream f(newest, std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(static_cast<std::streamoff>(size / 2));
+      f.write("torn torn torn torn", 19);
+    }
+
+    auto store = OpenStore(dir.store());
+    uint64_t present = 0;
+    for (uint64_t i = 0; i < acked + 10; ++i) {
+      Chunk chunk = NthChunk(base + i);
+      ContentId id = store->IdOf(chunk);
+      if (round == 0 && i < acked) CHECK(store->Contains(id));  // a killed process loses nothing
+      auto got = store->Get(id);
+      if (got) {
+        CHECK(*got == chunk);
+        ++present;
+      }
+    }
+    CHECK(present >= (round == 0 ? acked : 1));
+    if (round == 1) CHECK(present < acked * 3 / 4);  // the scribble cut the log halfway
+    for (uint64_t i = 0; i < first_round; ++i) {  // flushed when the first round reopened
+      Chunk chunk = NthChunk(i);
+      CHECK(store->Get(store->IdOf(chunk)) == chunk);
+    }
+    CHECK(store->stats().chunks == present + first_round);
+    CHECK(store->stats().corrupt_dropped == 0);
+    if (round == 0) first_round = present;
+  }
+}
+
+TEST_CASE("four threads putting and getting at once, with eviction") {
+  TempDir dir;
+  constexpr uint64_t kMax = 1 << 20;
+  auto store = OpenStore(dir.store(), kMax);
+  // 400 distinct chunks; every thread puts and reads all of them, in its own order,
+  // so the same chunk is often stored by two threads at once.
+  std::vector<Chunk> chunks;
+  std::vector<ContentId> ids;
+  std::mt19937_64 rng(8);
+  for (int i = 0; i < 400; ++i) {
+    chunks.push_back(RandomChunk(rng, 1024 + rng() % 8192));
+    ids.push_back(store->IdOf(chunks.back()));
+  }
+  std::atomic<int> wrong_id{0}, wrong_bytes{0}, over{0}, hits{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 local(100 + t);
+      for (int n = 0; n < 1500; ++n) {
+        size_t i = local() % chunks.size();
+        if (local() % 2) {
+          if (store->Put(chunks[i]) != ids[i]) ++wrong_id;
+        } else if (auto got = store->Get(ids[i])) {
+          if (*got != chunks[i]) ++wrong_bytes;
+          ++hits;
+        }
+        if (store->stats().bytes > kMax + 4 * 9216) ++over;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(wrong_id == 0);
+  CHECK(wrong_bytes == 0);
+  CHECK(over == 0);
+  CHECK(hits > 0);
+  // The accounting came out exact: stored bytes are the sizes of the chunks held.
+  uint64_t held = 0, count = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (store->Contains(ids[i])) {
+      held += chunks[i].size();
+      ++count;
+      CHECK(store->Get(ids[i]) == chunks[i]);
+    }
+  }
+  auto stats = store->stats();
+  CHECK(stats.bytes == held);
+  CHECK(stats.chunks == count);
+  CHECK(stats.evictions > 0);
+  CHECK(stats.corrupt_dropped == 0);
+  CHECK(stats.write_errors == 0);
+  store.reset();
+  store = OpenStore(dir.store(), kMax);
+  CHECK(store->stats().bytes == held);
+  CHECK(store->stats().chunks == count);
+}
+
+TEST_CASE("the in-memory index takes at most 64 bytes a chunk") {
+  TempDir dir;
+  auto store = OpenStore(dir.store());
+  uint64_t worst_milli = 0;
+  for (uint64_t i = 1; i <= 30000; ++i) {
+    store->Put(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&i), sizeof i));
+    if (i >= 2000 && i % 97 == 0) {
+      auto s = store->stats();
+      worst_milli = std::max(worst_milli, s.index_memory_bytes * 1000 / s.chunks);
+    }
+  }
+  MESSAGE("index bytes per chunk, worst seen: " << worst_milli / 1000.0);
+  CHECK(worst_milli <= 64000);
+}
+
+TEST_CASE("the index matches a reference map through growth, shrinking and updates") {
+  ChunkIndex index;
+  std::unordered_map<std::string, uint64_t> reference;
+  std::mt19937_64 rng(9);
+  auto key = [](const ContentId& id) { return std::string(id.begin(), id.end()); };
+  std::vector<ContentId> known;
+  uint64_t seq = 1;
+  // Grow to 20k entries, shrink to a few hundred, grow again.
+  for (int phase = 0; phase < 3; ++phase) {
+    for (int step = 0; step < 40000; ++step) {
+      bool growing = phase != 1;
+      uint64_t dice = rng() % 10;
+      if (known.empty() || (growing ? dice < 6 : dice < 2)) {
+        ContentId id;
+        for (auto& b : id) b = static_cast<uint8_t>(rng());
+        index.Insert(id, seq);
+        reference[key(id)] = seq++;
+        known.push_back(id);
+      } else {
+        size_t pick = rng() % known.size();
+        ContentId id = known[pick];
+        uint64_t current = reference[key(id)];
+        if (dice == 9) {  // toggle the pending flag
+          uint64_t toggled = current ^ ChunkIndex::kPending;
+          CHECK(index.Update(id, current, toggled));
+          CHECK_FALSE(index.Update(id, current, 5));
+          reference[key(id)] = toggled;
+          continue;
+        }
+        CHECK_FALSE(index.Erase(id, (current & ~ChunkIndex::kPending) + 1));  // wrong seq
+        CHECK(index.Erase(id, current & ~ChunkIndex::kPending));
+        reference.erase(key(id));
+        known[pick] = known.back();
+        known.pop_back();
+      }
+      if (index.size() > 1000) {
+        REQUIRE(index.memory_bytes() <= 60 * index.size() + 24);
+        REQUIRE(index.memory_bytes() >= 32 * index.size());
+      }
+    }
+    REQUIRE(index.size() == reference.size());
+    for (const auto& id : known) REQUIRE(index.Find(id) == reference[key(id)]);
+    for (int i = 0; i < 1000; ++i) {
+      ContentId absent;
+      for (auto& b : absent) b = static_cast<uint8_t>(rng());
+      REQUIRE(index.Find(absent) == 0);
+    }
+  }
+}
+
+TEST_CASE("Open explains unusable directories and refuses a corrupted database") {
+  TempDir dir;
+  SUBCASE("no path") { CHECK(OpenError("") == "datastore : cannot open: no path given"); }
+  SUBCASE("a file where the directory should be") {
+    std::ofstream(dir.path() + "/file") << "x";
+    std::string error = OpenError(dir.path() + "/file");
+    CHECK(error.find("datastore " + dir.path() + "/file: cannot open: ") == 0);
+    error = OpenError(dir.path() + "/file/store");
+    CHECK(error.find("datastore " + dir.path() + "/file/store: cannot open: cannot create the directory") == 0);
+  }
+  SUBCASE("no permission") {
+    if (::geteuid() == 0) return;  // root may write anywhere
+    fs::create_directory(dir.path() + "/locked");
+    fs::permissions(dir.path() + "/locked", fs::perms::owner_read | fs::perms::owner_exec);
+    std::string error = OpenError(dir.path() + "/locked");
+    CHECK(error.find("Permission denied") != std::string::npos);
+    fs::permissions(dir.path() + "/locked", fs::perms::owner_all);
+  }
+  SUBCASE("already open") {
+    auto store = OpenStore(dir.store());
+    std::string error = OpenError(dir.store());
+    CHECK(error.find("datastore " + dir.store() + ": cannot open: already open, by this or another process (") == 0);
+  }
+  SUBCASE("a damaged, missing or foreign secret") {
+    TempDir other;
+    OpenStore(dir.store()).reset();
+    OpenStore(other.store()).reset();
+    std::string secret = dir.store() + "/SECRET";
+    fs::copy_file(secret, dir.path() + "/saved");
+    fs::resize_file(secret, 100);
+    CHECK(OpenError(dir.store()).find("SECRET is damaged") != std::string::npos);
+    fs::remove(secret);
+    CHECK(OpenError(dir.store()).find("SECRET is missing") != std::string::npos);
+    fs::copy_file(other.store() + "/SECRET", secret);
+    CHECK(OpenError(dir.store()).find("SECRET is not the secret this database was written with") !=
+          std::string::npos);
+    fs::copy_file(dir.path() + "/saved", secret, fs::copy_options::overwrite_existing);
+    OpenStore(dir.store());
+  }
+  SUBCASE("a corrupted database is reported and left in place") {
+    std::mt19937_64 rng(10);
+    {
+      auto store = OpenStore(dir.store());
+      for (int i = 0; i < 10; ++i) store->Put(RandomChunk(rng, 1000));
+    }
+    std::vector<fs::path> before;
+    for (const auto& entry : fs::directory_iterator(dir.store())) {
+      before.push_back(entry.path());
+      if (entry.path().filename().string().starts_with("MANIFEST-")) {
+        std::ofstream(entry.path(), std::ios::binary | std::ios::trunc) << std::string(300, '\x5a');
+      }
+    }
+    std::string error = OpenError(dir.store());
+    CHECK(error.find("datastore " + dir.store() + ": cannot open: the database is corrupted (Corruption: ") == 0);
+    CHECK(error.find("left as it is") != std::string::npos);
+    for (const auto& path : before) CHECK(fs::exists(path));
+  }
+}
+
+}  // TEST_SUITE

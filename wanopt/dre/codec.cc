@@ -1,0 +1,382 @@
+#include "wanopt/dre/codec.h"
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+#include <zstd.h>
+
+#include <cstring>
+#include <stdexcept>
+
+#include "wanopt/channel/frame.h"
+#include "wanopt/util/bytes.h"
+#include "wanopt/util/log.h"
+
+namespace wanopt::dre {
+namespace {
+
+enum Op : uint8_t { kRaw = 0x01, kLiteral = 0x02, kRef = 0x03 };
+
+// A block of instructions closes once it holds this much; with one more instruction
+// (at most a maximum-size chunk) and zstd's worst case it still fits in one frame.
+constexpr size_t kBlockTarget = 48 * 1024;
+// RAW instructions are cut to this size.
+constexpr size_t kMaxRawOp = 32 * 1024;
+// A frame's instructions never decompress to more than this.
+constexpr size_t kMaxInstructions = 256 * 1024;
+
+void PutVarint(Buffer& out, uint64_t v) {
+  uint8_t bytes[10];
+  size_t n = 0;
+  do {
+    bytes[n] = static_cast<uint8_t>(v & 0x7f);
+    v >>= 7;
+    if (v) bytes[n] |= 0x80;
+    ++n;
+  } while (v);
+  out.Append({bytes, n});
+}
+
+bool GetVarint(std::span<const uint8_t> in, size_t* pos, uint64_t* v) {
+  *v = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    if (*pos >= in.size()) return false;
+    uint8_t b = in[(*pos)++];
+    *v |= uint64_t{b & 0x7fu} << shift;
+    if (!(b & 0x80)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+// ---- zstd, one streaming context per direction, created on first use ----
+
+struct Encoder::Lz {
+  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  bool reset_next = true;  // the first compressed frame starts the stream
+  explicit Lz(int level) {
+    if (!cctx) throw std::bad_alloc();
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+    // A 1 MiB window: a connection's context costs a few MiB at most, not the tens
+    // the default window for high levels would take.
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_windowLog, 20);
+  }
+  ~Lz() { ZSTD_freeCCtx(cctx); }
+};
+
+struct Decoder::Lz {
+  ZSTD_DCtx* dctx = ZSTD_createDCtx();
+  Lz() {
+    if (!dctx) throw std::bad_alloc();
+    ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, 20);
+  }
+  ~Lz() { ZSTD_freeDCtx(dctx); }
+};
+
+struct Encoder::Block {
+  Buffer instructions;
+  XXH3_state_t check;
+  Block() { XXH3_64bits_reset(&check); }
+};
+
+// ---- Encoder ----
+
+Encoder::Encoder(const CodecOptions& options, std::shared_ptr<PeerState> peer, datastore::ChunkStore* store)
+    : options_(options), peer_(std::move(peer)), store_(store), chunker_(options.chunker) {}
+
+Encoder::~Encoder() = default;
+
+void Encoder::EmitOp(uint8_t op, std::span<const uint8_t> bytes, std::span<const uint8_t> decoded) {
+  if (!current_) current_ = std::make_unique<Block>();
+  Buffer& out = current_->instructions;
+  out.Append({&op, 1});
+  if (op == kRef) out.Append(bytes);  // the fingerprint; the length follows
+  PutVarint(out, op == kRef ? decoded.size() : bytes.size());
+  if (op != kRef) out.Append(bytes);
+  XXH3_64bits_update(&current_->check, decoded.data(), decoded.size());
+  if (out.size() >= kBlockTarget) CloseBlock();
+}
+
+void Encoder::CloseBlock() {
+  if (current_ && !current_->instructions.empty()) blocks_.push_back(std::move(current_));
+  current_.reset();
+}
+
+void Encoder::EmitChunk(std::span<const uint8_t> chunk) {
+  // The first pending_sent_ bytes already went out as RAW: the peer has them too.
+  std::span<const uint8_t> rest = chunk.subspan(pending_sent_);
+  Fingerprint fingerprint = FingerprintOf(chunk, peer_->key());
+  auto known = peer_->Find(fingerprint);
+  if (known && store_->Contains(*known)) {
+    auto fp = FingerprintBytes(fingerprint);
+    EmitOp(kRef, fp, rest);
+    ++stats_.chunks_hit;
+  } else {
+    EmitOp(kLiteral, rest, rest);
+    // Both boxes store a chunk when it first crosses: from now on either can name it.
+    peer_->Learn(fingerprint, store_->Put(chunk));
+    ++stats_.chunks_missed;
+  }
+}
+
+void Encoder::Append(std::span<const uint8_t> data) {
+  if (!options_.dre) {
+    while (!data.empty()) {
+      auto piece = data.first(std::min(data.size(), kMaxRawOp));
+      EmitOp(kRaw, piece, piece);
+      data = data.subspan(piece.size());
+    }
+    return;
+  }
+  // Chunk straight from `data` while no chunk is pending: no copy for whole chunks.
+  while (pending_.empty() && !data.empty()) {
+    size_t n = chunker_.NextBoundary(data, false);
+    if (n == 0) break;
+    EmitChunk(data.first(n));
+    data = data.subspan(n);
+  }
+  if (data.empty()) return;
+  pending_.Append(data);
+  for (;;) {
+    size_t n = chunker_.NextBoundary(pending_.span(), false);
+    if (n == 0) break;
+    EmitChunk(pending_.span().first(n));
+    pending_.Consume(n);
+    pending_sent_ = 0;
+  }
+}
+
+void Encoder::Flush() {
+  if (options_.dre && pending_.size() > pending_sent_) {
+    // The LAN side paused mid-chunk: send what we have, keep it as the chunk's start.
+    auto tail = pending_.span().subspan(pending_sent_);
+    while (!tail.empty()) {
+      auto piece = tail.first(std::min(tail.size(), kMaxRawOp));
+      EmitOp(kRaw, piece, piece);
+      tail = tail.subspan(piece.size());
+    }
+    pending_sent_ = pending_.size();
+  }
+  CloseBlock();
+}
+
+void Encoder::TakePayload(Buffer& payload, uint8_t* flags) {
+  std::unique_ptr<Block> block = std::move(blocks_.front());
+  blocks_.pop_front();
+  payload.Clear();
+  uint8_t check[8];
+  bytes::PutBe64(check, XXH3_64bits_digest(&block->check));
+  payload.Append(check);
+  *flags = 0;
+  std::span<const uint8_t> in = block->instructions.span();
+  stats_.lz_in += in.size();
+  if (options_.lz) {
+    if (!lz_) lz_ = std::make_unique<Lz>(options_.lz_level);
+    size_t bound = ZSTD_compressBound(in.size());
+    payload.Reserve(8 + bound);
+    ZSTD_inBuffer zin{in.data(), in.size(), 0};
+    ZSTD_outBuffer zout{payload.data() + 8, bound, 0};
+    size_t left = ZSTD_compressStream2(lz_->cctx, &zout, &zin, ZSTD_e_flush);
+    if (!ZSTD_isError(left) && left == 0 && zout.pos < in.size()) {
+      payload.Commit(zout.pos);
+      *flags = kFlagCompressed | (lz_->reset_next ? kFlagLzReset : 0);
+      lz_->reset_next = false;
+      stats_.lz_out += zout.pos;
+      return;
+    }
+    // Did not compress (or failed): send the instructions as they are, and restart
+    // the zstd stream on both sides, since the decoder never saw these bytes.
+    ZSTD_CCtx_reset(lz_->cctx, ZSTD_reset_session_only);
+    lz_->reset_next = true;
+  }
+  payload.Append(in);
+  stats_.lz_out += in.size();
+}
+
+std::optional<std::vector<uint8_t>> Encoder::Repair(const Fingerprint& fingerprint) {
+  ++stats_.nacks;
+  auto id = peer_->Find(fingerprint);
+  peer_->Forget(fingerprint);
+  if (!id || !store_) return std::nullopt;
+  auto chunk = store_->Get(*id);
+  if (!chunk || FingerprintOf(*chunk, peer_->key()) != fingerprint) return std::nullopt;
+  // The peer stores the repaired chunk: it knows it again.
+  peer_->Learn(fingerprint, *id);
+  return chunk;
+}
+
+// ---- Decoder ----
+
+Decoder::Decoder(const CodecOptions& options, std::shared_ptr<PeerState> peer, datastore::ChunkStore* store)
+    : options_(options), peer_(std::move(peer)), store_(store) {}
+
+Decoder::~Decoder() = default;
+
+Decoder::Status Decoder::Decode(uint8_t flags, std::span<const uint8_t> payload, Buffer& out) {
+  if (payload.size() < 8) {
+    error_ = "dre frame shorter than its check";
+    return Status::kCorrupt;
+  }
+  expected_check_ = bytes::GetBe64(payload.data());
+  std::span<const uint8_t> body = payload.subspan(8);
+  instructions_.Clear();
+  position_ = 0;
+  frame_output_.Clear();
+  missing_.clear();
+  if (flags & kFlagCompressed) {
+    if (!options_.lz) {
+      error_ = "compressed dre frame, but LZ was not negotiated";
+      return Status::kCorrupt;
+    }
+    if (!lz_) lz_ = std::make_unique<Lz>();
+    if (flags & kFlagLzReset) ZSTD_DCtx_reset(lz_->dctx, ZSTD_reset_session_only);
+    ZSTD_inBuffer zin{body.data(), body.size(), 0};
+    // Until the input is consumed and the context has nothing more to give (a full
+    // output buffer may leave decoded bytes inside it).
+    bool output_full = true;
+    while (zin.pos < zin.size || output_full) {
+      instructions_.Reserve(instructions_.size() + 64 * 1024);
+      auto tail = instructions_.WritableTail();
+      ZSTD_outBuffer zout{tail.data(), tail.size(), 0};
+      size_t r = ZSTD_decompressStream(lz_->dctx, &zout, &zin);
+      if (ZSTD_isError(r)) {
+        error_ = std::string("zstd: ") + ZSTD_getErrorName(r);
+        return Status::kCorrupt;
+      }
+      instructions_.Commit(zout.pos);
+      if (instructions_.size() > kMaxInstructions) {
+        error_ = "dre frame decompresses to more than 256 KiB";
+        return Status::kCorrupt;
+      }
+      output_full = zout.pos == zout.size;
+    }
+  } else {
+    if (lz_ && (flags & kFlagLzReset)) ZSTD_DCtx_reset(lz_->dctx, ZSTD_reset_session_only);
+    instructions_.Append(body);
+  }
+  stats_.lz_out += body.size();
+  stats_.lz_in += instructions_.size();
+  return Run(out);
+}
+
+Decoder::Status Decoder::Resume(Buffer& out) {
+  missing_.clear();
+  return Run(out);
+}
+
+bool Decoder::AddRepair(const Fingerprint& fingerprint, std::span<const uint8_t> chunk) {
+  if (FingerprintOf(chunk, peer_->key()) != fingerprint) return false;
+  repairs_[fingerprint].assign(chunk.begin(), chunk.end());
+  if (store_) peer_->Learn(fingerprint, store_->Put(chunk));
+  return true;
+}
+
+bool Decoder::Resolve(const Fingerprint& fingerprint, Buffer& chunk) {
+  chunk.Clear();
+  if (auto it = repairs_.find(fingerprint); it != repairs_.end()) {
+    chunk.Append(it->second);
+    repairs_.erase(it);
+    return true;
+  }
+  if (!store_) return false;
+  auto id = peer_->Find(fingerprint);
+  if (!id || !store_->GetInto(*id, chunk)) return false;
+  // The store verified its own id; this checks the peering's name for the bytes too.
+  Fingerprint actual = FingerprintOf(chunk.span(), peer_->key());
+  if (actual != fingerprint) {
+    auto want = FingerprintBytes(fingerprint);
+    auto got = FingerprintBytes(actual);
+    char text[80];
+    std::snprintf(text, sizeof text, "%016llx%016llx != %016llx%016llx",
+                  static_cast<unsigned long long>(fingerprint.hi), static_cast<unsigned long long>(fingerprint.lo),
+                  static_cast<unsigned long long>(actual.hi), static_cast<unsigned long long>(actual.lo));
+    WANOPT_LOG(kWarn, "dre") << "stored chunk does not match its reference (" << text << "): asking the peer again";
+    (void)want;
+    (void)got;
+    peer_->Forget(fingerprint);
+    return false;
+  }
+  return true;
+}
+
+Decoder::Status Decoder::Run(Buffer& out) {
+  std::span<const uint8_t> in = instructions_.span();
+  Buffer chunk;
+  while (position_ < in.size()) {
+    size_t pos = position_;
+    uint8_t op = in[pos++];
+    if (op == kRaw || op == kLiteral) {
+      uint64_t n = 0;
+      if (!GetVarint(in, &pos, &n) || n > in.size() - pos) {
+        error_ = "truncated instruction";
+        return Status::kCorrupt;
+      }
+      auto bytes = in.subspan(pos, n);
+      frame_output_.Append(bytes);
+      if (options_.dre) {
+        if (op == kRaw) {
+          prefix_.Append(bytes);
+          if (prefix_.size() > kMaxChunkSizeLimit) {
+            error_ = "raw bytes beyond the largest chunk";
+            return Status::kCorrupt;
+          }
+        } else {
+          prefix_.Append(bytes);
+          Fingerprint fingerprint = FingerprintOf(prefix_.span(), peer_->key());
+          peer_->Learn(fingerprint, store_->Put(prefix_.span()));
+          prefix_.Clear();
+          ++stats_.chunks_missed;
+        }
+      } else if (op == kLiteral) {
+        error_ = "literal without DRE";
+        return Status::kCorrupt;
+      }
+      position_ = pos + n;
+      continue;
+    }
+    if (op == kRef) {
+      if (!options_.dre || in.size() - pos < 16) {
+        error_ = options_.dre ? "truncated reference" : "reference without DRE";
+        return Status::kCorrupt;
+      }
+      Fingerprint fingerprint = FingerprintFromBytes(std::span<const uint8_t, 16>(in.data() + pos, 16));
+      pos += 16;
+      uint64_t n = 0;
+      if (!GetVarint(in, &pos, &n)) {
+        error_ = "truncated reference";
+        return Status::kCorrupt;
+      }
+      if (!Resolve(fingerprint, chunk)) {
+        // Stop here; the caller asks the peer for the bytes and calls Resume().
+        missing_.push_back(fingerprint);
+        ++stats_.nacks;
+        return Status::kMissing;
+      }
+      if (chunk.size() != prefix_.size() + n ||
+          std::memcmp(chunk.data(), prefix_.data(), prefix_.size()) != 0) {
+        error_ = "referenced chunk does not continue the bytes already received";
+        return Status::kCorrupt;
+      }
+      frame_output_.Append(chunk.span().subspan(prefix_.size()));
+      prefix_.Clear();
+      ++stats_.chunks_hit;
+      position_ = pos;
+      continue;
+    }
+    error_ = "unknown instruction " + std::to_string(op);
+    return Status::kCorrupt;
+  }
+  uint64_t actual = XXH3_64bits(frame_output_.data(), frame_output_.size());
+  if (actual != expected_check_) {
+    char text[64];
+    std::snprintf(text, sizeof text, "%016llx, expected %016llx", static_cast<unsigned long long>(actual),
+                  static_cast<unsigned long long>(expected_check_));
+    error_ = std::string("reconstructed bytes fail their check: ") + text;
+    return Status::kCorrupt;
+  }
+  out.Append(frame_output_.span());
+  frame_output_.Clear();
+  return Status::kDone;
+}
+
+}  // namespace wanopt::dre

@@ -1,0 +1,153 @@
+// The DRE and LZ codec of one direction of one connection.
+//
+// The encoder turns LAN bytes into the payloads of `dre` frames; the decoder turns
+// them back. What goes on the wire (wanopt/docs/inner-channel.md, "DRE frames"):
+//
+//   frame payload = check (8 bytes: XXH3-64 of the bytes this frame decodes to)
+//                   + instructions, zstd-compressed when that made them smaller
+//   instruction   = RAW     0x01 varint(n) n bytes       bytes of a chunk not cut yet
+//                 | LITERAL 0x02 varint(n) n bytes       the rest of a new chunk
+//                 | REF     0x03 fingerprint(16) varint(n) a chunk both boxes know
+//
+// Chunks are cut by content (chunker.h). When the LAN side pauses mid-chunk, the
+// encoder flushes the bytes it has as RAW, so an interactive protocol never waits
+// for a chunk to fill, and keeps them as the start of the chunk: the LITERAL or REF
+// that completes the chunk covers only the rest. Chunk boundaries therefore never
+// depend on how the stream was read, and a file sent twice is cut the same way twice.
+//
+// A REF the decoder cannot resolve (evicted, store wiped, new box) stops decoding:
+// the caller sends the missing fingerprints back in a NACK, the encoder's box answers
+// with the chunk's bytes (REPAIR), and decoding resumes where it stopped. A slower
+// transfer, never a wrong byte: every resolved chunk is re-fingerprinted and must
+// match its reference, and every frame's output must match its check.
+//
+// Policies: DRE off (L) sends RAW only; LZ off (D) never compresses. With both off
+// (T) the codec is not used at all.
+//
+// Not thread-safe: one encoder and one decoder per direction per connection.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <unordered_map>
+#include <string>
+#include <vector>
+
+#include "datastore/chunk_store.h"
+#include "wanopt/dre/chunker.h"
+#include "wanopt/dre/fingerprint.h"
+#include "wanopt/dre/peer_table.h"
+#include "wanopt/util/buffer.h"
+
+namespace wanopt::dre {
+
+// Frame header flags of `dre` frames.
+inline constexpr uint8_t kFlagCompressed = 0x01;  // the instructions are zstd-compressed
+inline constexpr uint8_t kFlagLzReset = 0x02;     // the zstd stream restarts with this frame
+
+struct CodecOptions {
+  bool dre = true;
+  bool lz = true;
+  int lz_level = 3;
+  ChunkerOptions chunker;
+};
+
+// Counters one direction of a connection adds up; the session copies them into its
+// connection record.
+struct CodecStats {
+  uint64_t chunks_hit = 0;      // chunks sent or resolved as references
+  uint64_t chunks_missed = 0;   // chunks sent or received as literals
+  uint64_t nacks = 0;           // references the peer could not resolve (encoder) / we could not (decoder)
+  uint64_t lz_in = 0, lz_out = 0;  // instruction bytes before and after compression
+};
+
+class Encoder {
+ public:
+  // `peer` and `store` must outlive the encoder; `store` may be null when options.dre is false.
+  Encoder(const CodecOptions& options, std::shared_ptr<PeerState> peer, datastore::ChunkStore* store);
+  ~Encoder();
+
+  // Adds LAN bytes. Whole chunks are encoded at once; the rest waits for more bytes
+  // or a Flush().
+  void Append(std::span<const uint8_t> data);
+  // Encodes everything appended so far (the LAN side paused or ended).
+  void Flush();
+  // Whether a frame payload is ready: a block of instructions filled up, or Flush()
+  // closed one.
+  bool HasPayload() const { return !blocks_.empty(); }
+  // Replaces `payload` with the next frame payload (check, then instructions,
+  // compressed when that helps) and sets the frame flags. At most
+  // channel::kMaxFramePayload bytes. REQUIRES: HasPayload().
+  void TakePayload(Buffer& payload, uint8_t* flags);
+
+  // The peer could not resolve `fingerprint`: forget that it knows it, and return
+  // the chunk's bytes for a REPAIR (nullopt if this box no longer has them either).
+  std::optional<std::vector<uint8_t>> Repair(const Fingerprint& fingerprint);
+
+  const CodecStats& stats() const { return stats_; }
+
+ private:
+  void EmitChunk(std::span<const uint8_t> chunk);
+  void EmitOp(uint8_t op, std::span<const uint8_t> bytes, std::span<const uint8_t> decoded);
+  void CloseBlock();
+
+  CodecOptions options_;
+  std::shared_ptr<PeerState> peer_;
+  datastore::ChunkStore* store_;
+  Chunker chunker_;
+  Buffer pending_;          // the chunk being built
+  size_t pending_sent_ = 0;  // ... of which this many bytes went out as RAW
+  struct Block;
+  std::unique_ptr<Block> current_;           // instructions being added
+  std::deque<std::unique_ptr<Block>> blocks_;  // closed, waiting to be framed
+  struct Lz;
+  std::unique_ptr<Lz> lz_;
+  CodecStats stats_;
+};
+
+class Decoder {
+ public:
+  enum class Status {
+    kDone,       // the frame is decoded; its bytes were appended to `out`
+    kMissing,    // references could not be resolved: missing() lists them; call Resume()
+    kCorrupt,    // the frame cannot be decoded or fails a check: reset the connection
+  };
+
+  Decoder(const CodecOptions& options, std::shared_ptr<PeerState> peer, datastore::ChunkStore* store);
+  ~Decoder();
+
+  // Decodes one `dre` frame, appending its bytes to `out`.
+  Status Decode(uint8_t flags, std::span<const uint8_t> payload, Buffer& out);
+  // After kMissing, once repairs arrived: continues the same frame.
+  Status Resume(Buffer& out);
+  const std::vector<Fingerprint>& missing() const { return missing_; }
+  // The bytes of a chunk the peer re-sent. Returns false when they do not match
+  // the fingerprint (then they are ignored).
+  bool AddRepair(const Fingerprint& fingerprint, std::span<const uint8_t> chunk);
+
+  // One line for the log when a decode failed.
+  const std::string& error() const { return error_; }
+  const CodecStats& stats() const { return stats_; }
+
+ private:
+  Status Run(Buffer& out);
+  bool Resolve(const Fingerprint& fingerprint, Buffer& chunk);
+
+  CodecOptions options_;
+  std::shared_ptr<PeerState> peer_;
+  datastore::ChunkStore* store_;
+  Buffer prefix_;        // RAW bytes since the last chunk boundary
+  Buffer instructions_;  // the frame being decoded
+  size_t position_ = 0;  // ... up to here
+  uint64_t expected_check_ = 0;
+  Buffer frame_output_;  // what this frame decoded to so far
+  std::vector<Fingerprint> missing_;
+  std::unordered_map<Fingerprint, std::vector<uint8_t>> repairs_;
+  std::string error_;
+  struct Lz;
+  std::unique_ptr<Lz> lz_;
+  CodecStats stats_;
+};
+
+}  // namespace wanopt::dre

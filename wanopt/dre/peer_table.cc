@@ -1,0 +1,198 @@
+#include "wanopt/dre/peer_table.h"
+
+#include <sys/random.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "wanopt/util/bytes.h"
+#include "wanopt/util/log.h"
+
+namespace wanopt::dre {
+namespace {
+
+// File layout: "WOPEER01" seed(32) then records of kRecordSize bytes:
+// kind(1) fingerprint(16) content id(16). Kinds: 1 learn, 2 forget, 3 peer instance
+// (8 bytes in the fingerprint field), 4 forget everything.
+constexpr char kMagic[8] = {'W', 'O', 'P', 'E', 'E', 'R', '0', '1'};
+constexpr size_t kRecordSize = 33;
+enum : uint8_t { kLearn = 1, kForget = 2, kInstance = 3, kForgetAll = 4 };
+
+std::string SafeName(const std::string& name) {
+  std::string out;
+  for (char c : name) out += (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-') ? c : '_';
+  return out;
+}
+
+}  // namespace
+
+PeerState::PeerState(std::string path, const Seed& seed)
+    : path_(std::move(path)), seed_(seed), key_(std::make_unique<FingerprintKey>(seed)) {}
+
+std::optional<datastore::ContentId> PeerState::Find(const Fingerprint& fingerprint) const {
+  std::lock_guard lock(mu_);
+  auto it = index_.find(fingerprint);
+  if (it == index_.end()) return std::nullopt;
+  return it->second;
+}
+
+void PeerState::AppendLocked(uint8_t kind, const uint8_t* a, size_t alen) {
+  if (!log_) return;
+  uint8_t record[kRecordSize] = {};
+  record[0] = kind;
+  std::memcpy(record + 1, a, std::min(alen, kRecordSize - 1));
+  std::fwrite(record, 1, kRecordSize, log_);
+  if (++records_ > 2 * index_.size() + 100000) RewriteLocked();
+}
+
+void PeerState::Learn(const Fingerprint& fingerprint, const datastore::ContentId& id) {
+  std::lock_guard lock(mu_);
+  index_.insert_or_assign(fingerprint, id);
+  if (!log_) return;
+  uint8_t payload[32];
+  auto fp = FingerprintBytes(fingerprint);
+  std::memcpy(payload, fp.data(), 16);
+  std::memcpy(payload + 16, id.data(), 16);
+  AppendLocked(kLearn, payload, 32);
+}
+
+void PeerState::Forget(const Fingerprint& fingerprint) {
+  std::lock_guard lock(mu_);
+  if (index_.erase(fingerprint) == 0) return;
+  auto fp = FingerprintBytes(fingerprint);
+  AppendLocked(kForget, fp.data(), 16);
+}
+
+size_t PeerState::size() const {
+  std::lock_guard lock(mu_);
+  return index_.size();
+}
+
+uint64_t PeerState::peer_instance() const {
+  std::lock_guard lock(mu_);
+  return peer_instance_;
+}
+
+bool PeerState::SetPeerInstance(uint64_t instance) {
+  std::lock_guard lock(mu_);
+  if (instance == peer_instance_) return false;
+  bool changed = peer_instance_ != 0;
+  peer_instance_ = instance;
+  if (changed) index_.clear();
+  uint8_t payload[8];
+  bytes::PutBe64(payload, instance);
+  AppendLocked(changed ? kForgetAll : kInstance, payload, 8);
+  if (changed) AppendLocked(kInstance, payload, 8);
+  return changed;
+}
+
+void PeerState::Rekey(const Seed& seed) {
+  std::lock_guard lock(mu_);
+  seed_ = seed;
+  key_ = std::make_unique<FingerprintKey>(seed);
+  index_.clear();
+  peer_instance_ = 0;
+  RewriteLocked();
+}
+
+void PeerState::RewriteLocked() {
+  if (path_.empty()) return;
+  if (log_) std::fclose(log_);
+  std::string temp = path_ + ".tmp";
+  std::FILE* out = std::fopen(temp.c_str(), "wb");
+  if (!out) {
+    WANOPT_LOG(kWarn, "dre") << "cannot write " << temp << ": " << std::strerror(errno) << " (peer state not kept)";
+    log_ = nullptr;
+    return;
+  }
+  std::fwrite(kMagic, 1, sizeof kMagic, out);
+  std::fwrite(seed_.data(), 1, seed_.size(), out);
+  log_ = out;
+  records_ = 0;
+  uint8_t payload[32];
+  bytes::PutBe64(payload, peer_instance_);
+  AppendLocked(kInstance, payload, 8);
+  for (const auto& [fingerprint, id] : index_) {
+    auto fp = FingerprintBytes(fingerprint);
+    std::memcpy(payload, fp.data(), 16);
+    std::memcpy(payload + 16, id.data(), 16);
+    AppendLocked(kLearn, payload, 32);
+  }
+  std::fflush(out);
+  std::rename(temp.c_str(), path_.c_str());
+}
+
+PeerTable::PeerTable(std::string directory) : directory_(std::move(directory)) {
+  if (!directory_.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(directory_, ec);
+  }
+}
+
+PeerTable::~PeerTable() {
+  for (auto& [name, peer] : peers_) {
+    std::lock_guard lock(peer->mu_);
+    if (peer->log_) std::fclose(peer->log_);
+    peer->log_ = nullptr;
+  }
+}
+
+std::shared_ptr<PeerState> PeerTable::Get(const std::string& name, const std::optional<Seed>& seed) {
+  std::lock_guard lock(mu_);
+  auto it = peers_.find(name);
+  if (it != peers_.end()) {
+    if (seed && *seed != it->second->seed()) it->second->Rekey(*seed);
+    return it->second;
+  }
+  std::string path = directory_.empty() ? "" : directory_ + "/" + SafeName(name) + ".idx";
+  // Read back what this box knew of the peering.
+  std::shared_ptr<PeerState> peer;
+  if (!path.empty()) {
+    if (std::FILE* in = std::fopen(path.c_str(), "rb")) {
+      char magic[8];
+      Seed stored{};
+      if (std::fread(magic, 1, 8, in) == 8 && std::memcmp(magic, kMagic, 8) == 0 &&
+          std::fread(stored.data(), 1, stored.size(), in) == stored.size()) {
+        peer.reset(new PeerState(path, stored));
+        uint8_t record[kRecordSize];
+        while (std::fread(record, 1, kRecordSize, in) == kRecordSize) {
+          auto fp = FingerprintFromBytes(std::span<const uint8_t, 16>(record + 1, 16));
+          switch (record[0]) {
+            case kLearn: {
+              datastore::ContentId id;
+              std::memcpy(id.data(), record + 17, 16);
+              peer->index_[fp] = id;
+              break;
+            }
+            case kForget: peer->index_.erase(fp); break;
+            case kInstance: peer->peer_instance_ = bytes::GetBe64(record + 1); break;
+            case kForgetAll: peer->index_.clear(); break;
+          }
+        }
+      }
+      std::fclose(in);
+    }
+  }
+  if (!peer) {
+    Seed fresh{};
+    if (seed) {
+      fresh = *seed;
+    } else if (getrandom(fresh.data(), fresh.size(), 0) != static_cast<ssize_t>(fresh.size())) {
+      WANOPT_LOG(kError, "dre") << "getrandom failed: " << std::strerror(errno);
+    }
+    peer.reset(new PeerState(path, fresh));
+  } else if (seed && *seed != peer->seed()) {
+    peer->seed_ = *seed;
+    peer->key_ = std::make_unique<FingerprintKey>(*seed);
+    peer->index_.clear();
+    peer->peer_instance_ = 0;
+  }
+  {
+    std::lock_guard plock(peer->mu_);
+    peer->RewriteLocked();  // compact, and open the log for appending
+  }
+  peers_.emplace(name, peer);
+  return peer;
+}
+
+}  // namespace wanopt::dre

@@ -1,0 +1,90 @@
+// What each peering has in common: the fingerprint key the two boxes agreed on, and
+// which chunks both of them know, named on the wire.
+//
+// A chunk is named two ways. In this box's chunk store it has a ContentId, keyed with
+// a secret only this box knows. On the wire it has a Fingerprint, keyed with the
+// peering's key (fingerprint.h). A PeerState maps the second to the first for every
+// chunk that crossed the peering in either direction: the encoder asks "does the
+// peer know this chunk?", the decoder "which stored chunk does this reference name?".
+// The chunk store itself is shared by every peering.
+//
+// Persistence: each peering lives in one file under the datastore directory
+// (peers/<name>.idx): its seed, the peer's store instance, then one fixed-size
+// record per learned or forgotten chunk, appended. A torn last record (kill -9) is
+// ignored when the file is read back; the file is rewritten compactly when it has
+// grown to twice what it holds.
+//
+// Thread-safe: the sessions of one peering share its PeerState.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "datastore/chunk_store.h"
+#include "wanopt/dre/fingerprint.h"
+
+namespace wanopt::dre {
+
+using Seed = std::array<uint8_t, kFingerprintSeedSize>;
+
+class PeerState {
+ public:
+  // The key both boxes derive from the peering's seed.
+  const FingerprintKey& key() const { return *key_; }
+  const Seed& seed() const { return seed_; }
+
+  std::optional<datastore::ContentId> Find(const Fingerprint& fingerprint) const;
+  void Learn(const Fingerprint& fingerprint, const datastore::ContentId& id);
+  void Forget(const Fingerprint& fingerprint);
+  size_t size() const;
+
+  // The peer's chunk store instance as last seen (0: unknown). A different one means
+  // the peer's store was wiped or replaced: everything it knew is gone.
+  uint64_t peer_instance() const;
+  // Records the peer's instance; when it changed, forgets every chunk. Returns true
+  // when it changed.
+  bool SetPeerInstance(uint64_t instance);
+  // A new seed from the peer (it lost its state): new key, nothing known.
+  void Rekey(const Seed& seed);
+
+ private:
+  friend class PeerTable;
+  PeerState(std::string path, const Seed& seed);
+  void AppendLocked(uint8_t kind, const uint8_t* a, size_t alen);
+  void RewriteLocked();
+
+  const std::string path_;
+  mutable std::mutex mu_;
+  Seed seed_;
+  std::unique_ptr<FingerprintKey> key_;
+  uint64_t peer_instance_ = 0;
+  std::unordered_map<Fingerprint, datastore::ContentId> index_;
+  std::FILE* log_ = nullptr;
+  size_t records_ = 0;
+};
+
+class PeerTable {
+ public:
+  // `directory`: where peer files live (created if missing). Empty: memory only.
+  explicit PeerTable(std::string directory);
+  ~PeerTable();
+
+  // The peering named `name` (a device id or a peer address). When it is new, a
+  // random seed is drawn (the opening side) or `seed` is taken (the accepting side).
+  // When `seed` differs from the known one, the peering is rekeyed.
+  std::shared_ptr<PeerState> Get(const std::string& name, const std::optional<Seed>& seed);
+
+ private:
+  const std::string directory_;
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<PeerState>> peers_;
+};
+
+}  // namespace wanopt::dre
