@@ -85,7 +85,7 @@ class ChunkStore {
     uint64_t evictions = 0;        // chunks evicted for space
     uint64_t corrupt_dropped = 0;  // chunks dropped because their bytes failed to verify
     uint64_t write_errors = 0;     // Puts that could not store their chunk (logged)
-    uint64_t index_memory_bytes = 0;  // the in-memory index: 32 to 60 bytes per chunk
+    uint64_t index_memory_bytes = 0;  // the in-memory index: 32 to 60 bytes a chunk (24 KiB minimum)
   };
 
   // Opens the store in options.path, creating it if needed. On failure returns

@@ -199,3 +199,37 @@ TEST_CASE("garbage instructions are corrupt, not a crash") {
     if (status == Decoder::Status::kMissing) continue;
   }
 }
+
+TEST_CASE("an edited file is sent as references and small deltas") {
+  Box a("a"), b("b");
+  auto v1 = Text(8 << 20, 21);
+  // ~1% of the bytes changed by scattered edits of tens of bytes.
+  std::vector<uint8_t> v2;
+  std::mt19937_64 rng(5);
+  size_t changed = 0;
+  for (size_t at = 0; at < v1.size();) {
+    size_t run = 2000 + rng() % 6000;
+    size_t take = std::min(run, v1.size() - at);
+    v2.insert(v2.end(), v1.begin() + static_cast<long>(at), v1.begin() + static_cast<long>(at + take));
+    at += take;
+    size_t edit = 10 + rng() % 60;
+    switch (rng() % 3) {
+      case 0: for (size_t i = 0; i < edit; ++i) v2.push_back(static_cast<uint8_t>('A' + rng() % 26)); break;  // insert
+      case 1: at += edit; break;  // delete
+      default:
+        for (size_t i = 0; i < edit && !v2.empty(); ++i) v2[v2.size() - 1 - i] = static_cast<uint8_t>('a' + rng() % 26);
+    }
+    changed += edit;
+  }
+  REQUIRE(changed * 100 < v1.size() * 2);
+  Link first(a, b);
+  REQUIRE(first.Send(v1) == v1);
+  Link second(a, b);
+  REQUIRE(second.Send(v2) == v2);
+  CHECK(second.encoder.stats().chunks_delta > 100);
+  double reduction = 100.0 * (1.0 - double(second.wire_bytes) / double(v2.size()));
+  MESSAGE("1% edit: " << reduction << "% reduction, " << second.encoder.stats().chunks_delta << " deltas, "
+                      << second.encoder.stats().chunks_hit << " references, " << second.encoder.stats().chunks_missed
+                      << " new chunks");
+  CHECK(reduction > 95.0);
+}

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <set>
 #include <thread>
@@ -342,6 +343,39 @@ TEST_CASE("a corrupted value is dropped on Get, counted, logged, and can be stor
   CHECK(store->Get(flipped_id) == flipped);
   CHECK_FALSE(store->Contains(torn_id));
   CHECK(store->stats().bytes == flipped.size() + intact.size());
+}
+
+TEST_CASE("a damaged block in a table file is caught by RocksDB's checksum and dropped") {
+  TempDir dir;
+  std::mt19937_64 rng(11);
+  Chunk damaged = RandomChunk(rng, 30000), intact = RandomChunk(rng, 30000);
+  ContentId damaged_id, intact_id;
+  {
+    auto store = OpenStore(dir.store());
+    damaged_id = store->Put(damaged);
+    intact_id = store->Put(intact);
+  }  // closing flushes the chunks into a table file
+  // Random bytes do not compress, so the chunk is in the file as it is.
+  std::string needle(damaged.begin() + 10000, damaged.begin() + 10064);
+  int flipped = 0;
+  for (const auto& entry : fs::directory_iterator(dir.store())) {
+    if (entry.path().extension() != ".sst") continue;
+    std::fstream f(entry.path(), std::ios::in | std::ios::out | std::ios::binary);
+    std::string content((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    auto at = content.find(needle);
+    if (at == std::string::npos) continue;
+    f.seekp(static_cast<std::streamoff>(at + 10));
+    f.put(static_cast<char>(content[at + 10] ^ 1));
+    ++flipped;
+  }
+  REQUIRE(flipped == 1);
+  auto store = OpenStore(dir.store());
+  CHECK_FALSE(store->Get(damaged_id));
+  CHECK(store->stats().corrupt_dropped == 1);
+  CHECK_FALSE(store->Contains(damaged_id));
+  CHECK(store->Get(intact_id) == intact);
+  CHECK(store->Put(damaged) == damaged_id);
+  CHECK(store->Get(damaged_id) == damaged);
 }
 
 TEST_CASE("a store killed with SIGKILL mid-write reopens and serves only verified chunks") {

@@ -14,11 +14,13 @@
 namespace wanopt::dre {
 namespace {
 
-enum Op : uint8_t { kRaw = 0x01, kLiteral = 0x02, kRef = 0x03 };
+enum Op : uint8_t { kRaw = 0x01, kLiteral = 0x02, kRef = 0x03, kDelta = 0x04 };
 
-// A block of instructions closes once it holds this much; with one more instruction
-// (at most a maximum-size chunk) and zstd's worst case it still fits in one frame.
-constexpr size_t kBlockTarget = 48 * 1024;
+// A block of instructions closes once it holds this much less the largest chunk:
+// with one more instruction (at most a maximum-size chunk) and zstd's worst case it
+// still fits in one frame. Large blocks keep framing overhead on incompressible data
+// under 0.1%.
+constexpr size_t kBlockBudget = 120 * 1024;
 // RAW instructions are cut to this size.
 constexpr size_t kMaxRawOp = 32 * 1024;
 // A frame's instructions never decompress to more than this.
@@ -73,6 +75,18 @@ struct Decoder::Lz {
   ~Lz() { ZSTD_freeDCtx(dctx); }
 };
 
+// zstd with a known chunk as the dictionary, one-shot per chunk.
+struct Encoder::Delta {
+  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  Buffer out;
+  ~Delta() { ZSTD_freeCCtx(cctx); }
+};
+
+struct Decoder::Delta {
+  ZSTD_DCtx* dctx = ZSTD_createDCtx();
+  ~Delta() { ZSTD_freeDCtx(dctx); }
+};
+
 struct Encoder::Block {
   Buffer instructions;
   XXH3_state_t check;
@@ -82,7 +96,11 @@ struct Encoder::Block {
 // ---- Encoder ----
 
 Encoder::Encoder(const CodecOptions& options, std::shared_ptr<PeerState> peer, datastore::ChunkStore* store)
-    : options_(options), peer_(std::move(peer)), store_(store), chunker_(options.chunker) {}
+    : options_(options),
+      peer_(std::move(peer)),
+      store_(store),
+      chunker_(options.chunker),
+      block_target_(kBlockBudget - std::max(options.chunker.max_size, kMaxRawOp)) {}
 
 Encoder::~Encoder() = default;
 
@@ -94,7 +112,7 @@ void Encoder::EmitOp(uint8_t op, std::span<const uint8_t> bytes, std::span<const
   PutVarint(out, op == kRef ? decoded.size() : bytes.size());
   if (op != kRef) out.Append(bytes);
   XXH3_64bits_update(&current_->check, decoded.data(), decoded.size());
-  if (out.size() >= kBlockTarget) CloseBlock();
+  if (out.size() >= block_target_) CloseBlock();
 }
 
 void Encoder::CloseBlock() {
@@ -106,17 +124,60 @@ void Encoder::EmitChunk(std::span<const uint8_t> chunk) {
   // The first pending_sent_ bytes already went out as RAW: the peer has them too.
   std::span<const uint8_t> rest = chunk.subspan(pending_sent_);
   Fingerprint fingerprint = FingerprintOf(chunk, peer_->key());
+  if (previous_) peer_->SetNext(*previous_, fingerprint);
+  previous_ = fingerprint;
+  std::optional<Fingerprint> base = cursor_;
   auto known = peer_->Find(fingerprint);
   if (known && store_->Contains(*known)) {
     auto fp = FingerprintBytes(fingerprint);
     EmitOp(kRef, fp, rest);
     ++stats_.chunks_hit;
-  } else {
-    EmitOp(kLiteral, rest, rest);
-    // Both boxes store a chunk when it first crosses: from now on either can name it.
-    peer_->Learn(fingerprint, store_->Put(chunk));
-    ++stats_.chunks_missed;
+    cursor_ = peer_->Next(fingerprint);
+    return;
   }
+  // New bytes: as a delta against the chunk this one probably replaced, if that is
+  // smaller, else as they are.
+  bool delta = base && *base != fingerprint && rest.size() >= 64 && EmitDelta(*base, rest);
+  if (!delta) EmitOp(kLiteral, rest, rest);
+  cursor_ = delta ? peer_->Next(*base) : std::nullopt;
+  // Both boxes store a chunk when it first crosses: from now on either can name it.
+  peer_->Learn(fingerprint, store_->Put(chunk));
+  ++stats_.chunks_missed;
+}
+
+bool Encoder::EmitDelta(const Fingerprint& base, std::span<const uint8_t> rest) {
+  auto id = peer_->Find(base);
+  if (!id) return false;
+  auto base_bytes = store_->Get(*id);
+  if (!base_bytes) return false;
+  if (!delta_) {
+    delta_ = std::make_unique<Delta>();
+    if (!delta_->cctx) return false;
+    ZSTD_CCtx_setParameter(delta_->cctx, ZSTD_c_compressionLevel, 3);
+  }
+  size_t bound = ZSTD_compressBound(rest.size());
+  delta_->out.Clear();
+  delta_->out.Reserve(bound);
+  ZSTD_CCtx_refPrefix(delta_->cctx, base_bytes->data(), base_bytes->size());
+  size_t n = ZSTD_compress2(delta_->cctx, delta_->out.data(), bound, rest.data(), rest.size());
+  // Worth it only when clearly smaller than the literal (which LZ compresses too).
+  if (ZSTD_isError(n) || n * 2 > rest.size()) {
+    ZSTD_CCtx_reset(delta_->cctx, ZSTD_reset_session_only);
+    return false;
+  }
+  delta_->out.Commit(n);
+  if (!current_) current_ = std::make_unique<Block>();
+  Buffer& out = current_->instructions;
+  const uint8_t op = kDelta;
+  out.Append({&op, 1});
+  out.Append(FingerprintBytes(base));
+  PutVarint(out, rest.size());
+  PutVarint(out, n);
+  out.Append(delta_->out.span());
+  XXH3_64bits_update(&current_->check, rest.data(), rest.size());
+  ++stats_.chunks_delta;
+  if (out.size() >= block_target_) CloseBlock();
+  return true;
 }
 
 void Encoder::Append(std::span<const uint8_t> data) {
@@ -299,6 +360,14 @@ bool Decoder::Resolve(const Fingerprint& fingerprint, Buffer& chunk) {
   return true;
 }
 
+// prefix_ now holds a whole new chunk: store it and remember the peering's name for it.
+void Decoder::StoreChunk() {
+  Fingerprint fingerprint = FingerprintOf(prefix_.span(), peer_->key());
+  peer_->Learn(fingerprint, store_->Put(prefix_.span()));
+  prefix_.Clear();
+  ++stats_.chunks_missed;
+}
+
 Decoder::Status Decoder::Run(Buffer& out) {
   std::span<const uint8_t> in = instructions_.span();
   Buffer chunk;
@@ -322,10 +391,7 @@ Decoder::Status Decoder::Run(Buffer& out) {
           }
         } else {
           prefix_.Append(bytes);
-          Fingerprint fingerprint = FingerprintOf(prefix_.span(), peer_->key());
-          peer_->Learn(fingerprint, store_->Put(prefix_.span()));
-          prefix_.Clear();
-          ++stats_.chunks_missed;
+          StoreChunk();
         }
       } else if (op == kLiteral) {
         error_ = "literal without DRE";
@@ -361,6 +427,41 @@ Decoder::Status Decoder::Run(Buffer& out) {
       prefix_.Clear();
       ++stats_.chunks_hit;
       position_ = pos;
+      continue;
+    }
+    if (op == kDelta) {
+      if (!options_.dre || in.size() - pos < 16) {
+        error_ = options_.dre ? "truncated delta" : "delta without DRE";
+        return Status::kCorrupt;
+      }
+      Fingerprint base = FingerprintFromBytes(std::span<const uint8_t, 16>(in.data() + pos, 16));
+      pos += 16;
+      uint64_t n = 0, m = 0;
+      if (!GetVarint(in, &pos, &n) || !GetVarint(in, &pos, &m) || m > in.size() - pos ||
+          prefix_.size() + n > kMaxChunkSizeLimit) {
+        error_ = "truncated or oversized delta";
+        return Status::kCorrupt;
+      }
+      if (!Resolve(base, chunk)) {
+        missing_.push_back(base);
+        ++stats_.nacks;
+        return Status::kMissing;
+      }
+      if (!delta_) delta_ = std::make_unique<Delta>();
+      size_t start = prefix_.size();
+      prefix_.Reserve(start + n);
+      ZSTD_DCtx_refPrefix(delta_->dctx, chunk.data(), chunk.size());
+      size_t got = ZSTD_decompressDCtx(delta_->dctx, prefix_.data() + start, n, in.data() + pos, m);
+      if (ZSTD_isError(got) || got != n) {
+        ZSTD_DCtx_reset(delta_->dctx, ZSTD_reset_session_only);
+        error_ = "delta does not decode";
+        return Status::kCorrupt;
+      }
+      prefix_.Commit(n);
+      frame_output_.Append(prefix_.span().subspan(start));
+      StoreChunk();
+      ++stats_.chunks_delta;
+      position_ = pos + m;
       continue;
     }
     error_ = "unknown instruction " + std::to_string(op);

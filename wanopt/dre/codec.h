@@ -8,6 +8,13 @@
 //   instruction   = RAW     0x01 varint(n) n bytes       bytes of a chunk not cut yet
 //                 | LITERAL 0x02 varint(n) n bytes       the rest of a new chunk
 //                 | REF     0x03 fingerprint(16) varint(n) a chunk both boxes know
+//                 | DELTA   0x04 fingerprint(16) varint(n) varint(m) m bytes
+//                          the rest of a new chunk (n bytes), zstd-compressed with the
+//                          known chunk `fingerprint` as its dictionary
+//
+// DELTA is what makes an edited file cheap: a chunk with a small change is sent as
+// its difference from the chunk it replaced. The encoder guesses that chunk from the
+// stream's order: the chunk that followed the previous one the last time it crossed.
 //
 // Chunks are cut by content (chunker.h). When the LAN side pauses mid-chunk, the
 // encoder flushes the bytes it has as RAW, so an interactive protocol never waits
@@ -57,7 +64,8 @@ struct CodecOptions {
 // connection record.
 struct CodecStats {
   uint64_t chunks_hit = 0;      // chunks sent or resolved as references
-  uint64_t chunks_missed = 0;   // chunks sent or received as literals
+  uint64_t chunks_missed = 0;   // chunks sent or received as literals (or deltas)
+  uint64_t chunks_delta = 0;    // ... of which as a delta against a known chunk
   uint64_t nacks = 0;           // references the peer could not resolve (encoder) / we could not (decoder)
   uint64_t lz_in = 0, lz_out = 0;  // instruction bytes before and after compression
 };
@@ -89,6 +97,7 @@ class Encoder {
 
  private:
   void EmitChunk(std::span<const uint8_t> chunk);
+  bool EmitDelta(const Fingerprint& base, std::span<const uint8_t> rest);
   void EmitOp(uint8_t op, std::span<const uint8_t> bytes, std::span<const uint8_t> decoded);
   void CloseBlock();
 
@@ -96,8 +105,13 @@ class Encoder {
   std::shared_ptr<PeerState> peer_;
   datastore::ChunkStore* store_;
   Chunker chunker_;
+  const size_t block_target_;
   Buffer pending_;          // the chunk being built
   size_t pending_sent_ = 0;  // ... of which this many bytes went out as RAW
+  std::optional<Fingerprint> previous_;  // the last chunk encoded
+  std::optional<Fingerprint> cursor_;    // the chunk expected next, from the last time
+  struct Delta;
+  std::unique_ptr<Delta> delta_;
   struct Block;
   std::unique_ptr<Block> current_;           // instructions being added
   std::deque<std::unique_ptr<Block>> blocks_;  // closed, waiting to be framed
@@ -133,6 +147,7 @@ class Decoder {
  private:
   Status Run(Buffer& out);
   bool Resolve(const Fingerprint& fingerprint, Buffer& chunk);
+  void StoreChunk();
 
   CodecOptions options_;
   std::shared_ptr<PeerState> peer_;
@@ -147,6 +162,8 @@ class Decoder {
   std::string error_;
   struct Lz;
   std::unique_ptr<Lz> lz_;
+  struct Delta;
+  std::unique_ptr<Delta> delta_;
   CodecStats stats_;
 };
 

@@ -36,6 +36,20 @@ std::optional<datastore::ContentId> PeerState::Find(const Fingerprint& fingerpri
   return it->second;
 }
 
+std::optional<Fingerprint> PeerState::Next(const Fingerprint& fingerprint) const {
+  std::lock_guard lock(mu_);
+  auto it = next_.find(fingerprint);
+  if (it == next_.end()) return std::nullopt;
+  return it->second;
+}
+
+void PeerState::SetNext(const Fingerprint& fingerprint, const Fingerprint& next) {
+  std::lock_guard lock(mu_);
+  // A guess, not knowledge: when it grows past the bound it simply starts over.
+  if (next_.size() >= (size_t{4} << 20)) next_.clear();
+  next_[fingerprint] = next;
+}
+
 void PeerState::AppendLocked(uint8_t kind, const uint8_t* a, size_t alen) {
   if (!log_) return;
   uint8_t record[kRecordSize] = {};

@@ -41,6 +41,10 @@ class PeerState {
   const Seed& seed() const { return seed_; }
 
   std::optional<datastore::ContentId> Find(const Fingerprint& fingerprint) const;
+  // Which chunk followed `fingerprint` the last time it crossed: the encoder's guess
+  // for the chunk a changed chunk is a version of. Memory only, bounded.
+  std::optional<Fingerprint> Next(const Fingerprint& fingerprint) const;
+  void SetNext(const Fingerprint& fingerprint, const Fingerprint& next);
   void Learn(const Fingerprint& fingerprint, const datastore::ContentId& id);
   void Forget(const Fingerprint& fingerprint);
   size_t size() const;
@@ -66,6 +70,7 @@ class PeerState {
   std::unique_ptr<FingerprintKey> key_;
   uint64_t peer_instance_ = 0;
   std::unordered_map<Fingerprint, datastore::ContentId> index_;
+  std::unordered_map<Fingerprint, Fingerprint> next_;
   std::FILE* log_ = nullptr;
   size_t records_ = 0;
 };
