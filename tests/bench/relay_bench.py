@@ -559,10 +559,11 @@ class WanoptPair:
         self.dc_config = os.path.join(tmpdir, "%s-datacenter.toml" % tag)
         self.br_config = os.path.join(tmpdir, "%s-branch.toml" % tag)
         with open(self.dc_config, "w") as f:
-            f.write('[box]\ndevice_id = "%s"\n\n[datacenter]\nlisten = "%s:%d"\n'
+            # This benchmark measures the relay itself: the TCP-only policy (T).
+            f.write('[box]\ndevice_id = "%s"\npolicy = "T"\n\n[datacenter]\nlisten = "%s:%d"\n'
                     % (DC_DEVICE_ID, LOOPBACK, self.dc_port))
         with open(self.br_config, "w") as f:
-            f.write('[box]\ndevice_id = "%s"\n\n[[branch.forward]]\n'
+            f.write('[box]\ndevice_id = "%s"\npolicy = "T"\n\n[[branch.forward]]\n'
                     'listen = "%s:%d"\ndestination = "%s:%d"\npeer = "%s:%d"\n'
                     % (BRANCH_DEVICE_ID, LOOPBACK, self.br_port, LOOPBACK,
                        destination_port, LOOPBACK, self.dc_port))

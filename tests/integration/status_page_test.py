@@ -102,8 +102,11 @@ try:
           all(set(c["policy"]) == {"ours", "peer", "negotiated", "applied"} for c in conns), conns[:1])
     lab_rows = [c for c in conns if c["side"] == "branch" and c["peer"] == "02:00:00:00:00:02"]
     check("the lab's two transfers are listed on the branch, with the peer's id", len(lab_rows) == 2, conns)
-    check("the lab's rows carry their byte counts and a non-zero reduction",
-          all(c["lan_in"] > 0 and c["wan_out"] > 0 and c["reduction"] != 0 for c in lab_rows), lab_rows)
+    check("the lab's rows carry their byte counts, DRE chunk counts and a reduction",
+          all(c["lan_in"] > 0 and c["wan_out"] > 0 and c["reduction"] > 50 and c["chunks_hit"] + c["chunks_missed"] > 0
+              for c in lab_rows), lab_rows)
+    check("the second pass is almost all references", lab_rows[1]["reduction"] > 99 and lab_rows[1]["chunks_hit"] > 0,
+          lab_rows)
     hostile_rows = [c for c in conns if any(HOSTILE[0] in n for n in c["notes"])]
     check("the hostile module names are in the notes, verbatim in JSON", len(hostile_rows) == 1, conns)
     check("JSON escapes < and > so it can't close a script tag", "<script>" not in body, body[:300])
@@ -111,7 +114,10 @@ try:
     status, headers, body = get(url + "api/summary")
     summary = json.loads(body)
     check("/api/summary totals", summary["totals"]["connections_total"] >= 5 and summary["totals"]["lan_bytes"] > 0, summary)
-    check("/api/summary says there is no datastore yet", summary["datastore"] is None, summary)
+    stores = summary["datastore"]
+    check("/api/summary: each lab box's datastore with its chunks",
+          isinstance(stores, list) and {d["box"] for d in stores} == {"lab-branch", "lab-datacenter"}
+          and all(d["chunks"] > 0 and d["bytes"] <= d["max_bytes"] for d in stores), stores)
     check("/api/summary has history", len(summary["history"]) >= 2, summary)
     status, headers, body = get(url + "api/peers")
     peers = json.loads(body)["peers"]
@@ -141,7 +147,8 @@ try:
     r = subprocess.run([WANOPT, "show", "peers", "--api", url], capture_output=True, text=True, timeout=30)
     check("show peers", r.returncode == 0 and "02:00:00:00:00:01" in r.stdout, r.stdout + r.stderr)
     r = subprocess.run([WANOPT, "show", "datastore", "--api", url], capture_output=True, text=True, timeout=30)
-    check("show datastore says there is none yet", r.returncode == 0 and "datastore: none" in r.stdout, r.stdout)
+    check("show datastore lists both stores", r.returncode == 0 and "lab-branch" in r.stdout and "HIT RATE" in r.stdout,
+          r.stdout)
     r = subprocess.run([WANOPT, "show", "connections", "--api", "http://127.0.0.1:9"], capture_output=True, text=True,
                        timeout=30)
     check("show: unreachable API is one clear error, exit 1", r.returncode == 1 and "cannot reach" in r.stderr, r.stderr)

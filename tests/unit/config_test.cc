@@ -113,3 +113,23 @@ TEST_CASE("status section: defaults and the token rule") {
   CHECK(ErrorOf("[datacenter]\nlisten = \"127.0.0.1\"\n[status]\nlisten = \"198.18.0.1:7880\"\ntoken = \"short\"\n") ==
         "test.toml:5: status.token: a token of at least 16 characters is required when listen is not a loopback address");
 }
+
+TEST_CASE("dre section: datastore, sizes, chunking, and what the box can do") {
+  std::string error;
+  auto config = ParseConfig("[datacenter]\nlisten = \"127.0.0.1\"\n[dre]\ndatastore = \"/tmp/x\"\nmax_size_mb = 64\n"
+                            "lz_level = 5\nchunk_avg = 8192\n", "t.toml", &error);
+  REQUIRE_MESSAGE(config, error);
+  CHECK(config->dre.datastore == "/tmp/x");
+  CHECK(config->dre.max_bytes == uint64_t{64} << 20);
+  CHECK(config->dre.lz_level == 5);
+  CHECK(config->dre.chunker.min_size == 2048);
+  CHECK(config->dre.chunker.max_size == 65536);
+  CHECK(config->dre.capability() == Policy::kFull);
+  auto plain = ParseConfig("[datacenter]\nlisten = \"127.0.0.1\"\n", "t.toml", &error);
+  REQUIRE(plain);
+  CHECK(plain->dre.capability() == Policy::kLz);  // no datastore: LZ at most
+  CHECK(ErrorOf("[datacenter]\nlisten = \"127.0.0.1\"\n[dre]\nchunk_avg = 3000\n").find("dre.chunk_avg") !=
+        std::string::npos);
+  CHECK(ErrorOf("[datacenter]\nlisten = \"127.0.0.1\"\n[dre]\nlz_level = 40\n") ==
+        "test.toml:4: dre.lz_level: must be between 1 and 19");
+}

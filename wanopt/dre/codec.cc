@@ -49,6 +49,18 @@ bool GetVarint(std::span<const uint8_t> in, size_t* pos, uint64_t* v) {
   return false;
 }
 
+// A quick look before paying for zstd at the configured level on a whole block: the
+// fastest level on a 4 KiB sample from its middle. Incompressible data (random,
+// encrypted, already compressed) is the common case where LZ only costs time.
+bool LooksIncompressible(std::span<const uint8_t> block) {
+  constexpr size_t kSample = 4096;
+  if (block.size() < 4 * kSample) return false;
+  auto sample = block.subspan(block.size() / 2 - kSample / 2, kSample);
+  uint8_t out[ZSTD_COMPRESSBOUND(kSample)];
+  size_t n = ZSTD_compress(out, sizeof out, sample.data(), sample.size(), -1);
+  return !ZSTD_isError(n) && n * 100 > kSample * 97;
+}
+
 }  // namespace
 
 // ---- zstd, one streaming context per direction, created on first use ----
@@ -78,8 +90,13 @@ struct Decoder::Lz {
 // zstd with a known chunk as the dictionary, one-shot per chunk.
 struct Encoder::Delta {
   ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  ZSTD_CCtx* plain = ZSTD_createCCtx();  // the same bytes without a dictionary, to compare
   Buffer out;
-  ~Delta() { ZSTD_freeCCtx(cctx); }
+  Buffer scratch;
+  ~Delta() {
+    ZSTD_freeCCtx(cctx);
+    ZSTD_freeCCtx(plain);
+  }
 };
 
 struct Decoder::Delta {
@@ -160,8 +177,19 @@ bool Encoder::EmitDelta(const Fingerprint& base, std::span<const uint8_t> rest) 
   delta_->out.Reserve(bound);
   ZSTD_CCtx_refPrefix(delta_->cctx, base_bytes->data(), base_bytes->size());
   size_t n = ZSTD_compress2(delta_->cctx, delta_->out.data(), bound, rest.data(), rest.size());
-  // Worth it only when clearly smaller than the literal (which LZ compresses too).
-  if (ZSTD_isError(n) || n * 2 > rest.size()) {
+  // Worth it only when the base really helps: clearly less than what the same bytes
+  // compress to alone (roughly what the literal costs after LZ). A chunk that is a
+  // version of the base passes easily (an edit costs tens of bytes); compressible
+  // bytes next to an unrelated base do not, and then the literal, compressed with
+  // the stream's history, is the better choice.
+  bool worth = !ZSTD_isError(n) && n * 2 <= rest.size();
+  if (worth) {
+    delta_->scratch.Clear();
+    delta_->scratch.Reserve(bound);
+    size_t alone = ZSTD_compressCCtx(delta_->plain, delta_->scratch.data(), bound, rest.data(), rest.size(), 1);
+    worth = !ZSTD_isError(alone) && n * 4 <= alone * 3;
+  }
+  if (!worth) {
     ZSTD_CCtx_reset(delta_->cctx, ZSTD_reset_session_only);
     return false;
   }
@@ -231,6 +259,13 @@ void Encoder::TakePayload(Buffer& payload, uint8_t* flags) {
   *flags = 0;
   std::span<const uint8_t> in = block->instructions.span();
   stats_.lz_in += in.size();
+  if (options_.lz && LooksIncompressible(in)) {
+    // Random or already compressed bytes: send them as they are without feeding the
+    // stream, so neither side's zstd history changes and nothing needs a reset.
+    payload.Append(in);
+    stats_.lz_out += in.size();
+    return;
+  }
   if (options_.lz) {
     if (!lz_) lz_ = std::make_unique<Lz>(options_.lz_level);
     size_t bound = ZSTD_compressBound(in.size());

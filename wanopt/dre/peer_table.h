@@ -18,6 +18,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <map>
@@ -28,6 +29,7 @@
 #include <unordered_map>
 
 #include "datastore/chunk_store.h"
+#include "wanopt/channel/policy.h"
 #include "wanopt/dre/fingerprint.h"
 
 namespace wanopt::dre {
@@ -58,6 +60,15 @@ class PeerState {
   // A new seed from the peer (it lost its state): new key, nothing known.
   void Rekey(const Seed& seed);
 
+  // The policy the last connection of this peering applied (nullopt: none yet). The
+  // opening side encodes with it from the first byte instead of waiting a round trip
+  // for the peer's answer. Memory only.
+  std::optional<Policy> last_applied() const {
+    int p = last_applied_.load();
+    return p < 0 ? std::nullopt : std::optional<Policy>(static_cast<Policy>(p));
+  }
+  void set_last_applied(std::optional<Policy> p) { last_applied_ = p ? static_cast<int>(*p) : -1; }
+
  private:
   friend class PeerTable;
   PeerState(std::string path, const Seed& seed);
@@ -71,6 +82,7 @@ class PeerState {
   uint64_t peer_instance_ = 0;
   std::unordered_map<Fingerprint, datastore::ContentId> index_;
   std::unordered_map<Fingerprint, Fingerprint> next_;
+  std::atomic<int> last_applied_{-1};
   std::FILE* log_ = nullptr;
   size_t records_ = 0;
 };

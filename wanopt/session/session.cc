@@ -141,6 +141,13 @@ class Session final : public std::enable_shared_from_this<Session>,
     QueueControlFrame(FrameType::kHello, 0, channel::EncodeHello(hello));
     // Client bytes follow the hello at once: discovery of the server's answer costs
     // no round trip. The datacenter reads them only after it reached the server.
+    // They are encoded as the peering's last connection applied, if there was one.
+    if (peer_state_) {
+      if (auto last = peer_state_->last_applied()) {
+        StartEncoder(Intersect(*last, hello.offered));
+        encoded_before_ack_ = encoder_ != nullptr;
+      }
+    }
     StartRelay();
   }
 
@@ -214,7 +221,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     if (!hello.dre_seed) ack_.applied = Intersect(ack_.applied, Policy::kLz);
     ack_.accepted_modules = accepted;
     ack_.store_instance = env_.store_instance;
-    if (HasDre(ack_.applied)) {
+    if (env_.store && hello.dre_seed) {
       // The peering is named by the branch's device id; its seed comes from the branch.
       peer_state_ = env_.peers->Get(channel::FormatDeviceId(peer_id_), hello.dre_seed);
       if (peer_state_->SetPeerInstance(hello.store_instance)) {
@@ -225,7 +232,10 @@ class Session final : public std::enable_shared_from_this<Session>,
       record_->AddNote(std::string("negotiated ") + PolicyLetter(ack_.negotiated) + ", applied " +
                        PolicyLetter(ack_.applied) + (env_.store ? "" : ": no datastore on this box"));
     }
-    StartCodec(ack_.applied);
+    // The branch may encode before it has our answer (with what the peering applied
+    // last time): decode whatever this box can, whatever this connection negotiates.
+    if (hello.offered != Policy::kTcpOnly) StartDecoder();
+    StartEncoder(ack_.applied);
     record_->SetPolicies(hello.offered, ack_.negotiated, ack_.applied);
     ConnectWanToServer(hello.destination);
   }
@@ -283,14 +293,24 @@ class Session final : public std::enable_shared_from_this<Session>,
   static bool HasDre(Policy p) { return static_cast<uint8_t>(p) & static_cast<uint8_t>(Policy::kDre); }
   static bool HasLz(Policy p) { return static_cast<uint8_t>(p) & static_cast<uint8_t>(Policy::kLz); }
 
-  void StartCodec(Policy applied) {
-    if (applied == Policy::kTcpOnly) return;
+  // The encoder follows the policy; the decoder accepts anything this box can
+  // decode (it only checks), so that either side may start encoding first.
+  void StartEncoder(Policy policy) {
+    if (policy == Policy::kTcpOnly || encoder_) return;
     dre::CodecOptions options;
-    options.dre = HasDre(applied) && env_.store != nullptr;
-    options.lz = HasLz(applied);
+    options.dre = HasDre(policy) && env_.store != nullptr && peer_state_ != nullptr;
+    options.lz = HasLz(policy);
     options.lz_level = env_.config.dre.lz_level;
     options.chunker = env_.config.dre.chunker;
     encoder_ = std::make_unique<dre::Encoder>(options, peer_state_, env_.store);
+    encoder_policy_ = policy;
+  }
+
+  void StartDecoder() {
+    if (decoder_) return;
+    dre::CodecOptions options;
+    options.dre = env_.store != nullptr && peer_state_ != nullptr;
+    options.lz = true;
     decoder_ = std::make_unique<dre::Decoder>(options, peer_state_, env_.store);
   }
 
@@ -902,8 +922,15 @@ class Session final : public std::enable_shared_from_this<Session>,
     if (peer_state_ && HasDre(ack->applied) && peer_state_->SetPeerInstance(ack->store_instance)) {
       record_->AddNote("peer's datastore is new: chunks it had are sent again");
     }
-    // Bytes sent before this answer went as plain data frames; from here on they are encoded.
-    StartCodec(ack->applied);
+    // Bytes sent before this answer went as plain data frames (or encoded as the
+    // peering applied last time); from here on they are encoded as applied now.
+    if (peer_state_) peer_state_->set_last_applied(ack->applied);
+    if (encoder_ && encoder_policy_ != ack->applied) {
+      record_->AddNote(std::string("encoded as ") + PolicyLetter(encoder_policy_) + " (last time's policy), " +
+                       PolicyLetter(ack->applied) + " applied now");
+    }
+    StartEncoder(ack->applied);
+    StartDecoder();
     env_.table.PeerSeen(channel::FormatDeviceId(peer_id_), Format(wan_remote_), true);
     peer_counted_ = true;
     WANOPT_LOG(kDebug, "branch") << "connection " << id_ << ": optimized by peer "
@@ -970,7 +997,10 @@ class Session final : public std::enable_shared_from_this<Session>,
       WriteLan();
       return;
     }
-    if (draining_ || (up_finished_ && down_finished_)) {
+    // Both half-closes crossed: the peer closing is the normal end. Our half-close
+    // may be written without its completion having run yet (the peer could only
+    // close after reading it), so "queued" is enough here.
+    if (draining_ || (up_ended_ && down_finished_)) {
       Close();
       return;
     }
@@ -1106,6 +1136,9 @@ class Session final : public std::enable_shared_from_this<Session>,
     lan_.close(ignored);
     wan_.close(ignored);
     if (modules_) modules_->Close();
+    // A connection that died before the peer answered, after we encoded on a guess:
+    // guess no more until a connection completes its handshake.
+    if (encoded_before_ack_ && awaiting_handshake_ && peer_state_) peer_state_->set_last_applied(std::nullopt);
     record_->End(reset_);
     if (peer_counted_) env_.table.PeerConnectionEnded(channel::FormatDeviceId(peer_id_));
     WANOPT_LOG(kDebug, RoleName()) << "connection " << id_ << " closed";
@@ -1140,6 +1173,8 @@ class Session final : public std::enable_shared_from_this<Session>,
   std::shared_ptr<dre::PeerState> peer_state_;
   std::unique_ptr<dre::Encoder> encoder_;
   std::unique_ptr<dre::Decoder> decoder_;
+  Policy encoder_policy_ = Policy::kTcpOnly;
+  bool encoded_before_ack_ = false;  // branch: encoding started before the peer answered
   Buffer decoded_;
   bool stalled_ = false;        // the decoder waits for repairs of chunks it lacked
   size_t awaited_repairs_ = 0;

@@ -16,6 +16,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "datastore/chunk_store.h"
 #include "wanopt/daemon/daemon.h"
 #include "wanopt/util/json.h"
 #include "wanopt/util/log.h"
@@ -267,6 +268,71 @@ std::vector<const ConnectionSnapshot*> Select(const Model& m, const View& v) {
   return rows;
 }
 
+std::string Pad(std::string s, size_t width) {
+  if (s.size() > width) s = s.substr(0, width - 1) + "~";
+  s.resize(width, ' ');
+  return s;
+}
+
+// ---- The datastore of each box that has one ----
+
+struct StoreView {
+  std::string box;
+  datastore::ChunkStore::Stats stats;
+  uint64_t max_bytes = 0;
+  double hit_rate() const {
+    uint64_t lookups = stats.hits + stats.misses;
+    return lookups ? 100.0 * static_cast<double>(stats.hits) / static_cast<double>(lookups) : 0.0;
+  }
+};
+
+std::vector<StoreView> Stores(const Model& m) {
+  std::vector<StoreView> stores;
+  for (const Daemon* b : m.boxes) {
+    if (!b->store()) continue;
+    stores.push_back({b->config().name, b->store()->stats(), b->config().dre.max_bytes});
+  }
+  return stores;
+}
+
+void WriteStores(json::Writer& w, const Model& m) {
+  auto stores = Stores(m);
+  if (stores.empty()) {
+    w.Null();
+    return;
+  }
+  w.BeginArray();
+  for (const auto& s : stores) {
+    w.BeginObject();
+    w.Field("box", s.box);
+    w.Field("bytes", s.stats.bytes);
+    w.Field("max_bytes", s.max_bytes);
+    w.Field("chunks", s.stats.chunks);
+    w.Field("hits", s.stats.hits);
+    w.Field("misses", s.stats.misses);
+    w.Field("hit_rate", s.hit_rate());
+    w.Field("evictions", s.stats.evictions);
+    w.Field("corrupt_dropped", s.stats.corrupt_dropped);
+    w.Field("index_bytes_per_chunk", s.stats.chunks ? s.stats.index_memory_bytes / s.stats.chunks : 0);
+    w.EndObject();
+  }
+  w.EndArray();
+}
+
+std::string StoresText(const Model& m) {
+  auto stores = Stores(m);
+  if (stores.empty()) return "datastore: none (no [dre] datastore configured: DRE off, LZ only)\n";
+  std::ostringstream out;
+  out << Pad("BOX", 20) << Pad("SIZE", 22) << Pad("CHUNKS", 10) << Pad("HIT RATE", 10) << Pad("EVICTIONS", 11)
+      << "CORRUPT DROPPED\n";
+  for (const auto& s : stores) {
+    out << Pad(s.box, 20) << Pad(Bytes(s.stats.bytes) + " / " + Bytes(s.max_bytes), 22)
+        << Pad(std::to_string(s.stats.chunks), 10) << Pad(Percent(s.hit_rate()), 10)
+        << Pad(std::to_string(s.stats.evictions), 11) << s.stats.corrupt_dropped << "\n";
+  }
+  return out.str();
+}
+
 // ---- JSON ----
 
 void WriteConnection(json::Writer& w, const ConnectionSnapshot& c, Clock::time_point now) {
@@ -293,6 +359,9 @@ void WriteConnection(json::Writer& w, const ConnectionSnapshot& c, Clock::time_p
   w.Field("wan_in", c.wan_in);
   w.Field("wan_out", c.wan_out);
   w.Field("reduction", c.reduction());
+  w.Field("chunks_hit", c.chunks_hit);
+  w.Field("chunks_missed", c.chunks_missed);
+  w.Field("nacks", c.nacks);
   w.Field("state", StateName(c.state));
   w.Field("started", Iso8601(c.started));
   w.Key("ended");
@@ -377,9 +446,8 @@ std::string SummaryJson(const Model& m) {
     w.EndObject();
   }
   w.EndArray();
-  // DRE and its datastore arrive with their own issue; until then there is none.
   w.Key("datastore");
-  w.Null();
+  WriteStores(w, m);
   w.Field("inner_channel_encryption", "none (TLS arrives with auto-discovery)");
   w.Key("history");
   w.BeginArray();
@@ -397,11 +465,6 @@ std::string SummaryJson(const Model& m) {
 
 // ---- Text (for `wanopt show`) ----
 
-std::string Pad(std::string s, size_t width) {
-  if (s.size() > width) s = s.substr(0, width - 1) + "~";
-  s.resize(width, ' ');
-  return s;
-}
 
 std::string ConnectionsText(const Model& m, const View& v) {
   std::ostringstream out;
@@ -441,7 +504,7 @@ std::string SummaryText(const Model& m) {
   out << "connections: " << m.active << " active, " << m.opened << " since start; pass-through " << m.pass_through
       << ", resets " << m.resets << ", protocol errors " << m.protocol_errors << "\n";
   out << "LAN " << Bytes(m.lan) << ", WAN " << Bytes(m.wan) << ", reduction " << Percent(Reduction(m.lan, m.wan)) << "\n";
-  out << "datastore: none (DRE is not in this build yet)\n";
+  out << StoresText(m);
   return out.str();
 }
 
@@ -500,6 +563,17 @@ std::string Metrics(const Model& m) {
     Sum& p = by_peer[{c.box, c.peer_id}];
     p.connections += 1, p.lan += c.lan_bytes(), p.wan += c.wan_bytes();
   }
+  auto stores = Stores(m);
+  family("wanopt_datastore_bytes", "gauge", "Bytes of chunks in the DRE datastore.");
+  for (const auto& s : stores) out << "wanopt_datastore_bytes{box=\"" << PromLabel(s.box) << "\"} " << s.stats.bytes << "\n";
+  family("wanopt_datastore_chunks", "gauge", "Chunks in the DRE datastore.");
+  for (const auto& s : stores) out << "wanopt_datastore_chunks{box=\"" << PromLabel(s.box) << "\"} " << s.stats.chunks << "\n";
+  family("wanopt_datastore_hits_total", "counter", "Datastore reads that found their chunk.");
+  for (const auto& s : stores) out << "wanopt_datastore_hits_total{box=\"" << PromLabel(s.box) << "\"} " << s.stats.hits << "\n";
+  family("wanopt_datastore_misses_total", "counter", "Datastore reads that did not.");
+  for (const auto& s : stores) out << "wanopt_datastore_misses_total{box=\"" << PromLabel(s.box) << "\"} " << s.stats.misses << "\n";
+  family("wanopt_datastore_evictions_total", "counter", "Chunks evicted for space.");
+  for (const auto& s : stores) out << "wanopt_datastore_evictions_total{box=\"" << PromLabel(s.box) << "\"} " << s.stats.evictions << "\n";
   family("wanopt_application_connections_total", "counter", "Connections by application.");
   for (const auto& [k, s] : by_app)
     out << "wanopt_application_connections_total{box=\"" << PromLabel(k.first) << "\",application=\"" << PromLabel(k.second) << "\"} " << s.connections << "\n";
@@ -608,8 +682,21 @@ std::string Live(const Model& m, const View& v, const std::string& token) {
     h << "<tr><td>" << HtmlEscape(box) << "</td><td>" << HtmlEscape(p.device_id) << "</td><td>" << HtmlEscape(p.address)
       << "</td><td>" << Age(p.last_seen, m.now) << " ago</td><td>" << p.connections << "</td><td>" << p.active << "</td></tr>";
   }
-  h << "</table><h2>Datastore</h2><p id=\"datastore\">No datastore: DRE is not in this build yet, so every connection "
-       "runs TCP-only (T).</p></div></section>";
+  h << "</table><h2>Datastore</h2>";
+  auto stores = Stores(m);
+  if (stores.empty()) {
+    h << "<p id=\"datastore\">No datastore configured ([dre] datastore): DRE is off, LZ only.</p>";
+  } else {
+    h << "<table id=\"datastore\"><tr><th>box</th><th>size</th><th>chunks</th><th>hit rate</th><th>evictions</th>"
+         "<th>corrupt dropped</th></tr>";
+    for (const auto& s : stores) {
+      h << "<tr><td>" << HtmlEscape(s.box) << "</td><td>" << Bytes(s.stats.bytes) << " of " << Bytes(s.max_bytes)
+        << "</td><td>" << s.stats.chunks << "</td><td>" << Percent(s.hit_rate()) << "</td><td>" << s.stats.evictions
+        << "</td><td>" << s.stats.corrupt_dropped << "</td></tr>";
+    }
+    h << "</table>";
+  }
+  h << "</div></section>";
 
   auto rows = Select(m, v);
   h << "<h2>Connections <small>(" << rows.size() << " shown of " << m.connections.size()
@@ -622,6 +709,7 @@ std::string Live(const Model& m, const View& v, const std::string& token) {
     << "<th>" << SortLink(v, "application", "application", token) << "</th>"
     << "<th title=\"ours / peer's / negotiated / applied\">policy</th>"
     << "<th>LAN in</th><th>LAN out</th><th>WAN in</th><th>WAN out</th>"
+    << "<th title=\"DRE chunks sent or received as references / as new bytes; NACKs\">chunks hit/new</th>"
     << "<th>" << SortLink(v, "reduction", "reduction", token) << "</th>"
     << "<th>" << SortLink(v, "age", "age", token) << "</th>"
     << "<th>" << SortLink(v, "state", "state", token) << "</th><th>notes</th></tr></thead><tbody>";
@@ -632,7 +720,8 @@ std::string Live(const Model& m, const View& v, const std::string& token) {
       << (c->peer_address.empty() ? "" : "<br><small>" + HtmlEscape(c->peer_address) + "</small>") << "</td><td>"
       << HtmlEscape(c->application) << "</td><td>" << HtmlEscape(PolicyQuad(c->policy)) << "</td><td>" << Bytes(c->lan_in)
       << "</td><td>" << Bytes(c->lan_out) << "</td><td>" << Bytes(c->wan_in) << "</td><td>" << Bytes(c->wan_out)
-      << "</td><td>" << Percent(c->reduction()) << "</td><td>" << Age(c->started, c->ended.value_or(m.now)) << "</td><td>"
+      << "</td><td>" << c->chunks_hit << "/" << c->chunks_missed
+      << (c->nacks ? " (" + std::to_string(c->nacks) + " NACK)" : "") << "</td><td>" << Percent(c->reduction()) << "</td><td>" << Age(c->started, c->ended.value_or(m.now)) << "</td><td>"
       << StateName(c->state) << "</td><td>";
     for (const auto& n : c->notes) h << "<div class=\"note\">" << HtmlEscape(n) << "</div>";
     h << "</td></tr>";
@@ -836,10 +925,14 @@ struct StatusServer::Impl {
                   : reply(http::status::ok, "application/json", SummaryJson(m));
     }
     if (path == "/api/datastore") {
-      // DRE and its datastore arrive with their own issue; until then there is none.
-      return text ? reply(http::status::ok, "text/plain; charset=utf-8",
-                          "datastore: none (DRE is not in this build yet: every connection runs TCP-only)\n")
-                  : reply(http::status::ok, "application/json", "{\"datastore\":null}");
+      Model m = Snapshot();
+      if (text) return reply(http::status::ok, "text/plain; charset=utf-8", StoresText(m));
+      json::Writer w;
+      w.BeginObject();
+      w.Key("datastore");
+      WriteStores(w, m);
+      w.EndObject();
+      return reply(http::status::ok, "application/json", w.str());
     }
     if (path == "/metrics") return reply(http::status::ok, "text/plain; version=0.0.4", Metrics(Snapshot()));
     return reply(http::status::not_found, "text/plain", "not found\n");

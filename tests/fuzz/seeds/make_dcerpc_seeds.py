@@ -109,7 +109,7 @@ def bind_ack(le, ptype, port, results, auth=None, call_id=1):
     body = u(le, "HHI", 5840, 4280, 0x1234)
     addr = port.encode() + b"\0" if port else b""
     body += u(le, "H", len(addr)) + addr
-    body = align(body + b"", 4) if (16 + len(body)) % 4 == 0 else body + b"\0" * (-(16 + len(body)) % 4)
+    body += b"\0" * (-(16 + len(body)) % 4)  # aligned from the start of the PDU
     body += u(le, "B", len(results)) + b"\0\0\0"
     for result, reason, (t, major, minor) in results:
         body += u(le, "HH", result, reason) + syntax(le, t, major, minor)
