@@ -19,40 +19,6 @@ using boost::asio::ip::tcp;
 
 namespace {
 
-// A listener that accepts inner channels and does what the test says with them.
-class FakePeer {
- public:
-  template <class Script>
-  explicit FakePeer(Script script) {
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    ::listen(listen_fd_, 4);
-    socklen_t len = sizeof addr;
-    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    endpoint_ = {boost::asio::ip::address_v4::loopback(), ntohs(addr.sin_port)};
-    thread_ = std::thread([this, script] {
-      int fd = ::accept(listen_fd_, nullptr, nullptr);
-      if (fd < 0) return;
-      script(fd);
-      ::close(fd);
-    });
-  }
-  ~FakePeer() {
-    ::shutdown(listen_fd_, SHUT_RDWR);
-    thread_.join();
-    ::close(listen_fd_);
-  }
-  tcp::endpoint endpoint() const { return endpoint_; }
-
- private:
-  int listen_fd_;
-  tcp::endpoint endpoint_;
-  std::thread thread_;
-};
-
 std::string Frame(channel::FrameType type, std::string_view payload) {
   std::string out(channel::kFrameHeaderSize, '\0');
   std::span<const uint8_t> p(reinterpret_cast<const uint8_t*>(payload.data()), payload.size());
@@ -155,7 +121,7 @@ TEST_CASE("malformed inner-channel input drops that connection only; the datacen
 }
 
 TEST_CASE("a peer that answers garbage: the client is reset, the branch keeps serving") {
-  FakePeer liar([](int fd) {
+  ScriptedServer liar([](int fd) {
     std::string error;
     char buffer[4096];
     (void)::recv(fd, buffer, sizeof buffer, 0);  // the hello
@@ -173,7 +139,7 @@ TEST_CASE("a peer that answers garbage: the client is reset, the branch keeps se
 }
 
 TEST_CASE("a silent peer is given up after the dead-peer time: the client is reset") {
-  FakePeer silent([](int fd) {
+  ScriptedServer silent([](int fd) {
     std::string error;
     ReadAll(fd, 3000, &error);  // reads the hello and the keepalives, never answers
   });

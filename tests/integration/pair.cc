@@ -75,6 +75,35 @@ void Pair::Start() {
   if (!branch->Start(&error)) throw std::runtime_error(error);
 }
 
+ScriptedServer::ScriptedServer(std::function<void(int fd)> script) {
+  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::listen(listen_fd_, 4);
+  socklen_t len = sizeof addr;
+  ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+  endpoint_ = {boost::asio::ip::address_v4::loopback(), ntohs(addr.sin_port)};
+  thread_ = std::thread([this, script = std::move(script)] {
+    int fd = ::accept(listen_fd_, nullptr, nullptr);
+    if (fd < 0) return;
+    script(fd);
+    ::close(fd);
+  });
+}
+
+ScriptedServer::~ScriptedServer() {
+  Join();
+  ::close(listen_fd_);
+}
+
+void ScriptedServer::Join() {
+  if (!thread_.joinable()) return;
+  ::shutdown(listen_fd_, SHUT_RDWR);  // a script that never got its connection ends here
+  thread_.join();
+}
+
 tcp::endpoint ClosedPort() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};

@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "wanopt/daemon/daemon.h"
@@ -52,6 +53,23 @@ struct TempDir {
   TempDir();
   ~TempDir();
   std::string path;
+};
+
+// A server on 127.0.0.1 for one connection, whose behaviour the test scripts: a
+// server with odd manners, or a fake peer box. The script runs on its own thread
+// with the accepted socket; it is closed when the script returns.
+class ScriptedServer {
+ public:
+  explicit ScriptedServer(std::function<void(int fd)> script);
+  ~ScriptedServer();
+  boost::asio::ip::tcp::endpoint endpoint() const { return endpoint_; }
+  // Waits for the script to finish (it ends when its connection does).
+  void Join();
+
+ private:
+  int listen_fd_;
+  boost::asio::ip::tcp::endpoint endpoint_;
+  std::thread thread_;
 };
 
 // A port on 127.0.0.1 where nothing listens (bound, then released).

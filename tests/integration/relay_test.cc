@@ -44,46 +44,6 @@ std::vector<uint8_t> MachineText(size_t size) {
   return text;
 }
 
-// A one-connection server whose behaviour the test scripts.
-class ScriptedServer {
- public:
-  template <class Script>
-  explicit ScriptedServer(Script script) {
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    ::listen(listen_fd_, 4);
-    socklen_t len = sizeof addr;
-    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    endpoint_ = {boost::asio::ip::address_v4::loopback(), ntohs(addr.sin_port)};
-    thread_ = std::thread([this, script] {
-      int fd = ::accept(listen_fd_, nullptr, nullptr);
-      if (fd >= 0) {
-        script(fd);
-        ::close(fd);
-      }
-    });
-  }
-  ~ScriptedServer() {
-    Join();
-    ::close(listen_fd_);
-  }
-  // Waits for the script to finish (it ends when its connection does).
-  void Join() {
-    if (!thread_.joinable()) return;
-    ::shutdown(listen_fd_, SHUT_RDWR);
-    thread_.join();
-  }
-  boost::asio::ip::tcp::endpoint endpoint() const { return endpoint_; }
-
- private:
-  int listen_fd_;
-  boost::asio::ip::tcp::endpoint endpoint_;
-  std::thread thread_;
-};
-
 }  // namespace
 
 TEST_CASE("256 MiB of random bytes cross the pair both ways, SHA-256 verified") {

@@ -15,6 +15,7 @@
 #include "wanopt/daemon/daemon.h"
 #include "wanopt/lab/lab.h"
 #include "wanopt/util/log.h"
+#include "wanopt/util/signals.h"
 
 #ifndef WANOPT_VERSION
 #define WANOPT_VERSION "0.0.0"
@@ -68,17 +69,6 @@ int Usage(const char* message, const char* help) {
 
 bool IsHelp(std::string_view arg) { return arg == "--help" || arg == "-h"; }
 
-// Blocks SIGINT/SIGTERM in every thread (threads inherit the mask), so that the
-// main thread alone takes them with sigwait().
-void BlockStopSignals() {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
-}
-
 // Each relayed connection takes two descriptors; the default soft limit (1024)
 // would cap a box at a few hundred connections.
 void RaiseDescriptorLimit() {
@@ -119,19 +109,14 @@ int Run(const std::vector<std::string_view>& args) {
     return 0;
   }
   wanopt::log::SetLevel(config->log_level);
-  BlockStopSignals();
+  wanopt::BlockStopSignals();
   RaiseDescriptorLimit();
   wanopt::Daemon daemon(std::move(*config));
   if (!daemon.Start(&error)) {
     std::fprintf(stderr, "wanopt: %s\n", error.c_str());
     return 1;
   }
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  int received = 0;
-  sigwait(&signals, &received);
+  int received = wanopt::WaitForStopSignal();
   WANOPT_LOG(kInfo, "daemon") << "stopping on " << strsignal(received);
   daemon.Stop();
   return 0;
@@ -151,7 +136,7 @@ int Lab(const std::vector<std::string_view>& args) {
   }
   // The lab's log lines are for debugging; its report is the output.
   wanopt::log::SetLevel(wanopt::log::Level::kWarn);
-  BlockStopSignals();
+  wanopt::BlockStopSignals();
   RaiseDescriptorLimit();
   return wanopt::lab::RunLab(options);
 }

@@ -12,6 +12,7 @@
 #include "wanopt/status/status_server.h"
 #include "wanopt/util/json.h"
 #include "wanopt/util/log.h"
+#include "wanopt/util/signals.h"
 
 namespace wanopt::lab {
 namespace {
@@ -184,12 +185,7 @@ int RunLab(const LabOptions& options) {
                  origin.endpoint().address().to_string().c_str(),
                  origin.endpoint().port(), datacenter.datacenter_endpoint().address().to_string().c_str(),
                  datacenter.datacenter_endpoint().port(), entry.address().to_string().c_str(), entry.port());
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGTERM);
-    int received = 0;
-    sigwait(&signals, &received);
+    WaitForStopSignal();
   }
   bool all_verified = true;
   for (const auto& t : transfers) all_verified &= t.verified;
