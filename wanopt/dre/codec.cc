@@ -4,6 +4,7 @@
 #include <xxhash.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
@@ -455,8 +456,7 @@ Decoder::Status Decoder::Run(Buffer& out) {
         ++stats_.nacks;
         return Status::kMissing;
       }
-      if (chunk.size() != prefix_.size() + n ||
-          std::memcmp(chunk.data(), prefix_.data(), prefix_.size()) != 0) {
+      if (chunk.size() != prefix_.size() + n || !std::equal(prefix_.data(), prefix_.data() + prefix_.size(), chunk.data())) {
         error_ = "referenced chunk does not continue the bytes already received";
         return Status::kCorrupt;
       }

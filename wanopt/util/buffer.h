@@ -94,13 +94,13 @@ inline void Buffer::Grow(size_t needed) {
 
 inline void Buffer::Replace(size_t offset, size_t length, std::span<const uint8_t> with) {
   if (with.size() == length) {
-    std::memcpy(data() + offset, with.data(), length);
+    if (length) std::memcpy(data() + offset, with.data(), length);
     return;
   }
   size_t tail = size_ - offset - length;
   if (with.size() > length) EnsureRoom(size_ - length + with.size());
   std::memmove(data() + offset + with.size(), data() + offset + length, tail);
-  std::memcpy(data() + offset, with.data(), with.size());
+  if (!with.empty()) std::memcpy(data() + offset, with.data(), with.size());
   size_ = size_ - length + with.size();
 }
 
