@@ -52,6 +52,7 @@ void Pair::Start() {
     dc.datacenter = DatacenterConfig{{boost::asio::ip::address_v4::loopback(), datacenter_port_}, {"bytecount"}};
     dc.dre.datastore = options.datacenter_store;
     dc.dre.max_bytes = options.datacenter_store_bytes;
+    dc.wan.congestion = options.congestion;
     datacenter = std::make_unique<Daemon>(dc);
     if (!datacenter->Start(&error)) throw std::runtime_error(error);
     datacenter_port_ = datacenter->datacenter_endpoint().port();
@@ -63,6 +64,7 @@ void Pair::Start() {
   br.threads = 2;
   br.timeouts = options.timeouts;
   br.dre.datastore = options.branch_store;
+  br.wan.congestion = options.congestion;
   ForwardRule rule;
   rule.name = "test";
   rule.listen = kLoopbackAny;

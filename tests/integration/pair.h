@@ -27,6 +27,7 @@ struct PairOptions {
   std::string datacenter_store;
   uint64_t datacenter_store_bytes = uint64_t{1} << 30;
   std::string branch_device_id = "02:00:00:00:00:01";
+  std::string congestion = "bbr";  // [wan] congestion of both proxies
 };
 
 class Pair {

@@ -133,3 +133,18 @@ TEST_CASE("dre section: datastore, sizes, chunking, and what the box can do") {
   CHECK(ErrorOf("[datacenter]\nlisten = \"127.0.0.1\"\n[dre]\nlz_level = 40\n") ==
         "test.toml:4: dre.lz_level: must be between 1 and 19");
 }
+
+TEST_CASE("wan section: congestion control and buffers from the bandwidth-delay product") {
+  std::string error;
+  auto config = ParseConfig("[datacenter]\nlisten = \"127.0.0.1\"\n[wan]\nbandwidth_mbit = 100\nrtt_ms = 80\n", "t.toml",
+                            &error);
+  REQUIRE_MESSAGE(config, error);
+  CHECK(config->wan.congestion == "bbr");
+  CHECK(config->wan.buffer_bytes() == 2'000'000);  // 2 x 100 Mbit/s x 80 ms
+  auto plain = ParseConfig("[datacenter]\nlisten = \"127.0.0.1\"\n", "t.toml", &error);
+  REQUIRE(plain);
+  CHECK(plain->wan.buffer_bytes() == 0);  // autotuned
+  CHECK(ErrorOf("[datacenter]\nlisten = \"127.0.0.1\"\n[wan]\nrtt_ms = 80\n").find("together") != std::string::npos);
+  CHECK(ErrorOf("[datacenter]\nlisten = \"127.0.0.1\"\n[wan]\ncongestion = \"vegas\"\n").find("wan.congestion") !=
+        std::string::npos);
+}

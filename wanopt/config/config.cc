@@ -205,6 +205,20 @@ void ReadDre(TableReader& r, Config& config) {
   r.RejectUnknownKeys();
 }
 
+void ReadWan(TableReader& r, Config& config) {
+  if (auto cc = r.String("congestion")) {
+    bool known = cc->empty() || *cc == "bbr" || *cc == "cubic" || *cc == "reno";
+    if (!known) r.Fail("congestion", r.Get("congestion"), "'" + *cc + "' is not bbr, cubic, reno or \"\" (kernel default)");
+    config.wan.congestion = *cc;
+  }
+  if (auto bw = r.Integer("bandwidth_mbit", 1, 400'000)) config.wan.bandwidth_mbit = static_cast<uint64_t>(*bw);
+  if (auto rtt = r.Integer("rtt_ms", 1, 10'000)) config.wan.rtt_ms = static_cast<uint64_t>(*rtt);
+  if ((config.wan.bandwidth_mbit == 0) != (config.wan.rtt_ms == 0)) {
+    r.Fail(config.wan.rtt_ms ? "bandwidth_mbit" : "rtt_ms", nullptr, "set bandwidth_mbit and rtt_ms together");
+  }
+  r.RejectUnknownKeys();
+}
+
 void ReadStatus(TableReader& r, Config& config) {
   StatusConfig status;
   status.listen = r.RequiredEndpoint("listen", 7880);
@@ -246,6 +260,10 @@ Config Read(const toml::table& root) {
   if (const toml::table* timeouts = top.SubTable("timeouts")) {
     TableReader r(*timeouts, "timeouts");
     ReadTimeouts(r, config.timeouts);
+  }
+  if (const toml::table* wan = top.SubTable("wan")) {
+    TableReader r(*wan, "wan");
+    ReadWan(r, config);
   }
   if (const toml::table* dre = top.SubTable("dre")) {
     TableReader r(*dre, "dre");

@@ -66,6 +66,18 @@ struct DreConfig {
   Policy capability() const { return datastore.empty() ? Policy::kLz : Policy::kFull; }
 };
 
+// The WAN the inner channels cross, for TCP tuning of their sockets.
+struct WanConfig {
+  std::string congestion = "bbr";  // TCP congestion control; "" = the kernel's default
+  uint64_t bandwidth_mbit = 0;     // with rtt_ms: socket buffers of 2x the bandwidth-delay product
+  uint64_t rtt_ms = 0;             // 0: leave buffers to the kernel's autotuning
+  // Bytes each inner socket buffers each way; 0 when autotuned.
+  uint64_t buffer_bytes() const {
+    if (!bandwidth_mbit || !rtt_ms) return 0;
+    return std::max<uint64_t>(2 * bandwidth_mbit * 1'000'000 / 8 * rtt_ms / 1000, 256 * 1024);
+  }
+};
+
 struct Timeouts {
   std::chrono::milliseconds connect{10'000};      // to origin servers
   std::chrono::milliseconds peer_connect{3'000};  // to datacenter peers
@@ -83,6 +95,7 @@ struct Config {
   std::optional<DatacenterConfig> datacenter;
   std::optional<StatusConfig> status;
   DreConfig dre;
+  WanConfig wan;
   std::vector<ForwardRule> forwards;
 };
 

@@ -4,7 +4,9 @@
 #include <netinet/tcp.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
+#include <cstring>
 #include <deque>
 
 #include <boost/asio/connect.hpp>
@@ -49,12 +51,29 @@ channel::HelloStatus StatusFor(const error_code& ec) {
 }
 
 // Socket options for every inner channel: small control frames must not wait for
-// Nagle, and a peer that stops acknowledging is given up after the dead-peer time.
-void TuneInnerSocket(tcp::socket& socket, std::chrono::milliseconds dead_peer) {
+// Nagle; a peer that stops acknowledging is given up after the dead-peer time; the
+// configured congestion control (BBR by default: it keeps a long fat WAN full
+// despite random loss); buffers of twice the WAN's bandwidth-delay product when the
+// config gives it (else the kernel's autotuning).
+void TuneInnerSocket(tcp::socket& socket, const Config& config) {
   error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
-  unsigned timeout_ms = static_cast<unsigned>(dead_peer.count());
-  ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout_ms, sizeof timeout_ms);
+  int fd = socket.native_handle();
+  unsigned timeout_ms = static_cast<unsigned>(config.timeouts.dead_peer.count());
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout_ms, sizeof timeout_ms);
+  const std::string& cc = config.wan.congestion;
+  if (!cc.empty() && ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc.data(), static_cast<socklen_t>(cc.size())) != 0) {
+    static std::atomic<bool> warned{false};
+    if (!warned.exchange(true)) {
+      WANOPT_LOG(kWarn, "wan") << "congestion control " << cc << " unavailable (" << std::strerror(errno)
+                               << "): inner channels use the kernel's default";
+    }
+  }
+  if (uint64_t bytes = config.wan.buffer_bytes()) {
+    int size = static_cast<int>(std::min<uint64_t>(bytes, 1u << 30));
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  }
 }
 
 void TuneLanSocket(tcp::socket& socket) {
@@ -121,7 +140,7 @@ class Session final : public std::enable_shared_from_this<Session>,
       ConnectDirect("peer " + Format(*plan_.peer) + " unreachable (" + ec.message() + ")");
       return;
     }
-    TuneInnerSocket(wan_, env_.config.timeouts.dead_peer);
+    TuneInnerSocket(wan_, env_.config);
     wan_remote_ = *plan_.peer;
     record_->SetPeer("", Format(wan_remote_));
     framed_ = true;
@@ -184,7 +203,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   void StartDatacenter() {
     error_code ec;
     peer_endpoint_ = wan_remote_ = wan_.remote_endpoint(ec);
-    TuneInnerSocket(wan_, env_.config.timeouts.dead_peer);
+    TuneInnerSocket(wan_, env_.config);
     wan_.non_blocking(true, ec);
     framed_ = true;
     awaiting_handshake_ = true;
