@@ -24,11 +24,25 @@
 // Open rebuilds the in-memory index from the index family alone: 20 bytes a chunk
 // to read, whatever the chunks' sizes.
 //
-// The write-ahead log is on, and synced only with sync_writes. With it, a Put that
-// returned is in the kernel's page cache and survives the process being killed;
-// without it, a crash would lose every chunk still in the memtables (up to 128 MiB
-// of recent chunks, the ones most likely to be referenced next), and the two
-// families would need atomic_flush to stay in step. The price is writing each new chunk twice
+// Write-behind. Put claims a sequence number, enters the chunk in the index (with
+// kPending), in its shard's pending map (id -> the shared bytes) and in the write
+// queue, and returns. One writer thread takes the queue's front, up to
+// kWriteBatchBytes at a time, writes it as one WriteBatch, then clears kPending and
+// the pending entries. Sequence numbers are claimed and queued under the queue's
+// lock, so the writer writes them in increasing order: on disk there is always a
+// prefix of the chunks stored, and the eviction cursor, which only follows entries
+// on disk, cannot pass a chunk still queued. The queue is bounded (a Put that finds
+// it full waits) and capped at max_bytes / 4: eviction, which only sees written
+// chunks, can then always bring the store back within max_bytes.
+//
+// Lock order: evict_mu_, then a shard's mu, then queue_mu_. The writer holds
+// queue_mu_ alone, and a shard's mu alone.
+//
+// The write-ahead log is on, and synced only with sync_writes or Flush. With it, a
+// chunk the writer wrote is in the kernel's page cache and survives the process
+// being killed; without it, a crash would lose every chunk still in the memtables
+// (up to 128 MiB of recent chunks, the ones most likely to be referenced next), and
+// the two families would need atomic_flush to stay in step. The price is writing each new chunk twice
 // (log, then table file), which a WAN link's rate of new data does not come near a
 // disk's. On a power loss, kPointInTimeRecovery replays the log up to its first torn
 // record: the last unsynced chunks are lost, the store still opens, and what it
@@ -41,15 +55,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <limits>
 #include <mutex>
 #include <system_error>
+#include <thread>
+#include <unordered_map>
 
 #include <rocksdb/cache.h>
 #include <rocksdb/convenience.h>
@@ -60,7 +80,9 @@
 #define XXH_INLINE_ALL  // inlined: every chunk stored or read is hashed
 #include <xxhash.h>
 
+#include "datastore/chunk_cache.h"
 #include "datastore/chunk_index.h"
+#include "datastore/testing.h"
 #include "wanopt/util/bytes.h"
 #include "wanopt/util/log.h"
 
@@ -89,6 +111,42 @@ constexpr size_t kIndexValueSize = 20;
 
 // Entries one eviction round may remove beyond what max_bytes requires.
 constexpr size_t kMaxRoundEntries = 4096;
+
+// What a queued chunk costs the write queue's bound beyond its bytes: the queue and
+// pending-map entries and the shared block.
+constexpr uint64_t kQueueEntryOverhead = 128;
+// The most the writer puts in one WriteBatch: large enough that the per-write costs
+// (the write thread's handoff, the log's write()) are spread over many chunks, small
+// enough that the memtable insert does not hold up the readers' view for long.
+constexpr uint64_t kWriteBatchBytes = 4 << 20;
+// A writer that finds less than kLingerBytes queued waits up to kLinger for more
+// (unless a Put, or Flush, is waiting for it): when Puts come one at a time, a
+// batch then holds a millisecond's worth instead of one chunk, and a Put wakes the
+// writer only when the queue was empty or passes kLingerBytes.
+constexpr uint64_t kLingerBytes = 256 << 10;
+constexpr std::chrono::microseconds kLinger{1000};
+
+// A chunk read from RocksDB enters the read cache on its second read within a while:
+// each shard remembers the ids of its last reads from RocksDB, one in each of
+// kReadTags slots (8 KiB a shard). A read that is the only one of its chunk (random
+// access over a store much larger than the cache) then costs no copy into the cache
+// and pushes nothing out of it.
+constexpr size_t kReadTags = 1024;
+
+// Read-ahead: a RocksDB read that continues a run of reads in storage order reads up
+// to this many following sequence numbers, and at most kReadAheadBytes of them
+// (capped at an eighth of the cache), into the read cache.
+constexpr uint64_t kReadAheadChunks = 128;
+constexpr uint64_t kReadAheadBytes = 512 << 10;
+// A RocksDB read continues a run if it is at most this many sequence numbers
+// before or after where the run's next read was expected (chunks of other traffic
+// stored in between, or one pushed out of the cache before its turn). A run reads
+// ahead from its third read on: random reads pass for a run about
+// kRuns * (2 * kRunSlack)^2 / chunks^2 of the time, never on a store of any size.
+// Runs tracked at once (one per connection replaying something, roughly):
+constexpr uint64_t kRunSlack = 4;
+constexpr int kRunReads = 3;
+constexpr size_t kRuns = 8;
 
 struct SeqKey {
   explicit SeqKey(uint64_t seq) { bytes::PutBe64(reinterpret_cast<uint8_t*>(bytes), seq); }
@@ -163,12 +221,32 @@ class ChunkStoreImpl final : public ChunkStore {
   Stats stats() const override;
   void Flush() override;
 
+  void HoldWriter(bool hold);
+
  private:
   struct alignas(64) Shard {
     mutable std::mutex mu;
-    ChunkIndex index;  // guarded by mu
+    // Guarded by mu:
+    ChunkIndex index;
+    // The bytes of the shard's chunks still in the write queue (their index entry
+    // has kPending), with their sequence number.
+    struct Pending {
+      uint64_t seq;
+      Blob blob;
+    };
+    std::unordered_map<ContentId, Pending, IdHash> pending;
+    ChunkCache cache;
+    // The ids of recent reads from RocksDB, by their first 8 bytes (| 1: 0 is free),
+    // each at tag % kReadTags; empty when the cache is off.
+    std::unique_ptr<uint64_t[]> read_tags;
   };
   Shard& ShardOf(const ContentId& id) const { return shards_[id[15] % kShards]; }
+
+  struct Queued {
+    uint64_t seq;
+    ContentId id;
+    Blob blob;
+  };
 
   bool LoadOrCreateSecret(std::string* why);
   // Draws a secret and makes it `file`; *lost_race if another process made one first.
@@ -177,11 +255,38 @@ class ChunkStoreImpl final : public ChunkStore {
   bool CheckMeta(std::string* why);
   bool Rebuild(std::string* why);
 
-  // Reads chunk `id`, verifies it and hands its bytes to `sink`; false on a miss.
+  // Reads chunk `id`, verifies it and hands its bytes to `sink` (perhaps under a
+  // shard's lock: `sink` only copies them); false on a miss.
   template <typename Sink>
   bool Read(const ContentId& id, Sink&& sink);
+  // Caches the bytes of chunk `id` just read from RocksDB under `seq`, unless it
+  // was evicted or dropped meanwhile.
+  void CacheRead(const ContentId& id, uint64_t seq, std::span<const uint8_t> bytes);
+  // Whether chunk `id`, just read from RocksDB, was read from it recently too (and
+  // so goes in the cache); remembers this read either way.
+  bool ReadBefore(const ContentId& id);
+  // Where to read ahead from after reading `seq` from RocksDB: seq + 1 if that read
+  // continues a run of reads in storage order, else 0.
+  uint64_t ReadAheadFrom(uint64_t seq);
+  // Reads the chunks from `seq` on into the cache, those still stored under the
+  // sequence number they are read at. Returns the sequence number after the last
+  // one it read.
+  uint64_t ReadAhead(uint64_t seq);
+  // Where the run that read `seq` goes next: `next`.
+  void ContinueRun(uint64_t seq, uint64_t next);
+  // Removes `id` stored under `seq` from the shard: index, pending bytes, cache.
+  // Returns whether the index held it. REQUIRES: shard.mu held.
+  static bool RemoveLocked(Shard& shard, const ContentId& id, uint64_t seq);
   // Removes chunk `id` stored under `seq` after it failed to verify.
   void Drop(const ContentId& id, uint64_t seq, const std::string& reason);
+  // Waits for room for `charge` bytes in the write queue, and takes it.
+  void ReserveQueue(uint64_t charge);
+  void ReleaseQueue(uint64_t charge);
+  // Waits until the writer is done with the chunk queued `ticket`-th.
+  void WaitForWriter(uint64_t ticket);
+  // The writer thread: writes the queue out in batches until stop_.
+  void WriterLoop();
+  void WriteBatchOut(std::vector<Queued>& batch);
   // Evicts the oldest chunks until bytes_ <= evict_to_ (if still over max_bytes once
   // it has the eviction lock: the thread before may have done it already).
   void Evict();
@@ -218,9 +323,42 @@ class ChunkStoreImpl final : public ChunkStore {
   uint64_t evicted_since_reclaim_ = 0;  // guarded by evict_mu_
   std::mutex reclaim_mu_;
 
+  // The write queue. Sequence numbers are claimed under queue_mu_ (see the top).
+  const uint64_t queue_limit_;
+  const bool sync_writes_;
+  mutable std::mutex queue_mu_;
+  std::condition_variable work_cv_;      // the writer waits for chunks (or stop_)
+  std::condition_variable progress_cv_;  // Puts wait for room, Flush for written_
+  std::deque<Queued> queue_;             // guarded by queue_mu_
+  uint64_t queued_bytes_ = 0;            // guarded: reserved, queued or being written
+  uint64_t waiting_bytes_ = 0;           // guarded: the sizes of the chunks in queue_
+  int urgent_ = 0;                       // guarded: threads waiting for the writer
+  uint64_t enqueued_ = 0;                // guarded: chunks ever queued
+  uint64_t written_ = 0;                 // guarded: ... whose write finished (or failed)
+  bool stop_ = false;                    // guarded
+  bool held_ = false;                    // guarded: testing::HoldWriter
+  uint64_t failed_batches_ = 0;          // the writer's own
+  std::thread writer_;
+
+  const bool caching_;  // cache_bytes > 0
+  // Runs of RocksDB reads in storage order, for read-ahead.
+  const uint64_t read_ahead_bytes_;
+  struct Run {
+    uint64_t next = 0;  // the sequence number a read continuing it is expected near
+    int reads = 0;      // RocksDB reads that made it so far
+    uint64_t used = 0;  // run_clock_ when last continued, for replacing the oldest
+  };
+  std::mutex runs_mu_;
+  std::array<Run, kRuns> runs_{};  // guarded by runs_mu_
+  uint64_t run_clock_ = 0;         // guarded by runs_mu_
+
   std::atomic<uint64_t> puts_{0}, duplicates_{0}, hits_{0}, misses_{0}, evictions_{0},
-      corrupt_dropped_{0}, write_errors_{0}, read_errors_{0};
+      corrupt_dropped_{0}, write_errors_{0}, read_errors_{0}, memory_hits_{0}, queue_waits_{0};
 };
+
+namespace testing {
+void HoldWriter(ChunkStore& store, bool hold) { static_cast<ChunkStoreImpl&>(store).HoldWriter(hold); }
+}  // namespace testing
 
 std::unique_ptr<ChunkStore> ChunkStore::Open(const ChunkStoreOptions& options, std::string* error) {
   auto store = std::make_unique<ChunkStoreImpl>(options);
@@ -236,11 +374,27 @@ ChunkStoreImpl::ChunkStoreImpl(const ChunkStoreOptions& options)
     : path_(options.path),
       max_bytes_(options.max_bytes),
       evict_to_(options.max_bytes - std::min<uint64_t>(options.max_bytes / 64, 8 << 20)),
-      reclaim_every_(std::clamp<uint64_t>(options.max_bytes / 8, 1 << 20, 64 << 20)) {
+      reclaim_every_(std::clamp<uint64_t>(options.max_bytes / 8, 1 << 20, 64 << 20)),
+      queue_limit_(std::min(options.write_queue_bytes, options.max_bytes / 4)),
+      sync_writes_(options.sync_writes),
+      caching_(options.cache_bytes > 0),
+      read_ahead_bytes_(std::min<uint64_t>(kReadAheadBytes, options.cache_bytes / 8)) {
   write_options_.sync = options.sync_writes;
+  for (auto& shard : shards_) {
+    shard.cache.set_capacity(options.cache_bytes / kShards);
+    if (caching_) shard.read_tags = std::make_unique<uint64_t[]>(kReadTags);
+  }
 }
 
 ChunkStoreImpl::~ChunkStoreImpl() {
+  if (writer_.joinable()) {
+    {
+      std::lock_guard lock(queue_mu_);
+      stop_ = true;
+    }
+    work_cv_.notify_all();
+    writer_.join();  // after it wrote the queue out
+  }
   if (!db_) return;
   // Not needed for durability (the log has it all), but the next Open then reads
   // table files instead of replaying up to max_total_wal_size of log: 1M small
@@ -278,6 +432,7 @@ bool ChunkStoreImpl::Init(const ChunkStoreOptions& options, std::string* why) {
     cursor = evict_cursor_;
   }
   Reclaim(cursor);  // files left by evictions before a restart
+  writer_ = std::thread([this] { WriterLoop(); });
   using std::chrono::milliseconds, std::chrono::duration_cast;
   auto millis = duration_cast<milliseconds>(std::chrono::steady_clock::now() - start).count();
   auto rebuild_millis = duration_cast<milliseconds>(rebuild_end - rebuild_start).count();
@@ -532,46 +687,157 @@ ContentId ChunkStoreImpl::Put(std::span<const uint8_t> chunk) {
   puts_.fetch_add(1, std::memory_order_relaxed);
   if (chunk.size() > max_bytes_ || chunk.size() > std::numeric_limits<uint32_t>::max()) return id;
   Shard& shard = ShardOf(id);
-  uint64_t seq;
   {
     std::lock_guard lock(shard.mu);
     if (shard.index.Find(id) != 0) {
       duplicates_.fetch_add(1, std::memory_order_relaxed);
       return id;
     }
-    // Claimed before writing, so a concurrent Put of the same chunk returns at once
-    // instead of storing it twice.
-    seq = next_seq_.fetch_add(1, std::memory_order_relaxed);
-    shard.index.Insert(id, seq | ChunkIndex::kPending);
   }
-  bytes_.fetch_add(chunk.size());
-
-  SeqKey key(seq);
-  char entry[kIndexValueSize];
-  std::memcpy(entry, id.data(), id.size());
-  bytes::PutBe32(reinterpret_cast<uint8_t*>(entry) + id.size(), static_cast<uint32_t>(chunk.size()));
-  rocksdb::WriteBatch batch(chunk.size() + 64);
-  batch.Put(chunks_cf_, key.slice(), {reinterpret_cast<const char*>(chunk.data()), chunk.size()});
-  batch.Put(index_cf_, key.slice(), {entry, sizeof entry});
-  rocksdb::Status s = db_->Write(write_options_, &batch);
+  // Room first, with no lock held: the writer needs the shard locks to make room.
+  const uint64_t charge = chunk.size() + kQueueEntryOverhead;
+  ReserveQueue(charge);
+  Blob blob = Blob::Copy(chunk);
+  uint64_t ticket;
+  bool wake;
   {
     std::lock_guard lock(shard.mu);
-    if (s.ok()) {
-      shard.index.Update(id, seq | ChunkIndex::kPending, seq);
-    } else if (shard.index.Erase(id, seq)) {
-      bytes_.fetch_sub(chunk.size());
+    if (shard.index.Find(id) != 0) {  // stored by a concurrent Put meanwhile
+      duplicates_.fetch_add(1, std::memory_order_relaxed);
+      ReleaseQueue(charge);
+      return id;
     }
+    std::lock_guard queue_lock(queue_mu_);
+    uint64_t seq = next_seq_.fetch_add(1, std::memory_order_relaxed);
+    shard.index.Insert(id, seq | ChunkIndex::kPending);
+    shard.pending.emplace(id, Shard::Pending{seq, blob});
+    shard.cache.Insert(id, blob);  // recently stored: likely named again soon
+    bytes_.fetch_add(chunk.size());
+    queue_.push_back({seq, id, std::move(blob)});
+    ticket = ++enqueued_;
+    uint64_t before = waiting_bytes_;
+    waiting_bytes_ += chunk.size();
+    wake = before == 0 || (before < kLingerBytes && waiting_bytes_ >= kLingerBytes);
   }
-  if (!s.ok()) {
-    uint64_t n = write_errors_.fetch_add(1) + 1;
-    if (WorthLogging(n)) {
-      WANOPT_LOG(kError, kComponent) << path_ << ": cannot store a chunk (" << n
-                                     << " so far): " << s.ToString();
-    }
-    return id;
-  }
+  if (wake) work_cv_.notify_one();
+  if (sync_writes_) WaitForWriter(ticket);
   if (bytes_.load() > max_bytes_) Evict();
   return id;
+}
+
+void ChunkStoreImpl::ReserveQueue(uint64_t charge) {
+  std::unique_lock lock(queue_mu_);
+  // An empty queue takes any chunk, however big: a Put never waits forever.
+  auto room = [&] { return queued_bytes_ == 0 || queued_bytes_ + charge <= queue_limit_; };
+  if (!room()) {
+    queue_waits_.fetch_add(1, std::memory_order_relaxed);
+    ++urgent_;
+    work_cv_.notify_one();  // no lingering while a Put waits
+    progress_cv_.wait(lock, room);
+    --urgent_;
+  }
+  queued_bytes_ += charge;
+}
+
+void ChunkStoreImpl::WaitForWriter(uint64_t ticket) {
+  std::unique_lock lock(queue_mu_);
+  if (written_ >= ticket) return;
+  ++urgent_;
+  work_cv_.notify_one();
+  progress_cv_.wait(lock, [&] { return written_ >= ticket; });
+  --urgent_;
+}
+
+void ChunkStoreImpl::ReleaseQueue(uint64_t charge) {
+  {
+    std::lock_guard lock(queue_mu_);
+    queued_bytes_ -= charge;
+  }
+  progress_cv_.notify_all();
+}
+
+void ChunkStoreImpl::HoldWriter(bool hold) {
+  {
+    std::lock_guard lock(queue_mu_);
+    held_ = hold;
+  }
+  work_cv_.notify_all();
+}
+
+void ChunkStoreImpl::WriterLoop() {
+  pthread_setname_np(pthread_self(), "chunk-writer");
+  std::vector<Queued> batch;
+  for (;;) {
+    {
+      std::unique_lock lock(queue_mu_);
+      // Closing writes the queue out, held or not.
+      work_cv_.wait(lock, [&] { return stop_ || (!held_ && !queue_.empty()); });
+      if (queue_.empty()) return;  // stop_
+      work_cv_.wait_for(lock, kLinger,
+                        [&] { return stop_ || urgent_ > 0 || held_ || waiting_bytes_ >= kLingerBytes; });
+      if (held_ && !stop_) continue;
+      uint64_t bytes = 0;
+      while (!queue_.empty() && (batch.empty() || bytes + queue_.front().blob.size <= kWriteBatchBytes)) {
+        bytes += queue_.front().blob.size;
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      waiting_bytes_ -= bytes;
+    }
+    WriteBatchOut(batch);
+    batch.clear();
+  }
+}
+
+void ChunkStoreImpl::WriteBatchOut(std::vector<Queued>& batch) {
+  uint64_t bytes = 0;
+  for (const auto& q : batch) bytes += q.blob.size;
+  rocksdb::WriteBatch write(bytes + batch.size() * 64 + 64);
+  for (const auto& q : batch) {
+    SeqKey key(q.seq);
+    char entry[kIndexValueSize];
+    std::memcpy(entry, q.id.data(), q.id.size());
+    bytes::PutBe32(reinterpret_cast<uint8_t*>(entry) + q.id.size(), q.blob.size);
+    write.Put(chunks_cf_, key.slice(), {reinterpret_cast<const char*>(q.blob.data.get()), q.blob.size});
+    write.Put(index_cf_, key.slice(), {entry, sizeof entry});
+  }
+  rocksdb::Status s = db_->Write(write_options_, &write);
+  uint64_t charge = 0;
+  for (const auto& q : batch) {
+    charge += q.blob.size + kQueueEntryOverhead;
+    Shard& shard = ShardOf(q.id);
+    std::lock_guard lock(shard.mu);
+    if (!s.ok()) {
+      // Not stored: a miss from now on (evicted meanwhile: its evictor counted it).
+      if (RemoveLocked(shard, q.id, q.seq)) bytes_.fetch_sub(q.blob.size);
+      continue;
+    }
+    // On disk: Get reads it from RocksDB (or the cache) from now on. Evicted
+    // meanwhile (once on disk, eviction may take it before this), nothing to do.
+    if (shard.index.Update(q.id, q.seq | ChunkIndex::kPending, q.seq)) shard.pending.erase(q.id);
+  }
+  if (!s.ok()) {
+    uint64_t n = write_errors_.fetch_add(batch.size()) + batch.size();
+    if (WorthLogging(++failed_batches_)) {
+      WANOPT_LOG(kError, kComponent) << path_ << ": cannot store " << batch.size() << " chunks (" << n
+                                     << " so far): " << s.ToString();
+    }
+  }
+  {
+    std::lock_guard lock(queue_mu_);
+    queued_bytes_ -= charge;
+    written_ += batch.size();
+  }
+  progress_cv_.notify_all();
+}
+
+bool ChunkStoreImpl::RemoveLocked(Shard& shard, const ContentId& id, uint64_t seq) {
+  if (!shard.index.Erase(id, seq)) return false;
+  if (auto it = shard.pending.find(id); it != shard.pending.end() && it->second.seq == seq) {
+    shard.pending.erase(it);
+  }
+  shard.cache.Erase(id);
+  return true;
 }
 
 template <typename Sink>
@@ -581,7 +847,27 @@ bool ChunkStoreImpl::Read(const ContentId& id, Sink&& sink) {
   {
     std::lock_guard lock(shard.mu);
     seq = shard.index.Find(id);
+    // Only for an id the index holds: an evicted or dropped chunk is a miss even if
+    // its bytes were still cached.
+    if (seq != 0) {
+      const Blob* blob = shard.cache.Lookup(id);
+      if (!blob && (seq & ChunkIndex::kPending)) {
+        auto it = shard.pending.find(id);
+        if (it != shard.pending.end()) blob = &it->second.blob;
+      }
+      if (blob) {
+        // Not hashed again: bytes enter the cache and the queue verified (hashed by
+        // Put, or re-hashed on their RocksDB read below), and memory is not a disk
+        // block. Copied out under the lock: a few microseconds at most, and no
+        // reference counting on the hot path.
+        hits_.fetch_add(1, std::memory_order_relaxed);
+        memory_hits_.fetch_add(1, std::memory_order_relaxed);
+        sink(blob->span());
+        return true;
+      }
+    }
   }
+  // kPending without pending bytes cannot be (both change under the shard's lock).
   if (seq == 0 || (seq & ChunkIndex::kPending)) {
     misses_.fetch_add(1, std::memory_order_relaxed);
     return false;
@@ -592,6 +878,11 @@ bool ChunkStoreImpl::Read(const ContentId& id, Sink&& sink) {
   if (s.ok() && IdOf(Bytes(value)) == id) {
     hits_.fetch_add(1, std::memory_order_relaxed);
     sink(Bytes(value));
+    if (caching_) {
+      if (ReadBefore(id)) CacheRead(id, seq, Bytes(value));
+      value.Reset();
+      if (uint64_t from = read_ahead_bytes_ > 0 ? ReadAheadFrom(seq) : 0) ContinueRun(seq, ReadAhead(from));
+    }
     return true;
   }
   misses_.fetch_add(1, std::memory_order_relaxed);
@@ -609,6 +900,85 @@ bool ChunkStoreImpl::Read(const ContentId& id, Sink&& sink) {
     }
   }
   return false;
+}
+
+void ChunkStoreImpl::CacheRead(const ContentId& id, uint64_t seq, std::span<const uint8_t> bytes) {
+  Blob blob = Blob::Copy(bytes);
+  Shard& shard = ShardOf(id);
+  std::lock_guard lock(shard.mu);
+  if (shard.index.Find(id) == seq) shard.cache.Insert(id, std::move(blob));
+}
+
+bool ChunkStoreImpl::ReadBefore(const ContentId& id) {
+  uint64_t tag;
+  std::memcpy(&tag, id.data(), sizeof tag);
+  tag |= 1;
+  Shard& shard = ShardOf(id);
+  std::lock_guard lock(shard.mu);
+  uint64_t& slot = shard.read_tags[tag % kReadTags];
+  if (slot == tag) return true;
+  slot = tag;
+  return false;
+}
+
+uint64_t ChunkStoreImpl::ReadAheadFrom(uint64_t seq) {
+  std::lock_guard lock(runs_mu_);
+  ++run_clock_;
+  Run* oldest = &runs_[0];
+  for (auto& run : runs_) {
+    if (run.next != 0 && seq + kRunSlack >= run.next && seq <= run.next + kRunSlack) {
+      // Continues a run: once it is one for sure, read what follows (ContinueRun
+      // then says where that stopped).
+      run.next = seq + 1;
+      run.used = run_clock_;
+      if (run.reads < kRunReads) ++run.reads;
+      return run.reads >= kRunReads ? seq + 1 : 0;
+    }
+    if (run.used < oldest->used) oldest = &run;
+  }
+  // Perhaps the start of one.
+  *oldest = {seq + 1, 1, run_clock_};
+  return 0;
+}
+
+void ChunkStoreImpl::ContinueRun(uint64_t seq, uint64_t next) {
+  std::lock_guard lock(runs_mu_);
+  for (auto& run : runs_) {
+    if (run.next == seq + 1) run.next = next;
+  }
+}
+
+uint64_t ChunkStoreImpl::ReadAhead(uint64_t seq) {
+  SeqKey lower(seq), upper(seq + kReadAheadChunks);
+  rocksdb::Slice upper_slice = upper.slice();
+  rocksdb::ReadOptions options;
+  options.iterate_upper_bound = &upper_slice;
+  options.fill_cache = false;  // the bytes go to the read cache, not twice in memory
+  options.readahead_size = read_ahead_bytes_;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, chunks_cf_));
+  uint64_t bytes = 0, next = seq + kReadAheadChunks;
+  for (it->Seek(lower.slice()); it->Valid(); it->Next()) {
+    rocksdb::Slice key = it->key();
+    if (key.size() != sizeof(SeqKey::bytes)) continue;
+    uint64_t at = bytes::GetBe64(reinterpret_cast<const uint8_t*>(key.data()));
+    if (bytes >= read_ahead_bytes_) {
+      next = at;
+      break;
+    }
+    std::span<const uint8_t> value = Bytes(it->value());
+    bytes += value.size();
+    // The verification: the bytes' id must be stored under this very sequence
+    // number. Damaged bytes hash to an id that is not (a Get of the real id reads
+    // and drops them); so do the bytes of an evicted chunk not yet reclaimed.
+    ContentId id = IdOf(value);
+    Shard& shard = ShardOf(id);
+    {
+      std::lock_guard lock(shard.mu);
+      if (shard.index.Find(id) != at || shard.cache.Contains(id)) continue;
+    }
+    CacheRead(id, at, value);
+  }
+  return next;
 }
 
 std::optional<std::vector<uint8_t>> ChunkStoreImpl::Get(const ContentId& id) {
@@ -629,7 +999,7 @@ void ChunkStoreImpl::Drop(const ContentId& id, uint64_t seq, const std::string& 
     Shard& shard = ShardOf(id);
     std::lock_guard lock(shard.mu);
     // Evicted, or dropped by another reader, in the meantime: theirs to count.
-    if (!shard.index.Erase(id, seq)) return;
+    if (!RemoveLocked(shard, id, seq)) return;
   }
   // The size is in the index entry; if that is unreadable too, bytes_ stays too high
   // (evicting a little early) until the next Open recounts.
@@ -648,9 +1018,10 @@ void ChunkStoreImpl::Drop(const ContentId& id, uint64_t seq, const std::string& 
 void ChunkStoreImpl::Evict() {
   std::unique_lock lock(evict_mu_);
   if (bytes_.load() <= max_bytes_) return;
-  // The cursor may pass a chunk whose Put claimed its seq but has not written yet
-  // only if this round evicts every chunk stored after it, that is with a store
-  // only a few chunks large. That chunk then stays in the index until the next Open.
+  // Only chunks on disk are seen here. The writer writes in sequence order, so the
+  // cursor, which moves only past entries on disk, never passes a chunk still
+  // queued; queued chunks are the newest, and the queue's cap (max_bytes / 4) leaves
+  // enough on disk to get back within max_bytes.
   const uint64_t round_start = evict_cursor_;
   SeqKey lower(evict_cursor_);
   rocksdb::Slice lower_slice = lower.slice();
@@ -678,7 +1049,7 @@ void ChunkStoreImpl::Evict() {
     bool erased;
     {
       std::lock_guard shard_lock(shard.mu);
-      erased = shard.index.Erase(id, seq);
+      erased = RemoveLocked(shard, id, seq);
     }
     if (erased) {  // else dropped as corrupt meanwhile; its dropper counted it
       bytes_.fetch_sub(size);
@@ -728,11 +1099,16 @@ bool ChunkStoreImpl::Contains(const ContentId& id) const {
 
 ChunkStore::Stats ChunkStoreImpl::stats() const {
   Stats s;
-  s.index_memory_bytes = sizeof shards_;
+  s.index_memory_bytes = kShards * (sizeof(std::mutex) + sizeof(ChunkIndex));
   for (const auto& shard : shards_) {
     std::lock_guard lock(shard.mu);
     s.chunks += shard.index.size();
     s.index_memory_bytes += shard.index.memory_bytes();
+    s.cache_bytes += shard.cache.charged();
+  }
+  {
+    std::lock_guard lock(queue_mu_);
+    s.queued_bytes = queued_bytes_;
   }
   s.bytes = bytes_.load();
   s.puts = puts_.load();
@@ -742,10 +1118,18 @@ ChunkStore::Stats ChunkStoreImpl::stats() const {
   s.evictions = evictions_.load();
   s.corrupt_dropped = corrupt_dropped_.load();
   s.write_errors = write_errors_.load();
+  s.memory_hits = memory_hits_.load();
+  s.queue_waits = queue_waits_.load();
   return s;
 }
 
 void ChunkStoreImpl::Flush() {
+  uint64_t target;
+  {
+    std::lock_guard lock(queue_mu_);
+    target = enqueued_;
+  }
+  WaitForWriter(target);
   rocksdb::Status s = db_->FlushWAL(/*sync=*/true);
   if (!s.ok()) WANOPT_LOG(kError, kComponent) << path_ << ": cannot sync: " << s.ToString();
 }

@@ -14,10 +14,30 @@
 // box, or this one after its directory was wiped, computes other ids for the same
 // bytes. Ids are not wire names.
 //
-// Integrity. Get re-hashes the bytes it read, every time. Bytes that do not match
-// their id (a damaged disk block, a torn write) are dropped from the store, counted
-// in corrupt_dropped, logged, and reported as a miss: a corrupted chunk is never
-// served.
+// Integrity. Get re-hashes every chunk it reads from RocksDB. Bytes that do not
+// match their id (a damaged disk block, a torn write) are dropped from the store,
+// counted in corrupt_dropped, logged, and reported as a miss: a corrupted chunk is
+// never served. Bytes served from memory (the write queue or the read cache, below)
+// are not hashed again: they were checked when they entered memory, hashed by Put
+// or re-hashed on their RocksDB read, and memory is not a disk block.
+//
+// Memory. Besides the index, two bounded byte stores:
+//  - the write queue (write_queue_bytes): Put hands its chunk to a writer thread and
+//    returns; the writer stores queued chunks in RocksDB in batches. Get, GetInto
+//    and Contains see a queued chunk like any other. When the queue is full, Put
+//    waits for the writer (backpressure): the callers then go at RocksDB's pace, as
+//    they did when every Put wrote its chunk itself. The queue never grows past its
+//    bound (but for one chunk bigger than the bound, which goes in alone) and never
+//    drops a chunk.
+//  - the read cache (cache_bytes): the chunks most recently stored or read, so that
+//    a chunk named again within seconds (a file sent twice, an attachment in the
+//    next mail) is served from memory. A chunk read from RocksDB enters it on its
+//    second read in a while (a one-off read pushes nothing out). A read from
+//    RocksDB that continues a run of reads in storage order also reads the next few
+//    hundred KiB of chunks into the cache: a long repeat comes back in the order it
+//    was stored, whatever its size.
+// Neither changes what the store holds: an evicted chunk is gone from the queue and
+// the cache as well, and its id is a miss everywhere at once.
 //
 // Eviction. The bytes of stored chunks stay within max_bytes: the chunks stored
 // first are evicted first. Neither a Get hit nor a Put of a chunk already present
@@ -31,16 +51,27 @@
 //  - a popular chunk that ages out costs one resend of its bytes, then it is new
 //    again.
 //
-// Durability. A stored chunk survives a restart and a kill -9 of the process. A
-// power loss may lose the chunks stored in the last moments before it (all of them
-// survive with sync_writes), and never makes the store refuse to open. Deleting
-// `path` while the store is closed gives an empty store on the next Open.
+// Durability. Put leaves its chunk in the write queue, and the writer writes it
+// about a millisecond later while it keeps up. Once written, a chunk survives a
+// kill -9 of the process (RocksDB's log is in the kernel's page cache); a power
+// loss may still lose the part of the log not yet synced. Flush waits for the
+// writer and syncs the log: every chunk Put before it survives both. With
+// sync_writes, every Put does so for its own chunk. Closing the store (its
+// destructor) writes the queue out as well, so a clean restart loses nothing. A
+// kill -9 loses the chunks still queued, at most write_queue_bytes of the last ones
+// stored: the same kind of loss as the unsynced log on a power loss. Chunks are
+// written in the order they were stored, so what survives a crash is everything
+// stored before some point. A lost chunk is a miss on the next Get, never wrong
+// bytes (the peer that named it resends it: wanopt/dre/codec.h), and a crash never
+// makes the store refuse to open. Deleting `path` while the store is closed gives
+// an empty store on the next Open.
 //
 // Opening reads the ids back from RocksDB into the in-memory index: 0.5 s for 1M
 // chunks, whatever their sizes (2-core VM, warm page cache). After a crash, RocksDB
 // first replays its log, at most 256 MiB: up to a second or two more.
 //
-// Thread-safety: every method may be called from any number of threads at once.
+// Thread-safety: every method may be called from any number of threads at once. The
+// store runs one thread of its own, the writer.
 #pragma once
 
 #include <array>
@@ -68,9 +99,16 @@ struct ChunkStoreOptions {
   uint64_t max_bytes = uint64_t{4} << 30;
   // RocksDB's block cache (recently read chunks and the on-disk index blocks).
   uint64_t block_cache_bytes = uint64_t{64} << 20;
-  // Syncs every Put to disk before it returns: no chunk is lost on a power loss,
-  // at the price of an fsync per new chunk.
+  // Makes every Put wait until its chunk is written and synced to disk: no chunk is
+  // lost on a power loss or a kill -9, at the price of an fsync per batch the
+  // writer writes (concurrent Puts share one) and of Put waiting for it.
   bool sync_writes = false;
+  // Bound on the chunks Put but not yet written to RocksDB (their sizes plus 128
+  // bytes each); a Put that finds it full waits. Capped at max_bytes / 4, so that
+  // evicting written chunks always suffices to keep within max_bytes.
+  uint64_t write_queue_bytes = uint64_t{64} << 20;
+  // Bound on the read cache (chunk sizes plus 128 bytes each); 0 turns it off.
+  uint64_t cache_bytes = uint64_t{32} << 20;
 };
 
 class ChunkStore {
@@ -86,6 +124,10 @@ class ChunkStore {
     uint64_t corrupt_dropped = 0;  // chunks dropped because their bytes failed to verify
     uint64_t write_errors = 0;     // Puts that could not store their chunk (logged)
     uint64_t index_memory_bytes = 0;  // the in-memory index: 32 to 60 bytes a chunk (24 KiB minimum)
+    uint64_t memory_hits = 0;   // ... of the hits, those served from the read cache or the write queue
+    uint64_t cache_bytes = 0;   // the read cache now: <= cache_bytes; not in index_memory_bytes
+    uint64_t queued_bytes = 0;  // the write queue now: <= write_queue_bytes (or one chunk)
+    uint64_t queue_waits = 0;   // Puts that waited for room in the write queue
   };
 
   // Opens the store in options.path, creating it if needed. On failure returns
@@ -98,36 +140,42 @@ class ChunkStore {
 
   ChunkStore(const ChunkStore&) = delete;
   ChunkStore& operator=(const ChunkStore&) = delete;
-  // Closes the store. Chunks already stored stay on disk.
+  // Closes the store: writes out the queue, then closes RocksDB. Chunks already
+  // stored stay on disk.
   virtual ~ChunkStore() = default;
 
   // The id `chunk` has in this store, stored or not. Only hashes.
   virtual ContentId IdOf(std::span<const uint8_t> chunk) const = 0;
 
   // Stores `chunk` unless it is already stored, evicting the oldest chunks as needed,
-  // and returns its id. Once Put returns, Contains(id) is true until the chunk is
-  // evicted. A chunk larger than max_bytes (or than 4 GiB) is not stored. If RocksDB
-  // fails to write, the chunk is not stored either (counted in write_errors and
-  // logged): the store is a cache, so Put does not fail.
+  // and returns its id. Once Put returns, Contains(id) is true and Get returns the
+  // bytes until the chunk is evicted; the chunk may still be in the write queue
+  // (see Durability). Waits while the write queue is full (and, with sync_writes,
+  // until the chunk is synced). A chunk larger than max_bytes (or than 4 GiB) is not
+  // stored. If RocksDB fails to write, the chunk is not stored either (counted in
+  // write_errors and logged; from then on a miss): the store is a cache, so Put does
+  // not fail.
   virtual ContentId Put(std::span<const uint8_t> chunk) = 0;
 
   // The bytes of chunk `id`, verified against `id`; nullopt if the chunk is unknown,
-  // evicted, still being written by a concurrent Put, or failed to verify (then it
-  // is dropped from the store).
+  // evicted, or failed to verify (then it is dropped from the store). Served from
+  // the read cache or the write queue when there, else read from RocksDB.
   virtual std::optional<std::vector<uint8_t>> Get(const ContentId& id) = 0;
-  // As Get, but appends the bytes to `out`, straight from RocksDB's block cache
-  // with no vector in between; returns false, leaving `out` alone, where Get
-  // returns nullopt.
+  // As Get, but appends the bytes to `out`, straight from the cache, the queue or
+  // RocksDB's block cache with no vector in between; returns false, leaving `out`
+  // alone, where Get returns nullopt.
   virtual bool GetInto(const ContentId& id, Buffer& out) = 0;
 
-  // Whether chunk `id` is stored (or being stored by a concurrent Put). From memory
-  // only. A true answer can be followed by a Get miss if the chunk is evicted in
-  // between, or fails to verify.
+  // Whether chunk `id` is stored (queued included, or being stored by a concurrent
+  // Put). From memory only. A true answer can be followed by a Get miss if the chunk
+  // is evicted in between, or fails to verify.
   virtual bool Contains(const ContentId& id) const = 0;
 
   virtual Stats stats() const = 0;
 
-  // Makes every chunk stored so far survive a power loss (syncs RocksDB's log).
+  // Makes every chunk whose Put returned before this call survive a kill -9 and a
+  // power loss: waits for the writer to write the queue out, then syncs RocksDB's
+  // log.
   virtual void Flush() = 0;
 
  protected:

@@ -1,0 +1,15 @@
+// Test hooks of ChunkStore. Internal to datastore/ and its tests; never used by the
+// proxy.
+#pragma once
+
+#include "datastore/chunk_store.h"
+
+namespace wanopt::datastore::testing {
+
+// Holds the store's writer thread (hold = true) before its next batch, or lets it go
+// on: while held, chunks Put stay in the write queue, and a Put that finds the queue
+// full waits. Flush waits for the writer, so it does not return while held; closing
+// the store writes the queue out, held or not.
+void HoldWriter(ChunkStore& store, bool hold);
+
+}  // namespace wanopt::datastore::testing
