@@ -78,7 +78,7 @@ TEST_CASE("datacenter down, peer_down = pass-through: the transfer succeeds dire
   CHECK(log::Captured().find("pass-through: peer") != std::string::npos);
 }
 
-TEST_CASE("malformed inner-channel input drops that connection only; the datacenter keeps serving") {
+TEST_CASE("malformed inner-channel input drops that connection only, the datacenter keeps serving") {
   Pair pair;
   // A real connection is open through the pair the whole time.
   int real = ConnectTo(pair.entry());

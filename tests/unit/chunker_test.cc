@@ -207,7 +207,7 @@ TEST_CASE("a boundary does not depend on the bytes after it") {
   }
 }
 
-TEST_CASE("end of stream makes the tail a chunk; without it the tail waits") {
+TEST_CASE("end of stream makes the tail a chunk, without it the tail waits") {
   auto data = Random(kSmall.min_size / 2, 8);
   Chunker chunker(kSmall);
   CHECK(chunker.NextBoundary(data, false) == 0);

@@ -518,7 +518,7 @@ int RunAndKill(const std::function<int(std::unique_ptr<ChunkStore>& store)>& chi
   return report;
 }
 
-TEST_CASE("chunks still in the write queue are served; Flush and closing write them out; a kill -9 loses them") {
+TEST_CASE("chunks still in the write queue are served, Flush and closing write them out, a kill -9 loses them") {
   TempDir dir;
   // The cache off: whatever is served before the writer runs comes from the queue.
   ChunkStoreOptions options{.path = dir.store(), .block_cache_bytes = 4 << 20, .cache_bytes = 0};

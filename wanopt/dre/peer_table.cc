@@ -13,10 +13,11 @@ namespace {
 
 // File layout: "WOPEER01" seed(32) then records of kRecordSize bytes:
 // kind(1) fingerprint(16) content id(16). Kinds: 1 learn, 2 forget, 3 peer instance
-// (8 bytes in the fingerprint field), 4 forget everything.
+// (8 bytes in the fingerprint field), 4 forget everything, 5 last applied policy (one
+// byte, 0xff for none).
 constexpr char kMagic[8] = {'W', 'O', 'P', 'E', 'E', 'R', '0', '1'};
 constexpr size_t kRecordSize = 33;
-enum : uint8_t { kLearn = 1, kForget = 2, kInstance = 3, kForgetAll = 4 };
+enum : uint8_t { kLearn = 1, kForget = 2, kInstance = 3, kForgetAll = 4, kApplied = 5 };
 
 std::string SafeName(const std::string& name) {
   std::string out;
@@ -100,6 +101,15 @@ bool PeerState::SetPeerInstance(uint64_t instance) {
   return changed;
 }
 
+void PeerState::set_last_applied(std::optional<Policy> p) {
+  int value = p ? static_cast<int>(*p) : -1;
+  if (last_applied_.exchange(value) == value) return;
+  std::lock_guard lock(mu_);
+  uint8_t payload = p ? static_cast<uint8_t>(*p) : 0xff;
+  AppendLocked(kApplied, &payload, 1);
+  if (log_) std::fflush(log_);  // rare, and what the next start encodes with
+}
+
 void PeerState::Rekey(const Seed& seed) {
   std::lock_guard lock(mu_);
   seed_ = seed;
@@ -126,6 +136,8 @@ void PeerState::RewriteLocked() {
   uint8_t payload[32];
   bytes::PutBe64(payload, peer_instance_);
   AppendLocked(kInstance, payload, 8);
+  payload[0] = last_applied_ < 0 ? 0xff : static_cast<uint8_t>(last_applied_.load());
+  AppendLocked(kApplied, payload, 1);
   for (const auto& [fingerprint, id] : index_) {
     auto fp = FingerprintBytes(fingerprint);
     std::memcpy(payload, fp.data(), 16);
@@ -181,6 +193,7 @@ std::shared_ptr<PeerState> PeerTable::Get(const std::string& name, const std::op
             case kForget: peer->index_.erase(fp); break;
             case kInstance: peer->peer_instance_ = bytes::GetBe64(record + 1); break;
             case kForgetAll: peer->index_.clear(); break;
+            case kApplied: peer->last_applied_ = record[1] > 3 ? -1 : record[1]; break;
           }
         }
       }

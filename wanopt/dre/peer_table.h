@@ -62,12 +62,12 @@ class PeerState {
 
   // The policy the last connection of this peering applied (nullopt: none yet). The
   // opening side encodes with it from the first byte instead of waiting a round trip
-  // for the peer's answer. Memory only.
+  // for the peer's answer. Kept in the peer file, so it survives a restart.
   std::optional<Policy> last_applied() const {
     int p = last_applied_.load();
     return p < 0 ? std::nullopt : std::optional<Policy>(static_cast<Policy>(p));
   }
-  void set_last_applied(std::optional<Policy> p) { last_applied_ = p ? static_cast<int>(*p) : -1; }
+  void set_last_applied(std::optional<Policy> p);
 
  private:
   friend class PeerTable;
