@@ -38,6 +38,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "tests/bench/workloads.h"
 #include "wanopt/dre/chunker.h"
 #include "wanopt/dre/fingerprint.h"
 
@@ -48,7 +49,11 @@ using wanopt::dre::ChunkerOptions;
 using wanopt::dre::Fingerprint;
 using wanopt::dre::FingerprintKey;
 using wanopt::dre::FingerprintOf;
-using Bytes = std::vector<uint8_t>;
+using wanopt::bench::Bytes;
+using wanopt::bench::Edit;
+using wanopt::bench::EditStats;
+using wanopt::bench::RandomBytes;
+using wanopt::bench::SplitMix;
 
 constexpr size_t kMiB = 1024 * 1024;
 constexpr size_t kReadSize = 128 * 1024;  // the relay's buffer: what one socket read gives
@@ -59,22 +64,6 @@ struct Args {
   std::string json = WANOPT_BENCH_RESULTS_DIR "/chunker.json";
   std::string markdown = WANOPT_BENCH_RESULTS_DIR "/chunker.md";
 };
-
-uint64_t SplitMix(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111eb;
-  return z ^ (z >> 31);
-}
-
-Bytes RandomBytes(size_t n, uint64_t seed) {
-  Bytes out(n);
-  for (size_t i = 0; i < n; i += 8) {
-    uint64_t v = SplitMix(seed);
-    std::memcpy(out.data() + i, &v, std::min<size_t>(8, n - i));
-  }
-  return out;
-}
 
 // ---- The text corpus ----
 
@@ -211,52 +200,6 @@ Throughput Measure(size_t bytes, int repeats, const std::function<uint64_t()>& w
 }
 
 // ---- The edit workload ----
-
-struct EditStats {
-  size_t inserts = 0, deletes = 0, overwrites = 0;
-  size_t bytes_touched = 0;  // inserted + deleted + overwritten
-};
-
-// v1 with edits scattered uniformly until `rate` of its bytes are touched. Each edit
-// is 10..90 bytes (mean 50); inserted and overwriting bytes are copied from elsewhere
-// in v1, so v2 is still text.
-Bytes Edit(std::span<const uint8_t> v1, double rate, uint64_t seed, EditStats* stats) {
-  const size_t mean_length = 50;
-  const size_t edits = static_cast<size_t>(rate * v1.size() / mean_length);
-  std::vector<size_t> positions(edits);
-  for (auto& p : positions) p = SplitMix(seed) % v1.size();
-  std::sort(positions.begin(), positions.end());
-  Bytes v2;
-  v2.reserve(v1.size() + v1.size() / 50);
-  size_t at = 0;  // next byte of v1 to copy
-  for (size_t p : positions) {
-    if (p < at) continue;  // inside the previous edit
-    v2.insert(v2.end(), v1.begin() + at, v1.begin() + p);
-    at = p;
-    size_t length = 10 + SplitMix(seed) % 81;
-    size_t from = SplitMix(seed) % (v1.size() - length);
-    switch (SplitMix(seed) % 3) {
-      case 0:
-        v2.insert(v2.end(), v1.begin() + from, v1.begin() + from + length);
-        ++stats->inserts;
-        break;
-      case 1:
-        length = std::min(length, v1.size() - at);
-        at += length;
-        ++stats->deletes;
-        break;
-      default:
-        length = std::min(length, v1.size() - at);
-        v2.insert(v2.end(), v1.begin() + from, v1.begin() + from + length);
-        at += length;
-        ++stats->overwrites;
-        break;
-    }
-    stats->bytes_touched += length;
-  }
-  v2.insert(v2.end(), v1.begin() + at, v1.end());
-  return v2;
-}
 
 struct Dedup {
   double covered = 0;          // fraction of v2's bytes in chunks also in v1

@@ -60,6 +60,7 @@
 #include <vector>
 
 #include "datastore/chunk_store.h"
+#include "tests/bench/workloads.h"
 #include "wanopt/channel/hello.h"
 #include "wanopt/daemon/daemon.h"
 #include "wanopt/dre/codec.h"
@@ -72,7 +73,11 @@ namespace {
 namespace fs = std::filesystem;
 using namespace wanopt;
 using boost::asio::ip::tcp;
-using Bytes = std::vector<uint8_t>;
+using wanopt::bench::Bytes;
+using wanopt::bench::Edit;
+using wanopt::bench::EditStats;
+using wanopt::bench::RandomBytes;
+using wanopt::bench::SplitMix;
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kMiB = 1024 * 1024;
@@ -83,22 +88,6 @@ constexpr double kXcodecEdit = 93.4;
 constexpr double kXcodecMails = 97.4;
 
 // ---------------------------------------------------------------- small helpers
-
-uint64_t SplitMix(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111eb;
-  return z ^ (z >> 31);
-}
-
-Bytes RandomData(size_t n, uint64_t seed) {
-  Bytes out(n);
-  for (size_t i = 0; i < n; i += 8) {
-    uint64_t v = SplitMix(seed);
-    std::memcpy(out.data() + i, &v, std::min<size_t>(8, n - i));
-  }
-  return out;
-}
 
 double Seconds(Clock::time_point since) { return std::chrono::duration<double>(Clock::now() - since).count(); }
 
@@ -383,51 +372,6 @@ Bytes TextOf(const Corpus& corpus, size_t size, size_t offset = 0) {
 }
 
 // ---------------------------------------------------------------- the edit workload
-
-struct EditStats {
-  size_t inserts = 0, deletes = 0, overwrites = 0, bytes_touched = 0;
-};
-
-// v1 with edits of 10..90 bytes (inserts, deletes, overwrites) scattered uniformly
-// until `rate` of its bytes are touched; inserted and overwriting bytes are copied
-// from elsewhere in v1. The same procedure as tests/bench/chunker_bench.cc.
-Bytes Edit(std::span<const uint8_t> v1, double rate, uint64_t seed, EditStats* stats) {
-  const size_t mean_length = 50;
-  const size_t edits = static_cast<size_t>(rate * v1.size() / mean_length);
-  std::vector<size_t> positions(edits);
-  for (auto& p : positions) p = SplitMix(seed) % v1.size();
-  std::sort(positions.begin(), positions.end());
-  Bytes v2;
-  v2.reserve(v1.size() + v1.size() / 50);
-  size_t at = 0;
-  for (size_t p : positions) {
-    if (p < at) continue;
-    v2.insert(v2.end(), v1.begin() + at, v1.begin() + p);
-    at = p;
-    size_t length = 10 + SplitMix(seed) % 81;
-    size_t from = SplitMix(seed) % (v1.size() - length);
-    switch (SplitMix(seed) % 3) {
-      case 0:
-        v2.insert(v2.end(), v1.begin() + from, v1.begin() + from + length);
-        ++stats->inserts;
-        break;
-      case 1:
-        length = std::min(length, v1.size() - at);
-        at += length;
-        ++stats->deletes;
-        break;
-      default:
-        length = std::min(length, v1.size() - at);
-        v2.insert(v2.end(), v1.begin() + from, v1.begin() + from + length);
-        at += length;
-        ++stats->overwrites;
-        break;
-    }
-    stats->bytes_touched += length;
-  }
-  v2.insert(v2.end(), v1.begin() + at, v1.end());
-  return v2;
-}
 
 // ---------------------------------------------------------------- MIME and small messages
 
@@ -1148,7 +1092,7 @@ int Main(int argc, char** argv) {
   // ======== 1. random
   std::printf("\n[1] %s random bytes\n", MiB(big).c_str());
   std::fflush(stdout);
-  Bytes random = RandomData(big, 0x5eed0001);
+  Bytes random = RandomBytes(big, 0x5eed0001);
   ZstdResult z1 = Zstd(random);
   Run r1f, r1t, r1s;
   {
@@ -1420,7 +1364,7 @@ int Main(int argc, char** argv) {
   std::printf("\n[5] one %s attachment in %zu MIME messages\n", MiB(attachment_size).c_str(), mime_count);
   std::fflush(stdout);
   {
-    Bytes attachment = RandomData(attachment_size, 0x5eed0005);
+    Bytes attachment = RandomBytes(attachment_size, 0x5eed0005);
     auto messages = MimeMessages(corpus, attachment, mime_count, twice_size + edit_size);
     std::vector<Bytes> rest(messages.begin() + 1, messages.end());
     ZstdResult z_first = Zstd(messages[0]), z_rest = ZstdEach(rest);
