@@ -180,7 +180,7 @@ int RunLab(const LabOptions& options) {
                  "  status page: %s\n"
                  "  client entry (branch proxy): %s:%u   -> echo origin %s:%u\n"
                  "  datacenter proxy (inner channels): %s:%u\n"
-                 "  try: printf 'hello through the pair' | nc -q1 %s %u\n",
+                 "  try: echo 'hello through the pair' | socat - TCP:%s:%u\n",
                  status.url().c_str(), entry.address().to_string().c_str(), entry.port(),
                  origin.endpoint().address().to_string().c_str(),
                  origin.endpoint().port(), datacenter.datacenter_endpoint().address().to_string().c_str(),
