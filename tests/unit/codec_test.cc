@@ -233,3 +233,42 @@ TEST_CASE("an edited file is sent as references and small deltas") {
                       << " new chunks");
   CHECK(reduction > 95.0);
 }
+
+TEST_CASE("a NACK that arrives after the peer's store was found new is still repaired") {
+  Box a("a"), b("b");
+  auto data = Text(1 << 20, 31);
+  Link first(a, b);
+  REQUIRE(first.Send(data) == data);
+  // The encoder names a chunk, then learns (hello-ack) that the peer's store is new,
+  // which forgets what the peer knew, and only then gets the peer's NACK.
+  auto peer = a.peers->Get(b.name, kSeed);
+  REQUIRE(peer->SetPeerInstance(1) == false);  // first sight of the peer
+  Encoder encoder({true, true}, peer, a.store.get());
+  encoder.Append(std::span(data).first(64 * 1024));
+  encoder.Flush();
+  REQUIRE(encoder.stats().chunks_hit > 0);
+  Buffer payload;
+  uint8_t flags;
+  encoder.TakePayload(payload, &flags);
+  Box c("c");  // the peer, its store wiped
+  Decoder decoder({true, true}, c.peers->Get(a.name, kSeed), c.store.get());
+  Buffer out;
+  REQUIRE(decoder.Decode(flags, payload.span(), out) == Decoder::Status::kMissing);
+  REQUIRE(peer->SetPeerInstance(2) == true);  // the hello-ack: a new store
+  for (const auto& fp : decoder.missing()) {
+    auto chunk = encoder.Repair(fp);
+    REQUIRE(chunk);
+    REQUIRE(decoder.AddRepair(fp, *chunk));
+  }
+  auto status = decoder.Resume(out);
+  while (status == Decoder::Status::kMissing) {
+    for (const auto& fp : decoder.missing()) {
+      auto chunk = encoder.Repair(fp);
+      REQUIRE(chunk);
+      REQUIRE(decoder.AddRepair(fp, *chunk));
+    }
+    status = decoder.Resume(out);
+  }
+  CHECK(status == Decoder::Status::kDone);
+  CHECK(std::equal(out.data(), out.data() + out.size(), data.begin()));
+}

@@ -294,7 +294,7 @@ void Encoder::TakePayload(Buffer& payload, uint8_t* flags) {
 
 std::optional<std::vector<uint8_t>> Encoder::Repair(const Fingerprint& fingerprint) {
   ++stats_.nacks;
-  auto id = peer_->Find(fingerprint);
+  auto id = peer_->FindForRepair(fingerprint);
   peer_->Forget(fingerprint);
   if (!id || !store_) return std::nullopt;
   auto chunk = store_->Get(*id);

@@ -37,6 +37,13 @@ std::optional<datastore::ContentId> PeerState::Find(const Fingerprint& fingerpri
   return it->second;
 }
 
+std::optional<datastore::ContentId> PeerState::FindForRepair(const Fingerprint& fingerprint) const {
+  std::lock_guard lock(mu_);
+  if (auto it = index_.find(fingerprint); it != index_.end()) return it->second;
+  if (auto it = retired_.find(fingerprint); it != retired_.end()) return it->second;
+  return std::nullopt;
+}
+
 std::optional<Fingerprint> PeerState::Next(const Fingerprint& fingerprint) const {
   std::lock_guard lock(mu_);
   auto it = next_.find(fingerprint);
@@ -93,7 +100,10 @@ bool PeerState::SetPeerInstance(uint64_t instance) {
   if (instance == peer_instance_) return false;
   bool changed = peer_instance_ != 0;
   peer_instance_ = instance;
-  if (changed) index_.clear();
+  if (changed) {
+    retired_ = std::move(index_);
+    index_.clear();
+  }
   uint8_t payload[8];
   bytes::PutBe64(payload, instance);
   AppendLocked(changed ? kForgetAll : kInstance, payload, 8);
@@ -115,6 +125,7 @@ void PeerState::Rekey(const Seed& seed) {
   seed_ = seed;
   key_ = std::make_unique<FingerprintKey>(seed);
   index_.clear();
+  retired_.clear();
   peer_instance_ = 0;
   RewriteLocked();
 }

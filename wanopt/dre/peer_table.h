@@ -43,6 +43,10 @@ class PeerState {
   const Seed& seed() const { return seed_; }
 
   std::optional<datastore::ContentId> Find(const Fingerprint& fingerprint) const;
+  // As Find, but also among the chunks forgotten when the peer's store instance last
+  // changed: a NACK for a reference sent just before we learned of the change must
+  // still be answered with the chunk's bytes.
+  std::optional<datastore::ContentId> FindForRepair(const Fingerprint& fingerprint) const;
   // Which chunk followed `fingerprint` the last time it crossed: the encoder's guess
   // for the chunk a changed chunk is a version of. Memory only, bounded.
   std::optional<Fingerprint> Next(const Fingerprint& fingerprint) const;
@@ -81,6 +85,7 @@ class PeerState {
   std::unique_ptr<FingerprintKey> key_;
   uint64_t peer_instance_ = 0;
   std::unordered_map<Fingerprint, datastore::ContentId> index_;
+  std::unordered_map<Fingerprint, datastore::ContentId> retired_;  // index_ before the last instance change
   std::unordered_map<Fingerprint, Fingerprint> next_;
   std::atomic<int> last_applied_{-1};
   std::FILE* log_ = nullptr;
