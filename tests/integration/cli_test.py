@@ -36,6 +36,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_listening(port, proc):
+    """True once `port` accepts connections; False if `proc` exits or 10 s pass."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and proc.poll() is None:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.05)  # polling a condition with a deadline, not a synchronisation sleep
+    return False
+
+
 tmp = tempfile.mkdtemp(prefix="wanopt-cli-")
 
 
@@ -92,14 +103,7 @@ with socket.socket() as s:
 path = config_file("good.toml", f'[box]\ndevice_id = "02:00:00:00:00:09"\n[datacenter]\nlisten = "127.0.0.1:{port}"\n')
 daemon = subprocess.Popen([WANOPT, "run", "--config", path], stderr=subprocess.PIPE, text=True)
 try:
-    deadline = time.monotonic() + 10
-    listening = False
-    while time.monotonic() < deadline and not listening and daemon.poll() is None:
-        with socket.socket() as s:
-            listening = s.connect_ex(("127.0.0.1", port)) == 0
-        if not listening:
-            time.sleep(0.05)  # polling a condition with a deadline, not a synchronisation sleep
-    check("run: listens on the configured port", listening)
+    check("run: listens on the configured port", wait_listening(port, daemon))
     daemon.send_signal(signal.SIGTERM)
     rc = daemon.wait(timeout=10)
     err = daemon.stderr.read()
@@ -116,14 +120,7 @@ path = config_file("status.toml", f'[box]\nname = "tokened"\n[datacenter]\nliste
                                   f'[status]\nlisten = "127.0.0.1:{status_port}"\ntoken = "s3cret-token-for-tests"\n')
 daemon = subprocess.Popen([WANOPT, "run", "--config", path], stderr=subprocess.PIPE, text=True)
 try:
-    deadline = time.monotonic() + 10
-    up = False
-    while time.monotonic() < deadline and not up and daemon.poll() is None:
-        with socket.socket() as s:
-            up = s.connect_ex(("127.0.0.1", status_port)) == 0
-        if not up:
-            time.sleep(0.05)  # polling a condition with a deadline
-    check("status: listening", up)
+    check("status: listening", wait_listening(status_port, daemon))
     import urllib.request, urllib.error
     base = f"http://127.0.0.1:{status_port}"
     try:

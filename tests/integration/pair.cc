@@ -144,6 +144,18 @@ bool SendAll(int fd, std::string_view bytes) {
   return true;
 }
 
+std::string ReadExactly(int fd, size_t n) {
+  std::string out;
+  char buffer[4096];
+  while (out.size() < n) {
+    ssize_t got = ::recv(fd, buffer, std::min(sizeof buffer, n - out.size()), 0);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    out.append(buffer, static_cast<size_t>(got));
+  }
+  return out;
+}
+
 std::string ReadAll(int fd, int timeout_ms, std::string* error) {
   std::string out;
   char buffer[65536];

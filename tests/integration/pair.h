@@ -82,5 +82,7 @@ bool SendAll(int fd, std::string_view bytes);
 // Reads until EOF, an error or `timeout_ms` without data. *error: "" (clean EOF),
 // "reset", "timeout" or another errno text.
 std::string ReadAll(int fd, int timeout_ms, std::string* error);
+// Reads exactly `n` bytes (fewer only if the connection ends or fails first).
+std::string ReadExactly(int fd, size_t n);
 
 }  // namespace wanopt::testing

@@ -160,13 +160,7 @@ TEST_CASE("inner channels run the configured congestion control") {
     int fd = ConnectTo(pair.entry());
     REQUIRE(fd >= 0);
     REQUIRE(SendAll(fd, std::string("\0\0\0\0\0\0\0\x41", 8) + "ping"));
-    std::string got;
-    char buffer[64];
-    while (got.size() < 12) {  // the echo proves the inner channel is up
-      ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
-      REQUIRE(n > 0);
-      got.append(buffer, static_cast<size_t>(n));
-    }
+    REQUIRE(ReadExactly(fd, 12).size() == 12);  // the echo proves the inner channel is up
     // The kernel's own view of the branch's end of the inner channel.
     std::string command =
         "ss -Htin state established '( dport = :" + std::to_string(pair.datacenter_endpoint().port()) + " )'";
