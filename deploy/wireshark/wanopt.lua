@@ -1,8 +1,12 @@
 -- Wireshark/tshark dissector for the wanopt inner channel (protocol v1,
 -- wanopt/docs/inner-channel.md): frames, the hello and hello-ack, DRE frame flags,
--- NACK and REPAIR. Load it with
+-- NACK and REPAIR; and for the auto-discovery TCP option 0x21 (33) on SYNs and
+-- SYN-ACKs (same document, "Auto-discovery: TCP option 0x21"). Load it with
 --   tshark -X lua_script:deploy/wireshark/wanopt.lua -d tcp.port==7800,wanopt -r capture.pcapng
--- or copy it to ~/.local/lib/wireshark/plugins/. Port 7800 is registered by default.
+-- or copy it to ~/.local/lib/wireshark/plugins/. Port 7800 is registered by default;
+-- the option is decoded wherever it appears (fields wanopt.disc.*; filter ours with
+-- wanopt.disc.version, other users of kind 33 with wanopt.disc.not_ours). Needs the
+-- "tcp.option" dissector table (Wireshark 4.0 has it).
 
 local wanopt = Proto("wanopt", "wanopt inner channel")
 
@@ -156,3 +160,135 @@ function wanopt.dissector(tvb, pinfo, tree)
 end
 
 DissectorTable.get("tcp.port"):add(7800, wanopt)
+
+-- ---------------------------------------------------------------- TCP option 0x21
+-- Registered in the TCP dissector's "tcp.option" table for kind 33, so the TCP
+-- dissector hands us each such option (kind and length bytes included) where it
+-- would otherwise show "Unknown (0x21)". Another optimizer (OpenNOP) uses kind 33
+-- too: an option whose magic byte is not 0x57 ('W') is shown as "not wanopt".
+
+local disc = Proto("wanopt.disc", "wanopt auto-discovery (TCP option 0x21)")
+
+local policies = { [0] = "T", [1] = "L", [2] = "D", [3] = "F" }
+local policy_names = { [0] = "T (TCP only)", [1] = "L (LZ)", [2] = "D (DRE)", [3] = "F (DRE+LZ)" }
+local FLAG_ANSWER, FLAG_CLIENT_V4, FLAG_PLAINTEXT, FLAG_RELAYED = 0x04, 0x08, 0x10, 0x20
+
+local d = {
+  kind = ProtoField.uint8("wanopt.disc.kind", "Kind", base.DEC),
+  length = ProtoField.uint8("wanopt.disc.length", "Length", base.DEC),
+  magic = ProtoField.uint8("wanopt.disc.magic", "Magic", base.HEX),
+  version = ProtoField.uint8("wanopt.disc.version", "Version", base.DEC),
+  flags = ProtoField.uint8("wanopt.disc.flags", "Flags", base.HEX),
+  policy_bits = ProtoField.uint8("wanopt.disc.policy_bits", "Policy offered", base.DEC, policy_names, 0x03),
+  answer = ProtoField.bool("wanopt.disc.answer", "Answer", 8, nil, FLAG_ANSWER),
+  client_v4 = ProtoField.bool("wanopt.disc.client_v4", "Client IPv4 address follows", 8, nil, FLAG_CLIENT_V4),
+  plaintext = ProtoField.bool("wanopt.disc.plaintext", "Plaintext inner channel", 8, nil, FLAG_PLAINTEXT),
+  relayed = ProtoField.bool("wanopt.disc.relayed", "Relayed by a middle box", 8, nil, FLAG_RELAYED),
+  reserved = ProtoField.uint8("wanopt.disc.reserved", "Reserved", base.HEX, nil, 0xc0),
+  policy = ProtoField.string("wanopt.disc.policy", "Policy"),
+  device = ProtoField.ether("wanopt.disc.device_id", "Device id"),
+  client = ProtoField.ipv4("wanopt.disc.client", "Client"),
+  foreign = ProtoField.bytes("wanopt.disc.not_ours", "Not wanopt (another user of kind 33)"),
+}
+disc.fields = {}
+for _, field in pairs(d) do table.insert(disc.fields, field) end
+
+local disc_malformed = ProtoExpert.new("wanopt.disc.malformed", "Malformed wanopt TCP option",
+                                       expert.group.MALFORMED, expert.severity.ERROR)
+local disc_version = ProtoExpert.new("wanopt.disc.unknown_version", "wanopt TCP option of an unknown version (not ours)",
+                                     expert.group.UNDECODED, expert.severity.NOTE)
+local disc_context = ProtoExpert.new("wanopt.disc.unexpected", "wanopt TCP option flags unexpected on this segment",
+                                     expert.group.PROTOCOL, expert.severity.WARN)
+disc.experts = { disc_malformed, disc_version, disc_context }
+
+local tcp_syn = Field.new("tcp.flags.syn")
+local tcp_ack = Field.new("tcp.flags.ack")
+
+local function last(field)  -- the innermost TCP header's value (ICMP errors quote one)
+  local all = { field() }
+  local v = all[#all]
+  return v ~= nil and v.value
+end
+
+function disc.dissector(tvb, pinfo, tree)
+  local len = tvb:len()
+  if len < 3 or tvb(2, 1):uint() ~= 0x57 then
+    local item = tree:add(disc, tvb(), "TCP option 0x21: not wanopt")
+    item:add(d.kind, tvb(0, 1))
+    if len >= 2 then item:add(d.length, tvb(1, 1)) end
+    if len >= 3 then
+      item:add(d.magic, tvb(2, 1))
+      item:add(d.foreign, tvb(2))
+      item:append_text(string.format(" (magic 0x%02x)", tvb(2, 1):uint()))
+    end
+    pinfo.cols.info:append(" [option 33: not wanopt]")
+    return len
+  end
+  local item = tree:add(disc, tvb())
+  item:add(d.kind, tvb(0, 1))
+  item:add(d.length, tvb(1, 1))
+  item:add(d.magic, tvb(2, 1)):append_text(" ('W')")
+  if len < 5 then
+    item:add_proto_expert_info(disc_malformed, "wanopt TCP option shorter than 11 bytes")
+    item:set_text("wanopt auto-discovery: malformed")
+    return len
+  end
+  local version = tvb(3, 1):uint()
+  item:add(d.version, tvb(3, 1))
+  if version ~= 1 then
+    item:add_proto_expert_info(disc_version)
+    item:set_text("wanopt auto-discovery: version " .. version .. " (unknown, ignored)")
+    pinfo.cols.info:append(" [wanopt option v" .. version .. "?]")
+    return len
+  end
+  local flags = tvb(4, 1):uint()
+  local ftree = item:add(d.flags, tvb(4, 1))
+  ftree:add(d.policy_bits, tvb(4, 1))
+  ftree:add(d.answer, tvb(4, 1))
+  ftree:add(d.client_v4, tvb(4, 1))
+  ftree:add(d.plaintext, tvb(4, 1))
+  ftree:add(d.relayed, tvb(4, 1))
+  ftree:add(d.reserved, tvb(4, 1))
+  local policy = policies[bit.band(flags, 0x03)]
+  item:add(d.policy, tvb(4, 1), policy)
+  local has_client = bit.band(flags, FLAG_CLIENT_V4) ~= 0
+  local want = has_client and 15 or 11
+  local malformed = len ~= want
+  if malformed then
+    item:add_proto_expert_info(disc_malformed, string.format("length %d, expected %d%s", len, want,
+                               has_client and " (CLIENT_V4 set)" or ""))
+  end
+  local id = "?"
+  if len >= 11 then
+    item:add(d.device, tvb(5, 6))
+    id = tvb(5, 6):bytes():tohex(true, ":")
+  end
+  local client
+  if has_client and len >= 15 then
+    item:add(d.client, tvb(11, 4))
+    client = tostring(tvb(11, 4):ipv4())
+  end
+
+  local answer = bit.band(flags, FLAG_ANSWER) ~= 0
+  local words = { "wanopt", answer and "answer" or "offer", policy, "id", id }
+  if client then table.insert(words, "client " .. client) end
+  if bit.band(flags, FLAG_PLAINTEXT) ~= 0 then table.insert(words, "plaintext") end
+  if bit.band(flags, FLAG_RELAYED) ~= 0 then table.insert(words, "relayed") end
+  if malformed then table.insert(words, "malformed") end
+  local summary = table.concat(words, " ")
+  item:set_text("wanopt auto-discovery: " .. summary:sub(8))
+  pinfo.cols.info:append(" [" .. summary .. "]")
+
+  -- What the flags mean depends on the segment: offers ride on SYNs, answers on SYN-ACKs.
+  local syn, ack = last(tcp_syn), last(tcp_ack)
+  if syn == false then
+    item:add_proto_expert_info(disc_context, "wanopt option on a segment without SYN")
+  elseif syn and ack and (not answer or has_client) then
+    item:add_proto_expert_info(disc_context, "a SYN-ACK carries answers (ANSWER set, no CLIENT_V4)")
+  elseif syn and not ack and (answer or bit.band(flags, FLAG_RELAYED) ~= 0) then
+    item:add_proto_expert_info(disc_context, "ANSWER/RELAYED on a SYN")
+  end
+  return len
+end
+
+DissectorTable.get("tcp.option"):add(0x21, disc)

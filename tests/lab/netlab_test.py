@@ -2,16 +2,18 @@
 """The namespace lab (tests/lab/netlab) and its delay line, end to end.
 
 Usage: netlab_test.py PATH_TO_WANOPT_DELAYLINE PATH_TO_NETLAB
+       (netlab_test.py --verdict QUEUE MARK: the queue reader lab m runs)
 Needs root (exits 77, which ctest reports as skipped, otherwise). Prints
-'N passed, N failed'; exit 1 on failure. Takes about 8 s.
+'N passed, N failed'; exit 1 on failure. Takes about 20 s.
 
-Three labs, each with its own prefix (wt<PID>a, b, c) so they never meet another run's:
+Four labs, each with its own prefix (wt<PID>a, b, c, m) so they never meet another run's:
   a: 20 ms one way. The median of 5 pings client -> server must be in [40, 55] ms:
      40 ms is the floor the delay line imposes (2 x 20 ms; less means packets skip
      it), and 15 ms above it is room for a busy 2-core VM (timer wakeups, ping
      itself, other builds); a median of 5 ignores one slow sample. Also: TTL 62 (both
      boxes route), the interception hooks, status, a second `up` with the same
-     prefix refused without harming the running lab.
+     prefix refused without harming the running lab, `exec mid` refused (no
+     --middle), `up --queue` without --intercept refused.
   b: 20 ms one way and 20 Mbit/s, up while lab a is still up (two labs coexist).
      iperf3 TCP goodput client -> server over 3 s must be in [12, 21] Mbit/s: the
      ceiling is 20 Mbit/s of IP bytes, i.e. 19.3 Mbit/s of TCP payload (1448 of 1500
@@ -23,6 +25,22 @@ Three labs, each with its own prefix (wt<PID>a, b, c) so they never meet another
      200 pings at 10 ms: ping loss must be in [8%, 32%] (binomial sd 2.8%, so about
      4 sd each way), and each direction's own loss from the delay line's counters
      in [3%, 20%] (about 200 packets each, sd 2.1%).
+  m: `up --middle --intercept`, 20 ms one way: five namespaces, a box between the
+     branch and the WAN, deploy/intercept's rules in all three boxes and no daemon.
+     Median of 5 pings in [40, 55] ms and ttl=61 (three routers). Fail open: a TCP
+     echo client -> server works and every box's SYN queue rule counted the SYN
+     (--queue-bypass let it through). deploy/intercept itself: install again gives
+     exactly one copy of each of its 14 rules (9 in its chains, 5 jumps) and no
+     second ip rule (the lab's own hook stays the only one); remove twice leaves no
+     chain, rule or jump of it and keeps the lab's hook; in a namespace without the
+     hook (the client's) install adds `fwmark 0x1 lookup 100` and the table-100
+     route (proto 87) and remove takes both away; --dry-run, as root or not,
+     prints the commands and changes nothing. Then the verdict marks, with a
+     minimal netlink-queue reader in the branch (this script with --verdict): no
+     verdict holds the SYN; 0x2200 reaches the server; 0x2300 makes the branch
+     answer with a reset (connection refused in well under a second); 0x2100
+     lands on a transparent listener on port 7801 that sees the client's address
+     and the server's as its own.
 Each lab is taken down in a `finally`, after which no namespace of it may remain, its
 state dir must be gone and its delay line PID must have exited; `down` again is a
 no-op. Last, an `up` whose delay line fails must leave nothing behind.
@@ -31,13 +49,66 @@ import json
 import os
 import re
 import select
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
 
+
+def verdict_helper(queue, mark):
+    """--verdict QUEUE MARK: bind netlink queue QUEUE, print 'bound', then give the
+    first packet NF_ACCEPT with MARK ('hold': no verdict for 1.5 s), print
+    it, exit. Nothing but the kernel's nfnetlink_queue protocol (no library)."""
+    def attr(kind, payload):
+        n = 4 + len(payload)
+        return struct.pack("=HH", n, kind) + payload + b"\0" * (-n % 4)
+
+    def message(kind, attrs, flags=1):  # NLM_F_REQUEST; subsystem 3 = queue
+        body = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(queue)) + attrs
+        return struct.pack("=IHHII", 16 + len(body), (3 << 8) | kind, flags, 0, 0) + body
+
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
+    s.settimeout(10)
+    s.bind((0, 0))
+    s.send(message(2, attr(1, struct.pack("!BBH", 1, 0, socket.AF_INET))))  # config: bind
+    s.send(message(2, attr(2, struct.pack("!IB", 128, 2))))  # copy 128 bytes of packet
+    print("bound", flush=True)
+    while True:
+        data = s.recv(65536)
+        off = 0
+        while off < len(data):
+            length, kind = struct.unpack_from("=IH", data, off)
+            if kind == (3 << 8):  # a queued packet
+                at, packet_id, packet = off + 20, None, b""
+                while at < off + length:
+                    alen, akind = struct.unpack_from("=HH", data, at)
+                    if akind & 0x7FFF == 1:
+                        packet_id = struct.unpack_from("!I", data, at + 4)[0]
+                    elif akind & 0x7FFF == 10:
+                        packet = data[at + 4:at + alen]
+                    at += (alen + 3) & ~3
+                ihl = (packet[0] & 15) * 4
+                print(f"queued {socket.inet_ntoa(packet[12:16])}:{struct.unpack_from('!H', packet, ihl)[0]}"
+                      f" -> {socket.inet_ntoa(packet[16:20])}:{struct.unpack_from('!H', packet, ihl + 2)[0]}"
+                      f" flags 0x{packet[ihl + 13]:02x}", flush=True)
+                if mark == "hold":
+                    time.sleep(1.5)
+                else:
+                    s.send(message(1, attr(2, struct.pack("!II", 1, packet_id))  # NF_ACCEPT
+                                   + attr(3, struct.pack("!I", int(mark, 0)))))
+                return
+            off += (length + 3) & ~3
+
+
+if len(sys.argv) == 4 and sys.argv[1] == "--verdict":
+    verdict_helper(int(sys.argv[2]), sys.argv[3])
+    sys.exit(0)
+
 DELAYLINE = os.path.abspath(sys.argv[1])
 NETLAB = os.path.abspath(sys.argv[2])
+INTERCEPT = os.path.join(os.path.dirname(NETLAB), "..", "..", "deploy", "intercept")
 BASE = f"wt{os.getpid()}"
 ENV = dict(os.environ, WANOPT_DELAYLINE=DELAYLINE)
 SERVER = "198.18.2.10"
@@ -69,7 +140,7 @@ def netlab(*args, timeout=30):
 def lab_namespaces(prefix):
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     return [l.split()[0] for l in out.splitlines()
-            if re.match(rf"{re.escape(prefix)}-(client|branch|dc|server)\b", l)]
+            if re.match(rf"{re.escape(prefix)}-(client|branch|mid|dc|server)\b", l)]
 
 
 def process_gone(pid, wait_s=3.0):
@@ -112,6 +183,20 @@ class Lab:
     def popen(self, node, *cmd):
         return subprocess.Popen([NETLAB, "--prefix", self.prefix, "exec", node, *cmd], env=ENV,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def start(self, node, *cmd, ready, wait_s=10):
+        """Popen CMD in NODE and wait for a line starting with READY; (proc, output)."""
+        proc = self.popen(node, *cmd)
+        seen = b""
+        deadline = time.monotonic() + wait_s
+        while not re.search(rb"(^|\n)" + ready.encode(), seen) and time.monotonic() < deadline:
+            r, _, _ = select.select([proc.stdout], [], [], 0.2)
+            if r:
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                seen += chunk
+        return proc, seen.decode(errors="replace")
 
     def delayline_counters(self):
         """{'a->b': {'read': n, 'lost': n, ...}, 'b->a': {...}} from `status`."""
@@ -182,6 +267,204 @@ def iperf_goodput(lab, seconds):
         server.wait(timeout=5)
 
 
+# What deploy/intercept install makes (iptables-save lines): 9 rules in its chains, 5 jumps.
+INTERCEPT_RULES = [
+    "-A PREROUTING -j WANOPT_PRE",
+    "-A WANOPT_PRE -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m mark --mark 0x0 -j NFQUEUE --queue-num 7821 --queue-bypass",
+    "-A PREROUTING -j WANOPT_TPROXY",
+    "-A WANOPT_TPROXY -p tcp -m socket --transparent -j WANOPT_DIVERT",
+    "-A WANOPT_TPROXY -p tcp -m mark --mark 0x2100 -j TPROXY --on-port 7801 --on-ip 0.0.0.0 --tproxy-mark 0x1/0xffffffff",
+    "-A WANOPT_DIVERT -j MARK --set-xmark 0x1/0xffffffff",
+    "-A WANOPT_DIVERT -j ACCEPT",
+    "-A OUTPUT -j WANOPT_OUT",
+    "-A WANOPT_OUT -p tcp -m tcp --tcp-flags SYN,RST,ACK SYN -m mark --mark 0x2400 -j NFQUEUE --queue-num 7821 --queue-bypass",
+    "-A WANOPT_OUT -p tcp -m tcp --tcp-flags SYN,RST,ACK SYN,ACK -m mark --mark 0x2500 -j NFQUEUE --queue-num 7821 --queue-bypass",
+    "-A INPUT -j WANOPT_IN",
+    "-A WANOPT_IN -p tcp -m tcp --tcp-flags SYN,RST,ACK SYN,ACK -j NFQUEUE --queue-num 7821 --queue-bypass",
+    "-A FORWARD -j WANOPT_FWD",
+    "-A WANOPT_FWD -p tcp -m mark --mark 0x2300 -j REJECT --reject-with tcp-reset",
+]
+ECHO_SERVER = """
+import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.18.2.10", 7000)); s.listen(16); print("listening", flush=True)
+def serve(c):
+    with c:
+        while (d := c.recv(65536)):
+            c.sendall(d)
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+"""
+ECHO_CLIENT = """
+import socket, sys, time
+t = time.monotonic()
+try:
+    with socket.create_connection(("198.18.2.10", 7000), timeout=float(sys.argv[1])) as s:
+        s.sendall(b"x" * 100000); s.shutdown(socket.SHUT_WR)
+        got = b""
+        while (d := s.recv(65536)):
+            got += d
+    print("echoed" if got == b"x" * 100000 else f"short {len(got)}", end=" ")
+except OSError as e:
+    print(type(e).__name__, end=" ")
+print(f"{time.monotonic() - t:.3f}")
+"""
+TPROXY_LISTENER = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_IP, socket.IP_TRANSPARENT, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.settimeout(10)
+s.bind(("0.0.0.0", 7801)); s.listen(); print("listening", flush=True)
+c, peer = s.accept()
+print(f"accepted {peer[0]}:{peer[1]} as {c.getsockname()[0]}:{c.getsockname()[1]}", flush=True)
+c.sendall(b"intercepted"); c.close()
+"""
+
+
+def iptables_save(lab, node):
+    return lab.exec(node, "iptables-save").stdout
+
+
+def ours(save):
+    return [l for l in save.splitlines() if l.startswith("-A") and "WANOPT" in l]
+
+
+def echo(lab, timeout=5):
+    r = lab.exec("client", "python3", "-c", ECHO_CLIENT, str(timeout), timeout=timeout + 10)
+    return r.stdout.strip() + r.stderr.strip()
+
+
+def middle_lab(m):
+    r, rtts, sent, received = ping(m, 5, 0.2)
+    median = statistics.median(rtts) if rtts else None
+    print(f"RTT through 5 namespaces (20 ms one way): median {median} ms of {rtts}")
+    check("--middle: 5 pings client -> server all answered", sent == 5 and received == 5, r.stdout + r.stderr)
+    check("--middle: median RTT in [40, 55] ms", median is not None and 40.0 <= median <= 55.0, f"{median}")
+    check("--middle: three routers on the way (ttl=61)", "ttl=61" in r.stdout, r.stdout)
+    r = m.exec("branch", "ping", "-n", "-c", "1", "-W", "2", "198.18.0.2")
+    check("--middle: branch (198.18.3.1) reaches dc's WAN address", " 0% packet loss" in r.stdout, r.stdout)
+    rules, table = m.exec("mid", "ip", "rule").stdout, m.exec("mid", "ip", "route", "show", "table", "100").stdout
+    check("--middle: mid has the interception hooks",
+          "fwmark 0x1 lookup 100" in rules and "local default dev lo" in table, rules + table)
+    r = netlab("--prefix", m.prefix, "status")
+    check("--middle: status shows the mid box", r.returncode == 0 and f"{m.prefix}-mid" in r.stdout
+          and "198.18.3.2" in r.stdout and "a = mid wan0" in r.stdout, r.stdout + r.stderr)
+
+    # Fail open: rules in all three boxes, no daemon.
+    for box in ("branch", "mid", "dc"):
+        got = ours(iptables_save(m, box))
+        check(f"--intercept: {box} has the 14 rules", sorted(got) == sorted(INTERCEPT_RULES), "\n".join(got))
+    server, out = m.start("server", "python3", "-c", ECHO_SERVER, ready="listening")
+    try:
+        check("echo server listens", "listening" in out, out)
+        result = echo(m)
+        print(f"fail open, 3 boxes with rules and no daemon: {result}")
+        check("fail open: TCP echo client -> server through 3 boxes with no daemon", result.startswith("echoed"), result)
+        for box in ("branch", "mid", "dc"):
+            r = m.exec(box, INTERCEPT, "status")
+            pre = re.search(r"raw PREROUTING -> WANOPT_PRE.*\n.*\n\s*(\d+)", r.stdout)
+            check(f"fail open: {box} queue rule counted the SYN and no process is bound",
+                  r.returncode == 0 and pre and int(pre.group(1)) >= 1 and "no process bound" in r.stdout, r.stdout)
+
+        # The verdict marks, with this script as a minimal queue reader in the branch.
+        def with_verdict(mark, client_timeout=5):
+            helper, out = m.start("branch", sys.executable, os.path.abspath(__file__), "--verdict", "7821", mark,
+                                  ready="bound")
+            try:
+                status = m.exec("branch", INTERCEPT, "status").stdout
+                result = echo(m, client_timeout)
+                helper.wait(timeout=10)
+                return result, out + helper.stdout.read().decode(errors="replace"), status
+            finally:
+                if helper.poll() is None:
+                    helper.kill()
+                    helper.wait()
+
+        result, out, status = with_verdict("hold", 1)
+        print(f"verdict: none -> {result}; {out.strip()}")
+        check("status sees the process bound to the queue", "queue 7821: bound by netlink port" in status, status)
+        check("a bound queue holds the SYN (client times out)",
+              result.startswith("TimeoutError") and "queued 198.18.1.10:" in out and "-> 198.18.2.10:7000 flags 0x02" in out,
+              result + out)
+        result, out, _ = with_verdict("0x2200")
+        print(f"verdict 0x2200 bypass -> {result}")
+        check("verdict 0x2200 (bypass): the connection reaches the server", result.startswith("echoed"), result + out)
+        result, out, _ = with_verdict("0x2300")
+        print(f"verdict 0x2300 deny -> {result}")
+        check("verdict 0x2300 (deny): the branch resets it (refused in < 0.5 s)",
+              result.startswith("ConnectionRefusedError") and float(result.split()[-1]) < 0.5, result + out)
+        listener, lout = m.start("branch", "python3", "-c", TPROXY_LISTENER, ready="listening")
+        try:
+            result, out, _ = with_verdict("0x2100")
+            listener.wait(timeout=10)
+            lout += listener.stdout.read().decode(errors="replace")
+        finally:
+            if listener.poll() is None:
+                listener.kill()
+                listener.wait()
+        print(f"verdict 0x2100 intercept -> {result}; {lout.strip()}")
+        check("verdict 0x2100 (intercept): TPROXY hands it to the transparent listener, original addresses kept",
+              re.search(r"accepted 198\.18\.1\.10:\d+ as 198\.18\.2\.10:7000", lout) is not None, lout + result + out)
+    finally:
+        server.kill()
+        server.wait(timeout=5)
+
+    # install again: still exactly one copy of each rule, and of the ip rule.
+    r = m.exec("mid", INTERCEPT, "install")
+    got = ours(iptables_save(m, "mid"))
+    check("install twice: exit 0", r.returncode == 0, r.stdout + r.stderr)
+    check("install twice: exactly one copy of each of the 14 rules",
+          len(got) == 14 and sorted(got) == sorted(INTERCEPT_RULES), "\n".join(got))
+    rules = m.exec("mid", "ip", "rule").stdout
+    check("install twice: one `fwmark 0x1 lookup 100` (the lab's; none added)",
+          rules.count("fwmark 0x1 lookup 100") == 1, rules)
+    r = m.exec("mid", INTERCEPT, "status")
+    check("status: installed, exit 0", r.returncode == 0 and r.stdout.rstrip().endswith("installed"), r.stdout)
+    for i in (1, 2):
+        r = m.exec("mid", INTERCEPT, "remove")
+        check(f"remove #{i}: exit 0", r.returncode == 0, r.stdout + r.stderr)
+    save = iptables_save(m, "mid")
+    check("remove twice: no chain, rule or jump of it left", "WANOPT" not in save, save)
+    rules, table = m.exec("mid", "ip", "rule").stdout, m.exec("mid", "ip", "route", "show", "table", "100").stdout
+    check("remove: the lab's own hook (not install's) is kept",
+          "fwmark 0x1 lookup 100" in rules and "local default dev lo" in table, rules + table)
+    r = m.exec("mid", INTERCEPT, "status")
+    check("status: not installed, exit 3", r.returncode == 3 and "not installed" in r.stdout, r.stdout)
+
+    # A namespace without the hook: install adds it (proto 87), remove takes it away.
+    m.exec("client", INTERCEPT, "install")
+    rules = m.exec("client", "ip", "-d", "rule").stdout
+    table = m.exec("client", "ip", "route", "show", "table", "100").stdout
+    check("install adds `fwmark 0x1 lookup 100` and the table-100 route where missing",
+          "fwmark 0x1 lookup 100 proto 87" in rules and "local default dev lo proto 87" in table, rules + table)
+    m.exec("client", INTERCEPT, "remove")
+    m.exec("client", INTERCEPT, "remove")
+    rules = m.exec("client", "ip", "rule").stdout
+    table = m.exec("client", "ip", "route", "show", "table", "100").stdout
+    save = iptables_save(m, "client")
+    check("remove takes away the ip rule and route it added",
+          "lookup 100" not in rules and not table.strip() and "WANOPT" not in save, rules + table + save)
+
+    # --dry-run prints and changes nothing, as root and as nobody.
+    before = (iptables_save(m, "server"), m.exec("server", "ip", "rule").stdout,
+              m.exec("server", "sysctl", "-n", "net.ipv4.ip_forward").stdout)
+    r = m.exec("server", INTERCEPT, "install", "--dry-run", "--queue", "9", "--port", "9000", "--interface", "eth0")
+    after = (iptables_save(m, "server"), m.exec("server", "ip", "rule").stdout,
+             m.exec("server", "sysctl", "-n", "net.ipv4.ip_forward").stdout)
+    check("--dry-run install prints the commands",
+          r.returncode == 0 and "-t raw -N WANOPT_PRE" in r.stdout and "-i eth0 -j NFQUEUE --queue-num 9 --queue-bypass" in r.stdout
+          and "TPROXY --on-port 9000" in r.stdout and "ip rule add fwmark 0x1 lookup 100" in r.stdout, r.stdout + r.stderr)
+    check("--dry-run changes nothing (rules, ip rules, sysctls)", before == after, f"{before} {after}")
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", INTERCEPT, "remove", "--dry-run"],
+                       capture_output=True, text=True, timeout=30)
+    check("--dry-run works as non-root", r.returncode == 0 and "-X WANOPT_PRE" in r.stdout, r.stdout + r.stderr)
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", INTERCEPT, "install"],
+                       capture_output=True, text=True, timeout=30)
+    check("install as non-root: one-line error", r.returncode == 1 and r.stderr.count("\n") == 1
+          and "must run as root" in r.stderr, r.stderr)
+    r = subprocess.run([INTERCEPT, "install", "--queue", "70000", "--dry-run"], capture_output=True, text=True)
+    check("bad number: one-line error", r.returncode == 1 and "--queue: '70000' is not a number" in r.stderr, r.stderr)
+
+
 started = time.monotonic()
 try:
     with Lab("a", "--delay-ms", "20") as a:
@@ -205,6 +488,12 @@ try:
               r.stdout + r.stderr)
         r, rtts, _, received = ping(a, 1, 0.2)
         check("... and the running lab still works", received == 1 and rtts and rtts[0] >= 40, r.stdout)
+        r = a.exec("mid", "true")
+        check("exec mid in a lab without --middle: clear error", r.returncode != 0 and "no mid box" in r.stderr,
+              r.stdout + r.stderr)
+        r = netlab("--prefix", a.prefix + "q", "up", "--queue", "5")
+        check("up --queue without --intercept is refused", r.returncode != 0 and "--intercept" in r.stderr,
+              r.stdout + r.stderr)
 
         with Lab("b", "--delay-ms", "20", "--rate-mbit", "20") as b:
             mbit = iperf_goodput(b, 3)
@@ -222,6 +511,8 @@ try:
             pct = 100.0 * st["lost"] / st["read"] if st.get("read") else None
             print(f"delay line {d}: {st.get('lost')} lost of {st.get('read')} ({pct}%)")
             check(f"delay line {d} loss in [3, 20] %", pct is not None and 3 <= pct <= 20, r.stdout)
+    with Lab("m", "--delay-ms", "20", "--middle", "--intercept") as m:
+        middle_lab(m)
 except Exception as e:  # a lab that did not come up has been checked and taken down already
     check("no exception", False, repr(e))
 

@@ -4,6 +4,7 @@
 #include <xxhash.h>
 
 #include <charconv>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -249,6 +250,125 @@ ForwardRule ReadForward(TableReader& r, const Config& config) {
   return rule;
 }
 
+bool Boolean(TableReader& r, std::string_view key, bool fallback) {
+  const toml::node* node = r.Get(key);
+  if (!node) return fallback;
+  if (!node->is_boolean()) r.Fail(key, node, "must be true or false");
+  return node->as_boolean()->get();
+}
+
+Subnet SubnetKey(TableReader& r, std::string_view key) {
+  auto text = r.String(key);
+  if (!text) return {};
+  auto subnet = ParseSubnet(*text);
+  if (!subnet) r.Fail(key, r.Get(key), "'" + *text + "' is not an IPv4 subnet (like 198.18.1.0/24)");
+  return *subnet;
+}
+
+InpathRule ReadInpathRule(TableReader& r, const Config& config) {
+  InpathRule rule;
+  rule.policy = config.policy;
+  rule.source = SubnetKey(r, "source");
+  rule.destination = SubnetKey(r, "destination");
+  if (auto ports = r.String("ports")) {
+    unsigned lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream in(*ports);
+    bool ok = static_cast<bool>(in >> lo);
+    if (ok && in >> dash) ok = dash == '-' && static_cast<bool>(in >> hi) && in.peek() == EOF;
+    else hi = lo;
+    if (!ok || lo == 0 || hi > 65535 || lo > hi) {
+      r.Fail("ports", r.Get("ports"), "'" + *ports + "' is not a port or a range like 1024-65535");
+    }
+    rule.port_min = static_cast<uint16_t>(lo);
+    rule.port_max = static_cast<uint16_t>(hi);
+  }
+  if (auto action = r.String("action")) {
+    if (*action == "auto-discover") rule.action = InpathAction::kAutoDiscover;
+    else if (*action == "fixed-target") rule.action = InpathAction::kFixedTarget;
+    else if (*action == "pass-through") rule.action = InpathAction::kPassThrough;
+    else if (*action == "deny") rule.action = InpathAction::kDeny;
+    else r.Fail("action", r.Get("action"), "'" + *action + "' is not auto-discover, fixed-target, pass-through or deny");
+  }
+  rule.peer = r.Endpoint("peer", kDefaultPeerPort);
+  if (rule.action == InpathAction::kFixedTarget && !rule.peer) r.Fail("peer", nullptr, "is required with action = \"fixed-target\"");
+  if (rule.action != InpathAction::kFixedTarget && rule.peer) r.Fail("peer", r.Get("peer"), "only goes with action = \"fixed-target\"");
+  if (auto policy = r.PolicyKey("policy")) rule.policy = *policy;
+  if (auto modules = r.Modules("modules")) rule.modules = *modules;
+  rule.encryption = Boolean(r, "encryption", true);
+  if (auto source = r.String("server_source")) {
+    if (*source == "client") rule.server_source = ServerSource::kClient;
+    else if (*source == "box") rule.server_source = ServerSource::kBox;
+    else r.Fail("server_source", r.Get("server_source"), "'" + *source + "' is not client or box");
+  }
+  r.RejectUnknownKeys();
+  return rule;
+}
+
+void ReadIntercept(TableReader& r, Config& config) {
+  InterceptConfig intercept;
+  if (auto queue = r.Integer("queue", 0, 65535)) intercept.queue = static_cast<uint16_t>(*queue);
+  if (auto port = r.Integer("listen_port", 1, 65535)) intercept.listen_port = static_cast<uint16_t>(*port);
+  intercept.answer = Boolean(r, "answer", true);
+  if (auto s = r.Integer("option_drop_memory_s", 1, 7 * 86400)) intercept.option_drop_memory = std::chrono::seconds(*s);
+  if (auto s = r.Integer("peer_memory_s", 1, 7 * 86400)) intercept.peer_memory = std::chrono::seconds(*s);
+  intercept.default_rule.name = "default (auto-discover)";
+  intercept.default_rule.policy = config.policy;
+  if (const toml::node* rules = r.Get("rule")) {
+    if (!rules->is_array_of_tables()) r.Fail("rule", rules, "must be an array of tables ([[intercept.rule]])");
+    size_t index = 0;
+    for (const toml::node& item : *rules->as_array()) {
+      std::string name = "intercept.rule[" + std::to_string(index++) + "]";
+      TableReader rr(*item.as_table(), name);
+      InpathRule rule = ReadInpathRule(rr, config);
+      rule.name = name;
+      intercept.rules.push_back(std::move(rule));
+    }
+  }
+  r.RejectUnknownKeys();
+  config.intercept = std::move(intercept);
+}
+
+std::string ReadFileKey(TableReader& r, std::string_view key) {
+  auto path = r.String(key);
+  if (!path) return {};
+  if (::access(path->c_str(), R_OK) != 0) r.Fail(key, r.Get(key), "cannot read '" + *path + "': " + std::strerror(errno));
+  return *path;
+}
+
+void ReadPeering(TableReader& r, Config& config) {
+  channel::PeeringSecurity& p = config.peering;
+  p.ca_file = ReadFileKey(r, "ca");
+  p.cert_file = ReadFileKey(r, "certificate");
+  p.key_file = ReadFileKey(r, "key");
+  if (auto identity = r.String("psk_identity")) p.psk_identity = *identity;
+  if (auto psk = r.String("psk")) {
+    if (psk->size() % 2 || psk->size() < 32) r.Fail("psk", r.Get("psk"), "must be at least 16 bytes written as hex (32+ hex digits)");
+    for (size_t i = 0; i < psk->size(); i += 2) {
+      unsigned byte = 0;
+      auto [end, ec] = std::from_chars(psk->data() + i, psk->data() + i + 2, byte, 16);
+      if (ec != std::errc() || end != psk->data() + i + 2) r.Fail("psk", r.Get("psk"), "must be hex digits");
+      p.psk.push_back(static_cast<uint8_t>(byte));
+    }
+  }
+  bool certificates = !p.ca_file.empty() || !p.cert_file.empty() || !p.key_file.empty();
+  bool psk = !p.psk.empty() || !p.psk_identity.empty();
+  if (certificates && psk) r.Fail("psk", r.Get("psk"), "use certificates (ca, certificate, key) or a pre-shared key, not both");
+  if (certificates) {
+    if (p.ca_file.empty()) r.Fail("ca", nullptr, "is required with certificate and key");
+    if (p.cert_file.empty()) r.Fail("certificate", nullptr, "is required with ca and key");
+    if (p.key_file.empty()) r.Fail("key", nullptr, "is required with ca and certificate");
+    p.mode = channel::PeeringSecurity::Mode::kCertificate;
+  } else if (psk) {
+    if (p.psk.empty()) r.Fail("psk", nullptr, "is required with psk_identity");
+    if (p.psk_identity.empty()) r.Fail("psk_identity", nullptr, "is required with psk");
+    p.mode = channel::PeeringSecurity::Mode::kPsk;
+  } else {
+    r.Fail("ca", nullptr, "[peering] needs ca, certificate and key, or psk_identity and psk");
+  }
+  r.RejectUnknownKeys();
+}
+
 Config Read(const toml::table& root) {
   Config config;
   config.device_id = DefaultDeviceId();
@@ -277,6 +397,27 @@ Config Read(const toml::table& root) {
     TableReader r(*dc, "datacenter");
     ReadDatacenter(r, config);
   }
+  if (const toml::table* peering = top.SubTable("peering")) {
+    TableReader r(*peering, "peering");
+    ReadPeering(r, config);
+  }
+  if (const toml::table* intercept = top.SubTable("intercept")) {
+    TableReader r(*intercept, "intercept");
+    ReadIntercept(r, config);
+    if (config.peering.mode == channel::PeeringSecurity::Mode::kNone) {
+      // Inner channels are encrypted unless a rule says otherwise, for the lab only.
+      auto needs = [](const InpathRule& rule) {
+        return rule.encryption && rule.action != InpathAction::kPassThrough && rule.action != InpathAction::kDeny;
+      };
+      bool any = needs(config.intercept->default_rule);
+      for (const auto& rule : config.intercept->rules) any |= needs(rule);
+      if (any) {
+        throw ConfigError{intercept->source().begin.line, "intercept",
+                          "inner channels are encrypted: configure [peering] (ca, certificate, key or psk), "
+                          "or set encryption = false on every rule (lab measurements only)"};
+      }
+    }
+  }
   if (const toml::table* branch = top.SubTable("branch")) {
     TableReader b(*branch, "branch");
     if (const toml::node* forwards = b.Get("forward")) {
@@ -296,13 +437,33 @@ Config Read(const toml::table& root) {
     b.RejectUnknownKeys();
   }
   top.RejectUnknownKeys();
-  if (!config.datacenter && config.forwards.empty()) {
-    throw ConfigError{1, "datacenter/branch", "neither [datacenter] nor [[branch.forward]] is configured: the box would do nothing"};
+  if (!config.datacenter && config.forwards.empty() && !config.intercept) {
+    throw ConfigError{1, "datacenter/branch/intercept",
+                      "none of [datacenter], [[branch.forward]], [intercept] is configured: the box would do nothing"};
   }
   return config;
 }
 
 }  // namespace
+
+std::optional<Subnet> ParseSubnet(std::string_view text) {
+  std::string_view address_text = text;
+  unsigned prefix = 32;
+  if (size_t slash = text.find('/'); slash != std::string_view::npos) {
+    address_text = text.substr(0, slash);
+    std::string_view p = text.substr(slash + 1);
+    auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), prefix);
+    if (p.empty() || ec != std::errc() || end != p.data() + p.size() || prefix > 32) return std::nullopt;
+  }
+  boost::system::error_code ec;
+  auto address = boost::asio::ip::make_address_v4(std::string(address_text), ec);
+  if (ec) return std::nullopt;
+  Subnet subnet;
+  subnet.prefix = static_cast<uint8_t>(prefix);
+  uint32_t mask = prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix);
+  subnet.address = address.to_uint() & mask;
+  return subnet;
+}
 
 std::optional<tcp::endpoint> ParseEndpoint(std::string_view text, std::optional<uint16_t> default_port) {
   std::string_view host = text;

@@ -18,6 +18,7 @@
 
 #include "wanopt/channel/hello.h"
 #include "wanopt/channel/policy.h"
+#include "wanopt/channel/secure_channel.h"
 #include "wanopt/dre/chunker.h"
 #include "wanopt/util/log.h"
 
@@ -78,6 +79,56 @@ struct WanConfig {
   }
 };
 
+// An IPv4 subnet, as in-path rules match addresses.
+struct Subnet {
+  uint32_t address = 0;  // host order, masked
+  uint8_t prefix = 0;    // 0 matches everything
+  bool Contains(uint32_t a) const { return prefix == 0 || (a >> (32 - prefix)) == (address >> (32 - prefix)); }
+};
+
+// What an in-path rule does with the connections it matches (SteelHead's actions).
+enum class InpathAction {
+  kAutoDiscover,  // probe the path with option 0x21; optimize if a peer answers
+  kFixedTarget,   // optimize through `peer`, which need not be on the path
+  kPassThrough,   // leave the connection alone (routed as if the box were a router)
+  kDeny,          // refuse it: the client gets a TCP reset
+};
+
+// Where a datacenter box's connection to the server comes from.
+enum class ServerSource {
+  kClient,  // the client's address (full transparency; replies must route through this box)
+  kBox,     // this box's own address
+};
+
+// One ordered interception rule; the first that matches a new connection decides.
+struct InpathRule {
+  std::string name;  // "intercept.rule[0]"
+  Subnet source;     // the client
+  Subnet destination;
+  uint16_t port_min = 0, port_max = 65535;  // destination port range
+  InpathAction action = InpathAction::kAutoDiscover;
+  std::optional<boost::asio::ip::tcp::endpoint> peer;  // kFixedTarget
+  Policy policy = Policy::kFull;
+  std::vector<std::string> modules;
+  bool encryption = true;  // false only for lab measurements; the status page says so
+  ServerSource server_source = ServerSource::kClient;
+  bool Matches(uint32_t client, uint32_t server, uint16_t port) const {
+    return source.Contains(client) && destination.Contains(server) && port >= port_min && port <= port_max;
+  }
+};
+
+// Transparent interception and auto-discovery (Linux: TPROXY, netlink queue; the
+// rules deploy/intercept installs). Off unless configured.
+struct InterceptConfig {
+  uint16_t queue = 7821;        // netlink queue the rules send SYNs and SYN-ACKs to
+  uint16_t listen_port = 7801;  // the transparent listener TPROXY delivers to
+  bool answer = true;           // answer SYNs carrying option 0x21 (datacenter role)
+  std::chrono::seconds option_drop_memory{3600};  // servers that drop SYNs with options
+  std::chrono::seconds peer_memory{3600};         // learned peer for a server address
+  std::vector<InpathRule> rules;                  // none match: auto-discover, box policy
+  InpathRule default_rule;                        // what applies when none match
+};
+
 struct Timeouts {
   std::chrono::milliseconds connect{10'000};      // to origin servers
   std::chrono::milliseconds peer_connect{3'000};  // to datacenter peers
@@ -97,6 +148,9 @@ struct Config {
   DreConfig dre;
   WanConfig wan;
   std::vector<ForwardRule> forwards;
+  std::optional<InterceptConfig> intercept;
+  // [peering]: how inner channels authenticate and encrypt (kNone: plaintext).
+  channel::PeeringSecurity peering;
 };
 
 inline constexpr uint16_t kDefaultPeerPort = 7800;
@@ -110,6 +164,9 @@ std::optional<Config> LoadConfigFile(const std::string& path, std::string* error
 // A device id for boxes whose config names none: derived from /etc/machine-id (or
 // the host name), with the locally-administered bit set.
 channel::DeviceId DefaultDeviceId();
+
+// "198.18.1.0/24", "198.18.1.10" (a /32), "0.0.0.0/0". IPv4 only.
+std::optional<Subnet> ParseSubnet(std::string_view text);
 
 // "1.2.3.4:80", "[::1]:80"; port required unless default_port is given.
 std::optional<boost::asio::ip::tcp::endpoint> ParseEndpoint(std::string_view text,

@@ -7,6 +7,8 @@
 #include <future>
 
 #include "datastore/chunk_store.h"
+#include "wanopt/channel/secure_channel.h"
+#include "wanopt/intercept/interceptor.h"
 #include "wanopt/dre/peer_table.h"
 #include "wanopt/status/status_server.h"
 #include "wanopt/util/bytes.h"
@@ -105,6 +107,23 @@ bool Daemon::Start(std::string* error) {
     }
     Accept(*l);
   }
+  if (config_.peering.mode != channel::PeeringSecurity::Mode::kNone) {
+    security_ = channel::SecureContext::Create(config_.peering, error);
+    if (!security_) {
+      *error = "peering: " + *error;
+      listeners_.clear();
+      return false;
+    }
+  }
+  if (config_.intercept) {
+    interceptor_ = std::make_unique<intercept::Interceptor>(env_, security_.get(), *loops_[0],
+                                                            [this]() -> asio::io_context& { return NextLoop(); });
+    if (!interceptor_->Start(error)) {
+      interceptor_.reset();
+      listeners_.clear();
+      return false;
+    }
+  }
   if (config_.status) {
     status_ = std::make_unique<StatusServer>(std::vector<const Daemon*>{this}, config_.status->listen, config_.status->token);
     if (!status_->Start(error)) {
@@ -177,6 +196,7 @@ void Daemon::Stop() {
       error_code ignored;
       l->acceptor.close(ignored);
     }
+    if (interceptor_) interceptor_->Stop();
     closed.set_value();
   });
   closed.get_future().wait();
@@ -184,6 +204,7 @@ void Daemon::Stop() {
   for (auto& t : threads_) t.join();
   threads_.clear();
   listeners_.clear();
+  interceptor_.reset();
   loops_.clear();
   // Every session is gone: the peer state and the store can close.
   env_.peers = nullptr;

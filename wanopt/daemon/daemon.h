@@ -25,6 +25,12 @@
 namespace wanopt {
 
 class StatusServer;
+namespace channel {
+class SecureContext;
+}
+namespace intercept {
+class Interceptor;
+}
 
 class Daemon {
  public:
@@ -67,6 +73,8 @@ class Daemon {
   std::unique_ptr<dre::PeerTable> peers_;
   SessionEnvironment env_{config_, counters_, table_, next_session_id_};
   std::unique_ptr<StatusServer> status_;
+  std::unique_ptr<channel::SecureContext> security_;      // [peering], or null
+  std::unique_ptr<intercept::Interceptor> interceptor_;   // [intercept], or null
   std::vector<std::unique_ptr<boost::asio::io_context>> loops_;
   std::vector<std::thread> threads_;
   std::vector<std::unique_ptr<Listener>> listeners_;

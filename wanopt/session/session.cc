@@ -10,11 +10,13 @@
 #include <deque>
 
 #include <boost/asio/connect.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
 #include "datastore/chunk_store.h"
 #include "protocols/chain.h"
+#include "protocols/registry.h"
 #include "wanopt/dre/codec.h"
 #include "wanopt/dre/peer_table.h"
 #include "wanopt/channel/frame.h"
@@ -56,9 +58,14 @@ channel::HelloStatus StatusFor(const error_code& ec) {
 // despite random loss); buffers of twice the WAN's bandwidth-delay product when the
 // config gives it (else the kernel's autotuning).
 void TuneInnerSocket(tcp::socket& socket, const Config& config) {
+  int fd = socket.native_handle();
+  int domain = 0;
+  socklen_t length = sizeof domain;
+  // An encrypted channel's session holds a socketpair end; the TLS pump's TCP
+  // socket was tuned before its handshake.
+  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) == 0 && domain == AF_UNIX) return;
   error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
-  int fd = socket.native_handle();
   unsigned timeout_ms = static_cast<unsigned>(config.timeouts.dead_peer.count());
   ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout_ms, sizeof timeout_ms);
   const std::string& cc = config.wan.congestion;
@@ -119,11 +126,23 @@ class Session final : public std::enable_shared_from_this<Session>,
     modules_ = std::make_unique<protocols::ModuleChain>(*this, plan_.modules);
     // Until the peer's HelloAck says otherwise, assume its twins run every module.
     modules_->SetPeerSlots((1u << plan_.modules.size()) - 1);
+    for (const auto& note : plan_.notes) record_->AddNote(note);
+    if (plan_.connected) {
+      // Interception: discovery already opened the WAN side.
+      wan_ = std::move(*plan_.connected);
+      plan_.connected.reset();
+      if (plan_.connected_is_inner) {
+        OnPeerConnected({});
+      } else {
+        PassThroughOverConnected(plan_.pass_through_reason.empty() ? "no peer on the path" : plan_.pass_through_reason);
+      }
+      return;
+    }
     if (plan_.peer) {
       ConnectWan(*plan_.peer, env_.config.timeouts.peer_connect,
                  [self = shared_from_this()](error_code ec) { self->OnPeerConnected(ec); });
     } else {
-      ConnectDirect("no peer for this connection");
+      ConnectDirect(plan_.pass_through_reason.empty() ? "no peer for this connection" : plan_.pass_through_reason);
     }
   }
 
@@ -142,7 +161,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     }
     TuneInnerSocket(wan_, env_.config);
     wan_remote_ = *plan_.peer;
-    record_->SetPeer("", Format(wan_remote_));
+    record_->SetPeer(plan_.peer_id, Format(wan_remote_));
     framed_ = true;
     awaiting_handshake_ = true;
     channel::Hello hello;
@@ -150,7 +169,8 @@ class Session final : public std::enable_shared_from_this<Session>,
     // Offer only what this box can do: DRE needs a chunk store.
     hello.offered = Intersect(plan_.policy, env_.capability);
     if (HasDre(hello.offered)) {
-      peer_state_ = env_.peers->Get("peer " + Format(*plan_.peer), std::nullopt);
+      peer_state_ = env_.peers->Get(plan_.peering_key.empty() ? "peer " + Format(*plan_.peer) : plan_.peering_key,
+                                    std::nullopt);
       hello.dre_seed = peer_state_->seed();
       hello.store_instance = env_.store_instance;
     }
@@ -170,8 +190,9 @@ class Session final : public std::enable_shared_from_this<Session>,
     StartRelay();
   }
 
-  void ConnectDirect(const std::string& reason) {
-    WANOPT_LOG(kWarn, "branch") << "connection " << id_ << " " << Format(info_.client) << " -> "
+  // Marks this connection pass-through, for `reason`.
+  void BecomePassThrough(const std::string& reason) {
+    WANOPT_LOG(kInfo, "branch") << "connection " << id_ << " " << Format(info_.client) << " -> "
                                 << Format(info_.server) << ": pass-through: " << reason;
     ++env_.counters.pass_through;
     record_->SetState(ConnectionState::kPassThrough);
@@ -179,6 +200,18 @@ class Session final : public std::enable_shared_from_this<Session>,
     record_->AddNote("pass-through: " + reason);
     framed_ = false;
     modules_->SetPeerSlots(0);
+  }
+
+  // Interception found no peer: the probe connection is the server connection.
+  void PassThroughOverConnected(const std::string& reason) {
+    BecomePassThrough(reason);
+    TuneLanSocket(wan_);
+    wan_remote_ = plan_.destination;
+    StartRelay();
+  }
+
+  void ConnectDirect(const std::string& reason) {
+    BecomePassThrough(reason);
     error_code ignored;
     wan_.close(ignored);
     ConnectWan(plan_.destination, env_.config.timeouts.connect,
@@ -200,9 +233,14 @@ class Session final : public std::enable_shared_from_this<Session>,
 
   // ---- Datacenter: read the hello, connect to the server, answer, relay. ----
 
-  void StartDatacenter() {
+  void StartDatacenter(DatacenterPlan plan) {
     error_code ec;
-    peer_endpoint_ = wan_remote_ = wan_.remote_endpoint(ec);
+    peer_endpoint_ = wan_remote_ = plan.peer_endpoint ? *plan.peer_endpoint : wan_.remote_endpoint(ec);
+    for (const auto& note : plan.notes) record_->AddNote(note);
+    if (plan.server) {
+      lan_ = std::move(*plan.server);
+      server_connected_ = true;
+    }
     TuneInnerSocket(wan_, env_.config);
     wan_.non_blocking(true, ec);
     framed_ = true;
@@ -222,7 +260,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     peer_counted_ = true;
     std::vector<std::string> runnable;
     uint32_t accepted = 0;
-    const auto& allowed = env_.config.datacenter->modules;
+    const auto& allowed = AllowedModules();
     for (size_t slot = 0; slot < hello.modules.size(); ++slot) {
       bool ok = std::find(allowed.begin(), allowed.end(), hello.modules[slot]) != allowed.end();
       // Slots keep their position; a module this box does not run leaves a gap.
@@ -259,7 +297,30 @@ class Session final : public std::enable_shared_from_this<Session>,
     ConnectWanToServer(hello.destination);
   }
 
+  // Modules this box runs for its peers: [datacenter] modules, or every one.
+  const std::vector<std::string>& AllowedModules() const {
+    static const std::vector<std::string> every = [] {
+      std::vector<std::string> names;
+      for (const auto& info : protocols::Registry::Global().modules()) names.push_back(info.name);
+      return names;
+    }();
+    return env_.config.datacenter ? env_.config.datacenter->modules : every;
+  }
+
   void ConnectWanToServer(const tcp::endpoint& server) {
+    if (server_connected_) {
+      // Interception connected to the server before answering the branch's SYN.
+      error_code ec;
+      tcp::endpoint connected = lan_.remote_endpoint(ec);
+      if (ec || connected != server) {
+        ProtocolError("hello names " + Format(server) + ", but this inner channel was opened for " +
+                      Format(connected));
+        return;
+      }
+      // As if the connect had just completed: after the caller has consumed the hello.
+      asio::post(lan_.get_executor(), [self = shared_from_this()] { self->OnServerConnected({}); });
+      return;
+    }
     // The datacenter's WAN side is the inner channel, its LAN side the server: the
     // server connection goes into lan_.
     connect_timer_.expires_after(env_.config.timeouts.connect);
@@ -1178,6 +1239,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   bool awaiting_handshake_ = false;  // the next frame must be the hello / hello-ack
   bool draining_ = false;            // datacenter: server unreachable, waiting for the branch to hang up
   bool closed_ = false;
+  bool server_connected_ = false;    // datacenter: lan_ came connected (interception)
 
   // Up direction.
   std::unique_ptr<Buffer> up_buffer_;
@@ -1231,9 +1293,9 @@ void StartBranchSession(SessionEnvironment& env, tcp::socket client, BranchPlan 
   session->StartBranch(std::move(plan));
 }
 
-void StartDatacenterSession(SessionEnvironment& env, tcp::socket inner) {
+void StartDatacenterSession(SessionEnvironment& env, tcp::socket inner, DatacenterPlan plan) {
   auto session = std::make_shared<Session>(env, Role::kDatacenter, std::move(inner));
-  session->StartDatacenter();
+  session->StartDatacenter(std::move(plan));
 }
 
 }  // namespace wanopt

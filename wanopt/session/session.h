@@ -53,14 +53,36 @@ struct SessionEnvironment {
   Policy capability = Policy::kLz;
 };
 
-// What a branch does with one client connection. Built from a forward rule today,
-// from an interception rule and the socket's original destination tomorrow.
+// What a branch does with one client connection: built from a forward rule, or by
+// the interceptor from an in-path rule and what auto-discovery found.
 struct BranchPlan {
   boost::asio::ip::tcp::endpoint destination;                // where the client wanted to go
   std::optional<boost::asio::ip::tcp::endpoint> peer;        // datacenter proxy; none: pass through
   Policy policy = Policy::kFull;
   PeerDownAction peer_down = PeerDownAction::kPassThrough;
   std::vector<std::string> modules;
+  // Interception: the connection the box already opened for this client (the
+  // discovery probe), owned by the session's loop. With `connected_is_inner` it is
+  // the inner channel to the peer that answered (already through TLS when
+  // encrypted), and `peer` its remote address; otherwise it is the server itself
+  // and the session relays unoptimized.
+  std::optional<boost::asio::ip::tcp::socket> connected;
+  bool connected_is_inner = false;
+  std::string peering_key;          // names the DRE peering; "" = by the peer's address
+  std::string peer_id;              // the peer's device id, for the status page
+  std::string pass_through_reason;  // why this connection is not optimized ("" = no peer)
+  std::vector<std::string> notes;   // for the status page, e.g. how the channel is secured
+};
+
+// What a datacenter does with one inner channel.
+struct DatacenterPlan {
+  // Interception: the server connection the box opened before answering the
+  // branch's SYN; the hello must name the same server. None: connect to the
+  // hello's destination.
+  std::optional<boost::asio::ip::tcp::socket> server;
+  // The inner channel's remote address when the socket cannot tell (a TLS pump).
+  std::optional<boost::asio::ip::tcp::endpoint> peer_endpoint;
+  std::vector<std::string> notes;
 };
 
 // Takes over `client`, an accepted client connection, and relays it as `plan` says.
@@ -68,6 +90,7 @@ struct BranchPlan {
 void StartBranchSession(SessionEnvironment& env, boost::asio::ip::tcp::socket client, BranchPlan plan);
 
 // Takes over `inner`, an accepted inner channel, and serves it as a datacenter proxy.
-void StartDatacenterSession(SessionEnvironment& env, boost::asio::ip::tcp::socket inner);
+// REQUIRES: `inner` and `plan.server` belong to the io_context whose thread runs the session.
+void StartDatacenterSession(SessionEnvironment& env, boost::asio::ip::tcp::socket inner, DatacenterPlan plan = {});
 
 }  // namespace wanopt

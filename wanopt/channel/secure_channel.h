@@ -1,0 +1,130 @@
+// Mutual TLS 1.3 for inner channels, as a pump.
+//
+// Sessions read and write their inner-channel socket directly (non-blocking
+// read_some, gather writes), and this kernel has no kTLS. So the session is given
+// one end of an AF_UNIX socketpair instead of the TCP socket, and a pump relays
+// between the other end and the TCP connection through OpenSSL:
+//
+//   session <-> [socketpair] <-> pump: plain bytes <-> TLS records <-> TCP <-> peer box
+//
+// Both boxes must prove who they are: certificates signed by the CA the peering
+// configures, or a pre-shared key both know. A failed proof fails on both boxes
+// before either session sees a byte.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/system/error_code.hpp>
+
+struct ssl_ctx_st;  // OpenSSL's SSL_CTX
+
+namespace wanopt::channel {
+
+// What [peering] in the config says (the config parser fills it; this file only
+// consumes it).
+struct PeeringSecurity {
+  enum class Mode { kNone, kCertificate, kPsk };
+  Mode mode = Mode::kNone;
+  // kCertificate: PEM files. The peer must present a certificate signed by ca_file;
+  // cert_file may carry intermediates after the box's own certificate.
+  std::string ca_file, cert_file, key_file;
+  // kPsk: a TLS 1.3 external PSK (TLS_AES_128_GCM_SHA256, with an ECDHE exchange so
+  // a leaked key does not decrypt recorded traffic); both boxes use the same
+  // identity and key.
+  std::string psk_identity;
+  std::vector<uint8_t> psk;  // kMinPskBytes to kMaxPskBytes
+};
+
+inline constexpr size_t kMinPskBytes = 16;
+inline constexpr size_t kMaxPskBytes = 48;  // OpenSSL keeps an external PSK where a session key goes
+
+// One per daemon: the loaded certificates or key. Immutable after Create; usable
+// from every thread at once.
+class SecureContext {
+ public:
+  // Loads and checks the files (own certificate signed by ca_file, key matching it)
+  // or the key. On failure returns nullptr and sets *error to one line naming the
+  // file and what is wrong with it. Mode kNone is an error: there is nothing to load.
+  static std::unique_ptr<SecureContext> Create(const PeeringSecurity& security, std::string* error);
+
+  ~SecureContext();
+  SecureContext(const SecureContext&) = delete;
+  SecureContext& operator=(const SecureContext&) = delete;
+
+  PeeringSecurity::Mode mode() const { return mode_; }
+  // Who this box is to its peers: its certificate's subject CN, or the PSK identity.
+  const std::string& local_name() const { return local_name_; }
+  const std::string& psk_identity() const { return psk_identity_; }
+  const std::vector<uint8_t>& psk() const { return psk_; }
+
+  // For the pump (secure_channel.cc); nothing else needs it.
+  ssl_ctx_st* native_handle() const { return ctx_; }
+
+ private:
+  SecureContext() = default;
+
+  PeeringSecurity::Mode mode_ = PeeringSecurity::Mode::kNone;
+  std::string local_name_;
+  std::string psk_identity_;
+  std::vector<uint8_t> psk_;
+  ssl_ctx_st* ctx_ = nullptr;
+};
+
+struct SecureChannelResult {
+  boost::system::error_code ec;  // set on failure: handshake failed, timed out, I/O error
+  // One line for logs and the status page, e.g. "peer certificate not signed by the
+  // configured CA", "PSK mismatch or identity unknown", "handshake timed out".
+  std::string error;
+  std::string peer_name;  // the peer's certificate subject CN, or the PSK identity
+};
+
+// Runs a TLS 1.3 handshake on `tcp` (client: this box opened the connection) with
+// mutual authentication: with certificates both sides verify the other's against
+// ca_file and a peer without one fails (no hostname check: the CA vouches for boxes,
+// not names); with a PSK both must know it. No session tickets.
+//
+// After its handshake the accepting side sends one confirmation byte inside TLS, and
+// the opening side reports success only once it has it: in TLS 1.3 the client
+// finishes before the server has checked the client's certificate, so without it a
+// client the server rejects would hand its session a channel that was never up.
+// This costs the opening box one round trip before its first byte.
+//
+// `done(result, plain)` is called exactly once, on tcp's executor, never from inside
+// this call; within `handshake_timeout` unless the handshake completed. On success
+// `plain` is the session's end of the socketpair, a tcp::socket on the same executor
+// (its TCP-level socket options fail: callers ignore that), and the pump keeps itself
+// alive, relaying both ways, until both directions have ended. On failure `plain` is
+// closed and `tcp` has been closed.
+//
+// The pump, once running:
+//   - relays bytes in order, with backpressure both ways: per direction it holds at
+//     most one 64 KiB buffer (and only while bytes move), and reads again only once
+//     that buffer is written. The socketpair's kernel buffers are ~1 MiB.
+//   - the session shutting down sending (or closing) its end: the pump sends
+//     close_notify and a FIN once everything before it is sent. If the session closed
+//     its end, the pump then closes the TCP socket; after a shutdown only, it keeps
+//     relaying the other direction.
+//   - close_notify from the peer: the pump shuts down sending on the session's end
+//     (the session reads EOF after the last byte) and keeps relaying the other way.
+//   - anything else on the network side (EOF without close_notify, TCP error, TLS
+//     error) closes the session's end abruptly and resets the TCP connection; so does
+//     the session's end failing (closed with bytes unread, or closed while the pump
+//     still had bytes for it), the way a TCP socket closed with unread data resets.
+//   - both directions ended: both sockets are closed and the pump is destroyed. It
+//     never waits on a socket whose other side is gone.
+//
+// The executor must run its handlers one at a time (an io_context run by one thread,
+// or a strand), like everything else in a session.
+// REQUIRES: `context` outlives every handshake started with it (a relaying pump no
+// longer uses it).
+void StartSecureChannel(const SecureContext& context, boost::asio::ip::tcp::socket tcp, bool client,
+                        std::chrono::milliseconds handshake_timeout,
+                        std::function<void(SecureChannelResult, boost::asio::ip::tcp::socket plain)> done);
+
+}  // namespace wanopt::channel
