@@ -53,6 +53,7 @@ void Pair::Start() {
     dc.dre.datastore = options.datacenter_store;
     dc.dre.max_bytes = options.datacenter_store_bytes;
     dc.wan.congestion = options.congestion;
+    dc.peering = options.datacenter_security;
     datacenter = std::make_unique<Daemon>(dc);
     if (!datacenter->Start(&error)) throw std::runtime_error(error);
     datacenter_port_ = datacenter->datacenter_endpoint().port();
@@ -65,6 +66,7 @@ void Pair::Start() {
   br.timeouts = options.timeouts;
   br.dre.datastore = options.branch_store;
   br.wan.congestion = options.congestion;
+  br.peering = options.branch_security;
   ForwardRule rule;
   rule.name = "test";
   rule.listen = kLoopbackAny;

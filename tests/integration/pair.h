@@ -28,6 +28,9 @@ struct PairOptions {
   uint64_t datacenter_store_bytes = uint64_t{1} << 30;
   std::string branch_device_id = "02:00:00:00:00:01";
   std::string congestion = "bbr";  // [wan] congestion of both proxies
+  // [peering] of each proxy (Mode kNone: plaintext inner channels).
+  channel::PeeringSecurity branch_security;
+  channel::PeeringSecurity datacenter_security;
 };
 
 class Pair {

@@ -44,6 +44,7 @@ SERVER = "198.18.2.10"
 IDS = {"branch": "02:00:00:00:0b:01", "dc": "02:00:00:00:0d:01", "mid": "02:00:00:00:0e:01",
        "fake": "02:00:00:00:0f:01"}
 passed = failed = 0
+PORTS = (80, 8080, 8082, 8083)  # the origin's ports (8081: denied by a rule)
 # A WAN middlebox that strips TCP option 33 both ways (iptables-nft, mangle table).
 STRIP = [("POSTROUTING", "-o", "wan0", "-p", "tcp", "-j", "TCPOPTSTRIP", "--strip-options", "33"),
          ("PREROUTING", "-i", "wan0", "-p", "tcp", "-j", "TCPOPTSTRIP", "--strip-options", "33")]
@@ -119,6 +120,8 @@ class Lab:
     def box_config(self, box, cert, ca="ca"):
         pki = os.path.join(self.work, "pki")
         path = os.path.join(self.work, f"{self.prefix}-{box}.toml")
+        # The dc also takes explicit inner channels (the fixed-target rule's peer).
+        datacenter = '[datacenter]\nlisten = "198.18.0.2:7800"\n' if box in ("dc", "fake") and not self.middle else ""
         with open(path, "w") as f:
             f.write(f"""
 [box]
@@ -143,7 +146,17 @@ option_drop_memory_s = 600
 [[intercept.rule]]
 ports = "8080"
 encryption = false
-""")
+[[intercept.rule]]
+ports = "8081"
+action = "deny"
+[[intercept.rule]]
+ports = "8082"
+action = "pass-through"
+[[intercept.rule]]
+ports = "8083"
+action = "fixed-target"
+peer = "198.18.0.2:7800"
+{datacenter}""")
         return path
 
     def start_box(self, box, node=None, cert=None, ca="ca"):
@@ -190,14 +203,14 @@ encryption = false
 
 
 def start_origin(lab, root):
-    for port in (80, 8080):
+    for port in PORTS:
         lab.spawn(f"http{port}", "server", "/usr/bin/python3", "-m", "http.server", str(port), "--bind", SERVER,
                   "--directory", root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    for port in (80, 8080):
+    deadline = time.monotonic() + 30
+    for port in PORTS:
         while lab.run("server", "curl", "-s", "-o", "/dev/null", "-m", "1", f"http://{SERVER}:{port}/").returncode != 0:
             if time.monotonic() > deadline:
-                raise RuntimeError("origin did not start")
+                raise RuntimeError(f"origin did not start on port {port}")
             time.sleep(0.05)
 
 
@@ -299,6 +312,36 @@ def lab_one(work, origin, digest):
               r.stdout.strip() == "ConnectionRefusedError", r.stdout + r.stderr)
         r = lab.curl(f"http://{SERVER}:81/")
         check("closed port: curl exit 7 (could not connect)", r.returncode == 7, f"rc={r.returncode} {r.stderr!r}")
+
+        # In-path rules: deny (a reset from the branch), pass-through (routed, not
+        # proxied), fixed-target (through the dc's configured address, TLS).
+        r = lab.run("client", "/usr/bin/python3", "-c", CONNECT, SERVER, "8081")
+        check("rule deny: the client's connect() is refused", r.stdout.strip() == "ConnectionRefusedError", r.stdout)
+        start = lab.last_id("branch")
+        r = lab.curl(f"http://{SERVER}:8082/file.bin")
+        b = lab.wait_ended("branch", 8082, start)
+        check("rule pass-through: curl succeeds, the connection is routed, not proxied",
+              r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == digest and b and
+              any("intercept.rule[2]: pass-through" in n for n in b["notes"]) and b["lan_in"] == 0, b)
+        start = lab.last_id("branch")
+        r = lab.curl(f"http://{SERVER}:8083/file.bin")
+        b = lab.wait_ended("branch", 8083, start)
+        check("rule fixed-target: curl succeeds through the dc's configured address, TLS, optimized",
+              r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == digest and b and
+              b["peer_address"].startswith("198.18.0.2:7800") and
+              any("fixed-target" in n for n in b["notes"]) and any("TLS 1.3" in n for n in b["notes"]), b)
+
+        # Asymmetric routing: the server's replies to the client's address do not
+        # come back through the dc (dropped there, as if they took another path).
+        asym = ("PREROUTING", "-s", SERVER, "-d", "198.18.1.10", "-p", "tcp", "-j", "DROP")
+        lab.run("dc", "iptables", "-t", "raw", "-I", *asym, check_rc=True)
+        start = lab.last_id("dc")
+        r = lab.curl(f"http://{SERVER}/file.bin?asymmetric")
+        d = lab.wait_ended("dc", 80, start)
+        lab.run("dc", "iptables", "-t", "raw", "-D", *asym, check_rc=True)
+        check("asymmetric routing: curl succeeds, the dc connects from its own address and says why",
+              r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == digest and d and
+              any("asymmetric routing" in n for n in d["notes"]), d)
 
         # 4. Option stripped in the WAN, both ways: a middlebox on the branch's WAN link
         #    (after the branch added it to the SYN, before it reads the SYN-ACK).

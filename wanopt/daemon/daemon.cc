@@ -115,6 +115,7 @@ bool Daemon::Start(std::string* error) {
       return false;
     }
   }
+  env_.security = security_.get();
   if (config_.intercept) {
     interceptor_ = std::make_unique<intercept::Interceptor>(env_, security_.get(), *loops_[0],
                                                             [this]() -> asio::io_context& { return NextLoop(); });
@@ -157,7 +158,27 @@ void Daemon::Accept(Listener& listener) {
     auto executor = socket.get_executor();
     asio::post(executor, [this, &listener, s = std::make_shared<tcp::socket>(std::move(socket))]() mutable {
       if (listener.kind == Listener::Kind::kDatacenter) {
-        StartDatacenterSession(env_, std::move(*s));
+        if (!security_) {
+          DatacenterPlan plan;
+          plan.notes.push_back("inner channel unencrypted (no [peering] configured)");
+          StartDatacenterSession(env_, std::move(*s), std::move(plan));
+          return;
+        }
+        error_code ec;
+        tcp::endpoint from = s->remote_endpoint(ec);
+        channel::StartSecureChannel(
+            *security_, std::move(*s), /*client=*/false, config_.timeouts.peer_connect,
+            [this, from](channel::SecureChannelResult result, tcp::socket plain) {
+              if (result.ec) {
+                WANOPT_LOG(kWarn, "datacenter") << "inner channel from " << from << ": authentication failed ("
+                                                << result.error << "): closed";
+                return;
+              }
+              DatacenterPlan plan;
+              plan.peer_endpoint = from;
+              plan.notes.push_back("inner channel: TLS 1.3, peer authenticated as '" + result.peer_name + "'");
+              StartDatacenterSession(env_, std::move(plain), std::move(plan));
+            });
       } else {
         const ForwardRule& rule = *listener.rule;
         BranchPlan plan{rule.destination, rule.peer, rule.policy, rule.peer_down, rule.modules};

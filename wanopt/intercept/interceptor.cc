@@ -280,6 +280,11 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     // The probe onwards carries the branch's offer unchanged, so that a box further
     // along answers the branch, not us.
     held->offer = upstream;
+    // A server known to drop SYNs with options is probed without: no box beyond it
+    // could answer anyway.
+    if (auto it = option_droppers_.find(key.server); it != option_droppers_.end() && it->second > Clock::now()) {
+      held->offer.reset();
+    }
     held->transparent = rule.server_source == ServerSource::kClient && upstream.client &&
                         !asymmetric_.count(key.server);
     StartProbe(std::move(held));
@@ -349,7 +354,9 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     if (it != probes_.end()) {
       Held& h = *it->second;
       h.synack_seen = true;
-      if (s.option && s.option->answer && h.syns_seen >= 1 && !h.retried_without_option) h.answer = s.option;
+      // An answer proves the option got through, even if a retransmission without
+      // it went out meanwhile (a datacenter box may hold our SYN for a while).
+      if (s.option && s.option->answer && h.offer) h.answer = s.option;
     }
     queue_->Accept(id);
   }
@@ -424,6 +431,11 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
         if (asymmetric) {
           d.reason = "asymmetric routing: the server's replies to the client's address do not come back through "
                      "this box, so it connects from its own address";
+        } else if (h.retried_without_option) {
+          option_droppers_[key.server] = Clock::now() + config_.option_drop_memory;
+          d.reason = "server " + address_v4(key.server).to_string() +
+                     " answered only the SYN without option 0x21: probed without it (remembered for " +
+                     Minutes(config_.option_drop_memory) + ")";
         }
       }
     } else if (h.answer) {
@@ -546,7 +558,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
         case Kind::kFixedTarget: {
           BranchPlan plan = PlanFor(rule, local);
           plan.peer = rule.peer;
-          plan.notes.push_back(rule.name + ": fixed-target peer " + Format(*rule.peer) + " (inner channel unencrypted)");
+          plan.notes.push_back(rule.name + ": fixed-target peer " + Format(*rule.peer));
           return StartBranchSession(self->env_, std::move(*lan), std::move(plan));
         }
       }

@@ -21,6 +21,7 @@
 #include "wanopt/dre/peer_table.h"
 #include "wanopt/channel/frame.h"
 #include "wanopt/channel/hello.h"
+#include "wanopt/channel/secure_channel.h"
 #include "wanopt/session/buffer_pool.h"
 #include "wanopt/util/log.h"
 
@@ -140,23 +141,51 @@ class Session final : public std::enable_shared_from_this<Session>,
     }
     if (plan_.peer) {
       ConnectWan(*plan_.peer, env_.config.timeouts.peer_connect,
-                 [self = shared_from_this()](error_code ec) { self->OnPeerConnected(ec); });
+                 [self = shared_from_this()](error_code ec) { self->OnPeerReached(ec); });
     } else {
       ConnectDirect(plan_.pass_through_reason.empty() ? "no peer for this connection" : plan_.pass_through_reason);
     }
   }
 
-  void OnPeerConnected(error_code ec) {
+  // A configured peer answered the TCP connect: secure the channel (with [peering]),
+  // then the handshake.
+  void OnPeerReached(error_code ec) {
+    if (closed_) return;
+    if (ec || !env_.security) {
+      if (!ec) record_->AddNote("inner channel unencrypted (no [peering] configured)");
+      return OnPeerConnected(ec);
+    }
+    TuneInnerSocket(wan_, env_.config);
+    channel::StartSecureChannel(
+        *env_.security, std::move(wan_), /*client=*/true, env_.config.timeouts.peer_connect,
+        [self = shared_from_this()](channel::SecureChannelResult result, tcp::socket plain) {
+          if (self->closed_) return;
+          if (result.ec) {
+            // Like an unreachable peer: this box never sends a client's bytes to a
+            // box it could not authenticate.
+            WANOPT_LOG(kWarn, "branch") << "connection " << self->id_ << ": peer " << Format(*self->plan_.peer)
+                                        << " failed authentication: " << result.error;
+            self->wan_ = tcp::socket(self->lan_.get_executor());
+            return self->OnPeerConnected(asio::error::access_denied, "failed authentication (" + result.error + ")");
+          }
+          self->record_->AddNote("inner channel: TLS 1.3, peer authenticated as '" + result.peer_name + "'");
+          self->wan_ = std::move(plain);
+          self->OnPeerConnected({});
+        });
+  }
+
+  void OnPeerConnected(error_code ec, const std::string& failure = "") {
     if (closed_) return;
     if (ec) {
+      std::string what = failure.empty() ? "unreachable (" + ec.message() + ")" : failure;
       if (plan_.peer_down == PeerDownAction::kReset) {
         WANOPT_LOG(kWarn, "branch") << "connection " << id_ << " " << Format(info_.client) << " -> "
-                                    << Format(info_.server) << ": peer " << Format(*plan_.peer)
-                                    << " unreachable (" << ec.message() << "): resetting the client (peer_down = reset)";
-        Abort("peer " + Format(*plan_.peer) + " unreachable (" + ec.message() + "): client reset (peer_down = reset)");
+                                    << Format(info_.server) << ": peer " << Format(*plan_.peer) << " " << what
+                                    << ": resetting the client (peer_down = reset)";
+        Abort("peer " + Format(*plan_.peer) + " " + what + ": client reset (peer_down = reset)");
         return;
       }
-      ConnectDirect("peer " + Format(*plan_.peer) + " unreachable (" + ec.message() + ")");
+      ConnectDirect("peer " + Format(*plan_.peer) + " " + what);
       return;
     }
     TuneInnerSocket(wan_, env_.config);

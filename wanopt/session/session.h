@@ -38,6 +38,9 @@ class ChunkStore;
 namespace dre {
 class PeerTable;
 }
+namespace channel {
+class SecureContext;
+}
 
 // Everything sessions share with their daemon. Outlives every session.
 struct SessionEnvironment {
@@ -51,6 +54,9 @@ struct SessionEnvironment {
   uint64_t store_instance = 0;  // identifies this store's contents; changes when wiped
   // What this box can apply: Config::dre.capability(), or less if the store failed.
   Policy capability = Policy::kLz;
+  // [peering]: explicit inner channels (forward rules, the datacenter listener) are
+  // TLS when set; null: plaintext, and the status page says so.
+  const channel::SecureContext* security = nullptr;
 };
 
 // What a branch does with one client connection: built from a forward rule, or by
