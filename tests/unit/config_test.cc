@@ -82,7 +82,7 @@ TEST_CASE("bad configs fail with one line naming file, line and key") {
       "test.toml:2: box.device_id: 'zz' is not 6 hex bytes"));
   CHECK(ErrorOf("[timeouts]\nkeepalive_ms = 5000\ndead_peer_ms = 4000\n[datacenter]\nlisten=\"0.0.0.0\"\n") ==
         "test.toml:3: timeouts.dead_peer_ms: must be longer than keepalive_ms");
-  CHECK(ErrorOf("[box]\nname = \"idle\"\n").find("neither [datacenter] nor [[branch.forward]]") != std::string::npos);
+  CHECK(ErrorOf("[box]\nname = \"idle\"\n").find("none of [datacenter], [[branch.forward]], [intercept]") != std::string::npos);
   CHECK(ErrorOf("[datacenter\n").starts_with("test.toml:1: TOML syntax: "));
   CHECK(ErrorOf("[[branch.forward]]\nlisten = \"127.0.0.1:1\"\ndestination = \"127.0.0.1:2\"\npeer=\"127.0.0.1\"\n"
                 "[[branch.forward]]\nlisten = \"127.0.0.1:1\"\ndestination = \"127.0.0.1:3\"\npeer=\"127.0.0.1\"\n") ==
@@ -146,5 +146,102 @@ TEST_CASE("wan section: congestion control and buffers from the bandwidth-delay 
   CHECK(plain->wan.buffer_bytes() == 0);  // autotuned
   CHECK(ErrorOf("[datacenter]\nlisten = \"127.0.0.1\"\n[wan]\nrtt_ms = 80\n").find("together") != std::string::npos);
   CHECK(ErrorOf("[datacenter]\nlisten = \"127.0.0.1\"\n[wan]\ncongestion = \"vegas\"\n").find("wan.congestion") !=
+        std::string::npos);
+}
+
+TEST_CASE("[intercept]: ordered in-path rules, defaults, and [peering] with a pre-shared key") {
+  const char* text = R"(
+[peering]
+psk_identity = "branch-paris"
+psk = "00112233445566778899aabbccddeeff"
+
+[intercept]
+queue = 9
+listen_port = 7901
+option_drop_memory_s = 120
+
+[[intercept.rule]]
+source = "198.18.1.0/24"
+destination = "198.18.2.10"
+ports = "445"
+action = "pass-through"
+
+[[intercept.rule]]
+ports = "8000-8999"
+action = "fixed-target"
+peer = "198.18.0.2"
+policy = "L"
+encryption = false
+server_source = "box"
+
+[[intercept.rule]]
+ports = "23"
+action = "deny"
+)";
+  std::string error;
+  auto config = ParseConfig(text, "test.toml", &error);
+  REQUIRE_MESSAGE(config, error);
+  REQUIRE(config->intercept);
+  const InterceptConfig& i = *config->intercept;
+  CHECK(i.queue == 9);
+  CHECK(i.listen_port == 7901);
+  CHECK(i.answer);
+  CHECK(i.option_drop_memory == std::chrono::seconds(120));
+  REQUIRE(i.rules.size() == 3);
+  CHECK(i.rules[0].action == InpathAction::kPassThrough);
+  CHECK(i.rules[0].Matches(0xc6120105, 0xc612020a, 445));        // 198.18.1.5 -> 198.18.2.10:445
+  CHECK_FALSE(i.rules[0].Matches(0xc6120305, 0xc612020a, 445));  // another client subnet
+  CHECK_FALSE(i.rules[0].Matches(0xc6120105, 0xc612020b, 445));  // another server
+  CHECK_FALSE(i.rules[0].Matches(0xc6120105, 0xc612020a, 446));
+  CHECK(i.rules[1].action == InpathAction::kFixedTarget);
+  CHECK(i.rules[1].peer->port() == kDefaultPeerPort);
+  CHECK(i.rules[1].Matches(1, 2, 8000));
+  CHECK(i.rules[1].Matches(1, 2, 8999));
+  CHECK_FALSE(i.rules[1].Matches(1, 2, 9000));
+  CHECK(i.rules[1].policy == Policy::kLz);
+  CHECK_FALSE(i.rules[1].encryption);
+  CHECK(i.rules[1].server_source == ServerSource::kBox);
+  CHECK(i.rules[2].action == InpathAction::kDeny);
+  CHECK(i.rules[2].name == "intercept.rule[2]");
+  // No rule matches: auto-discover with the box's policy, encrypted, client's address.
+  CHECK(i.default_rule.action == InpathAction::kAutoDiscover);
+  CHECK(i.default_rule.encryption);
+  CHECK(i.default_rule.server_source == ServerSource::kClient);
+  CHECK(config->peering.mode == channel::PeeringSecurity::Mode::kPsk);
+  CHECK(config->peering.psk.size() == 16);
+  CHECK(config->peering.psk[1] == 0x11);
+}
+
+TEST_CASE("[intercept] and [peering]: each mistake named with its line") {
+  CHECK(ErrorOf("[intercept]\n") ==
+        "test.toml:1: intercept: inner channels are encrypted: configure [peering] (ca, certificate, key or psk), "
+        "or set encryption = false on every rule (lab measurements only)");
+  const char* psk = "[peering]\npsk_identity = \"x\"\npsk = \"00112233445566778899aabbccddeeff\"\n[intercept]\n";
+  auto with = [&](const std::string& more) { return ErrorOf((std::string(psk) + more).c_str()); };
+  CHECK(with("[[intercept.rule]]\nsource = \"198.18.1.0/33\"\n") ==
+        "test.toml:6: intercept.rule[0].source: '198.18.1.0/33' is not an IPv4 subnet (like 198.18.1.0/24)");
+  CHECK(with("[[intercept.rule]]\nports = \"90-80\"\n") ==
+        "test.toml:6: intercept.rule[0].ports: '90-80' is not a port or a range like 1024-65535");
+  CHECK(with("[[intercept.rule]]\naction = \"optimize\"\n") ==
+        "test.toml:6: intercept.rule[0].action: 'optimize' is not auto-discover, fixed-target, pass-through or deny");
+  CHECK(with("[[intercept.rule]]\naction = \"fixed-target\"\n") ==
+        "test.toml:5: intercept.rule[0].peer: is required with action = \"fixed-target\"");
+  CHECK(with("[[intercept.rule]]\npeer = \"198.18.0.2\"\n") ==
+        "test.toml:6: intercept.rule[0].peer: only goes with action = \"fixed-target\"");
+  CHECK(with("[[intercept.rule]]\nserver_source = \"router\"\n") ==
+        "test.toml:6: intercept.rule[0].server_source: 'router' is not client or box");
+  CHECK(with("[[intercept.rule]]\nport = \"80\"\n") == "test.toml:6: intercept.rule[0].port: unknown key");
+  CHECK(with("queue = 70000\n") == "test.toml:5: intercept.queue: must be between 0 and 65535");
+  CHECK(ErrorOf("[peering]\npsk_identity = \"x\"\npsk = \"0011\"\n[intercept]\n") ==
+        "test.toml:3: peering.psk: must be at least 16 bytes written as hex (32+ hex digits)");
+  CHECK(ErrorOf("[peering]\nca = \"/nonexistent/ca.pem\"\n[intercept]\n") ==
+        "test.toml:2: peering.ca: cannot read '/nonexistent/ca.pem': No such file or directory");
+  CHECK(ErrorOf("[peering]\npsk = \"00112233445566778899aabbccddeeff\"\n[intercept]\n") ==
+        "test.toml:1: peering.psk_identity: is required with psk");
+  // Encryption off on a rule that matches everything: allowed without [peering] (the lab).
+  std::string error;
+  auto lab = ParseConfig("[intercept]\n[[intercept.rule]]\nencryption = false\n", "test.toml", &error);
+  CHECK_MESSAGE(lab, error);
+  CHECK(ErrorOf("[intercept]\n[[intercept.rule]]\nports = \"80\"\nencryption = false\n").find("configure [peering]") !=
         std::string::npos);
 }

@@ -11,6 +11,7 @@
 
 #include "protocols/registry.h"
 #include "wanopt/cli/show.h"
+#include "wanopt/channel/secure_channel.h"
 #include "wanopt/config/config.h"
 #include "wanopt/daemon/daemon.h"
 #include "wanopt/lab/lab.h"
@@ -103,9 +104,22 @@ int Run(const std::vector<std::string_view>& args) {
     return kExitUsage;
   }
   if (check_only) {
-    std::printf("%s: ok: %s%s%zu forward rule(s), device id %s\n", config_path.c_str(),
+    // The certificates too: a box that would fail at start fails the check.
+    if (config->peering.mode != wanopt::channel::PeeringSecurity::Mode::kNone &&
+        !wanopt::channel::SecureContext::Create(config->peering, &error)) {
+      std::fprintf(stderr, "wanopt: config error: %s: peering: %s\n", config_path.c_str(), error.c_str());
+      return kExitUsage;
+    }
+    std::string intercept =
+        config->intercept ? "interception (" + std::to_string(config->intercept->rules.size()) + " in-path rule(s)), "
+                          : "";
+    const char* peering = config->peering.mode == wanopt::channel::PeeringSecurity::Mode::kCertificate ? "TLS with certificates, "
+                          : config->peering.mode == wanopt::channel::PeeringSecurity::Mode::kPsk       ? "TLS with a pre-shared key, "
+                                                                                                       : "";
+    std::printf("%s: ok: %s%s%s%s%zu forward rule(s), device id %s\n", config_path.c_str(),
                 config->datacenter ? "datacenter, " : "", config->forwards.empty() ? "" : "branch, ",
-                config->forwards.size(), wanopt::channel::FormatDeviceId(config->device_id).c_str());
+                intercept.c_str(), peering, config->forwards.size(),
+                wanopt::channel::FormatDeviceId(config->device_id).c_str());
     return 0;
   }
   wanopt::log::SetLevel(config->log_level);

@@ -409,8 +409,13 @@ Config Read(const toml::table& root) {
       auto needs = [](const InpathRule& rule) {
         return rule.encryption && rule.action != InpathAction::kPassThrough && rule.action != InpathAction::kDeny;
       };
-      bool any = needs(config.intercept->default_rule);
-      for (const auto& rule : config.intercept->rules) any |= needs(rule);
+      // Rules after one that matches everything (and the default) are never reached.
+      bool any = false, reachable = true;
+      for (const auto& rule : config.intercept->rules) {
+        any |= reachable && needs(rule);
+        if (rule.MatchesEverything()) reachable = false;
+      }
+      any |= reachable && needs(config.intercept->default_rule);
       if (any) {
         throw ConfigError{intercept->source().begin.line, "intercept",
                           "inner channels are encrypted: configure [peering] (ca, certificate, key or psk), "

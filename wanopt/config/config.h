@@ -112,6 +112,9 @@ struct InpathRule {
   std::vector<std::string> modules;
   bool encryption = true;  // false only for lab measurements; the status page says so
   ServerSource server_source = ServerSource::kClient;
+  bool MatchesEverything() const {
+    return source.prefix == 0 && destination.prefix == 0 && port_min <= 1 && port_max == 65535;
+  }
   bool Matches(uint32_t client, uint32_t server, uint16_t port) const {
     return source.Contains(client) && destination.Contains(server) && port >= port_min && port <= port_max;
   }
