@@ -17,10 +17,13 @@ class ModuleChain::Context final : public ModuleContext {
   }
   void SetApplication(std::string_view name) override { chain_.host_.SetApplication(name); }
   void AddNote(std::string_view note) override { chain_.host_.AddNote(note); }
+  BoxModule* box() override { return chain_.host_.BoxModuleFor(name_); }
+  void set_name(std::string name) { name_ = std::move(name); }
 
  private:
   ModuleChain& chain_;
   uint16_t slot_;
+  std::string name_;
 };
 
 struct ModuleChain::Entry {
@@ -41,6 +44,7 @@ ModuleChain::ModuleChain(Host& host, const std::vector<std::string>& names) : ho
     entry->slot = static_cast<uint16_t>(slot);
     entry->module = info->create();
     entry->context = std::make_unique<Context>(*this, static_cast<uint16_t>(slot));
+    entry->context->set_name(info->name);
     entries_.push_back(std::move(entry));
   }
 }

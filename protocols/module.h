@@ -19,6 +19,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -48,6 +51,33 @@ struct ConnectionInfo {
   boost::asio::ip::tcp::endpoint server;
 };
 
+// A module's settings from the config ([modules.NAME]): key -> value as text
+// (numbers and booleans as written, arrays of strings joined with ',').
+using ModuleSettings = std::map<std::string, std::string>;
+
+// What the box-wide part of a module says about a new intercepted connection,
+// before the box sets it up (see BoxModule::OnNewFlow).
+struct FlowAdvice {
+  bool pass_through = false;        // leave the connection alone (routed, not proxied)
+  std::string reason;               // why, for the status page
+  std::optional<uint16_t> port;     // set up the connection to this server port instead
+};
+
+// The box-wide part of a module: one per daemon, shared by every connection's
+// instance (which reaches it with ModuleContext::box()). It holds what outlives a
+// connection (bindings learned from one connection, used by the next) and may steer
+// new connections before they exist, like a listener filter. Thread-safe: called
+// from every event loop of the daemon.
+class BoxModule {
+ public:
+  virtual ~BoxModule() = default;
+  // A new connection from `client` to `server` that interception is about to set
+  // up. Called for every module with a box part, in registry order; the first
+  // advice that passes through wins, a port change applies.
+  virtual FlowAdvice OnNewFlow(const boost::asio::ip::tcp::endpoint& client,
+                               const boost::asio::ip::tcp::endpoint& server) = 0;
+};
+
 // What a module may ask of its connection. Owned by the connection; valid from
 // OnNewConnection until OnClose returns.
 class ModuleContext {
@@ -62,6 +92,9 @@ class ModuleContext {
   virtual void SetApplication(std::string_view name) = 0;
   // Adds a one-line note for the status page ("SMB signed: read-ahead off").
   virtual void AddNote(std::string_view note) = 0;
+  // This module's box-wide part on this box, or null (a module without one, or a
+  // test host).
+  virtual BoxModule* box() { return nullptr; }
 };
 
 class Module {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -17,12 +18,19 @@
 namespace wanopt::protocols {
 
 using ModuleFactory = std::function<std::unique_ptr<Module>()>;
+// Makes a module's box-wide part from its settings; nullptr and *error (one line,
+// naming the setting) when they are wrong.
+using BoxModuleFactory = std::function<std::unique_ptr<BoxModule>(const ModuleSettings&, std::string* error)>;
 
 struct ModuleInfo {
   std::string name;         // as written in config and sent in the inner-channel hello
   std::string description;  // one line, for `wanopt --help`
   ModuleFactory create;
+  BoxModuleFactory create_box = nullptr;  // null: no box-wide part, and no settings
 };
+
+// The box-wide parts of one daemon's modules, by name.
+using BoxModules = std::map<std::string, std::unique_ptr<BoxModule>, std::less<>>;
 
 class Registry {
  public:

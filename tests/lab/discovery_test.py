@@ -26,13 +26,14 @@ Lab 2 (--middle: client -- branch -- mid == WAN == dc -- server): only the outer
 Every lab and process is removed in a `finally`.
 """
 import hashlib
-import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from labkit import Checks, Lab  # noqa: E402
 
 WANOPT = os.path.abspath(sys.argv[1])
 NETLAB = os.path.abspath(sys.argv[2])
@@ -43,7 +44,23 @@ MAKE_PKI = os.path.join(REPO, "tests", "lab", "make-pki")
 SERVER = "198.18.2.10"
 IDS = {"branch": "02:00:00:00:0b:01", "dc": "02:00:00:00:0d:01", "mid": "02:00:00:00:0e:01",
        "fake": "02:00:00:00:0f:01"}
-passed = failed = 0
+RULES = """
+[intercept]
+option_drop_memory_s = 600
+[[intercept.rule]]
+ports = "8080"
+encryption = false
+[[intercept.rule]]
+ports = "8081"
+action = "deny"
+[[intercept.rule]]
+ports = "8082"
+action = "pass-through"
+[[intercept.rule]]
+ports = "8083"
+action = "fixed-target"
+peer = "198.18.0.2:7800"
+"""
 PORTS = (80, 8080, 8082, 8083)  # the origin's ports (8081: denied by a rule)
 # A WAN middlebox that strips TCP option 33 both ways (iptables-nft, mangle table).
 STRIP = [("POSTROUTING", "-o", "wan0", "-p", "tcp", "-j", "TCPOPTSTRIP", "--strip-options", "33"),
@@ -62,144 +79,18 @@ if os.geteuid() != 0:
     sys.exit(77)
 
 
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print(f"ok: {name}")
-    else:
-        failed += 1
-        print(f"FAIL: {name} {detail}")
-    return condition
+check = Checks()
 
 
-class Lab:
+class DiscoveryLab(Lab):
     def __init__(self, prefix, work, middle=False):
-        self.prefix, self.work, self.middle = prefix, work, middle
-        self.procs = {}
-        self.env = dict(os.environ, WANOPT_DELAYLINE=DELAYLINE)
-
-    def ns(self, node):
-        return f"{self.prefix}-{node}"
-
-    def run(self, node, *cmd, timeout=30, check_rc=False):
-        r = subprocess.run(["ip", "netns", "exec", self.ns(node), *cmd], capture_output=True, text=True,
-                           timeout=timeout)
-        if check_rc and r.returncode != 0:
-            raise RuntimeError(f"{node}: {' '.join(cmd)}: {r.returncode}: {r.stderr}")
-        return r
-
-    def up(self):
-        args = [NETLAB, "--prefix", self.prefix, "up", "--delay-ms", "10", "--intercept"]
-        if self.middle:
-            args.append("--middle")
-        r = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=60)
-        if r.returncode != 0:
-            raise RuntimeError(f"netlab up: {r.stderr}")
-
-    def down(self):
-        for name in list(self.procs):
-            self.stop(name)
-        subprocess.run([NETLAB, "--prefix", self.prefix, "down"], env=self.env, capture_output=True, timeout=60)
-
-    def spawn(self, name, node, *cmd, **kw):
-        p = subprocess.Popen(["ip", "netns", "exec", self.ns(node), *cmd], **kw)
-        self.procs[name] = p
-        return p
-
-    def stop(self, name):
-        p = self.procs.pop(name, None)
-        if p and p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-
-    def box_config(self, box, cert, ca="ca"):
-        pki = os.path.join(self.work, "pki")
-        path = os.path.join(self.work, f"{self.prefix}-{box}.toml")
-        # The dc also takes explicit inner channels (the fixed-target rule's peer).
-        datacenter = '[datacenter]\nlisten = "198.18.0.2:7800"\n' if box in ("dc", "fake") and not self.middle else ""
-        with open(path, "w") as f:
-            f.write(f"""
-[box]
-name = "{box}"
-device_id = "{IDS[box]}"
-threads = 1
-log_level = "debug"
-[timeouts]
-connect_ms = 3000
-[dre]
-datastore = "{self.work}/{self.prefix}-{box}-store"
-max_size_mb = 64
-[status]
-listen = "127.0.0.1:7880"
-closed_window_s = 3600
-[peering]
-ca = "{pki}/{ca}.pem"
-certificate = "{pki}/{cert}.pem"
-key = "{pki}/{cert}.key"
-[intercept]
-option_drop_memory_s = 600
-[[intercept.rule]]
-ports = "8080"
-encryption = false
-[[intercept.rule]]
-ports = "8081"
-action = "deny"
-[[intercept.rule]]
-ports = "8082"
-action = "pass-through"
-[[intercept.rule]]
-ports = "8083"
-action = "fixed-target"
-peer = "198.18.0.2:7800"
-{datacenter}""")
-        return path
+        super().__init__(prefix, work, WANOPT, NETLAB, DELAYLINE, middle=middle)
 
     def start_box(self, box, node=None, cert=None, ca="ca"):
-        node = node or box
-        config = self.box_config(box, cert or box, ca)
-        log = open(os.path.join(self.work, f"{self.prefix}-{box}.log"), "a")
-        self.spawn(box, node, WANOPT, "run", "--config", config, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.procs[box].poll() is not None:
-                raise RuntimeError(f"{box} exited: see {log.name}")
-            r = self.run(node, "curl", "-s", "-m", "1", "http://127.0.0.1:7880/api/summary")
-            if r.returncode == 0:
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"{box}: status page never answered")
-
-    def connections(self, node):
-        r = self.run(node, "curl", "-s", "-m", "3", "http://127.0.0.1:7880/api/connections", check_rc=True)
-        return json.loads(r.stdout)["connections"]
-
-    def connection_to(self, node, port, since_id=0):
-        """The newest connection on `node` to the server's `port` with id > since_id."""
-        found = [c for c in self.connections(node)
-                 if c["server"].endswith(f":{port}") and c["id"] > since_id]
-        return found[-1] if found else None
-
-    def wait_ended(self, node, port, since_id, timeout=10):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            c = self.connection_to(node, port, since_id)
-            if c and c.get("ended"):
-                return c
-            time.sleep(0.05)
-        return self.connection_to(node, port, since_id)
-
-    def last_id(self, node):
-        cs = self.connections(node)
-        return max([c["id"] for c in cs], default=0)
-
-    def curl(self, url, *extra, timeout=60):
-        return subprocess.run(["ip", "netns", "exec", self.ns("client"), "curl", "-s", "-S", "-o", "-",
-                               "--max-time", "30", *extra, url], capture_output=True, timeout=timeout)
+        # The dc also takes explicit inner channels (the fixed-target rule's peer).
+        datacenter = '[datacenter]\nlisten = "198.18.0.2:7800"\n' if box in ("dc", "fake") and not self.middle else ""
+        config = self.box_config(box, IDS[box], cert or box, ca, RULES + datacenter)
+        super().start_box(box, config, node)
 
 
 def start_origin(lab, root):
@@ -257,7 +148,7 @@ class Capture:
 
 
 def lab_one(work, origin, digest):
-    lab = Lab(f"wd{os.getpid() % 100000}", work)
+    lab = DiscoveryLab(f"wd{os.getpid() % 100000}", work)
     try:
         lab.up()
         start_origin(lab, origin)
@@ -411,7 +302,7 @@ def lab_one(work, origin, digest):
 
 
 def lab_two(work, origin, digest):
-    lab = Lab(f"wm{os.getpid() % 100000}", work, middle=True)
+    lab = DiscoveryLab(f"wm{os.getpid() % 100000}", work, middle=True)
     try:
         lab.up()
         start_origin(lab, origin)
@@ -452,14 +343,13 @@ def main():
                 fn(work, origin, digest)
             except Exception as e:  # a broken lab is a failure, never a skip
                 check(f"{name} ran to the end", False, repr(e))
-        if failed:
+        if check.failed:
             for log in sorted(os.listdir(work)):
                 if log.endswith(".log"):
                     print(f"--- {log} (last 40 lines)")
                     with open(os.path.join(work, log)) as f:
                         print("".join(f.readlines()[-40:]))
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return check.summary()
 
 
 if __name__ == "__main__":

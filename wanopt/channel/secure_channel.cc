@@ -1,3 +1,8 @@
+// The pump drives OpenSSL itself, on the non-blocking TCP socket, rather than through
+// asio::ssl::stream: the stream's async_shutdown sends close_notify and then reads
+// the socket until the peer's arrives, racing the relay's own read, so a session's
+// half-close could not be passed on while the other direction still flows. Driving
+// it directly also saves the stream's extra copy through its BIO pair.
 #include "wanopt/channel/secure_channel.h"
 
 #include <poll.h>
@@ -478,6 +483,18 @@ class Pump final : public std::enable_shared_from_this<Pump> {
     up_ended_ = true;
     // Closed: nobody will read what the peer still sends. Shut down only: relay on.
     if (session_closed_ || down_ended_) Finish();
+    else WatchForSessionClose();
+  }
+
+  // A session that shut down sending may close its end later while the peer stays
+  // silent: nothing would wake the pump, so it waits for the hangup itself. Asio
+  // completes an error wait on a hangup; anything else is checked and waited again.
+  void WatchForSessionClose() {
+    plain_.async_wait(tcp::socket::wait_error, [self = shared_from_this()](error_code ec) {
+      if (self->ended_ || ec) return;
+      if (SessionEndClosed(self->plain_.native_handle())) self->Finish();
+      else self->WatchForSessionClose();
+    });
   }
 
   // ---- Down: TCP -> TLS -> session. ----

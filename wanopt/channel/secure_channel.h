@@ -96,28 +96,33 @@ struct SecureChannelResult {
 // This costs the opening box one round trip before its first byte.
 //
 // `done(result, plain)` is called exactly once, on tcp's executor, never from inside
-// this call; within `handshake_timeout` unless the handshake completed. On success
-// `plain` is the session's end of the socketpair, a tcp::socket on the same executor
-// (its TCP-level socket options fail: callers ignore that), and the pump keeps itself
-// alive, relaying both ways, until both directions have ended. On failure `plain` is
-// closed and `tcp` has been closed.
+// this call, and within `handshake_timeout`. On success `plain` is the session's end
+// of the socketpair, a tcp::socket on the same executor, and the pump keeps itself
+// alive, relaying both ways, until both directions have ended. TCP-level options on
+// `plain` fail and its endpoints are not IP ones: tune `tcp`, and take the peer's
+// address from it, before this call. On failure `plain` is closed and `tcp` has been
+// closed.
 //
 // The pump, once running:
 //   - relays bytes in order, with backpressure both ways: per direction it holds at
-//     most one 64 KiB buffer (and only while bytes move), and reads again only once
-//     that buffer is written. The socketpair's kernel buffers are ~1 MiB.
+//     most one buffer (64 KiB up, 16 KiB down; none while idle), and reads again only
+//     once that buffer is written. The socketpair's kernel buffers are ~1 MiB
+//     (SO_SNDBUFFORCE; unprivileged, what net.core.wmem_max allows).
 //   - the session shutting down sending (or closing) its end: the pump sends
 //     close_notify and a FIN once everything before it is sent. If the session closed
 //     its end, the pump then closes the TCP socket; after a shutdown only, it keeps
-//     relaying the other direction.
+//     relaying the other direction, until the peer's close_notify or the session
+//     closing its end too.
 //   - close_notify from the peer: the pump shuts down sending on the session's end
 //     (the session reads EOF after the last byte) and keeps relaying the other way.
 //   - anything else on the network side (EOF without close_notify, TCP error, TLS
 //     error) closes the session's end abruptly and resets the TCP connection; so does
 //     the session's end failing (closed with bytes unread, or closed while the pump
 //     still had bytes for it), the way a TCP socket closed with unread data resets.
-//   - both directions ended: both sockets are closed and the pump is destroyed. It
-//     never waits on a socket whose other side is gone.
+//   - both directions ended: both sockets are closed and the pump is destroyed. Once
+//     the session has closed its end, the pump waits for the peer only to take the
+//     bytes it still holds (as the kernel does for a closed TCP socket; the caller's
+//     TCP_USER_TIMEOUT bounds that), never for the peer to close.
 //
 // The executor must run its handlers one at a time (an io_context run by one thread,
 // or a strand), like everything else in a session.

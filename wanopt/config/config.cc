@@ -369,6 +369,43 @@ void ReadPeering(TableReader& r, Config& config) {
   r.RejectUnknownKeys();
 }
 
+void ReadModuleSettings(TableReader& r, const toml::table& table, Config& config) {
+  for (auto&& [key, node] : table) {
+    std::string name(key.str());
+    r.Get(name);
+    const protocols::ModuleInfo* info = protocols::Registry::Global().Find(name);
+    if (!info) r.Fail(name, &node, "no module '" + name + "'");
+    if (!info->create_box) r.Fail(name, &node, "module '" + name + "' has no settings");
+    if (!node.is_table()) r.Fail(name, &node, "must be a table ([modules." + name + "])");
+    protocols::ModuleSettings settings;
+    for (auto&& [k, v] : *node.as_table()) {
+      std::string text;
+      if (v.is_string()) text = v.as_string()->get();
+      else if (v.is_integer()) text = std::to_string(v.as_integer()->get());
+      else if (v.is_boolean()) text = v.as_boolean()->get() ? "true" : "false";
+      else if (v.is_array()) {
+        for (const toml::node& item : *v.as_array()) {
+          if (!item.is_string()) {
+            throw ConfigError{item.source().begin.line, "modules." + name + "." + std::string(k.str()),
+                              "must be an array of strings"};
+          }
+          text += (text.empty() ? "" : ",") + item.as_string()->get();
+        }
+      } else {
+        throw ConfigError{v.source().begin.line, "modules." + name + "." + std::string(k.str()),
+                          "must be a string, a number, true/false or an array of strings"};
+      }
+      settings[std::string(k.str())] = text;
+    }
+    // The module checks its own settings: its error names the key.
+    std::string error;
+    if (!info->create_box(settings, &error)) {
+      throw ConfigError{node.source().begin.line, "modules." + name, error};
+    }
+    config.module_settings[name] = std::move(settings);
+  }
+}
+
 Config Read(const toml::table& root) {
   Config config;
   config.device_id = DefaultDeviceId();
@@ -396,6 +433,10 @@ Config Read(const toml::table& root) {
   if (const toml::table* dc = top.SubTable("datacenter")) {
     TableReader r(*dc, "datacenter");
     ReadDatacenter(r, config);
+  }
+  if (const toml::table* modules = top.SubTable("modules")) {
+    TableReader r(*modules, "modules");
+    ReadModuleSettings(r, *modules, config);
   }
   if (const toml::table* peering = top.SubTable("peering")) {
     TableReader r(*peering, "peering");

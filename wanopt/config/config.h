@@ -10,12 +10,14 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <boost/asio/ip/tcp.hpp>
 
+#include "protocols/module.h"
 #include "wanopt/channel/hello.h"
 #include "wanopt/channel/policy.h"
 #include "wanopt/channel/secure_channel.h"
@@ -154,6 +156,9 @@ struct Config {
   std::optional<InterceptConfig> intercept;
   // [peering]: how inner channels authenticate and encrypt (kNone: plaintext).
   channel::PeeringSecurity peering;
+  // [modules.NAME]: settings of protocol modules with a box-wide part (validated by
+  // the module when the config is read).
+  std::map<std::string, protocols::ModuleSettings> module_settings;
 };
 
 inline constexpr uint16_t kDefaultPeerPort = 7800;

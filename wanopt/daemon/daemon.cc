@@ -116,6 +116,18 @@ bool Daemon::Start(std::string* error) {
     }
   }
   env_.security = security_.get();
+  for (const auto& info : protocols::Registry::Global().modules()) {
+    if (!info.create_box) continue;
+    auto it = config_.module_settings.find(info.name);
+    auto box = info.create_box(it == config_.module_settings.end() ? protocols::ModuleSettings{} : it->second, error);
+    if (!box) {
+      *error = "modules." + info.name + ": " + *error;
+      listeners_.clear();
+      return false;
+    }
+    box_modules_[info.name] = std::move(box);
+  }
+  env_.box_modules = &box_modules_;
   if (config_.intercept) {
     interceptor_ = std::make_unique<intercept::Interceptor>(env_, security_.get(), *loops_[0],
                                                             [this]() -> asio::io_context& { return NextLoop(); });

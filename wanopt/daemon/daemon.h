@@ -17,6 +17,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include "protocols/registry.h"
 #include "wanopt/config/config.h"
 #include "wanopt/session/connection_table.h"
 #include "wanopt/session/counters.h"
@@ -75,6 +76,7 @@ class Daemon {
   std::unique_ptr<StatusServer> status_;
   std::unique_ptr<channel::SecureContext> security_;      // [peering], or null
   std::unique_ptr<intercept::Interceptor> interceptor_;   // [intercept], or null
+  protocols::BoxModules box_modules_;                     // the modules' box-wide parts
   std::vector<std::unique_ptr<boost::asio::io_context>> loops_;
   std::vector<std::thread> threads_;
   std::vector<std::unique_ptr<Listener>> listeners_;

@@ -165,12 +165,14 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     bool plaintext = false;
     std::string reason;                     // pass-through reason, or a note
     tcp::endpoint client;                   // the real client (datacenter: from the option)
+    std::optional<uint16_t> target_port;    // a module redirected the connection to this port
   };
 
   // A SYN held while its probe is out.
   struct Held {
     uint32_t packet_id = 0;
     FlowKey key;
+    uint16_t target_port = 0;                 // where the probe goes (a module may redirect)
     const InpathRule* rule = nullptr;
     std::optional<DiscoveryOption> upstream;  // the option the SYN carried (we are not the branch)
     std::optional<DiscoveryOption> offer;     // what our probe's SYN carries (none: server dropped options)
@@ -226,14 +228,27 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
         queue_->Accept(id, kMarkDeny);
         return;
       }
-      case InpathAction::kFixedTarget: {
-        Decision& d = Decide(key, Verdict::kIntercept, std::chrono::seconds(30));
-        d.kind = Kind::kFixedTarget;
-        d.rule = &rule;
-        queue_->Accept(id, kMarkIntercept);
-        return;
-      }
+      case InpathAction::kFixedTarget:
       case InpathAction::kAutoDiscover: break;
+    }
+    // The modules' box-wide parts may steer it (a port they handed out, a session
+    // they keep together).
+    std::optional<uint16_t> target_port;
+    if (env_.box_modules) {
+      tcp::endpoint client(address_v4(key.client), key.client_port), server(address_v4(key.server), key.server_port);
+      for (const auto& [name, box] : *env_.box_modules) {
+        protocols::FlowAdvice advice = box->OnNewFlow(client, server);
+        if (advice.pass_through) return Bypass(id, key, name + ": " + advice.reason, true);
+        if (advice.port) target_port = advice.port;
+      }
+    }
+    if (rule.action == InpathAction::kFixedTarget) {
+      Decision& d = Decide(key, Verdict::kIntercept, std::chrono::seconds(30));
+      d.kind = Kind::kFixedTarget;
+      d.rule = &rule;
+      d.target_port = target_port;
+      queue_->Accept(id, kMarkIntercept);
+      return;
     }
     // Servers known to drop SYNs with options, and paths with a box that failed
     // authentication, are left alone for a while.
@@ -259,6 +274,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     offer.plaintext = plaintext;
     offer.client = address_v4(key.client);
     held->offer = offer;
+    if (target_port) held->target_port = *target_port;
     StartProbe(std::move(held));
   }
 
@@ -312,7 +328,8 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
       WANOPT_LOG(kWarn, "intercept") << "probe socket: " << ec.message() << ": passing the connection through";
       return Release(*held, Verdict::kBypass);
     }
-    held->probe_key = ProbeKey{probe.local_endpoint(ec).port(), held->key.server, held->key.server_port};
+    if (!held->target_port) held->target_port = held->key.server_port;
+    held->probe_key = ProbeKey{probe.local_endpoint(ec).port(), held->key.server, held->target_port};
     held->probe = std::move(probe);
     held->timer = std::make_unique<asio::steady_timer>(loop_);
     Held* h = held.get();
@@ -325,7 +342,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
       if (ec) return;
       if (auto it = self->held_.find(key); it != self->held_.end() && it->second->probe) it->second->probe->cancel();
     });
-    tcp::endpoint server(address_v4(key.server), key.server_port);
+    tcp::endpoint server(address_v4(key.server), h->target_port);
     h->probe->async_connect(server, [self, key](error_code ec) { self->OnProbeConnected(key, ec); });
   }
 
@@ -392,6 +409,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
         retry->key = key;
         retry->rule = h.rule;
         retry->upstream = h.upstream;
+        retry->target_port = h.target_port;
         retry->offer = h.offer;
         retry->transparent = false;
         retry_from_box_.insert(key);
@@ -404,9 +422,12 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
       return Release(h, Verdict::kBypass);
     }
     bool asymmetric = retry_from_box_.erase(key) > 0;
+    std::optional<uint16_t> redirected;
+    if (h.target_port != key.server_port) redirected = h.target_port;
     if (asymmetric) asymmetric_[key.server] = Clock::now() + config_.peer_memory;
     Decision& d = Decide(key, Verdict::kIntercept, std::chrono::seconds(30));
     d.rule = h.rule;
+    d.target_port = redirected;
     d.probe = std::move(h.probe);
     d.client = tcp::endpoint(address_v4(h.upstream && h.upstream->client ? h.upstream->client->to_uint() : key.client),
                              key.client_port);
@@ -541,6 +562,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     bool plaintext = d.plaintext;
     std::string reason = d.reason;
     tcp::endpoint client = d.client;
+    if (d.target_port) local.port(*d.target_port);  // where the connection really goes
     auto self = shared_from_this();
     asio::post(target, [self, &target, lan = std::make_shared<tcp::socket>(std::move(lan)),
                         probe = std::make_shared<std::optional<tcp::socket>>(std::move(probe)), &rule, kind, peer,

@@ -450,6 +450,11 @@ class Session final : public std::enable_shared_from_this<Session>,
   }
   void SetApplication(std::string_view name) override { record_->SetApplication(name); }
   void AddNote(std::string_view note) override { record_->AddNote(note); }
+  protocols::BoxModule* BoxModuleFor(std::string_view name) override {
+    if (!env_.box_modules) return nullptr;
+    auto it = env_.box_modules->find(name);
+    return it == env_.box_modules->end() ? nullptr : it->second.get();
+  }
 
   Direction UpDirection() const {
     return role_ == Role::kBranch ? Direction::kClientToServer : Direction::kServerToClient;

@@ -25,6 +25,7 @@
 
 #include <boost/asio/ip/tcp.hpp>
 
+#include "protocols/registry.h"
 #include "wanopt/channel/policy.h"
 #include "wanopt/config/config.h"
 #include "wanopt/session/connection_table.h"
@@ -57,6 +58,8 @@ struct SessionEnvironment {
   // [peering]: explicit inner channels (forward rules, the datacenter listener) are
   // TLS when set; null: plaintext, and the status page says so.
   const channel::SecureContext* security = nullptr;
+  // The box-wide parts of the protocol modules ([modules.NAME]); null in tests.
+  const protocols::BoxModules* box_modules = nullptr;
 };
 
 // What a branch does with one client connection: built from a forward rule, or by

@@ -1,0 +1,101 @@
+// mapi: the Exchange MAPI/EPM module (Riverbed's "MAPI optimization", WAAS's MAPI
+// accelerator). Glue between connections and the parsers in dcerpc.h and epm.h.
+//
+// On connections to TCP 135 it follows the endpoint mapper. On the branch box, in
+// ept_map responses it rewrites the TCP port of the towers for EMSMDB (the MAPI
+// store) to `mapi_port` and for NSPI (the address book) to `nspi_port` — plus any
+// interface listed in `remap_interfaces`, to `mapi_port` — and remembers
+// (server, proxy port) -> real port for `binding_ttl_s`. The client then connects
+// to server:7830; the box-wide part (MapiBox) redirects that connection to the real
+// port before interception sets it up, so the datacenter box connects to the real
+// dynamic port and the client never learns it.
+//
+// Never a broken connection: a PDU that does not parse, a context bound with
+// integrity or privacy, NDR64, anything unexpected makes the module stop touching
+// that connection (its bytes pass unchanged) with one log line and a note.
+//
+// Settings ([modules.mapi]):
+//   mode = "remap"            remap (default) | "no-remap" (static ports, load
+//                             balancers: the client sees real ports, connections to
+//                             them are still optimized) | "pass-through" (the
+//                             endpoint mapper's connections are left alone)
+//   mapi_port = 7830, nspi_port = 7840
+//   remap_interfaces = []     more interface UUIDs to remap to mapi_port
+//   binding_ttl_s = 7200      how long a remapped port stays valid
+//   admission_connections = 10000
+//                             at this many MAPI/EPM connections on the box, a new
+//                             client's session passes through whole (admission
+//                             control); sessions already optimized go on
+//
+// Session affinity: every connection of one client to one server (its endpoint
+// mapper and its MAPI connections) is either optimized or passed through, never a
+// mix: the decision is taken at the session's first connection and kept.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "protocols/epm/dcerpc.h"
+#include "protocols/module.h"
+
+namespace wanopt::protocols::epm {
+
+struct MapiSettings {
+  enum class Mode { kRemap, kNoRemap, kPassThrough };
+  Mode mode = Mode::kRemap;
+  uint16_t mapi_port = 7830;
+  uint16_t nspi_port = 7840;
+  std::vector<Uuid> remap_interfaces;
+  std::chrono::seconds binding_ttl{7200};
+  size_t admission_connections = 10000;
+};
+
+// Parses [modules.mapi]; nullopt and *error ("key: problem") on a bad setting.
+std::optional<MapiSettings> ParseMapiSettings(const ModuleSettings& settings, std::string* error);
+
+// The box-wide part: bindings handed out, session decisions, the connection count.
+class MapiBox final : public BoxModule {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit MapiBox(MapiSettings settings) : settings_(std::move(settings)) {}
+  const MapiSettings& settings() const { return settings_; }
+
+  FlowAdvice OnNewFlow(const boost::asio::ip::tcp::endpoint& client,
+                       const boost::asio::ip::tcp::endpoint& server) override;
+
+  struct Binding {
+    uint16_t real_port = 0;
+    std::string interface;  // "EMSMDB", "NSPI", or the UUID
+    Clock::time_point expires;
+  };
+  // Records that clients are told `proxy_port` for `interface` on `server` (IPv4,
+  // host order), whose real port is `real_port`. False when that proxy port on that
+  // server already stands for another real port (then nothing changes).
+  bool Bind(uint32_t server, uint16_t proxy_port, uint16_t real_port, std::string interface);
+  std::optional<Binding> Lookup(uint32_t server, uint16_t proxy_port) const;
+  // The binding whose real port this is, if any: (proxy port, binding).
+  std::optional<std::pair<uint16_t, Binding>> FindByRealPort(uint32_t server, uint16_t real_port) const;
+
+  // MAPI/EPM connections alive on this box (admission control counts them).
+  void ConnectionStarted() { ++connections_; }
+  void ConnectionEnded() { --connections_; }
+
+ private:
+  struct Affinity {
+    bool pass_through = false;
+    Clock::time_point expires;
+  };
+  const MapiSettings settings_;
+  mutable std::mutex mu_;
+  std::map<std::pair<uint32_t, uint16_t>, Binding> bindings_;     // (server, proxy port)
+  std::map<std::pair<uint32_t, uint32_t>, Affinity> sessions_;    // (client, server)
+  std::atomic<size_t> connections_{0};
+};
+
+}  // namespace wanopt::protocols::epm

@@ -1,0 +1,154 @@
+"""The namespace-lab harness the lab tests share: a netlab with interception, one
+`wanopt run` per box namespace, the boxes' status API, and checks that print
+'ok:'/'FAIL:' lines and the closing 'N passed, N failed'.
+
+Synchronisation is by polling with deadlines (a status page that answers, a
+connection record that ended), never by sleeping a fixed time."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+
+class Checks:
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def __call__(self, name, condition, detail=""):
+        if condition:
+            self.passed += 1
+            print(f"ok: {name}")
+        else:
+            self.failed += 1
+            print(f"FAIL: {name} {detail}")
+        return condition
+
+    def summary(self):
+        print(f"{self.passed} passed, {self.failed} failed")
+        return 1 if self.failed else 0
+
+
+class Lab:
+    """One netlab (`netlab up --intercept`) and the processes started in it."""
+
+    def __init__(self, prefix, work, wanopt, netlab, delayline, middle=False, delay_ms=10):
+        self.prefix, self.work, self.middle, self.delay_ms = prefix, work, middle, delay_ms
+        self.wanopt, self.netlab = wanopt, netlab
+        self.procs = {}
+        self.env = dict(os.environ, WANOPT_DELAYLINE=delayline)
+
+    def ns(self, node):
+        return f"{self.prefix}-{node}"
+
+    def run(self, node, *cmd, timeout=30, check_rc=False):
+        r = subprocess.run(["ip", "netns", "exec", self.ns(node), *cmd], capture_output=True, text=True,
+                           timeout=timeout)
+        if check_rc and r.returncode != 0:
+            raise RuntimeError(f"{node}: {' '.join(cmd)}: {r.returncode}: {r.stderr}")
+        return r
+
+    def up(self):
+        args = [self.netlab, "--prefix", self.prefix, "up", "--delay-ms", str(self.delay_ms), "--intercept"]
+        if self.middle:
+            args.append("--middle")
+        r = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"netlab up: {r.stderr}")
+
+    def down(self):
+        for name in list(self.procs):
+            self.stop(name)
+        subprocess.run([self.netlab, "--prefix", self.prefix, "down"], env=self.env, capture_output=True, timeout=60)
+
+    def spawn(self, name, node, *cmd, **kw):
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns(node), *cmd], **kw)
+        self.procs[name] = p
+        return p
+
+    def stop(self, name):
+        p = self.procs.pop(name, None)
+        if p and p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def box_config(self, box, device_id, cert, ca="ca", extra=""):
+        """A box's config: TLS from the lab PKI (work/pki), a DRE store, the status
+        page on the namespace's loopback, interception; `extra` is appended."""
+        pki = os.path.join(self.work, "pki")
+        path = os.path.join(self.work, f"{self.prefix}-{box}.toml")
+        with open(path, "w") as f:
+            f.write(f"""
+[box]
+name = "{box}"
+device_id = "{device_id}"
+threads = 1
+log_level = "debug"
+[timeouts]
+connect_ms = 3000
+[dre]
+datastore = "{self.work}/{self.prefix}-{box}-store"
+max_size_mb = 64
+[status]
+listen = "127.0.0.1:7880"
+closed_window_s = 3600
+[peering]
+ca = "{pki}/{ca}.pem"
+certificate = "{pki}/{cert}.pem"
+key = "{pki}/{cert}.key"
+{extra}""")
+        return path
+
+    def start_box(self, box, config, node=None):
+        """Runs `wanopt run --config config` in node's namespace (default: the box's
+        name) and returns once its status page answers."""
+        node = node or box
+        log = open(os.path.join(self.work, f"{self.prefix}-{box}.log"), "a")
+        self.spawn(box, node, self.wanopt, "run", "--config", config, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.procs[box].poll() is not None:
+                raise RuntimeError(f"{box} exited: see {log.name}")
+            r = self.run(node, "curl", "-s", "-m", "1", "http://127.0.0.1:7880/api/summary")
+            if r.returncode == 0:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{box}: status page never answered")
+
+    def connections(self, node):
+        r = self.run(node, "curl", "-s", "-m", "3", "http://127.0.0.1:7880/api/connections", check_rc=True)
+        return json.loads(r.stdout)["connections"]
+
+    def connection_to(self, node, port, since_id=0):
+        """The newest connection on `node` to the server's `port` with id > since_id."""
+        found = [c for c in self.connections(node)
+                 if c["server"].endswith(f":{port}") and c["id"] > since_id]
+        return found[-1] if found else None
+
+    def wait_ended(self, node, port, since_id, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            c = self.connection_to(node, port, since_id)
+            if c and c.get("ended"):
+                return c
+            time.sleep(0.05)
+        return self.connection_to(node, port, since_id)
+
+    def last_id(self, node):
+        cs = self.connections(node)
+        return max([c["id"] for c in cs], default=0)
+
+    def print_logs(self):
+        for log in sorted(os.listdir(self.work)):
+            if log.startswith(self.prefix) and log.endswith(".log"):
+                print(f"--- {log} (last 40 lines)")
+                with open(os.path.join(self.work, log)) as f:
+                    print("".join(f.readlines()[-40:]))
+
+    def curl(self, url, *extra, timeout=60):
+        return subprocess.run(["ip", "netns", "exec", self.ns("client"), "curl", "-s", "-S", "-o", "-",
+                               "--max-time", "30", *extra, url], capture_output=True, timeout=timeout)

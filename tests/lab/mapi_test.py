@@ -1,0 +1,146 @@
+#!/usr/bin/python3
+"""The MAPI/EPM module against real peers, in the namespace lab.
+
+Usage: mapi_test.py WANOPT NETLAB DELAYLINE
+Needs root (exits 77, which ctest reports as skipped, otherwise). Prints
+'N passed, N failed'; exit 1 on failure.
+
+Samba (an AD DC provisioned in a throwaway directory, tests/lab/samba_peer.py)
+serves its endpoint mapper on 198.18.2.10:135 in the server namespace; the clients
+are python3-impacket and Samba's rpcclient in the client namespace; a branch and a
+datacenter box intercept between them, both running the "mapi" module. Samba is no
+Exchange server, so the branch is told to remap SAMR (remap_interfaces) as it would
+EMSMDB; LSARPC is not remapped.
+  1. impacket's ept_map for SAMR through the boxes: the client is told 7830 (the
+     proxy port), for LSARPC the real port; directly at the server (no module in the
+     way: the dc's own namespace) SAMR's real port.
+  2. impacket binds SAMR at server:7830 and calls SamrEnumerateDomainsInSamServer:
+     the right domains; the branch shows the EPM connection and the remapped
+     connection (optimized, peer = the dc, "remapped: told port 7830").
+  3. rpcclient (which asks 135 itself, then connects to what it is told):
+     enumdomains gives the same domains through the proxies.
+  4. An endpoint mapper bound with integrity: the port is left as the server says.
+  5. mode = "no-remap" on the branch: the client sees the real port and the call
+     still goes through the proxies (optimized, peer = the dc).
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from labkit import Checks, Lab  # noqa: E402
+
+WANOPT, NETLAB, DELAYLINE = (os.path.abspath(a) for a in sys.argv[1:4])
+SERVER = "198.18.2.10"
+IDS = {"branch": "02:00:00:00:0b:01", "dc": "02:00:00:00:0d:01"}
+
+if os.geteuid() != 0:
+    print("SKIP: the namespace lab needs root")
+    sys.exit(77)
+
+import samba_peer  # noqa: E402  (imports impacket helpers lazily)
+
+check = Checks()
+EXPECTED = {"WANOPT", "BUILTIN"}
+
+
+def module_config(mode):
+    return f"""
+[intercept]
+[[intercept.rule]]
+modules = ["mapi"]
+[modules.mapi]
+mode = "{mode}"
+remap_interfaces = ["{samba_peer.SAMR_UUID}"]
+"""
+
+
+def start_boxes(lab, mode):
+    for box in ("branch", "dc"):
+        lab.stop(box)
+        lab.start_box(box, lab.box_config(box, IDS[box], box, "ca", module_config(mode)))
+
+
+def main():
+    with tempfile.TemporaryDirectory(prefix="wanopt-mapi-") as work:
+        subprocess.run([os.path.join(HERE, "make-pki"), os.path.join(work, "pki")], check=True, capture_output=True)
+        lab = Lab(f"wp{os.getpid() % 100000}", work, WANOPT, NETLAB, DELAYLINE)
+        peer = None
+        try:
+            lab.up()
+            peer = samba_peer.start(lab.ns("server"), os.path.join(work, "samba"))
+            client = lab.ns("client")
+            # The server's own view, from the dc's namespace (no module on that path).
+            direct = samba_peer.ept_map(SERVER, samba_peer.SAMR_UUID, "1.0", ns=lab.ns("dc"))
+            real_samr = direct[0][0] if direct else None
+            check("Samba's endpoint mapper answers with SAMR's real port", real_samr and real_samr != 7830, direct)
+            start_boxes(lab, "remap")
+
+            # 1. Remapped for SAMR, not for LSARPC.
+            towers = samba_peer.ept_map(SERVER, samba_peer.SAMR_UUID, "1.0", ns=client)
+            check("ept_map through the boxes: SAMR is told at 7830", towers and towers[0][0] == 7830, towers)
+            epm = lab.wait_ended("branch", 135, 0)
+            check("branch: the EPM connection, optimized by the dc, classified EPM, the rewrite noted",
+                  epm and epm["application"] == "EPM" and epm["peer"] == IDS["dc"] and
+                  any(f"SAMR at port {real_samr}, told as 7830" in n for n in epm["notes"]), epm)
+            lsa = samba_peer.ept_map(SERVER, samba_peer.LSARPC_UUID, "0.0", ns=client)
+            lsa_direct = samba_peer.ept_map(SERVER, samba_peer.LSARPC_UUID, "0.0", ns=lab.ns("dc"))
+            check("ept_map through the boxes: LSARPC (not remapped) keeps its real port",
+                  lsa and lsa == lsa_direct and lsa[0][0] != 7830, (lsa, lsa_direct))
+
+            # 2. impacket through the remapped port.
+            names = samba_peer.samr_enumerate_domains(SERVER, 7830, ns=client)
+            check("impacket: SamrEnumerateDomainsInSamServer at server:7830 answers through the proxies",
+                  set(names) == EXPECTED, names)
+            remapped = lab.wait_ended("branch", real_samr, 0)
+            check("branch: the remapped connection goes to the real port, optimized by the dc",
+                  remapped and remapped["peer"] == IDS["dc"] and
+                  any("remapped: the client was told port 7830" in n for n in remapped["notes"]), remapped)
+            dc_side = lab.wait_ended("dc", real_samr, 0)
+            check("dc: connected to the real dynamic port for the branch", dc_side and dc_side["peer"] == IDS["branch"],
+                  dc_side)
+            show = lab.run("branch", WANOPT, "show", "connections", check_rc=True).stdout
+            print(show)
+            check("wanopt show: the EPM line and the remapped line", ":135 " in show and f":{real_samr} " in show, show)
+
+            # 3. Samba's rpcclient.
+            start = lab.last_id("branch")
+            names = samba_peer.rpcclient_enumdomains(SERVER, ns=client)
+            check("rpcclient: enumdomains through the proxies", set(names) == EXPECTED, names)
+            remapped = lab.wait_ended("branch", real_samr, start)
+            check("rpcclient's SAMR connection was remapped too",
+                  remapped and any("told port 7830" in n for n in remapped["notes"]), remapped)
+
+            # 4. An endpoint mapper bound with integrity: never rewritten.
+            start = lab.last_id("branch")
+            towers = samba_peer.ept_map(SERVER, samba_peer.SAMR_UUID, "1.0", ns=client, auth_level="integrity")
+            epm = lab.wait_ended("branch", 135, start)
+            check("EPM with integrity: the client sees the real port, untouched",
+                  towers and towers[0][0] == real_samr and epm and
+                  any("integrity or privacy" in n for n in epm["notes"]), (towers, epm))
+
+            # 5. Port remap off.
+            start_boxes(lab, "no-remap")
+            towers = samba_peer.ept_map(SERVER, samba_peer.SAMR_UUID, "1.0", ns=client)
+            check("no-remap: the client is told the real port", towers and towers[0][0] == real_samr, towers)
+            names = samba_peer.samr_enumerate_domains(SERVER, real_samr, ns=client)
+            c = lab.wait_ended("branch", real_samr, 0)
+            check("no-remap: the call at the real port goes through the proxies",
+                  set(names) == EXPECTED and c and c["peer"] == IDS["dc"], (names, c))
+        except Exception as e:  # a broken lab is a failure, never a skip
+            check("the lab ran to the end", False, repr(e))
+        finally:
+            if check.failed:
+                lab.print_logs()
+                if peer:
+                    print("--- samba\n" + peer.tail(30))
+            if peer:
+                peer.stop()
+            lab.down()
+    return check.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
