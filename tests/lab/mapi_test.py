@@ -49,8 +49,6 @@ EXPECTED = {"WANOPT", "BUILTIN"}
 def module_config(mode):
     return f"""
 [intercept]
-[[intercept.rule]]
-modules = ["mapi"]
 [modules.mapi]
 mode = "{mode}"
 remap_interfaces = ["{samba_peer.SAMR_UUID}"]

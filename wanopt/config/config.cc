@@ -265,9 +265,18 @@ Subnet SubnetKey(TableReader& r, std::string_view key) {
   return *subnet;
 }
 
+// Every registered module: what in-path rules run unless they say otherwise (each
+// module acts only on the connections it recognizes).
+std::vector<std::string> EveryModule() {
+  std::vector<std::string> names;
+  for (const auto& info : protocols::Registry::Global().modules()) names.push_back(info.name);
+  return names;
+}
+
 InpathRule ReadInpathRule(TableReader& r, const Config& config) {
   InpathRule rule;
   rule.policy = config.policy;
+  rule.modules = EveryModule();
   rule.source = SubnetKey(r, "source");
   rule.destination = SubnetKey(r, "destination");
   if (auto ports = r.String("ports")) {
@@ -314,6 +323,7 @@ void ReadIntercept(TableReader& r, Config& config) {
   if (auto s = r.Integer("peer_memory_s", 1, 7 * 86400)) intercept.peer_memory = std::chrono::seconds(*s);
   intercept.default_rule.name = "default (auto-discover)";
   intercept.default_rule.policy = config.policy;
+  intercept.default_rule.modules = EveryModule();
   if (const toml::node* rules = r.Get("rule")) {
     if (!rules->is_array_of_tables()) r.Fail("rule", rules, "must be an array of tables ([[intercept.rule]])");
     size_t index = 0;

@@ -111,7 +111,7 @@ struct InpathRule {
   InpathAction action = InpathAction::kAutoDiscover;
   std::optional<boost::asio::ip::tcp::endpoint> peer;  // kFixedTarget
   Policy policy = Policy::kFull;
-  std::vector<std::string> modules;
+  std::vector<std::string> modules;  // default: every registered module
   bool encryption = true;  // false only for lab measurements; the status page says so
   ServerSource server_source = ServerSource::kClient;
   bool MatchesEverything() const {
