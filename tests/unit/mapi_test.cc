@@ -157,7 +157,7 @@ TEST_CASE("mapi settings: defaults, every key, and one-line errors") {
   CHECK(error.starts_with("port: unknown setting"));
 }
 
-TEST_CASE("mapi box: a handed-out port redirects to the real one; a taken proxy port is not reused") {
+TEST_CASE("mapi box: a handed-out port redirects to the real one, a taken proxy port is not reused") {
   MapiBox box(Settings());
   uint32_t server = make_address("198.18.2.10").to_v4().to_uint();
   tcp::endpoint client(make_address("198.18.1.10"), 40000);
@@ -176,7 +176,7 @@ TEST_CASE("mapi box: a handed-out port redirects to the real one; a taken proxy 
   CHECK(found->first == 7830);
 }
 
-TEST_CASE("mapi box: admission control passes new sessions through whole; decided sessions keep their way") {
+TEST_CASE("mapi box: admission control passes new sessions through whole, decided sessions keep their way") {
   MapiBox box(Settings({{"admission_connections", "1"}}));
   tcp::endpoint early(make_address("198.18.1.10"), 40000), late(make_address("198.18.1.11"), 40000);
   tcp::endpoint epm(make_address("198.18.2.10"), 135);
@@ -239,7 +239,7 @@ TEST_CASE("mapi module: the datacenter side and no-remap mode change nothing") {
   CHECK(Exchange(Side::kBranch, off, "epm_map_emsmdb", 5) == Fixture("epm_map_emsmdb.s2c.bin"));
 }
 
-TEST_CASE("mapi module: binds classify MAPI and NSPI; NTLM privacy is eMAPI, noted") {
+TEST_CASE("mapi module: binds classify MAPI and NSPI") {
   MapiBox box(Settings());
   Host* host = nullptr;
   // The capture's dynamic ports: NSPI at 4997, EMSMDB at 1032.

@@ -230,14 +230,16 @@ bool IsCertificateAlert(int alert) {
 
 class Pump final : public std::enable_shared_from_this<Pump> {
  public:
-  Pump(const SecureContext& context, tcp::socket tcp, bool client, std::chrono::milliseconds timeout, Done done)
+  Pump(const SecureContext& context, tcp::socket tcp, bool client, std::chrono::milliseconds timeout, Done done,
+       SecureChannelOptions options)
       : context_(context),
         tcp_(std::move(tcp)),
         plain_(tcp_.get_executor()),
         timer_(tcp_.get_executor()),
         client_(client),
         timeout_(timeout),
-        done_(std::move(done)) {}
+        done_(std::move(done)),
+        options_(std::move(options)) {}
 
   ~Pump() { SSL_free(ssl_); }
 
@@ -300,7 +302,11 @@ class Pump final : public std::enable_shared_from_this<Pump> {
     ERR_clear_error();
     int r = SSL_do_handshake(ssl_);
     if (r == 1) {
-      client_ ? ReadConfirmation() : SendConfirmation();
+      if (!client_) return SendConfirmation();
+      if (!options_.optimistic) return ReadConfirmation();
+      // The confirmation will come first on the relay: checked there (Down).
+      awaiting_confirmation_ = true;
+      Succeed();
       return;
     }
     int e = SSL_get_error(ssl_, r);
@@ -511,6 +517,14 @@ class Pump final : public std::enable_shared_from_this<Pump> {
           down_buffer_.reset();
           down_written_ = down_length_ = 0;
           if (WaitForTls(e, [](Pump& p) { p.Down(); })) return;
+          if (awaiting_confirmation_) {
+            // The peer refused us after all (optimistic mode): the session's bytes
+            // went nowhere; it is cut, and the caller learns why.
+            std::string why = TakeOpenSslError();
+            LateFailure(why.empty() ? "the peer closed the channel without confirming it" : why);
+            Abort();
+            return;
+          }
           if (e == SSL_ERROR_ZERO_RETURN) {  // close_notify: an orderly end
             ERR_clear_error();
             down_ended_ = true;
@@ -524,6 +538,16 @@ class Pump final : public std::enable_shared_from_this<Pump> {
         }
         down_written_ = 0;
         down_length_ = static_cast<size_t>(r);
+        if (awaiting_confirmation_) {
+          if (down_buffer_[0] != kAccepted) {
+            LateFailure("peer is not a wanopt box (no confirmation after the handshake)");
+            Abort();
+            return;
+          }
+          awaiting_confirmation_ = false;
+          down_written_ = 1;  // the confirmation is the pump's, not the session's
+          if (down_length_ == 1) continue;
+        }
       }
       error_code ec;
       size_t n = plain_.write_some(
@@ -565,6 +589,13 @@ class Pump final : public std::enable_shared_from_this<Pump> {
     plain_.close(ignored);
   }
 
+  void LateFailure(const std::string& why) {
+    if (!options_.on_late_failure) return;
+    auto report = std::move(options_.on_late_failure);
+    options_.on_late_failure = nullptr;
+    report(why);
+  }
+
   const SecureContext& context_;
   tcp::socket tcp_;
   asio::local::stream_protocol::socket plain_;  // the pump's end of the socketpair
@@ -572,6 +603,8 @@ class Pump final : public std::enable_shared_from_this<Pump> {
   const bool client_;
   const std::chrono::milliseconds timeout_;
   Done done_;
+  SecureChannelOptions options_;
+  bool awaiting_confirmation_ = false;  // optimistic client: the first byte down is the confirmation
   SSL* ssl_ = nullptr;
   SocketBioState bio_;
 
@@ -701,9 +734,11 @@ std::unique_ptr<SecureContext> SecureContext::Create(const PeeringSecurity& secu
 
 void StartSecureChannel(const SecureContext& context, tcp::socket tcp, bool client,
                         std::chrono::milliseconds handshake_timeout,
-                        std::function<void(SecureChannelResult, tcp::socket plain)> done) {
+                        std::function<void(SecureChannelResult, tcp::socket plain)> done,
+                        SecureChannelOptions options) {
   auto executor = tcp.get_executor();
-  auto pump = std::make_shared<Pump>(context, std::move(tcp), client, handshake_timeout, std::move(done));
+  auto pump = std::make_shared<Pump>(context, std::move(tcp), client, handshake_timeout, std::move(done),
+                                     std::move(options));
   asio::post(executor, [pump] { pump->Start(); });
 }
 

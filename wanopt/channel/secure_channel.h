@@ -128,8 +128,19 @@ struct SecureChannelResult {
 // or a strand), like everything else in a session.
 // REQUIRES: `context` outlives every handshake started with it (a relaying pump no
 // longer uses it).
+// The opening side may skip waiting for the confirmation (one round trip) when it
+// has reason to expect it, e.g. that peer confirmed recently: `done` is then called
+// right after its handshake, the confirmation is checked when it arrives, and if it
+// does not (the peer refused our certificate), the session's end is cut and
+// `on_late_failure` says why. The accepting side ignores these options.
+struct SecureChannelOptions {
+  bool optimistic = false;
+  std::function<void(const std::string& why)> on_late_failure;
+};
+
 void StartSecureChannel(const SecureContext& context, boost::asio::ip::tcp::socket tcp, bool client,
                         std::chrono::milliseconds handshake_timeout,
-                        std::function<void(SecureChannelResult, boost::asio::ip::tcp::socket plain)> done);
+                        std::function<void(SecureChannelResult, boost::asio::ip::tcp::socket plain)> done,
+                        SecureChannelOptions options = {});
 
 }  // namespace wanopt::channel

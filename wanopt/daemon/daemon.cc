@@ -178,6 +178,7 @@ void Daemon::Accept(Listener& listener) {
         }
         error_code ec;
         tcp::endpoint from = s->remote_endpoint(ec);
+        TuneInnerSocket(*s, config_);
         channel::StartSecureChannel(
             *security_, std::move(*s), /*client=*/false, config_.timeouts.peer_connect,
             [this, from](channel::SecureChannelResult result, tcp::socket plain) {

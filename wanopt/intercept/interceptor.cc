@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string_view>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 
@@ -316,7 +317,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     if (!ec && ::setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
       ec = error_code(errno, boost::system::system_category());
     }
-    if (!ec && !held->upstream) TuneForWan(probe);  // it may become the inner channel
+    if (!ec && !held->upstream) TuneInnerSocket(probe, env_.config);  // it may become the inner channel
     tcp::endpoint local(tcp::v4(), 0);
     if (!ec && held->transparent) {
       int one = 1;
@@ -611,10 +612,22 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     }
     auto self = shared_from_this();
     auto lan = std::make_shared<tcp::socket>(std::move(client));
+    // A peer that confirmed us recently is trusted to again: no waiting for its
+    // confirmation (one round trip less before the client's first byte). If it
+    // refuses us after all, that one connection is cut and the next one waits.
+    channel::SecureChannelOptions options;
+    options.optimistic = RecentlyConfirmed(peer.device_id);
+    options.on_late_failure = [self, id = peer.device_id, key](const std::string& why) {
+      WANOPT_LOG(kWarn, "intercept") << "peer " << channel::FormatDeviceId(id) << " refused this box after all ("
+                                     << why << "): that connection is cut; the next ones wait for its confirmation";
+      self->Confirmed(id, false);
+    };
+    bool optimistic = options.optimistic;
     channel::StartSecureChannel(
         *security_, std::move(inner), /*client=*/true, env_.config.timeouts.peer_connect,
-        [self, &loop, lan, plan = std::make_shared<BranchPlan>(std::move(plan)), key](channel::SecureChannelResult result,
-                                                                                   tcp::socket plain) mutable {
+        [self, &loop, lan, plan = std::make_shared<BranchPlan>(std::move(plan)), key, optimistic,
+         id = peer.device_id](channel::SecureChannelResult result, tcp::socket plain) mutable {
+          if (!result.ec && !optimistic) self->Confirmed(id, true);
           if (result.ec) {
             std::string reason = "peer " + plan->peer_id + " failed authentication (" + result.error + ")";
             WANOPT_LOG(kWarn, "intercept") << "connection to " << Format(plan->destination) << ": " << reason
@@ -696,7 +709,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     if (!reason.empty()) plan.notes.push_back(reason);
     plan.server = std::move(server);
     (void)client;
-    TuneForWan(inner);
+    TuneInnerSocket(inner, env_.config);
     if (plaintext) {
       plan.notes.push_back("inner channel unencrypted (the branch asked and a rule here allows it: lab measurements only)");
       return StartDatacenterSession(env_, std::move(inner), std::move(plan));
@@ -722,6 +735,18 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
 
   // ---- Helpers ----
 
+  // Peers whose TLS confirmation this box had lately (any loop's thread).
+  bool RecentlyConfirmed(const channel::DeviceId& id) {
+    std::lock_guard lock(confirmed_mu_);
+    auto it = confirmed_.find(id);
+    return it != confirmed_.end() && Clock::now() - it->second < config_.peer_memory;
+  }
+  void Confirmed(const channel::DeviceId& id, bool yes) {
+    std::lock_guard lock(confirmed_mu_);
+    if (yes) confirmed_[id] = Clock::now();
+    else confirmed_.erase(id);
+  }
+
   const InpathRule& Match(uint32_t client, uint32_t server, uint16_t port) const {
     for (const InpathRule& rule : config_.rules) {
       if (rule.Matches(client, server, port)) return rule;
@@ -731,21 +756,6 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
 
   std::chrono::seconds config_timeout() const {
     return std::chrono::duration_cast<std::chrono::seconds>(env_.config.timeouts.connect) + std::chrono::seconds(1);
-  }
-
-  // Inner channels need their WAN tuning before the handshake (window scaling is
-  // fixed by the SYN): congestion control and buffers from [wan].
-  void TuneForWan(tcp::socket& socket) {
-    int fd = socket.native_handle();
-    int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    const std::string& cc = env_.config.wan.congestion;
-    if (!cc.empty()) ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc.data(), static_cast<socklen_t>(cc.size()));
-    if (uint64_t bytes = env_.config.wan.buffer_bytes()) {
-      int size = static_cast<int>(std::min<uint64_t>(bytes, 1u << 30));
-      ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
-      ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-    }
   }
 
   // Forgets decisions whose time is up, closing probes nobody came for.
@@ -798,6 +808,8 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
   std::map<uint32_t, Clock::time_point> option_droppers_;  // drops SYNs with options
   std::map<uint32_t, Unauthenticated> unauthenticated_;  // a box on the path failed authentication
   std::map<uint32_t, Clock::time_point> asymmetric_;     // replies to clients bypass this box
+  std::mutex confirmed_mu_;
+  std::map<channel::DeviceId, Clock::time_point> confirmed_;  // peers that confirmed our TLS
 };
 
 Interceptor::Interceptor(SessionEnvironment& env, const channel::SecureContext* security, asio::io_context& loop,

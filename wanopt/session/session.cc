@@ -53,37 +53,6 @@ channel::HelloStatus StatusFor(const error_code& ec) {
   return channel::HelloStatus::kUnreachable;
 }
 
-// Socket options for every inner channel: small control frames must not wait for
-// Nagle; a peer that stops acknowledging is given up after the dead-peer time; the
-// configured congestion control (BBR by default: it keeps a long fat WAN full
-// despite random loss); buffers of twice the WAN's bandwidth-delay product when the
-// config gives it (else the kernel's autotuning).
-void TuneInnerSocket(tcp::socket& socket, const Config& config) {
-  int fd = socket.native_handle();
-  int domain = 0;
-  socklen_t length = sizeof domain;
-  // An encrypted channel's session holds a socketpair end; the TLS pump's TCP
-  // socket was tuned before its handshake.
-  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) == 0 && domain == AF_UNIX) return;
-  error_code ignored;
-  socket.set_option(tcp::no_delay(true), ignored);
-  unsigned timeout_ms = static_cast<unsigned>(config.timeouts.dead_peer.count());
-  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout_ms, sizeof timeout_ms);
-  const std::string& cc = config.wan.congestion;
-  if (!cc.empty() && ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc.data(), static_cast<socklen_t>(cc.size())) != 0) {
-    static std::atomic<bool> warned{false};
-    if (!warned.exchange(true)) {
-      WANOPT_LOG(kWarn, "wan") << "congestion control " << cc << " unavailable (" << std::strerror(errno)
-                               << "): inner channels use the kernel's default";
-    }
-  }
-  if (uint64_t bytes = config.wan.buffer_bytes()) {
-    int size = static_cast<int>(std::min<uint64_t>(bytes, 1u << 30));
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-  }
-}
-
 void TuneLanSocket(tcp::socket& socket) {
   error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
@@ -1321,6 +1290,37 @@ class Session final : public std::enable_shared_from_this<Session>,
 };
 
 }  // namespace
+
+// Socket options for every inner channel: small control frames must not wait for
+// Nagle; a peer that stops acknowledging is given up after the dead-peer time; the
+// configured congestion control (BBR by default: it keeps a long fat WAN full
+// despite random loss); buffers of twice the WAN's bandwidth-delay product when the
+// config gives it (else the kernel's autotuning).
+void TuneInnerSocket(tcp::socket& socket, const Config& config) {
+  int fd = socket.native_handle();
+  int domain = 0;
+  socklen_t length = sizeof domain;
+  // An encrypted channel's session holds a socketpair end; the TLS pump's TCP
+  // socket was tuned before its handshake.
+  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) == 0 && domain == AF_UNIX) return;
+  error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  unsigned timeout_ms = static_cast<unsigned>(config.timeouts.dead_peer.count());
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout_ms, sizeof timeout_ms);
+  const std::string& cc = config.wan.congestion;
+  if (!cc.empty() && ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc.data(), static_cast<socklen_t>(cc.size())) != 0) {
+    static std::atomic<bool> warned{false};
+    if (!warned.exchange(true)) {
+      WANOPT_LOG(kWarn, "wan") << "congestion control " << cc << " unavailable (" << std::strerror(errno)
+                               << "): inner channels use the kernel's default";
+    }
+  }
+  if (uint64_t bytes = config.wan.buffer_bytes()) {
+    int size = static_cast<int>(std::min<uint64_t>(bytes, 1u << 30));
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  }
+}
 
 void StartBranchSession(SessionEnvironment& env, tcp::socket client, BranchPlan plan) {
   auto session = std::make_shared<Session>(env, Role::kBranch, std::move(client));

@@ -94,6 +94,11 @@ struct DatacenterPlan {
   std::vector<std::string> notes;
 };
 
+// Socket options for every inner channel, set before its first byte (before TLS):
+// no Nagle, the dead-peer time as TCP_USER_TIMEOUT, [wan] congestion control and
+// buffers. Does nothing on a socketpair end (an encrypted channel's session side).
+void TuneInnerSocket(boost::asio::ip::tcp::socket& socket, const Config& config);
+
 // Takes over `client`, an accepted client connection, and relays it as `plan` says.
 // REQUIRES: `client` belongs to the io_context whose thread will run the session.
 void StartBranchSession(SessionEnvironment& env, boost::asio::ip::tcp::socket client, BranchPlan plan);
