@@ -180,3 +180,14 @@ TEST_CASE("discovery option: malformed packets are refused, never read past the 
     }
   }
 }
+
+TEST_CASE("discovery option: a packet whose options run past the TCP header is left alone") {
+  // Found by the fuzzer: an option length pointing past the header made AddOption
+  // copy from beyond the packet.
+  auto syn = LinuxSyn();
+  syn[40 + 7] = 30;  // the timestamps option (at 46) claims 30 bytes: past the 60-byte header
+  CHECK_FALSE(AddOption(syn, Offer()));
+  auto parsed = ParseSegment(syn);
+  REQUIRE(parsed);  // still a TCP segment; its option walk just stops
+  CHECK_FALSE(parsed->option);
+}

@@ -147,7 +147,11 @@ std::optional<std::vector<uint8_t>> AddOption(std::span<const uint8_t> p, const 
       ++end;
       continue;
     }
-    if (end + 1 >= layout->tcp_header || tcp[end + 1] < 2) break;
+    // A malformed list (a length that is too short or runs past the header) is not
+    // ours to extend: leave such a packet alone.
+    if (end + 1 >= layout->tcp_header || tcp[end + 1] < 2 || end + tcp[end + 1] > layout->tcp_header) {
+      return std::nullopt;
+    }
     end += tcp[end + 1];
   }
   size_t new_header = end + bytes.size();
