@@ -270,7 +270,7 @@ def iperf_goodput(lab, seconds):
 # What deploy/intercept install makes (iptables-save lines): 9 rules in its chains, 5 jumps.
 INTERCEPT_RULES = [
     "-A PREROUTING -j WANOPT_PRE",
-    "-A WANOPT_PRE -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m mark --mark 0x0 -j NFQUEUE --queue-num 7821 --queue-bypass",
+    "-A WANOPT_PRE ! -i lo -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m mark --mark 0x0 -m addrtype ! --dst-type LOCAL -j NFQUEUE --queue-num 7821 --queue-bypass",
     "-A PREROUTING -j WANOPT_TPROXY",
     "-A WANOPT_TPROXY -p tcp -m socket --transparent -j WANOPT_DIVERT",
     "-A WANOPT_TPROXY -p tcp -m mark --mark 0x2100 -j TPROXY --on-port 7801 --on-ip 0.0.0.0 --tproxy-mark 0x1/0xffffffff",
@@ -280,7 +280,7 @@ INTERCEPT_RULES = [
     "-A WANOPT_OUT -p tcp -m tcp --tcp-flags SYN,RST,ACK SYN -m mark --mark 0x2400 -j NFQUEUE --queue-num 7821 --queue-bypass",
     "-A WANOPT_OUT -p tcp -m tcp --tcp-flags SYN,RST,ACK SYN,ACK -m mark --mark 0x2500 -j NFQUEUE --queue-num 7821 --queue-bypass",
     "-A INPUT -j WANOPT_IN",
-    "-A WANOPT_IN -p tcp -m tcp --tcp-flags SYN,RST,ACK SYN,ACK -j NFQUEUE --queue-num 7821 --queue-bypass",
+    "-A WANOPT_IN ! -i lo -p tcp -m tcp --tcp-flags SYN,RST,ACK SYN,ACK -j NFQUEUE --queue-num 7821 --queue-bypass",
     "-A FORWARD -j WANOPT_FWD",
     "-A WANOPT_FWD -p tcp -m mark --mark 0x2300 -j REJECT --reject-with tcp-reset",
 ]
@@ -451,7 +451,7 @@ def middle_lab(m):
     after = (iptables_save(m, "server"), m.exec("server", "ip", "rule").stdout,
              m.exec("server", "sysctl", "-n", "net.ipv4.ip_forward").stdout)
     check("--dry-run install prints the commands",
-          r.returncode == 0 and "-t raw -N WANOPT_PRE" in r.stdout and "-i eth0 -j NFQUEUE --queue-num 9 --queue-bypass" in r.stdout
+          r.returncode == 0 and "-t raw -N WANOPT_PRE" in r.stdout and "-i eth0 -m addrtype \\! --dst-type LOCAL -j NFQUEUE --queue-num 9 --queue-bypass" in r.stdout
           and "TPROXY --on-port 9000" in r.stdout and "ip rule add fwmark 0x1 lookup 100" in r.stdout, r.stdout + r.stderr)
     check("--dry-run changes nothing (rules, ip rules, sysctls)", before == after, f"{before} {after}")
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", INTERCEPT, "remove", "--dry-run"],

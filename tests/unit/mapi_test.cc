@@ -290,3 +290,55 @@ TEST_CASE("mapi module: garbage from the server is passed through unchanged, wit
   for (const auto& n : host.notes) noted |= n.find("left untouched") != std::string::npos;
   CHECK(noted);
 }
+
+TEST_CASE("mapi module: an ept_map answer in three fragments, cut inside the port, is rewritten whole") {
+  // Outlook's captured exchange, with the server's answer re-cut into three
+  // response fragments; one cut falls between the two bytes of the port.
+  Bytes c2s = Fixture("epm_map_emsmdb.c2s.bin");
+  Bytes s2c = Fixture("epm_map_emsmdb.s2c.bin");
+  const size_t ack_size = 60, header = 24;  // bind_ack, then the response's header and fixed body
+  Bytes ack(s2c.begin(), s2c.begin() + ack_size);
+  Bytes response(s2c.begin() + ack_size, s2c.end());
+  Bytes stub(response.begin() + header, response.end());
+  size_t port_at = FindPort(s2c, 1032) - ack_size - header;  // in the stub
+  uint32_t call_id = uint32_t{response[12]} | uint32_t{response[13]} << 8;
+  std::vector<size_t> cuts = {0, 20, port_at + 1, stub.size()};
+  Bytes fragments;
+  for (size_t i = 0; i + 1 < cuts.size(); ++i) {
+    Bytes pdu(response.begin(), response.begin() + header);
+    pdu[3] = static_cast<uint8_t>((i == 0 ? 0x01 : 0) | (i + 2 == cuts.size() ? 0x02 : 0));
+    pdu[12] = static_cast<uint8_t>(call_id);
+    pdu[13] = static_cast<uint8_t>(call_id >> 8);
+    uint32_t alloc_hint = static_cast<uint32_t>(stub.size() - cuts[i]);
+    for (int b = 0; b < 4; ++b) pdu[16 + b] = static_cast<uint8_t>(alloc_hint >> (8 * b));
+    pdu.insert(pdu.end(), stub.begin() + static_cast<long>(cuts[i]), stub.begin() + static_cast<long>(cuts[i + 1]));
+    pdu[8] = static_cast<uint8_t>(pdu.size());
+    pdu[9] = static_cast<uint8_t>(pdu.size() >> 8);
+    fragments.insert(fragments.end(), pdu.begin(), pdu.end());
+  }
+  MapiBox box(Settings());
+  Host host(Side::kBranch, &box);
+  ModuleChain chain(host, {"mapi"});
+  chain.Start();
+  Buffer data;
+  data.Append(c2s);
+  chain.Process(Direction::kClientToServer, data, false);
+  Bytes server = ack;
+  server.insert(server.end(), fragments.begin(), fragments.end());
+  Bytes got;
+  for (size_t at = 0; at < server.size(); at += 5) {  // 5 bytes at a time: held until the last fragment
+    Buffer piece;
+    piece.Append(std::span<const uint8_t>(server.data() + at, std::min<size_t>(5, server.size() - at)));
+    chain.Process(Direction::kServerToClient, piece, false);
+    got.insert(got.end(), piece.data(), piece.data() + piece.size());
+  }
+  REQUIRE(got.size() == server.size());
+  // The port's two bytes sit in the second and third fragments now: both rewritten.
+  uint16_t port = 0;
+  size_t changed = 0;
+  for (size_t i = 0; i < got.size(); ++i) changed += got[i] != server[i];
+  CHECK(changed == 2);
+  size_t second_end = ack_size + (header + cuts[2] - cuts[1]) + (header + cuts[1]);
+  port = static_cast<uint16_t>(got[second_end - 1] << 8 | got[second_end + header]);
+  CHECK(port == 7830);
+}
