@@ -66,7 +66,10 @@ class PduWalker {
       data = data.subspan(n);
       if (pdu_.size() == kHeaderSize && frag_length_ == 0) {
         Split split = SplitPdu(pdu_);
-        if (split.kind == Split::kMalformed) return false;
+        if (split.kind == Split::kMalformed) {
+          pdu_.clear();  // the caller stops feeding; nothing is kept
+          return false;
+        }
         frag_length_ = split.kind == Split::kNeedMore ? split.needed : kHeaderSize;
         PType ptype = static_cast<PType>(pdu_[2]);
         if (!wanted(ptype)) {
@@ -137,9 +140,10 @@ class MapiModule final : public Module {
     }
     // Server to client: only the endpoint mapper's answers change, on the branch.
     if (role_ != Role::kEpm || !Rewriting()) {
-      if (role_ == Role::kEpm) {
-        server_walker_.Feed(bytes, [](PType t) { return t == PType::kBindAck || t == PType::kAlterContextResp; },
-                            [this](const Pdu& pdu) { OnBindAck(pdu); });
+      if (role_ == Role::kEpm &&
+          !server_walker_.Feed(bytes, [](PType t) { return t == PType::kBindAck || t == PType::kAlterContextResp; },
+                               [this](const Pdu& pdu) { OnBindAck(pdu); })) {
+        Stop("malformed PDU from the server");
       }
       return FilterStatus::kContinue;
     }
@@ -382,6 +386,8 @@ FlowAdvice MapiBox::OnNewFlow(const tcp::endpoint& client, const tcp::endpoint& 
       return {true, "mode = pass-through: the endpoint mapper is left alone", std::nullopt};
     }
     // A session's first connection decides for all of them (session affinity).
+    // Bounded: what expired goes when the table grows.
+    if (sessions_.size() > 65536) std::erase_if(sessions_, [&](const auto& e) { return e.second.expires < now; });
     Affinity& a = sessions_[{c, s}];
     if (a.expires < now) {
       a.pass_through = connections_.load() >= settings_.admission_connections;

@@ -142,6 +142,8 @@ bool Daemon::Start(std::string* error) {
     if (!status_->Start(error)) {
       status_.reset();
       listeners_.clear();
+      if (interceptor_) interceptor_->Stop();  // no loop runs yet: unbind the queue now
+      interceptor_.reset();
       return false;
     }
   }

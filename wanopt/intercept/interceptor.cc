@@ -41,6 +41,7 @@ struct FlowKey {
 
 // A probe's SYN and SYN-ACK name it by its own port and the server.
 struct ProbeKey {
+  uint32_t local = 0;  // transparent probes of different clients may share a port
   uint16_t local_port = 0;
   uint32_t server = 0;
   uint16_t server_port = 0;
@@ -50,15 +51,14 @@ struct ProbeKey {
 std::string Format(const tcp::endpoint& e) { return e.address().to_string() + ":" + std::to_string(e.port()); }
 std::string Format(uint32_t a, uint16_t port) { return address_v4(a).to_string() + ":" + std::to_string(port); }
 
-// Moves a socket to another event loop: the descriptor is duplicated, so the
-// connection itself is untouched.
+// Moves a socket to another event loop: the descriptor leaves its loop and joins
+// the other; the connection itself is untouched.
 tcp::socket MoveToLoop(tcp::socket& socket, asio::io_context& loop) {
   tcp::socket moved(loop);
   if (!socket.is_open()) return moved;
-  int fd = ::dup(socket.native_handle());
   error_code ec;
-  socket.close(ec);
-  if (fd >= 0) moved.assign(tcp::v4(), fd, ec);
+  int fd = socket.release(ec);  // deregistered from its loop, not closed
+  if (!ec) moved.assign(tcp::v4(), fd, ec);
   return moved;
 }
 
@@ -68,6 +68,11 @@ void Reset(tcp::socket& socket) {
   socket.set_option(asio::socket_base::linger(true, 0), ignored);
   socket.close(ignored);
 }
+
+// Sent by the branch before its TLS ClientHello on an auto-discovered channel: lets
+// the datacenter tell our handshake from a client's own TLS relayed unoptimized
+// (when its answer was stripped on the way back).
+constexpr std::string_view kTlsPreamble = "WOPT-TLS";
 
 std::string Minutes(std::chrono::seconds s) {
   return s.count() % 60 == 0 ? std::to_string(s.count() / 60) + " min" : std::to_string(s.count()) + " s";
@@ -130,7 +135,9 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     error_code ignored;
     acceptor_.close(ignored);
     sweep_timer_.cancel();
+    // The queue's handler holds this object: dropping the queue breaks the cycle.
     if (queue_) queue_->Close();
+    queue_.reset();
     for (auto& [key, held] : held_) {
       if (held->probe) held->probe->close(ignored);
     }
@@ -154,7 +161,11 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     kMiddle,       // a further box answered: relay unchanged
     kDatacenter,   // we answer: the probe is the server connection
     kFixedTarget,  // rule: through a configured peer
+    kRelayDirect,  // a module's redirect that cannot be optimized: the box relays it
   };
+  // Bounds the SYNs held at once (each holds a probe socket): beyond it, new
+  // connections pass through rather than exhaust the box's descriptors.
+  static constexpr size_t kMaxHeld = 4096;
   struct Decision {
     Verdict verdict = Verdict::kHeld;
     Kind kind = Kind::kPassThrough;
@@ -167,11 +178,13 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     std::string reason;                     // pass-through reason, or a note
     tcp::endpoint client;                   // the real client (datacenter: from the option)
     std::optional<uint16_t> target_port;    // a module redirected the connection to this port
+    uint32_t sequence = 0;                  // the SYN's: a new SYN on the same 4-tuple is a new connection
   };
 
   // A SYN held while its probe is out.
   struct Held {
     uint32_t packet_id = 0;
+    uint32_t sequence = 0;
     FlowKey key;
     uint16_t target_port = 0;                 // where the probe goes (a module may redirect)
     const InpathRule* rule = nullptr;
@@ -207,6 +220,12 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     FlowKey key{s.source.to_uint(), s.destination.to_uint(), s.source_port, s.destination_port};
     // The box's own loopback traffic (its status page, say) is never a WAN connection.
     if (s.source.is_loopback() || s.destination.is_loopback()) return queue_->Accept(id, kMarkBypass);
+    uint32_t sequence = s.sequence;
+    current_sequence_ = sequence;
+    if (auto it = decisions_.find(key); it != decisions_.end() && it->second.verdict != Verdict::kHeld &&
+                                        it->second.sequence != sequence && !it->second.probe) {
+      decisions_.erase(it);  // the client reused its port: a new connection
+    }
     if (auto it = decisions_.find(key); it != decisions_.end()) {
       // A retransmitted SYN: the same answer as the first (or nothing while held).
       switch (it->second.verdict) {
@@ -253,20 +272,31 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     }
     // Servers known to drop SYNs with options, and paths with a box that failed
     // authentication, are left alone for a while.
+    // A connection a module redirected cannot simply be routed on (nothing listens
+    // at the port the client asked for): the box relays it itself.
+    auto pass = [&](const std::string& reason) {
+      if (!target_port) return Bypass(id, key, reason, true);
+      Decision& d = Decide(key, Verdict::kIntercept, std::chrono::seconds(30));
+      d.kind = Kind::kRelayDirect;
+      d.rule = &rule;
+      d.target_port = target_port;
+      d.reason = reason;
+      d.sequence = sequence;
+      queue_->Accept(id, kMarkIntercept);
+    };
     if (auto it = option_droppers_.find(key.server); it != option_droppers_.end() && it->second > Clock::now()) {
-      return Bypass(id, key, "server " + address_v4(key.server).to_string() +
-                                 " drops SYNs carrying TCP options (remembered for " +
-                                 Minutes(config_.option_drop_memory) + ")", true);
+      return pass("server " + address_v4(key.server).to_string() + " drops SYNs carrying TCP options (remembered for " +
+                  Minutes(config_.option_drop_memory) + ")");
     }
     if (auto it = unauthenticated_.find(key.server); it != unauthenticated_.end() && it->second.until > Clock::now()) {
-      return Bypass(id, key, it->second.reason, true);
+      return pass(it->second.reason);
     }
     bool plaintext = !rule.encryption;
-    if (!plaintext && !security_) {
-      return Bypass(id, key, "no [peering] credentials on this box to secure an inner channel", true);
-    }
+    if (!plaintext && !security_) return pass("no [peering] credentials on this box to secure an inner channel");
+    if (held_.size() >= kMaxHeld) return pass("too many connections being set up at once");
     auto held = std::make_unique<Held>();
     held->packet_id = id;
+    held->sequence = current_sequence_;
     held->key = key;
     held->rule = &rule;
     DiscoveryOption offer;
@@ -289,8 +319,12 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
       // A datacenter does not refuse what a branch probes: it just does not answer.
       return Bypass(id, key, "", false);
     }
+    // Answer only what this box can secure: TLS needs [peering] credentials.
+    if (!(upstream.plaintext && !rule.encryption) && !security_) return Bypass(id, key, "", false);
+    if (held_.size() >= kMaxHeld) return Bypass(id, key, "", false);
     auto held = std::make_unique<Held>();
     held->packet_id = id;
+    held->sequence = current_sequence_;
     held->key = key;
     held->rule = &rule;
     held->upstream = upstream;
@@ -308,7 +342,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   void StartProbe(std::unique_ptr<Held> held) {
-    Decide(held->key, Verdict::kHeld, config_timeout() + std::chrono::seconds(5));
+    Decide(held->key, Verdict::kHeld, config_timeout() + std::chrono::seconds(5)).sequence = held->sequence;
     tcp::socket probe(loop_);
     error_code ec;
     probe.open(tcp::v4(), ec);
@@ -330,7 +364,10 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
       return Release(*held, Verdict::kBypass);
     }
     if (!held->target_port) held->target_port = held->key.server_port;
-    held->probe_key = ProbeKey{probe.local_endpoint(ec).port(), held->key.server, held->target_port};
+    tcp::endpoint bound = probe.local_endpoint(ec);
+    // Bound to 0.0.0.0 until the connect picks a source: key such probes by port.
+    uint32_t bound_address = held->transparent ? bound.address().to_v4().to_uint() : 0;
+    held->probe_key = ProbeKey{bound_address, bound.port(), held->key.server, held->target_port};
     held->probe = std::move(probe);
     held->timer = std::make_unique<asio::steady_timer>(loop_);
     Held* h = held.get();
@@ -349,7 +386,8 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
 
   // Our probe's SYN on its way out: add the offer to the first transmission only.
   void OnProbeSyn(const QueuedPacket& p, const TcpSegment& s) {
-    auto it = probes_.find(ProbeKey{s.source_port, s.destination.to_uint(), s.destination_port});
+    auto it = probes_.find(ProbeKey{0, s.source_port, s.destination.to_uint(), s.destination_port});
+    if (it == probes_.end()) it = probes_.find(ProbeKey{s.source.to_uint(), s.source_port, s.destination.to_uint(), s.destination_port});
     if (it == probes_.end() || p.mark != kMarkProbe) return queue_->Accept(p.id);
     Held& h = *it->second;
     ++h.syns_seen;
@@ -368,7 +406,8 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
 
   // A SYN-ACK arriving for one of our probes: did a box answer?
   void OnProbeSynAck(uint32_t id, const TcpSegment& s) {
-    auto it = probes_.find(ProbeKey{s.destination_port, s.source.to_uint(), s.source_port});
+    auto it = probes_.find(ProbeKey{0, s.destination_port, s.source.to_uint(), s.source_port});
+    if (it == probes_.end()) it = probes_.find(ProbeKey{s.destination.to_uint(), s.destination_port, s.source.to_uint(), s.source_port});
     if (it != probes_.end()) {
       Held& h = *it->second;
       h.synack_seen = true;
@@ -407,6 +446,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
                                        << address_v4(h.upstream->client->to_uint()) << ": retrying from this box's address";
         auto retry = std::make_unique<Held>();
         retry->packet_id = h.packet_id;
+        retry->sequence = h.sequence;
         retry->key = key;
         retry->rule = h.rule;
         retry->upstream = h.upstream;
@@ -427,6 +467,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     if (h.target_port != key.server_port) redirected = h.target_port;
     if (asymmetric) asymmetric_[key.server] = Clock::now() + config_.peer_memory;
     Decision& d = Decide(key, Verdict::kIntercept, std::chrono::seconds(30));
+    d.sequence = h.sequence;
     d.rule = h.rule;
     d.target_port = redirected;
     d.probe = std::move(h.probe);
@@ -497,12 +538,14 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     Decision& d = decisions_[key];
     d.verdict = verdict;
     d.expires = Clock::now() + keep;
+    d.sequence = current_sequence_;
     return d;
   }
 
   void Release(Held& h, Verdict verdict) {
     Decision& d = decisions_[h.key];
     d.verdict = verdict;
+    d.sequence = h.sequence;
     if (verdict == Verdict::kBypass) {
       d.expires = Clock::now() + std::chrono::seconds(60);  // the client's retransmissions go the same way
       error_code ignored;
@@ -532,8 +575,17 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
   void Accept() {
     acceptor_.async_accept(loop_, [self = shared_from_this()](error_code ec, tcp::socket socket) {
       if (self->stopped_ || ec == asio::error::operation_aborted) return;
-      if (!ec) self->OnAccepted(std::move(socket));
-      self->Accept();
+      if (!ec) {
+        self->OnAccepted(std::move(socket));
+        self->Accept();
+        return;
+      }
+      // Out of descriptors: try again shortly instead of spinning.
+      WANOPT_LOG(kWarn, "intercept") << "transparent listener: accept: " << ec.message();
+      auto timer = std::make_shared<asio::steady_timer>(self->loop_, std::chrono::milliseconds(100));
+      timer->async_wait([self, timer](error_code) {
+        if (!self->stopped_) self->Accept();
+      });
     });
   }
 
@@ -544,8 +596,9 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     if (ec || !remote.address().is_v4() || !local.address().is_v4()) return Reset(socket);
     FlowKey key{remote.address().to_v4().to_uint(), local.address().to_v4().to_uint(), remote.port(), local.port()};
     auto it = decisions_.find(key);
-    if (it == decisions_.end() || it->second.verdict != Verdict::kIntercept ||
-        (it->second.kind != Kind::kFixedTarget && !it->second.probe)) {
+    bool needs_probe = it != decisions_.end() && it->second.kind != Kind::kFixedTarget &&
+                       it->second.kind != Kind::kRelayDirect;
+    if (it == decisions_.end() || it->second.verdict != Verdict::kIntercept || (needs_probe && !it->second.probe)) {
       WANOPT_LOG(kInfo, "intercept") << "connection " << Format(remote) << " -> " << Format(local)
                                      << " reached the listener without a decision: reset";
       return Reset(socket);
@@ -578,6 +631,11 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
           return StartBranchSession(self->env_, std::move(*lan), std::move(plan));
         }
         case Kind::kDatacenter: return self->StartAnswered(target, std::move(*lan), std::move(**probe), peer, plaintext, reason, client);
+        case Kind::kRelayDirect: {
+          BranchPlan plan = PlanFor(rule, local);
+          plan.pass_through_reason = reason;
+          return StartBranchSession(self->env_, std::move(*lan), std::move(plan));
+        }
         case Kind::kFixedTarget: {
           BranchPlan plan = PlanFor(rule, local);
           plan.peer = rule.peer;
@@ -608,6 +666,14 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     if (plaintext) {
       plan.notes.push_back("inner channel unencrypted (" + rule.name + ": encryption = false, for lab measurements only)");
       plan.connected = std::move(inner);
+      return StartBranchSession(env_, std::move(client), std::move(plan));
+    }
+    if (::send(inner.native_handle(), kTlsPreamble.data(), kTlsPreamble.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(kTlsPreamble.size())) {
+      plan.pass_through_reason = "inner channel to " + plan.peer_id + " failed before TLS";
+      plan.connected_is_inner = false;
+      plan.peer.reset();
+      plan.peer_id.clear();
       return StartBranchSession(env_, std::move(client), std::move(plan));
     }
     auto self = shared_from_this();
@@ -646,7 +712,8 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
           plan->notes.push_back("inner channel: TLS 1.3, peer authenticated as '" + result.peer_name + "'");
           plan->connected = std::move(plain);
           StartBranchSession(self->env_, std::move(*lan), std::move(*plan));
-        });
+        },
+        std::move(options));
     (void)loop;
   }
 
@@ -671,15 +738,16 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
       timer->cancel();
       std::array<uint8_t, 20> first{};
       ssize_t n = ec ? -1 : ::recv(in->native_handle(), first.data(), first.size(), MSG_PEEK | MSG_DONTWAIT);
+      std::string_view seen(reinterpret_cast<const char*>(first.data()), n > 0 ? static_cast<size_t>(n) : 0);
       bool expected;
       if (n <= 0) {
         expected = false;
       } else if (plaintext) {
         // A frame header (16 bytes) and the hello's magic; a shorter peek is given the benefit of the doubt.
-        static constexpr std::string_view kMagic = channel::kHelloMagic;
-        expected = n < 20 || std::string_view(reinterpret_cast<const char*>(first.data()) + 16, 4) == kMagic;
+        expected = n < 20 || seen.substr(16, 4) == channel::kHelloMagic;
       } else {
-        expected = first[0] == 0x16;  // a TLS handshake record
+        expected = seen.starts_with(kTlsPreamble);
+        if (expected) ::recv(in->native_handle(), first.data(), kTlsPreamble.size(), MSG_DONTWAIT);  // consumed
       }
       if (n == 0) {  // the branch gave up already
         Reset(*in);
@@ -688,6 +756,17 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
       }
       if (!expected) {
         error_code ignored;
+        // Relaying unauthenticated bytes from a client address an unauthenticated
+        // option named would let anyone speak to the server as that client.
+        tcp::endpoint from = out->local_endpoint(ignored);
+        if (from.address() == client.address() && from.address() != in->remote_endpoint(ignored).address()) {
+          WANOPT_LOG(kWarn, "intercept") << "probe from " << in->remote_endpoint(ignored)
+                                         << " sent no handshake, and its server connection uses the client address "
+                                         << client.address() << " its option named: reset, not relayed";
+          Reset(*in);
+          Reset(*out);
+          return;
+        }
         tcp::endpoint server = out->remote_endpoint(ignored);
         BranchPlan plan;
         plan.destination = server;
@@ -798,6 +877,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
   asio::steady_timer sweep_timer_;
   std::unique_ptr<NetlinkQueue> queue_;
   bool stopped_ = false;
+  uint32_t current_sequence_ = 0;  // of the SYN being decided
 
   std::map<FlowKey, Decision> decisions_;
   std::map<FlowKey, std::unique_ptr<Held>> held_;

@@ -9,6 +9,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 
 extern "C" {
@@ -25,7 +26,10 @@ namespace asio = boost::asio;
 class NetlinkQueueImpl final : public NetlinkQueue {
  public:
   NetlinkQueueImpl(asio::io_context& loop, Handler handler) : descriptor_(loop), handler_(std::move(handler)) {}
-  ~NetlinkQueueImpl() override { Close(); }
+  ~NetlinkQueueImpl() override {
+    *alive_ = false;
+    Close();
+  }
 
   bool Open(uint16_t number, std::string* error) {
     handle_ = nfq_open();
@@ -97,12 +101,13 @@ class NetlinkQueueImpl final : public NetlinkQueue {
     descriptor_.async_wait(asio::posix::descriptor_base::wait_read, [this](boost::system::error_code ec) {
       if (ec || !handle_) return;
       Drain();
-      Wait();
     });
   }
 
+  // Reads what is there, then waits again. Bounded: after a batch, the rest is read
+  // in a posted turn, so other work on this loop gets its share and nothing queued
+  // waits for the next packet to wake us.
   void Drain() {
-    // Bounded: give other work on this loop a turn after a batch.
     for (int i = 0; i < 256 && handle_; ++i) {
       ssize_t n = ::recv(descriptor_.native_handle(), buffer_.data(), buffer_.size(), MSG_DONTWAIT);
       if (n < 0) {
@@ -110,10 +115,17 @@ class NetlinkQueueImpl final : public NetlinkQueue {
           WANOPT_LOG(kWarn, "intercept") << "netlink queue read: " << std::strerror(errno);
         }
         if (errno == EINTR || errno == ENOBUFS) continue;
+        Wait();
         return;
       }
       nfq_handle_packet(handle_, reinterpret_cast<char*>(buffer_.data()), static_cast<int>(n));
     }
+    if (!handle_) return;
+    // The batch is used up and more may be waiting. `alive_` outlives this object's
+    // Close(): a turn posted before it does nothing after.
+    boost::asio::post(descriptor_.get_executor(), [this, alive = alive_] {
+      if (*alive && handle_) Drain();
+    });
   }
 
   static int OnPacket(nfq_q_handle*, nfgenmsg*, nfq_data* data, void* self_ptr) {
@@ -143,6 +155,7 @@ class NetlinkQueueImpl final : public NetlinkQueue {
   nfq_q_handle* queue_ = nullptr;
   std::vector<uint8_t> buffer_;
   std::unordered_set<uint32_t> pending_;  // packets without a verdict yet
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace

@@ -103,6 +103,7 @@ std::optional<TcpSegment> ParseSegment(std::span<const uint8_t> p) {
   s.destination = boost::asio::ip::address_v4({ip[16], ip[17], ip[18], ip[19]});
   s.source_port = Get16(tcp);
   s.destination_port = Get16(tcp + 2);
+  s.sequence = uint32_t{Get16(tcp + 4)} << 16 | Get16(tcp + 6);
   uint8_t flags = tcp[13];
   s.fin = flags & 0x01;
   s.syn = flags & 0x02;

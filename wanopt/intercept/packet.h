@@ -42,6 +42,7 @@ std::vector<uint8_t> EncodeOption(const DiscoveryOption& option);
 struct TcpSegment {
   boost::asio::ip::address_v4 source, destination;
   uint16_t source_port = 0, destination_port = 0;
+  uint32_t sequence = 0;
   bool syn = false, ack = false, rst = false, fin = false;
   // Our option, if the segment carries a well-formed one. An option of kind 0x21
   // with another magic or version, or a malformed one, leaves this empty and sets
