@@ -622,7 +622,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
                         probe = std::make_shared<std::optional<tcp::socket>>(std::move(probe)), &rule, kind, peer,
                         plaintext, reason, client, local, key]() mutable {
       switch (kind) {
-        case Kind::kOptimize: return self->StartOptimized(target, std::move(*lan), std::move(**probe), rule, peer, plaintext, local, key);
+        case Kind::kOptimize: return self->StartOptimized(std::move(*lan), std::move(**probe), rule, peer, plaintext, local, key);
         case Kind::kPassThrough:
         case Kind::kMiddle: {
           BranchPlan plan = PlanFor(rule, local);
@@ -655,7 +655,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   // Branch, on the session's loop: secure the probe, then the session.
-  void StartOptimized(asio::io_context& loop, tcp::socket client, tcp::socket inner, const InpathRule& rule,
+  void StartOptimized(tcp::socket client, tcp::socket inner, const InpathRule& rule,
                       const DiscoveryOption& peer, bool plaintext, const tcp::endpoint& destination, FlowKey key) {
     BranchPlan plan = PlanFor(rule, destination);
     error_code ec;
@@ -691,7 +691,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     bool optimistic = options.optimistic;
     channel::StartSecureChannel(
         *security_, std::move(inner), /*client=*/true, env_.config.timeouts.peer_connect,
-        [self, &loop, lan, plan = std::make_shared<BranchPlan>(std::move(plan)), key, optimistic,
+        [self, lan, plan = std::make_shared<BranchPlan>(std::move(plan)), key, optimistic,
          id = peer.device_id](channel::SecureChannelResult result, tcp::socket plain) mutable {
           if (!result.ec && !optimistic) self->Confirmed(id, true);
           if (result.ec) {
@@ -714,7 +714,6 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
           StartBranchSession(self->env_, std::move(*lan), std::move(*plan));
         },
         std::move(options));
-    (void)loop;
   }
 
   // Datacenter, on the session's loop. The branch speaks first (a TLS ClientHello,
@@ -732,7 +731,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     timer->async_wait([in, done](error_code ec) {
       if (!ec && !*done) in->cancel();
     });
-    in->async_wait(tcp::socket::wait_read, [self, &loop, in, out, timer, done, peer, plaintext, reason,
+    in->async_wait(tcp::socket::wait_read, [self, in, out, timer, done, peer, plaintext, reason,
                                             client](error_code ec) {
       *done = true;
       timer->cancel();
@@ -776,18 +775,17 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
                                    "relayed unoptimized";
         return StartBranchSession(self->env_, std::move(*in), std::move(plan));
       }
-      self->StartAnsweredChannel(loop, std::move(*in), std::move(*out), peer, plaintext, reason, client);
+      self->StartAnsweredChannel(std::move(*in), std::move(*out), peer, plaintext, reason);
     });
   }
 
-  void StartAnsweredChannel(asio::io_context& loop, tcp::socket inner, tcp::socket server, const DiscoveryOption& peer,
-                            bool plaintext, const std::string& reason, const tcp::endpoint& client) {
+  void StartAnsweredChannel(tcp::socket inner, tcp::socket server, const DiscoveryOption& peer, bool plaintext,
+                            const std::string& reason) {
     DatacenterPlan plan;
     error_code ec;
     plan.peer_endpoint = inner.remote_endpoint(ec);
     if (!reason.empty()) plan.notes.push_back(reason);
     plan.server = std::move(server);
-    (void)client;
     TuneInnerSocket(inner, env_.config);
     if (plaintext) {
       plan.notes.push_back("inner channel unencrypted (the branch asked and a rule here allows it: lab measurements only)");
@@ -809,7 +807,6 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
           plan->notes.push_back("inner channel: TLS 1.3, peer authenticated as '" + result.peer_name + "'");
           StartDatacenterSession(self->env_, std::move(plain), std::move(*plan));
         });
-    (void)loop;
   }
 
   // ---- Helpers ----
