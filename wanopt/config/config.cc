@@ -163,6 +163,7 @@ void ReadBox(TableReader& r, Config& config) {
 void ReadTimeouts(TableReader& r, Timeouts& t) {
   if (auto v = r.Millis("connect_ms", 1, 600'000)) t.connect = *v;
   if (auto v = r.Millis("peer_connect_ms", 1, 600'000)) t.peer_connect = *v;
+  if (auto v = r.Millis("handshake_ms", 1, 600'000)) t.handshake = *v;
   if (auto v = r.Millis("keepalive_ms", 10, 3'600'000)) t.keepalive = *v;
   if (auto v = r.Millis("dead_peer_ms", 30, 36'000'000)) t.dead_peer = *v;
   if (t.dead_peer <= t.keepalive) {

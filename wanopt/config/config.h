@@ -137,6 +137,8 @@ struct InterceptConfig {
 struct Timeouts {
   std::chrono::milliseconds connect{10'000};      // to origin servers
   std::chrono::milliseconds peer_connect{3'000};  // to datacenter peers
+  // An inner channel this box accepts: TLS, then the hello, each within this time.
+  std::chrono::milliseconds handshake{5'000};
   std::chrono::milliseconds keepalive{15'000};    // idle inner channel sends a keepalive
   std::chrono::milliseconds dead_peer{45'000};    // silent inner channel is reset
 };

@@ -182,10 +182,12 @@ void Daemon::Accept(Listener& listener) {
         tcp::endpoint from = s->remote_endpoint(ec);
         TuneInnerSocket(*s, config_);
         channel::StartSecureChannel(
-            *security_, std::move(*s), /*client=*/false, config_.timeouts.peer_connect,
+            *security_, std::move(*s), /*client=*/false, config_.timeouts.handshake,
             [this, from](channel::SecureChannelResult result, tcp::socket plain) {
               if (result.ec) {
-                WANOPT_LOG(kWarn, "datacenter") << "inner channel from " << from << ": authentication failed ("
+                WANOPT_LOG(kWarn, "datacenter") << "inner channel from " << from
+                                                << (result.authentication_failed ? ": authentication failed ("
+                                                                                 : ": TLS handshake failed (")
                                                 << result.error << "): closed";
                 return;
               }
