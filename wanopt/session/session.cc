@@ -328,6 +328,14 @@ class Session final : public std::enable_shared_from_this<Session>,
     if (hello.offered != Policy::kTcpOnly) StartDecoder();
     StartEncoder(ack_.applied);
     record_->SetPolicies(hello.offered, ack_.negotiated, ack_.applied);
+    if (env_.config.datacenter && !env_.config.datacenter->Serves(hello.destination.address())) {
+      WANOPT_LOG(kWarn, "datacenter") << "connection " << id_ << " from peer " << channel::FormatDeviceId(peer_id_)
+                                      << " " << Format(peer_endpoint_) << ": " << Format(hello.destination)
+                                      << " is not in [datacenter] serves: rejected";
+      return AnswerAndDrain(channel::HelloStatus::kRejected,
+                            "rejected: " + Format(hello.destination) + " is not in [datacenter] serves",
+                            /*resume=*/false);
+    }
     ConnectWanToServer(hello.destination);
   }
 
@@ -379,24 +387,29 @@ class Session final : public std::enable_shared_from_this<Session>,
   void OnServerConnected(error_code ec) {
     if (closed_) return;
     if (ec) {
-      ack_.status = StatusFor(ec);
       WANOPT_LOG(kInfo, "datacenter") << "connection " << id_ << " from peer "
                                       << channel::FormatDeviceId(peer_id_) << " " << Format(peer_endpoint_)
                                       << ": server " << Format(info_.server) << ": " << ec.message();
-      QueueControlFrame(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));
-      record_->AddNote("server " + Format(info_.server) + ": " + ec.message());
-      reset_ = true;
-      // Tell the branch, then wait for it to hang up (reading and discarding), so that
-      // our close cannot overtake the answer.
-      draining_ = true;
-      DownResume();
-      return;
+      return AnswerAndDrain(StatusFor(ec), "server " + Format(info_.server) + ": " + ec.message(), /*resume=*/true);
     }
     TuneLanSocket(lan_);
     QueueControlFrame(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));
     record_->SetState(ConnectionState::kOptimized);
     StartRelay();
     DownResume();
+  }
+
+  // The hello-ack says why this box does not serve the connection; then the box
+  // waits for the branch to hang up (reading and discarding), so that its close
+  // cannot overtake the answer; dead-peer time bounds the wait. `resume`: the down
+  // direction was waiting for this answer (else the caller is reading frames).
+  void AnswerAndDrain(channel::HelloStatus status, const std::string& note, bool resume) {
+    ack_.status = status;
+    QueueControlFrame(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));
+    record_->AddNote(note);
+    reset_ = true;
+    draining_ = true;
+    if (resume) DownResume();
   }
 
   // ---- Both roles. ----
