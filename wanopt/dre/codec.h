@@ -93,6 +93,13 @@ class Encoder {
   // the chunk's bytes for a REPAIR (nullopt if this box no longer has them either).
   std::optional<std::vector<uint8_t>> Repair(const Fingerprint& fingerprint);
 
+  // Whether new chunks may be sent as references (REF, DELTA) to chunks the peer
+  // knows. Off: every chunk goes out as a LITERAL, which any peer decodes (one
+  // without DRE just passes it on), and is still learned by both boxes that store.
+  // A branch sends its first bytes to a new peer this way, before the peer's answer
+  // says whether it runs DRE. On by default.
+  void set_references(bool on) { references_ = on; }
+
   const CodecStats& stats() const { return stats_; }
 
  private:
@@ -117,6 +124,7 @@ class Encoder {
   std::deque<std::unique_ptr<Block>> blocks_;  // closed, waiting to be framed
   struct Lz;
   std::unique_ptr<Lz> lz_;
+  bool references_ = true;
   CodecStats stats_;
 };
 

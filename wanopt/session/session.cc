@@ -199,11 +199,16 @@ class Session final : public std::enable_shared_from_this<Session>,
     // Client bytes follow the hello at once: discovery of the server's answer costs
     // no round trip. The datacenter reads them only after it reached the server.
     // They are encoded as the peering's last connection applied, if there was one.
+    // A new peering's first bytes go as literals (any peer decodes them, one that
+    // stores chunks learns them): references wait for the peer's answer.
     if (peer_state_) {
       if (auto last = peer_state_->last_applied()) {
         StartEncoder(Intersect(*last, hello.offered));
-        encoded_before_ack_ = encoder_ != nullptr;
+      } else {
+        StartEncoder(hello.offered);
+        if (encoder_) encoder_->set_references(false);
       }
+      encoded_before_ack_ = encoder_ != nullptr;
     }
     StartRelay();
   }
@@ -1076,9 +1081,10 @@ class Session final : public std::enable_shared_from_this<Session>,
     // peering applied last time); from here on they are encoded as applied now.
     if (peer_state_) peer_state_->set_last_applied(ack->applied);
     if (encoder_ && encoder_policy_ != ack->applied) {
-      record_->AddNote(std::string("encoded as ") + PolicyLetter(encoder_policy_) + " (last time's policy), " +
+      record_->AddNote(std::string("encoded as ") + PolicyLetter(encoder_policy_) + " before the answer, " +
                        PolicyLetter(ack->applied) + " applied now");
     }
+    if (encoder_ && HasDre(ack->applied)) encoder_->set_references(true);
     StartEncoder(ack->applied);
     StartDecoder();
     env_.table.PeerSeen(channel::FormatDeviceId(peer_id_), Format(wan_remote_), true);
