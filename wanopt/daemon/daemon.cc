@@ -130,7 +130,7 @@ bool Daemon::Start(std::string* error) {
       listeners_.clear();
       return false;
     }
-    box_modules_[info.name] = std::move(box);
+    box_modules_.Add(info.name, std::move(box));
   }
   env_.box_modules = &box_modules_;
   if (config_.intercept) {

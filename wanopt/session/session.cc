@@ -483,9 +483,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   void SetApplication(std::string_view name) override { record_->SetApplication(name); }
   void AddNote(std::string_view note) override { record_->AddNote(note); }
   protocols::BoxModule* BoxModuleFor(std::string_view name) override {
-    if (!env_.box_modules) return nullptr;
-    auto it = env_.box_modules->find(name);
-    return it == env_.box_modules->end() ? nullptr : it->second.get();
+    return env_.box_modules ? env_.box_modules->Find(name) : nullptr;
   }
 
   Direction UpDirection() const {
