@@ -437,7 +437,7 @@ def middle_lab(m):
     rules_before = m.exec("mid", "ip", "rule").stdout
     for extra in ((), ("--dry-run",)):
         r = m.exec("mid", INTERCEPT, "install", "--interface", "nosuch", *extra)
-        check(f"install {' '.join(extra)} --interface nosuch: exit 2, one-line error naming it",
+        check(f"install --interface nosuch{''.join(' ' + e for e in extra)}: exit 2, one-line error naming it",
               r.returncode == 2 and r.stderr.count("\n") == 1 and "--interface nosuch: no such interface" in r.stderr
               and not r.stdout, r.stdout + r.stderr)
     save = iptables_save(m, "mid")
