@@ -44,13 +44,25 @@ asio::io_context& Daemon::NextLoop() {
 
 bool Daemon::Start(std::string* error) {
   env_.capability = config_.dre.capability();
+  env_.store_failure.clear();
   if (!config_.dre.datastore.empty()) {
     datastore::ChunkStoreOptions options;
     options.path = config_.dre.datastore;
     options.max_bytes = config_.dre.max_bytes;
     options.sync_writes = config_.dre.sync_writes;
-    store_ = datastore::ChunkStore::Open(options, error);
-    if (!store_) return false;
+    bool misconfigured = false;
+    store_ = datastore::ChunkStore::Open(options, error, &misconfigured);
+    if (!store_ && misconfigured) return false;
+  }
+  if (!store_ && !config_.dre.datastore.empty()) {
+    // A full, read-only or failing disk must not keep the box from relaying: it
+    // runs without DRE, and says so here and in its connections' notes.
+    WANOPT_LOG(kWarn, "daemon") << config_.name << ": " << *error << ": running without DRE (LZ only)";
+    env_.store_failure = *error;
+    error->clear();
+    env_.capability = Intersect(env_.capability, Policy::kLz);
+  }
+  if (store_) {
     peers_ = std::make_unique<dre::PeerTable>(config_.dre.datastore + "/peers");
     // A store's ids depend on its secret: the id of a fixed string names the store's
     // contents. A wiped store draws a new secret, so its peers learn it knows nothing.
