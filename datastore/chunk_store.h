@@ -157,6 +157,12 @@ class ChunkStore {
   static std::unique_ptr<ChunkStore> Open(const ChunkStoreOptions& options, std::string* error,
                                           bool* misconfigured = nullptr);
 
+  // A store that holds and stores nothing, degraded from the start for `reason`
+  // (Open's error): what a box runs with when its store cannot be opened, so that a
+  // peer's DRE stream still decodes (each reference a miss, re-sent on request).
+  // Its ids use a secret drawn now: a new, empty store each time.
+  static std::unique_ptr<ChunkStore> Unavailable(std::string reason);
+
   ChunkStore(const ChunkStore&) = delete;
   ChunkStore& operator=(const ChunkStore&) = delete;
   // Closes the store: writes out the queue, then closes RocksDB. Chunks already

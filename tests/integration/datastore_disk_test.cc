@@ -107,7 +107,8 @@ void MakeStore(const std::string& path) {
 void ExpectStartsWithoutDre(const std::string& branch_store, const std::string& store) {
   std::unique_ptr<Pair> pair;
   REQUIRE_NOTHROW(pair = std::make_unique<Pair>(PairOptions{.branch_store = branch_store, .datacenter_store = store}));
-  CHECK(pair->datacenter->store() == nullptr);
+  REQUIRE(pair->datacenter->store());
+  CHECK_FALSE(pair->datacenter->store()->healthy());
   auto data = lab::SampleText(2 << 20, 44);
   CHECK(Send(*pair, 1, data));
   CHECK(Send(*pair, 2, data));
@@ -119,7 +120,7 @@ void ExpectStartsWithoutDre(const std::string& branch_store, const std::string& 
 
 }  // namespace
 
-TEST_CASE("datastore disk full mid-transfer: correct bytes, the store degrades, DRE off after; restart on the full disk") {
+TEST_CASE("datastore disk full mid-transfer: correct bytes, the store degrades, DRE off after, a restart on the full disk too") {
   TempDir dir;
   Tmpfs disk(8 << 20);
   std::string store = disk.path + "/dc";
@@ -164,6 +165,25 @@ TEST_CASE("the datacenter starts on a read-only disk, without DRE, and says so")
   disk.RemountReadOnly();
   ExpectStartsWithoutDre(dir.path + "/branch", disk.path + "/dc");
   ExpectStartsWithoutDre(dir.path + "/branch2", disk.path + "/new");
+}
+
+TEST_CASE("a datacenter restarted on a read-only disk still decodes what the branch encoded with DRE") {
+  TempDir dir;
+  Tmpfs disk(8 << 20);
+  Pair pair({.branch_store = dir.path + "/branch", .datacenter_store = disk.path + "/dc"});
+  auto data = lab::SampleText(2 << 20, 45);
+  // Applied F: the branch encodes the first bytes of its next connections with DRE,
+  // before the datacenter's answer.
+  REQUIRE(Send(pair, 1, data));
+  pair.Restart([&] { disk.RemountReadOnly(); });
+  REQUIRE(pair.datacenter->store());
+  CHECK_FALSE(pair.datacenter->store()->healthy());
+  CHECK(Send(pair, 2, data));
+  CHECK(Send(pair, 3, data));
+  auto c = DatacenterConnection(pair, 2);
+  REQUIRE(c.policy.applied);
+  CHECK(*c.policy.applied == Policy::kLz);
+  CHECK(Noted(c, "datastore degraded: datastore " + disk.path + "/dc: cannot open"));
 }
 
 TEST_CASE("the datacenter starts when its store's files were lost, without DRE, and says so") {

@@ -44,7 +44,6 @@ asio::io_context& Daemon::NextLoop() {
 
 bool Daemon::Start(std::string* error) {
   env_.capability = config_.dre.capability();
-  env_.store_failure.clear();
   if (!config_.dre.datastore.empty()) {
     datastore::ChunkStoreOptions options;
     options.path = config_.dre.datastore;
@@ -53,17 +52,18 @@ bool Daemon::Start(std::string* error) {
     bool misconfigured = false;
     store_ = datastore::ChunkStore::Open(options, error, &misconfigured);
     if (!store_ && misconfigured) return false;
-  }
-  if (!store_ && !config_.dre.datastore.empty()) {
-    // A full, read-only or failing disk must not keep the box from relaying: it
-    // runs without DRE, and says so here and in its connections' notes.
-    WANOPT_LOG(kWarn, "daemon") << config_.name << ": " << *error << ": running without DRE (LZ only)";
-    env_.store_failure = *error;
-    error->clear();
-    env_.capability = Intersect(env_.capability, Policy::kLz);
-  }
-  if (store_) {
-    peers_ = std::make_unique<dre::PeerTable>(config_.dre.datastore + "/peers");
+    if (store_) {
+      peers_ = std::make_unique<dre::PeerTable>(config_.dre.datastore + "/peers");
+    } else {
+      // A full, read-only or failing disk must not keep the box from relaying: it
+      // runs with a store that holds nothing, so DRE is off for its connections
+      // (CurrentCapability) and a peer's DRE stream still decodes, and says so here
+      // and in its connections' notes.
+      WANOPT_LOG(kWarn, "daemon") << config_.name << ": " << *error << ": running without DRE (LZ only)";
+      store_ = datastore::ChunkStore::Unavailable(*error);
+      error->clear();
+      peers_ = std::make_unique<dre::PeerTable>("");
+    }
     // A store's ids depend on its secret: the id of a fixed string names the store's
     // contents. A wiped store draws a new secret, so its peers learn it knows nothing.
     static constexpr std::string_view kInstanceProbe = "wanopt store instance";

@@ -10,7 +10,6 @@ Policy CurrentCapability(const SessionEnvironment& env) {
 }
 
 std::string StoreTrouble(const SessionEnvironment& env) {
-  if (!env.store_failure.empty()) return "datastore degraded: " + env.store_failure + ": DRE off";
   if (env.store && !env.store->healthy()) return "datastore degraded: " + env.store->degraded_reason() + ": DRE off";
   return "";
 }

@@ -53,12 +53,10 @@ struct SessionEnvironment {
   datastore::ChunkStore* store = nullptr;
   dre::PeerTable* peers = nullptr;
   uint64_t store_instance = 0;  // identifies this store's contents; changes when wiped
-  // What this box can apply: Config::dre.capability(), or less if the store failed
-  // to open. Fixed once the daemon runs: read CurrentCapability(), which also
-  // drops DRE once the store degrades.
+  // What this box can apply: Config::dre.capability(). Fixed once the daemon runs:
+  // read CurrentCapability(), which drops DRE while the store is degraded (or could
+  // not be opened).
   Policy capability = Policy::kLz;
-  // Why the configured store could not be opened ("" = it opened, or none is configured).
-  std::string store_failure;
   // [peering]: explicit inner channels (forward rules, the datacenter listener) are
   // TLS when set; null: plaintext, and the status page says so.
   const channel::SecureContext* security = nullptr;
@@ -69,8 +67,8 @@ struct SessionEnvironment {
 // What this box can apply to a connection that starts now: env.capability, and at
 // most L while the store is degraded (it stores nothing more).
 Policy CurrentCapability(const SessionEnvironment& env);
-// "datastore degraded: <why>: DRE off" when the configured store failed to open or
-// has degraded, for the notes of connections that would have used it; "" when it
+// "datastore degraded: <why>: DRE off" when the store failed to open or has
+// degraded, for the notes of connections that would have used it; "" when it
 // works, or none is configured.
 std::string StoreTrouble(const SessionEnvironment& env);
 
