@@ -197,8 +197,36 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     bool synack_seen = false;
     std::optional<DiscoveryOption> answer;    // a box answered in the SYN-ACK
     bool transparent = false;                 // the probe uses the client's address
+    bool after_early_timeout = false;         // a retry from our address after a quick give-up
+    Clock::duration early_timeout{};          // ... which was this long
+    Clock::time_point started;
     std::unique_ptr<asio::steady_timer> timer;
   };
+
+  // How long a probe from the client's address may go unanswered before the box
+  // suspects asymmetric routing (the server's replies go round it) and retries from
+  // its own address: a few round trips to that server as measured before, else to
+  // any server, else half a second; never more than the old half connect time.
+  Clock::duration AsymmetryTimeout(uint32_t server) const {
+    std::optional<Clock::duration> rtt;
+    if (auto it = server_rtt_.find(server); it != server_rtt_.end()) rtt = it->second;
+    else if (last_server_rtt_.count()) rtt = last_server_rtt_;
+    Clock::duration limit = config_timeout() / 2;
+    Clock::duration wait = rtt ? std::max<Clock::duration>(4 * *rtt, std::chrono::milliseconds(100))
+                               : std::chrono::milliseconds(500);
+    return std::min(wait, limit);
+  }
+
+  // The kernel's smoothed RTT of a connected probe: what AsymmetryTimeout scales by.
+  void RecordServerRtt(uint32_t server, tcp::socket& probe) {
+    ::tcp_info info{};
+    socklen_t len = sizeof info;
+    if (::getsockopt(probe.native_handle(), IPPROTO_TCP, TCP_INFO, &info, &len) != 0 || info.tcpi_rtt == 0) return;
+    Clock::duration rtt = std::chrono::microseconds(info.tcpi_rtt);
+    if (server_rtt_.size() > 4096) server_rtt_.clear();  // a bound, not a cache policy
+    server_rtt_[server] = rtt;
+    last_server_rtt_ = rtt;
+  }
 
   // ---- Packets ----
 
@@ -377,7 +405,8 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     probes_[h->probe_key] = h;
     held_[key] = std::move(held);
     auto self = shared_from_this();
-    h->timer->expires_after(h->transparent ? config_timeout() / 2 : config_timeout());
+    h->started = Clock::now();
+    h->timer->expires_after(h->transparent ? AsymmetryTimeout(h->key.server) : Clock::duration(config_timeout()));
     h->timer->async_wait([self, key](error_code ec) {
       if (ec) return;
       if (auto it = self->held_.find(key); it != self->held_.end() && it->second->probe) it->second->probe->cancel();
@@ -455,6 +484,8 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
         retry->target_port = h.target_port;
         retry->offer = h.offer;
         retry->transparent = false;
+        retry->after_early_timeout = true;
+        retry->early_timeout = Clock::now() - h.started;
         retry_from_box_.insert(key);
         return StartProbe(std::move(retry));
       }
@@ -465,9 +496,14 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
       return Release(h, Verdict::kBypass);
     }
     bool asymmetric = retry_from_box_.erase(key) > 0;
+    if (h.probe) RecordServerRtt(key.server, *h.probe);
     std::optional<uint16_t> redirected;
     if (h.target_port != key.server_port) redirected = h.target_port;
-    if (asymmetric) asymmetric_[key.server] = Clock::now() + config_.peer_memory;
+    // Remembered only when the server answered our own address faster than it was
+    // given to answer the client's: then that answer went round this box. A server
+    // that was merely slow is not held against the next connection.
+    bool confirmed = asymmetric && Clock::now() - h.started < h.early_timeout;
+    if (confirmed) asymmetric_[key.server] = Clock::now() + config_.peer_memory;
     Decision& d = Decide(key, Verdict::kIntercept, std::chrono::seconds(30));
     d.sequence = h.sequence;
     d.rule = h.rule;
@@ -494,8 +530,13 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
         d.answer = answer;
         d.peer = *h.upstream;
         if (asymmetric) {
-          d.reason = "asymmetric routing: the server's replies to the client's address do not come back through "
-                     "this box, so it connects from its own address";
+          auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(h.early_timeout).count();
+          d.reason = confirmed ? "asymmetric routing: the server's replies to the client's address do not come back "
+                                 "through this box (no answer in " + std::to_string(waited) +
+                                     " ms), so it connects from its own address (remembered for " +
+                                     Minutes(config_.peer_memory) + ")"
+                               : "no answer to the client's address in " + std::to_string(waited) +
+                                     " ms: connected from this box's address (the server was slow: not remembered)";
         } else if (h.retried_without_option) {
           option_droppers_[key.server] = Clock::now() + config_.option_drop_memory;
           d.reason = "server " + address_v4(key.server).to_string() +
@@ -895,6 +936,8 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
   std::map<uint32_t, Clock::time_point> option_droppers_;  // drops SYNs with options
   std::map<uint32_t, Unauthenticated> unauthenticated_;  // a box on the path failed authentication
   std::map<uint32_t, Clock::time_point> asymmetric_;     // replies to clients bypass this box
+  std::map<uint32_t, Clock::duration> server_rtt_;       // measured by connected probes
+  Clock::duration last_server_rtt_{};
   std::mutex confirmed_mu_;
   std::map<channel::DeviceId, Clock::time_point> confirmed_;  // peers that confirmed our TLS
 };
