@@ -49,7 +49,9 @@ void Pair::Start() {
     dc.device_id = *channel::ParseDeviceId("02:00:00:00:00:02");
     dc.threads = 2;
     dc.timeouts = options.timeouts;
-    dc.datacenter = DatacenterConfig{{boost::asio::ip::address_v4::loopback(), datacenter_port_}, {"bytecount"}};
+    dc.datacenter = DatacenterConfig{{options.datacenter_listen, datacenter_port_}, {"bytecount"}};
+    dc.datacenter->plaintext_peers = options.datacenter_plaintext_peers;
+    dc.datacenter->serves = options.datacenter_serves;
     dc.dre.datastore = options.datacenter_store;
     dc.dre.max_bytes = options.datacenter_store_bytes;
     dc.wan.congestion = options.congestion;
@@ -57,7 +59,7 @@ void Pair::Start() {
     datacenter = std::make_unique<Daemon>(dc);
     if (!datacenter->Start(&error)) throw std::runtime_error(error);
     datacenter_port_ = datacenter->datacenter_endpoint().port();
-    if (!options.peer) peer = datacenter->datacenter_endpoint();
+    if (!options.peer) peer = {boost::asio::ip::address_v4::loopback(), datacenter_port_};
   }
   Config br;
   br.name = "test-branch";

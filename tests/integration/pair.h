@@ -27,6 +27,10 @@ struct PairOptions {
   std::string datacenter_store;
   uint64_t datacenter_store_bytes = uint64_t{1} << 30;
   std::string branch_device_id = "02:00:00:00:00:01";
+  // [datacenter]: where it listens (loopback unless given), plaintext_peers, serves.
+  boost::asio::ip::address datacenter_listen = boost::asio::ip::address_v4::loopback();
+  std::vector<Subnet> datacenter_plaintext_peers;
+  std::vector<Subnet> datacenter_serves;
   std::string congestion = "bbr";  // [wan] congestion of both proxies
   // [peering] of each proxy (Mode kNone: plaintext inner channels).
   channel::PeeringSecurity branch_security;

@@ -122,3 +122,38 @@ TEST_CASE("no [peering]: plaintext, and the status page says so") {
   CHECK(Noted(*pair.branch, "inner channel unencrypted (no [peering] configured)"));
   CHECK(Noted(*pair.datacenter, "inner channel unencrypted (no [peering] configured)"));
 }
+
+TEST_CASE("a plaintext datacenter off loopback serves only plaintext_peers; the others are refused and counted") {
+  auto any = boost::asio::ip::address_v4::any();
+  {
+    Pair pair({.peer_down = PeerDownAction::kReset, .datacenter_listen = any,
+               .datacenter_plaintext_peers = {*ParseSubnet("198.18.9.0/24")}});
+    std::string error;
+    CHECK(RoundTrip(pair, 1000, &error).empty());
+    CHECK(error == "reset");
+    CHECK(pair.datacenter->counters().refused_peers.load() >= 1);
+    CHECK(pair.datacenter->table().Connections().empty());  // it never got as far as a hello
+  }
+  {
+    Pair pair({.datacenter_listen = any, .datacenter_plaintext_peers = {*ParseSubnet("127.0.0.0/8")}});
+    std::string error;
+    CHECK(RoundTrip(pair, 64 << 10, &error) == "same");
+    CHECK(pair.datacenter->counters().refused_peers.load() == 0);
+  }
+}
+
+TEST_CASE("[datacenter] serves: a destination outside it is rejected and reported, one inside is served") {
+  {
+    Pair pair({.peer_down = PeerDownAction::kReset, .datacenter_serves = {*ParseSubnet("198.18.2.0/24")}});
+    std::string error;
+    CHECK(RoundTrip(pair, 1000, &error).empty());
+    CHECK(error == "reset");
+    CHECK(Noted(*pair.datacenter, "is not in [datacenter] serves"));
+    CHECK(Noted(*pair.branch, "rejected"));
+  }
+  {
+    Pair pair({.datacenter_serves = {*ParseSubnet("127.0.0.1/32")}});
+    std::string error;
+    CHECK(RoundTrip(pair, 64 << 10, &error) == "same");
+  }
+}

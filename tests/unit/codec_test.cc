@@ -451,3 +451,41 @@ TEST_CASE("a decoder waiting for repairs keeps its frame through an idle release
   CHECK(second.Send(data) == data);
   CHECK(second.decoder.stats().nacks > 0);
 }
+
+TEST_CASE("references off: literals only, which a decoder without DRE passes on and one with DRE learns") {
+  Box branch("lit-branch"), dc("lit-dc"), plain("lit-plain");
+  auto data = lab::SampleText(1 << 20, 77);
+  {
+    // A peer without DRE: every chunk arrives as a literal, decoded as plain bytes.
+    Encoder encoder({}, branch.peers->Get(plain.name, kSeed), branch.store.get());
+    Decoder decoder({.dre = false}, nullptr, nullptr);
+    encoder.set_references(false);
+    Buffer out;
+    for (int pass = 0; pass < 2; ++pass) {  // the second pass would be all references
+      encoder.Append(data);
+      encoder.Flush();
+      while (encoder.HasPayload()) {
+        Buffer payload;
+        uint8_t flags = 0;
+        encoder.TakePayload(payload, &flags);
+        REQUIRE(decoder.Decode(flags, payload.span(), out) == Decoder::Status::kDone);
+      }
+    }
+    REQUIRE(out.size() == 2 * data.size());
+    CHECK(std::equal(data.begin(), data.end(), out.data()));
+    CHECK(std::equal(data.begin(), data.end(), out.data() + data.size()));
+    CHECK(encoder.stats().chunks_hit == 0);
+  }
+  {
+    // A peer with DRE learns what crossed as literals: the next time it is references.
+    Link first(branch, dc);
+    first.encoder.set_references(false);
+    CHECK(first.Send(data) == data);
+    CHECK(first.encoder.stats().chunks_hit == 0);
+    Link second(branch, dc);
+    CHECK(second.Send(data) == data);
+    CHECK(second.encoder.stats().chunks_missed == 0);
+    CHECK(second.decoder.stats().nacks == 0);
+    CHECK(second.wire_bytes * 50 < data.size());
+  }
+}

@@ -28,6 +28,8 @@ dead_peer_ms = 4000
 
 [datacenter]
 listen = "0.0.0.0"
+plaintext_peers = ["198.18.0.0/24", "198.18.5.7"]
+serves = ["198.18.1.0/24"]
 
 [[branch.forward]]
 listen = "127.0.0.1:8080"
@@ -244,4 +246,33 @@ TEST_CASE("[intercept] and [peering]: each mistake named with its line") {
   CHECK_MESSAGE(lab, error);
   CHECK(ErrorOf("[intercept]\n[[intercept.rule]]\nports = \"80\"\nencryption = false\n").find("configure [peering]") !=
         std::string::npos);
+}
+
+TEST_CASE("[datacenter] off loopback without [peering]: refused unless plaintext_peers says who may") {
+  CHECK(ErrorOf("[datacenter]\nlisten = \"0.0.0.0\"\n") ==
+        "test.toml:1: datacenter.listen: a listener off loopback needs [peering] (authenticated peers), or "
+        "datacenter.plaintext_peers naming the subnets allowed to peer in plaintext");
+  CHECK(ErrorOf("[datacenter]\nlisten = \"198.18.0.2\"\nplaintext_peers = \"198.18.0.0/24\"\n")
+            .starts_with("test.toml:3: datacenter.plaintext_peers: must be an array of IPv4 subnets"));
+  CHECK(ErrorOf("[datacenter]\nlisten = \"198.18.0.2\"\nserves = [\"198.18.1.0/33\"]\n")
+            .starts_with("test.toml:3: datacenter.serves: must be an array of IPv4 subnets"));
+  std::string error;
+  auto loopback = ParseConfig("[datacenter]\nlisten = \"127.0.0.1\"\n", "test.toml", &error);
+  REQUIRE_MESSAGE(loopback, error);
+  CHECK(loopback->datacenter->AllowsPlaintextFrom(boost::asio::ip::make_address("127.0.0.1")));
+  auto lab = ParseConfig("[datacenter]\nlisten = \"0.0.0.0\"\nplaintext_peers = [\"198.18.0.0/24\"]\n"
+                         "serves = [\"198.18.1.0/24\", \"198.18.2.10\"]\n",
+                         "test.toml", &error);
+  REQUIRE_MESSAGE(lab, error);
+  const DatacenterConfig& dc = *lab->datacenter;
+  CHECK(dc.AllowsPlaintextFrom(boost::asio::ip::make_address("198.18.0.9")));
+  CHECK_FALSE(dc.AllowsPlaintextFrom(boost::asio::ip::make_address("198.18.1.9")));
+  CHECK_FALSE(dc.AllowsPlaintextFrom(boost::asio::ip::make_address("127.0.0.1")));  // the listener is not on loopback
+  CHECK(dc.Serves(boost::asio::ip::make_address("198.18.1.200")));
+  CHECK(dc.Serves(boost::asio::ip::make_address("198.18.2.10")));
+  CHECK_FALSE(dc.Serves(boost::asio::ip::make_address("198.18.2.11")));
+  auto with_peering = ParseConfig("[datacenter]\nlisten = \"0.0.0.0\"\n[peering]\npsk_identity = \"x\"\n"
+                                  "psk = \"000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f\"\n",
+                                  "test.toml", &error);
+  CHECK_MESSAGE(with_peering, error);
 }

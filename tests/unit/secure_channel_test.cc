@@ -289,6 +289,8 @@ TEST_CASE("a certificate from another CA fails on both boxes, and no session get
     CHECK(boxes.client.result.error == "peer certificate not signed by the configured CA");
     CHECK(boxes.server.result.ec);
     CHECK(boxes.server.result.error == "peer rejected our certificate (unknown CA)");
+    CHECK(boxes.client.result.authentication_failed);
+    CHECK(boxes.server.result.authentication_failed);
     CHECK(!boxes.client.plain.is_open());
     CHECK(!boxes.server.plain.is_open());
     CHECK(Drains(boxes.io));
@@ -373,6 +375,7 @@ TEST_CASE("a wrong PSK or an unknown identity fails on both boxes") {
   for (End* end : {&boxes.client, &boxes.server}) {
     CHECK(end->result.ec);
     CHECK_MESSAGE(end->result.error.starts_with("PSK mismatch or identity unknown"), end->result.error);
+    CHECK(end->result.authentication_failed);
     CHECK(end->result.peer_name.empty());
     CHECK(!end->plain.is_open());
   }
@@ -486,6 +489,7 @@ TEST_CASE("a peer that never speaks fails the handshake by the timeout") {
   auto elapsed = Clock::now() - start;
   CHECK(end.result.ec == asio::error::timed_out);
   CHECK(end.result.error == "handshake timed out");
+  CHECK_FALSE(end.result.authentication_failed);  // a slow peer is not remembered as an impostor
   CHECK(!end.plain.is_open());
   CHECK(elapsed >= 300ms);
   CHECK(elapsed < 2s);

@@ -330,7 +330,8 @@ class Pump final : public std::enable_shared_from_this<Pump> {
     int r = SSL_read(ssl_, &byte, 1);
     if (r == 1) {
       if (byte == kAccepted) Succeed();
-      else Fail(asio::error::invalid_argument, "peer is not a wanopt box (no confirmation after the handshake)");
+      else Fail(asio::error::invalid_argument, "peer is not a wanopt box (no confirmation after the handshake)",
+                kAuthentication);
       return;
     }
     int e = SSL_get_error(ssl_, r);
@@ -355,17 +356,20 @@ class Pump final : public std::enable_shared_from_this<Pump> {
       if (reason == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
         Fail(asio::error::eof, "connection closed by the peer during the TLS handshake");
       } else if (psk) {
-        Fail(ec, "PSK mismatch or identity unknown (" + reason_text + ")");
+        Fail(ec, "PSK mismatch or identity unknown (" + reason_text + ")", kAuthentication);
       } else if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED) {
         long verify = SSL_get_verify_result(ssl_);
-        Fail(ec, IsVerifyChainError(verify)
-                     ? "peer certificate not signed by the configured CA"
-                     : std::string("peer certificate rejected: ") + X509_verify_cert_error_string(verify));
+        Fail(ec,
+             IsVerifyChainError(verify) ? "peer certificate not signed by the configured CA"
+                                        : std::string("peer certificate rejected: ") + X509_verify_cert_error_string(verify),
+             kAuthentication);
       } else if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
-        Fail(ec, "peer presented no certificate");
+        Fail(ec, "peer presented no certificate", kAuthentication);
       } else if (reason > SSL_AD_REASON_OFFSET && IsCertificateAlert(reason - SSL_AD_REASON_OFFSET)) {
-        Fail(ec, std::string("peer rejected our certificate (") +
-                     SSL_alert_desc_string_long(reason - SSL_AD_REASON_OFFSET) + ")");
+        Fail(ec,
+             std::string("peer rejected our certificate (") + SSL_alert_desc_string_long(reason - SSL_AD_REASON_OFFSET) +
+                 ")",
+             kAuthentication);
       } else {
         Fail(ec, "TLS handshake failed: " + reason_text);
       }
@@ -374,7 +378,9 @@ class Pump final : public std::enable_shared_from_this<Pump> {
 
   // Before `done`: the TCP socket is closed without a reset, so a fatal alert OpenSSL
   // just wrote still reaches the peer and tells it why.
-  void Fail(error_code ec, std::string error) {
+  static constexpr bool kAuthentication = true;
+
+  void Fail(error_code ec, std::string error, bool authentication = false) {
     if (ended_) return;
     ended_ = true;
     ERR_clear_error();
@@ -384,6 +390,7 @@ class Pump final : public std::enable_shared_from_this<Pump> {
     SecureChannelResult result;
     result.ec = ec;
     result.error = std::move(error);
+    result.authentication_failed = authentication;
     Done done = std::move(done_);
     done(std::move(result), tcp::socket(tcp_.get_executor()));
   }
@@ -393,7 +400,8 @@ class Pump final : public std::enable_shared_from_this<Pump> {
     if (context_.mode() == PeeringSecurity::Mode::kPsk) {
       // Defence in depth: the only way through without a certificate is the PSK.
       if (!SSL_session_reused(ssl_)) {
-        Fail(asio::ssl::error::unexpected_result, "PSK mismatch or identity unknown (the peer did not use it)");
+        Fail(asio::ssl::error::unexpected_result, "PSK mismatch or identity unknown (the peer did not use it)",
+             kAuthentication);
         return;
       }
       result.peer_name = context_.psk_identity();

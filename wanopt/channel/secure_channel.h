@@ -82,6 +82,9 @@ struct SecureChannelResult {
   // configured CA", "PSK mismatch or identity unknown", "handshake timed out".
   std::string error;
   std::string peer_name;  // the peer's certificate subject CN, or the PSK identity
+  // The failure was the peer's identity (certificate, PSK, not a wanopt box), not a
+  // timeout, a lost connection or a local resource: only this is worth remembering.
+  bool authentication_failed = false;
 };
 
 // Runs a TLS 1.3 handshake on `tcp` (client: this box opened the connection) with

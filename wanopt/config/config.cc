@@ -113,6 +113,20 @@ class TableReader {
     return names;
   }
 
+  // An array of IPv4 subnets ("198.18.1.0/24"; a bare address is a /32).
+  std::optional<std::vector<Subnet>> Subnets(std::string_view key) {
+    const toml::node* node = Get(key);
+    if (!node) return std::nullopt;
+    if (!node->is_array()) Fail(key, node, "must be an array of IPv4 subnets (like [\"198.18.1.0/24\"])");
+    std::vector<Subnet> subnets;
+    for (const toml::node& item : *node->as_array()) {
+      auto subnet = item.is_string() ? ParseSubnet(item.as_string()->get()) : std::nullopt;
+      if (!subnet) Fail(key, &item, "must be an array of IPv4 subnets (like [\"198.18.1.0/24\"])");
+      subnets.push_back(*subnet);
+    }
+    return subnets;
+  }
+
   std::optional<std::chrono::milliseconds> Millis(std::string_view key, int64_t min, int64_t max) {
     auto value = Integer(key, min, max);
     if (!value) return std::nullopt;
@@ -163,6 +177,7 @@ void ReadBox(TableReader& r, Config& config) {
 void ReadTimeouts(TableReader& r, Timeouts& t) {
   if (auto v = r.Millis("connect_ms", 1, 600'000)) t.connect = *v;
   if (auto v = r.Millis("peer_connect_ms", 1, 600'000)) t.peer_connect = *v;
+  if (auto v = r.Millis("handshake_ms", 1, 600'000)) t.handshake = *v;
   if (auto v = r.Millis("keepalive_ms", 10, 3'600'000)) t.keepalive = *v;
   if (auto v = r.Millis("dead_peer_ms", 30, 36'000'000)) t.dead_peer = *v;
   if (t.dead_peer <= t.keepalive) {
@@ -179,6 +194,8 @@ void ReadDatacenter(TableReader& r, Config& config) {
   } else {
     for (const auto& info : protocols::Registry::Global().modules()) dc.modules.push_back(info.name);
   }
+  if (auto subnets = r.Subnets("plaintext_peers")) dc.plaintext_peers = *subnets;
+  if (auto subnets = r.Subnets("serves")) dc.serves = *subnets;
   r.RejectUnknownKeys();
   config.datacenter = std::move(dc);
 }
@@ -452,6 +469,13 @@ Config Read(const toml::table& root) {
     TableReader r(*peering, "peering");
     ReadPeering(r, config);
   }
+  if (config.datacenter && config.peering.mode == channel::PeeringSecurity::Mode::kNone &&
+      !config.datacenter->listen.address().is_loopback() && config.datacenter->plaintext_peers.empty()) {
+    // An unauthenticated listener on the network would connect anyone to anything.
+    throw ConfigError{top.SubTable("datacenter")->source().begin.line, "datacenter.listen",
+                      "a listener off loopback needs [peering] (authenticated peers), or "
+                      "datacenter.plaintext_peers naming the subnets allowed to peer in plaintext"};
+  }
   if (const toml::table* intercept = top.SubTable("intercept")) {
     TableReader r(*intercept, "intercept");
     ReadIntercept(r, config);
@@ -501,6 +525,21 @@ Config Read(const toml::table& root) {
 }
 
 }  // namespace
+
+bool DatacenterConfig::AllowsPlaintextFrom(const boost::asio::ip::address& address) const {
+  // A listener on loopback is reachable from this host only: the operator's lab.
+  if (listen.address().is_loopback()) return true;
+  if (!address.is_v4()) return false;
+  uint32_t a = address.to_v4().to_uint();
+  return std::any_of(plaintext_peers.begin(), plaintext_peers.end(), [a](const Subnet& s) { return s.Contains(a); });
+}
+
+bool DatacenterConfig::Serves(const boost::asio::ip::address& destination) const {
+  if (serves.empty()) return true;
+  if (!destination.is_v4()) return false;
+  uint32_t a = destination.to_v4().to_uint();
+  return std::any_of(serves.begin(), serves.end(), [a](const Subnet& s) { return s.Contains(a); });
+}
 
 std::optional<Subnet> ParseSubnet(std::string_view text) {
   std::string_view address_text = text;

@@ -44,10 +44,29 @@ struct ForwardRule {
   std::vector<std::string> modules;
 };
 
+// An IPv4 subnet, as in-path rules match addresses.
+struct Subnet {
+  uint32_t address = 0;  // host order, masked
+  uint8_t prefix = 0;    // 0 matches everything
+  bool Contains(uint32_t a) const { return prefix == 0 || (a >> (32 - prefix)) == (address >> (32 - prefix)); }
+};
+
 struct DatacenterConfig {
   boost::asio::ip::tcp::endpoint listen;  // inner channels arrive here (default port 7800)
   // Modules this box runs when a branch asks for them (default: every registered one).
   std::vector<std::string> modules;
+  // Without [peering], the branches allowed to open plaintext inner channels. A
+  // listener that is not on loopback accepts no plaintext peer unless named here:
+  // otherwise anyone who reaches the port could have this box connect anywhere.
+  std::vector<Subnet> plaintext_peers;
+  // The server networks this box connects to for its peers (empty: any). A hello
+  // naming another destination is answered "rejected" and reported.
+  std::vector<Subnet> serves;
+  // Whether `address` may open a plaintext inner channel here: any address when the
+  // listener is on loopback, else only those in plaintext_peers.
+  bool AllowsPlaintextFrom(const boost::asio::ip::address& address) const;
+  // Whether this box connects to `destination` for its peers.
+  bool Serves(const boost::asio::ip::address& destination) const;
 };
 
 // The status page and API (wanopt/status). Off unless configured.
@@ -81,12 +100,6 @@ struct WanConfig {
   }
 };
 
-// An IPv4 subnet, as in-path rules match addresses.
-struct Subnet {
-  uint32_t address = 0;  // host order, masked
-  uint8_t prefix = 0;    // 0 matches everything
-  bool Contains(uint32_t a) const { return prefix == 0 || (a >> (32 - prefix)) == (address >> (32 - prefix)); }
-};
 
 // What an in-path rule does with the connections it matches (SteelHead's actions).
 enum class InpathAction {
@@ -137,6 +150,8 @@ struct InterceptConfig {
 struct Timeouts {
   std::chrono::milliseconds connect{10'000};      // to origin servers
   std::chrono::milliseconds peer_connect{3'000};  // to datacenter peers
+  // An inner channel this box accepts: TLS, then the hello, each within this time.
+  std::chrono::milliseconds handshake{5'000};
   std::chrono::milliseconds keepalive{15'000};    // idle inner channel sends a keepalive
   std::chrono::milliseconds dead_peer{45'000};    // silent inner channel is reset
 };

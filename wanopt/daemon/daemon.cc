@@ -125,6 +125,11 @@ bool Daemon::Start(std::string* error) {
       WANOPT_LOG(kInfo, "daemon") << config_.name << ": datacenter listening on " << at
                                   << " for inner channels (device id "
                                   << channel::FormatDeviceId(config_.device_id) << ")";
+      if (config_.peering.mode == channel::PeeringSecurity::Mode::kNone) {
+        WANOPT_LOG(kWarn, "daemon") << config_.name << ": no [peering]: inner channels are neither authenticated "
+                                    << "nor encrypted; accepted from loopback"
+                                    << (config_.datacenter->plaintext_peers.empty() ? " only" : " and [datacenter] plaintext_peers");
+      }
     } else {
       WANOPT_LOG(kInfo, "daemon") << config_.name << ": " << l->name << " listening on " << at
                                   << " -> " << l->rule->destination << " via peer " << l->rule->peer;
@@ -199,6 +204,17 @@ void Daemon::Accept(Listener& listener) {
     asio::post(executor, [this, &listener, s = std::make_shared<tcp::socket>(std::move(socket))]() mutable {
       if (listener.kind == Listener::Kind::kDatacenter) {
         if (!security_) {
+          error_code ec;
+          tcp::endpoint from = s->remote_endpoint(ec);
+          if (ec || !config_.datacenter->AllowsPlaintextFrom(from.address())) {
+            // Not authenticated and not in plaintext_peers: never a relay for it.
+            WANOPT_LOG(kWarn, "datacenter") << "plaintext inner channel from " << from
+                                            << " refused: not in [datacenter] plaintext_peers";
+            ++counters_.refused_peers;
+            s->set_option(asio::socket_base::linger(true, 0), ec);
+            s->close(ec);
+            return;
+          }
           DatacenterPlan plan;
           plan.notes.push_back("inner channel unencrypted (no [peering] configured)");
           StartDatacenterSession(env_, std::move(*s), std::move(plan));
@@ -208,10 +224,12 @@ void Daemon::Accept(Listener& listener) {
         tcp::endpoint from = s->remote_endpoint(ec);
         TuneInnerSocket(*s, config_);
         channel::StartSecureChannel(
-            *security_, std::move(*s), /*client=*/false, config_.timeouts.peer_connect,
+            *security_, std::move(*s), /*client=*/false, config_.timeouts.handshake,
             [this, from](channel::SecureChannelResult result, tcp::socket plain) {
               if (result.ec) {
-                WANOPT_LOG(kWarn, "datacenter") << "inner channel from " << from << ": authentication failed ("
+                WANOPT_LOG(kWarn, "datacenter") << "inner channel from " << from
+                                                << (result.authentication_failed ? ": authentication failed ("
+                                                                                 : ": TLS handshake failed (")
                                                 << result.error << "): closed";
                 return;
               }

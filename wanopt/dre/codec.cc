@@ -156,7 +156,7 @@ void Encoder::EmitChunk(std::span<const uint8_t> chunk) {
   if (previous_) peer_->SetNext(*previous_, fingerprint);
   previous_ = fingerprint;
   std::optional<Fingerprint> base = cursor_;
-  auto known = peer_->Find(fingerprint);
+  auto known = references_ ? peer_->Find(fingerprint) : std::nullopt;
   if (known && store_->Contains(*known)) {
     auto fp = FingerprintBytes(fingerprint);
     EmitOp(kRef, fp, rest);
@@ -166,7 +166,7 @@ void Encoder::EmitChunk(std::span<const uint8_t> chunk) {
   }
   // New bytes: as a delta against the chunk this one probably replaced, if that is
   // smaller, else as they are.
-  bool delta = base && *base != fingerprint && rest.size() >= 64 && EmitDelta(*base, rest);
+  bool delta = references_ && base && *base != fingerprint && rest.size() >= 64 && EmitDelta(*base, rest);
   if (!delta) EmitOp(kLiteral, rest, rest);
   cursor_ = delta ? peer_->Next(*base) : std::nullopt;
   // Both boxes store a chunk when it first crosses: from now on either can name it.
@@ -506,10 +506,9 @@ Decoder::Status Decoder::Run(Buffer& out) {
           prefix_.Append(bytes);
           StoreChunk();
         }
-      } else if (op == kLiteral) {
-        error_ = "literal without DRE";
-        return Status::kCorrupt;
       }
+      // Without DRE a LITERAL is just bytes: the peer may send its first bytes that
+      // way before it knows whether this box stores chunks.
       position_ = pos + n;
       continue;
     }

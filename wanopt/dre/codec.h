@@ -120,6 +120,12 @@ class Encoder {
   // Bytes this encoder holds on the heap (contexts, buffers, blocks), not counting
   // the object itself: what an idle connection costs, for tests and the status page.
   size_t HeldBytes() const;
+  // Whether new chunks may be sent as references (REF, DELTA) to chunks the peer
+  // knows. Off: every chunk goes out as a LITERAL, which any peer decodes (one
+  // without DRE just passes it on), and is still learned by both boxes that store.
+  // A branch sends its first bytes to a new peer this way, before the peer's answer
+  // says whether it runs DRE. On by default.
+  void set_references(bool on) { references_ = on; }
 
   const CodecStats& stats() const { return stats_; }
 
@@ -146,6 +152,7 @@ class Encoder {
   struct Lz;
   std::unique_ptr<Lz> lz_;
   bool peer_holds_lz_ = false;  // a compressed frame went out since the stream last ended
+  bool references_ = true;
   CodecStats stats_;
 };
 

@@ -695,14 +695,20 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
          id = peer.device_id](channel::SecureChannelResult result, tcp::socket plain) mutable {
           if (!result.ec && !optimistic) self->Confirmed(id, true);
           if (result.ec) {
-            std::string reason = "peer " + plan->peer_id + " failed authentication (" + result.error + ")";
+            std::string reason = "peer " + plan->peer_id +
+                                 (result.authentication_failed ? " failed authentication (" : " TLS handshake failed (") +
+                                 result.error + ")";
             WANOPT_LOG(kWarn, "intercept") << "connection to " << Format(plan->destination) << ": " << reason
                                            << ": pass-through";
-            asio::post(self->loop_, [self, key, reason] {
-              self->unauthenticated_[key.server] =
-                  Unauthenticated{Clock::now() + self->config_.peer_memory,
-                                  reason + ": remembered for " + Minutes(self->config_.peer_memory)};
-            });
+            // Only the peer's identity is worth remembering: a timeout or a local
+            // shortage (descriptors, memory) says nothing about the next connection.
+            if (result.authentication_failed) {
+              asio::post(self->loop_, [self, key, reason] {
+                self->unauthenticated_[key.server] =
+                    Unauthenticated{Clock::now() + self->config_.peer_memory,
+                                    reason + ": remembered for " + Minutes(self->config_.peer_memory)};
+              });
+            }
             plan->connected_is_inner = false;
             plan->peer.reset();
             plan->peer_id.clear();
@@ -794,12 +800,14 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     auto self = shared_from_this();
     std::string branch = channel::FormatDeviceId(peer.device_id);
     channel::StartSecureChannel(
-        *security_, std::move(inner), /*client=*/false, env_.config.timeouts.peer_connect,
+        *security_, std::move(inner), /*client=*/false, env_.config.timeouts.handshake,
         [self, plan = std::make_shared<DatacenterPlan>(std::move(plan)), branch](channel::SecureChannelResult result,
                                                                                tcp::socket plain) mutable {
           if (result.ec) {
             WANOPT_LOG(kWarn, "intercept") << "inner channel from " << branch << " "
-                                           << Format(*plan->peer_endpoint) << ": authentication failed ("
+                                           << Format(*plan->peer_endpoint)
+                                           << (result.authentication_failed ? ": authentication failed ("
+                                                                            : ": TLS handshake failed (")
                                            << result.error << "): closed, no optimized traffic";
             if (plan->server) Reset(*plan->server);
             return;

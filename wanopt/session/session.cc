@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <array>
 #include <atomic>
@@ -53,10 +54,28 @@ channel::HelloStatus StatusFor(const error_code& ec) {
   return channel::HelloStatus::kUnreachable;
 }
 
+// A relayed client or server connection. It lingers 0 s until the session ends
+// cleanly (ClearAbortiveClose): if the box stops or dies mid-connection, the kernel
+// closes the socket with a reset, so the far end never takes a cut stream for a
+// complete one.
+// The option is set on the descriptor directly: Asio clears a linger it set itself
+// when it destroys the socket (so that a destructor never blocks), which would turn
+// a daemon's stop into a clean FIN again.
+void SetAbortiveClose(tcp::socket& socket, bool on) {
+  if (!socket.is_open()) return;
+  ::linger option{on ? 1 : 0, 0};
+  ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_LINGER, &option, sizeof option);
+}
+
 void TuneLanSocket(tcp::socket& socket) {
   error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
+  SetAbortiveClose(socket, true);
 }
+
+// The session ended cleanly: close with the usual FIN and let the kernel finish
+// sending what is queued.
+void ClearAbortiveClose(tcp::socket& socket) { SetAbortiveClose(socket, false); }
 
 class Session final : public std::enable_shared_from_this<Session>,
                       public protocols::ModuleChain::Host {
@@ -132,10 +151,11 @@ class Session final : public std::enable_shared_from_this<Session>,
           if (result.ec) {
             // Like an unreachable peer: this box never sends a client's bytes to a
             // box it could not authenticate.
+            const char* what = result.authentication_failed ? "failed authentication" : "TLS handshake failed";
             WANOPT_LOG(kWarn, "branch") << "connection " << self->id_ << ": peer " << Format(*self->plan_.peer)
-                                        << " failed authentication: " << result.error;
+                                        << " " << what << ": " << result.error;
             self->wan_ = tcp::socket(self->lan_.get_executor());
-            return self->OnPeerConnected(asio::error::access_denied, "failed authentication (" + result.error + ")");
+            return self->OnPeerConnected(asio::error::access_denied, std::string(what) + " (" + result.error + ")");
           }
           self->record_->AddNote("inner channel: TLS 1.3, peer authenticated as '" + result.peer_name + "'");
           self->wan_ = std::move(plain);
@@ -179,11 +199,16 @@ class Session final : public std::enable_shared_from_this<Session>,
     // Client bytes follow the hello at once: discovery of the server's answer costs
     // no round trip. The datacenter reads them only after it reached the server.
     // They are encoded as the peering's last connection applied, if there was one.
+    // A new peering's first bytes go as literals (any peer decodes them, one that
+    // stores chunks learns them): references wait for the peer's answer.
     if (peer_state_) {
       if (auto last = peer_state_->last_applied()) {
         StartEncoder(Intersect(*last, hello.offered));
-        encoded_before_ack_ = encoder_ != nullptr;
+      } else {
+        StartEncoder(hello.offered);
+        if (encoder_) encoder_->set_references(false);
       }
+      encoded_before_ack_ = encoder_ != nullptr;
     }
     StartRelay();
   }
@@ -212,6 +237,8 @@ class Session final : public std::enable_shared_from_this<Session>,
     BecomePassThrough(reason);
     error_code ignored;
     wan_.close(ignored);
+    wan_.open(plan_.destination.protocol(), ignored);
+    SetAbortiveClose(wan_, true);  // as TuneLanSocket will: the server must never see a clean cut
     ConnectWan(plan_.destination, env_.config.timeouts.connect,
                [self = shared_from_this()](error_code ec) {
                  if (self->closed_) return;
@@ -244,10 +271,24 @@ class Session final : public std::enable_shared_from_this<Session>,
     framed_ = true;
     awaiting_handshake_ = true;
     StartTicks();
+    // The hello must arrive within the handshake deadline, however it trickles in:
+    // a peer that holds a half-sent hello holds a descriptor and a buffer.
+    uint32_t generation = ++connect_generation_;
+    connect_timer_.expires_after(env_.config.timeouts.handshake);
+    connect_timer_.async_wait([self = shared_from_this(), generation](error_code ec) {
+      if (ec || self->closed_ || generation != self->connect_generation_) return;
+      WANOPT_LOG(kInfo, "datacenter") << "connection " << self->id_ << " from " << Format(self->wan_endpoint())
+                                      << ": no hello within " << self->env_.config.timeouts.handshake.count()
+                                      << " ms: closed";
+      self->record_->AddNote("no hello within the handshake deadline");
+      self->Abort("");
+    });
     DownWaitReadable();
   }
 
   void OnHello(const channel::Hello& hello) {
+    ++connect_generation_;  // the hello arrived: the handshake deadline is met
+    connect_timer_.cancel();
     // The client's own address when the branch knows it, else the branch's.
     info_.client = hello.source.port() ? hello.source : peer_endpoint_;
     info_.server = hello.destination;
@@ -292,6 +333,14 @@ class Session final : public std::enable_shared_from_this<Session>,
     if (hello.offered != Policy::kTcpOnly) StartDecoder();
     StartEncoder(ack_.applied);
     record_->SetPolicies(hello.offered, ack_.negotiated, ack_.applied);
+    if (env_.config.datacenter && !env_.config.datacenter->Serves(hello.destination.address())) {
+      WANOPT_LOG(kWarn, "datacenter") << "connection " << id_ << " from peer " << channel::FormatDeviceId(peer_id_)
+                                      << " " << Format(peer_endpoint_) << ": " << Format(hello.destination)
+                                      << " is not in [datacenter] serves: rejected";
+      return AnswerAndDrain(channel::HelloStatus::kRejected,
+                            "rejected: " + Format(hello.destination) + " is not in [datacenter] serves",
+                            /*resume=*/false);
+    }
     ConnectWanToServer(hello.destination);
   }
 
@@ -321,12 +370,21 @@ class Session final : public std::enable_shared_from_this<Session>,
     }
     // The datacenter's WAN side is the inner channel, its LAN side the server: the
     // server connection goes into lan_.
+    // Abortive from the start: a box that stops before the connect completes must
+    // not leave the server a clean, empty connection.
+    error_code opened;
+    lan_.open(server.protocol(), opened);
+    SetAbortiveClose(lan_, true);
+    uint32_t generation = ++connect_generation_;
     connect_timer_.expires_after(env_.config.timeouts.connect);
-    connect_timer_.async_wait([self = shared_from_this()](error_code ec) {
-      if (!ec) self->lan_.cancel();
+    connect_timer_.async_wait([self = shared_from_this(), generation](error_code ec) {
+      error_code ignored;
+      if (!ec && generation == self->connect_generation_) self->lan_.cancel(ignored);
     });
     lan_.async_connect(server, [self = shared_from_this()](error_code ec) {
+      ++self->connect_generation_;  // a timer that already fired must not cancel what follows
       self->connect_timer_.cancel();
+      if (ec == asio::error::operation_aborted && !self->closed_) ec = asio::error::timed_out;
       self->OnServerConnected(ec);
     });
   }
@@ -334,24 +392,29 @@ class Session final : public std::enable_shared_from_this<Session>,
   void OnServerConnected(error_code ec) {
     if (closed_) return;
     if (ec) {
-      ack_.status = StatusFor(ec);
       WANOPT_LOG(kInfo, "datacenter") << "connection " << id_ << " from peer "
                                       << channel::FormatDeviceId(peer_id_) << " " << Format(peer_endpoint_)
                                       << ": server " << Format(info_.server) << ": " << ec.message();
-      QueueControlFrame(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));
-      record_->AddNote("server " + Format(info_.server) + ": " + ec.message());
-      reset_ = true;
-      // Tell the branch, then wait for it to hang up (reading and discarding), so that
-      // our close cannot overtake the answer.
-      draining_ = true;
-      DownResume();
-      return;
+      return AnswerAndDrain(StatusFor(ec), "server " + Format(info_.server) + ": " + ec.message(), /*resume=*/true);
     }
     TuneLanSocket(lan_);
     QueueControlFrame(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));
     record_->SetState(ConnectionState::kOptimized);
     StartRelay();
     DownResume();
+  }
+
+  // The hello-ack says why this box does not serve the connection; then the box
+  // waits for the branch to hang up (reading and discarding), so that its close
+  // cannot overtake the answer; dead-peer time bounds the wait. `resume`: the down
+  // direction was waiting for this answer (else the caller is reading frames).
+  void AnswerAndDrain(channel::HelloStatus status, const std::string& note, bool resume) {
+    ack_.status = status;
+    QueueControlFrame(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));
+    record_->AddNote(note);
+    reset_ = true;
+    draining_ = true;
+    if (resume) DownResume();
   }
 
   // ---- Both roles. ----
@@ -434,13 +497,17 @@ class Session final : public std::enable_shared_from_this<Session>,
 
   template <class Handler>
   void ConnectWan(const tcp::endpoint& target, std::chrono::milliseconds timeout, Handler handler) {
-    // The generation keeps a late timer of a first attempt from cancelling a second.
+    // The generation keeps a timer that fires as (or after) the connect completes from
+    // cancelling what follows it: the socket may by then be waiting to read, or have
+    // been handed to the TLS layer.
     uint32_t generation = ++connect_generation_;
     connect_timer_.expires_after(timeout);
     connect_timer_.async_wait([self = shared_from_this(), generation](error_code ec) {
-      if (!ec && generation == self->connect_generation_) self->wan_.cancel();
+      error_code ignored;
+      if (!ec && generation == self->connect_generation_) self->wan_.cancel(ignored);
     });
     wan_.async_connect(target, [self = shared_from_this(), handler = std::move(handler)](error_code ec) {
+      ++self->connect_generation_;
       self->connect_timer_.cancel();
       if (ec == asio::error::operation_aborted && !self->closed_) ec = asio::error::timed_out;
       handler(ec);
@@ -462,7 +529,10 @@ class Session final : public std::enable_shared_from_this<Session>,
 
   void UpWaitReadable() {
     lan_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
-      if (ec || self->closed_) return;
+      if (self->closed_) return;
+      // Only Close() cancels this wait on purpose: anything else is a failure, never
+      // a direction that silently stops.
+      if (ec) return self->FailLan(ec);
       self->UpRead();
     });
   }
@@ -635,7 +705,9 @@ class Session final : public std::enable_shared_from_this<Session>,
       FailWan("write", ec);
       return;
     }
-    framed_ ? CountWanOut(n) : CountLanOut(n);
+    // The WAN socket carries WAN bytes whether it is an inner channel or, passing
+    // through, the server connection itself: unreduced bytes still cross the WAN.
+    CountWanOut(n);
     last_wan_tx_ = Clock::now();
     After after = wan_queue_.front().after;
     wan_queue_.pop_front();
@@ -662,7 +734,8 @@ class Session final : public std::enable_shared_from_this<Session>,
     down_waiting_ = true;
     wan_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
       self->down_waiting_ = false;
-      if (ec || self->closed_) return;
+      if (self->closed_) return;
+      if (ec) return self->FailWan("wait", ec);
       self->DownRead();
     });
   }
@@ -688,7 +761,7 @@ class Session final : public std::enable_shared_from_this<Session>,
         return;
       }
       down_buffer_->Commit(n);
-      framed_ ? CountWanIn(n) : CountLanIn(n);
+      CountWanIn(n);
       last_wan_rx_ = Clock::now();
       if (!(framed_ ? ProcessFrames() : ProcessRaw())) return;
     }
@@ -809,7 +882,6 @@ class Session final : public std::enable_shared_from_this<Session>,
         auto reason = frame.payload.empty() ? ResetReason::kLanReset : static_cast<ResetReason>(frame.payload[0]);
         WANOPT_LOG(kInfo, RoleName()) << "connection " << id_ << ": peer reset (" << channel::ResetReasonName(reason)
                                       << ")";
-        ++env_.counters.resets;
         Abort("peer reset (" + std::string(channel::ResetReasonName(reason)) + ")");
         return false;
       }
@@ -1009,9 +1081,10 @@ class Session final : public std::enable_shared_from_this<Session>,
     // peering applied last time); from here on they are encoded as applied now.
     if (peer_state_) peer_state_->set_last_applied(ack->applied);
     if (encoder_ && encoder_policy_ != ack->applied) {
-      record_->AddNote(std::string("encoded as ") + PolicyLetter(encoder_policy_) + " (last time's policy), " +
+      record_->AddNote(std::string("encoded as ") + PolicyLetter(encoder_policy_) + " before the answer, " +
                        PolicyLetter(ack->applied) + " applied now");
     }
+    if (encoder_ && HasDre(ack->applied)) encoder_->set_references(true);
     StartEncoder(ack->applied);
     StartDecoder();
     env_.table.PeerSeen(channel::FormatDeviceId(peer_id_), Format(wan_remote_), true);
@@ -1098,7 +1171,6 @@ class Session final : public std::enable_shared_from_this<Session>,
     // cannot be completed correctly, so it is reset rather than cut short silently.
     WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": inner channel closed by peer "
                                   << Format(wan_endpoint()) << " mid-connection: resetting";
-    ++env_.counters.resets;
     Abort("inner channel closed by peer mid-connection");
   }
 
@@ -1188,7 +1260,6 @@ class Session final : public std::enable_shared_from_this<Session>,
   void FailWan(const char* what, const error_code& ec) {
     WANOPT_LOG(kInfo, RoleName()) << "connection " << id_ << ": " << (framed_ ? "inner channel" : "server")
                                   << " " << what << ": " << ec.message() << ": resetting";
-    ++env_.counters.resets;
     Abort(std::string(framed_ ? "inner channel " : "server ") + what + ": " + ec.message());
   }
 
@@ -1196,7 +1267,6 @@ class Session final : public std::enable_shared_from_this<Session>,
   // reset frame (best effort: if the channel is congested it gets a TCP reset).
   void Fail(ResetReason reason) {
     if (closed_) return;
-    ++env_.counters.resets;
     reset_ = true;
     record_->AddNote("reset: " + std::string(channel::ResetReasonName(reason)));
     if (framed_ && wan_.is_open() && !wan_writing_) {
@@ -1238,12 +1308,18 @@ class Session final : public std::enable_shared_from_this<Session>,
     error_code ignored;
     connect_timer_.cancel();
     tick_timer_.cancel();
+    if (!reset_) {
+      ClearAbortiveClose(lan_);
+      if (!framed_) ClearAbortiveClose(wan_);
+    }
     lan_.close(ignored);
     wan_.close(ignored);
     if (modules_) modules_->Close();
     // A connection that died before the peer answered, after we encoded on a guess:
     // guess no more until a connection completes its handshake.
     if (encoded_before_ack_ && awaiting_handshake_ && peer_state_) peer_state_->set_last_applied(std::nullopt);
+    // Every ending passes here once: count it by how it ended.
+    if (reset_) ++env_.counters.resets;
     record_->End(reset_);
     if (peer_counted_) env_.table.PeerConnectionEnded(channel::FormatDeviceId(peer_id_));
     WANOPT_LOG(kDebug, RoleName()) << "connection " << id_ << " closed";
