@@ -82,6 +82,7 @@
 
 #include "datastore/chunk_cache.h"
 #include "datastore/chunk_index.h"
+#include "datastore/rocksdb_hooks.h"
 #include "datastore/testing.h"
 #include "wanopt/util/bytes.h"
 #include "wanopt/util/log.h"
@@ -219,6 +220,8 @@ class ChunkStoreImpl final : public ChunkStore {
   bool GetInto(const ContentId& id, Buffer& out) override;
   bool Contains(const ContentId& id) const override;
   Stats stats() const override;
+  bool healthy() const override { return !degraded(); }
+  std::string degraded_reason() const override;
   void Flush() override;
 
   void HoldWriter(bool hold);
@@ -247,6 +250,16 @@ class ChunkStoreImpl final : public ChunkStore {
     ContentId id;
     Blob blob;
   };
+
+  bool degraded() const { return degraded_.load(std::memory_order_acquire); }
+  // Stops every write to RocksDB from now on, for `reason`; logs it the first time.
+  // Quick and lock-free but for its own mutex: RocksDB's threads call it too.
+  void Degrade(const std::string& reason);
+  // Runs `write`, one write to RocksDB, unless the store is degraded (then returns
+  // Aborted without running it); a failure degrades the store. Writes are
+  // serialized: none can reach RocksDB after the one that failed.
+  template <typename Write>
+  rocksdb::Status Writing(Write&& write);
 
   bool LoadOrCreateSecret(std::string* why);
   // Draws a secret and makes it `file`; *lost_race if another process made one first.
@@ -337,8 +350,13 @@ class ChunkStoreImpl final : public ChunkStore {
   uint64_t written_ = 0;                 // guarded: ... whose write finished (or failed)
   bool stop_ = false;                    // guarded
   bool held_ = false;                    // guarded: testing::HoldWriter
-  uint64_t failed_batches_ = 0;          // the writer's own
   std::thread writer_;
+
+  // Every write to RocksDB, under write_mu_ (see Writing).
+  std::mutex write_mu_;
+  std::atomic<bool> degraded_{false};
+  mutable std::mutex degraded_mu_;
+  std::string degraded_reason_;  // guarded by degraded_mu_
 
   const bool caching_;  // cache_bytes > 0
   // Runs of RocksDB reads in storage order, for read-ahead.
@@ -360,7 +378,16 @@ namespace testing {
 void HoldWriter(ChunkStore& store, bool hold) { static_cast<ChunkStoreImpl&>(store).HoldWriter(hold); }
 }  // namespace testing
 
-std::unique_ptr<ChunkStore> ChunkStore::Open(const ChunkStoreOptions& options, std::string* error) {
+std::unique_ptr<ChunkStore> ChunkStore::Open(const ChunkStoreOptions& options, std::string* error,
+                                             bool* misconfigured) {
+  if (misconfigured) *misconfigured = false;
+  std::error_code ec;
+  auto status = std::filesystem::status(options.path, ec);
+  if (options.path.empty() || ec == std::errc::not_a_directory ||
+      (!ec && status.type() != std::filesystem::file_type::directory &&
+       status.type() != std::filesystem::file_type::not_found)) {
+    if (misconfigured) *misconfigured = true;
+  }
   auto store = std::make_unique<ChunkStoreImpl>(options);
   std::string why;
   if (!store->Init(options, &why)) {
@@ -398,9 +425,9 @@ ChunkStoreImpl::~ChunkStoreImpl() {
   if (!db_) return;
   // Not needed for durability (the log has it all), but the next Open then reads
   // table files instead of replaying up to max_total_wal_size of log: 1M small
-  // chunks reopen in 0.5 s instead of 1.2 s.
-  rocksdb::Status s = db_->Flush({}, handles_);
-  if (!s.ok()) WANOPT_LOG(kWarn, kComponent) << path_ << ": flush at close: " << s.ToString();
+  // chunks reopen in 0.5 s instead of 1.2 s. Not on a degraded store.
+  rocksdb::Status s = Writing([&] { return db_->Flush({}, handles_); });
+  if (!s.ok() && !s.IsAborted()) WANOPT_LOG(kWarn, kComponent) << path_ << ": flush at close: " << s.ToString();
   for (auto* handle : handles_) db_->DestroyColumnFamilyHandle(handle);
   db_->Close();
 }
@@ -526,8 +553,11 @@ bool ChunkStoreImpl::OpenDatabase(const ChunkStoreOptions& options, std::string*
   db_options.max_total_wal_size = 256 << 20;
   db_options.bytes_per_sync = 1 << 20;  // write back gradually, not in flush-sized bursts
   db_options.wal_bytes_per_sync = 1 << 20;
-  db_options.keep_log_file_num = 3;     // RocksDB's own LOG files in the directory
-  db_options.max_log_file_size = 8 << 20;
+  // RocksDB's messages go to the journal, not to a LOG file on the store's disk,
+  // and its background errors degrade the store (rocksdb_hooks.h).
+  db_options.info_log = MakeJournalLogger(path_, rocksdb::InfoLogLevel::ERROR_LEVEL);
+  db_options.listeners.push_back(
+      MakeErrorListener([this](const rocksdb::Status& s) { Degrade("cannot write: " + s.ToString()); }));
 
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
@@ -562,7 +592,9 @@ bool ChunkStoreImpl::OpenDatabase(const ChunkStoreOptions& options, std::string*
     if (s.IsCorruption()) {
       *why = "the database is corrupted (" + s.ToString() +
              "); it was left as it is: move or remove the directory to start an empty store";
-    } else if (s.ToString().find("/LOCK") != std::string::npos) {
+    } else if (s.ToString().find("/LOCK") != std::string::npos &&
+               (s.ToString().find("lock hold by current process") != std::string::npos ||
+                s.ToString().find("Resource temporarily unavailable") != std::string::npos)) {
       *why = "already open, by this or another process (" + s.ToString() + ")";
     } else {
       *why = s.ToString();
@@ -604,7 +636,7 @@ bool ChunkStoreImpl::CheckMeta(std::string* why) {
   batch.Put(meta_cf_, kSecretCheckKey, check_slice);
   rocksdb::WriteOptions sync;
   sync.sync = true;
-  rocksdb::Status s = db_->Write(sync, &batch);
+  rocksdb::Status s = Writing([&] { return db_->Write(sync, &batch); });
   if (!s.ok()) {
     *why = "cannot write: " + s.ToString();
     return false;
@@ -657,7 +689,7 @@ bool ChunkStoreImpl::Rebuild(std::string* why) {
   it.reset();
   if (fix.Count() > 0) {
     WANOPT_LOG(kWarn, kComponent) << path_ << ": removing " << fix.Count() << " malformed or repeated index entries";
-    db_->Write(write_options_, &fix);
+    Writing([&] { return db_->Write(write_options_, &fix); });
   }
   // Chunk bytes may outlive their index entry (evicted, not yet reclaimed): new
   // sequence numbers start above both, so no key is ever written twice.
@@ -693,6 +725,10 @@ ContentId ChunkStoreImpl::Put(std::span<const uint8_t> chunk) {
       duplicates_.fetch_add(1, std::memory_order_relaxed);
       return id;
     }
+  }
+  if (degraded()) {
+    write_errors_.fetch_add(1, std::memory_order_relaxed);
+    return id;
   }
   // Room first, with no lock held: the writer needs the shard locks to make room.
   const uint64_t charge = chunk.size() + kQueueEntryOverhead;
@@ -801,7 +837,7 @@ void ChunkStoreImpl::WriteBatchOut(std::vector<Queued>& batch) {
     write.Put(chunks_cf_, key.slice(), {reinterpret_cast<const char*>(q.blob.data.get()), q.blob.size});
     write.Put(index_cf_, key.slice(), {entry, sizeof entry});
   }
-  rocksdb::Status s = db_->Write(write_options_, &write);
+  rocksdb::Status s = Writing([&] { return db_->Write(write_options_, &write); });
   uint64_t charge = 0;
   for (const auto& q : batch) {
     charge += q.blob.size + kQueueEntryOverhead;
@@ -816,13 +852,8 @@ void ChunkStoreImpl::WriteBatchOut(std::vector<Queued>& batch) {
     // meanwhile (once on disk, eviction may take it before this), nothing to do.
     if (shard.index.Update(q.id, q.seq | ChunkIndex::kPending, q.seq)) shard.pending.erase(q.id);
   }
-  if (!s.ok()) {
-    uint64_t n = write_errors_.fetch_add(batch.size()) + batch.size();
-    if (WorthLogging(++failed_batches_)) {
-      WANOPT_LOG(kError, kComponent) << path_ << ": cannot store " << batch.size() << " chunks (" << n
-                                     << " so far): " << s.ToString();
-    }
-  }
+  // Logged once, by Degrade.
+  if (!s.ok()) write_errors_.fetch_add(batch.size());
   {
     std::lock_guard lock(queue_mu_);
     queued_bytes_ -= charge;
@@ -1007,7 +1038,7 @@ void ChunkStoreImpl::Drop(const ContentId& id, uint64_t seq, const std::string& 
     bytes_.fetch_sub(bytes::GetBe32(reinterpret_cast<const uint8_t*>(entry.data()) + id.size()));
   }
   // Only the index entry goes: the bytes are reclaimed with their file.
-  db_->Delete(write_options_, index_cf_, key.slice());
+  Writing([&] { return db_->Delete(write_options_, index_cf_, key.slice()); });
   uint64_t n = corrupt_dropped_.fetch_add(1) + 1;
   if (WorthLogging(n)) {
     WANOPT_LOG(kWarn, kComponent) << path_ << ": dropped chunk " << Hex(id) << ": " << reason
@@ -1017,7 +1048,8 @@ void ChunkStoreImpl::Drop(const ContentId& id, uint64_t seq, const std::string& 
 
 void ChunkStoreImpl::Evict() {
   std::unique_lock lock(evict_mu_);
-  if (bytes_.load() <= max_bytes_) return;
+  // A degraded store stores nothing more, so it need not make room.
+  if (bytes_.load() <= max_bytes_ || degraded()) return;
   // Only chunks on disk are seen here. The writer writes in sequence order, so the
   // cursor, which moves only past entries on disk, never passes a chunk still
   // queued; queued chunks are the newest, and the queue's cap (max_bytes / 4) leaves
@@ -1059,14 +1091,14 @@ void ChunkStoreImpl::Evict() {
   }
   rocksdb::Status s = it->status();
   it.reset();
-  if (s.ok() && batch.Count() > 0) s = db_->Write(write_options_, &batch);
+  if (s.ok() && batch.Count() > 0) s = Writing([&] { return db_->Write(write_options_, &batch); });
   if (!s.ok()) {
     // The chunks are out of the in-memory index already. Their entries stay on disk
     // (the next round deletes them; a restart before that brings them back as stored
     // chunks), and so must their bytes: the cursor goes back.
     evict_cursor_ = round_start;
     uint64_t n = write_errors_.fetch_add(1) + 1;
-    if (WorthLogging(n)) {
+    if (!s.IsAborted() && WorthLogging(n)) {
       WANOPT_LOG(kError, kComponent) << path_ << ": eviction: " << s.ToString();
     }
     return;
@@ -1084,9 +1116,10 @@ void ChunkStoreImpl::Reclaim(uint64_t cursor) {
   if (!lock) return;
   SeqKey end(cursor);
   rocksdb::Slice end_slice = end.slice();
-  rocksdb::Status s = rocksdb::DeleteFilesInRange(db_.get(), chunks_cf_, nullptr, &end_slice,
-                                                  /*include_end=*/false);
-  if (!s.ok()) {
+  rocksdb::Status s = Writing([&] {
+    return rocksdb::DeleteFilesInRange(db_.get(), chunks_cf_, nullptr, &end_slice, /*include_end=*/false);
+  });
+  if (!s.ok() && !s.IsAborted()) {
     WANOPT_LOG(kWarn, kComponent) << path_ << ": cannot delete evicted chunk files: " << s.ToString();
   }
 }
@@ -1118,6 +1151,7 @@ ChunkStore::Stats ChunkStoreImpl::stats() const {
   s.evictions = evictions_.load();
   s.corrupt_dropped = corrupt_dropped_.load();
   s.write_errors = write_errors_.load();
+  s.degraded = degraded();
   s.memory_hits = memory_hits_.load();
   s.queue_waits = queue_waits_.load();
   return s;
@@ -1130,8 +1164,33 @@ void ChunkStoreImpl::Flush() {
     target = enqueued_;
   }
   WaitForWriter(target);
-  rocksdb::Status s = db_->FlushWAL(/*sync=*/true);
-  if (!s.ok()) WANOPT_LOG(kError, kComponent) << path_ << ": cannot sync: " << s.ToString();
+  // A failure degrades the store, which logs it.
+  Writing([&] { return db_->FlushWAL(/*sync=*/true); });
+}
+
+std::string ChunkStoreImpl::degraded_reason() const {
+  std::lock_guard lock(degraded_mu_);
+  return degraded_reason_;
+}
+
+void ChunkStoreImpl::Degrade(const std::string& reason) {
+  {
+    std::lock_guard lock(degraded_mu_);
+    if (degraded_.load(std::memory_order_relaxed)) return;
+    degraded_reason_ = reason;
+    degraded_.store(true, std::memory_order_release);
+  }
+  WANOPT_LOG(kError, kComponent) << path_ << ": degraded: " << reason
+                                 << ": storing stopped (chunks already stored are still served) until restart";
+}
+
+template <typename Write>
+rocksdb::Status ChunkStoreImpl::Writing(Write&& write) {
+  std::lock_guard lock(write_mu_);
+  if (degraded()) return rocksdb::Status::Aborted("the datastore is degraded");
+  rocksdb::Status s = write();
+  if (!s.ok()) Degrade("cannot write: " + s.ToString());
+  return s;
 }
 
 }  // namespace wanopt::datastore

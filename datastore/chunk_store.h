@@ -70,6 +70,19 @@
 // chunks, whatever their sizes (2-core VM, warm page cache). After a crash, RocksDB
 // first replays its log, at most 256 MiB: up to a second or two more.
 //
+// A failing disk. The first write RocksDB fails (a full disk, a read-only remount,
+// an I/O error; a Put's batch, an eviction, or a flush or compaction in RocksDB's
+// background) degrades the store for good, until it is reopened: it logs one error
+// line, healthy() turns false with the reason, and from then on nothing is written
+// to RocksDB again (after a failed write, RocksDB 7.8 as Debian builds it asserts
+// on the next write or sync of that file: rocksdb_hooks.h). A degraded store
+// stores nothing (Put returns the id, Contains stays false, counted in
+// write_errors) and evicts nothing; it still serves the chunks it holds. Its
+// callers fall back to not using it (the daemon turns DRE off for new
+// connections). Closing a degraded store writes nothing either: the chunks still
+// queued are lost, those in RocksDB's log come back on the next open. RocksDB logs
+// into the journal, never into a file on the store's disk.
+//
 // Thread-safety: every method may be called from any number of threads at once. The
 // store runs one thread of its own, the writer.
 #pragma once
@@ -122,7 +135,8 @@ class ChunkStore {
     uint64_t misses = 0;           // ... that did not (unknown, evicted or dropped)
     uint64_t evictions = 0;        // chunks evicted for space
     uint64_t corrupt_dropped = 0;  // chunks dropped because their bytes failed to verify
-    uint64_t write_errors = 0;     // Puts that could not store their chunk (logged)
+    uint64_t write_errors = 0;     // Puts that could not store their chunk (degraded included)
+    bool degraded = false;         // !healthy()
     uint64_t index_memory_bytes = 0;  // the in-memory index: 32 to 60 bytes a chunk (24 KiB minimum)
     uint64_t memory_hits = 0;   // ... of the hits, those served from the read cache or the write queue
     uint64_t cache_bytes = 0;   // the read cache now: <= cache_bytes; not in index_memory_bytes
@@ -136,7 +150,18 @@ class ChunkStore {
   // directory, missing permissions, a store already open in another process, or a
   // database RocksDB finds corrupted. A corrupted store is left as it is, never
   // wiped: the operator decides (removing the directory starts an empty store).
-  static std::unique_ptr<ChunkStore> Open(const ChunkStoreOptions& options, std::string* error);
+  // *misconfigured (if given) tells a path that can never work (no path, or one
+  // that is, or is under, something other than a directory) from a disk or
+  // database that cannot be used now (full, read-only, I/O errors, corrupted, in
+  // use).
+  static std::unique_ptr<ChunkStore> Open(const ChunkStoreOptions& options, std::string* error,
+                                          bool* misconfigured = nullptr);
+
+  // A store that holds and stores nothing, degraded from the start for `reason`
+  // (Open's error): what a box runs with when its store cannot be opened, so that a
+  // peer's DRE stream still decodes (each reference a miss, re-sent on request).
+  // Its ids use a secret drawn now: a new, empty store each time.
+  static std::unique_ptr<ChunkStore> Unavailable(std::string reason);
 
   ChunkStore(const ChunkStore&) = delete;
   ChunkStore& operator=(const ChunkStore&) = delete;
@@ -153,8 +178,9 @@ class ChunkStore {
   // (see Durability). Waits while the write queue is full (and, with sync_writes,
   // until the chunk is synced). A chunk larger than max_bytes (or than 4 GiB) is not
   // stored. If RocksDB fails to write, the chunk is not stored either (counted in
-  // write_errors and logged; from then on a miss): the store is a cache, so Put does
-  // not fail.
+  // write_errors and logged; from then on a miss), and the store degrades; a
+  // degraded store stores nothing (Contains stays false): the store is a cache, so
+  // Put does not fail.
   virtual ContentId Put(std::span<const uint8_t> chunk) = 0;
 
   // The bytes of chunk `id`, verified against `id`; nullopt if the chunk is unknown,
@@ -173,9 +199,15 @@ class ChunkStore {
 
   virtual Stats stats() const = 0;
 
+  // False once the store degraded (see A failing disk): it stores nothing more.
+  virtual bool healthy() const = 0;
+  // Why it degraded, one line ("cannot write: IO error: No space left on device:
+  // ..."); "" while healthy.
+  virtual std::string degraded_reason() const = 0;
+
   // Makes every chunk whose Put returned before this call survive a kill -9 and a
   // power loss: waits for the writer to write the queue out, then syncs RocksDB's
-  // log.
+  // log. On a degraded store, only waits for the writer.
   virtual void Flush() = 0;
 
  protected:

@@ -29,8 +29,28 @@ struct ModuleInfo {
   BoxModuleFactory create_box = nullptr;  // null: no box-wide part, and no settings
 };
 
-// The box-wide parts of one daemon's modules, by name.
-using BoxModules = std::map<std::string, std::unique_ptr<BoxModule>, std::less<>>;
+// The box-wide parts of one daemon's modules, in the registry's order (the order
+// in which they are asked about a new connection).
+class BoxModules {
+ public:
+  struct Part {
+    std::string name;
+    std::unique_ptr<BoxModule> box;
+  };
+  // REQUIRES: parts are added in the registry's order, each name once.
+  void Add(std::string name, std::unique_ptr<BoxModule> box) { parts_.push_back({std::move(name), std::move(box)}); }
+  // nullptr when the module has no box-wide part here.
+  BoxModule* Find(std::string_view name) const {
+    for (const auto& part : parts_) {
+      if (part.name == name) return part.box.get();
+    }
+    return nullptr;
+  }
+  const std::vector<Part>& parts() const { return parts_; }
+
+ private:
+  std::vector<Part> parts_;
+};
 
 class Registry {
  public:

@@ -35,7 +35,9 @@ Four labs, each with its own prefix (wt<PID>a, b, c, m) so they never meet anoth
      chain, rule or jump of it and keeps the lab's hook; in a namespace without the
      hook (the client's) install adds `fwmark 0x1 lookup 100` and the table-100
      route (proto 87) and remove takes both away; --dry-run, as root or not,
-     prints the commands and changes nothing. Then the verdict marks, with a
+     prints the commands and changes nothing; install --interface nosuch (a name
+     the box does not have) exits 2 with a one-line error and installs nothing.
+     Then the verdict marks, with a
      minimal netlink-queue reader in the branch (this script with --verdict): no
      verdict holds the SYN; 0x2200 reaches the server; 0x2300 makes the branch
      answer with a reset (connection refused in well under a second); 0x2100
@@ -429,6 +431,24 @@ def middle_lab(m):
           "fwmark 0x1 lookup 100" in rules and "local default dev lo" in table, rules + table)
     r = m.exec("mid", INTERCEPT, "status")
     check("status: not installed, exit 3", r.returncode == 3 and "not installed" in r.stdout, r.stdout)
+
+    # An interface the box does not have is refused (exit 2, one line naming it), and
+    # nothing is installed: it would have queued nothing while status said "installed".
+    rules_before = m.exec("mid", "ip", "rule").stdout
+    for extra in ((), ("--dry-run",)):
+        r = m.exec("mid", INTERCEPT, "install", "--interface", "nosuch", *extra)
+        check(f"install --interface nosuch{''.join(' ' + e for e in extra)}: exit 2, one-line error naming it",
+              r.returncode == 2 and r.stderr.count("\n") == 1 and "--interface nosuch: no such interface" in r.stderr
+              and not r.stdout, r.stdout + r.stderr)
+    save = iptables_save(m, "mid")
+    rules = m.exec("mid", "ip", "rule").stdout
+    check("install --interface nosuch: no chain, rule or ip rule left", "WANOPT" not in save and rules == rules_before,
+          save + rules)
+    r = m.exec("mid", INTERCEPT, "install", "--interface", "lan0", "--interface", "nosuch")
+    check("install --interface lan0 --interface nosuch: refused too, nothing installed",
+          r.returncode == 2 and "WANOPT" not in iptables_save(m, "mid"), r.stdout + r.stderr)
+    r = m.exec("mid", INTERCEPT, "status")
+    check("status after the refused installs: not installed, exit 3", r.returncode == 3, r.stdout)
 
     # A namespace without the hook: install adds it (proto 87), remove takes it away.
     m.exec("client", INTERCEPT, "install")

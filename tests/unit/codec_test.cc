@@ -489,3 +489,26 @@ TEST_CASE("references off: literals only, which a decoder without DRE passes on 
     CHECK(second.wire_bytes * 50 < data.size());
   }
 }
+
+TEST_CASE("a decoder with DRE on decodes an LZ-only stream of any length (a peer whose datastore is off)") {
+  Box from("lz-only-from"), to("lz-only-to");
+  CodecOptions lz_only;
+  lz_only.dre = false;
+  Encoder encoder(lz_only, from.peers->Get(to.name, kSeed), nullptr);
+  Decoder decoder({}, to.peers->Get(from.name, kSeed), to.store.get());
+  auto data = lab::SampleText(3 << 20, 31);
+  auto random = lab::RandomBytes(3 << 20, 32);
+  data.insert(data.end(), random.begin(), random.end());
+  Buffer out;
+  for (size_t at = 0; at < data.size(); at += 128 * 1024) {
+    encoder.Append(std::span<const uint8_t>(data).subspan(at, std::min<size_t>(128 * 1024, data.size() - at)));
+    encoder.Flush();
+    while (encoder.HasPayload()) {
+      Buffer payload;
+      uint8_t flags = 0;
+      encoder.TakePayload(payload, &flags);
+      REQUIRE_MESSAGE(decoder.Decode(flags, payload.span(), out) == Decoder::Status::kDone, decoder.error());
+    }
+  }
+  CHECK(std::vector<uint8_t>(out.data(), out.data() + out.size()) == data);
+}

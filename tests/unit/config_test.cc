@@ -276,3 +276,26 @@ TEST_CASE("[datacenter] off loopback without [peering]: refused unless plaintext
                                   "test.toml", &error);
   CHECK_MESSAGE(with_peering, error);
 }
+
+TEST_CASE("a module configured in [modules.NAME] that no rule runs is a warning with its line") {
+  const char* idle = R"([intercept]
+[[intercept.rule]]
+action = "auto-discover"
+modules = []
+[peering]
+psk_identity = "x"
+psk = "000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f"
+[modules.mapi]
+mode = "remap"
+)";
+  std::string error;
+  auto config = ParseConfig(idle, "test.toml", &error);
+  REQUIRE_MESSAGE(config, error);
+  REQUIRE(config->warnings.size() == 1);
+  CHECK(config->warnings[0].starts_with("test.toml:8: modules.mapi: configured, but no rule runs it"));
+  std::string used = idle;
+  used.replace(used.find("modules = []"), 12, "modules = [\"mapi\"]");
+  config = ParseConfig(used, "test.toml", &error);
+  REQUIRE_MESSAGE(config, error);
+  CHECK(config->warnings.empty());
+}

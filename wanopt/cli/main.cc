@@ -103,6 +103,8 @@ int Run(const std::vector<std::string_view>& args) {
     std::fprintf(stderr, "wanopt: config error: %s\n", error.c_str());
     return kExitUsage;
   }
+  // Valid, but probably not what was meant: said by --check and at every start.
+  for (const auto& warning : config->warnings) std::fprintf(stderr, "wanopt: config warning: %s\n", warning.c_str());
   if (check_only) {
     // The certificates too: a box that would fail at start fails the check.
     if (config->peering.mode != wanopt::channel::PeeringSecurity::Mode::kNone &&

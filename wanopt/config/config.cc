@@ -396,6 +396,32 @@ void ReadPeering(TableReader& r, Config& config) {
   r.RejectUnknownKeys();
 }
 
+// A module configured in [modules.NAME] that no rule runs does nothing: almost
+// always a rule's `modules` list that forgot it.
+void WarnAboutIdleModules(TableReader& top, Config& config) {
+  auto runs = [](const std::vector<std::string>& list, const std::string& name) {
+    return std::find(list.begin(), list.end(), name) != list.end();
+  };
+  for (const auto& [name, settings] : config.module_settings) {
+    bool enabled = config.datacenter && runs(config.datacenter->modules, name);
+    for (const auto& rule : config.forwards) enabled |= runs(rule.modules, name);
+    if (config.intercept) {
+      // Rules after one that matches everything (and the default) are never reached.
+      bool reachable = true;
+      for (const auto& rule : config.intercept->rules) {
+        enabled |= reachable && runs(rule.modules, name);
+        if (rule.MatchesEverything()) reachable = false;
+      }
+      enabled |= reachable && runs(config.intercept->default_rule.modules, name);
+    }
+    if (enabled) continue;
+    const toml::node* node = top.SubTable("modules")->get(name);
+    config.warnings.push_back(std::to_string(node->source().begin.line) + ": modules." + name +
+                              ": configured, but no rule runs it (add \"" + name +
+                              "\" to a rule's modules, or [datacenter] modules)");
+  }
+}
+
 void ReadModuleSettings(TableReader& r, const toml::table& table, Config& config) {
   for (auto&& [key, node] : table) {
     std::string name(key.str());
@@ -517,6 +543,7 @@ Config Read(const toml::table& root) {
     b.RejectUnknownKeys();
   }
   top.RejectUnknownKeys();
+  WarnAboutIdleModules(top, config);
   if (!config.datacenter && config.forwards.empty() && !config.intercept) {
     throw ConfigError{1, "datacenter/branch/intercept",
                       "none of [datacenter], [[branch.forward]], [intercept] is configured: the box would do nothing"};
@@ -613,7 +640,9 @@ channel::DeviceId DefaultDeviceId() {
 std::optional<Config> ParseConfig(std::string_view text, std::string_view source_name, std::string* error) {
   try {
     toml::table root = toml::parse(text, source_name);
-    return Read(root);
+    Config config = Read(root);
+    for (auto& w : config.warnings) w = std::string(source_name) + ":" + w;
+    return config;
   } catch (const toml::parse_error& e) {
     std::ostringstream out;
     out << source_name << ":" << e.source().begin.line << ": TOML syntax: " << e.description();

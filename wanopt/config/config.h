@@ -174,6 +174,9 @@ struct Config {
   // [modules.NAME]: settings of protocol modules with a box-wide part (validated by
   // the module when the config is read).
   std::map<std::string, protocols::ModuleSettings> module_settings;
+  // What is valid but probably not meant, one line each ("<source>:<line>: <key>:
+  // <problem>"): `run --check` prints them, `run` logs them at start.
+  std::vector<std::string> warnings;
 };
 
 inline constexpr uint16_t kDefaultPeerPort = 7800;

@@ -73,9 +73,21 @@ bool Daemon::Start(std::string* error) {
     options.path = config_.dre.datastore;
     options.max_bytes = config_.dre.max_bytes;
     options.sync_writes = config_.dre.sync_writes;
-    store_ = datastore::ChunkStore::Open(options, error);
-    if (!store_) return false;
-    peers_ = std::make_unique<dre::PeerTable>(config_.dre.datastore + "/peers");
+    bool misconfigured = false;
+    store_ = datastore::ChunkStore::Open(options, error, &misconfigured);
+    if (!store_ && misconfigured) return false;
+    if (store_) {
+      peers_ = std::make_unique<dre::PeerTable>(config_.dre.datastore + "/peers");
+    } else {
+      // A full, read-only or failing disk must not keep the box from relaying: it
+      // runs with a store that holds nothing, so DRE is off for its connections
+      // (CurrentCapability) and a peer's DRE stream still decodes, and says so here
+      // and in its connections' notes.
+      WANOPT_LOG(kWarn, "daemon") << config_.name << ": " << *error << ": running without DRE (LZ only)";
+      store_ = datastore::ChunkStore::Unavailable(*error);
+      error->clear();
+      peers_ = std::make_unique<dre::PeerTable>("");
+    }
     // A store's ids depend on its secret: the id of a fixed string names the store's
     // contents. A wiped store draws a new secret, so its peers learn it knows nothing.
     static constexpr std::string_view kInstanceProbe = "wanopt store instance";
@@ -154,7 +166,7 @@ bool Daemon::Start(std::string* error) {
       listeners_.clear();
       return false;
     }
-    box_modules_[info.name] = std::move(box);
+    box_modules_.Add(info.name, std::move(box));
   }
   env_.box_modules = &box_modules_;
   if (config_.intercept) {

@@ -495,12 +495,15 @@ Decoder::Status Decoder::Run(Buffer& out) {
       }
       auto bytes = in.subspan(pos, n);
       frame_output_.Append(bytes);
-      if (options_.dre) {
+      if (options_.dre && !unchunked_) {
         if (op == kRaw) {
           prefix_.Append(bytes);
           if (prefix_.size() > kMaxChunkSizeLimit) {
-            error_ = "raw bytes beyond the largest chunk";
-            return Status::kCorrupt;
+            // A DRE encoder ends a chunk well before this: the peer encodes without
+            // DRE (it applies L: its datastore is off or degraded, or this is what
+            // the peering applied last time). Its RAW is plain bytes from now on.
+            unchunked_ = true;
+            prefix_.Clear();
           }
         } else {
           prefix_.Append(bytes);
@@ -513,8 +516,8 @@ Decoder::Status Decoder::Run(Buffer& out) {
       continue;
     }
     if (op == kRef) {
-      if (!options_.dre || in.size() - pos < 16) {
-        error_ = options_.dre ? "truncated reference" : "reference without DRE";
+      if (!options_.dre || unchunked_ || in.size() - pos < 16) {
+        error_ = options_.dre && !unchunked_ ? "truncated reference" : "reference without DRE";
         return Status::kCorrupt;
       }
       Fingerprint fingerprint = FingerprintFromBytes(std::span<const uint8_t, 16>(in.data() + pos, 16));
@@ -541,8 +544,8 @@ Decoder::Status Decoder::Run(Buffer& out) {
       continue;
     }
     if (op == kDelta) {
-      if (!options_.dre || in.size() - pos < 16) {
-        error_ = options_.dre ? "truncated delta" : "delta without DRE";
+      if (!options_.dre || unchunked_ || in.size() - pos < 16) {
+        error_ = options_.dre && !unchunked_ ? "truncated delta" : "delta without DRE";
         return Status::kCorrupt;
       }
       Fingerprint base = FingerprintFromBytes(std::span<const uint8_t, 16>(in.data() + pos, 16));

@@ -29,7 +29,9 @@
 // match its reference, and every frame's output must match its check.
 //
 // Policies: DRE off (L) sends RAW only; LZ off (D) never compresses. With both off
-// (T) the codec is not used at all.
+// (T) the codec is not used at all. A decoder with DRE on decodes an L stream too
+// (a peer whose datastore degraded, or a branch encoding as its peering applied last
+// time): more RAW than the largest chunk without a chunk's end tells it so.
 //
 // Idle connections: a zstd context costs hundreds of KiB of memory (the encoder's
 // hash tables, the decoder's 1 MiB window), far more than the connection itself.
@@ -198,6 +200,9 @@ class Decoder {
   std::shared_ptr<PeerState> peer_;
   datastore::ChunkStore* store_;
   Buffer prefix_;        // RAW bytes since the last chunk boundary
+  // RAW ran past the largest chunk: the peer's encoder has DRE off (L), whatever
+  // this connection negotiated; RAW is plain bytes, LITERAL, REF and DELTA errors.
+  bool unchunked_ = false;
   Buffer instructions_;  // the frame being decoded
   size_t position_ = 0;  // ... up to here
   uint64_t expected_check_ = 0;

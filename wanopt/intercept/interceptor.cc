@@ -256,7 +256,9 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     std::optional<uint16_t> target_port;
     if (env_.box_modules) {
       tcp::endpoint client(address_v4(key.client), key.client_port), server(address_v4(key.server), key.server_port);
-      for (const auto& [name, box] : *env_.box_modules) {
+      for (const auto& [name, box] : env_.box_modules->parts()) {
+        // The rule's modules decide for the box-wide part as for the connection's.
+        if (std::find(rule.modules.begin(), rule.modules.end(), name) == rule.modules.end()) continue;
         protocols::FlowAdvice advice = box->OnNewFlow(client, server);
         if (advice.pass_through) return Bypass(id, key, name + ": " + advice.reason, true);
         if (advice.port) target_port = advice.port;

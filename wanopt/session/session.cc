@@ -185,7 +185,8 @@ class Session final : public std::enable_shared_from_this<Session>,
     channel::Hello hello;
     hello.device_id = env_.config.device_id;
     // Offer only what this box can do: DRE needs a chunk store.
-    hello.offered = Intersect(plan_.policy, env_.capability);
+    hello.offered = Intersect(plan_.policy, CurrentCapability(env_));
+    if (HasDre(plan_.policy) && !StoreTrouble(env_).empty()) record_->AddNote(StoreTrouble(env_));
     if (HasDre(hello.offered)) {
       peer_state_ = env_.peers->Get(plan_.peering_key.empty() ? "peer " + Format(*plan_.peer) : plan_.peering_key,
                                     std::nullopt);
@@ -313,7 +314,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     ack_.device_id = env_.config.device_id;
     ack_.offered = env_.config.policy;
     ack_.negotiated = Intersect(hello.offered, env_.config.policy);
-    ack_.applied = Intersect(ack_.negotiated, env_.capability);
+    ack_.applied = Intersect(ack_.negotiated, CurrentCapability(env_));
     if (!hello.dre_seed) ack_.applied = Intersect(ack_.applied, Policy::kLz);
     ack_.accepted_modules = accepted;
     ack_.store_instance = env_.store_instance;
@@ -326,7 +327,10 @@ class Session final : public std::enable_shared_from_this<Session>,
     }
     if (ack_.applied != ack_.negotiated) {
       record_->AddNote(std::string("negotiated ") + PolicyLetter(ack_.negotiated) + ", applied " +
-                       PolicyLetter(ack_.applied) + (env_.store ? "" : ": no datastore on this box"));
+                       PolicyLetter(ack_.applied) +
+                       (!StoreTrouble(env_).empty() ? ": " + StoreTrouble(env_)
+                        : env_.store               ? ""
+                                                   : ": no datastore on this box"));
     }
     // The branch may encode before it has our answer (with what the peering applied
     // last time): decode whatever this box can, whatever this connection negotiates.
@@ -483,9 +487,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   void SetApplication(std::string_view name) override { record_->SetApplication(name); }
   void AddNote(std::string_view note) override { record_->AddNote(note); }
   protocols::BoxModule* BoxModuleFor(std::string_view name) override {
-    if (!env_.box_modules) return nullptr;
-    auto it = env_.box_modules->find(name);
-    return it == env_.box_modules->end() ? nullptr : it->second.get();
+    return env_.box_modules ? env_.box_modules->Find(name) : nullptr;
   }
 
   Direction UpDirection() const {

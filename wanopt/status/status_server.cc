@@ -313,6 +313,8 @@ void WriteStores(json::Writer& w, const Model& m) {
     w.Field("hit_rate", s.hit_rate());
     w.Field("evictions", s.stats.evictions);
     w.Field("corrupt_dropped", s.stats.corrupt_dropped);
+    w.Field("degraded", s.stats.degraded);  // a write failed: storing stopped, DRE off for new connections
+    w.Field("write_errors", s.stats.write_errors);
     w.Field("index_bytes_per_chunk", s.stats.chunks ? s.stats.index_memory_bytes / s.stats.chunks : 0);
     w.EndObject();
   }
@@ -572,6 +574,8 @@ std::string Metrics(const Model& m) {
   for (const auto& s : stores) out << "wanopt_datastore_hits_total{box=\"" << PromLabel(s.box) << "\"} " << s.stats.hits << "\n";
   family("wanopt_datastore_misses_total", "counter", "Datastore reads that did not.");
   for (const auto& s : stores) out << "wanopt_datastore_misses_total{box=\"" << PromLabel(s.box) << "\"} " << s.stats.misses << "\n";
+  family("wanopt_datastore_degraded", "gauge", "1 once the DRE datastore failed to write: it stores nothing more.");
+  for (const auto& s : stores) out << "wanopt_datastore_degraded{box=\"" << PromLabel(s.box) << "\"} " << (s.stats.degraded ? 1 : 0) << "\n";
   family("wanopt_datastore_evictions_total", "counter", "Chunks evicted for space.");
   for (const auto& s : stores) out << "wanopt_datastore_evictions_total{box=\"" << PromLabel(s.box) << "\"} " << s.stats.evictions << "\n";
   family("wanopt_application_connections_total", "counter", "Connections by application.");
