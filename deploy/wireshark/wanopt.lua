@@ -29,6 +29,7 @@ local f = {
   flags = ProtoField.uint8("wanopt.flags", "Flags", base.HEX),
   compressed = ProtoField.bool("wanopt.dre.compressed", "zstd-compressed", 8, nil, 0x01),
   lz_reset = ProtoField.bool("wanopt.dre.lz_reset", "zstd stream restarts", 8, nil, 0x02),
+  lz_end = ProtoField.bool("wanopt.dre.lz_end", "zstd stream ends (idle)", 8, nil, 0x04),
   stream = ProtoField.uint16("wanopt.stream", "Stream (module slot)"),
   length = ProtoField.uint32("wanopt.length", "Payload length"),
   check = ProtoField.uint64("wanopt.check", "Check (XXH3-64)", base.HEX),
@@ -126,6 +127,7 @@ function wanopt.dissector(tvb, pinfo, tree)
     if kind == 0x06 then
       flags:add(f.compressed, tvb(offset + 1, 1))
       flags:add(f.lz_reset, tvb(offset + 1, 1))
+      flags:add(f.lz_end, tvb(offset + 1, 1))
     end
     sub:add(f.stream, tvb(offset + 2, 2))
     sub:add(f.length, tvb(offset + 4, 4))

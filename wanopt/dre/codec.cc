@@ -64,6 +64,14 @@ bool LooksIncompressible(std::span<const uint8_t> block) {
   return !ZSTD_isError(n) && n * 100 > kSample * 97;
 }
 
+// Gives a buffer's storage back, keeping its bytes (an idle connection's leftovers).
+void ShrinkToFit(Buffer& buffer) {
+  if (buffer.capacity() == buffer.size()) return;
+  Buffer fitted(buffer.size());
+  fitted.Append(buffer.span());
+  buffer.Swap(fitted);
+}
+
 }  // namespace
 
 // ---- zstd, one streaming context per direction, created on first use ----
@@ -110,6 +118,7 @@ struct Decoder::Delta {
 struct Encoder::Block {
   Buffer instructions;
   XXH3_state_t check;
+  bool lz_end = false;  // the empty frame that ends the zstd stream (ReleaseIdle)
   Block() { XXH3_64bits_reset(&check); }
 };
 
@@ -260,6 +269,10 @@ void Encoder::TakePayload(Buffer& payload, uint8_t* flags) {
   bytes::PutBe64(check, XXH3_64bits_digest(&block->check));
   payload.Append(check);
   *flags = 0;
+  if (block->lz_end) {
+    *flags = kFlagLzEnd;  // no instructions: the check is that of no bytes
+    return;
+  }
   std::span<const uint8_t> in = block->instructions.span();
   stats_.lz_in += in.size();
   if (options_.lz && LooksIncompressible(in)) {
@@ -280,6 +293,7 @@ void Encoder::TakePayload(Buffer& payload, uint8_t* flags) {
       payload.Commit(zout.pos);
       *flags = kFlagCompressed | (lz_->reset_next ? kFlagLzReset : 0);
       lz_->reset_next = false;
+      peer_holds_lz_ = true;
       stats_.lz_out += zout.pos;
       return;
     }
@@ -290,6 +304,34 @@ void Encoder::TakePayload(Buffer& payload, uint8_t* flags) {
   }
   payload.Append(in);
   stats_.lz_out += in.size();
+}
+
+bool Encoder::ReleaseIdle(bool end_stream) {
+  bool waiting = !blocks_.empty() || (current_ && !current_->instructions.empty()) || pending_.size() > pending_sent_;
+  if (waiting) return false;
+  // A new context starts a new stream: its first compressed frame carries kFlagLzReset.
+  lz_.reset();
+  delta_.reset();
+  current_.reset();
+  ShrinkToFit(pending_);
+  if (!end_stream || !peer_holds_lz_) return false;
+  peer_holds_lz_ = false;
+  auto end = std::make_unique<Block>();
+  end->lz_end = true;
+  blocks_.push_back(std::move(end));
+  return true;
+}
+
+size_t Encoder::HeldBytes() const {
+  size_t held = pending_.capacity();
+  if (lz_) held += sizeof(Lz) + ZSTD_sizeof_CCtx(lz_->cctx);
+  if (delta_) {
+    held += sizeof(Delta) + ZSTD_sizeof_CCtx(delta_->cctx) + ZSTD_sizeof_CCtx(delta_->plain) +
+            delta_->out.capacity() + delta_->scratch.capacity();
+  }
+  if (current_) held += sizeof(Block) + current_->instructions.capacity();
+  for (const auto& block : blocks_) held += sizeof(Block) + block->instructions.capacity();
+  return held;
 }
 
 std::optional<std::vector<uint8_t>> Encoder::Repair(const Fingerprint& fingerprint) {
@@ -327,8 +369,15 @@ Decoder::Status Decoder::Decode(uint8_t flags, std::span<const uint8_t> payload,
       error_ = "compressed dre frame, but LZ was not negotiated";
       return Status::kCorrupt;
     }
+    if (!(flags & kFlagLzReset) && !lz_open_) {
+      // The history this frame refers to is gone (or never was): refuse it rather
+      // than let zstd guess.
+      error_ = "compressed dre frame continues a zstd stream that was not started or has ended";
+      return Status::kCorrupt;
+    }
     if (!lz_) lz_ = std::make_unique<Lz>();
     if (flags & kFlagLzReset) ZSTD_DCtx_reset(lz_->dctx, ZSTD_reset_session_only);
+    lz_open_ = true;
     ZSTD_inBuffer zin{body.data(), body.size(), 0};
     // Until the input is consumed and the context has nothing more to give (a full
     // output buffer may leave decoded bytes inside it).
@@ -353,9 +402,35 @@ Decoder::Status Decoder::Decode(uint8_t flags, std::span<const uint8_t> payload,
     if (lz_ && (flags & kFlagLzReset)) ZSTD_DCtx_reset(lz_->dctx, ZSTD_reset_session_only);
     instructions_.Append(body);
   }
+  if (flags & kFlagLzEnd) {
+    // The peer's stream ended (its connection went idle): free the history; the next
+    // compressed frame must restart the stream.
+    lz_.reset();
+    lz_open_ = false;
+  }
   stats_.lz_out += body.size();
   stats_.lz_in += instructions_.size();
   return Run(out);
+}
+
+void Decoder::ReleaseIdle() {
+  if (position_ < instructions_.size()) return;  // a frame waits for repairs
+  delta_.reset();
+  Buffer().Swap(instructions_);
+  position_ = 0;
+  Buffer().Swap(frame_output_);
+  ShrinkToFit(prefix_);
+  missing_.clear();
+  missing_.shrink_to_fit();
+}
+
+size_t Decoder::HeldBytes() const {
+  size_t held = prefix_.capacity() + instructions_.capacity() + frame_output_.capacity() +
+                missing_.capacity() * sizeof(Fingerprint);
+  for (const auto& [fingerprint, chunk] : repairs_) held += chunk.capacity();
+  if (lz_) held += sizeof(Lz) + ZSTD_sizeof_DCtx(lz_->dctx);
+  if (delta_) held += sizeof(Delta) + ZSTD_sizeof_DCtx(delta_->dctx);
+  return held;
 }
 
 Decoder::Status Decoder::Resume(Buffer& out) {

@@ -33,6 +33,15 @@
 // (a peer whose datastore degraded, or a branch encoding as its peering applied last
 // time): more RAW than the largest chunk without a chunk's end tells it so.
 //
+// Idle connections: a zstd context costs hundreds of KiB of memory (the encoder's
+// hash tables, the decoder's 1 MiB window), far more than the connection itself.
+// ReleaseIdle() frees the contexts and scratch buffers of an idle direction; the
+// next byte rebuilds them, and the zstd stream restarts (kFlagLzReset). The decoder
+// frees its context only when the encoder said its stream ended (kFlagLzEnd, on an
+// empty frame the encoder makes for that): after that frame a compressed frame that
+// does not restart the stream is corrupt, never decoded against a history the
+// decoder no longer has.
+//
 // Not thread-safe: one encoder and one decoder per direction per connection.
 #pragma once
 
@@ -54,6 +63,10 @@ namespace wanopt::dre {
 // Frame header flags of `dre` frames.
 inline constexpr uint8_t kFlagCompressed = 0x01;  // the instructions are zstd-compressed
 inline constexpr uint8_t kFlagLzReset = 0x02;     // the zstd stream restarts with this frame
+// The zstd stream ends after this frame: the next compressed frame carries kFlagLzReset,
+// and the decoder may free its context now. Sent on an empty frame when the encoder
+// released an idle stream (Encoder::ReleaseIdle).
+inline constexpr uint8_t kFlagLzEnd = 0x04;
 
 struct CodecOptions {
   bool dre = true;
@@ -95,6 +108,20 @@ class Encoder {
   // the chunk's bytes for a REPAIR (nullopt if this box no longer has them either).
   std::optional<std::vector<uint8_t>> Repair(const Fingerprint& fingerprint);
 
+  // The connection is idle: frees the zstd contexts (LZ and delta) and scratch
+  // buffers; the next Append() rebuilds what it needs, and the next compressed frame
+  // restarts the zstd stream (kFlagLzReset). Keeps what the stream depends on: the
+  // bytes of the chunk being built (already sent as RAW) and the chunk order.
+  // Does nothing and returns false while bytes wait to be framed (HasPayload(), or
+  // Append() without a Flush()).
+  // With `end_stream`, when the peer's decoder may hold a zstd context for this
+  // stream, also makes a payload ready and returns true: an empty frame flagged
+  // kFlagLzEnd, which lets the peer free its context. The caller sends it like any
+  // other payload; without `end_stream` (no frame may be sent now) a later call sends it.
+  bool ReleaseIdle(bool end_stream);
+  // Bytes this encoder holds on the heap (contexts, buffers, blocks), not counting
+  // the object itself: what an idle connection costs, for tests and the status page.
+  size_t HeldBytes() const;
   // Whether new chunks may be sent as references (REF, DELTA) to chunks the peer
   // knows. Off: every chunk goes out as a LITERAL, which any peer decodes (one
   // without DRE just passes it on), and is still learned by both boxes that store.
@@ -126,6 +153,7 @@ class Encoder {
   std::deque<std::unique_ptr<Block>> blocks_;  // closed, waiting to be framed
   struct Lz;
   std::unique_ptr<Lz> lz_;
+  bool peer_holds_lz_ = false;  // a compressed frame went out since the stream last ended
   bool references_ = true;
   CodecStats stats_;
 };
@@ -149,6 +177,15 @@ class Decoder {
   // The bytes of a chunk the peer re-sent. Returns false when they do not match
   // the fingerprint (then they are ignored).
   bool AddRepair(const Fingerprint& fingerprint, std::span<const uint8_t> chunk);
+
+  // The connection is idle: frees the delta context and the scratch buffers, which
+  // the next frame rebuilds. Keeps the RAW bytes of the chunk being built, and the
+  // LZ context, which holds the stream's history: that one is freed when a frame
+  // flagged kFlagLzEnd says the stream ended. Does nothing while a frame waits for
+  // repairs (kMissing).
+  void ReleaseIdle();
+  // Bytes this decoder holds on the heap (contexts, buffers), not counting the object.
+  size_t HeldBytes() const;
 
   // One line for the log when a decode failed.
   const std::string& error() const { return error_; }
@@ -175,6 +212,9 @@ class Decoder {
   std::string error_;
   struct Lz;
   std::unique_ptr<Lz> lz_;
+  // A zstd stream started (kFlagLzReset) and has not ended (kFlagLzEnd): only then may
+  // a compressed frame continue it.
+  bool lz_open_ = false;
   struct Delta;
   std::unique_ptr<Delta> delta_;
   CodecStats stats_;

@@ -20,6 +20,7 @@ struct Counters {
   std::atomic<uint64_t> pass_through{0};     // relayed unoptimized (no peer reachable)
   std::atomic<uint64_t> resets{0};           // sessions that ended in a reset
   std::atomic<uint64_t> protocol_errors{0};  // malformed inner-channel input
+  std::atomic<uint64_t> codec_bytes_released{0};  // codec memory idle connections gave back
   std::atomic<uint64_t> refused_peers{0};    // plaintext inner channels from outside plaintext_peers
 };
 

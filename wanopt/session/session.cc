@@ -1191,6 +1191,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   }
 
   void OnTick() {
+    ReleaseIfIdle();  // first: a keepalive queued below would be a write in flight
     auto now = Clock::now();
     const auto& t = env_.config.timeouts;
     if (!up_ended_ && !wan_writing_ && now - last_wan_tx_ >= t.keepalive && !awaiting_handshake_) {
@@ -1205,6 +1206,27 @@ class Session final : public std::enable_shared_from_this<Session>,
       return;
     }
     ScheduleTick();
+  }
+
+  // An idle connection holds no codec contexts (their memory dwarfs the connection's):
+  // after a keepalive interval in which no LAN byte moved and nothing was in flight,
+  // the codecs free what the next byte rebuilds (dre/codec.h), and so do the buffers
+  // decoding grew.
+  void ReleaseIfIdle() {
+    uint64_t lan = record_->lan_in.load(std::memory_order_relaxed) + record_->lan_out.load(std::memory_order_relaxed);
+    bool idle = lan == lan_bytes_at_tick_ && !wan_writing_ && lan_write_.empty() && !stalled_;
+    lan_bytes_at_tick_ = lan;
+    if (!idle) return;
+    auto held = [this] { return (encoder_ ? encoder_->HeldBytes() : 0) + (decoder_ ? decoder_->HeldBytes() : 0); };
+    size_t before = held();
+    if (decoder_) decoder_->ReleaseIdle();
+    // The frame that ends the LZ stream is a dre frame: none may follow our half-close.
+    if (encoder_ && !encoder_->HasPayload() && encoder_->ReleaseIdle(!up_ended_ && !awaiting_handshake_)) {
+      QueueEncoded(After::kNothing);
+    }
+    if (size_t after = held(); after < before) env_.counters.codec_bytes_released += before - after;
+    if (decoded_.empty()) Buffer().Swap(decoded_);
+    if (module_output_.empty()) Buffer().Swap(module_output_);
   }
 
   // ---- Endings ----
@@ -1356,6 +1378,7 @@ class Session final : public std::enable_shared_from_this<Session>,
 
   Clock::time_point last_wan_rx_{};
   Clock::time_point last_wan_tx_{};
+  uint64_t lan_bytes_at_tick_ = 0;  // LAN bytes both ways at the last tick: idle when unchanged
 
   // What the status page shows.
   std::shared_ptr<ConnectionRecord> record_;
