@@ -1,0 +1,241 @@
+#include "wanopt/status/model.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <tuple>
+
+#include "wanopt/daemon/daemon.h"
+
+namespace wanopt::status {
+
+using boost::asio::ip::tcp;
+
+// ---- Escaping: every string that came off the network goes through one of these ----
+
+std::string HtmlEscape(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20 && c != '\t') out += "&#xfffd;";
+        else out += c;
+    }
+  }
+  return out;
+}
+
+std::string PromLabel(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+// Query values are shown back in the page and used as filters: decode, never trust.
+std::string UrlDecode(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '+') out += ' ';
+    else if (text[i] == '%' && i + 2 < text.size() && std::isxdigit(static_cast<unsigned char>(text[i + 1])) &&
+             std::isxdigit(static_cast<unsigned char>(text[i + 2]))) {
+      out += static_cast<char>(std::stoi(std::string(text.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
+
+std::string UrlEncode(std::string_view text) {
+  std::string out;
+  char hex[4];
+  for (unsigned char c : text) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.') {
+      out += static_cast<char>(c);
+    } else {
+      std::snprintf(hex, sizeof hex, "%%%02X", c);
+      out += hex;
+    }
+  }
+  return out;
+}
+
+std::map<std::string, std::string> ParseQuery(std::string_view target) {
+  std::map<std::string, std::string> query;
+  size_t q = target.find('?');
+  if (q == std::string_view::npos) return query;
+  std::string_view rest = target.substr(q + 1);
+  while (!rest.empty()) {
+    size_t amp = rest.find('&');
+    std::string_view pair = rest.substr(0, amp);
+    size_t eq = pair.find('=');
+    query[UrlDecode(pair.substr(0, eq))] = eq == std::string_view::npos ? "" : UrlDecode(pair.substr(eq + 1));
+    if (amp == std::string_view::npos) break;
+    rest = rest.substr(amp + 1);
+  }
+  return query;
+}
+
+// ---- Formatting ----
+
+std::string FormatEndpoint(const tcp::endpoint& e) {
+  if (e.port() == 0 && e.address().is_unspecified()) return "";
+  const auto& a = e.address();
+  return (a.is_v6() ? "[" + a.to_string() + "]" : a.to_string()) + ":" + std::to_string(e.port());
+}
+
+std::string Iso8601(Clock::time_point t) {
+  std::time_t secs = Clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return text;
+}
+
+std::string Bytes(uint64_t n) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char text[32];
+  std::snprintf(text, sizeof text, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return text;
+}
+
+std::string Percent(double p) {
+  char text[16];
+  std::snprintf(text, sizeof text, "%.1f%%", p);
+  return text;
+}
+
+std::string Age(Clock::time_point since, Clock::time_point now) {
+  auto s = std::chrono::duration_cast<std::chrono::seconds>(now - since).count();
+  char text[32];
+  if (s < 60) std::snprintf(text, sizeof text, "%llds", static_cast<long long>(s));
+  else if (s < 3600) std::snprintf(text, sizeof text, "%lldm%02llds", static_cast<long long>(s / 60), static_cast<long long>(s % 60));
+  else std::snprintf(text, sizeof text, "%lldh%02lldm", static_cast<long long>(s / 3600), static_cast<long long>(s / 60 % 60));
+  return text;
+}
+
+std::string PolicyText(const std::optional<Policy>& p) { return p ? std::string(1, PolicyLetter(*p)) : "-"; }
+
+std::string PolicyQuad(const PolicyView& p) {
+  return std::string(1, PolicyLetter(p.ours)) + "/" + PolicyText(p.peer) + "/" + PolicyText(p.negotiated) + "/" +
+         PolicyText(p.applied);
+}
+
+double Reduction(uint64_t lan, uint64_t wan) {
+  return lan && wan ? 100.0 * (1.0 - static_cast<double>(wan) / static_cast<double>(lan)) : 0.0;
+}
+
+// ---- The model every view renders from: one consistent read of every box ----
+
+Model Read(const std::vector<const Daemon*>& boxes, const std::deque<HistorySample>& history) {
+  Model m;
+  m.now = Clock::now();
+  for (const Daemon* box : boxes) {
+    m.boxes.push_back(box);
+    const Counters& c = box->counters();
+    m.lan += c.lan_in + c.lan_out;
+    m.wan += c.wan_in + c.wan_out;
+    m.active += c.sessions_active;
+    m.opened += c.sessions_opened;
+    m.pass_through += c.pass_through;
+    m.resets += c.resets;
+    m.protocol_errors += c.protocol_errors;
+    for (auto& s : box->table().Connections()) m.connections.push_back(std::move(s));
+    for (auto& p : box->table().Peers()) m.peers.emplace_back(box->config().name, std::move(p));
+  }
+  for (const auto& c : m.connections) {
+    AppSummary& a = m.applications[c.application];
+    ++a.connections;
+    if (!c.ended) ++a.active;
+    a.lan += c.lan_bytes();
+    a.wan += c.wan_bytes();
+  }
+  m.history.assign(history.begin(), history.end());
+  m.history.push_back({m.now, m.lan, m.wan});
+  return m;
+}
+
+// ---- Connections: filter and sort (the page and the text view share them) ----
+
+View ViewFrom(const std::map<std::string, std::string>& q) {
+  View v;
+  if (auto it = q.find("filter"); it != q.end()) v.filter = it->second.substr(0, 200);
+  if (auto it = q.find("sort"); it != q.end()) v.sort = it->second;
+  if (auto it = q.find("order"); it != q.end()) v.descending = it->second == "desc";
+  if (auto it = q.find("show"); it != q.end()) v.open_only = it->second == "open";
+  return v;
+}
+
+bool Matches(const ConnectionSnapshot& c, const View& v) {
+  if (v.open_only && c.ended) return false;
+  if (v.filter.empty()) return true;
+  std::string haystack = FormatEndpoint(c.client) + " " + FormatEndpoint(c.server) + " " + c.peer_id + " " +
+                         c.peer_address + " " + c.application + " " + StateName(c.state) + " " + c.box + " " + c.side;
+  for (const auto& n : c.notes) haystack += " " + n;
+  auto lower = [](std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return std::tolower(ch); });
+    return s;
+  };
+  return lower(haystack).find(lower(v.filter)) != std::string::npos;
+}
+
+std::vector<const ConnectionSnapshot*> Select(const Model& m, const View& v) {
+  std::vector<const ConnectionSnapshot*> rows;
+  for (const auto& c : m.connections) {
+    if (Matches(c, v)) rows.push_back(&c);
+  }
+  auto key = [&](const ConnectionSnapshot* c) -> std::tuple<double, std::string> {
+    if (v.sort == "age") return {-std::chrono::duration<double>(c->started.time_since_epoch()).count(), ""};
+    if (v.sort == "lan") return {static_cast<double>(c->lan_bytes()), ""};
+    if (v.sort == "wan") return {static_cast<double>(c->wan_bytes()), ""};
+    if (v.sort == "reduction") return {c->reduction(), ""};
+    if (v.sort == "client") return {0, FormatEndpoint(c->client)};
+    if (v.sort == "server") return {0, FormatEndpoint(c->server)};
+    if (v.sort == "application") return {0, c->application};
+    if (v.sort == "state") return {0, StateName(c->state)};
+    if (v.sort == "peer") return {0, c->peer_id};
+    return {static_cast<double>(c->id), c->box};
+  };
+  std::stable_sort(rows.begin(), rows.end(), [&](auto* a, auto* b) { return v.descending ? key(b) < key(a) : key(a) < key(b); });
+  return rows;
+}
+
+std::string Pad(std::string s, size_t width) {
+  if (s.size() > width) s = s.substr(0, width - 1) + "~";
+  s.resize(width, ' ');
+  return s;
+}
+
+// ---- The datastore of each box that has one ----
+
+std::vector<StoreView> Stores(const Model& m) {
+  std::vector<StoreView> stores;
+  for (const Daemon* b : m.boxes) {
+    if (!b->store()) continue;
+    stores.push_back({b->config().name, b->store()->stats(), b->config().dre.max_bytes});
+  }
+  return stores;
+}
+
+}  // namespace wanopt::status
