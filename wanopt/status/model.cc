@@ -5,6 +5,7 @@
 #include <ctime>
 #include <tuple>
 
+#include "wanopt/config/config.h"
 #include "wanopt/daemon/daemon.h"
 
 namespace wanopt::status {
@@ -131,7 +132,8 @@ std::string Age(Clock::time_point since, Clock::time_point now) {
   char text[32];
   if (s < 60) std::snprintf(text, sizeof text, "%llds", static_cast<long long>(s));
   else if (s < 3600) std::snprintf(text, sizeof text, "%lldm%02llds", static_cast<long long>(s / 60), static_cast<long long>(s % 60));
-  else std::snprintf(text, sizeof text, "%lldh%02lldm", static_cast<long long>(s / 3600), static_cast<long long>(s / 60 % 60));
+  else if (s < 86400) std::snprintf(text, sizeof text, "%lldh%02lldm", static_cast<long long>(s / 3600), static_cast<long long>(s / 60 % 60));
+  else std::snprintf(text, sizeof text, "%lldd%02lldh", static_cast<long long>(s / 86400), static_cast<long long>(s / 3600 % 24));
   return text;
 }
 
@@ -236,6 +238,101 @@ std::vector<StoreView> Stores(const Model& m) {
     stores.push_back({b->config().name, b->store()->stats(), b->config().dre.max_bytes});
   }
   return stores;
+}
+
+// ---- What each box is ----
+
+namespace {
+
+bool Relays(const InpathRule& rule) {
+  return rule.action == InpathAction::kAutoDiscover || rule.action == InpathAction::kFixedTarget;
+}
+
+}  // namespace
+
+BoxFacts FactsOf(const Config& c) {
+  BoxFacts f;
+  std::vector<std::string> parts;
+  if (c.datacenter) {
+    f.roles.push_back("datacenter");
+    parts.push_back("datacenter");
+  }
+  if (!c.forwards.empty()) {
+    f.roles.push_back("branch");
+    parts.push_back("branch (" + std::to_string(c.forwards.size()) + " forward rule" + (c.forwards.size() == 1 ? "" : "s") +
+                    ")");
+  }
+  if (c.intercept) {
+    f.roles.push_back("interception");
+    size_t n = c.intercept->rules.size();
+    parts.push_back("interception (" + std::to_string(n) + " in-path rule" + (n == 1 ? "" : "s") + " + default, " +
+                    (c.intercept->answer ? "answers probes" : "does not answer probes") + ")");
+  }
+  for (const auto& part : parts) f.role_text += (f.role_text.empty() ? "" : " + ") + part;
+  if (f.role_text.empty()) f.role_text = "no role";
+
+  using Mode = channel::PeeringSecurity::Mode;
+  f.encryption_mode = c.peering.mode == Mode::kCertificate ? "certificates" : c.peering.mode == Mode::kPsk ? "psk" : "none";
+  if (c.intercept) {
+    for (const auto& rule : c.intercept->rules) {
+      if (Relays(rule) && !rule.encryption) f.plaintext_rules.push_back(rule.name);
+    }
+    if (Relays(c.intercept->default_rule) && !c.intercept->default_rule.encryption) {
+      f.plaintext_rules.push_back(c.intercept->default_rule.name);
+    }
+  }
+  // What session and interceptor do: with [peering] every inner channel is TLS 1.3
+  // (forward rules, the datacenter listener, in-path rules) except those of rules
+  // with encryption = false; without it every inner channel is plaintext.
+  if (c.peering.mode == Mode::kNone) {
+    f.encryption_text = "none: inner channels are plaintext (no [peering] configured)";
+  } else {
+    f.encryption_text = std::string("TLS 1.3, peers authenticated by ") +
+                        (c.peering.mode == Mode::kCertificate ? "certificates" : "a pre-shared key");
+    if (!f.plaintext_rules.empty()) {
+      f.encryption_text += "; plaintext for ";
+      for (size_t i = 0; i < f.plaintext_rules.size(); ++i) f.encryption_text += (i ? ", " : "") + f.plaintext_rules[i];
+      f.encryption_text += " (encryption = false)";
+    }
+  }
+  return f;
+}
+
+PeerPlace PlaceOf(const Model& m, const std::string& box, const PeerSnapshot& peer) {
+  PeerPlace place;
+  // The latest connection of this box with this peer says how it was reached.
+  const ConnectionSnapshot* latest = nullptr;
+  for (const auto& c : m.connections) {
+    if (c.box == box && c.peer_id == peer.device_id && c.peer_address == peer.address) latest = &c;
+  }
+  const Config* config = nullptr;
+  for (const Daemon* b : m.boxes) {
+    if (b->config().name == box) config = &b->config();
+  }
+  bool configured = false;
+  if (config) {
+    for (const auto& rule : config->forwards) configured |= FormatEndpoint(rule.peer) == peer.address;
+    if (config->intercept) {
+      for (const auto& rule : config->intercept->rules) configured |= rule.peer && FormatEndpoint(*rule.peer) == peer.address;
+    }
+  }
+  if (latest && latest->side == "datacenter") {
+    place.address_kind = "source";
+    place.box_address = peer.address;
+    place.text = "inner channels from " + peer.address;
+  } else if (latest && !configured && FormatEndpoint(latest->server) == peer.address) {
+    place.address_kind = "server";
+    place.via_server = peer.address;
+    place.text = "in-path, reached on the way to server " + peer.address + " (its own address is not known)";
+  } else if (configured || latest) {
+    place.address_kind = "peer";
+    place.box_address = peer.address;
+    place.text = peer.address;
+  } else {
+    place.address_kind = "unknown";
+    place.text = peer.address + " (how it was reached is no longer known)";
+  }
+  return place;
 }
 
 }  // namespace wanopt::status

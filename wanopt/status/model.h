@@ -23,6 +23,7 @@
 
 namespace wanopt {
 class Daemon;
+struct Config;
 }
 
 namespace wanopt::status {
@@ -97,5 +98,30 @@ struct StoreView {
 };
 
 std::vector<StoreView> Stores(const Model& m);
+
+// ---- What each box is: roles and inner-channel security, from its config ----
+
+struct BoxFacts {
+  std::vector<std::string> roles;  // of "datacenter", "branch", "interception"
+  std::string role_text;           // "datacenter + branch (2 forward rules) + interception (...)"
+  std::string encryption_mode;     // "certificates", "psk" or "none" ([peering])
+  // In-path rules (and the default) whose inner channels go unencrypted.
+  std::vector<std::string> plaintext_rules;
+  std::string encryption_text;     // one line saying all of it
+};
+BoxFacts FactsOf(const Config& config);
+
+// Where a peer in a box's peers list is, as far as that box can tell. A peer found
+// in-path was reached at the address of the server the connection was for: that
+// address is context, not the peer box's.
+struct PeerPlace {
+  std::string address_kind;  // "peer": the configured peer box; "server": in-path, on the
+                             // way to that server; "source": inner channels came from it;
+                             // "unknown": no connection left to tell
+  std::string box_address;   // the peer box's own address; "" when not known
+  std::string via_server;    // "server" only: the server it was reached through
+  std::string text;          // for the page and `wanopt show peers`
+};
+PeerPlace PlaceOf(const Model& m, const std::string& box, const PeerSnapshot& peer);
 
 }  // namespace wanopt::status

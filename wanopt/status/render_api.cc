@@ -60,6 +60,16 @@ std::string DatastoreJson(const Model& m) {
 
 // ---- JSON ----
 
+// Every box's encryption in one line: "NAME: ...; NAME: ..." (just the line for one box).
+std::string EncryptionLine(const Model& m) {
+  std::string line;
+  for (const Daemon* box : m.boxes) {
+    std::string text = FactsOf(box->config()).encryption_text;
+    line += (line.empty() ? "" : "; ") + (m.boxes.size() == 1 ? text : box->config().name + ": " + text);
+  }
+  return line;
+}
+
 namespace {
 
 void WriteConnection(json::Writer& w, const ConnectionSnapshot& c, Clock::time_point now) {
@@ -125,6 +135,14 @@ std::string PeersJson(const Model& m) {
     w.Field("box", box);
     w.Field("id", p.device_id);
     w.Field("address", p.address);
+    PeerPlace place = PlaceOf(m, box, p);
+    w.Field("address_kind", place.address_kind);
+    w.Key("box_address");
+    if (place.box_address.empty()) w.Null();
+    else w.Value(place.box_address);
+    w.Key("via_server");
+    if (place.via_server.empty()) w.Null();
+    else w.Value(place.via_server);
     w.Field("last_seen", Iso8601(p.last_seen));
     w.Field("connections", p.connections);
     w.Field("active", p.active);
@@ -148,6 +166,33 @@ std::string SummaryJson(const Model& m) {
     w.Field("branch_rules", box->config().forwards.size());
     w.Field("policy", std::string(1, PolicyLetter(box->config().policy)));
     w.Field("started", Iso8601(box->started_at()));
+    w.Field("uptime_seconds", std::chrono::duration_cast<std::chrono::seconds>(m.now - box->started_at()).count());
+    BoxFacts facts = FactsOf(box->config());
+    w.Key("roles");
+    w.BeginArray();
+    for (const auto& role : facts.roles) w.Value(role);
+    w.EndArray();
+    w.Field("role", facts.role_text);
+    w.Key("interception");
+    if (const auto& i = box->config().intercept) {
+      w.BeginObject();
+      w.Field("rules", i->rules.size());
+      w.Field("answering_probes", i->answer);
+      w.Field("listen_port", i->listen_port);
+      w.Field("queue", i->queue);
+      w.EndObject();
+    } else {
+      w.Null();
+    }
+    w.Key("inner_channel_encryption");
+    w.BeginObject();
+    w.Field("mode", facts.encryption_mode);
+    w.Key("plaintext_rules");
+    w.BeginArray();
+    for (const auto& rule : facts.plaintext_rules) w.Value(rule);
+    w.EndArray();
+    w.Field("summary", facts.encryption_text);
+    w.EndObject();
     w.EndObject();
   }
   w.EndArray();
@@ -177,7 +222,9 @@ std::string SummaryJson(const Model& m) {
   w.EndArray();
   w.Key("datastore");
   WriteStores(w, m);
-  w.Field("inner_channel_encryption", "none (TLS arrives with auto-discovery)");
+  // Kept for readers of the old field: each box's own line (boxes[].inner_channel_encryption
+  // has the detail).
+  w.Field("inner_channel_encryption", EncryptionLine(m));
   w.Key("history");
   w.BeginArray();
   for (const auto& h : m.history) {
@@ -215,10 +262,10 @@ std::string ConnectionsText(const Model& m, const View& v) {
 std::string PeersText(const Model& m) {
   std::ostringstream out;
   out << Pad("BOX", 20) << Pad("PEER ID", 19) << Pad("ADDRESS", 24) << Pad("LAST SEEN", 22) << Pad("CONNECTIONS", 13)
-      << "ACTIVE\n";
+      << Pad("ACTIVE", 8) << "WHERE\n";
   for (const auto& [box, p] : m.peers) {
     out << Pad(box, 20) << Pad(p.device_id, 19) << Pad(p.address, 24) << Pad(Iso8601(p.last_seen), 22)
-        << Pad(std::to_string(p.connections), 13) << p.active << "\n";
+        << Pad(std::to_string(p.connections), 13) << Pad(std::to_string(p.active), 8) << PlaceOf(m, box, p).text << "\n";
   }
   return out.str();
 }
@@ -226,9 +273,9 @@ std::string PeersText(const Model& m) {
 std::string SummaryText(const Model& m) {
   std::ostringstream out;
   for (const Daemon* box : m.boxes) {
-    out << "box " << box->config().name << " (" << channel::FormatDeviceId(box->config().device_id) << "): "
-        << (box->config().datacenter ? "datacenter" : "") << (box->config().datacenter && !box->config().forwards.empty() ? " + " : "")
-        << (box->config().forwards.empty() ? "" : "branch") << ", up " << Age(box->started_at(), m.now) << "\n";
+    out << "box " << box->config().name << " (" << channel::FormatDeviceId(box->config().device_id)
+        << "): " << FactsOf(box->config()).role_text << ", up " << Age(box->started_at(), m.now) << "\n"
+        << "  inner channels: " << FactsOf(box->config()).encryption_text << "\n";
   }
   out << "connections: " << m.active << " active, " << m.opened << " since start; pass-through " << m.pass_through
       << ", resets " << m.resets << ", protocol errors " << m.protocol_errors << "\n";

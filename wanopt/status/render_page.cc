@@ -85,10 +85,11 @@ std::string Live(const Model& m, const View& v, const std::string& token) {
       << Bytes(a.lan) << "</td><td>" << Bytes(a.wan) << "</td><td>" << Percent(Reduction(a.lan, a.wan)) << "</td></tr>";
   }
   h << "</table><h2>Peers</h2><table id=\"peers\"><tr><th>box</th><th>peer id</th><th>address</th><th>last seen</th>"
-       "<th>connections</th><th>active</th></tr>";
+       "<th>connections</th><th>active</th><th>where</th></tr>";
   for (const auto& [box, p] : m.peers) {
     h << "<tr><td>" << HtmlEscape(box) << "</td><td>" << HtmlEscape(p.device_id) << "</td><td>" << HtmlEscape(p.address)
-      << "</td><td>" << Age(p.last_seen, m.now) << " ago</td><td>" << p.connections << "</td><td>" << p.active << "</td></tr>";
+      << "</td><td>" << Age(p.last_seen, m.now) << " ago</td><td>" << p.connections << "</td><td>" << p.active << "</td><td>"
+      << HtmlEscape(PlaceOf(m, box, p).text) << "</td></tr>";
   }
   h << "</table><h2>Datastore</h2>";
   auto stores = Stores(m);
@@ -178,13 +179,14 @@ std::string Page(const Model& m, const View& v, const std::string& token) {
   h << "<h1>wanopt</h1><div class=\"meta\">";
   for (const Daemon* b : m.boxes) {
     const Config& c = b->config();
-    h << "<div>box <b>" << HtmlEscape(c.name) << "</b> " << HtmlEscape(channel::FormatDeviceId(c.device_id)) << " &middot; "
-      << (c.datacenter ? "datacenter" : "") << (c.datacenter && !c.forwards.empty() ? " + " : "")
-      << (c.forwards.empty() ? "" : "branch (" + std::to_string(c.forwards.size()) + " rules)") << " &middot; offers "
-      << PolicyLetter(c.policy) << " &middot; up " << Age(b->started_at(), m.now) << "</div>";
+    BoxFacts facts = FactsOf(c);
+    h << "<div class=\"box\">box <b>" << HtmlEscape(c.name) << "</b> " << HtmlEscape(channel::FormatDeviceId(c.device_id))
+      << " &middot; <span class=\"role\">" << HtmlEscape(facts.role_text) << "</span> &middot; offers "
+      << PolicyLetter(c.policy) << " &middot; up " << Age(b->started_at(), m.now)
+      << " &middot; inner channels: <span class=\"encryption\">" << HtmlEscape(facts.encryption_text) << "</span></div>";
   }
-  h << "<div>inner channel encryption: none yet (TLS arrives with auto-discovery) &middot; <span id=\"autorefresh\">"
-       "reload to refresh</span> &middot; <a href=\"/api/connections\">JSON</a> &middot; <a href=\"/metrics\">metrics</a></div></div>";
+  h << "<div><span id=\"autorefresh\">reload to refresh</span> &middot; <a href=\"/api/connections\">JSON</a> &middot; "
+       "<a href=\"/metrics\">metrics</a></div></div>";
   h << "<form method=\"get\" action=\"/\"><input type=\"search\" name=\"filter\" placeholder=\"filter: address, peer, "
        "application, state, note\" size=\"48\" value=\""
     << HtmlEscape(v.filter) << "\"><input type=\"hidden\" name=\"sort\" value=\"" << HtmlEscape(v.sort)
