@@ -37,7 +37,8 @@ namespace {
 // or a bug, and each one costs a descriptor the data plane may need.
 constexpr size_t kMaxConnections = 64;
 // Descriptors the status server never takes: the data plane's, for its listeners'
-// next connections and their server and inner sockets.
+// next connections and their server and inner sockets (a quarter of the limit when
+// that is less, so that a box with a small limit still has a status page).
 constexpr rlim_t kDescriptorReserve = 64;
 // Accept failures (out of descriptors, memory) are retried after this, doubled on
 // each failure in a row up to the maximum: no spinning on a listener that stays ready.
@@ -49,7 +50,7 @@ bool IntoReserve(int fd) {
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return false;
   rlim_t used_at_least = static_cast<rlim_t>(fd) + 1;
-  return used_at_least + kDescriptorReserve > limit.rlim_cur;
+  return used_at_least + std::min(kDescriptorReserve, limit.rlim_cur / 4) > limit.rlim_cur;
 }
 
 }  // namespace
