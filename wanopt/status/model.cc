@@ -317,9 +317,10 @@ PeerPlace PlaceOf(const Model& m, const std::string& box, const PeerSnapshot& pe
     }
   }
   if (latest && latest->side == "datacenter") {
+    // The latest inner channel's source, ephemeral port included: where it came from,
+    // not necessarily where the box can be reached (a NAT, a transparent source).
     place.address_kind = "source";
-    place.box_address = peer.address;
-    place.text = "inner channels from " + peer.address;
+    place.text = "inner channels from " + peer.address + " (the latest one's source)";
   } else if (latest && !configured && FormatEndpoint(latest->server) == peer.address) {
     place.address_kind = "server";
     place.via_server = peer.address;

@@ -116,9 +116,9 @@ BoxFacts FactsOf(const Config& config);
 // address is context, not the peer box's.
 struct PeerPlace {
   std::string address_kind;  // "peer": the configured peer box; "server": in-path, on the
-                             // way to that server; "source": inner channels came from it;
-                             // "unknown": no connection left to tell
-  std::string box_address;   // the peer box's own address; "" when not known
+                             // way to that server; "source": the latest inner channel from
+                             // the peer came from it; "unknown": no connection left to tell
+  std::string box_address;   // the peer box's own address ("peer" only); "" when not known
   std::string via_server;    // "server" only: the server it was reached through
   std::string text;          // for the page and `wanopt show peers`
 };
