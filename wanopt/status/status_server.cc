@@ -35,7 +35,7 @@ namespace {
 
 // A status page is a handful of readers: more connections than this are an attack
 // or a bug, and each one costs a descriptor the data plane may need.
-constexpr size_t kMaxConnections = 64;
+constexpr size_t kMaxConnections = 64;  // the refusal's log line says 64 too
 // Descriptors the status server never takes: the data plane's, for its listeners'
 // next connections and their server and inner sockets (a quarter of the limit when
 // that is less, so that a box with a small limit still has a status page).
@@ -120,14 +120,14 @@ struct StatusServer::Impl {
   // A new connection is served only within the bounds; otherwise it is closed at once.
   void Admit(tcp::socket socket) {
     const char* refused = nullptr;
-    if (IntoReserve(socket.native_handle())) refused = "descriptors are short (kept for the data plane)";
-    else if (open_connections >= kMaxConnections) refused = "too many status connections open";
+    if (IntoReserve(socket.native_handle())) refused = "descriptors are short (the rest are kept for the data plane)";
+    else if (open_connections >= kMaxConnections) refused = "too many status connections open (at most 64)";
     if (refused) {
       uint64_t suppressed = 0;
       if (log_limit.Allow(refused, &suppressed)) {
         error_code ignored;
         WANOPT_LOG(kWarn, "status") << "connection from " << socket.remote_endpoint(ignored) << " closed: " << refused
-                                    << " (at most " << kMaxConnections << ")" << log::Suppressed(suppressed);
+                                    << log::Suppressed(suppressed);
       }
       return;  // the socket closes here
     }
