@@ -119,9 +119,39 @@ try:
           isinstance(stores, list) and {d["box"] for d in stores} == {"lab-branch", "lab-datacenter"}
           and all(d["chunks"] > 0 and d["bytes"] <= d["max_bytes"] for d in stores), stores)
     check("/api/summary has history", len(summary["history"]) >= 2, summary)
+    # Each box: what it is and how its inner channels are secured, from its config
+    # (the lab's boxes have no [peering]: plaintext, and the surfaces must say so).
+    box_keys = {"name", "device_id", "datacenter", "branch_rules", "policy", "started", "uptime_seconds", "roles", "role",
+                "interception", "inner_channel_encryption"}
+    boxes = {b["name"]: b for b in summary["boxes"]}
+    check("/api/summary: every box has the documented fields",
+          set(boxes) == {"lab-branch", "lab-datacenter"} and all(box_keys <= set(b) for b in boxes.values()), summary["boxes"])
+    check("/api/summary: roles per box", boxes.get("lab-branch", {}).get("roles") == ["branch"]
+          and boxes.get("lab-datacenter", {}).get("roles") == ["datacenter"]
+          and all(b["interception"] is None for b in boxes.values()), summary["boxes"])
+    check("/api/summary: encryption per box, true to the config",
+          all(b["inner_channel_encryption"]["mode"] == "none" and b["inner_channel_encryption"]["plaintext_rules"] == []
+              and "plaintext" in b["inner_channel_encryption"]["summary"] for b in boxes.values()), summary["boxes"])
+    check("/api/summary: uptime counts", all(isinstance(b["uptime_seconds"], int) and b["uptime_seconds"] >= 0
+                                             for b in boxes.values()), summary["boxes"])
+    check("/api/summary: the old encryption field is a per-box line, never 'none yet'",
+          "lab-branch: none" in summary["inner_channel_encryption"] and "none yet" not in body
+          and "arrives with" not in body, summary["inner_channel_encryption"])
     status, headers, body = get(url + "api/peers")
     peers = json.loads(body)["peers"]
     check("/api/peers lists each box's peer", {p["id"] for p in peers} >= {"02:00:00:00:00:01", "02:00:00:00:00:02"}, peers)
+    check("/api/peers: every peer says what its address is",
+          all({"address_kind", "box_address", "via_server"} <= set(p) for p in peers), peers)
+    dc_addr = report["datacenter"]
+    branch_view = [p for p in peers if p["box"] == "lab-branch" and p["id"] == "02:00:00:00:00:02"]
+    check("/api/peers: the branch's peer is the configured datacenter box, at its address",
+          len(branch_view) == 1 and branch_view[0]["address_kind"] == "peer" and branch_view[0]["box_address"] == dc_addr
+          and branch_view[0]["via_server"] is None, (dc_addr, branch_view))
+    dc_view = [p for p in peers if p["box"] == "lab-datacenter" and p["id"] == "02:00:00:00:00:01"]
+    check("/api/peers: the datacenter's peer is where its inner channels came from",
+          len(dc_view) == 1 and dc_view[0]["address_kind"] == "source" and dc_view[0]["box_address"] is None
+          and dc_view[0]["via_server"] is None,
+          dc_view)
     status, headers, body = get(url + "api/connections?filter=nothing-matches-this")
     check("filter", json.loads(body)["connections"] == [], body)
 
@@ -145,7 +175,13 @@ try:
     r = subprocess.run([WANOPT, "show", "connections", "--json", "--api", url], capture_output=True, text=True, timeout=30)
     check("show connections --json", r.returncode == 0 and "connections" in json.loads(r.stdout), r.stdout[:300])
     r = subprocess.run([WANOPT, "show", "peers", "--api", url], capture_output=True, text=True, timeout=30)
-    check("show peers", r.returncode == 0 and "02:00:00:00:00:01" in r.stdout, r.stdout + r.stderr)
+    check("show peers", r.returncode == 0 and "02:00:00:00:00:01" in r.stdout and "WHERE" in r.stdout
+          and "inner channels from" in r.stdout, r.stdout + r.stderr)
+    r = subprocess.run([WANOPT, "show", "summary", "--api", url], capture_output=True, text=True, timeout=30)
+    check("show summary: each box's role, uptime and encryption",
+          r.returncode == 0 and "box lab-branch (02:00:00:00:00:01): branch (1 forward rule), up " in r.stdout
+          and "box lab-datacenter (02:00:00:00:00:02): datacenter, up " in r.stdout
+          and r.stdout.count("inner channels: none: inner channels are plaintext") == 2, r.stdout + r.stderr)
     r = subprocess.run([WANOPT, "show", "datastore", "--api", url], capture_output=True, text=True, timeout=30)
     check("show datastore lists both stores", r.returncode == 0 and "lab-branch" in r.stdout and "HIT RATE" in r.stdout,
           r.stdout)
@@ -171,6 +207,12 @@ try:
         for h in HOSTILE:
             escaped = h.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             check(f"page ({mode}): hostile text shown escaped: {h}", escaped in dom, "")
+        check(f"page ({mode}): each box's role and encryption, no 'none yet'",
+              'class="role">branch (1 forward rule)</span>' in dom and 'class="role">datacenter</span>' in dom
+              and dom.count('class="encryption">none: inner channels are plaintext') == 2 and "none yet" not in dom,
+              dom[:1500])
+        check(f"page ({mode}): peers say where the peer is", "<th>where</th>" in dom and "inner channels from" in dom,
+              dom[dom.find('id="peers"'):dom.find('id="peers"') + 800])
         check(f"page ({mode}): no injected element", "<img" not in dom and "<script>alert" not in dom,
               [l for l in dom.splitlines() if "alert" in l][:3])
     r = chromium(url, f"--screenshot={os.path.join(OUT, 'status-page.png')}")

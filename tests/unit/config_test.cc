@@ -1,5 +1,10 @@
 #include <doctest/doctest.h>
 
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+
 #include "wanopt/config/config.h"
 
 using namespace wanopt;
@@ -298,4 +303,56 @@ mode = "remap"
   config = ParseConfig(used, "test.toml", &error);
   REQUIRE_MESSAGE(config, error);
   CHECK(config->warnings.empty());
+}
+
+TEST_CASE("two listeners on one address: the later one is named with its line, as the start would fail on it") {
+  const char* forward = "[[branch.forward]]\nlisten = \"127.0.0.1:8080\"\ndestination = \"127.0.0.1:1\"\npeer = \"127.0.0.1\"\n";
+  CHECK(ErrorOf((std::string("[datacenter]\nlisten = \"127.0.0.1:8080\"\n") + forward).c_str()) ==
+        "test.toml:4: branch.forward[0].listen: same listen address as datacenter.listen (127.0.0.1:8080): "
+        "the second cannot bind");
+  CHECK(ErrorOf((std::string(forward) + "[status]\nlisten = \"127.0.0.1:8080\"\n").c_str()) ==
+        "test.toml:6: status.listen: same listen address as branch.forward[0].listen (127.0.0.1:8080): "
+        "the second cannot bind");
+  // A wildcard covers every address of its family; [::] covers IPv4 too.
+  CHECK(ErrorOf((std::string("[datacenter]\nlisten = \"0.0.0.0:8080\"\nplaintext_peers = [\"198.18.0.0/24\"]\n") + forward).c_str())
+            .starts_with("test.toml:5: branch.forward[0].listen: same listen address as datacenter.listen"));
+  CHECK(ErrorOf((std::string("[datacenter]\nlisten = \"[::]:8080\"\nplaintext_peers = [\"198.18.0.0/24\"]\n") + forward).c_str())
+            .starts_with("test.toml:5: branch.forward[0].listen: same listen address as datacenter.listen"));
+  // The transparent listener is 0.0.0.0:listen_port (7801 unless set); its line is
+  // the key's, or the table's when the port is the default.
+  const char* intercept = "[intercept]\n[[intercept.rule]]\nencryption = false\n";
+  CHECK(ErrorOf((std::string("[datacenter]\nlisten = \"127.0.0.1:7801\"\n") + intercept).c_str())
+            .starts_with("test.toml:3: intercept.listen_port: same listen address as datacenter.listen (127.0.0.1:7801)"));
+  CHECK(ErrorOf((std::string(intercept) + "[status]\nlisten = \"127.0.0.1:7801\"\n").c_str())
+            .starts_with("test.toml:5: status.listen: same listen address as intercept.listen_port"));
+
+  // Distinct ports, different addresses of one port, port 0 (any free port): fine.
+  std::string error;
+  CHECK_MESSAGE(ParseConfig("[datacenter]\nlisten = \"127.0.0.1:8081\"\n[status]\nlisten = \"127.0.0.1:8082\"\n"
+                            "[[branch.forward]]\nlisten = \"127.0.0.2:8081\"\ndestination = \"127.0.0.1:1\"\n"
+                            "peer = \"127.0.0.1\"\n",
+                            "test.toml", &error),
+                error);
+  CHECK_MESSAGE(ParseConfig("[datacenter]\nlisten = \"127.0.0.1:0\"\n[status]\nlisten = \"127.0.0.1:0\"\n", "test.toml", &error),
+                error);
+}
+
+TEST_CASE("a datastore that cannot be a directory fails the config, not the start") {
+  char dir_template[] = "/tmp/wanopt-config-test-XXXXXX";
+  REQUIRE(mkdtemp(dir_template));
+  std::string dir = dir_template;
+  std::string file = dir + "/a-file";
+  std::ofstream(file) << "not a directory\n";
+  for (const std::string& path : {file, file + "/store", file + "/deeper/store"}) {
+    std::string text = "[dre]\ndatastore = \"" + path + "\"\n[datacenter]\nlisten = \"127.0.0.1:1\"\n";
+    CHECK(ErrorOf(text.c_str()) == "test.toml:2: dre.datastore: '" + path + "' cannot be a directory: '" + file +
+                                       "' is a file, not a directory");
+  }
+  // A directory that exists, or one that can be made: fine.
+  for (const std::string& path : {dir, dir + "/new/store"}) {
+    std::string error;
+    std::string text = "[dre]\ndatastore = \"" + path + "\"\n[datacenter]\nlisten = \"127.0.0.1:1\"\n";
+    CHECK_MESSAGE(ParseConfig(text, "test.toml", &error), error);
+  }
+  std::filesystem::remove_all(dir);
 }

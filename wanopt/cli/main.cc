@@ -44,7 +44,8 @@ const char kMainHelp[] =
 const char kRunHelp[] =
     "usage: wanopt run --config FILE [--check]\n"
     "\n"
-    "Runs the daemon until SIGINT or SIGTERM. FILE is TOML; see deploy/examples/ and\n"
+    "Runs the daemon until SIGINT or SIGTERM (SIGHUP re-reads log_level from FILE;\n"
+    "other changes take a restart). FILE is TOML; see deploy/examples/ and\n"
     "README.md for every key. A bad config prints one line naming the key and exits 2\n"
     "without starting anything.\n"
     "\n"
@@ -78,6 +79,32 @@ void RaiseDescriptorLimit() {
     limit.rlim_cur = limit.rlim_max;
     setrlimit(RLIMIT_NOFILE, &limit);
   }
+}
+
+const char* LevelName(wanopt::log::Level level) {
+  switch (level) {
+    case wanopt::log::Level::kDebug: return "debug";
+    case wanopt::log::Level::kInfo: return "info";
+    case wanopt::log::Level::kWarn: return "warn";
+    case wanopt::log::Level::kError: return "error";
+  }
+  return "?";
+}
+
+// SIGHUP: the log level is read again from the config file; everything else a
+// running box keeps until it is restarted (listeners, peers, the datastore).
+void ReloadOnHangup(const std::string& config_path) {
+  std::string error;
+  auto config = wanopt::LoadConfigFile(config_path, &error);
+  if (!config) {
+    WANOPT_LOG(kWarn, "daemon") << "SIGHUP: " << error << ": keeping the running configuration";
+    return;
+  }
+  wanopt::log::SetLevel(config->log_level);
+  // Written whatever the new level: the operator asked for this.
+  wanopt::log::Write(wanopt::log::Level::kWarn, "daemon",
+                     std::string("SIGHUP: log level ") + LevelName(config->log_level) + " (from " + config_path +
+                         "); other changes take a restart");
 }
 
 int Run(const std::vector<std::string_view>& args) {
@@ -126,13 +153,19 @@ int Run(const std::vector<std::string_view>& args) {
   }
   wanopt::log::SetLevel(config->log_level);
   wanopt::BlockStopSignals();
+  // SIGHUP too (before any thread starts): its default action would end the daemon
+  // with no word, which systemd counts as a clean exit.
+  sigset_t signals = wanopt::StopSignals();
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   RaiseDescriptorLimit();
   wanopt::Daemon daemon(std::move(*config));
   if (!daemon.Start(&error)) {
     std::fprintf(stderr, "wanopt: %s\n", error.c_str());
     return 1;
   }
-  int received = wanopt::WaitForStopSignal();
+  int received = 0;
+  while (sigwait(&signals, &received) == 0 && received == SIGHUP) ReloadOnHangup(config_path);
   WANOPT_LOG(kInfo, "daemon") << "stopping on " << strsignal(received);
   daemon.Stop();
   return 0;

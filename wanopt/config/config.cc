@@ -1,10 +1,13 @@
 #include "wanopt/config/config.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include <charconv>
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -200,9 +203,30 @@ void ReadDatacenter(TableReader& r, Config& config) {
   config.datacenter = std::move(dc);
 }
 
+// The first path from `path` up to the root that exists, when it is not a directory
+// (so `path` can be neither used nor created as one); nullopt otherwise.
+std::optional<std::string> NotADirectory(const std::string& path) {
+  for (std::filesystem::path p(path); !p.empty(); p = p.parent_path()) {
+    struct stat st {};
+    if (::stat(p.c_str(), &st) == 0) {
+      if (S_ISDIR(st.st_mode)) return std::nullopt;
+      return p.string();
+    }
+    if (p == p.parent_path()) break;
+  }
+  return std::nullopt;
+}
+
 void ReadDre(TableReader& r, Config& config) {
   DreConfig& dre = config.dre;
-  if (auto path = r.String("datastore")) dre.datastore = *path;
+  if (auto path = r.String("datastore")) {
+    dre.datastore = *path;
+    // What the start would find: the directory cannot be made under a regular file.
+    if (auto blocker = NotADirectory(*path)) {
+      r.Fail("datastore", r.Get("datastore"),
+             "'" + *path + "' cannot be a directory: '" + *blocker + "' is a file, not a directory");
+    }
+  }
   if (auto mb = r.Integer("max_size_mb", 16, 16 * 1024 * 1024)) dre.max_bytes = static_cast<uint64_t>(*mb) << 20;
   if (auto level = r.Integer("lz_level", 1, 19)) dre.lz_level = static_cast<int>(*level);
   if (const toml::node* sync = r.Get("sync_writes")) {
@@ -459,6 +483,55 @@ void ReadModuleSettings(TableReader& r, const toml::table& table, Config& config
   }
 }
 
+// True when listeners on `a` and `b` cannot both bind: the same port, and the same
+// address or a wildcard covering the other (an IPv6 wildcard covers IPv4 too).
+bool SameListenAddress(const tcp::endpoint& a, const tcp::endpoint& b) {
+  if (a.port() != b.port() || a.port() == 0) return false;
+  if (a.address() == b.address()) return true;
+  if (a.address().is_v4() == b.address().is_v4()) return a.address().is_unspecified() || b.address().is_unspecified();
+  const tcp::endpoint& v6 = a.address().is_v6() ? a : b;
+  return v6.address().is_unspecified();
+}
+
+// Every address the box listens on, from the datacenter, the forward rules, the
+// status server and the transparent listener: no two may be the same, or the start
+// would fail on the second (`run --check` finds it too).
+void CheckListenAddresses(const toml::table& root, const Config& config) {
+  struct Listen {
+    std::string key;
+    tcp::endpoint at;
+    uint32_t line;
+  };
+  // The key's line; its table's when the key is a default (intercept.listen_port).
+  auto line_of = [&](const std::string& path) -> uint32_t {
+    if (const toml::node* node = root.at_path(path).node()) return node->source().begin.line;
+    if (const toml::node* table = root.at_path(path.substr(0, path.rfind('.'))).node()) return table->source().begin.line;
+    return 1;
+  };
+  std::vector<Listen> listens;
+  if (config.datacenter) listens.push_back({"datacenter.listen", config.datacenter->listen, line_of("datacenter.listen")});
+  if (config.status) listens.push_back({"status.listen", config.status->listen, line_of("status.listen")});
+  for (const auto& rule : config.forwards) {
+    // Forward rules are read in file order; their names index the array.
+    std::string index = rule.name.substr(rule.name.find('['));
+    listens.push_back({rule.name + ".listen", rule.listen, line_of("branch.forward" + index + ".listen")});
+  }
+  if (config.intercept) {
+    listens.push_back({"intercept.listen_port", tcp::endpoint(tcp::v4(), config.intercept->listen_port),
+                       line_of("intercept.listen_port")});
+  }
+  std::stable_sort(listens.begin(), listens.end(), [](const Listen& a, const Listen& b) { return a.line < b.line; });
+  for (size_t i = 0; i < listens.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (!SameListenAddress(listens[i].at, listens[j].at)) continue;
+      std::ostringstream at;
+      at << listens[j].at;
+      throw ConfigError{listens[i].line, listens[i].key,
+                        "same listen address as " + listens[j].key + " (" + at.str() + "): the second cannot bind"};
+    }
+  }
+}
+
 Config Read(const toml::table& root) {
   Config config;
   config.device_id = DefaultDeviceId();
@@ -544,6 +617,7 @@ Config Read(const toml::table& root) {
   }
   top.RejectUnknownKeys();
   WarnAboutIdleModules(top, config);
+  CheckListenAddresses(root, config);
   if (!config.datacenter && config.forwards.empty() && !config.intercept) {
     throw ConfigError{1, "datacenter/branch/intercept",
                       "none of [datacenter], [[branch.forward]], [intercept] is configured: the box would do nothing"};

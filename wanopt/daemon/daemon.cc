@@ -6,7 +6,9 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <future>
 
 #include "datastore/chunk_store.h"
@@ -16,6 +18,7 @@
 #include "wanopt/status/status_server.h"
 #include "wanopt/util/bytes.h"
 #include "wanopt/util/log.h"
+#include "wanopt/util/log_rate_limit.h"
 
 namespace wanopt {
 
@@ -42,6 +45,9 @@ void TrimMemoryPeriodically(std::shared_ptr<asio::steady_timer> timer) {
   });
 }
 
+// Inner channels refused (failed authentication): one line each would let anyone who
+// can connect write the journal full.
+log::RateLimit g_refused_log(5);
 }  // namespace
 
 struct Daemon::Listener {
@@ -49,6 +55,10 @@ struct Daemon::Listener {
   const ForwardRule* rule = nullptr;  // kForward
   std::string name;
   tcp::acceptor acceptor;
+  // Accept failures in a row: the retry delay doubles with each, and their log lines
+  // are bounded.
+  std::chrono::milliseconds accept_delay{0};
+  log::RateLimit accept_log{5};
   Listener(Kind k, const ForwardRule* r, std::string n, asio::io_context& loop)
       : kind(k), rule(r), name(std::move(n)), acceptor(loop) {}
 };
@@ -66,39 +76,26 @@ asio::io_context& Daemon::NextLoop() {
   return loop;
 }
 
-bool Daemon::Start(std::string* error) {
-  env_.capability = config_.dre.capability();
-  if (!config_.dre.datastore.empty()) {
-    datastore::ChunkStoreOptions options;
-    options.path = config_.dre.datastore;
-    options.max_bytes = config_.dre.max_bytes;
-    options.sync_writes = config_.dre.sync_writes;
-    bool misconfigured = false;
-    store_ = datastore::ChunkStore::Open(options, error, &misconfigured);
-    if (!store_ && misconfigured) return false;
-    if (store_) {
-      peers_ = std::make_unique<dre::PeerTable>(config_.dre.datastore + "/peers");
-    } else {
-      // A full, read-only or failing disk must not keep the box from relaying: it
-      // runs with a store that holds nothing, so DRE is off for its connections
-      // (CurrentCapability) and a peer's DRE stream still decodes, and says so here
-      // and in its connections' notes.
-      WANOPT_LOG(kWarn, "daemon") << config_.name << ": " << *error << ": running without DRE (LZ only)";
-      store_ = datastore::ChunkStore::Unavailable(*error);
-      error->clear();
-      peers_ = std::make_unique<dre::PeerTable>("");
-    }
-    // A store's ids depend on its secret: the id of a fixed string names the store's
-    // contents. A wiped store draws a new secret, so its peers learn it knows nothing.
-    static constexpr std::string_view kInstanceProbe = "wanopt store instance";
-    auto id = store_->IdOf({reinterpret_cast<const uint8_t*>(kInstanceProbe.data()), kInstanceProbe.size()});
-    env_.store = store_.get();
-    env_.peers = peers_.get();
-    env_.store_instance = bytes::GetBe64(id.data()) | 1;  // never 0, which means "no store"
-  } else {
-    peers_ = std::make_unique<dre::PeerTable>("");
-    env_.peers = peers_.get();
+namespace {
+
+// The outermost directory of `path` that does not exist yet ("" when `path` exists):
+// what opening a datastore there creates, and what a failed start removes again.
+std::filesystem::path FirstMissing(const std::filesystem::path& path) {
+  std::error_code ec;
+  std::filesystem::path missing;
+  for (std::filesystem::path p = std::filesystem::absolute(path, ec); !p.empty(); p = p.parent_path()) {
+    if (std::filesystem::exists(p, ec) || ec) break;
+    missing = p;
+    if (p == p.parent_path()) break;
   }
+  return missing;
+}
+
+}  // namespace
+
+bool Daemon::Start(std::string* error) {
+  started_at_ = std::chrono::system_clock::now();  // "up" counts from here, not from construction
+  env_.capability = config_.dre.capability();
   unsigned threads = config_.threads ? config_.threads : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < threads; ++i) loops_.push_back(std::make_unique<asio::io_context>(1));
 
@@ -116,7 +113,9 @@ bool Daemon::Start(std::string* error) {
     return true;
   };
 
-  // Listeners live on the first loop; the sessions they accept are spread over all.
+  // Listeners first, before anything is written to disk: an address in use fails the
+  // start with nothing created. They live on the first loop; the sessions they accept
+  // are spread over all.
   if (config_.datacenter) {
     auto l = std::make_unique<Listener>(Listener::Kind::kDatacenter, nullptr, "datacenter", *loops_[0]);
     if (!bind(*l, config_.datacenter->listen)) return false;
@@ -130,6 +129,57 @@ bool Daemon::Start(std::string* error) {
     }
     listeners_.push_back(std::move(l));
   }
+
+  // What a failed start leaves behind: nothing (a datastore directory it created
+  // is removed again).
+  std::filesystem::path created_store;
+  auto fail = [&] {
+    listeners_.clear();
+    env_.store = nullptr;
+    env_.peers = nullptr;
+    peers_.reset();
+    store_.reset();
+    if (!created_store.empty()) {
+      std::error_code ignored;
+      std::filesystem::remove_all(created_store, ignored);
+    }
+    return false;
+  };
+
+  if (!config_.dre.datastore.empty()) {
+    created_store = FirstMissing(config_.dre.datastore);
+    datastore::ChunkStoreOptions options;
+    options.path = config_.dre.datastore;
+    options.max_bytes = config_.dre.max_bytes;
+    options.sync_writes = config_.dre.sync_writes;
+    bool misconfigured = false;
+    store_ = datastore::ChunkStore::Open(options, error, &misconfigured);
+    if (!store_ && misconfigured) return fail();
+    if (store_) {
+      peers_ = std::make_unique<dre::PeerTable>(config_.dre.datastore + "/peers");
+    } else {
+      // A full, read-only or failing disk must not keep the box from relaying: it
+      // runs with a store that holds nothing, so DRE is off for its connections
+      // (CurrentCapability) and a peer's DRE stream still decodes, and says so here
+      // and in its connections' notes.
+      WANOPT_LOG(kWarn, "daemon") << config_.name << ": " << *error << ": running without DRE (LZ only)";
+      store_ = datastore::ChunkStore::Unavailable(*error);
+      error->clear();
+      created_store.clear();  // a store that could not be opened is not removed either
+      peers_ = std::make_unique<dre::PeerTable>("");
+    }
+    // A store's ids depend on its secret: the id of a fixed string names the store's
+    // contents. A wiped store draws a new secret, so its peers learn it knows nothing.
+    static constexpr std::string_view kInstanceProbe = "wanopt store instance";
+    auto id = store_->IdOf({reinterpret_cast<const uint8_t*>(kInstanceProbe.data()), kInstanceProbe.size()});
+    env_.store = store_.get();
+    env_.peers = peers_.get();
+    env_.store_instance = bytes::GetBe64(id.data()) | 1;  // never 0, which means "no store"
+  } else {
+    peers_ = std::make_unique<dre::PeerTable>("");
+    env_.peers = peers_.get();
+  }
+
   for (auto& l : listeners_) {
     error_code ec;
     auto at = l->acceptor.local_endpoint(ec);
@@ -152,8 +202,7 @@ bool Daemon::Start(std::string* error) {
     security_ = channel::SecureContext::Create(config_.peering, error);
     if (!security_) {
       *error = "peering: " + *error;
-      listeners_.clear();
-      return false;
+      return fail();
     }
   }
   env_.security = security_.get();
@@ -163,8 +212,7 @@ bool Daemon::Start(std::string* error) {
     auto box = info.create_box(it == config_.module_settings.end() ? protocols::ModuleSettings{} : it->second, error);
     if (!box) {
       *error = "modules." + info.name + ": " + *error;
-      listeners_.clear();
-      return false;
+      return fail();
     }
     box_modules_.Add(info.name, std::move(box));
   }
@@ -174,18 +222,16 @@ bool Daemon::Start(std::string* error) {
                                                             [this]() -> asio::io_context& { return NextLoop(); });
     if (!interceptor_->Start(error)) {
       interceptor_.reset();
-      listeners_.clear();
-      return false;
+      return fail();
     }
   }
   if (config_.status) {
     status_ = std::make_unique<StatusServer>(std::vector<const Daemon*>{this}, config_.status->listen, config_.status->token);
     if (!status_->Start(error)) {
       status_.reset();
-      listeners_.clear();
       if (interceptor_) interceptor_->Stop();  // no loop runs yet: unbind the queue now
       interceptor_.reset();
-      return false;
+      return fail();
     }
   }
   running_ = true;
@@ -204,13 +250,21 @@ void Daemon::Accept(Listener& listener) {
   listener.acceptor.async_accept(NextLoop(), [this, &listener](error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !listener.acceptor.is_open()) return;
     if (ec) {
-      // Out of descriptors or memory: say so, keep serving the connections we have,
-      // and try again shortly instead of spinning.
-      WANOPT_LOG(kWarn, "daemon") << listener.name << ": accept: " << ec.message();
-      auto timer = std::make_shared<asio::steady_timer>(listener.acceptor.get_executor(), std::chrono::milliseconds(100));
+      // Out of descriptors or memory: keep serving the connections we have, and try
+      // again after a delay that doubles while the failures last (10 ms to 1 s), so
+      // that a listener that stays ready costs neither a core nor the journal.
+      listener.accept_delay = std::clamp(listener.accept_delay * 2, std::chrono::milliseconds(10),
+                                         std::chrono::milliseconds(1000));
+      uint64_t suppressed = 0;
+      if (listener.accept_log.Allow("accept", &suppressed)) {
+        WANOPT_LOG(kWarn, "daemon") << listener.name << ": accept: " << ec.message() << "; retrying in "
+                                    << listener.accept_delay.count() << " ms" << log::Suppressed(suppressed);
+      }
+      auto timer = std::make_shared<asio::steady_timer>(listener.acceptor.get_executor(), listener.accept_delay);
       timer->async_wait([this, &listener, timer](error_code) { Accept(listener); });
       return;
     }
+    listener.accept_delay = std::chrono::milliseconds(0);
     // Hand the socket to its own loop's thread before touching it there.
     auto executor = socket.get_executor();
     asio::post(executor, [this, &listener, s = std::make_shared<tcp::socket>(std::move(socket))]() mutable {
@@ -239,10 +293,12 @@ void Daemon::Accept(Listener& listener) {
             *security_, std::move(*s), /*client=*/false, config_.timeouts.handshake,
             [this, from](channel::SecureChannelResult result, tcp::socket plain) {
               if (result.ec) {
-                WANOPT_LOG(kWarn, "datacenter") << "inner channel from " << from
-                                                << (result.authentication_failed ? ": authentication failed ("
-                                                                                 : ": TLS handshake failed (")
-                                                << result.error << "): closed";
+                uint64_t suppressed = 0;
+                const char* what = result.authentication_failed ? "authentication failed" : "TLS handshake failed";
+                if (g_refused_log.Allow(config_.name + ": " + what, &suppressed)) {
+                  WANOPT_LOG(kWarn, "datacenter") << "inner channel from " << from << ": " << what << " ("
+                                                  << result.error << "): closed" << log::Suppressed(suppressed);
+                }
                 return;
               }
               DatacenterPlan plan;

@@ -1,0 +1,37 @@
+// The status surfaces, rendered from a Model (internal to wanopt/status): the JSON
+// API, the text tables `wanopt show` prints, the Prometheus metrics, and the page.
+// Every string that came off the network is escaped for where it goes.
+#pragma once
+
+#include <string>
+
+#include "wanopt/status/model.h"
+
+namespace wanopt::json {
+class Writer;
+}
+
+namespace wanopt::status {
+
+// JSON (render_api.cc).
+std::string ConnectionsJson(const Model& m, const View& v);
+std::string PeersJson(const Model& m);
+std::string SummaryJson(const Model& m);
+std::string DatastoreJson(const Model& m);
+
+// Text tables for `wanopt show` (render_api.cc).
+std::string ConnectionsText(const Model& m, const View& v);
+std::string PeersText(const Model& m);
+std::string SummaryText(const Model& m);
+std::string StoresText(const Model& m);
+
+// Prometheus text format (render_api.cc).
+std::string Metrics(const Model& m);
+
+// HTML (render_page.cc): the whole page, and the part of it that refreshes. `token`
+// is carried in the page's own links and form so that a reader who opened it with
+// ?token= can sort and filter.
+std::string Page(const Model& m, const View& v, const std::string& token);
+std::string Live(const Model& m, const View& v, const std::string& token);
+
+}  // namespace wanopt::status
