@@ -274,8 +274,12 @@ void Daemon::Accept(Listener& listener) {
           tcp::endpoint from = s->remote_endpoint(ec);
           if (ec || !config_.datacenter->AllowsPlaintextFrom(from.address())) {
             // Not authenticated and not in plaintext_peers: never a relay for it.
-            WANOPT_LOG(kWarn, "datacenter") << "plaintext inner channel from " << from
-                                            << " refused: not in [datacenter] plaintext_peers";
+            uint64_t suppressed = 0;
+            if (g_refused_log.Allow(config_.name + ": plaintext refused", &suppressed)) {
+              WANOPT_LOG(kWarn, "datacenter") << "plaintext inner channel from " << from
+                                              << " refused: not in [datacenter] plaintext_peers"
+                                              << log::Suppressed(suppressed);
+            }
             ++counters_.refused_peers;
             s->set_option(asio::socket_base::linger(true, 0), ec);
             s->close(ec);

@@ -21,6 +21,7 @@
 #include "wanopt/intercept/netlink_queue.h"
 #include "wanopt/intercept/packet.h"
 #include "wanopt/util/log.h"
+#include "wanopt/util/log_rate_limit.h"
 
 namespace wanopt::intercept {
 
@@ -31,6 +32,13 @@ using boost::system::error_code;
 using Clock = std::chrono::steady_clock;
 
 namespace {
+
+// Failed inner-channel handshakes: anyone on the path can cause them, so one line
+// each could write the journal full.
+log::RateLimit& TlsFailureLog() {
+  static log::RateLimit limit(5);
+  return limit;
+}
 
 // A connection as its SYN names it: client (or upstream box) -> server.
 struct FlowKey {
@@ -741,8 +749,11 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
             std::string reason = "peer " + plan->peer_id +
                                  (result.authentication_failed ? " failed authentication (" : " TLS handshake failed (") +
                                  result.error + ")";
-            WANOPT_LOG(kWarn, "intercept") << "connection to " << Format(plan->destination) << ": " << reason
-                                           << ": pass-through";
+            uint64_t suppressed = 0;
+            if (TlsFailureLog().Allow("branch", &suppressed)) {
+              WANOPT_LOG(kWarn, "intercept") << "connection to " << Format(plan->destination) << ": " << reason
+                                             << ": pass-through" << log::Suppressed(suppressed);
+            }
             // Only the peer's identity is worth remembering: a timeout or a local
             // shortage (descriptors, memory) says nothing about the next connection.
             if (result.authentication_failed) {
@@ -847,11 +858,15 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
         [self, plan = std::make_shared<DatacenterPlan>(std::move(plan)), branch](channel::SecureChannelResult result,
                                                                                tcp::socket plain) mutable {
           if (result.ec) {
-            WANOPT_LOG(kWarn, "intercept") << "inner channel from " << branch << " "
-                                           << Format(*plan->peer_endpoint)
-                                           << (result.authentication_failed ? ": authentication failed ("
-                                                                            : ": TLS handshake failed (")
-                                           << result.error << "): closed, no optimized traffic";
+            uint64_t suppressed = 0;
+            if (TlsFailureLog().Allow("datacenter", &suppressed)) {
+              WANOPT_LOG(kWarn, "intercept") << "inner channel from " << branch << " "
+                                             << Format(*plan->peer_endpoint)
+                                             << (result.authentication_failed ? ": authentication failed ("
+                                                                              : ": TLS handshake failed (")
+                                             << result.error << "): closed, no optimized traffic"
+                                             << log::Suppressed(suppressed);
+            }
             if (plan->server) Reset(*plan->server);
             return;
           }

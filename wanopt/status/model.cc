@@ -163,6 +163,7 @@ Model Read(const std::vector<const Daemon*>& boxes, const std::deque<HistorySamp
     m.pass_through += c.pass_through;
     m.resets += c.resets;
     m.protocol_errors += c.protocol_errors;
+    m.refused_peers += c.refused_peers;
     for (auto& s : box->table().Connections()) m.connections.push_back(std::move(s));
     for (auto& p : box->table().Peers()) m.peers.emplace_back(box->config().name, std::move(p));
   }

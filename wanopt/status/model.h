@@ -67,7 +67,8 @@ struct Model {
   std::vector<ConnectionSnapshot> connections;
   std::vector<std::pair<std::string, PeerSnapshot>> peers;  // box name, peer
   std::map<std::string, AppSummary> applications;           // live and recent connections
-  uint64_t lan = 0, wan = 0, active = 0, opened = 0, pass_through = 0, resets = 0, protocol_errors = 0;
+  uint64_t lan = 0, wan = 0, active = 0, opened = 0, pass_through = 0, resets = 0, protocol_errors = 0,
+           refused_peers = 0;
   std::vector<HistorySample> history;
 };
 

@@ -208,6 +208,7 @@ std::string SummaryJson(const Model& m) {
   w.Field("pass_through", m.pass_through);
   w.Field("resets", m.resets);
   w.Field("protocol_errors", m.protocol_errors);
+  w.Field("refused_peers", m.refused_peers);  // plaintext inner channels from outside plaintext_peers
   w.EndObject();
   w.Key("applications");
   w.BeginArray();
@@ -318,6 +319,9 @@ std::string Metrics(const Model& m) {
   family("wanopt_protocol_errors_total", "counter", "Malformed inner-channel input.");
   for (const Daemon* b : m.boxes)
     out << "wanopt_protocol_errors_total{box=\"" << PromLabel(b->config().name) << "\"} " << b->counters().protocol_errors << "\n";
+  family("wanopt_refused_peers_total", "counter", "Plaintext inner channels refused: not from [datacenter] plaintext_peers.");
+  for (const Daemon* b : m.boxes)
+    out << "wanopt_refused_peers_total{box=\"" << PromLabel(b->config().name) << "\"} " << b->counters().refused_peers << "\n";
 
   // Per application and per peer: connections gone from the table plus those in it,
   // so the counters never go backwards.
