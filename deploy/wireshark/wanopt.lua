@@ -54,6 +54,9 @@ local f = {
   accepted = ProtoField.uint32("wanopt.hello.accepted_modules", "Accepted module slots", base.HEX),
   seed = ProtoField.bytes("wanopt.hello.dre_seed", "DRE fingerprint seed"),
   instance = ProtoField.uint64("wanopt.hello.store_instance", "Chunk store instance", base.HEX),
+  acceptor_ip = ProtoField.ipv4("wanopt.hello.acceptor", "Acceptor box address"),
+  acceptor_ip6 = ProtoField.ipv6("wanopt.hello.acceptor6", "Acceptor box address"),
+  acceptor_port = ProtoField.uint16("wanopt.hello.acceptor_port", "Acceptor listen port"),
 }
 wanopt.fields = {}
 for _, field in pairs(f) do table.insert(wanopt.fields, field) end
@@ -100,6 +103,7 @@ local function hello_ack(tvb, tree)
   tree:add(f.device, tvb(10, 6))
   tree:add(f.accepted, tvb(16, 4))
   if tvb:len() >= 28 then tree:add(f.instance, tvb(20, 8)) end
+  if tvb:len() >= 32 then endpoint(tvb, 28, tree, f.acceptor_ip, f.acceptor_ip6, f.acceptor_port) end
   return "hello-ack " .. (hello_status[tvb(5, 1):uint()] or "?") .. ", applies " .. tvb(8, 1):string()
 end
 

@@ -26,6 +26,7 @@ Lab 2 (--middle: client -- branch -- mid == WAN == dc -- server): only the outer
 Every lab and process is removed in a `finally`.
 """
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -169,6 +170,13 @@ def lab_one(work, origin, digest):
               and not any("pass-through" in n for n in b["notes"]), b)
         check("dc: the same connection, peer is the branch, client address kept",
               d and d["peer"] == IDS["branch"] and d["client"].startswith("198.18.1.10:"), d)
+        # Where the dc box is: its own address (from its hello-ack), the server as context.
+        peers = json.loads(lab.run("branch", "curl", "-s", "-m", "3", "http://127.0.0.1:7880/api/peers",
+                                   check_rc=True).stdout)["peers"]
+        dc_peer = next((p for p in peers if p["id"] == IDS["dc"]), None)
+        check("branch: the dc box is listed at its own address, reached on the way to the server",
+              b and b["peer_address"].startswith("198.18.0.2:") and dc_peer and
+              dc_peer["address"].startswith("198.18.0.2:") and dc_peer["via_server"] == f"{SERVER}:80", (b, dc_peer))
         check("inner channel secured with TLS 1.3, certificates checked",
               b and any("TLS 1.3" in n and "'dc'" in n for n in b["notes"]) and
               d and any("TLS 1.3" in n and "'branch'" in n for n in d["notes"]), (b, d))

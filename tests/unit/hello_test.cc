@@ -117,3 +117,30 @@ TEST_CASE("device ids parse and print as six hex bytes") {
   CHECK_FALSE(ParseDeviceId("02-00-5e-0a-ff-01"));
   CHECK_FALSE(ParseDeviceId("02:00:5e:0a:ff:0g"));
 }
+
+TEST_CASE("hello-ack: the acceptor's own address is optional at the end, and its truncations are rejected") {
+  HelloAck ack;
+  ack.device_id = {2, 0, 0, 0, 0, 2};
+  ack.offered = ack.negotiated = ack.applied = Policy::kFull;
+  std::string error;
+  auto without = EncodeHelloAck(ack);
+  auto decoded = DecodeHelloAck(without, &error);
+  REQUIRE_MESSAGE(decoded, error);
+  CHECK_FALSE(decoded->acceptor);  // what an older box sends
+  ack.acceptor = boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("198.18.0.2"), 7800);
+  auto with = EncodeHelloAck(ack);
+  CHECK(with.size() == without.size() + 8);
+  decoded = DecodeHelloAck(with, &error);
+  REQUIRE_MESSAGE(decoded, error);
+  REQUIRE(decoded->acceptor);
+  CHECK(*decoded->acceptor == *ack.acceptor);
+  ack.acceptor = boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("2001:db8::2"), 0);
+  decoded = DecodeHelloAck(EncodeHelloAck(ack), &error);
+  REQUIRE_MESSAGE(decoded, error);
+  CHECK(*decoded->acceptor == *ack.acceptor);
+  for (size_t n = without.size() + 1; n < with.size(); ++n) {
+    error.clear();
+    CHECK_FALSE(DecodeHelloAck(std::span<const uint8_t>(with.data(), n), &error));
+    CHECK_FALSE(error.empty());
+  }
+}

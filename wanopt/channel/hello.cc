@@ -14,6 +14,7 @@ class Reader {
  public:
   explicit Reader(std::span<const uint8_t> in) : in_(in) {}
   bool ok() const { return ok_; }
+  bool at_end() const { return pos_ == in_.size(); }
   uint8_t U8() { return Take(1) ? in_[pos_ - 1] : 0; }
   uint16_t U16() { return Take(2) ? bytes::GetBe16(&in_[pos_ - 2]) : 0; }
   uint32_t U32() { return Take(4) ? bytes::GetBe32(&in_[pos_ - 4]) : 0; }
@@ -250,6 +251,7 @@ std::vector<uint8_t> EncodeHelloAck(const HelloAck& ack) {
   AppendBe32(out, ack.accepted_modules);
   AppendBe32(out, static_cast<uint32_t>(ack.store_instance >> 32));
   AppendBe32(out, static_cast<uint32_t>(ack.store_instance));
+  if (ack.acceptor) AppendEndpoint(out, *ack.acceptor);
   return out;
 }
 
@@ -271,6 +273,14 @@ std::optional<HelloAck> DecodeHelloAck(std::span<const uint8_t> payload, std::st
   }
   uint32_t hi = r.U32(), lo = r.U32();
   if (r.ok()) ack.store_instance = uint64_t{hi} << 32 | lo;
+  if (r.ok() && !r.at_end()) {
+    boost::asio::ip::tcp::endpoint acceptor;
+    if (!ReadEndpoint(r, true, &acceptor, error) || !r.ok()) {
+      if (error->empty()) *error = "hello-ack truncated";
+      return std::nullopt;
+    }
+    if (!acceptor.address().is_unspecified()) ack.acceptor = acceptor;
+  }
   if (!offered || !negotiated || !applied) return std::nullopt;
   if (status > static_cast<uint8_t>(HelloStatus::kRejected)) {
     *error = "hello-ack status " + std::to_string(status) + " unknown";

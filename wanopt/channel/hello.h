@@ -62,6 +62,11 @@ struct HelloAck {
   Policy applied = Policy::kTcpOnly;     // what both sides will actually run
   uint32_t accepted_modules = 0;         // bit i set: the acceptor runs module slot i
   uint64_t store_instance = 0;           // the acceptor's chunk store instance (0: none)
+  // Where the acceptor box itself is: its own address towards the branch, and its
+  // [datacenter] listen port (0: none). An intercepted inner channel is connected to
+  // the server's address, so without this the branch could only name the server.
+  // Optional at the end of the payload (older boxes omit it).
+  std::optional<boost::asio::ip::tcp::endpoint> acceptor;
 };
 
 std::vector<uint8_t> EncodeHello(const Hello& hello);

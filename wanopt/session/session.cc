@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
 #include <atomic>
@@ -58,6 +59,23 @@ channel::HelloStatus StatusFor(const error_code& ec) {
 // cleanly (ClearAbortiveClose): if the box stops or dies mid-connection, the kernel
 // closes the socket with a reset, so the far end never takes a cut stream for a
 // complete one.
+// This box's own address towards `peer` (the source it would use to reach it), for
+// the hello-ack: what the branch should call this box. Unspecified if unroutable.
+boost::asio::ip::address OwnAddressTowards(const boost::asio::ip::address& peer) {
+  // A UDP socket's connect sends no packet: it only asks the routing table.
+  tcp::endpoint target(peer, 9);
+  int fd = ::socket(peer.is_v4() ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return {};
+  tcp::endpoint local;
+  socklen_t len = static_cast<socklen_t>(local.capacity());
+  bool ok = ::connect(fd, target.data(), static_cast<socklen_t>(target.size())) == 0 &&
+            ::getsockname(fd, local.data(), &len) == 0;
+  ::close(fd);
+  if (!ok) return {};
+  local.resize(len);
+  return local.address();
+}
+
 // The option is set on the descriptor directly: Asio clears a linger it set itself
 // when it destroys the socket (so that a destructor never blocks), which would turn
 // a daemon's stop into a clean FIN again.
@@ -318,6 +336,9 @@ class Session final : public std::enable_shared_from_this<Session>,
     if (!hello.dre_seed) ack_.applied = Intersect(ack_.applied, Policy::kLz);
     ack_.accepted_modules = accepted;
     ack_.store_instance = env_.store_instance;
+    if (auto own = OwnAddressTowards(peer_endpoint_.address()); !own.is_unspecified()) {
+      ack_.acceptor = tcp::endpoint(own, env_.config.datacenter ? env_.config.datacenter->listen.port() : 0);
+    }
     if (env_.store && hello.dre_seed) {
       // The peering is named by the branch's device id; its seed comes from the branch.
       peer_state_ = env_.peers->Get(channel::FormatDeviceId(peer_id_), hello.dre_seed);
@@ -1065,7 +1086,12 @@ class Session final : public std::enable_shared_from_this<Session>,
       return false;
     }
     modules_->SetPeerSlots(ack->accepted_modules);
-    record_->SetPeer(channel::FormatDeviceId(peer_id_), Format(wan_remote_));
+    // Intercepted, the inner channel was opened to the server's address: name the box
+    // by its own address instead (the server stays in the connection's record).
+    bool in_path = wan_remote_ == plan_.destination;
+    if (in_path && ack->acceptor) peer_address_ = Format(*ack->acceptor);
+    else peer_address_ = Format(wan_remote_);
+    record_->SetPeer(channel::FormatDeviceId(peer_id_), peer_address_);
     record_->SetPolicies(ack->offered, ack->negotiated, ack->applied);
     record_->SetState(ConnectionState::kOptimized);
     if (ack->applied != ack->negotiated) {
@@ -1089,7 +1115,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     if (encoder_ && HasDre(ack->applied)) encoder_->set_references(true);
     StartEncoder(ack->applied);
     StartDecoder();
-    env_.table.PeerSeen(channel::FormatDeviceId(peer_id_), Format(wan_remote_), true);
+    env_.table.PeerSeen(channel::FormatDeviceId(peer_id_), peer_address_, true);
     peer_counted_ = true;
     WANOPT_LOG(kDebug, "branch") << "connection " << id_ << ": optimized by peer "
                                  << channel::FormatDeviceId(peer_id_) << ", policy applied "
@@ -1386,6 +1412,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   bool peer_counted_ = false;  // counted in the table's peers list
   tcp::endpoint peer_endpoint_;
   tcp::endpoint wan_remote_;
+  std::string peer_address_;  // branch: where the peer box is, as the status page names it
   channel::DeviceId peer_id_{};
   channel::HelloAck ack_;
 };
