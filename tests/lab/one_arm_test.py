@@ -25,7 +25,8 @@ certificates from make-pki. Every fetch is SHA-256 verified.
      bytes equal to its LAN bytes (reduction 0), and the box-wide reduction is
      1 - WAN/LAN of the totals. The branch's `wanopt show summary` is printed.
 What the server saw as the source of each fetch is printed ("note:" lines).
-The lab and every process are removed in a `finally`.
+The lab and every process are removed in a `finally`; `netlab down` leaves no
+namespace and no state behind.
 """
 import hashlib
 import json
@@ -285,6 +286,10 @@ def run_lab(work, origin, digest):
         raise
     finally:
         lab.down()
+    left = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+            if n.startswith(lab.prefix + "-")]
+    check("netlab down removes the six namespaces and the state of the one-arm lab",
+          not left and not os.path.exists(f"/run/wanopt-lab-{lab.prefix}"), left)
     if check.failed:
         lab.print_logs()
 
