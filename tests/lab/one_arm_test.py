@@ -13,6 +13,8 @@ without --interface. Real peers only: curl in the client namespace, python3's
 http.server in the server namespace (its log says which address each request came
 from), tshark on the WAN at the branch router, one `wanopt run` per box, TLS
 certificates from make-pki. Every fetch is SHA-256 verified.
+  0. netlab: `up --one-arm --middle` refused; a ping (not policy-routed) crosses the
+     two routers only (ttl 62).
   1. Optimized fetches: both boxes name each other (status API), the server sees
      the client's address.
   2. tshark on the WAN: option 0x21 on the SYN (offer, the client's address) and on
@@ -198,7 +200,16 @@ def run_lab(work, origin, digest):
     lab = OneArmLab(f"oa{os.getpid() % 100000}", work)
     server_log = os.path.join(work, f"{lab.prefix}-http.log")
     try:
+        r = subprocess.run([NETLAB, "--prefix", lab.prefix, "up", "--one-arm", "--middle"], env=lab.env,
+                           capture_output=True, text=True, timeout=60)
+        check("netlab up --one-arm --middle: refused, nothing made",
+              r.returncode != 0 and "do not go together" in r.stderr
+              and not os.path.exists(f"/run/wanopt-lab-{lab.prefix}"), r.stderr)
         lab.up()
+        # ICMP is not policy-routed: only the two routers are on its way (ttl 62).
+        r = lab.run("client", "ping", "-c", "1", "-W", "2", SERVER)
+        check("one-arm lab: client -> server ping crosses the two routers only (ttl=62)", "ttl=62" in r.stdout,
+              r.stdout + r.stderr)
         with open(server_log, "w") as log:
             start_origin(lab, origin, log)
         lab.start_box("branch")
