@@ -30,10 +30,16 @@ class Checks:
 
 
 class Lab:
-    """One netlab (`netlab up --intercept`) and the processes started in it."""
+    """One netlab (`netlab up --intercept`) and the processes started in it.
 
-    def __init__(self, prefix, work, wanopt, netlab, delayline, middle=False, delay_ms=10):
+    middle: `up --middle` (a third box between the branch and the WAN). one_arm:
+    `up --one-arm` (the boxes "branch" and "dc" hang off the routers "branch-router"
+    and "dc-router", which own the WAN and policy-route TCP to them); the box node
+    names, addresses of the client and server, and status pages are the same."""
+
+    def __init__(self, prefix, work, wanopt, netlab, delayline, middle=False, delay_ms=10, one_arm=False):
         self.prefix, self.work, self.middle, self.delay_ms = prefix, work, middle, delay_ms
+        self.one_arm = one_arm
         self.wanopt, self.netlab = wanopt, netlab
         self.procs = {}
         self.env = dict(os.environ, WANOPT_DELAYLINE=delayline)
@@ -52,6 +58,8 @@ class Lab:
         args = [self.netlab, "--prefix", self.prefix, "up", "--delay-ms", str(self.delay_ms), "--intercept"]
         if self.middle:
             args.append("--middle")
+        if self.one_arm:
+            args.append("--one-arm")
         r = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             raise RuntimeError(f"netlab up: {r.stderr}")
@@ -118,6 +126,10 @@ key = "{pki}/{cert}.key"
                 return
             time.sleep(0.05)
         raise RuntimeError(f"{box}: status page never answered")
+
+    def wan_node(self):
+        """The namespace that owns the west end of the WAN (wan0, 198.18.0.1)."""
+        return "branch-router" if self.one_arm else "mid" if self.middle else "branch"
 
     def connections(self, node):
         r = self.run(node, "curl", "-s", "-m", "3", "http://127.0.0.1:7880/api/connections", check_rc=True)

@@ -1,0 +1,331 @@
+#!/usr/bin/python3
+"""One-arm, policy-routed boxes (issue 15) in the namespace lab, and exact byte
+accounting on every status surface with optimized and pass-through traffic mixed.
+
+Usage: one_arm_test.py WANOPT NETLAB DELAYLINE
+Needs root (exits 77, which ctest reports as skipped, otherwise). Prints
+'N passed, N failed'; exit 1 on failure.
+
+The lab is `netlab up --one-arm --intercept`: client -- branch router == WAN == dc
+router -- server, each box on a third interface of its router, the routers
+policy-routing TCP to it (deploy/README.md), deploy/intercept install in the boxes
+without --interface. Real peers only: curl in the client namespace, python3's
+http.server in the server namespace (its log says which address each request came
+from), tshark on the WAN at the branch router, one `wanopt run` per box, TLS
+certificates from make-pki. Every fetch is SHA-256 verified.
+  0. netlab: `up --one-arm --middle` refused; a ping (not policy-routed) crosses the
+     two routers only (ttl 62).
+  1. Optimized fetches: both boxes name each other (status API), the server sees
+     the client's address.
+  2. tshark on the WAN: option 0x21 on the SYN (offer, the client's address) and on
+     the SYN-ACK (the dc's answer).
+  3. Pass-through on the branch, mixed with the optimized fetches: an in-path rule
+     (port 8082, action = "pass-through"), then the dc box stopped ("no peer").
+  4. Exact reductions, for each box: /api/summary totals equal the sums over
+     /api/connections, the Prometheus counters equal them too, `wanopt show summary`
+     prints the same bytes and reduction, every pass-through connection has WAN
+     bytes equal to its LAN bytes (reduction 0), and the box-wide reduction is
+     1 - WAN/LAN of the totals. The branch's `wanopt show summary` is printed.
+What the server saw as the source of each fetch is printed ("note:" lines).
+The lab and every process are removed in a `finally`; `netlab down` leaves no
+namespace and no state behind.
+"""
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from labkit import Checks, Lab  # noqa: E402
+
+WANOPT = os.path.abspath(sys.argv[1])
+NETLAB = os.path.abspath(sys.argv[2])
+DELAYLINE = os.path.abspath(sys.argv[3])
+REPO = os.path.abspath(os.path.join(os.path.dirname(NETLAB), "..", ".."))
+DISSECTOR = os.path.join(REPO, "deploy", "wireshark", "wanopt.lua")
+MAKE_PKI = os.path.join(REPO, "tests", "lab", "make-pki")
+SERVER, CLIENT = "198.18.2.10", "198.18.1.10"
+IDS = {"branch": "02:00:00:00:0b:01", "dc": "02:00:00:00:0d:01"}
+RULES = """
+[intercept]
+[[intercept.rule]]
+ports = "8082"
+action = "pass-through"
+"""
+PORTS = (80, 8082)
+API = "http://127.0.0.1:7880"
+
+if os.geteuid() != 0:
+    print("SKIP: the namespace lab needs root")
+    sys.exit(77)
+
+check = Checks()
+
+
+class OneArmLab(Lab):
+    def __init__(self, prefix, work):
+        super().__init__(prefix, work, WANOPT, NETLAB, DELAYLINE, one_arm=True)
+
+    def start_box(self, box):
+        super().start_box(box, self.box_config(box, IDS[box], box, extra=RULES if box == "branch" else "[intercept]\n"))
+
+    def api(self, node, path):
+        r = self.run(node, "curl", "-s", "-m", "3", API + path, check_rc=True)
+        return r.stdout
+
+
+def start_origin(lab, root, log):
+    for port in PORTS:
+        lab.spawn(f"http{port}", "server", "/usr/bin/python3", "-m", "http.server", str(port), "--bind", SERVER,
+                  "--directory", root, stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + 30
+    for port in PORTS:
+        while lab.run("server", "curl", "-s", "-o", "/dev/null", "-m", "1", f"http://{SERVER}:{port}/").returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"origin did not start on port {port}")
+            time.sleep(0.05)
+
+
+def seen_from(log_path, tag):
+    """The source address python's http.server logged for the request with `tag`."""
+    with open(log_path) as f:
+        for line in f:
+            if f"?{tag} " in line:
+                return line.split(" ", 1)[0]
+    return None
+
+
+class Capture:
+    """tshark on the branch router's WAN interface, decoding option 0x21 with the
+    shipped dissector. Synchronised by pings across the WAN, never by sleeping."""
+    FIELDS = ["tcp.srcport", "tcp.dstport", "tcp.flags.syn", "tcp.flags.ack", "wanopt.disc.device_id",
+              "wanopt.disc.client", "_ws.col.Protocol", "_ws.col.Info"]
+
+    def __init__(self, lab):
+        cmd = ["tshark", "-l", "-n", "-i", "wan0", "-f", "tcp port 80 or icmp", "-X", f"lua_script:{DISSECTOR}",
+               "-T", "fields", "-E", "separator=|"]
+        for f in self.FIELDS:
+            cmd += ["-e", f]
+        self.lab, self.node, self.lines = lab, lab.wan_node(), []
+        self.proc = lab.spawn("tshark", self.node, *cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.sync()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def sync(self):
+        seen = sum("ICMP" in l for l in self.lines)
+        deadline = time.monotonic() + 30
+        while sum("ICMP" in l for l in self.lines) == seen:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("tshark never showed the ping")
+            self.lab.run(self.node, "ping", "-c", "1", "-W", "1", "198.18.0.2")
+
+    def stop(self):
+        self.sync()
+        self.lab.stop("tshark")
+        self.reader.join(10)
+        return [dict(zip(self.FIELDS, l.split("|"))) for l in self.lines if "ICMP" not in l]
+
+
+def is_set(flag):
+    return flag in ("1", "True")
+
+
+# The status page's own formatting (wanopt/status/model.cc: Bytes, Percent, Reduction).
+def fmt_bytes(n):
+    units, v, u = ["B", "KiB", "MiB", "GiB", "TiB"], float(n), 0
+    while v >= 1024 and u < 4:
+        v, u = v / 1024, u + 1
+    return f"{v:.0f} {units[u]}" if u == 0 else f"{v:.1f} {units[u]}"
+
+
+def reduction(lan, wan):
+    return 100.0 * (1.0 - wan / lan) if lan and wan else 0.0
+
+
+def as_json(x):
+    """x as the status API writes a double (wanopt/util/json.h: %.6g)."""
+    return float(f"{x:.6g}")
+
+
+def metric(text, name, box, direction):
+    m = re.search(rf'^{name}{{box="{box}",direction="{direction}"}} (\d+)$', text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def accounting(lab, box):
+    """Checks every surface of `box` against the others; returns `show summary`'s text."""
+    summary = json.loads(lab.api(box, "/api/summary"))
+    totals = summary["totals"]
+    conns = lab.connections(box)
+    open_ = [c for c in conns if not c.get("ended")]
+    check(f"{box}: every connection has ended before the accounting", not open_, open_)
+    sums = {k: sum(c[k] for c in conns) for k in ("lan_in", "lan_out", "wan_in", "wan_out")}
+    lan, wan = sums["lan_in"] + sums["lan_out"], sums["wan_in"] + sums["wan_out"]
+    print(f"  {box}: {len(conns)} connections, sums {sums}; summary totals {totals}")
+    check(f"{box}: /api/summary LAN bytes = sum over /api/connections ({lan})", totals["lan_bytes"] == lan, totals)
+    check(f"{box}: /api/summary WAN bytes = sum over /api/connections ({wan})", totals["wan_bytes"] == wan, totals)
+    check(f"{box}: box-wide reduction = 1 - WAN/LAN of the totals",
+          totals["reduction"] == as_json(reduction(totals["lan_bytes"], totals["wan_bytes"])), totals)
+    wrong = [c for c in conns
+             if c["reduction"] != as_json(reduction(c["lan_in"] + c["lan_out"], c["wan_in"] + c["wan_out"]))]
+    check(f"{box}: every connection's reduction = 1 - WAN/LAN of its bytes", not wrong, wrong)
+    metrics = lab.api(box, "/metrics")
+    prom = {f"{kind}_{d}": metric(metrics, f"wanopt_{kind}_bytes_total", box, d)
+            for kind in ("lan", "wan") for d in ("in", "out")}
+    check(f"{box}: Prometheus lan/wan in/out byte counters = the sums over /api/connections", prom == sums,
+          (prom, sums))
+    r = lab.run(box, WANOPT, "show", "summary", "--api", API, check_rc=True)
+    line = next((l for l in r.stdout.splitlines() if l.startswith("LAN ")), "")
+    want = f"LAN {fmt_bytes(lan)}, WAN {fmt_bytes(wan)}, reduction {reduction(lan, wan):.1f}%"
+    check(f"{box}: `wanopt show summary` prints the same bytes and reduction ({want})", line == want, repr(line))
+    passed = [c for c in conns if c["state"] == "pass-through" or any("pass-through" in n for n in c["notes"])]
+    for c in passed:
+        lan_c, wan_c = c["lan_in"] + c["lan_out"], c["wan_in"] + c["wan_out"]
+        check(f"{box}: pass-through connection {c['id']} ({c['server']}): WAN bytes {wan_c} = LAN bytes {lan_c}, "
+              "reduction 0", wan_c == lan_c and c["reduction"] == 0, c)
+    return summary, conns, passed, r.stdout
+
+
+def run_lab(work, origin, digest):
+    lab = OneArmLab(f"oa{os.getpid() % 100000}", work)
+    server_log = os.path.join(work, f"{lab.prefix}-http.log")
+    try:
+        r = subprocess.run([NETLAB, "--prefix", lab.prefix, "up", "--one-arm", "--middle"], env=lab.env,
+                           capture_output=True, text=True, timeout=60)
+        check("netlab up --one-arm --middle: refused, nothing made",
+              r.returncode != 0 and "do not go together" in r.stderr
+              and not os.path.exists(f"/run/wanopt-lab-{lab.prefix}"), r.stderr)
+        lab.up()
+        # ICMP is not policy-routed: only the two routers are on its way (ttl 62).
+        r = lab.run("client", "ping", "-c", "1", "-W", "2", SERVER)
+        check("one-arm lab: client -> server ping crosses the two routers only (ttl=62)", "ttl=62" in r.stdout,
+              r.stdout + r.stderr)
+        with open(server_log, "w") as log:
+            start_origin(lab, origin, log)
+        lab.start_box("branch")
+        lab.start_box("dc")
+
+        def fetch(port, tag):
+            r = lab.curl(f"http://{SERVER}:{port}/file.bin?{tag}")
+            ok = r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == digest
+            check(f"fetch {tag} (port {port}): curl succeeds, SHA-256 verified", ok,
+                  f"rc={r.returncode} {r.stderr[-300:]!r}")
+            return ok
+
+        # 1 and 2: optimized, the first one captured on the WAN.
+        cap = Capture(lab)
+        fetch(80, "optimized-1")
+        packets = cap.stop()
+        b = lab.wait_ended("branch", 80, 0)
+        d = lab.wait_ended("dc", 80, 0)
+        check("one-arm: branch optimized, its peer is the dc",
+              b and b["peer"] == IDS["dc"] and b["state"] == "closed"
+              and not any("pass-through" in n for n in b["notes"]), b)
+        check("one-arm: dc optimized, its peer is the branch, the client's address kept",
+              d and d["peer"] == IDS["branch"] and d["client"].startswith(CLIENT + ":"), d)
+        check("one-arm: TLS 1.3 inner channel", b and any("TLS 1.3" in n for n in b["notes"]), b)
+        check("one-arm: the server saw the client's address on the optimized fetch",
+              seen_from(server_log, "optimized-1") == CLIENT, seen_from(server_log, "optimized-1"))
+        syn = [p for p in packets if p["tcp.dstport"] == "80" and is_set(p["tcp.flags.syn"])
+               and not is_set(p["tcp.flags.ack"])]
+        synack = [p for p in packets if p["tcp.srcport"] == "80" and is_set(p["tcp.flags.syn"])
+                  and is_set(p["tcp.flags.ack"])]
+        print("  tshark SYN:    ", syn[0]["_ws.col.Info"] if syn else None)
+        print("  tshark SYN-ACK:", synack[0]["_ws.col.Info"] if synack else None)
+        check("tshark on the WAN: option 0x21 on the SYN, the branch's id and the client's address",
+              syn and syn[0]["wanopt.disc.device_id"] == IDS["branch"] and syn[0]["wanopt.disc.client"] == CLIENT
+              and "[wanopt offer" in syn[0]["_ws.col.Info"], syn[:1])
+        check("tshark on the WAN: option 0x21 on the SYN-ACK, the dc's answer",
+              synack and synack[0]["wanopt.disc.device_id"] == IDS["dc"] and "[wanopt answer" in synack[0]["_ws.col.Info"],
+              synack[:1])
+
+        # 3. Pass-through on the branch by rule, between optimized fetches.
+        start = lab.last_id("branch")
+        fetch(8082, "rule-pass-through")
+        b = lab.wait_ended("branch", 8082, start)
+        check("rule pass-through: the branch names the rule",
+              b and any("pass-through" in n for n in b["notes"]), b)
+        start = lab.last_id("branch")
+        fetch(80, "optimized-2")
+        b = lab.wait_ended("branch", 80, start)
+        check("second optimized fetch: optimized with the dc", b and b["peer"] == IDS["dc"], b)
+        lab.wait_ended("dc", 8082, 0)
+        accounting(lab, "dc")
+
+        # The dc box stopped: the branch relays as pass-through ("no peer").
+        lab.stop("dc")
+        start = lab.last_id("branch")
+        fetch(80, "no-peer")
+        b = lab.wait_ended("branch", 80, start)
+        # (The branch saw the dc answer for this server moments ago: "peer gone".)
+        check("dc stopped: pass-through over the probe connection, bytes relayed",
+              b and not b["peer"] and any(n.startswith("pass-through:") for n in b["notes"]) and b["lan_out"] > 0, b)
+        start = lab.last_id("branch")
+        lab.start_box("dc")
+        fetch(80, "optimized-3")
+        b = lab.wait_ended("branch", 80, start)
+        check("dc back: optimized again", b and b["peer"] == IDS["dc"], b)
+
+        # 4. The branch's surfaces with optimized and pass-through traffic mixed.
+        summary, conns, passed, text = accounting(lab, "branch")
+        check("branch: the mix has optimized and pass-through connections",
+              passed and any(c["peer"] == IDS["dc"] for c in conns), conns)
+        check("branch: a pass-through connection that moved bytes counts them on the WAN too",
+              any(c["wan_in"] + c["wan_out"] > 0 for c in passed), passed)
+        print("  wanopt show summary (branch, optimized and pass-through mixed):")
+        print("".join(f"    {l}\n" for l in text.splitlines()), end="")
+        r = lab.run("branch", WANOPT, "show", "connections", "--api", API, check_rc=True)
+        print("  wanopt show connections (branch):")
+        print("".join(f"    {l}\n" for l in r.stdout.splitlines()), end="")
+        accounting(lab, "dc")
+
+        # What the server saw as each fetch's source (transparency).
+        for tag in ("optimized-1", "rule-pass-through", "optimized-2", "no-peer", "optimized-3"):
+            print(f"note: the server saw fetch {tag} from {seen_from(server_log, tag)}")
+    except Exception:
+        lab.print_logs()
+        raise
+    finally:
+        lab.down()
+    left = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+            if n.startswith(lab.prefix + "-")]
+    check("netlab down removes the six namespaces and the state of the one-arm lab",
+          not left and not os.path.exists(f"/run/wanopt-lab-{lab.prefix}"), left)
+    if check.failed:
+        lab.print_logs()
+
+
+def main():
+    with tempfile.TemporaryDirectory(prefix="wanopt-onearm-") as work:
+        subprocess.run([MAKE_PKI, os.path.join(work, "pki")], check=True, capture_output=True)
+        origin = os.path.join(work, "www")
+        os.makedirs(origin)
+        # 2 MiB of text that compresses and repeats (so DRE and LZ both have work).
+        words = [f"word{i:04d}" for i in range(4000)]
+        lines, seed = [], 1
+        while sum(len(l) for l in lines) < 2 << 20:
+            seed = (seed * 1103515245 + 12345) & 0x7fffffff
+            lines.append(" ".join(words[(seed >> (k * 3)) % 4000] for k in range(8)) + "\n")
+        data = "".join(lines).encode()
+        with open(os.path.join(origin, "file.bin"), "wb") as f:
+            f.write(data)
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            run_lab(work, origin, digest)
+        except Exception as e:  # a broken lab is a failure, never a skip
+            check("one-arm lab ran to the end", False, repr(e))
+    return check.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
