@@ -330,7 +330,7 @@ PeerPlace PlaceOf(const Model& m, const std::string& box, const PeerSnapshot& pe
     place.address_kind = "peer";
     place.box_address = peer.address;
     place.text = peer.address;
-    if (latest && !configured && latest->side == "branch") {
+    if (config && latest && !configured && latest->side == "branch") {
       // Found in-path: the box named its own address in its hello-ack.
       place.via_server = FormatEndpoint(latest->server);
       place.text = peer.address + " (in-path, on the way to server " + place.via_server + ")";
