@@ -98,7 +98,7 @@ TEST_CASE("mapi bindings file: round trip, and every truncation or damage is ref
   CHECK(capped->size() == kMaxSavedBindings);
 }
 
-TEST_CASE("mapi bindings file: saved atomically, loaded back; no file is no bindings") {
+TEST_CASE("mapi bindings file: saved atomically and loaded back, and no file means no bindings") {
   TempDir dir;
   std::string error;
   auto none = LoadBindings(dir.File("absent"), &error);
