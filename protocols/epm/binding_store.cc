@@ -195,6 +195,8 @@ bool ApplyNatRules(const std::string& rules, std::string* error) {
   posix_spawn_file_actions_adddup2(&actions, in, 0);
   posix_spawn_file_actions_adddup2(&actions, out, 1);
   posix_spawn_file_actions_adddup2(&actions, out, 2);
+  // The daemon's sockets are not the child's (Asio does not open them close-on-exec).
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
   char arg0[] = "iptables-nft-restore", arg1[] = "--noflush", arg2[] = "-w", arg3[] = "5";
   char* argv[] = {arg0, arg1, arg2, arg3, nullptr};
   pid_t pid = 0;
