@@ -335,6 +335,8 @@ ModuleRegistrar registrar{{
 
 std::optional<MapiSettings> ParseMapiSettings(const ModuleSettings& settings, std::string* error) {
   MapiSettings s;
+  s.state_file = "/var/lib/wanopt/mapi-bindings";  // systemd's StateDirectory=wanopt
+  s.fail_open_chain = "WANOPT_MAPI";               // deploy/intercept makes it
   for (const auto& [key, value] : settings) {
     if (key == "mode") {
       if (value == "remap") s.mode = MapiSettings::Mode::kRemap;
@@ -363,9 +365,19 @@ std::optional<MapiSettings> ParseMapiSettings(const ModuleSettings& settings, st
       auto n = Number(value, 0, 10'000'000);
       if (!n) { *error = "admission_connections: '" + value + "' is not a count"; return std::nullopt; }
       s.admission_connections = *n;
+    } else if (key == "state_file") {
+      if (!value.empty() && value.front() != '/') { *error = "state_file: '" + value + "' is not an absolute path"; return std::nullopt; }
+      s.state_file = value;
+    } else if (key == "fail_open_chain") {
+      // An iptables chain name, checked here so it can go into iptables-restore's input.
+      bool ok = value.size() <= 28 && std::all_of(value.begin(), value.end(), [](char c) {
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+      });
+      if (!ok) { *error = "fail_open_chain: '" + value + "' is not an iptables chain name ([A-Za-z0-9_-], 28 at most)"; return std::nullopt; }
+      s.fail_open_chain = value;
     } else {
       *error = key + ": unknown setting (mode, mapi_port, nspi_port, remap_interfaces, binding_ttl_s, "
-                     "admission_connections)";
+                     "admission_connections, state_file, fail_open_chain)";
       return std::nullopt;
     }
   }
@@ -377,9 +389,11 @@ std::optional<MapiSettings> ParseMapiSettings(const ModuleSettings& settings, st
 }
 
 FlowAdvice MapiBox::OnNewFlow(const tcp::endpoint& client, const tcp::endpoint& server) {
+  Load();
+  auto now = Clock::now();
+  if (now.time_since_epoch().count() >= next_expiry_.load()) Persist();  // a binding expired: out of the file and kernel
   if (!client.address().is_v4() || !server.address().is_v4()) return {};
   uint32_t c = client.address().to_v4().to_uint(), s = server.address().to_v4().to_uint();
-  auto now = Clock::now();
   std::lock_guard lock(mu_);
   if (server.port() == kEpmPort) {
     if (settings_.mode == MapiSettings::Mode::kPassThrough) {
@@ -418,16 +432,20 @@ FlowAdvice MapiBox::OnNewFlow(const tcp::endpoint& client, const tcp::endpoint& 
 }
 
 bool MapiBox::Bind(uint32_t server, uint16_t proxy_port, uint16_t real_port, std::string interface) {
-  std::lock_guard lock(mu_);
-  auto now = Clock::now();
-  Binding& b = bindings_[{server, proxy_port}];
-  if (b.expires > now && b.real_port != real_port) return false;
-  b.real_port = real_port;
-  b.interface = std::move(interface);
-  b.expires = now + settings_.binding_ttl;
-  // Bounded: forget what expired.
-  if (bindings_.size() > 4096) std::erase_if(bindings_, [&](const auto& e) { return e.second.expires < now; });
-  if (sessions_.size() > 65536) std::erase_if(sessions_, [&](const auto& e) { return e.second.expires < now; });
+  Load();
+  {
+    std::lock_guard lock(mu_);
+    auto now = Clock::now();
+    Binding& b = bindings_[{server, proxy_port}];
+    if (b.expires > now && b.real_port != real_port) return false;
+    b.real_port = real_port;
+    b.interface = std::move(interface);
+    b.expires = now + settings_.binding_ttl;
+    // Bounded: forget what expired.
+    if (bindings_.size() > 4096) std::erase_if(bindings_, [&](const auto& e) { return e.second.expires < now; });
+    if (sessions_.size() > 65536) std::erase_if(sessions_, [&](const auto& e) { return e.second.expires < now; });
+  }
+  Persist();
   return true;
 }
 

@@ -26,6 +26,14 @@
 //                             at this many MAPI/EPM connections on the box, a new
 //                             client's session passes through whole (admission
 //                             control); sessions already optimized go on
+//   state_file = "/var/lib/wanopt/mapi-bindings"
+//                             where the live bindings are kept across restarts
+//                             ("" = not kept); binding_store.h
+//   fail_open_chain = "WANOPT_MAPI"
+//                             the iptables nat chain (deploy/intercept makes it)
+//                             the box fills with one DNAT rule per live binding,
+//                             so a client told 7830 still reaches the server while
+//                             the daemon is stopped ("" = none); binding_store.h
 //
 // Session affinity: every connection of one client to one server (its endpoint
 // mapper and its MAPI connections) is either optimized or passed through, never a
@@ -54,12 +62,19 @@ struct MapiSettings {
   std::vector<Uuid> remap_interfaces;
   std::chrono::seconds binding_ttl{7200};
   size_t admission_connections = 10000;
+  // Empty here (a box built in code keeps nothing); ParseMapiSettings gives the
+  // defaults above.
+  std::string state_file;
+  std::string fail_open_chain;
 };
 
 // Parses [modules.mapi]; nullopt and *error ("key: problem") on a bad setting.
 std::optional<MapiSettings> ParseMapiSettings(const ModuleSettings& settings, std::string* error);
 
 // The box-wide part: bindings handed out, session decisions, the connection count.
+// Bindings are kept in settings().state_file and mirrored as kernel DNAT rules in
+// settings().fail_open_chain. Both are touched only once the box is used (its
+// first OnNewFlow, Bind or Load): the config check builds a box too.
 class MapiBox final : public BoxModule {
  public:
   using Clock = std::chrono::steady_clock;
@@ -82,6 +97,11 @@ class MapiBox final : public BoxModule {
   // The binding whose real port this is, if any: (proxy port, binding).
   std::optional<std::pair<uint16_t, Binding>> FindByRealPort(uint32_t server, uint16_t real_port) const;
 
+  // Reads the state file once (later calls do nothing): its unexpired bindings are
+  // added, and the kernel rules set to them. A file that does not parse is ignored
+  // with one log line. Called by the first OnNewFlow or Bind; public for tests.
+  void Load();
+
   // MAPI/EPM connections alive on this box (admission control counts them).
   void ConnectionStarted() { ++connections_; }
   void ConnectionEnded() { --connections_; }
@@ -91,7 +111,19 @@ class MapiBox final : public BoxModule {
     bool pass_through = false;
     Clock::time_point expires;
   };
+  // Writes the state file and the kernel rules when the live bindings differ from
+  // what was last written (a new binding, a changed port, one expired) or their
+  // expiry moved on by a tenth of the TTL. Takes persist_mu_, then mu_: call it
+  // holding neither. Runs iptables-nft-restore (waits for it) when the rules change.
+  void Persist(bool force = false);
+
   const MapiSettings settings_;
+  std::once_flag loaded_;
+  std::mutex persist_mu_;                                        // one writer at a time
+  std::map<std::pair<uint32_t, uint16_t>, uint16_t> persisted_;  // guarded by persist_mu_
+  Clock::time_point persisted_at_{};                             // guarded by persist_mu_
+  bool file_failed_ = false, rules_failed_ = false;              // guarded by persist_mu_
+  std::atomic<Clock::rep> next_expiry_{Clock::time_point::max().time_since_epoch().count()};
   mutable std::mutex mu_;
   std::map<std::pair<uint32_t, uint16_t>, Binding> bindings_;     // (server, proxy port)
   std::map<std::pair<uint32_t, uint32_t>, Affinity> sessions_;    // (client, server)

@@ -20,13 +20,24 @@ EMSMDB; LSARPC is not remapped.
   3. rpcclient (which asks 135 itself, then connects to what it is told):
      enumdomains gives the same domains through the proxies.
   4. An endpoint mapper bound with integrity: the port is left as the server says.
-  5. mode = "no-remap" on the branch: the client sees the real port and the call
+  5. Restart: the branch keeps the binding in its state file and has a DNAT rule for
+     it in nat WANOPT_MAPI; restarted, it restores the binding (log line), and a
+     call through server:7830 is again optimized and redirected by the daemon; the
+     DNAT rule counted no packet while the daemon ran (it leaves intercepted SYNs
+     alone).
+  6. Fail-open: the branch stopped, the call through server:7830 still answers (the
+     kernel's DNAT rule counted it); with the rule flushed it is refused (so the
+     rule is what made it work); restarted, the daemon puts the rule back.
+  7. mode = "no-remap" on the branch: the client sees the real port and the call
      still goes through the proxies (optimized, peer = the dc).
+  8. Expiry: with binding_ttl_s = 3 the binding's DNAT rule and state-file line go
+     once it has expired (at the next connection through the branch).
 """
 import os
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -46,19 +57,54 @@ check = Checks()
 EXPECTED = {"WANOPT", "BUILTIN"}
 
 
-def module_config(mode):
+def module_config(lab, box, mode, extra):
     return f"""
 [intercept]
 [modules.mapi]
 mode = "{mode}"
 remap_interfaces = ["{samba_peer.SAMR_UUID}"]
+state_file = "{state_file(lab, box)}"
+{extra}
 """
 
 
-def start_boxes(lab, mode):
+def state_file(lab, box):
+    return os.path.join(lab.work, f"{box}-mapi-bindings")
+
+
+def start_boxes(lab, mode, extra=""):
     for box in ("branch", "dc"):
         lab.stop(box)
-        lab.start_box(box, lab.box_config(box, IDS[box], box, "ca", module_config(mode)))
+        lab.start_box(box, lab.box_config(box, IDS[box], box, "ca", module_config(lab, box, mode, extra)))
+
+
+def restart_branch(lab):
+    lab.stop("branch")
+    lab.start_box("branch", os.path.join(lab.work, f"{lab.prefix}-branch.toml"))
+
+
+def mapi_rules(lab):
+    """The branch's nat WANOPT_MAPI chain, with packet counters."""
+    return lab.run("branch", "iptables-nft", "-w", "5", "-t", "nat", "-L", "WANOPT_MAPI", "-v", "-n", "-x").stdout
+
+
+def dnat_packets(lab):
+    return sum(int(line.split()[0]) for line in mapi_rules(lab).splitlines() if " DNAT " in line)
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as e:
+        return repr(e)
+
+
+def poke(lab, port):
+    """A TCP connection from the client to the server's `port` through the branch
+    (whatever answers): the branch's mapi box sees a new flow."""
+    code = f"import socket; socket.create_connection(('{SERVER}', {port}), timeout=3).close()"
+    lab.run("client", "python3", "-c", code)
 
 
 def main():
@@ -119,7 +165,45 @@ def main():
                   towers and towers[0][0] == real_samr and epm and
                   any("integrity or privacy" in n for n in epm["notes"]), (towers, epm))
 
-            # 5. Port remap off.
+            # 5. Restart: the binding comes back from the state file.
+            state = read(state_file(lab, "branch"))
+            check("branch: the binding is in its state file", f"{SERVER} 7830 {real_samr} SAMR " in state, state)
+            rules = mapi_rules(lab)
+            check("branch: a DNAT rule for the binding in nat WANOPT_MAPI, inert at its expiry",
+                  "tcp dpt:7830 mark match ! 0x1 TIME until date" in " ".join(rules.split()) and
+                  f"to:{SERVER}:{real_samr}" in rules, rules)
+            restart_branch(lab)
+            t = time.monotonic()
+            names = samba_peer.samr_enumerate_domains(SERVER, 7830, ns=client)
+            print(f"branch restarted: SAMR call through server:7830 in {time.monotonic() - t:.2f} s")
+            remapped = lab.wait_ended("branch", real_samr, 0)
+            check("restarted branch: the call through server:7830 answers, redirected by the daemon, optimized",
+                  set(names) == EXPECTED and remapped and remapped["peer"] == IDS["dc"] and
+                  any("remapped: the client was told port 7830" in n for n in remapped["notes"]), (names, remapped))
+            log = read(os.path.join(lab.work, f"{lab.prefix}-branch.log"))
+            check("restarted branch: 'restored 1 port bindings' logged", "restored 1 port bindings" in log, log[-2000:])
+            check("the DNAT rule was not used while the daemon ran (intercepted SYNs carry mark 0x1)",
+                  dnat_packets(lab) == 0, mapi_rules(lab))
+
+            # 6. Fail-open: the branch stopped, the kernel translates 7830.
+            lab.stop("branch")
+            t = time.monotonic()
+            names = samba_peer.samr_enumerate_domains(SERVER, 7830, ns=client)
+            print(f"branch stopped: SAMR call through server:7830 in {time.monotonic() - t:.2f} s")
+            check("branch stopped: the call through server:7830 still answers", set(names) == EXPECTED, names)
+            check("branch stopped: the kernel's DNAT rule carried it", dnat_packets(lab) >= 1, mapi_rules(lab))
+            lab.run("branch", "iptables-nft", "-w", "5", "-t", "nat", "-F", "WANOPT_MAPI", check_rc=True)
+            try:
+                names = samba_peer.samr_enumerate_domains(SERVER, 7830, ns=client, timeout=15)
+            except samba_peer.PeerError as e:
+                names = repr(e)
+            check("control: without the rule, the same call fails", set(names) != EXPECTED, names)
+            restart_branch(lab)
+            names = samba_peer.samr_enumerate_domains(SERVER, 7830, ns=client)
+            check("restarted again: the call works and the daemon put the rule back",
+                  set(names) == EXPECTED and f"to:{SERVER}:{real_samr}" in mapi_rules(lab), (names, mapi_rules(lab)))
+
+            # 7. Port remap off.
             start_boxes(lab, "no-remap")
             towers = samba_peer.ept_map(SERVER, samba_peer.SAMR_UUID, "1.0", ns=client)
             check("no-remap: the client is told the real port", towers and towers[0][0] == real_samr, towers)
@@ -127,6 +211,20 @@ def main():
             c = lab.wait_ended("branch", real_samr, 0)
             check("no-remap: the call at the real port goes through the proxies",
                   set(names) == EXPECTED and c and c["peer"] == IDS["dc"], (names, c))
+
+            # 8. Expiry: the rule and the file line go once the binding has expired.
+            start_boxes(lab, "remap", "binding_ttl_s = 3")
+            towers = samba_peer.ept_map(SERVER, samba_peer.SAMR_UUID, "1.0", ns=client)
+            check("ttl 3 s: told 7830, with a DNAT rule", towers and towers[0][0] == 7830 and
+                  f"to:{SERVER}:{real_samr}" in mapi_rules(lab), (towers, mapi_rules(lab)))
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and f"to:{SERVER}" in mapi_rules(lab):
+                poke(lab, 80)
+                time.sleep(0.5)
+            check("ttl 3 s: the expired binding's DNAT rule is removed", f"to:{SERVER}" not in mapi_rules(lab),
+                  mapi_rules(lab))
+            check("ttl 3 s: and its state-file line", f"{SERVER} 7830" not in read(state_file(lab, "branch")),
+                  read(state_file(lab, "branch")))
         except Exception as e:  # a broken lab is a failure, never a skip
             check("the lab ran to the end", False, repr(e))
         finally:

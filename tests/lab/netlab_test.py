@@ -30,7 +30,7 @@ Four labs, each with its own prefix (wt<PID>a, b, c, m) so they never meet anoth
      Median of 5 pings in [40, 55] ms and ttl=61 (three routers). Fail open: a TCP
      echo client -> server works and every box's SYN queue rule counted the SYN
      (--queue-bypass let it through). deploy/intercept itself: install again gives
-     exactly one copy of each of its 14 rules (9 in its chains, 5 jumps) and no
+     exactly one copy of each of its 15 rules (9 in its chains, 6 jumps) and no
      second ip rule (the lab's own hook stays the only one); remove twice leaves no
      chain, rule or jump of it and keeps the lab's hook; in a namespace without the
      hook (the client's) install adds `fwmark 0x1 lookup 100` and the table-100
@@ -269,7 +269,8 @@ def iperf_goodput(lab, seconds):
         server.wait(timeout=5)
 
 
-# What deploy/intercept install makes (iptables-save lines): 9 rules in its chains, 5 jumps.
+# What deploy/intercept install makes (iptables-save lines): 9 rules in its chains, 6 jumps
+# (nat WANOPT_MAPI is empty until a daemon's mapi module fills it).
 INTERCEPT_RULES = [
     "-A PREROUTING -j WANOPT_PRE",
     "-A WANOPT_PRE ! -i lo -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m mark --mark 0x0 -m addrtype ! --dst-type LOCAL -j NFQUEUE --queue-num 7821 --queue-bypass",
@@ -283,6 +284,7 @@ INTERCEPT_RULES = [
     "-A WANOPT_OUT -p tcp -m tcp --tcp-flags SYN,RST,ACK SYN,ACK -m mark --mark 0x2500 -j NFQUEUE --queue-num 7821 --queue-bypass",
     "-A INPUT -j WANOPT_IN",
     "-A WANOPT_IN ! -i lo -p tcp -m tcp --tcp-flags SYN,RST,ACK SYN,ACK -j NFQUEUE --queue-num 7821 --queue-bypass",
+    "-A PREROUTING -j WANOPT_MAPI",
     "-A FORWARD -j WANOPT_FWD",
     "-A WANOPT_FWD -p tcp -m mark --mark 0x2300 -j REJECT --reject-with tcp-reset",
 ]
@@ -354,7 +356,7 @@ def middle_lab(m):
     # Fail open: rules in all three boxes, no daemon.
     for box in ("branch", "mid", "dc"):
         got = ours(iptables_save(m, box))
-        check(f"--intercept: {box} has the 14 rules", sorted(got) == sorted(INTERCEPT_RULES), "\n".join(got))
+        check(f"--intercept: {box} has the 15 rules", sorted(got) == sorted(INTERCEPT_RULES), "\n".join(got))
     server, out = m.start("server", "python3", "-c", ECHO_SERVER, ready="listening")
     try:
         check("echo server listens", "listening" in out, out)
@@ -414,8 +416,8 @@ def middle_lab(m):
     r = m.exec("mid", INTERCEPT, "install")
     got = ours(iptables_save(m, "mid"))
     check("install twice: exit 0", r.returncode == 0, r.stdout + r.stderr)
-    check("install twice: exactly one copy of each of the 14 rules",
-          len(got) == 14 and sorted(got) == sorted(INTERCEPT_RULES), "\n".join(got))
+    check("install twice: exactly one copy of each of the 15 rules",
+          len(got) == 15 and sorted(got) == sorted(INTERCEPT_RULES), "\n".join(got))
     rules = m.exec("mid", "ip", "rule").stdout
     check("install twice: one `fwmark 0x1 lookup 100` (the lab's; none added)",
           rules.count("fwmark 0x1 lookup 100") == 1, rules)

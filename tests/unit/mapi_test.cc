@@ -26,7 +26,10 @@ Bytes Fixture(const std::string& name) {
   return Bytes(std::istreambuf_iterator<char>(in), {});
 }
 
-MapiSettings Settings(const ModuleSettings& s = {}) {
+// Parsed settings; nothing kept on disk or in the kernel unless the test says so.
+MapiSettings Settings(ModuleSettings s = {}) {
+  s.emplace("state_file", "");
+  s.emplace("fail_open_chain", "");
   std::string error;
   auto parsed = ParseMapiSettings(s, &error);
   REQUIRE_MESSAGE(parsed, error);
@@ -138,6 +141,11 @@ TEST_CASE("mapi settings: defaults, every key, and one-line errors") {
   CHECK(d.mapi_port == 7830);
   CHECK(d.nspi_port == 7840);
   CHECK(d.binding_ttl == std::chrono::seconds(7200));
+  std::string error;
+  auto defaults = ParseMapiSettings({}, &error);
+  REQUIRE(defaults);
+  CHECK(defaults->state_file == "/var/lib/wanopt/mapi-bindings");
+  CHECK(defaults->fail_open_chain == "WANOPT_MAPI");
   MapiSettings s = Settings({{"mode", "no-remap"}, {"mapi_port", "9830"}, {"binding_ttl_s", "60"},
                              {"remap_interfaces", "12345778-1234-abcd-ef00-0123456789ac,e3514235-4b06-11d1-ab04-00c04fc2dcd2"},
                              {"admission_connections", "5"}});
@@ -145,7 +153,13 @@ TEST_CASE("mapi settings: defaults, every key, and one-line errors") {
   CHECK(s.mapi_port == 9830);
   CHECK(s.remap_interfaces.size() == 2);
   CHECK(s.admission_connections == 5);
-  std::string error;
+  CHECK(s.state_file.empty());
+  CHECK(s.fail_open_chain.empty());
+  CHECK(Settings({{"state_file", "/tmp/b"}, {"fail_open_chain", "MY_CHAIN"}}).state_file == "/tmp/b");
+  CHECK_FALSE(ParseMapiSettings({{"state_file", "relative/b"}}, &error));
+  CHECK(error == "state_file: 'relative/b' is not an absolute path");
+  CHECK_FALSE(ParseMapiSettings({{"fail_open_chain", "A B"}}, &error));
+  CHECK(error.starts_with("fail_open_chain: 'A B' is not an iptables chain name"));
   CHECK_FALSE(ParseMapiSettings({{"mode", "fast"}}, &error));
   CHECK(error == "mode: 'fast' is not remap, no-remap or pass-through");
   CHECK_FALSE(ParseMapiSettings({{"remap_interfaces", "samr"}}, &error));

@@ -1,0 +1,193 @@
+// The mapi module's bindings across restarts (protocols/epm/binding_store.h): the
+// file's format, atomic save and load, a box that reloads what an earlier box kept
+// (expired entries dropped), a corrupt or truncated file ignored, and the kernel
+// fallback's DNAT rules as text (the namespace lab applies them for real).
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "protocols/epm/binding_store.h"
+#include "protocols/epm/mapi.h"
+
+using namespace wanopt::protocols;
+using namespace wanopt::protocols::epm;
+using boost::asio::ip::make_address;
+using boost::asio::ip::tcp;
+
+namespace {
+
+// A fresh directory under the system's temporary one, removed at the end.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "wanopt-mapi-XXXXXX").string();
+    REQUIRE(::mkdtemp(pattern.data()));
+    path_ = pattern;
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string File(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+int64_t UnixNow() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+uint32_t Ip(const char* text) { return make_address(text).to_v4().to_uint(); }
+
+MapiBox BoxKeepingIn(const std::string& file) {
+  MapiSettings s;
+  s.state_file = file;  // no fail_open_chain: unit tests leave the kernel alone
+  return MapiBox(s);
+}
+
+std::string Read(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::optional<uint16_t> Redirect(MapiBox& box, const char* server, uint16_t port) {
+  return box.OnNewFlow(tcp::endpoint(make_address("198.18.1.10"), 40000), tcp::endpoint(make_address(server), port))
+      .port;
+}
+
+}  // namespace
+
+TEST_CASE("mapi bindings file: round trip, and every truncation or damage is refused") {
+  std::vector<SavedBinding> bindings = {{Ip("198.18.2.10"), 7830, 49153, "EMSMDB", 1790000000},
+                                        {Ip("10.0.0.1"), 7840, 1025, "NSPI", 1790000100},
+                                        {Ip("10.0.0.1"), 7830, 6001, "12345778-1234-abcd-ef00-0123456789ac", 1}};
+  std::string text = FormatBindings(bindings);
+  std::string error;
+  auto parsed = ParseBindings(text, &error);
+  REQUIRE_MESSAGE(parsed, error);
+  CHECK(*parsed == bindings);
+  auto empty = ParseBindings(FormatBindings({}), &error);
+  REQUIRE(empty);
+  CHECK(empty->empty());
+  // Any file cut short (a crash while writing, a full disk) is refused, not half-read.
+  for (size_t n = 0; n < text.size(); ++n) {
+    CAPTURE(n);
+    CHECK_FALSE(ParseBindings(std::string_view(text).substr(0, n), &error));
+  }
+  auto damaged = [&](std::string from, std::string to) {
+    std::string t = text;
+    t.replace(t.find(from), from.size(), to);
+    return ParseBindings(t, &error);
+  };
+  CHECK_FALSE(damaged("198.18.2.10", "198.18.2.300"));
+  CHECK_FALSE(damaged("49153", "70000"));
+  CHECK_FALSE(damaged(" EMSMDB", " EMS MDB"));
+  CHECK_FALSE(damaged("1790000100", "soon"));
+  CHECK_FALSE(damaged("end 3", "end 2"));
+  CHECK_FALSE(damaged("wanopt-mapi-bindings 1", "wanopt-mapi-bindings 2"));
+  CHECK(error.starts_with("not a bindings file"));
+  CHECK_FALSE(ParseBindings(std::string("\0\1\2garbage\n", 12), &error));
+  // Bounded: no more than kMaxSavedBindings are written.
+  std::vector<SavedBinding> many(kMaxSavedBindings + 10, bindings[0]);
+  auto capped = ParseBindings(FormatBindings(many), &error);
+  REQUIRE(capped);
+  CHECK(capped->size() == kMaxSavedBindings);
+}
+
+TEST_CASE("mapi bindings file: saved atomically and loaded back, and no file means no bindings") {
+  TempDir dir;
+  std::string error;
+  auto none = LoadBindings(dir.File("absent"), &error);
+  REQUIRE(none);
+  CHECK(none->empty());
+  std::vector<SavedBinding> bindings = {{Ip("198.18.2.10"), 7830, 49153, "EMSMDB", 1790000000}};
+  REQUIRE_MESSAGE(SaveBindings(dir.File("b"), bindings, &error), error);
+  CHECK_FALSE(std::filesystem::exists(dir.File("b.tmp")));
+  auto loaded = LoadBindings(dir.File("b"), &error);
+  REQUIRE(loaded);
+  CHECK(*loaded == bindings);
+  CHECK_FALSE(SaveBindings(dir.File("no/such/dir/b"), bindings, &error));
+  CHECK(error.find("no/such/dir/b.tmp") != std::string::npos);
+}
+
+TEST_CASE("mapi box: bindings survive a restart, expired ones do not") {
+  TempDir dir;
+  std::string file = dir.File("mapi-bindings");
+  {
+    MapiBox before = BoxKeepingIn(file);
+    CHECK(before.Bind(Ip("198.18.2.10"), 7830, 49153, "EMSMDB"));
+    CHECK(before.Bind(Ip("198.18.2.10"), 7840, 49154, "NSPI"));
+  }
+  CHECK(Read(file).find("198.18.2.10 7830 49153 EMSMDB ") != std::string::npos);
+  MapiBox after = BoxKeepingIn(file);  // the daemon started again
+  auto port = Redirect(after, "198.18.2.10", 7830);
+  REQUIRE(port);
+  CHECK(*port == 49153);
+  auto nspi = after.Lookup(Ip("198.18.2.10"), 7840);
+  REQUIRE(nspi);
+  CHECK(nspi->real_port == 49154);
+  CHECK(nspi->interface == "NSPI");
+  // The restored expiry is the saved one, not a fresh TTL: within the TTL from now.
+  CHECK(nspi->expires <= MapiBox::Clock::now() + std::chrono::seconds(7200) + std::chrono::seconds(2));
+  CHECK(nspi->expires > MapiBox::Clock::now() + std::chrono::seconds(7100));
+
+  // A file with one binding expired and one live: only the live one comes back, and
+  // the file is written again without the expired one.
+  std::string error;
+  REQUIRE(SaveBindings(file,
+                       {{Ip("198.18.2.10"), 7830, 49153, "EMSMDB", UnixNow() - 5},
+                        {Ip("198.18.2.11"), 7830, 50000, "EMSMDB", UnixNow() + 600}},
+                       &error));
+  MapiBox third = BoxKeepingIn(file);
+  CHECK_FALSE(Redirect(third, "198.18.2.10", 7830));
+  port = Redirect(third, "198.18.2.11", 7830);
+  REQUIRE(port);
+  CHECK(*port == 50000);
+  auto live = third.Lookup(Ip("198.18.2.11"), 7830);
+  REQUIRE(live);
+  CHECK(live->expires < MapiBox::Clock::now() + std::chrono::seconds(602));
+  std::string text = Read(file);
+  CHECK(text.find("198.18.2.10") == std::string::npos);
+  CHECK(text.find("198.18.2.11 7830 50000 EMSMDB") != std::string::npos);
+}
+
+TEST_CASE("mapi box: a corrupt or truncated bindings file is ignored, and replaced by the next binding") {
+  TempDir dir;
+  std::string file = dir.File("mapi-bindings");
+  std::string good = FormatBindings({{Ip("198.18.2.10"), 7830, 49153, "EMSMDB", UnixNow() + 600}});
+  for (std::string bad : {good.substr(0, good.size() - 4), std::string("\x7f" "ELF\x02\x01\x01", 7), std::string()}) {
+    { std::ofstream(file, std::ios::binary | std::ios::trunc) << bad; }
+    MapiBox box = BoxKeepingIn(file);
+    CHECK_FALSE(Redirect(box, "198.18.2.10", 7830));  // nothing restored, nothing broken
+    CHECK(box.Bind(Ip("198.18.2.12"), 7830, 1032, "EMSMDB"));
+    std::string error;
+    auto rewritten = LoadBindings(file, &error);
+    REQUIRE_MESSAGE(rewritten, error);
+    REQUIRE(rewritten->size() == 1);
+    CHECK((*rewritten)[0].real_port == 1032);
+  }
+  // A directory where the file should be: not readable as a file, ignored too.
+  std::filesystem::create_directory(dir.File("dir"));
+  MapiBox box = BoxKeepingIn(dir.File("dir"));
+  CHECK_FALSE(Redirect(box, "198.18.2.10", 7830));
+  CHECK(box.Bind(Ip("198.18.2.12"), 7830, 1032, "EMSMDB"));  // kept in memory even if not on disk
+  CHECK(*Redirect(box, "198.18.2.12", 7830) == 1032);
+}
+
+TEST_CASE("mapi kernel fallback: one DNAT rule a binding, not for intercepted SYNs, inert at expiry") {
+  std::string rules = NatRules("WANOPT_MAPI", {{Ip("198.18.2.10"), 7830, 49153, "EMSMDB", 1790000000},
+                                               {Ip("198.18.2.10"), 7840, 49154, "NSPI", 1790000060}});
+  CHECK(rules ==
+        "*nat\n"
+        "-F WANOPT_MAPI\n"
+        "-A WANOPT_MAPI -d 198.18.2.10/32 -p tcp --dport 7830 -m mark ! --mark 0x1 -m time --datestop "
+        "2026-09-21T14:13:20 -j DNAT --to-destination 198.18.2.10:49153\n"
+        "-A WANOPT_MAPI -d 198.18.2.10/32 -p tcp --dport 7840 -m mark ! --mark 0x1 -m time --datestop "
+        "2026-09-21T14:14:20 -j DNAT --to-destination 198.18.2.10:49154\n"
+        "COMMIT\n");
+  CHECK(NatRules("C", {}) == "*nat\n-F C\nCOMMIT\n");  // no bindings: the chain emptied
+}
