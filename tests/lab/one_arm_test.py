@@ -174,6 +174,8 @@ def accounting(lab, box):
     print(f"  {box}: {len(conns)} connections, sums {sums}; summary totals {totals}")
     check(f"{box}: /api/summary LAN bytes = sum over /api/connections ({lan})", totals["lan_bytes"] == lan, totals)
     check(f"{box}: /api/summary WAN bytes = sum over /api/connections ({wan})", totals["wan_bytes"] == wan, totals)
+    check(f"{box}: connections since start = connections listed ({len(conns)}), routed pass-through included",
+          totals["connections_total"] == len(conns), totals)
     check(f"{box}: box-wide reduction = 1 - WAN/LAN of the totals",
           totals["reduction"] == as_json(reduction(totals["lan_bytes"], totals["wan_bytes"])), totals)
     wrong = [c for c in conns

@@ -612,6 +612,9 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     if (!record) return;
     WANOPT_LOG(kInfo, "intercept") << Format(key.client, key.client_port) << " -> "
                                    << Format(key.server, key.server_port) << ": pass-through (not proxied): " << reason;
+    // Listed on the page like any connection, so counted with them too (its bytes
+    // never cross the box's sockets: it has none).
+    ++env_.counters.sessions_opened;
     ++env_.counters.pass_through;
     auto r = env_.table.Add(env_.config.name, "branch", env_.config.policy);
     r->SetEndpoints(tcp::endpoint(address_v4(key.client), key.client_port),
