@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <random>
 
+#include <zstd.h>
+
 #include "datastore/chunk_store.h"
 #include "wanopt/dre/codec.h"
 #include "wanopt/lab/echo.h"
@@ -271,4 +273,47 @@ TEST_CASE("a NACK that arrives after the peer's store was found new is still rep
   }
   CHECK(status == Decoder::Status::kDone);
   CHECK(std::equal(out.data(), out.data() + out.size(), data.begin()));
+}
+
+// Found by reading the decoder while fuzzing it (tests/fuzz/dre_decoder_fuzz.cc): a
+// DELTA's declared length n is a 64-bit varint, and the bound check added it to the
+// RAW bytes already held, so n = 2^64 - 1 after one RAW byte wrapped to 0, passed,
+// reserved nothing, and let zstd write the delta's whole output past the buffer.
+TEST_CASE("a delta whose declared length wraps around is corrupt, not a heap overflow") {
+  Box a("a"), b("b");
+  auto data = Text(256 * 1024, 8);
+  Link link(a, b);
+  REQUIRE(link.Send(data) == data);
+  // A chunk b knows, by its fingerprint on the wire: the first one the chunker cuts.
+  auto peer = b.peers->Get("a", kSeed);
+  Chunker chunker;
+  size_t first = chunker.NextBoundary(data, false);
+  REQUIRE(first > 0);
+  auto base = FingerprintBytes(FingerprintOf(std::span<const uint8_t>(data).first(first), peer->key()));
+  REQUIRE(peer->Find(FingerprintOf(std::span<const uint8_t>(data).first(first), peer->key())));
+  // 64 MiB of zeros as a zstd frame: a few KiB that would overflow any small buffer.
+  std::vector<uint8_t> zeros(64 << 20);
+  std::vector<uint8_t> delta(ZSTD_compressBound(zeros.size()));
+  size_t m = ZSTD_compress(delta.data(), delta.size(), zeros.data(), zeros.size(), 1);
+  REQUIRE_FALSE(ZSTD_isError(m));
+  delta.resize(m);
+  // Buffer rather than vector inserts: GCC 12 warns falsely on the latter at -O3.
+  Buffer payload;
+  const uint8_t head[] = {0, 0, 0, 0, 0, 0, 0, 0,  // the check: never reached
+                          0x01, 0x01, 'x',         // RAW "x"
+                          0x04};                   // DELTA base n m bytes
+  payload.Append(head);
+  payload.Append(base);
+  const uint8_t n[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};  // 2^64 - 1
+  payload.Append(n);
+  for (uint64_t v = m; v; v >>= 7) {
+    const uint8_t byte = static_cast<uint8_t>((v & 0x7f) | (v >> 7 ? 0x80 : 0));
+    payload.Append({&byte, 1});
+  }
+  payload.Append(delta);
+  Decoder decoder({true, false}, peer, b.store.get());
+  Buffer out;
+  CHECK(decoder.Decode(0, payload.span(), out) == Decoder::Status::kCorrupt);
+  CHECK(out.empty());
+  CHECK(decoder.error().find("delta") != std::string::npos);
 }

@@ -474,8 +474,9 @@ Decoder::Status Decoder::Run(Buffer& out) {
       Fingerprint base = FingerprintFromBytes(std::span<const uint8_t, 16>(in.data() + pos, 16));
       pos += 16;
       uint64_t n = 0, m = 0;
+      // n is bounded on its own first: added to the prefix, a 64-bit n could wrap.
       if (!GetVarint(in, &pos, &n) || !GetVarint(in, &pos, &m) || m > in.size() - pos ||
-          prefix_.size() + n > kMaxChunkSizeLimit) {
+          n > kMaxChunkSizeLimit || prefix_.size() + n > kMaxChunkSizeLimit) {
         error_ = "truncated or oversized delta";
         return Status::kCorrupt;
       }
