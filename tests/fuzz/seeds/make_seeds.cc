@@ -4,7 +4,8 @@
 // PeerTable. Built by tests/fuzz/CMakeLists.txt (make_fuzz_seeds), run by hand when
 // the formats change:
 //   build-fuzz/make_fuzz_seeds tests/fuzz/seeds
-// Output is deterministic but for the peer file seeds' directory names.
+// Inputs named regression_* are kept by hand: they once crashed a parser (the commit
+// that fixed it says how), and stay in the corpus.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
