@@ -456,7 +456,9 @@ Decoder::Status Decoder::Run(Buffer& out) {
         ++stats_.nacks;
         return Status::kMissing;
       }
-      if (chunk.size() != prefix_.size() + n || !std::equal(prefix_.data(), prefix_.data() + prefix_.size(), chunk.data())) {
+      // Not prefix_.size() + n: a 64-bit n from the peer could wrap the sum.
+      if (chunk.size() < prefix_.size() || chunk.size() - prefix_.size() != n ||
+          !std::equal(prefix_.data(), prefix_.data() + prefix_.size(), chunk.data())) {
         error_ = "referenced chunk does not continue the bytes already received";
         return Status::kCorrupt;
       }
