@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <random>
 
+#include <zstd.h>
+
 #include "datastore/chunk_store.h"
 #include "wanopt/dre/codec.h"
 #include "wanopt/lab/echo.h"
@@ -511,4 +513,95 @@ TEST_CASE("a decoder with DRE on decodes an LZ-only stream of any length (a peer
     }
   }
   CHECK(std::vector<uint8_t>(out.data(), out.data() + out.size()) == data);
+}
+
+// Found by reading the decoder while fuzzing it (tests/fuzz/dre_decoder_fuzz.cc): a
+// DELTA's declared length n is a 64-bit varint, and the bound check added it to the
+// RAW bytes already held, so n = 2^64 - 1 after one RAW byte wrapped to 0, passed,
+// reserved nothing, and let zstd write the delta's whole output past the buffer.
+TEST_CASE("a delta whose declared length wraps around is corrupt, not a heap overflow") {
+  Box a("a"), b("b");
+  auto data = Text(256 * 1024, 8);
+  Link link(a, b);
+  REQUIRE(link.Send(data) == data);
+  // A chunk b knows, by its fingerprint on the wire: the first one the chunker cuts.
+  auto peer = b.peers->Get("a", kSeed);
+  Chunker chunker;
+  size_t first = chunker.NextBoundary(data, false);
+  REQUIRE(first > 0);
+  auto base = FingerprintBytes(FingerprintOf(std::span<const uint8_t>(data).first(first), peer->key()));
+  REQUIRE(peer->Find(FingerprintOf(std::span<const uint8_t>(data).first(first), peer->key())));
+  // 64 MiB of zeros as a zstd frame: a few KiB that would overflow any small buffer.
+  std::vector<uint8_t> zeros(64 << 20);
+  std::vector<uint8_t> delta(ZSTD_compressBound(zeros.size()));
+  size_t m = ZSTD_compress(delta.data(), delta.size(), zeros.data(), zeros.size(), 1);
+  REQUIRE_FALSE(ZSTD_isError(m));
+  delta.resize(m);
+  // Buffer rather than vector inserts: GCC 12 warns falsely on the latter at -O3.
+  Buffer payload;
+  const uint8_t head[] = {0, 0, 0, 0, 0, 0, 0, 0,  // the check: never reached
+                          0x01, 0x01, 'x',         // RAW "x"
+                          0x04};                   // DELTA base n m bytes
+  payload.Append(head);
+  payload.Append(base);
+  const uint8_t n[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};  // 2^64 - 1
+  payload.Append(n);
+  for (uint64_t v = m; v; v >>= 7) {
+    const uint8_t byte = static_cast<uint8_t>((v & 0x7f) | (v >> 7 ? 0x80 : 0));
+    payload.Append({&byte, 1});
+  }
+  payload.Append(delta);
+  Decoder decoder({true, false}, peer, b.store.get());
+  Buffer out;
+  CHECK(decoder.Decode(0, payload.span(), out) == Decoder::Status::kCorrupt);
+  CHECK(out.empty());
+  CHECK(decoder.error().find("delta") != std::string::npos);
+}
+
+// The same wrap in a REF: RAW bytes one longer than the referenced chunk, and a
+// declared length of 2^64 - 1, made prefix + n equal the chunk's size. The decoder
+// then compared one byte past the chunk (a byte left in its buffer by a larger chunk
+// resolved before, here made to match) and appended the chunk "after the prefix":
+// a span of 2^64 - 1 bytes.
+TEST_CASE("a reference whose declared length wraps around is corrupt, not a wild copy") {
+  Box a("a"), b("b");
+  auto data = Text(256 * 1024, 9);
+  Link link(a, b);
+  REQUIRE(link.Send(data) == data);
+  auto peer = b.peers->Get("a", kSeed);
+  // Two chunks b knows, the larger resolved first so that the smaller one's buffer
+  // holds a byte of it just past its end.
+  Chunker chunker;
+  std::span<const uint8_t> first = std::span<const uint8_t>(data).first(chunker.NextBoundary(data, false));
+  std::span<const uint8_t> rest = std::span<const uint8_t>(data).subspan(first.size());
+  std::span<const uint8_t> second = rest.first(chunker.NextBoundary(rest, false));
+  REQUIRE(first.size() != second.size());
+  auto large = first.size() > second.size() ? first : second;
+  auto small = first.size() > second.size() ? second : first;
+  auto Varint = [](Buffer& out, uint64_t v) {
+    do {
+      const uint8_t byte = static_cast<uint8_t>((v & 0x7f) | (v >> 7 ? 0x80 : 0));
+      out.Append({&byte, 1});
+      v >>= 7;
+    } while (v);
+  };
+  Buffer payload;
+  const uint8_t check[8] = {};  // never reached
+  const uint8_t ref = 0x03, raw = 0x01;
+  payload.Append(check);
+  payload.Append({&ref, 1});
+  payload.Append(FingerprintBytes(FingerprintOf(large, peer->key())));
+  Varint(payload, large.size());
+  payload.Append({&raw, 1});
+  Varint(payload, small.size() + 1);
+  payload.Append(small);
+  payload.Append(large.subspan(small.size(), 1));  // what the buffer holds past `small`
+  payload.Append({&ref, 1});
+  payload.Append(FingerprintBytes(FingerprintOf(small, peer->key())));
+  Varint(payload, ~uint64_t{0});
+  Decoder decoder({true, false}, peer, b.store.get());
+  Buffer out;
+  CHECK(decoder.Decode(0, payload.span(), out) == Decoder::Status::kCorrupt);
+  CHECK(out.empty());
+  CHECK_MESSAGE(decoder.error().find("continue") != std::string::npos, decoder.error());
 }

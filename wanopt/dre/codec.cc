@@ -533,7 +533,9 @@ Decoder::Status Decoder::Run(Buffer& out) {
         ++stats_.nacks;
         return Status::kMissing;
       }
-      if (chunk.size() != prefix_.size() + n || !std::equal(prefix_.data(), prefix_.data() + prefix_.size(), chunk.data())) {
+      // Not prefix_.size() + n: a 64-bit n from the peer could wrap the sum.
+      if (chunk.size() < prefix_.size() || chunk.size() - prefix_.size() != n ||
+          !std::equal(prefix_.data(), prefix_.data() + prefix_.size(), chunk.data())) {
         error_ = "referenced chunk does not continue the bytes already received";
         return Status::kCorrupt;
       }
@@ -551,8 +553,9 @@ Decoder::Status Decoder::Run(Buffer& out) {
       Fingerprint base = FingerprintFromBytes(std::span<const uint8_t, 16>(in.data() + pos, 16));
       pos += 16;
       uint64_t n = 0, m = 0;
+      // n is bounded on its own first: added to the prefix, a 64-bit n could wrap.
       if (!GetVarint(in, &pos, &n) || !GetVarint(in, &pos, &m) || m > in.size() - pos ||
-          prefix_.size() + n > kMaxChunkSizeLimit) {
+          n > kMaxChunkSizeLimit || prefix_.size() + n > kMaxChunkSizeLimit) {
         error_ = "truncated or oversized delta";
         return Status::kCorrupt;
       }
