@@ -63,6 +63,8 @@ class MemoryStore final : public datastore::ChunkStore {
   }
   bool Contains(const datastore::ContentId& id) const override { return chunks_.count(id) != 0; }
   Stats stats() const override { return stats_; }
+  bool healthy() const override { return true; }
+  std::string degraded_reason() const override { return {}; }
   void Flush() override {}
   void CopyFrom(const MemoryStore& other) { chunks_ = other.chunks_; }
   // Stores `chunk` under `id` whatever its bytes: a store that serves wrong bytes.
