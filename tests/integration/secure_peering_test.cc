@@ -123,7 +123,7 @@ TEST_CASE("no [peering]: plaintext, and the status page says so") {
   CHECK(Noted(*pair.datacenter, "inner channel unencrypted (no [peering] configured)"));
 }
 
-TEST_CASE("a plaintext datacenter off loopback serves only plaintext_peers; the others are refused and counted") {
+TEST_CASE("a plaintext datacenter off loopback serves only plaintext_peers, the others are refused and counted") {
   auto any = boost::asio::ip::address_v4::any();
   {
     Pair pair({.peer_down = PeerDownAction::kReset, .datacenter_listen = any,
