@@ -394,7 +394,10 @@ for nofile, refusal in ((256, "too many status connections open"), (100, "descri
 
 # At the descriptor limit, accept failures neither spin a core nor flood the log.
 dc_port, status_port = free_port(), free_port()
-path = config_file("limit.toml", f'[box]\nname = "limit"\n[datacenter]\nlisten = "127.0.0.1:{dc_port}"\n'
+# (handshake_ms: the idle inner channels below must hold their descriptors for the
+# whole test, not be closed at the default 5 s for sending no hello.)
+path = config_file("limit.toml", f'[box]\nname = "limit"\n[timeouts]\nhandshake_ms = 600000\n'
+                                 f'[datacenter]\nlisten = "127.0.0.1:{dc_port}"\n'
                                  f'[status]\nlisten = "127.0.0.1:{status_port}"\n')
 daemon = Daemon(path, nofile=48)
 held = []
