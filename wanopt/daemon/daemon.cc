@@ -16,6 +16,7 @@
 #include "wanopt/intercept/interceptor.h"
 #include "wanopt/dre/peer_table.h"
 #include "wanopt/status/status_server.h"
+#include "wanopt/util/accept_backoff.h"
 #include "wanopt/util/bytes.h"
 #include "wanopt/util/log.h"
 #include "wanopt/util/log_rate_limit.h"
@@ -55,10 +56,7 @@ struct Daemon::Listener {
   const ForwardRule* rule = nullptr;  // kForward
   std::string name;
   tcp::acceptor acceptor;
-  // Accept failures in a row: the retry delay doubles with each, and their log lines
-  // are bounded.
-  std::chrono::milliseconds accept_delay{0};
-  log::RateLimit accept_log{5};
+  AcceptBackoff backoff;
   Listener(Kind k, const ForwardRule* r, std::string n, asio::io_context& loop)
       : kind(k), rule(r), name(std::move(n)), acceptor(loop) {}
 };
@@ -250,21 +248,17 @@ void Daemon::Accept(Listener& listener) {
   listener.acceptor.async_accept(NextLoop(), [this, &listener](error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !listener.acceptor.is_open()) return;
     if (ec) {
-      // Out of descriptors or memory: keep serving the connections we have, and try
-      // again after a delay that doubles while the failures last (10 ms to 1 s), so
-      // that a listener that stays ready costs neither a core nor the journal.
-      listener.accept_delay = std::clamp(listener.accept_delay * 2, std::chrono::milliseconds(10),
-                                         std::chrono::milliseconds(1000));
-      uint64_t suppressed = 0;
-      if (listener.accept_log.Allow("accept", &suppressed)) {
+      // Out of descriptors or memory: keep serving the connections we have.
+      auto retry = listener.backoff.Failed();
+      if (retry.log) {
         WANOPT_LOG(kWarn, "daemon") << listener.name << ": accept: " << ec.message() << "; retrying in "
-                                    << listener.accept_delay.count() << " ms" << log::Suppressed(suppressed);
+                                    << retry.delay.count() << " ms" << log::Suppressed(retry.suppressed);
       }
-      auto timer = std::make_shared<asio::steady_timer>(listener.acceptor.get_executor(), listener.accept_delay);
+      auto timer = std::make_shared<asio::steady_timer>(listener.acceptor.get_executor(), retry.delay);
       timer->async_wait([this, &listener, timer](error_code) { Accept(listener); });
       return;
     }
-    listener.accept_delay = std::chrono::milliseconds(0);
+    listener.backoff.Succeeded();
     // Hand the socket to its own loop's thread before touching it there.
     auto executor = socket.get_executor();
     asio::post(executor, [this, &listener, s = std::make_shared<tcp::socket>(std::move(socket))]() mutable {

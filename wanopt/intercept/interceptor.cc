@@ -21,6 +21,7 @@
 #include "wanopt/intercept/netlink_queue.h"
 #include "wanopt/intercept/packet.h"
 #include "wanopt/util/log.h"
+#include "wanopt/util/accept_backoff.h"
 #include "wanopt/util/log_rate_limit.h"
 
 namespace wanopt::intercept {
@@ -630,13 +631,18 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     acceptor_.async_accept(loop_, [self = shared_from_this()](error_code ec, tcp::socket socket) {
       if (self->stopped_ || ec == asio::error::operation_aborted) return;
       if (!ec) {
+        self->accept_backoff_.Succeeded();
         self->OnAccepted(std::move(socket));
         self->Accept();
         return;
       }
-      // Out of descriptors: try again shortly instead of spinning.
-      WANOPT_LOG(kWarn, "intercept") << "transparent listener: accept: " << ec.message();
-      auto timer = std::make_shared<asio::steady_timer>(self->loop_, std::chrono::milliseconds(100));
+      // Out of descriptors: try again later instead of spinning.
+      auto retry = self->accept_backoff_.Failed();
+      if (retry.log) {
+        WANOPT_LOG(kWarn, "intercept") << "transparent listener: accept: " << ec.message() << "; retrying in "
+                                       << retry.delay.count() << " ms" << log::Suppressed(retry.suppressed);
+      }
+      auto timer = std::make_shared<asio::steady_timer>(self->loop_, retry.delay);
       timer->async_wait([self, timer](error_code) {
         if (!self->stopped_) self->Accept();
       });
@@ -955,6 +961,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
   std::map<uint32_t, Unauthenticated> unauthenticated_;  // a box on the path failed authentication
   std::map<uint32_t, Clock::time_point> asymmetric_;     // replies to clients bypass this box
   std::map<uint32_t, Clock::duration> server_rtt_;       // measured by connected probes
+  AcceptBackoff accept_backoff_;                          // the transparent listener's
   Clock::duration last_server_rtt_{};
   std::mutex confirmed_mu_;
   std::map<channel::DeviceId, Clock::time_point> confirmed_;  // peers that confirmed our TLS

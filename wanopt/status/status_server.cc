@@ -17,6 +17,7 @@
 
 #include "wanopt/daemon/daemon.h"
 #include "wanopt/status/http_connection.h"
+#include "wanopt/util/accept_backoff.h"
 #include "wanopt/status/model.h"
 #include "wanopt/status/render.h"
 #include "wanopt/util/log.h"
@@ -42,7 +43,6 @@ constexpr size_t kMaxConnections = 64;  // the refusal's log line says 64 too
 constexpr rlim_t kDescriptorReserve = 64;
 // Accept failures (out of descriptors, memory) are retried after this, doubled on
 // each failure in a row up to the maximum: no spinning on a listener that stays ready.
-constexpr std::chrono::milliseconds kAcceptRetryMin{10}, kAcceptRetryMax{1000};
 
 // True when the descriptor `fd` leaves fewer than the reserve free. accept() returns
 // the lowest free descriptor, so every one below `fd` is in use.
@@ -68,7 +68,7 @@ struct StatusServer::Impl {
   tcp::acceptor acceptor{loop};
   asio::steady_timer sampler{loop};
   asio::steady_timer accept_retry{loop};
-  std::chrono::milliseconds accept_delay{0};
+  AcceptBackoff accept_backoff;
   int spare_fd = -1;  // /dev/null, given up to accept-and-close when out of descriptors
   std::thread thread;
   std::mutex history_mu;
@@ -86,7 +86,7 @@ struct StatusServer::Impl {
         AcceptFailed(ec);
         return;
       }
-      accept_delay = std::chrono::milliseconds(0);
+      accept_backoff.Succeeded();
       Admit(std::move(socket));
       Accept();
     });
@@ -104,14 +104,13 @@ struct StatusServer::Impl {
       if (fd >= 0) ::close(fd);
       spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     }
-    accept_delay = std::clamp(accept_delay * 2, kAcceptRetryMin, kAcceptRetryMax);
-    uint64_t suppressed = 0;
-    if (log_limit.Allow("accept", &suppressed)) {
+    auto retry = accept_backoff.Failed();
+    if (retry.log) {
       WANOPT_LOG(kWarn, "status") << "accept: " << ec.message()
                                   << (out_of_descriptors ? ": connection closed at once" : "") << "; retrying in "
-                                  << accept_delay.count() << " ms" << log::Suppressed(suppressed);
+                                  << retry.delay.count() << " ms" << log::Suppressed(retry.suppressed);
     }
-    accept_retry.expires_after(accept_delay);
+    accept_retry.expires_after(retry.delay);
     accept_retry.async_wait([this](error_code ec) {
       if (!ec) Accept();
     });
