@@ -93,7 +93,7 @@ std::filesystem::path FirstMissing(const std::filesystem::path& path) {
 
 bool Daemon::Start(std::string* error) {
   started_at_ = std::chrono::system_clock::now();  // "up" counts from here, not from construction
-  env_.capability = config_.dre.capability();
+  env_.configured_capability = config_.dre.capability();
   unsigned threads = config_.threads ? config_.threads : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < threads; ++i) loops_.push_back(std::make_unique<asio::io_context>(1));
 
@@ -158,7 +158,7 @@ bool Daemon::Start(std::string* error) {
     } else {
       // A full, read-only or failing disk must not keep the box from relaying: it
       // runs with a store that holds nothing, so DRE is off for its connections
-      // (CurrentCapability) and a peer's DRE stream still decodes, and says so here
+      // (SessionEnvironment::capability()) and a peer's DRE stream still decodes, and says so here
       // and in its connections' notes.
       WANOPT_LOG(kWarn, "daemon") << config_.name << ": " << *error << ": running without DRE (LZ only)";
       store_ = datastore::ChunkStore::Unavailable(*error);
@@ -280,6 +280,7 @@ void Daemon::Accept(Listener& listener) {
             return;
           }
           DatacenterPlan plan;
+          plan.peer_endpoint = from;
           plan.notes.push_back("inner channel unencrypted (no [peering] configured)");
           StartDatacenterSession(env_, std::move(*s), std::move(plan));
           return;

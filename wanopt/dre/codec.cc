@@ -64,14 +64,6 @@ bool LooksIncompressible(std::span<const uint8_t> block) {
   return !ZSTD_isError(n) && n * 100 > kSample * 97;
 }
 
-// Gives a buffer's storage back, keeping its bytes (an idle connection's leftovers).
-void ShrinkToFit(Buffer& buffer) {
-  if (buffer.capacity() == buffer.size()) return;
-  Buffer fitted(buffer.size());
-  fitted.Append(buffer.span());
-  buffer.Swap(fitted);
-}
-
 }  // namespace
 
 // ---- zstd, one streaming context per direction, created on first use ----
@@ -313,7 +305,7 @@ bool Encoder::ReleaseIdle(bool end_stream) {
   lz_.reset();
   delta_.reset();
   current_.reset();
-  ShrinkToFit(pending_);
+  pending_.ShrinkToFit();
   if (!end_stream || !peer_holds_lz_) return false;
   peer_holds_lz_ = false;
   auto end = std::make_unique<Block>();
@@ -369,7 +361,7 @@ Decoder::Status Decoder::Decode(uint8_t flags, std::span<const uint8_t> payload,
       error_ = "compressed dre frame, but LZ was not negotiated";
       return Status::kCorrupt;
     }
-    if (!(flags & kFlagLzReset) && !lz_open_) {
+    if (!(flags & kFlagLzReset) && !lz_) {
       // The history this frame refers to is gone (or never was): refuse it rather
       // than let zstd guess.
       error_ = "compressed dre frame continues a zstd stream that was not started or has ended";
@@ -377,7 +369,6 @@ Decoder::Status Decoder::Decode(uint8_t flags, std::span<const uint8_t> payload,
     }
     if (!lz_) lz_ = std::make_unique<Lz>();
     if (flags & kFlagLzReset) ZSTD_DCtx_reset(lz_->dctx, ZSTD_reset_session_only);
-    lz_open_ = true;
     ZSTD_inBuffer zin{body.data(), body.size(), 0};
     // Until the input is consumed and the context has nothing more to give (a full
     // output buffer may leave decoded bytes inside it).
@@ -406,7 +397,6 @@ Decoder::Status Decoder::Decode(uint8_t flags, std::span<const uint8_t> payload,
     // The peer's stream ended (its connection went idle): free the history; the next
     // compressed frame must restart the stream.
     lz_.reset();
-    lz_open_ = false;
   }
   stats_.lz_out += body.size();
   stats_.lz_in += instructions_.size();
@@ -416,10 +406,12 @@ Decoder::Status Decoder::Decode(uint8_t flags, std::span<const uint8_t> payload,
 void Decoder::ReleaseIdle() {
   if (position_ < instructions_.size()) return;  // a frame waits for repairs
   delta_.reset();
-  Buffer().Swap(instructions_);
+  instructions_.Clear();
+  instructions_.ShrinkToFit();
   position_ = 0;
-  Buffer().Swap(frame_output_);
-  ShrinkToFit(prefix_);
+  frame_output_.Clear();
+  frame_output_.ShrinkToFit();
+  prefix_.ShrinkToFit();
   missing_.clear();
   missing_.shrink_to_fit();
 }

@@ -120,7 +120,8 @@ class Encoder {
   // other payload; without `end_stream` (no frame may be sent now) a later call sends it.
   bool ReleaseIdle(bool end_stream);
   // Bytes this encoder holds on the heap (contexts, buffers, blocks), not counting
-  // the object itself: what an idle connection costs, for tests and the status page.
+  // the object itself: what an idle connection costs (the daemon's
+  // codec_bytes_released counter adds up what ReleaseIdle frees).
   size_t HeldBytes() const;
   // Whether new chunks may be sent as references (REF, DELTA) to chunks the peer
   // knows. Off: every chunk goes out as a LITERAL, which any peer decodes (one
@@ -201,7 +202,7 @@ class Decoder {
   datastore::ChunkStore* store_;
   Buffer prefix_;        // RAW bytes since the last chunk boundary
   // RAW ran past the largest chunk: the peer's encoder has DRE off (L), whatever
-  // this connection negotiated; RAW is plain bytes, LITERAL, REF and DELTA errors.
+  // this connection negotiated; RAW and LITERAL are plain bytes, REF and DELTA errors.
   bool unchunked_ = false;
   Buffer instructions_;  // the frame being decoded
   size_t position_ = 0;  // ... up to here
@@ -210,11 +211,10 @@ class Decoder {
   std::vector<Fingerprint> missing_;
   std::unordered_map<Fingerprint, std::vector<uint8_t>> repairs_;
   std::string error_;
+  // Exists while a zstd stream started (kFlagLzReset) and has not ended
+  // (kFlagLzEnd): only then may a compressed frame continue it.
   struct Lz;
   std::unique_ptr<Lz> lz_;
-  // A zstd stream started (kFlagLzReset) and has not ended (kFlagLzEnd): only then may
-  // a compressed frame continue it.
-  bool lz_open_ = false;
   struct Delta;
   std::unique_ptr<Delta> delta_;
   CodecStats stats_;

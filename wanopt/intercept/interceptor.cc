@@ -339,7 +339,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     held->key = key;
     held->rule = &rule;
     DiscoveryOption offer;
-    offer.policy = Intersect(rule.policy, env_.capability);
+    offer.policy = Intersect(rule.policy, env_.capability());
     offer.device_id = env_.config.device_id;
     offer.plaintext = plaintext;
     offer.client = address_v4(key.client);
@@ -533,7 +533,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
         DiscoveryOption answer;
         answer.answer = true;
         answer.device_id = env_.config.device_id;
-        answer.policy = Intersect(h.rule->policy, env_.capability);
+        answer.policy = Intersect(h.rule->policy, env_.capability());
         answer.plaintext = h.upstream->plaintext && !h.rule->encryption;
         d.plaintext = answer.plaintext;
         d.answer = answer;

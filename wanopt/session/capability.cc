@@ -4,13 +4,13 @@
 
 namespace wanopt {
 
-Policy CurrentCapability(const SessionEnvironment& env) {
-  if (env.store && !env.store->healthy()) return Intersect(env.capability, Policy::kLz);
-  return env.capability;
+Policy SessionEnvironment::capability() const {
+  if (store && !store->healthy()) return Intersect(configured_capability, Policy::kLz);
+  return configured_capability;
 }
 
-std::string StoreTrouble(const SessionEnvironment& env) {
-  if (env.store && !env.store->healthy()) return "datastore degraded: " + env.store->degraded_reason() + ": DRE off";
+std::string SessionEnvironment::store_trouble() const {
+  if (store && !store->healthy()) return "datastore degraded: " + store->degraded_reason() + ": DRE off";
   return "";
 }
 

@@ -55,10 +55,6 @@ channel::HelloStatus StatusFor(const error_code& ec) {
   return channel::HelloStatus::kUnreachable;
 }
 
-// A relayed client or server connection. It lingers 0 s until the session ends
-// cleanly (ClearAbortiveClose): if the box stops or dies mid-connection, the kernel
-// closes the socket with a reset, so the far end never takes a cut stream for a
-// complete one.
 // This box's own address towards `peer` (the source it would use to reach it), for
 // the hello-ack: what the branch should call this box. Unspecified if unroutable.
 boost::asio::ip::address OwnAddressTowards(const boost::asio::ip::address& peer) {
@@ -76,7 +72,10 @@ boost::asio::ip::address OwnAddressTowards(const boost::asio::ip::address& peer)
   return local.address();
 }
 
-// The option is set on the descriptor directly: Asio clears a linger it set itself
+// A relayed client or server connection lingers 0 s until the session ends cleanly
+// (ClearAbortiveClose): if the box stops or dies mid-connection, the kernel closes
+// the socket with a reset, so the far end never takes a cut stream for a complete
+// one. The option is set on the descriptor directly: Asio clears a linger it set itself
 // when it destroys the socket (so that a destructor never blocks), which would turn
 // a daemon's stop into a clean FIN again.
 void SetAbortiveClose(tcp::socket& socket, bool on) {
@@ -146,8 +145,8 @@ class Session final : public std::enable_shared_from_this<Session>,
       return;
     }
     if (plan_.peer) {
-      ConnectWan(*plan_.peer, env_.config.timeouts.peer_connect,
-                 [self = shared_from_this()](error_code ec) { self->OnPeerReached(ec); });
+      Connect(wan_, *plan_.peer, env_.config.timeouts.peer_connect,
+              [self = shared_from_this()](error_code ec) { self->OnPeerReached(ec); });
     } else {
       ConnectDirect(plan_.pass_through_reason.empty() ? "no peer for this connection" : plan_.pass_through_reason);
     }
@@ -203,8 +202,8 @@ class Session final : public std::enable_shared_from_this<Session>,
     channel::Hello hello;
     hello.device_id = env_.config.device_id;
     // Offer only what this box can do: DRE needs a chunk store.
-    hello.offered = Intersect(plan_.policy, CurrentCapability(env_));
-    if (HasDre(plan_.policy) && !StoreTrouble(env_).empty()) record_->AddNote(StoreTrouble(env_));
+    hello.offered = Intersect(plan_.policy, env_.capability());
+    if (std::string trouble = env_.store_trouble(); HasDre(plan_.policy) && !trouble.empty()) record_->AddNote(trouble);
     if (HasDre(hello.offered)) {
       peer_state_ = env_.peers->Get(plan_.peering_key.empty() ? "peer " + Format(*plan_.peer) : plan_.peering_key,
                                     std::nullopt);
@@ -258,21 +257,21 @@ class Session final : public std::enable_shared_from_this<Session>,
     wan_.close(ignored);
     wan_.open(plan_.destination.protocol(), ignored);
     SetAbortiveClose(wan_, true);  // as TuneLanSocket will: the server must never see a clean cut
-    ConnectWan(plan_.destination, env_.config.timeouts.connect,
-               [self = shared_from_this()](error_code ec) {
-                 if (self->closed_) return;
-                 if (ec) {
-                   // What the client would have seen without us, as closely as an
-                   // already-accepted connection allows: a reset.
-                   WANOPT_LOG(kInfo, "branch") << "connection " << self->id_ << ": server "
-                                               << Format(self->info_.server) << ": " << ec.message();
-                   self->Abort("server " + Format(self->info_.server) + ": " + ec.message());
-                   return;
-                 }
-                 TuneLanSocket(self->wan_);
-                 self->wan_remote_ = self->plan_.destination;
-                 self->StartRelay();
-               });
+    Connect(wan_, plan_.destination, env_.config.timeouts.connect,
+            [self = shared_from_this()](error_code ec) {
+              if (self->closed_) return;
+              if (ec) {
+                // What the client would have seen without us, as closely as an
+                // already-accepted connection allows: a reset.
+                WANOPT_LOG(kInfo, "branch") << "connection " << self->id_ << ": server "
+                                            << Format(self->info_.server) << ": " << ec.message();
+                self->Abort("server " + Format(self->info_.server) + ": " + ec.message());
+                return;
+              }
+              TuneLanSocket(self->wan_);
+              self->wan_remote_ = self->plan_.destination;
+              self->StartRelay();
+            });
   }
 
   // ---- Datacenter: read the hello, connect to the server, answer, relay. ----
@@ -332,11 +331,14 @@ class Session final : public std::enable_shared_from_this<Session>,
     ack_.device_id = env_.config.device_id;
     ack_.offered = env_.config.policy;
     ack_.negotiated = Intersect(hello.offered, env_.config.policy);
-    ack_.applied = Intersect(ack_.negotiated, CurrentCapability(env_));
+    ack_.applied = Intersect(ack_.negotiated, env_.capability());
     if (!hello.dre_seed) ack_.applied = Intersect(ack_.applied, Policy::kLz);
     ack_.accepted_modules = accepted;
     ack_.store_instance = env_.store_instance;
-    if (auto own = OwnAddressTowards(peer_endpoint_.address()); !own.is_unspecified()) {
+    // Only an intercepted channel was opened to the server's address: otherwise the
+    // branch already knows where this box is (and ignores the field).
+    if (auto own = server_connected_ ? OwnAddressTowards(peer_endpoint_.address()) : boost::asio::ip::address();
+        !own.is_unspecified()) {
       ack_.acceptor = tcp::endpoint(own, env_.config.datacenter ? env_.config.datacenter->listen.port() : 0);
     }
     if (env_.store && hello.dre_seed) {
@@ -347,11 +349,10 @@ class Session final : public std::enable_shared_from_this<Session>,
       }
     }
     if (ack_.applied != ack_.negotiated) {
+      std::string trouble = env_.store_trouble();
       record_->AddNote(std::string("negotiated ") + PolicyLetter(ack_.negotiated) + ", applied " +
                        PolicyLetter(ack_.applied) +
-                       (!StoreTrouble(env_).empty() ? ": " + StoreTrouble(env_)
-                        : env_.store               ? ""
-                                                   : ": no datastore on this box"));
+                       (!trouble.empty() ? ": " + trouble : env_.store ? "" : ": no datastore on this box"));
     }
     // The branch may encode before it has our answer (with what the peering applied
     // last time): decode whatever this box can, whatever this connection negotiates.
@@ -400,18 +401,8 @@ class Session final : public std::enable_shared_from_this<Session>,
     error_code opened;
     lan_.open(server.protocol(), opened);
     SetAbortiveClose(lan_, true);
-    uint32_t generation = ++connect_generation_;
-    connect_timer_.expires_after(env_.config.timeouts.connect);
-    connect_timer_.async_wait([self = shared_from_this(), generation](error_code ec) {
-      error_code ignored;
-      if (!ec && generation == self->connect_generation_) self->lan_.cancel(ignored);
-    });
-    lan_.async_connect(server, [self = shared_from_this()](error_code ec) {
-      ++self->connect_generation_;  // a timer that already fired must not cancel what follows
-      self->connect_timer_.cancel();
-      if (ec == asio::error::operation_aborted && !self->closed_) ec = asio::error::timed_out;
-      self->OnServerConnected(ec);
-    });
+    Connect(lan_, server, env_.config.timeouts.connect,
+            [self = shared_from_this()](error_code ec) { self->OnServerConnected(ec); });
   }
 
   void OnServerConnected(error_code ec) {
@@ -518,18 +509,20 @@ class Session final : public std::enable_shared_from_this<Session>,
     return role_ == Role::kBranch ? Direction::kServerToClient : Direction::kClientToServer;
   }
 
+  // Connects `socket` (lan_ or wan_) within `timeout`; a connect cut by the timeout
+  // completes with timed_out.
   template <class Handler>
-  void ConnectWan(const tcp::endpoint& target, std::chrono::milliseconds timeout, Handler handler) {
+  void Connect(tcp::socket& socket, const tcp::endpoint& target, std::chrono::milliseconds timeout, Handler handler) {
     // The generation keeps a timer that fires as (or after) the connect completes from
     // cancelling what follows it: the socket may by then be waiting to read, or have
     // been handed to the TLS layer.
     uint32_t generation = ++connect_generation_;
     connect_timer_.expires_after(timeout);
-    connect_timer_.async_wait([self = shared_from_this(), generation](error_code ec) {
+    connect_timer_.async_wait([self = shared_from_this(), &socket, generation](error_code ec) {
       error_code ignored;
-      if (!ec && generation == self->connect_generation_) self->wan_.cancel(ignored);
+      if (!ec && generation == self->connect_generation_) socket.cancel(ignored);
     });
-    wan_.async_connect(target, [self = shared_from_this(), handler = std::move(handler)](error_code ec) {
+    socket.async_connect(target, [self = shared_from_this(), handler = std::move(handler)](error_code ec) {
       ++self->connect_generation_;
       self->connect_timer_.cancel();
       if (ec == asio::error::operation_aborted && !self->closed_) ec = asio::error::timed_out;
@@ -1096,7 +1089,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     record_->SetState(ConnectionState::kOptimized);
     if (ack->applied != ack->negotiated) {
       record_->AddNote(std::string("negotiated ") + PolicyLetter(ack->negotiated) + ", applied " +
-                       PolicyLetter(ack->applied) + ": the peer has no datastore");
+                       PolicyLetter(ack->applied) + ": the peer has no datastore, or it is degraded");
     }
     if (HasDre(ack->applied) && !peer_state_) {
       ProtocolError("peer applied DRE that was not offered");
@@ -1105,8 +1098,9 @@ class Session final : public std::enable_shared_from_this<Session>,
     if (peer_state_ && HasDre(ack->applied) && peer_state_->SetPeerInstance(ack->store_instance)) {
       record_->AddNote("peer's datastore is new: chunks it had are sent again");
     }
-    // Bytes sent before this answer went as plain data frames (or encoded as the
-    // peering applied last time); from here on they are encoded as applied now.
+    // Bytes sent before this answer were encoded as the peering applied last time, or
+    // for a new peering as literals with the offered policy; the encoder keeps its
+    // policy for the connection, and references start now if DRE applies.
     if (peer_state_) peer_state_->set_last_applied(ack->applied);
     if (encoder_ && encoder_policy_ != ack->applied) {
       record_->AddNote(std::string("encoded as ") + PolicyLetter(encoder_policy_) + " before the answer, " +
@@ -1247,12 +1241,10 @@ class Session final : public std::enable_shared_from_this<Session>,
     size_t before = held();
     if (decoder_) decoder_->ReleaseIdle();
     // The frame that ends the LZ stream is a dre frame: none may follow our half-close.
-    if (encoder_ && !encoder_->HasPayload() && encoder_->ReleaseIdle(!up_ended_ && !awaiting_handshake_)) {
-      QueueEncoded(After::kNothing);
-    }
+    if (encoder_ && encoder_->ReleaseIdle(!up_ended_ && !awaiting_handshake_)) QueueEncoded(After::kNothing);
     if (size_t after = held(); after < before) env_.counters.codec_bytes_released += before - after;
-    if (decoded_.empty()) Buffer().Swap(decoded_);
-    if (module_output_.empty()) Buffer().Swap(module_output_);
+    if (decoded_.empty()) decoded_.ShrinkToFit();
+    if (module_output_.empty()) module_output_.ShrinkToFit();
   }
 
   // ---- Endings ----
@@ -1366,7 +1358,8 @@ class Session final : public std::enable_shared_from_this<Session>,
 
   bool framed_ = false;              // WAN side is an inner channel (else: the server itself)
   bool awaiting_handshake_ = false;  // the next frame must be the hello / hello-ack
-  bool draining_ = false;            // datacenter: server unreachable, waiting for the branch to hang up
+  bool draining_ = false;            // datacenter: answered "not served" (server unreachable,
+                                     // destination rejected, version), waiting for the branch to hang up
   bool closed_ = false;
   bool server_connected_ = false;    // datacenter: lan_ came connected (interception)
 

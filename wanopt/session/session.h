@@ -53,24 +53,24 @@ struct SessionEnvironment {
   datastore::ChunkStore* store = nullptr;
   dre::PeerTable* peers = nullptr;
   uint64_t store_instance = 0;  // identifies this store's contents; changes when wiped
-  // What this box can apply: Config::dre.capability(). Fixed once the daemon runs:
-  // read CurrentCapability(), which drops DRE while the store is degraded (or could
-  // not be opened).
-  Policy capability = Policy::kLz;
+  // What this box's config lets it apply: Config::dre.capability(). Set once at start;
+  // what a connection can have now is capability().
+  Policy configured_capability = Policy::kLz;
   // [peering]: explicit inner channels (forward rules, the datacenter listener) are
   // TLS when set; null: plaintext, and the status page says so.
   const channel::SecureContext* security = nullptr;
   // The box-wide parts of the protocol modules ([modules.NAME]); null in tests.
   const protocols::BoxModules* box_modules = nullptr;
-};
 
-// What this box can apply to a connection that starts now: env.capability, and at
-// most L while the store is degraded (it stores nothing more).
-Policy CurrentCapability(const SessionEnvironment& env);
-// "datastore degraded: <why>: DRE off" when the store failed to open or has
-// degraded, for the notes of connections that would have used it; "" when it
-// works, or none is configured.
-std::string StoreTrouble(const SessionEnvironment& env);
+  // What this box can apply to a connection that starts now (offered in discovery
+  // and in hellos, applied in hello-acks): configured_capability, and at most L
+  // while the store is degraded (it stores nothing more).
+  Policy capability() const;
+  // "datastore degraded: <why>: DRE off" when the store failed to open or has
+  // degraded, for the notes of connections that would have used it; "" when it
+  // works, or none is configured.
+  std::string store_trouble() const;
+};
 
 // What a branch does with one client connection: built from a forward rule, or by
 // the interceptor from an in-path rule and what auto-discovery found.

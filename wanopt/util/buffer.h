@@ -27,6 +27,13 @@ class Buffer {
     std::swap(head_, other.head_);
     std::swap(size_, other.size_);
   }
+  // Gives back the storage the readable bytes do not need (all of it when empty).
+  void ShrinkToFit() {
+    if (capacity_ == size_) return;
+    Buffer fitted(size_);
+    fitted.Append(span());
+    Swap(fitted);
+  }
 
   uint8_t* data() { return storage_.get() + head_; }
   const uint8_t* data() const { return storage_.get() + head_; }
