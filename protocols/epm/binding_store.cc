@@ -25,10 +25,10 @@ namespace wanopt::protocols::epm {
 namespace {
 
 constexpr std::string_view kMagic = "wanopt-mapi-bindings 1";
-constexpr size_t kMaxFileBytes = 64 * kMaxSavedBindings + 64;  // ~100 bytes a line at most
+static_assert(kMagic.size() + 1 <= 64, "kMaxBindingsFileBytes allows 64 bytes for the version line");
 
 bool ValidInterface(std::string_view name) {
-  if (name.empty() || name.size() > 64) return false;
+  if (name.empty() || name.size() > kMaxInterfaceChars) return false;
   for (char c : name) {
     if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
   }
@@ -156,11 +156,11 @@ std::optional<std::vector<SavedBinding>> LoadBindings(const std::string& path, s
     *error = path + ": " + std::strerror(errno);
     return std::nullopt;
   }
-  std::string text(kMaxFileBytes + 1, '\0');
+  std::string text(kMaxBindingsFileBytes + 1, '\0');
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
   text.resize(static_cast<size_t>(in.gcount()));
-  if (text.size() > kMaxFileBytes) {
-    *error = path + ": larger than " + std::to_string(kMaxFileBytes) + " bytes";
+  if (text.size() > kMaxBindingsFileBytes) {
+    *error = path + ": larger than " + std::to_string(kMaxBindingsFileBytes) + " bytes";
     return std::nullopt;
   }
   auto parsed = ParseBindings(text, error);

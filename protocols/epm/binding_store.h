@@ -27,17 +27,28 @@
 
 namespace wanopt::protocols::epm {
 
+// The longest interface name a binding may carry.
+constexpr size_t kMaxInterfaceChars = 64;
+
 struct SavedBinding {
   uint32_t server = 0;  // IPv4, host order
   uint16_t proxy_port = 0;
   uint16_t real_port = 0;
-  std::string interface;    // "EMSMDB", "NSPI", a UUID: [A-Za-z0-9-], at most 64
+  std::string interface;    // "EMSMDB", "NSPI", a UUID: [A-Za-z0-9-], at most kMaxInterfaceChars
   int64_t expires_unix = 0;  // seconds since the epoch (UTC)
   bool operator==(const SavedBinding&) const = default;
 };
 
 // At most this many bindings are written, and read back.
 constexpr size_t kMaxSavedBindings = 4096;
+
+// The longest binding line FormatBindings writes, from the fields' limits:
+// "255.255.255.255 65535 65535 INTERFACE -9223372036854775808\n".
+constexpr size_t kMaxBindingLineBytes = 15 + 1 + 5 + 1 + 5 + 1 + kMaxInterfaceChars + 1 + 20 + 1;
+// The largest file LoadBindings reads (a larger one is refused): the version line,
+// kMaxSavedBindings of the longest lines and "end N" (N at most 20 digits). Any file
+// SaveBindings writes fits.
+constexpr size_t kMaxBindingsFileBytes = 64 + kMaxSavedBindings * kMaxBindingLineBytes + 4 + 20 + 1;
 
 // The file's text: a version line, then one binding a line.
 std::string FormatBindings(const std::vector<SavedBinding>& bindings);

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "protocols/epm/binding_store.h"
@@ -96,6 +97,38 @@ TEST_CASE("mapi bindings file: round trip, and every truncation or damage is ref
   auto capped = ParseBindings(FormatBindings(many), &error);
   REQUIRE(capped);
   CHECK(capped->size() == kMaxSavedBindings);
+}
+
+TEST_CASE("mapi bindings file: a full table of the longest lines is saved and loaded back whole") {
+  TempDir dir;
+  std::string error;
+  SavedBinding longest{Ip("255.255.255.255"), 65535, 65535, std::string(kMaxInterfaceChars, 'x'),
+                       std::numeric_limits<int64_t>::min()};
+  std::vector<SavedBinding> full(kMaxSavedBindings, longest);
+  for (size_t i = 0; i < full.size(); ++i) full[i].interface[0] = "ABCDEFGHIJ"[i % 10];  // not all alike
+  // The line-length bound is exact: these lines are the longest there are.
+  std::string text = FormatBindings(full);
+  CHECK(text.size() == std::string("wanopt-mapi-bindings 1\n").size() + kMaxSavedBindings * kMaxBindingLineBytes +
+                           std::string("end 4096\n").size());
+  CHECK(text.size() <= kMaxBindingsFileBytes);
+  REQUIRE_MESSAGE(SaveBindings(dir.File("b"), full, &error), error);
+  auto loaded = LoadBindings(dir.File("b"), &error);
+  REQUIRE_MESSAGE(loaded, error);  // a restart keeps every binding it wrote
+  CHECK(*loaded == full);
+}
+
+TEST_CASE("mapi bindings file: more than kMaxSavedBindings lines, or a larger file, is refused") {
+  std::string error;
+  std::string text = "wanopt-mapi-bindings 1\n";
+  for (size_t i = 0; i <= kMaxSavedBindings; ++i) text += "198.18.2.10 7830 49153 EMSMDB 1790000000\n";
+  text += "end " + std::to_string(kMaxSavedBindings + 1) + "\n";
+  CHECK_FALSE(ParseBindings(text, &error));
+  CHECK(error == "more than " + std::to_string(kMaxSavedBindings) + " bindings");
+
+  TempDir dir;
+  { std::ofstream(dir.File("big"), std::ios::binary) << std::string(kMaxBindingsFileBytes + 1, '\n'); }
+  CHECK_FALSE(LoadBindings(dir.File("big"), &error));
+  CHECK(error == dir.File("big") + ": larger than " + std::to_string(kMaxBindingsFileBytes) + " bytes");
 }
 
 TEST_CASE("mapi bindings file: saved atomically and loaded back, and no file means no bindings") {
