@@ -144,3 +144,34 @@ TEST_CASE("hello-ack: the acceptor's own address is optional at the end, and its
     CHECK_FALSE(error.empty());
   }
 }
+
+TEST_CASE("hello: the opener's own address is optional at the end, with or without DRE, and its truncations are rejected") {
+  for (bool dre : {false, true}) {
+    Hello hello;
+    hello.destination = {make_address("198.18.2.10"), 80};
+    hello.source = {make_address("198.18.1.10"), 50123};
+    if (dre) hello.dre_seed = std::array<uint8_t, 32>{7};
+    std::string error;
+    auto without = EncodeHello(hello);
+    auto decoded = DecodeHello(without, &error);
+    REQUIRE_MESSAGE(decoded, error);
+    CHECK_FALSE(decoded->opener);  // what an older box sends
+    hello.opener = make_address("198.18.0.1");
+    auto with = EncodeHello(hello);
+    CHECK(with.size() == without.size() + 8);
+    decoded = DecodeHello(with, &error);
+    REQUIRE_MESSAGE(decoded, error);
+    REQUIRE(decoded->opener);
+    CHECK(*decoded->opener == *hello.opener);
+    CHECK(decoded->dre_seed == hello.dre_seed);
+    hello.opener = make_address("2001:db8::1");
+    decoded = DecodeHello(EncodeHello(hello), &error);
+    REQUIRE_MESSAGE(decoded, error);
+    CHECK(*decoded->opener == *hello.opener);
+    for (size_t n = without.size() + 1; n < with.size(); ++n) {
+      error.clear();
+      CHECK_FALSE(DecodeHello(std::span<const uint8_t>(with.data(), n), &error));
+      CHECK_FALSE(error.empty());
+    }
+  }
+}

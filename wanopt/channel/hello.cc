@@ -174,6 +174,7 @@ std::vector<uint8_t> EncodeHello(const Hello& hello) {
     bytes::PutBe64(instance, hello.store_instance);
     Append(out, instance);
   }
+  if (hello.opener) AppendEndpoint(out, boost::asio::ip::tcp::endpoint(*hello.opener, 0));
   return out;
 }
 
@@ -234,6 +235,14 @@ std::optional<Hello> DecodeHello(std::span<const uint8_t> payload, std::string* 
     std::memcpy(s.data(), seed.data(), 32);
     hello.dre_seed = s;
     hello.store_instance = uint64_t{hi} << 32 | lo;
+  }
+  if (!r.at_end()) {
+    boost::asio::ip::tcp::endpoint opener;
+    if (!ReadEndpoint(r, true, &opener, error) || !r.ok()) {
+      if (error->empty()) *error = "hello truncated in its opener address";
+      return std::nullopt;
+    }
+    if (!opener.address().is_unspecified()) hello.opener = opener.address();
   }
   return hello;
 }

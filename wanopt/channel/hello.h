@@ -41,6 +41,11 @@ struct Hello {
   // when the offered policy includes DRE.
   std::optional<std::array<uint8_t, 32>> dre_seed;
   uint64_t store_instance = 0;
+  // Where the opening box itself is (its own address towards the acceptor, port 0).
+  // An intercepted inner channel may come from the client's address (the branch's
+  // probe is transparent), so without this the acceptor could only name a client.
+  // Optional at the end of the payload (older boxes omit it, and ignore it).
+  std::optional<boost::asio::ip::address> opener;
 };
 
 enum class HelloStatus : uint8_t {

@@ -109,7 +109,8 @@ enum class InpathAction {
   kDeny,          // refuse it: the client gets a TCP reset
 };
 
-// Where a datacenter box's connection to the server comes from.
+// Where a box's connections towards the server come from: a branch's discovery
+// probe (the server connection when no peer answers), a datacenter's server connection.
 enum class ServerSource {
   kClient,  // the client's address (full transparency; replies must route through this box)
   kBox,     // this box's own address

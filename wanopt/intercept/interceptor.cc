@@ -185,6 +185,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     DiscoveryOption peer;                   // kOptimize: who answered
     bool plaintext = false;
     std::string reason;                     // pass-through reason, or a note
+    bool from_client = false;               // the probe connected from the client's address
     tcp::endpoint client;                   // the real client (datacenter: from the option)
     std::optional<uint16_t> target_port;    // a module redirected the connection to this port
     uint32_t sequence = 0;                  // the SYN's: a new SYN on the same 4-tuple is a new connection
@@ -206,8 +207,9 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     bool synack_seen = false;
     std::optional<DiscoveryOption> answer;    // a box answered in the SYN-ACK
     bool transparent = false;                 // the probe uses the client's address
-    bool after_early_timeout = false;         // a retry from our address after a quick give-up
-    Clock::duration early_timeout{};          // ... which was this long
+    Clock::duration early_timeout{};          // a retry from our address after a give-up this quick
+    // The client's address: the SYN's source at a branch, the option's further on.
+    uint32_t client_address() const { return upstream && upstream->client ? upstream->client->to_uint() : key.client; }
     Clock::time_point started;
     std::unique_ptr<asio::steady_timer> timer;
   };
@@ -224,6 +226,19 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     Clock::duration wait = rtt ? std::max<Clock::duration>(4 * *rtt, std::chrono::milliseconds(100))
                                : std::chrono::milliseconds(500);
     return std::min(wait, limit);
+  }
+
+  // How long a probe from the client's address may go unanswered before the box
+  // retries from its own. Further along, AsymmetryTimeout. A branch waits longer:
+  // a datacenter box may hold its SYN while connecting to the server itself (one
+  // AsymmetryTimeout of its own, and a retry), and a server that drops SYNs with
+  // options answers only the first retransmission (at 1 s, without the option),
+  // which still proves the replies come back through this box.
+  Clock::duration ProbeTimeout(const Held& h) const {
+    if (!h.transparent) return config_timeout();
+    if (h.upstream) return AsymmetryTimeout(h.key.server);
+    Clock::duration wait = std::chrono::seconds(1) + 2 * AsymmetryTimeout(h.key.server);
+    return std::min<Clock::duration>(wait, config_timeout() / 2);
   }
 
   // The kernel's smoothed RTT of a connected probe: what AsymmetryTimeout scales by.
@@ -344,6 +359,9 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     offer.plaintext = plaintext;
     offer.client = address_v4(key.client);
     held->offer = offer;
+    // The probe becomes the server connection when no box answers: from the client's
+    // address, the server sees no difference from a connection without the box.
+    held->transparent = rule.server_source == ServerSource::kClient && !asymmetric_.count(key.server);
     if (target_port) held->target_port = *target_port;
     StartProbe(std::move(held));
   }
@@ -392,11 +410,12 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     }
     if (!ec && !held->upstream) TuneInnerSocket(probe, env_.config);  // it may become the inner channel
     tcp::endpoint local(tcp::v4(), 0);
-    if (!ec && held->transparent) {
-      int one = 1;
-      ::setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one);
-      local = tcp::endpoint(address_v4(held->upstream->client->to_uint()), 0);
+    int one = 1;
+    if (!ec && held->transparent && ::setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one) != 0) {
+      WANOPT_LOG(kWarn, "intercept") << "IP_TRANSPARENT: " << std::strerror(errno) << ": probing from this box's address";
+      held->transparent = false;
     }
+    if (!ec && held->transparent) local = tcp::endpoint(address_v4(held->client_address()), 0);
     if (!ec) probe.bind(local, ec);
     if (ec) {
       WANOPT_LOG(kWarn, "intercept") << "probe socket: " << ec.message() << ": passing the connection through";
@@ -415,7 +434,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     held_[key] = std::move(held);
     auto self = shared_from_this();
     h->started = Clock::now();
-    h->timer->expires_after(h->transparent ? AsymmetryTimeout(h->key.server) : Clock::duration(config_timeout()));
+    h->timer->expires_after(ProbeTimeout(*h));
     h->timer->async_wait([self, key](error_code ec) {
       if (ec) return;
       if (auto it = self->held_.find(key); it != self->held_.end() && it->second->probe) it->second->probe->cancel();
@@ -483,7 +502,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
         // Connecting with the client's address got no answer: the server's replies
         // may not come back through this box. Try once more from our own address.
         WANOPT_LOG(kInfo, "intercept") << "no answer from " << Format(server) << " to the client's address "
-                                       << address_v4(h.upstream->client->to_uint()) << ": retrying from this box's address";
+                                       << address_v4(h.client_address()) << ": retrying from this box's address";
         auto retry = std::make_unique<Held>();
         retry->packet_id = h.packet_id;
         retry->sequence = h.sequence;
@@ -493,7 +512,6 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
         retry->target_port = h.target_port;
         retry->offer = h.offer;
         retry->transparent = false;
-        retry->after_early_timeout = true;
         retry->early_timeout = Clock::now() - h.started;
         retry_from_box_.insert(key);
         return StartProbe(std::move(retry));
@@ -513,11 +531,22 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     // that was merely slow is not held against the next connection.
     bool confirmed = asymmetric && Clock::now() - h.started < h.early_timeout;
     if (confirmed) asymmetric_[key.server] = Clock::now() + config_.peer_memory;
+    std::string asymmetry;
+    if (asymmetric) {
+      auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(h.early_timeout).count();
+      asymmetry = confirmed ? "asymmetric routing: the server's replies to the client's address do not come back "
+                              "through this box (no answer in " + std::to_string(waited) +
+                                  " ms), so it connects from its own address (remembered for " +
+                                  Minutes(config_.peer_memory) + ")"
+                            : "no answer to the client's address in " + std::to_string(waited) +
+                                  " ms: connected from this box's address (the server was slow: not remembered)";
+    }
     Decision& d = Decide(key, Verdict::kIntercept, std::chrono::seconds(30));
     d.sequence = h.sequence;
     d.rule = h.rule;
     d.target_port = redirected;
     d.probe = std::move(h.probe);
+    d.from_client = h.transparent;
     d.client = tcp::endpoint(address_v4(h.upstream && h.upstream->client ? h.upstream->client->to_uint() : key.client),
                              key.client_port);
     if (h.upstream) {
@@ -539,13 +568,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
         d.answer = answer;
         d.peer = *h.upstream;
         if (asymmetric) {
-          auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(h.early_timeout).count();
-          d.reason = confirmed ? "asymmetric routing: the server's replies to the client's address do not come back "
-                                 "through this box (no answer in " + std::to_string(waited) +
-                                     " ms), so it connects from its own address (remembered for " +
-                                     Minutes(config_.peer_memory) + ")"
-                               : "no answer to the client's address in " + std::to_string(waited) +
-                                     " ms: connected from this box's address (the server was slow: not remembered)";
+          d.reason = asymmetry;
         } else if (h.retried_without_option) {
           option_droppers_[key.server] = Clock::now() + config_.option_drop_memory;
           d.reason = "server " + address_v4(key.server).to_string() +
@@ -558,9 +581,11 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
       d.peer = *h.answer;
       d.plaintext = h.answer->plaintext && h.offer && h.offer->plaintext;
       learned_[key.server] = Learned{h.answer->device_id, Clock::now()};
+      d.reason = asymmetry;
     } else {
       d.kind = Kind::kPassThrough;
       d.reason = NoAnswerReason(h, key);
+      if (!asymmetry.empty()) d.reason += "; " + asymmetry;
     }
     Release(h, Verdict::kIntercept);
   }
@@ -675,14 +700,20 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     DiscoveryOption peer = d.peer;
     bool plaintext = d.plaintext;
     std::string reason = d.reason;
+    bool from_client = d.from_client;
     tcp::endpoint client = d.client;
     if (d.target_port) local.port(*d.target_port);  // where the connection really goes
     auto self = shared_from_this();
     asio::post(target, [self, &target, lan = std::make_shared<tcp::socket>(std::move(lan)),
                         probe = std::make_shared<std::optional<tcp::socket>>(std::move(probe)), &rule, kind, peer,
-                        plaintext, reason, client, local, key]() mutable {
+                        plaintext, reason, from_client, client, local, key]() mutable {
       switch (kind) {
-        case Kind::kOptimize: return self->StartOptimized(std::move(*lan), std::move(**probe), rule, peer, plaintext, local, key);
+        case Kind::kOptimize: {
+          BranchPlan plan = PlanFor(rule, local);
+          if (!reason.empty()) plan.notes.push_back(reason);
+          if (from_client) plan.source = client.address();
+          return self->StartOptimized(std::move(*lan), std::move(**probe), rule, std::move(plan), peer, plaintext, key);
+        }
         case Kind::kPassThrough:
         case Kind::kMiddle: {
           BranchPlan plan = PlanFor(rule, local);
@@ -715,9 +746,8 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   // Branch, on the session's loop: secure the probe, then the session.
-  void StartOptimized(tcp::socket client, tcp::socket inner, const InpathRule& rule,
-                      const DiscoveryOption& peer, bool plaintext, const tcp::endpoint& destination, FlowKey key) {
-    BranchPlan plan = PlanFor(rule, destination);
+  void StartOptimized(tcp::socket client, tcp::socket inner, const InpathRule& rule, BranchPlan plan,
+                      const DiscoveryOption& peer, bool plaintext, FlowKey key) {
     error_code ec;
     plan.peer = inner.remote_endpoint(ec);
     plan.peer_id = channel::FormatDeviceId(peer.device_id);

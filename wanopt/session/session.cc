@@ -90,6 +90,17 @@ void TuneLanSocket(tcp::socket& socket) {
   SetAbortiveClose(socket, true);
 }
 
+// Connects from `source`, not one of this box's addresses (IP_TRANSPARENT): the
+// server sees the client. Only where a probe from that address was answered, which
+// proves the replies come back through the box. Failing that, the box's own address.
+void BindTransparent(tcp::socket& socket, const boost::asio::ip::address& source) {
+  int one = 1;
+  error_code ec;
+  if (::setsockopt(socket.native_handle(), SOL_IP, IP_TRANSPARENT, &one, sizeof one) == 0) {
+    socket.bind(tcp::endpoint(source, 0), ec);
+  }
+}
+
 // The session ended cleanly: close with the usual FIN and let the kernel finish
 // sending what is queued.
 void ClearAbortiveClose(tcp::socket& socket) { SetAbortiveClose(socket, false); }
@@ -212,6 +223,11 @@ class Session final : public std::enable_shared_from_this<Session>,
     }
     hello.destination = plan_.destination;
     hello.source = info_.client;
+    // An intercepted channel may come from the client's address (a transparent
+    // probe): tell the datacenter where this box is.
+    if (plan_.connected_is_inner) {
+      if (auto own = OwnAddressTowards(plan_.peer->address()); !own.is_unspecified()) hello.opener = own;
+    }
     hello.modules = plan_.modules;
     QueueControlFrame(FrameType::kHello, 0, channel::EncodeHello(hello));
     // Client bytes follow the hello at once: discovery of the server's answer costs
@@ -257,6 +273,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     wan_.close(ignored);
     wan_.open(plan_.destination.protocol(), ignored);
     SetAbortiveClose(wan_, true);  // as TuneLanSocket will: the server must never see a clean cut
+    if (plan_.source) BindTransparent(wan_, *plan_.source);
     Connect(wan_, plan_.destination, env_.config.timeouts.connect,
             [self = shared_from_this()](error_code ec) {
               if (self->closed_) return;
@@ -307,6 +324,9 @@ class Session final : public std::enable_shared_from_this<Session>,
   void OnHello(const channel::Hello& hello) {
     ++connect_generation_;  // the hello arrived: the handshake deadline is met
     connect_timer_.cancel();
+    // An intercepted channel comes from wherever the branch's probe did, the
+    // client's address included: name the branch where it says it is.
+    if (hello.opener && server_connected_) peer_endpoint_ = tcp::endpoint(*hello.opener, 0);
     // The client's own address when the branch knows it, else the branch's.
     info_.client = hello.source.port() ? hello.source : peer_endpoint_;
     info_.server = hello.destination;
@@ -426,8 +446,8 @@ class Session final : public std::enable_shared_from_this<Session>,
   // direction was waiting for this answer (else the caller is reading frames).
   void AnswerAndDrain(channel::HelloStatus status, const std::string& note, bool resume) {
     ack_.status = status;
+    record_->AddNote(note);  // before the answer: the branch may act on it at once
     QueueControlFrame(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));
-    record_->AddNote(note);
     reset_ = true;
     draining_ = true;
     if (resume) DownResume();

@@ -90,6 +90,10 @@ struct BranchPlan {
   std::string peering_key;          // names the DRE peering; "" = by the peer's address
   std::string peer_id;              // the peer's device id, for the status page
   std::string pass_through_reason;  // why this connection is not optimized ("" = no peer)
+  // Where a connection straight to the server comes from when the box opens one
+  // itself (the peer failed): the client's address where the discovery probe from
+  // it was answered (so the replies pass the box). None: this box's own address.
+  std::optional<boost::asio::ip::address> source;
   std::vector<std::string> notes;   // for the status page, e.g. how the channel is secured
 };
 
