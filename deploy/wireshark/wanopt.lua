@@ -57,6 +57,9 @@ local f = {
   acceptor_ip = ProtoField.ipv4("wanopt.hello.acceptor", "Acceptor box address"),
   acceptor_ip6 = ProtoField.ipv6("wanopt.hello.acceptor6", "Acceptor box address"),
   acceptor_port = ProtoField.uint16("wanopt.hello.acceptor_port", "Acceptor listen port"),
+  opener_ip = ProtoField.ipv4("wanopt.hello.opener", "Opener box address"),
+  opener_ip6 = ProtoField.ipv6("wanopt.hello.opener6", "Opener box address"),
+  opener_port = ProtoField.uint16("wanopt.hello.opener_port", "Opener port (0)"),
 }
 wanopt.fields = {}
 for _, field in pairs(f) do table.insert(wanopt.fields, field) end
@@ -86,10 +89,16 @@ local function hello(tvb, tree)
     tree:add(f.module, tvb(at + 1, n))
     at = at + 1 + n
   end
-  if tvb:len() > at and tvb(at, 1):uint() == 1 then
-    tree:add(f.seed, tvb(at + 1, 32))
-    tree:add(f.instance, tvb(at + 33, 8))
+  if tvb:len() > at then
+    local dre = tvb(at, 1):uint(); at = at + 1
+    if dre == 1 then
+      tree:add(f.seed, tvb(at, 32))
+      tree:add(f.instance, tvb(at + 32, 8))
+      at = at + 40
+    end
   end
+  -- The branch box's own address (optional): its probe may come from the client's.
+  if tvb:len() >= at + 8 then endpoint(tvb, at, tree, f.opener_ip, f.opener_ip6, f.opener_port) end
   return "hello, offers " .. tvb(5, 1):string()
 end
 

@@ -23,6 +23,7 @@
 #include "wanopt/dre/peer_table.h"
 #include "wanopt/channel/frame.h"
 #include "wanopt/channel/hello.h"
+#include "wanopt/channel/repair.h"
 #include "wanopt/channel/secure_channel.h"
 #include "wanopt/session/buffer_pool.h"
 #include "wanopt/util/log.h"
@@ -946,15 +947,12 @@ class Session final : public std::enable_shared_from_this<Session>,
         return true;
       case dre::Decoder::Status::kMissing: {
         // Ask the peer for the chunks; everything after waits in order behind them.
-        std::vector<uint8_t> nack;
-        for (const auto& fingerprint : decoder_->missing()) {
-          auto fp = dre::FingerprintBytes(fingerprint);
-          nack.insert(nack.end(), fp.begin(), fp.end());
-        }
-        awaited_repairs_ = decoder_->missing().size();
+        std::vector<channel::WireFingerprint> missing;
+        for (const auto& fingerprint : decoder_->missing()) missing.push_back(dre::FingerprintBytes(fingerprint));
+        awaited_repairs_ = missing.size();
         stalled_ = true;
         record_->AddNote("NACK: references the datastore could not resolve were re-sent");
-        QueueUrgent(FrameType::kNack, std::move(nack));
+        QueueUrgent(FrameType::kNack, channel::EncodeNack(missing));
         return true;
       }
       case dre::Decoder::Status::kCorrupt:
@@ -969,13 +967,13 @@ class Session final : public std::enable_shared_from_this<Session>,
 
   // The peer could not resolve references this box sent: send the chunks' bytes.
   bool HandleNack(std::span<const uint8_t> payload) {
-    if (!encoder_ || payload.empty() || payload.size() % 16 != 0) {
+    auto missing = channel::DecodeNack(payload);
+    if (!encoder_ || !missing) {
       ProtocolError("unexpected or malformed nack");
       return false;
     }
-    for (size_t i = 0; i < payload.size(); i += 16) {
-      auto fingerprint = dre::FingerprintFromBytes(std::span<const uint8_t, 16>(payload.data() + i, 16));
-      auto chunk = encoder_->Repair(fingerprint);
+    for (const channel::WireFingerprint& wire : *missing) {
+      auto chunk = encoder_->Repair(dre::FingerprintFromBytes(wire));
       if (!chunk) {
         WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": peer lacks a chunk this box no longer has "
                                       << "either: resetting";
@@ -983,9 +981,7 @@ class Session final : public std::enable_shared_from_this<Session>,
         Fail(ResetReason::kIntegrity);
         return false;
       }
-      std::vector<uint8_t> repair(payload.begin() + static_cast<long>(i), payload.begin() + static_cast<long>(i) + 16);
-      repair.insert(repair.end(), chunk->begin(), chunk->end());
-      QueueUrgent(FrameType::kRepair, std::move(repair));
+      QueueUrgent(FrameType::kRepair, channel::EncodeRepair(wire, *chunk));
     }
     UpdateCodecStats();
     return true;
@@ -993,12 +989,12 @@ class Session final : public std::enable_shared_from_this<Session>,
 
   // The bytes of a chunk we asked for: resume decoding, then what waited behind it.
   bool HandleRepair(std::span<const uint8_t> payload) {
-    if (!decoder_ || !stalled_ || payload.size() < 16) {
+    auto repair = channel::DecodeRepair(payload);
+    if (!decoder_ || !stalled_ || !repair) {
       ProtocolError("unexpected or malformed repair");
       return false;
     }
-    auto fingerprint = dre::FingerprintFromBytes(std::span<const uint8_t, 16>(payload.data(), 16));
-    if (!decoder_->AddRepair(fingerprint, payload.subspan(16))) {
+    if (!decoder_->AddRepair(dre::FingerprintFromBytes(repair->fingerprint), repair->chunk)) {
       ProtocolError("repaired chunk does not match its fingerprint");
       return false;
     }
