@@ -15,39 +15,16 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from testkit import Checks, free_port, wait_listening  # noqa: E402
+
 WANOPT = sys.argv[1]
 SOURCE = sys.argv[2]
-passed = failed = 0
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL: {name} {detail}")
+check = Checks()
 
 
 def run(*args, timeout=60):
     return subprocess.run([WANOPT, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port, proc):
-    """True once `port` accepts connections; False if `proc` exits or 10 s pass."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and proc.poll() is None:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return True
-        time.sleep(0.05)  # polling a condition with a deadline, not a synchronisation sleep
-    return False
 
 
 tmp = tempfile.mkdtemp(prefix="wanopt-cli-")
@@ -469,5 +446,4 @@ check("lab --file: table with four rows", r.returncode == 0 and r.stdout.count(s
 r = run("lab", "--file", os.path.join(tmp, "nonexistent"))
 check("lab --file missing exits 2", r.returncode == 2 and "cannot read" in r.stderr, r.stderr)
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+sys.exit(check.summary())

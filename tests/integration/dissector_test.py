@@ -26,35 +26,13 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from testkit import Checks, free_port, wait_listening  # noqa: E402
+
 WANOPT, SOURCE = sys.argv[1], sys.argv[2]
 OPTION_ONLY = WANOPT == "--option-only"
 LUA = os.path.join(SOURCE, "deploy", "wireshark", "wanopt.lua")
-passed = failed = 0
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL: {name} {str(detail)[:3000]}")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port, proc):
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and proc.poll() is None:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return True
-        time.sleep(0.05)  # polling a condition with a deadline
-    return False
+check = Checks(detail_limit=3000)
 
 
 # ---------------------------------------------------------------- TCP option 0x21
@@ -187,8 +165,7 @@ try:
 finally:
     shutil.rmtree(option_tmp, ignore_errors=True)
 if OPTION_ONLY:
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    sys.exit(check.summary())
 
 # ---------------------------------------------------------------- the inner channel, live
 
@@ -232,7 +209,7 @@ try:
     procs.append(dc)
     branch = subprocess.Popen([WANOPT, "run", "--config", os.path.join(tmp, "branch.toml")], stderr=subprocess.DEVNULL)
     procs.append(branch)
-    check("proxies listen", wait_listening(dc_port, dc) and wait_listening(branch_port, branch))
+    check("proxies listen", wait_listening(dc_port, dc, timeout=15) and wait_listening(branch_port, branch, timeout=15))
 
     tshark = subprocess.Popen(["tshark", "-i", "lo", "-f", f"tcp port {dc_port}", "-w", pcap],
                               stderr=subprocess.PIPE, text=True)
@@ -302,5 +279,4 @@ finally:
     else:
         shutil.rmtree(tmp, ignore_errors=True)
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+sys.exit(check.summary())

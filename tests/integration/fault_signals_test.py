@@ -18,40 +18,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from testkit import Checks, free_port, wait_listening, wait_until  # noqa: E402
 
 WANOPT = sys.argv[1]
-passed = failed = 0
+check = Checks()
 MIB = 1 << 20
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL: {name} {detail}", flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(condition, seconds):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)  # polling a condition with a deadline, not a synchronisation sleep
-    return condition()
-
-
-def listening(port):
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def read_until_end(sock, counter):
@@ -142,7 +115,7 @@ def start_pair(origin):
     logs = {name: open(os.path.join(tmp, name + ".log"), "w+") for name in ("dc", "branch")}
     dc = subprocess.Popen([WANOPT, "run", "--config", dc_conf], stdout=logs["dc"], stderr=subprocess.STDOUT)
     br = subprocess.Popen([WANOPT, "run", "--config", br_conf], stdout=logs["branch"], stderr=subprocess.STDOUT)
-    ok = wait_until(lambda: listening(dc_port), 10) and wait_until(lambda: listening(fwd_port), 10)
+    ok = wait_listening(dc_port) and wait_listening(fwd_port)
     return {"dc": dc, "branch": br}, logs, fwd_port, ok
 
 
@@ -210,5 +183,4 @@ for box in ("branch", "dc"):
             stop(procs)
             origin.close()
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+sys.exit(check.summary())

@@ -20,19 +20,13 @@ import sys
 import tempfile
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from testkit import Checks  # noqa: E402
+
 WANOPT, OUT = sys.argv[1], sys.argv[2]
 os.makedirs(OUT, exist_ok=True)
-passed = failed = 0
+check = Checks(detail_limit=2000)
 HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(2)>"]
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL: {name} {str(detail)[:2000]}")
 
 
 def get(url):
@@ -227,5 +221,4 @@ finally:
         lab.kill()
         lab.wait()
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+sys.exit(check.summary())

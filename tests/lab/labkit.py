@@ -8,25 +8,14 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
+# Checks comes from tests/testkit.py, shared with the other Python tests.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testkit  # noqa: E402
 
-class Checks:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def __call__(self, name, condition, detail=""):
-        if condition:
-            self.passed += 1
-            print(f"ok: {name}")
-        else:
-            self.failed += 1
-            print(f"FAIL: {name} {detail}")
-        return condition
-
-    def summary(self):
-        print(f"{self.passed} passed, {self.failed} failed")
-        return 1 if self.failed else 0
+Checks = testkit.Checks
 
 
 class Lab:

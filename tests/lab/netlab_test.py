@@ -58,6 +58,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from testkit import Checks  # noqa: E402
+
 
 def verdict_helper(queue, mark):
     """--verdict QUEUE MARK: bind netlink queue QUEUE, print 'bound', then give the
@@ -114,7 +117,7 @@ INTERCEPT = os.path.join(os.path.dirname(NETLAB), "..", "..", "deploy", "interce
 BASE = f"wt{os.getpid()}"
 ENV = dict(os.environ, WANOPT_DELAYLINE=DELAYLINE)
 SERVER = "198.18.2.10"
-passed = failed = 0
+check = Checks()
 
 if os.geteuid() != 0:
     print("SKIP: the namespace lab needs root")
@@ -122,17 +125,6 @@ if os.geteuid() != 0:
 if not os.path.exists("/dev/net/tun"):
     print("SKIP: no /dev/net/tun")
     sys.exit(77)
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print(f"ok: {name}")
-    else:
-        failed += 1
-        print(f"FAIL: {name} {detail}")
-    return condition
 
 
 def netlab(*args, timeout=30):
@@ -547,5 +539,5 @@ check("... and no state dir", not os.path.exists(f"/run/wanopt-lab-{prefix}"))
 
 elapsed = time.monotonic() - started
 check("whole test under 60 s", elapsed < 60, f"{elapsed:.1f} s")
-print(f"{passed} passed, {failed} failed ({elapsed:.1f} s)")
-sys.exit(1 if failed else 0)
+print(f"took {elapsed:.1f} s")
+sys.exit(check.summary())
