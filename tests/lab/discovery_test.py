@@ -31,10 +31,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from labkit import Checks, Lab  # noqa: E402
+from labkit import Capture, Checks, Lab, make_origin, start_http_origin  # noqa: E402
 
 WANOPT = os.path.abspath(sys.argv[1])
 NETLAB = os.path.abspath(sys.argv[2])
@@ -94,70 +93,16 @@ class DiscoveryLab(Lab):
         super().start_box(box, config, node)
 
 
-def start_origin(lab, root):
-    for port in PORTS:
-        lab.spawn(f"http{port}", "server", "/usr/bin/python3", "-m", "http.server", str(port), "--bind", SERVER,
-                  "--directory", root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    for port in PORTS:
-        while lab.run("server", "curl", "-s", "-o", "/dev/null", "-m", "1", f"http://{SERVER}:{port}/").returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"origin did not start on port {port}")
-            time.sleep(0.05)
-
-
-class Capture:
-    """tshark on a box's WAN interface, decoding live with the shipped dissector.
-
-    Lines are read as tshark prints them (-l). Synchronised, not slept on: pings
-    cross the WAN until tshark shows one, so no packet after start() is missed."""
-    FIELDS = ["tcp.srcport", "tcp.dstport", "tcp.flags.syn", "tcp.flags.ack", "wanopt.disc.device_id",
-              "wanopt.disc.client", "wanopt.disc.answer", "_ws.col.Protocol", "_ws.col.Info"]
-
-    def __init__(self, lab, node, iface, peer_ip):
-        import threading
-        cmd = ["tshark", "-l", "-n", "-i", iface, "-f", "tcp port 80 or tcp port 8080 or icmp",
-               "-X", f"lua_script:{DISSECTOR}", "-d", "tcp.port==8080,wanopt", "-T", "fields", "-E", "separator=|"]
-        for f in self.FIELDS:
-            cmd += ["-e", f]
-        self.lab, self.name, self.lines = lab, f"tshark-{node}", []
-        self.proc = lab.spawn(self.name, node, *cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        self.node, self.peer_ip = node, peer_ip
-        self.sync()
-
-    def sync(self):
-        """Returns once tshark has shown a ping sent after this call: every packet
-        that crossed the WAN before it has been printed too."""
-        seen = sum("ICMP" in l for l in self.lines)
-        deadline = time.monotonic() + 30
-        while sum("ICMP" in l for l in self.lines) == seen:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("tshark never showed the ping")
-            self.lab.run(self.node, "ping", "-c", "1", "-W", "1", self.peer_ip)
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def stop(self):
-        self.sync()
-        self.lab.stop(self.name)  # SIGTERM; tshark prints what it has
-        self.reader.join(10)
-        return [dict(zip(self.FIELDS, l.split("|"))) for l in self.lines if "ICMP" not in l]
-
-
 def lab_one(work, origin, digest):
     lab = DiscoveryLab(f"wd{os.getpid() % 100000}", work)
     try:
         lab.up()
-        start_origin(lab, origin)
+        start_http_origin(lab, origin, PORTS, SERVER)
         lab.start_box("branch")
         lab.start_box("dc")
 
         # 1 and 2: an optimized fetch, captured on the WAN.
-        cap = Capture(lab, "branch", "wan0", "198.18.0.2")
+        cap = Capture(lab, "branch", "wan0", "198.18.0.2", DISSECTOR, ports=(80, 8080), decode_as=(8080,))
         r = lab.curl(f"http://{SERVER}/file.bin")
         r8080 = lab.curl(f"http://{SERVER}:8080/file.bin")
         packets = cap.stop()
@@ -321,7 +266,7 @@ def lab_two(work, origin, digest):
     lab = DiscoveryLab(f"wm{os.getpid() % 100000}", work, middle=True)
     try:
         lab.up()
-        start_origin(lab, origin)
+        start_http_origin(lab, origin, PORTS, SERVER)
         lab.start_box("branch")
         lab.start_box("mid")
         lab.start_box("dc")
@@ -342,18 +287,7 @@ def lab_two(work, origin, digest):
 def main():
     with tempfile.TemporaryDirectory(prefix="wanopt-disc-") as work:
         subprocess.run([MAKE_PKI, os.path.join(work, "pki")], check=True, capture_output=True)
-        origin = os.path.join(work, "www")
-        os.makedirs(origin)
-        # 2 MiB of text that compresses and repeats (so DRE and LZ both have work).
-        words = [f"word{i:04d}" for i in range(4000)]
-        lines, seed = [], 1
-        while sum(len(l) for l in lines) < 2 << 20:
-            seed = (seed * 1103515245 + 12345) & 0x7fffffff
-            lines.append(" ".join(words[(seed >> (k * 3)) % 4000] for k in range(8)) + "\n")
-        data = "".join(lines).encode()
-        with open(os.path.join(origin, "file.bin"), "wb") as f:
-            f.write(data)
-        digest = hashlib.sha256(data).hexdigest()
+        origin, digest = make_origin(work)
         for name, fn in (("lab 1", lab_one), ("lab 2", lab_two)):
             try:
                 fn(work, origin, digest)

@@ -1,14 +1,17 @@
 """The namespace-lab harness the lab tests share: a netlab with interception, one
-`wanopt run` per box namespace, the boxes' status API, and checks that print
-'ok:'/'FAIL:' lines and the closing 'N passed, N failed'.
+`wanopt run` per box namespace, the boxes' status API, an HTTP origin and its file,
+tshark on the WAN, and checks that print 'ok:'/'FAIL:' lines and the closing
+'N passed, N failed'.
 
 Synchronisation is by polling with deadlines (a status page that answers, a
 connection record that ended), never by sleeping a fixed time."""
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 # Checks comes from tests/testkit.py, shared with the other Python tests.
@@ -153,3 +156,82 @@ key = "{pki}/{cert}.key"
     def curl(self, url, *extra, timeout=60):
         return subprocess.run(["ip", "netns", "exec", self.ns("client"), "curl", "-s", "-S", "-o", "-",
                                "--max-time", "30", *extra, url], capture_output=True, timeout=timeout)
+
+
+def start_http_origin(lab, root, ports, address, stderr=subprocess.DEVNULL):
+    """python3's http.server serving directory `root` on address:port in the server
+    namespace, one per port (processes "http<port>" of `lab`); returns once each
+    answers. stderr: where the servers log (each request with its source address)."""
+    for port in ports:
+        lab.spawn(f"http{port}", "server", "/usr/bin/python3", "-m", "http.server", str(port), "--bind", address,
+                  "--directory", root, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + 30
+    for port in ports:
+        while lab.run("server", "curl", "-s", "-o", "/dev/null", "-m", "1", f"http://{address}:{port}/").returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"origin did not start on port {port}")
+            time.sleep(0.05)  # polling a condition with a deadline
+
+
+def make_origin(work):
+    """Writes the origin's file.bin into work/www: 2 MiB of text that compresses and
+    repeats (so DRE and LZ both have work). Returns (the directory, its SHA-256 hex)."""
+    origin = os.path.join(work, "www")
+    os.makedirs(origin)
+    words = [f"word{i:04d}" for i in range(4000)]
+    lines, seed = [], 1
+    while sum(len(l) for l in lines) < 2 << 20:
+        seed = (seed * 1103515245 + 12345) & 0x7fffffff
+        lines.append(" ".join(words[(seed >> (k * 3)) % 4000] for k in range(8)) + "\n")
+    data = "".join(lines).encode()
+    with open(os.path.join(origin, "file.bin"), "wb") as f:
+        f.write(data)
+    return origin, hashlib.sha256(data).hexdigest()
+
+
+class Capture:
+    """tshark on `iface` in `node`'s namespace, decoding live with the dissector (the
+    shipped deploy/wireshark/wanopt.lua): TCP on `ports` and ICMP, the wanopt inner
+    channel decoded on the `decode_as` ports too.
+
+    Lines are read as tshark prints them (-l). Synchronised, not slept on: pings
+    from `node` to `peer_ip` cross the WAN until tshark shows one, so no packet
+    after the constructor returns is missed. stop() returns the non-ICMP packets,
+    each a dict of FIELDS."""
+    FIELDS = ["tcp.srcport", "tcp.dstport", "tcp.flags.syn", "tcp.flags.ack", "wanopt.disc.device_id",
+              "wanopt.disc.client", "wanopt.disc.answer", "_ws.col.Protocol", "_ws.col.Info"]
+
+    def __init__(self, lab, node, iface, peer_ip, dissector, ports=(80,), decode_as=()):
+        capture_filter = " or ".join([f"tcp port {p}" for p in ports] + ["icmp"])
+        cmd = ["tshark", "-l", "-n", "-i", iface, "-f", capture_filter, "-X", f"lua_script:{dissector}"]
+        for port in decode_as:
+            cmd += ["-d", f"tcp.port=={port},wanopt"]
+        cmd += ["-T", "fields", "-E", "separator=|"]
+        for f in self.FIELDS:
+            cmd += ["-e", f]
+        self.lab, self.name, self.lines = lab, f"tshark-{node}", []
+        self.node, self.peer_ip = node, peer_ip
+        self.proc = lab.spawn(self.name, node, *cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.sync()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def sync(self):
+        """Returns once tshark has shown a ping sent after this call: every packet
+        that crossed the WAN before it has been printed too."""
+        seen = sum("ICMP" in l for l in self.lines)
+        deadline = time.monotonic() + 30
+        while sum("ICMP" in l for l in self.lines) == seen:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("tshark never showed the ping")
+            self.lab.run(self.node, "ping", "-c", "1", "-W", "1", self.peer_ip)
+
+    def stop(self):
+        self.sync()
+        self.lab.stop(self.name)  # SIGTERM; tshark prints what it has
+        self.reader.join(10)
+        return [dict(zip(self.FIELDS, l.split("|"))) for l in self.lines if "ICMP" not in l]

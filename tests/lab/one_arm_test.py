@@ -37,11 +37,9 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from labkit import Checks, Lab  # noqa: E402
+from labkit import Capture, Checks, Lab, make_origin, start_http_origin  # noqa: E402
 
 WANOPT = os.path.abspath(sys.argv[1])
 NETLAB = os.path.abspath(sys.argv[2])
@@ -79,18 +77,6 @@ class OneArmLab(Lab):
         return r.stdout
 
 
-def start_origin(lab, root, log):
-    for port in PORTS:
-        lab.spawn(f"http{port}", "server", "/usr/bin/python3", "-m", "http.server", str(port), "--bind", SERVER,
-                  "--directory", root, stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.monotonic() + 30
-    for port in PORTS:
-        while lab.run("server", "curl", "-s", "-o", "/dev/null", "-m", "1", f"http://{SERVER}:{port}/").returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"origin did not start on port {port}")
-            time.sleep(0.05)
-
-
 def seen_from(log_path, tag):
     """The source address python's http.server logged for the request with `tag`."""
     with open(log_path) as f:
@@ -98,42 +84,6 @@ def seen_from(log_path, tag):
             if f"?{tag} " in line:
                 return line.split(" ", 1)[0]
     return None
-
-
-class Capture:
-    """tshark on the branch router's WAN interface, decoding option 0x21 with the
-    shipped dissector. Synchronised by pings across the WAN, never by sleeping."""
-    FIELDS = ["tcp.srcport", "tcp.dstport", "tcp.flags.syn", "tcp.flags.ack", "wanopt.disc.device_id",
-              "wanopt.disc.client", "_ws.col.Protocol", "_ws.col.Info"]
-
-    def __init__(self, lab):
-        cmd = ["tshark", "-l", "-n", "-i", "wan0", "-f", "tcp port 80 or icmp", "-X", f"lua_script:{DISSECTOR}",
-               "-T", "fields", "-E", "separator=|"]
-        for f in self.FIELDS:
-            cmd += ["-e", f]
-        self.lab, self.node, self.lines = lab, lab.wan_node(), []
-        self.proc = lab.spawn("tshark", self.node, *cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        self.sync()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def sync(self):
-        seen = sum("ICMP" in l for l in self.lines)
-        deadline = time.monotonic() + 30
-        while sum("ICMP" in l for l in self.lines) == seen:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("tshark never showed the ping")
-            self.lab.run(self.node, "ping", "-c", "1", "-W", "1", "198.18.0.2")
-
-    def stop(self):
-        self.sync()
-        self.lab.stop("tshark")
-        self.reader.join(10)
-        return [dict(zip(self.FIELDS, l.split("|"))) for l in self.lines if "ICMP" not in l]
 
 
 def is_set(flag):
@@ -213,7 +163,7 @@ def run_lab(work, origin, digest):
         check("one-arm lab: client -> server ping crosses the two routers only (ttl=62)", "ttl=62" in r.stdout,
               r.stdout + r.stderr)
         with open(server_log, "w") as log:
-            start_origin(lab, origin, log)
+            start_http_origin(lab, origin, PORTS, SERVER, stderr=log)
         lab.start_box("branch")
         lab.start_box("dc")
 
@@ -225,7 +175,7 @@ def run_lab(work, origin, digest):
             return ok
 
         # 1 and 2: optimized, the first one captured on the WAN.
-        cap = Capture(lab)
+        cap = Capture(lab, lab.wan_node(), "wan0", "198.18.0.2", DISSECTOR)
         fetch(80, "optimized-1")
         packets = cap.stop()
         b = lab.wait_ended("branch", 80, 0)
@@ -310,18 +260,7 @@ def run_lab(work, origin, digest):
 def main():
     with tempfile.TemporaryDirectory(prefix="wanopt-onearm-") as work:
         subprocess.run([MAKE_PKI, os.path.join(work, "pki")], check=True, capture_output=True)
-        origin = os.path.join(work, "www")
-        os.makedirs(origin)
-        # 2 MiB of text that compresses and repeats (so DRE and LZ both have work).
-        words = [f"word{i:04d}" for i in range(4000)]
-        lines, seed = [], 1
-        while sum(len(l) for l in lines) < 2 << 20:
-            seed = (seed * 1103515245 + 12345) & 0x7fffffff
-            lines.append(" ".join(words[(seed >> (k * 3)) % 4000] for k in range(8)) + "\n")
-        data = "".join(lines).encode()
-        with open(os.path.join(origin, "file.bin"), "wb") as f:
-            f.write(data)
-        digest = hashlib.sha256(data).hexdigest()
+        origin, digest = make_origin(work)
         try:
             run_lab(work, origin, digest)
         except Exception as e:  # a broken lab is a failure, never a skip
