@@ -173,9 +173,8 @@ TEST_CASE("16 first connections to a new peer at once: a second pass reduces as 
     }
     for (auto& t : clients) t.join();
     CHECK(std::count(verified.begin(), verified.end(), 1) == kConnections);
-    for (int i = 0; i < 5000 && (c.sessions_active || pair.datacenter->counters().sessions_active); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // bounded wait for a condition
-    }
+    REQUIRE(WaitFor([&] { return !c.sessions_active && !pair.datacenter->counters().sessions_active; },
+                    std::chrono::seconds(5)));
     // Client to server only: the echo coming back is known to the datacenter anyway.
     return 100.0 * (1.0 - double(c.wan_out - wan0) / double(c.lan_in - lan0));
   };

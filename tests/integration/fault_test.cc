@@ -93,17 +93,6 @@ struct Sink {
   }};
 };
 
-// Polls (bounded) until `done` holds.
-template <class Condition>
-bool WaitFor(Condition done, std::chrono::seconds limit) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling a condition, not synchronising
-  }
-  return true;
-}
-
 }  // namespace
 
 TEST_CASE("peer-connect timeout racing 300 connections with PSK and peer_down = reset: no crash, each verified or reset") {

@@ -2,6 +2,7 @@
 // origin, on 127.0.0.1 ephemeral ports: the fixture of the loopback tests.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -91,5 +92,17 @@ bool SendAll(int fd, std::string_view bytes);
 std::string ReadAll(int fd, int timeout_ms, std::string* error);
 // Reads exactly `n` bytes (fewer only if the connection ends or fails first).
 std::string ReadExactly(int fd, size_t n);
+
+// Polls `done` until it holds (true) or `limit` has passed (false): the bounded wait
+// for a condition the loopback tests use instead of sleeping.
+template <class Condition>
+bool WaitFor(Condition done, std::chrono::seconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling a condition, not synchronising
+  }
+  return true;
+}
 
 }  // namespace wanopt::testing
