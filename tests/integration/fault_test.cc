@@ -108,8 +108,9 @@ TEST_CASE("peer-connect timeout racing 300 connections with PSK and peer_down = 
     else FAIL_CHECK("neither verified nor reset: " << e);  // a hang or a cut stream
   }
   MESSAGE(verified << " verified, " << reset << " reset");
-  CHECK(verified + reset == 300);
+  // (Each transfer's end is checked in the loop.) No session is left open on either box.
   CHECK(AllEnded(*pair.branch, std::chrono::seconds(10)));
+  CHECK(AllEnded(*pair.datacenter, std::chrono::seconds(10)));
 }
 
 TEST_CASE("peer-connect timeout racing 300 plaintext connections, pass-through: every transfer verified, none left open") {
