@@ -21,6 +21,8 @@ of deploy/intercept. Lab 1 (client -- branch == WAN == dc -- server, 10 ms one w
   6. A fake datacenter box whose certificate is not from our CA: pass-through with
      "failed authentication", bytes still right, the fake box served nothing.
   7. The datacenter box stopped: curl still succeeds, pass-through "no peer".
+  In every case but asymmetric routing the server sees the client's address (its
+  log says), pass-through over the branch's probe included.
 Lab 2 (--middle: client -- branch -- mid == WAN == dc -- server): only the outer two
   optimize: the branch pairs with the dc (not mid), mid relays ("middle box").
 Every lab and process is removed in a `finally`.
@@ -33,7 +35,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from labkit import Capture, Checks, Lab, make_origin, start_http_origin  # noqa: E402
+from labkit import Capture, Checks, Lab, make_origin, seen_from, start_http_origin  # noqa: E402
 
 WANOPT = os.path.abspath(sys.argv[1])
 NETLAB = os.path.abspath(sys.argv[2])
@@ -41,7 +43,7 @@ DELAYLINE = os.path.abspath(sys.argv[3])
 REPO = os.path.abspath(os.path.join(os.path.dirname(NETLAB), "..", ".."))
 DISSECTOR = os.path.join(REPO, "deploy", "wireshark", "wanopt.lua")
 MAKE_PKI = os.path.join(REPO, "tests", "lab", "make-pki")
-SERVER = "198.18.2.10"
+SERVER, CLIENT = "198.18.2.10", "198.18.1.10"
 IDS = {"branch": "02:00:00:00:0b:01", "dc": "02:00:00:00:0d:01", "mid": "02:00:00:00:0e:01",
        "fake": "02:00:00:00:0f:01"}
 RULES = """
@@ -95,16 +97,18 @@ class DiscoveryLab(Lab):
 
 def lab_one(work, origin, digest):
     lab = DiscoveryLab(f"wd{os.getpid() % 100000}", work)
+    server_log = os.path.join(work, f"{lab.prefix}-http.log")
     try:
         lab.up()
-        start_http_origin(lab, origin, PORTS, SERVER)
+        with open(server_log, "w") as log:
+            start_http_origin(lab, origin, PORTS, SERVER, stderr=log)
         lab.start_box("branch")
         lab.start_box("dc")
 
         # 1 and 2: an optimized fetch, captured on the WAN.
         cap = Capture(lab, "branch", "wan0", "198.18.0.2", DISSECTOR, ports=(80, 8080), decode_as=(8080,))
-        r = lab.curl(f"http://{SERVER}/file.bin")
-        r8080 = lab.curl(f"http://{SERVER}:8080/file.bin")
+        r = lab.curl(f"http://{SERVER}/file.bin?optimized")
+        r8080 = lab.curl(f"http://{SERVER}:8080/file.bin?plaintext")
         packets = cap.stop()
         check("optimized fetch: curl succeeds, bytes verified", r.returncode == 0 and
               hashlib.sha256(r.stdout).hexdigest() == digest, f"rc={r.returncode} {r.stderr[-300:]!r}")
@@ -146,6 +150,9 @@ def lab_one(work, origin, digest):
         check("tshark + shipped dissector decode the inner channel's hello and hello-ack",
               any("hello, offers F" in l for l in info) and any("hello-ack ok" in l for l in info),
               [(p["_ws.col.Protocol"], p["_ws.col.Info"][:60]) for p in packets if "8080" in (p["tcp.srcport"], p["tcp.dstport"])][:8])
+        openers = {p["wanopt.hello.opener"] for p in packets if "hello, offers" in p["_ws.col.Info"]}
+        check("the plaintext hello names the branch box's own address (its probe came from the client's)",
+              openers == {"198.18.0.1"}, openers)
         b8080 = lab.wait_ended("branch", 8080, 0)
         check("plaintext rule: status page says the channel is unencrypted",
               b8080 and any("unencrypted" in n for n in b8080["notes"]), b8080)
@@ -163,7 +170,7 @@ def lab_one(work, origin, digest):
         r = lab.run("client", "/usr/bin/python3", "-c", CONNECT, SERVER, "8081")
         check("rule deny: the client's connect() is refused", r.stdout.strip() == "ConnectionRefusedError", r.stdout)
         start = lab.last_id("branch")
-        r = lab.curl(f"http://{SERVER}:8082/file.bin")
+        r = lab.curl(f"http://{SERVER}:8082/file.bin?rule-pass-through")
         b = lab.wait_ended("branch", 8082, start)
         check("rule pass-through: curl succeeds, the connection is routed, not proxied",
               r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == digest and b and
@@ -176,8 +183,24 @@ def lab_one(work, origin, digest):
               b["peer_address"].startswith("198.18.0.2:7800") and
               any("fixed-target" in n for n in b["notes"]) and any("TLS 1.3" in n for n in b["notes"]), b)
 
+        # 4. Option stripped in the WAN, both ways: a middlebox on the branch's WAN link
+        #    (after the branch added it to the SYN, before it reads the SYN-ACK).
+        for rule in STRIP:
+            lab.run("branch", "iptables", "-t", "mangle", "-I", *rule, check_rc=True)
+        start = lab.last_id("branch")
+        r = lab.curl(f"http://{SERVER}/file.bin?option-stripped")
+        b = lab.wait_ended("branch", 80, start)
+        check("option stripped: curl succeeds, bytes verified", r.returncode == 0 and
+              hashlib.sha256(r.stdout).hexdigest() == digest)
+        check("option stripped: pass-through, reason names the stripped option and the peer",
+              b and b["state"] in ("closed", "pass-through") and
+              any("option stripped" in n and IDS["dc"] in n for n in b["notes"]), b)
+        for rule in STRIP:
+            lab.run("branch", "iptables", "-t", "mangle", "-D", *rule, check_rc=True)
+
         # Asymmetric routing: the server's replies to the client's address do not
         # come back through the dc (dropped there, as if they took another path).
+        # After the other cases with this dc: it remembers the server for an hour.
         asym = ("PREROUTING", "-s", SERVER, "-d", "198.18.1.10", "-p", "tcp", "-j", "DROP")
         lab.run("dc", "iptables", "-t", "raw", "-I", *asym, check_rc=True)
         start = lab.last_id("dc")
@@ -192,21 +215,6 @@ def lab_one(work, origin, digest):
         connect = float(r.stderr.decode().rsplit("connect ", 1)[-1] or "99")
         check("asymmetric routing: detected in well under a second (the client's connect took "
               f"{connect:.3f} s)", connect < 1.0, r.stderr)
-
-        # 4. Option stripped in the WAN, both ways: a middlebox on the branch's WAN link
-        #    (after the branch added it to the SYN, before it reads the SYN-ACK).
-        for rule in STRIP:
-            lab.run("branch", "iptables", "-t", "mangle", "-I", *rule, check_rc=True)
-        start = lab.last_id("branch")
-        r = lab.curl(f"http://{SERVER}/file.bin")
-        b = lab.wait_ended("branch", 80, start)
-        check("option stripped: curl succeeds, bytes verified", r.returncode == 0 and
-              hashlib.sha256(r.stdout).hexdigest() == digest)
-        check("option stripped: pass-through, reason names the stripped option and the peer",
-              b and b["state"] in ("closed", "pass-through") and
-              any("option stripped" in n and IDS["dc"] in n for n in b["notes"]), b)
-        for rule in STRIP:
-            lab.run("branch", "iptables", "-t", "mangle", "-D", *rule, check_rc=True)
 
         # 6. A fake datacenter box: answers the option, but its certificate is not ours.
         lab.stop("dc")
@@ -234,7 +242,7 @@ def lab_one(work, origin, digest):
 
         # 7. No box on the server's side any more (the datacenter box is stopped).
         start = lab.last_id("branch")
-        r = lab.curl(f"http://{SERVER}/file.bin")
+        r = lab.curl(f"http://{SERVER}/file.bin?no-peer")
         b = lab.wait_ended("branch", 80, start)
         check("dc stopped: curl still succeeds, bytes verified", r.returncode == 0 and
               hashlib.sha256(r.stdout).hexdigest() == digest, r.stderr)
@@ -245,19 +253,29 @@ def lab_one(work, origin, digest):
         lab.run("server", "iptables", "-I", "INPUT", "-p", "tcp", "--syn", "-m", "tcp", "--tcp-option", "33",
                 "-j", "DROP", check_rc=True)
         start = lab.last_id("branch")
-        r = lab.curl(f"http://{SERVER}/file.bin")
+        r = lab.curl(f"http://{SERVER}/file.bin?option-dropped")
         b = lab.wait_ended("branch", 80, start)
         check("option-dropping server: curl succeeds (the SYN was retried without the option)",
               r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == digest, r.stderr)
         check("option-dropping server: reason says so and that it is remembered",
               b and any("retransmission without it" in n and "remembered" in n for n in b["notes"]), b)
         start = lab.last_id("branch")
-        r = lab.curl(f"http://{SERVER}/file.bin")
+        r = lab.curl(f"http://{SERVER}/file.bin?option-dropped-again")
         b = lab.wait_ended("branch", 80, start)
         check("option-dropping server, next connection: passed by at once as remembered",
               r.returncode == 0 and b and any("drops SYNs carrying TCP options" in n for n in b["notes"]), b)
         lab.run("server", "iptables", "-D", "INPUT", "-p", "tcp", "--syn", "-m", "tcp", "--tcp-option", "33",
                 "-j", "DROP", check_rc=True)
+
+        # Transparency: in every case of the hard-cases table but asymmetric routing
+        # the server saw the client's address, as without the boxes (the branch's
+        # probe, which carries pass-through connections, comes from it too).
+        for tag in ("optimized", "plaintext", "rule-pass-through", "option-stripped", "fake", "again", "no-peer",
+                    "option-dropped", "option-dropped-again"):
+            check(f"the server saw fetch {tag} from the client's address",
+                  seen_from(server_log, tag) == CLIENT, seen_from(server_log, tag))
+        check("asymmetric routing: the server saw the dc box's address (the documented exception)",
+              seen_from(server_log, "asymmetric") == "198.18.2.1", seen_from(server_log, "asymmetric"))
     finally:
         lab.down()
 

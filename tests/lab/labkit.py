@@ -173,6 +173,16 @@ def start_http_origin(lab, root, ports, address, stderr=subprocess.DEVNULL):
             time.sleep(0.05)  # polling a condition with a deadline
 
 
+def seen_from(log_path, tag):
+    """The source address python's http.server (start_http_origin's stderr) logged
+    for the request whose URL ends in ?tag; None if it logged none."""
+    with open(log_path) as f:
+        for line in f:
+            if f"?{tag} " in line:
+                return line.split(" ", 1)[0]
+    return None
+
+
 def make_origin(work):
     """Writes the origin's file.bin into work/www: 2 MiB of text that compresses and
     repeats (so DRE and LZ both have work). Returns (the directory, its SHA-256 hex)."""
@@ -198,7 +208,7 @@ class Capture:
     from `node` to `peer_ip` cross the WAN until tshark shows one, so no packet
     after the constructor returns is missed. stop() returns the non-ICMP packets,
     each a dict of FIELDS."""
-    FIELDS = ["tcp.srcport", "tcp.dstport", "tcp.flags.syn", "tcp.flags.ack", "wanopt.disc.device_id",
+    FIELDS = ["tcp.srcport", "tcp.dstport", "tcp.flags.syn", "tcp.flags.ack", "wanopt.disc.device_id", "wanopt.hello.opener",
               "wanopt.disc.client", "wanopt.disc.answer", "_ws.col.Protocol", "_ws.col.Info"]
 
     def __init__(self, lab, node, iface, peer_ip, dissector, ports=(80,), decode_as=()):

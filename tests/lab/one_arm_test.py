@@ -15,18 +15,24 @@ from), tshark on the WAN at the branch router, one `wanopt run` per box, TLS
 certificates from make-pki. Every fetch is SHA-256 verified.
   0. netlab: `up --one-arm --middle` refused; a ping (not policy-routed) crosses the
      two routers only (ttl 62).
-  1. Optimized fetches: both boxes name each other (status API), the server sees
-     the client's address.
+  1. Optimized fetches: both boxes name each other at the other box's own address
+     (status API; the branch's probe, the inner channel, comes from the client's
+     address), the server sees the client's address.
   2. tshark on the WAN: option 0x21 on the SYN (offer, the client's address) and on
      the SYN-ACK (the dc's answer).
   3. Pass-through on the branch, mixed with the optimized fetches: an in-path rule
-     (port 8082, action = "pass-through"), then the dc box stopped ("no peer").
+     (port 8082, action = "pass-through"), then the dc box stopped ("no peer"). In
+     every case the server sees the client's address (its log says), the branch's
+     pass-through probe included (the branch router has the return policy).
+  3b. The branch router's return policy removed: the branch's probe from the
+     client's address is not answered; it retries from its own address (noted:
+     "asymmetric routing"), the fetch succeeds, and the server sees the branch
+     box's address, as deploy/README.md says.
   4. Exact reductions, for each box: /api/summary totals equal the sums over
      /api/connections, the Prometheus counters equal them too, `wanopt show summary`
      prints the same bytes and reduction, every pass-through connection has WAN
      bytes equal to its LAN bytes (reduction 0), and the box-wide reduction is
      1 - WAN/LAN of the totals. The branch's `wanopt show summary` is printed.
-What the server saw as the source of each fetch is printed ("note:" lines).
 The lab and every process are removed in a `finally`; `netlab down` leaves no
 namespace and no state behind.
 """
@@ -39,7 +45,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from labkit import Capture, Checks, Lab, make_origin, start_http_origin  # noqa: E402
+from labkit import Capture, Checks, Lab, make_origin, seen_from, start_http_origin  # noqa: E402
 
 WANOPT = os.path.abspath(sys.argv[1])
 NETLAB = os.path.abspath(sys.argv[2])
@@ -47,7 +53,7 @@ DELAYLINE = os.path.abspath(sys.argv[3])
 REPO = os.path.abspath(os.path.join(os.path.dirname(NETLAB), "..", ".."))
 DISSECTOR = os.path.join(REPO, "deploy", "wireshark", "wanopt.lua")
 MAKE_PKI = os.path.join(REPO, "tests", "lab", "make-pki")
-SERVER, CLIENT = "198.18.2.10", "198.18.1.10"
+SERVER, CLIENT, BRANCH_BOX = "198.18.2.10", "198.18.1.10", "198.18.4.2"
 IDS = {"branch": "02:00:00:00:0b:01", "dc": "02:00:00:00:0d:01"}
 RULES = """
 [intercept]
@@ -75,15 +81,6 @@ class OneArmLab(Lab):
     def api(self, node, path):
         r = self.run(node, "curl", "-s", "-m", "3", API + path, check_rc=True)
         return r.stdout
-
-
-def seen_from(log_path, tag):
-    """The source address python's http.server logged for the request with `tag`."""
-    with open(log_path) as f:
-        for line in f:
-            if f"?{tag} " in line:
-                return line.split(" ", 1)[0]
-    return None
 
 
 def is_set(flag):
@@ -185,6 +182,12 @@ def run_lab(work, origin, digest):
               and not any("pass-through" in n for n in b["notes"]), b)
         check("one-arm: dc optimized, its peer is the branch, the client's address kept",
               d and d["peer"] == IDS["branch"] and d["client"].startswith(CLIENT + ":"), d)
+        # The inner channel comes from the client's address: the hello names the box.
+        peers = json.loads(lab.api("dc", "/api/peers"))["peers"]
+        branch_peer = next((p for p in peers if p["id"] == IDS["branch"]), None)
+        check("one-arm: the dc lists the branch at the branch box's own address, not the client's",
+              d and d["peer_address"].startswith(BRANCH_BOX + ":") and branch_peer
+              and branch_peer["address"].startswith(BRANCH_BOX + ":"), (d, branch_peer))
         check("one-arm: TLS 1.3 inner channel", b and any("TLS 1.3" in n for n in b["notes"]), b)
         check("one-arm: the server saw the client's address on the optimized fetch",
               seen_from(server_log, "optimized-1") == CLIENT, seen_from(server_log, "optimized-1"))
@@ -241,9 +244,24 @@ def run_lab(work, origin, digest):
         print("".join(f"    {l}\n" for l in r.stdout.splitlines()), end="")
         accounting(lab, "dc")
 
-        # What the server saw as each fetch's source (transparency).
+        # Transparency: the server saw the client in every case.
         for tag in ("optimized-1", "rule-pass-through", "optimized-2", "no-peer", "optimized-3"):
-            print(f"note: the server saw fetch {tag} from {seen_from(server_log, tag)}")
+            check(f"the server saw fetch {tag} from the client's address",
+                  seen_from(server_log, tag) == CLIENT, seen_from(server_log, tag))
+
+        # 3b. Without the branch router's return policy the replies to the client's
+        # address go round the branch box: it falls back to its own address.
+        return_policy = ("iif", "wan0", "ipproto", "tcp", "to", "198.18.1.0/24", "lookup", "200")
+        lab.run("branch-router", "ip", "rule", "del", *return_policy, check_rc=True)
+        lab.stop("dc")
+        start = lab.last_id("branch")
+        fetch(80, "asymmetric")
+        b = lab.wait_ended("branch", 80, start)
+        check("no return policy: pass-through from the branch box's own address, 'asymmetric routing' noted",
+              b and not b["peer"] and any("asymmetric routing" in n and "remembered" in n for n in b["notes"]), b)
+        check("no return policy: the server saw the branch box's address (the documented fallback)",
+              seen_from(server_log, "asymmetric") == BRANCH_BOX, seen_from(server_log, "asymmetric"))
+        lab.run("branch-router", "ip", "rule", "add", *return_policy, check_rc=True)
     except Exception:
         lab.print_logs()
         raise

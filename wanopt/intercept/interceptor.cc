@@ -185,6 +185,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     DiscoveryOption peer;                   // kOptimize: who answered
     bool plaintext = false;
     std::string reason;                     // pass-through reason, or a note
+    std::string note;                       // branch: how the probe got through (asymmetric routing)
     bool from_client = false;               // the probe connected from the client's address
     tcp::endpoint client;                   // the real client (datacenter: from the option)
     std::optional<uint16_t> target_port;    // a module redirected the connection to this port
@@ -581,11 +582,11 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
       d.peer = *h.answer;
       d.plaintext = h.answer->plaintext && h.offer && h.offer->plaintext;
       learned_[key.server] = Learned{h.answer->device_id, Clock::now()};
-      d.reason = asymmetry;
+      d.note = asymmetry;
     } else {
       d.kind = Kind::kPassThrough;
       d.reason = NoAnswerReason(h, key);
-      if (!asymmetry.empty()) d.reason += "; " + asymmetry;
+      d.note = asymmetry;
     }
     Release(h, Verdict::kIntercept);
   }
@@ -700,17 +701,18 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     DiscoveryOption peer = d.peer;
     bool plaintext = d.plaintext;
     std::string reason = d.reason;
+    std::string note = d.note;
     bool from_client = d.from_client;
     tcp::endpoint client = d.client;
     if (d.target_port) local.port(*d.target_port);  // where the connection really goes
     auto self = shared_from_this();
     asio::post(target, [self, &target, lan = std::make_shared<tcp::socket>(std::move(lan)),
                         probe = std::make_shared<std::optional<tcp::socket>>(std::move(probe)), &rule, kind, peer,
-                        plaintext, reason, from_client, client, local, key]() mutable {
+                        plaintext, reason, note, from_client, client, local, key]() mutable {
       switch (kind) {
         case Kind::kOptimize: {
           BranchPlan plan = PlanFor(rule, local);
-          if (!reason.empty()) plan.notes.push_back(reason);
+          if (!note.empty()) plan.notes.push_back(note);
           if (from_client) plan.source = client.address();
           return self->StartOptimized(std::move(*lan), std::move(**probe), rule, std::move(plan), peer, plaintext, key);
         }
@@ -719,6 +721,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
           BranchPlan plan = PlanFor(rule, local);
           plan.connected = std::move(**probe);
           plan.pass_through_reason = reason;
+          if (!note.empty()) plan.notes.push_back(note);
           return StartBranchSession(self->env_, std::move(*lan), std::move(plan));
         }
         case Kind::kDatacenter: return self->StartAnswered(target, std::move(*lan), std::move(**probe), peer, plaintext, reason, client);
