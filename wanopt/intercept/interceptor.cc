@@ -20,6 +20,7 @@
 #include "wanopt/channel/secure_channel.h"
 #include "wanopt/intercept/netlink_queue.h"
 #include "wanopt/intercept/packet.h"
+#include "wanopt/util/endpoint.h"
 #include "wanopt/util/log.h"
 #include "wanopt/util/accept_backoff.h"
 #include "wanopt/util/log_rate_limit.h"
@@ -57,7 +58,7 @@ struct ProbeKey {
   auto operator<=>(const ProbeKey&) const = default;
 };
 
-std::string Format(const tcp::endpoint& e) { return e.address().to_string() + ":" + std::to_string(e.port()); }
+std::string Format(const tcp::endpoint& e) { return FormatEndpoint(e); }
 std::string Format(uint32_t a, uint16_t port) { return address_v4(a).to_string() + ":" + std::to_string(port); }
 
 // Moves a socket to another event loop: the descriptor leaves its loop and joins

@@ -26,6 +26,8 @@
 #include "wanopt/channel/repair.h"
 #include "wanopt/channel/secure_channel.h"
 #include "wanopt/session/buffer_pool.h"
+#include "wanopt/session/negotiation.h"
+#include "wanopt/util/endpoint.h"
 #include "wanopt/util/log.h"
 
 namespace wanopt {
@@ -42,11 +44,7 @@ using Clock = std::chrono::steady_clock;
 
 enum class Role { kBranch, kDatacenter };
 
-std::string Format(const tcp::endpoint& endpoint) {
-  const auto& address = endpoint.address();
-  std::string text = address.is_v6() ? "[" + address.to_string() + "]" : address.to_string();
-  return text + ":" + std::to_string(endpoint.port());
-}
+std::string Format(const tcp::endpoint& endpoint) { return FormatEndpoint(endpoint); }
 
 channel::HelloStatus StatusFor(const error_code& ec) {
   if (ec == asio::error::connection_refused) return channel::HelloStatus::kRefused;
@@ -336,26 +334,12 @@ class Session final : public std::enable_shared_from_this<Session>,
     record_->SetPeer(channel::FormatDeviceId(peer_id_), Format(peer_endpoint_));
     env_.table.PeerSeen(channel::FormatDeviceId(peer_id_), Format(peer_endpoint_), true);
     peer_counted_ = true;
-    std::vector<std::string> runnable;
-    uint32_t accepted = 0;
-    const auto& allowed = AllowedModules();
-    for (size_t slot = 0; slot < hello.modules.size(); ++slot) {
-      bool ok = std::find(allowed.begin(), allowed.end(), hello.modules[slot]) != allowed.end();
-      // Slots keep their position; a module this box does not run leaves a gap.
-      runnable.push_back(ok ? hello.modules[slot] : std::string());
-      if (ok) accepted |= 1u << slot;
-      // The name came off the network: the status page escapes it, the log quotes it.
-      else record_->AddNote("peer asked for module '" + hello.modules[slot] + "', which this box does not run");
-    }
-    modules_ = std::make_unique<protocols::ModuleChain>(*this, runnable);
-    modules_->SetPeerSlots(accepted);
-    ack_.device_id = env_.config.device_id;
-    ack_.offered = env_.config.policy;
-    ack_.negotiated = Intersect(hello.offered, env_.config.policy);
-    ack_.applied = Intersect(ack_.negotiated, env_.capability());
-    if (!hello.dre_seed) ack_.applied = Intersect(ack_.applied, Policy::kLz);
-    ack_.accepted_modules = accepted;
-    ack_.store_instance = env_.store_instance;
+    HelloAnswer answer = AnswerHello(hello, AcceptorFactsNow());
+    // Module names came off the network: the status page escapes them.
+    for (const auto& note : answer.notes) record_->AddNote(note);
+    modules_ = std::make_unique<protocols::ModuleChain>(*this, answer.runnable);
+    modules_->SetPeerSlots(answer.ack.accepted_modules);
+    ack_ = answer.ack;
     // Only an intercepted channel was opened to the server's address: otherwise the
     // branch already knows where this box is (and ignores the field).
     if (auto own = server_connected_ ? OwnAddressTowards(peer_endpoint_.address()) : boost::asio::ip::address();
@@ -369,36 +353,38 @@ class Session final : public std::enable_shared_from_this<Session>,
         record_->AddNote("peer's datastore is new: chunks it had are sent again");
       }
     }
-    if (ack_.applied != ack_.negotiated) {
-      std::string trouble = env_.store_trouble();
-      record_->AddNote(std::string("negotiated ") + PolicyLetter(ack_.negotiated) + ", applied " +
-                       PolicyLetter(ack_.applied) +
-                       (!trouble.empty() ? ": " + trouble : env_.store ? "" : ": no datastore on this box"));
-    }
     // The branch may encode before it has our answer (with what the peering applied
     // last time): decode whatever this box can, whatever this connection negotiates.
     if (hello.offered != Policy::kTcpOnly) StartDecoder();
     StartEncoder(ack_.applied);
     record_->SetPolicies(hello.offered, ack_.negotiated, ack_.applied);
-    if (env_.config.datacenter && !env_.config.datacenter->Serves(hello.destination.address())) {
+    if (ack_.status == channel::HelloStatus::kRejected) {
       WANOPT_LOG(kWarn, "datacenter") << "connection " << id_ << " from peer " << channel::FormatDeviceId(peer_id_)
-                                      << " " << Format(peer_endpoint_) << ": " << Format(hello.destination)
-                                      << " is not in [datacenter] serves: rejected";
-      return AnswerAndDrain(channel::HelloStatus::kRejected,
-                            "rejected: " + Format(hello.destination) + " is not in [datacenter] serves",
-                            /*resume=*/false);
+                                      << " " << Format(peer_endpoint_) << ": " << answer.rejection;
+      return AnswerAndDrain(channel::HelloStatus::kRejected, answer.rejection, /*resume=*/false);
     }
     ConnectWanToServer(hello.destination);
   }
 
-  // Modules this box runs for its peers: [datacenter] modules, or every one.
-  const std::vector<std::string>& AllowedModules() const {
-    static const std::vector<std::string> every = [] {
-      std::vector<std::string> names;
-      for (const auto& info : protocols::Registry::Global().modules()) names.push_back(info.name);
-      return names;
-    }();
-    return env_.config.datacenter ? env_.config.datacenter->modules : every;
+  // What this box brings to a hello now: its store's state may change between two.
+  AcceptorFacts AcceptorFactsNow() const {
+    AcceptorFacts facts;
+    facts.device_id = env_.config.device_id;
+    facts.configured = env_.config.policy;
+    facts.capability = env_.capability();
+    facts.has_store = env_.store != nullptr;
+    facts.store_trouble = env_.store_trouble();
+    facts.store_instance = env_.store_instance;
+    // The modules this box runs for its peers: [datacenter] modules, or every one.
+    if (env_.config.datacenter) {
+      facts.modules = env_.config.datacenter->modules;
+      facts.serves = [datacenter = &*env_.config.datacenter](const boost::asio::ip::address& destination) {
+        return datacenter->Serves(destination);
+      };
+    } else {
+      for (const auto& info : protocols::Registry::Global().modules()) facts.modules.push_back(info.name);
+    }
+    return facts;
   }
 
   void ConnectWanToServer(const tcp::endpoint& server) {
@@ -1085,7 +1071,8 @@ class Session final : public std::enable_shared_from_this<Session>,
     }
     peer_id_ = ack->device_id;
     ack_ = *ack;
-    if (ack->status != channel::HelloStatus::kOk) {
+    AckVerdict verdict = CheckHelloAck(*ack, peer_state_ != nullptr);
+    if (verdict.outcome == AckVerdict::Outcome::kServerFailed) {
       WANOPT_LOG(kInfo, "branch") << "connection " << id_ << " " << Format(info_.client) << " -> "
                                   << Format(info_.server) << ": server "
                                   << channel::HelloStatusName(ack->status) << " (seen by peer "
@@ -1103,12 +1090,9 @@ class Session final : public std::enable_shared_from_this<Session>,
     record_->SetPeer(channel::FormatDeviceId(peer_id_), peer_address_);
     record_->SetPolicies(ack->offered, ack->negotiated, ack->applied);
     record_->SetState(ConnectionState::kOptimized);
-    if (ack->applied != ack->negotiated) {
-      record_->AddNote(std::string("negotiated ") + PolicyLetter(ack->negotiated) + ", applied " +
-                       PolicyLetter(ack->applied) + ": the peer has no datastore, or it is degraded");
-    }
-    if (HasDre(ack->applied) && !peer_state_) {
-      ProtocolError("peer applied DRE that was not offered");
+    for (const auto& note : verdict.notes) record_->AddNote(note);
+    if (verdict.outcome == AckVerdict::Outcome::kProtocolError) {
+      ProtocolError(verdict.error);
       return false;
     }
     if (peer_state_ && HasDre(ack->applied) && peer_state_->SetPeerInstance(ack->store_instance)) {

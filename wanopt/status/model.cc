@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "wanopt/config/config.h"
+#include "wanopt/util/endpoint.h"
 #include "wanopt/daemon/daemon.h"
 
 namespace wanopt::status {
@@ -95,8 +96,7 @@ std::map<std::string, std::string> ParseQuery(std::string_view target) {
 
 std::string FormatEndpoint(const tcp::endpoint& e) {
   if (e.port() == 0 && e.address().is_unspecified()) return "";
-  const auto& a = e.address();
-  return (a.is_v6() ? "[" + a.to_string() + "]" : a.to_string()) + ":" + std::to_string(e.port());
+  return wanopt::FormatEndpoint(e);
 }
 
 std::string Iso8601(Clock::time_point t) {

@@ -1,0 +1,19 @@
+// How every log line, note and status surface writes a TCP endpoint: 198.18.2.10:80,
+// [2001:db8::10]:80.
+#pragma once
+
+#include <string>
+
+#include <boost/asio/ip/tcp.hpp>
+
+namespace wanopt {
+
+inline std::string FormatEndpoint(const boost::asio::ip::tcp::endpoint& endpoint) {
+  const auto& address = endpoint.address();
+  std::string text;
+  if (address.is_v6()) text.append("[").append(address.to_string()).append("]");
+  else text = address.to_string();
+  return text.append(":").append(std::to_string(endpoint.port()));
+}
+
+}  // namespace wanopt
