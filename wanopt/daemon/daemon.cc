@@ -13,11 +13,14 @@
 
 #include "datastore/chunk_store.h"
 #include "wanopt/channel/secure_channel.h"
-#include "wanopt/intercept/interceptor.h"
 #include "wanopt/dre/peer_table.h"
+#include "wanopt/intercept/interceptor.h"
+#include "wanopt/session/secure_start.h"
 #include "wanopt/status/status_server.h"
 #include "wanopt/util/accept_backoff.h"
 #include "wanopt/util/bytes.h"
+#include "wanopt/util/close_with_reset.h"
+#include "wanopt/util/endpoint.h"
 #include "wanopt/util/log.h"
 #include "wanopt/util/log_rate_limit.h"
 
@@ -275,8 +278,7 @@ void Daemon::Accept(Listener& listener) {
                                               << log::Suppressed(suppressed);
             }
             ++counters_.refused_peers;
-            s->set_option(asio::socket_base::linger(true, 0), ec);
-            s->close(ec);
+            CloseWithReset(*s);
             return;
           }
           DatacenterPlan plan;
@@ -286,25 +288,10 @@ void Daemon::Accept(Listener& listener) {
           return;
         }
         error_code ec;
-        tcp::endpoint from = s->remote_endpoint(ec);
-        TuneInnerSocket(*s, config_);
-        channel::StartSecureChannel(
-            *security_, std::move(*s), /*client=*/false, config_.timeouts.handshake,
-            [this, from](channel::SecureChannelResult result, tcp::socket plain) {
-              if (result.ec) {
-                uint64_t suppressed = 0;
-                const char* what = result.authentication_failed ? "authentication failed" : "TLS handshake failed";
-                if (g_refused_log.Allow(config_.name + ": " + what, &suppressed)) {
-                  WANOPT_LOG(kWarn, "datacenter") << "inner channel from " << from << ": " << what << " ("
-                                                  << result.error << "): closed" << log::Suppressed(suppressed);
-                }
-                return;
-              }
-              DatacenterPlan plan;
-              plan.peer_endpoint = from;
-              plan.notes.push_back("inner channel: TLS 1.3, peer authenticated as '" + result.peer_name + "'");
-              StartDatacenterSession(env_, std::move(plain), std::move(plan));
-            });
+        DatacenterPlan plan;
+        plan.peer_endpoint = s->remote_endpoint(ec);
+        std::string peer = FormatEndpoint(*plan.peer_endpoint);
+        StartSecuredDatacenterSession(env_, std::move(*s), std::move(plan), peer);
       } else {
         const ForwardRule& rule = *listener.rule;
         BranchPlan plan{rule.destination, rule.peer, rule.policy, rule.peer_down, rule.modules};

@@ -18,8 +18,10 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "wanopt/channel/secure_channel.h"
+#include "wanopt/session/secure_start.h"
 #include "wanopt/intercept/netlink_queue.h"
 #include "wanopt/intercept/packet.h"
+#include "wanopt/util/close_with_reset.h"
 #include "wanopt/util/endpoint.h"
 #include "wanopt/util/log.h"
 #include "wanopt/util/accept_backoff.h"
@@ -34,13 +36,6 @@ using boost::system::error_code;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-// Failed inner-channel handshakes: anyone on the path can cause them, so one line
-// each could write the journal full.
-log::RateLimit& TlsFailureLog() {
-  static log::RateLimit limit(5);
-  return limit;
-}
 
 // A connection as its SYN names it: client (or upstream box) -> server.
 struct FlowKey {
@@ -70,13 +65,6 @@ tcp::socket MoveToLoop(tcp::socket& socket, asio::io_context& loop) {
   int fd = socket.release(ec);  // deregistered from its loop, not closed
   if (!ec) moved.assign(tcp::v4(), fd, ec);
   return moved;
-}
-
-void Reset(tcp::socket& socket) {
-  error_code ignored;
-  if (!socket.is_open()) return;
-  socket.set_option(asio::socket_base::linger(true, 0), ignored);
-  socket.close(ignored);
 }
 
 // Sent by the branch before its TLS ClientHello on an auto-discovered channel: lets
@@ -680,7 +668,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     error_code ec;
     tcp::endpoint remote = socket.remote_endpoint(ec);
     tcp::endpoint local = socket.local_endpoint(ec);  // the original destination (TPROXY)
-    if (ec || !remote.address().is_v4() || !local.address().is_v4()) return Reset(socket);
+    if (ec || !remote.address().is_v4() || !local.address().is_v4()) return CloseWithReset(socket);
     FlowKey key{remote.address().to_v4().to_uint(), local.address().to_v4().to_uint(), remote.port(), local.port()};
     auto it = decisions_.find(key);
     bool needs_probe = it != decisions_.end() && it->second.kind != Kind::kFixedTarget &&
@@ -688,7 +676,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     if (it == decisions_.end() || it->second.verdict != Verdict::kIntercept || (needs_probe && !it->second.probe)) {
       WANOPT_LOG(kInfo, "intercept") << "connection " << Format(remote) << " -> " << Format(local)
                                      << " reached the listener without a decision: reset";
-      return Reset(socket);
+      return CloseWithReset(socket);
     }
     Decision& d = it->second;
     d.expires = Clock::now() + std::chrono::seconds(60);  // still answers retransmitted SYNs
@@ -783,23 +771,17 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
       self->Confirmed(id, false);
     };
     bool optimistic = options.optimistic;
-    channel::StartSecureChannel(
-        *security_, std::move(inner), /*client=*/true, env_.config.timeouts.peer_connect,
-        [self, lan, plan = std::make_shared<BranchPlan>(std::move(plan)), key, optimistic,
-         id = peer.device_id](channel::SecureChannelResult result, tcp::socket plain) mutable {
-          if (!result.ec && !optimistic) self->Confirmed(id, true);
-          if (result.ec) {
-            std::string reason = "peer " + plan->peer_id +
-                                 (result.authentication_failed ? " failed authentication (" : " TLS handshake failed (") +
-                                 result.error + ")";
-            uint64_t suppressed = 0;
-            if (TlsFailureLog().Allow("branch", &suppressed)) {
-              WANOPT_LOG(kWarn, "intercept") << "connection to " << Format(plan->destination) << ": " << reason
-                                             << ": pass-through" << log::Suppressed(suppressed);
-            }
+    std::string peer_name = "peer " + plan.peer_id;
+    SecureInnerChannel(
+        env_, std::move(inner), ChannelSide::kOpening, peer_name, std::move(options),
+        [self, lan, plan = std::make_shared<BranchPlan>(std::move(plan)), key, optimistic, peer_name,
+         id = peer.device_id](SecureOutcome outcome, tcp::socket plain) mutable {
+          if (outcome.ok && !optimistic) self->Confirmed(id, true);
+          if (!outcome.ok) {
+            std::string reason = peer_name + " " + outcome.text;
             // Only the peer's identity is worth remembering: a timeout or a local
             // shortage (descriptors, memory) says nothing about the next connection.
-            if (result.authentication_failed) {
+            if (outcome.authentication_failed) {
               asio::post(self->loop_, [self, key, reason] {
                 self->unauthenticated_[key.server] =
                     Unauthenticated{Clock::now() + self->config_.peer_memory,
@@ -812,11 +794,10 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
             plan->pass_through_reason = reason;
             return StartBranchSession(self->env_, std::move(*lan), std::move(*plan));
           }
-          plan->notes.push_back("inner channel: TLS 1.3, peer authenticated as '" + result.peer_name + "'");
+          plan->notes.push_back(outcome.text);
           plan->connected = std::move(plain);
           StartBranchSession(self->env_, std::move(*lan), std::move(*plan));
-        },
-        std::move(options));
+        });
   }
 
   // Datacenter, on the session's loop. The branch speaks first (a TLS ClientHello,
@@ -852,8 +833,8 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
         if (expected) ::recv(in->native_handle(), first.data(), kTlsPreamble.size(), MSG_DONTWAIT);  // consumed
       }
       if (n == 0) {  // the branch gave up already
-        Reset(*in);
-        Reset(*out);
+        CloseWithReset(*in);
+        CloseWithReset(*out);
         return;
       }
       if (!expected) {
@@ -865,8 +846,8 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
           WANOPT_LOG(kWarn, "intercept") << "probe from " << in->remote_endpoint(ignored)
                                          << " sent no handshake, and its server connection uses the client address "
                                          << client.address() << " its option named: reset, not relayed";
-          Reset(*in);
-          Reset(*out);
+          CloseWithReset(*in);
+          CloseWithReset(*out);
           return;
         }
         tcp::endpoint server = out->remote_endpoint(ignored);
@@ -889,33 +870,13 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     plan.peer_endpoint = inner.remote_endpoint(ec);
     if (!reason.empty()) plan.notes.push_back(reason);
     plan.server = std::move(server);
-    TuneInnerSocket(inner, env_.config);
     if (plaintext) {
+      TuneInnerSocket(inner, env_.config);
       plan.notes.push_back("inner channel unencrypted (the branch asked and a rule here allows it: lab measurements only)");
       return StartDatacenterSession(env_, std::move(inner), std::move(plan));
     }
-    auto self = shared_from_this();
-    std::string branch = channel::FormatDeviceId(peer.device_id);
-    channel::StartSecureChannel(
-        *security_, std::move(inner), /*client=*/false, env_.config.timeouts.handshake,
-        [self, plan = std::make_shared<DatacenterPlan>(std::move(plan)), branch](channel::SecureChannelResult result,
-                                                                               tcp::socket plain) mutable {
-          if (result.ec) {
-            uint64_t suppressed = 0;
-            if (TlsFailureLog().Allow("datacenter", &suppressed)) {
-              WANOPT_LOG(kWarn, "intercept") << "inner channel from " << branch << " "
-                                             << Format(*plan->peer_endpoint)
-                                             << (result.authentication_failed ? ": authentication failed ("
-                                                                              : ": TLS handshake failed (")
-                                             << result.error << "): closed, no optimized traffic"
-                                             << log::Suppressed(suppressed);
-            }
-            if (plan->server) Reset(*plan->server);
-            return;
-          }
-          plan->notes.push_back("inner channel: TLS 1.3, peer authenticated as '" + result.peer_name + "'");
-          StartDatacenterSession(self->env_, std::move(plain), std::move(*plan));
-        });
+    std::string branch = channel::FormatDeviceId(peer.device_id) + " " + Format(*plan.peer_endpoint);
+    StartSecuredDatacenterSession(env_, std::move(inner), std::move(plan), branch);
   }
 
   // ---- Helpers ----
@@ -951,7 +912,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
       auto now = Clock::now();
       for (auto it = self->decisions_.begin(); it != self->decisions_.end();) {
         if (it->second.expires < now && it->second.verdict != Verdict::kHeld) {
-          if (it->second.probe) Reset(*it->second.probe);
+          if (it->second.probe) CloseWithReset(*it->second.probe);
           it = self->decisions_.erase(it);
         } else {
           ++it;

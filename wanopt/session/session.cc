@@ -27,6 +27,8 @@
 #include "wanopt/channel/secure_channel.h"
 #include "wanopt/session/buffer_pool.h"
 #include "wanopt/session/negotiation.h"
+#include "wanopt/session/secure_start.h"
+#include "wanopt/util/close_with_reset.h"
 #include "wanopt/util/endpoint.h"
 #include "wanopt/util/log.h"
 
@@ -170,24 +172,19 @@ class Session final : public std::enable_shared_from_this<Session>,
       if (!ec) record_->AddNote("inner channel unencrypted (no [peering] configured)");
       return OnPeerConnected(ec);
     }
-    TuneInnerSocket(wan_, env_.config);
-    channel::StartSecureChannel(
-        *env_.security, std::move(wan_), /*client=*/true, env_.config.timeouts.peer_connect,
-        [self = shared_from_this()](channel::SecureChannelResult result, tcp::socket plain) {
-          if (self->closed_) return;
-          if (result.ec) {
-            // Like an unreachable peer: this box never sends a client's bytes to a
-            // box it could not authenticate.
-            const char* what = result.authentication_failed ? "failed authentication" : "TLS handshake failed";
-            WANOPT_LOG(kWarn, "branch") << "connection " << self->id_ << ": peer " << Format(*self->plan_.peer)
-                                        << " " << what << ": " << result.error;
-            self->wan_ = tcp::socket(self->lan_.get_executor());
-            return self->OnPeerConnected(asio::error::access_denied, std::string(what) + " (" + result.error + ")");
-          }
-          self->record_->AddNote("inner channel: TLS 1.3, peer authenticated as '" + result.peer_name + "'");
-          self->wan_ = std::move(plain);
-          self->OnPeerConnected({});
-        });
+    SecureInnerChannel(env_, std::move(wan_), ChannelSide::kOpening, "peer " + Format(*plan_.peer), {},
+                       [self = shared_from_this()](SecureOutcome outcome, tcp::socket plain) {
+                         if (self->closed_) return;
+                         if (!outcome.ok) {
+                           // Like an unreachable peer: this box never sends a client's
+                           // bytes to a box it could not authenticate.
+                           self->wan_ = tcp::socket(self->lan_.get_executor());
+                           return self->OnPeerConnected(asio::error::access_denied, outcome.text);
+                         }
+                         self->record_->AddNote(outcome.text);
+                         self->wan_ = std::move(plain);
+                         self->OnPeerConnected({});
+                       });
   }
 
   void OnPeerConnected(error_code ec, const std::string& failure = "") {
@@ -1298,7 +1295,7 @@ class Session final : public std::enable_shared_from_this<Session>,
       wan_.non_blocking(true, ec);
       size_t n = wan_.write_some(frame, ec);
       if (!ec && n == header.size() + payload.size()) {
-        AbortSocket(lan_);
+        CloseWithReset(lan_);
         Close();
         return;
       }
@@ -1306,19 +1303,12 @@ class Session final : public std::enable_shared_from_this<Session>,
     Abort("");
   }
 
-  static void AbortSocket(tcp::socket& socket) {
-    error_code ignored;
-    if (!socket.is_open()) return;
-    socket.set_option(asio::socket_base::linger(true, 0), ignored);
-    socket.close(ignored);
-  }
-
   // Hard stop: TCP resets on both sockets. `why` goes to the status page's notes.
   void Abort(const std::string& why) {
     reset_ = true;
     if (!why.empty()) record_->AddNote(why);
-    AbortSocket(lan_);
-    AbortSocket(wan_);
+    CloseWithReset(lan_);
+    CloseWithReset(wan_);
     Close();
   }
 
