@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <source_location>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,6 +28,7 @@ struct ModuleInfo {
   std::string description;  // one line, for `wanopt --help`
   ModuleFactory create;
   BoxModuleFactory create_box = nullptr;  // null: no box-wide part, and no settings
+  std::string registered_in;  // the source file of its ModuleRegistrar (set by it), for errors
 };
 
 // The box-wide parts of one daemon's modules, in the registry's order (the order
@@ -55,7 +57,9 @@ class BoxModules {
 class Registry {
  public:
   static Registry& Global();
-  // REQUIRES: name unique, 1..32 characters of [a-z0-9_-].
+  // A name that is not 1..32 characters of [a-z0-9_-], or one already registered,
+  // is a programming error found before main(): it prints what is wrong (both
+  // source files, for a name registered twice) and exits with status 1.
   void Add(ModuleInfo info);
   // nullptr when no module has that name.
   const ModuleInfo* Find(std::string_view name) const;
@@ -65,10 +69,15 @@ class Registry {
   std::vector<ModuleInfo> modules_;
 };
 
-// Put one at namespace scope in a module's .cc file:
-//   static ModuleRegistrar registrar{{"bytecount", "counts bytes", [] { return ...; }}};
+// Put one in an anonymous namespace in a module's .cc file, named by the module's
+// wanopt_module(NAME ...) (protocols/module.cmake), so that a copied folder needs
+// no edit here:
+//   namespace { ModuleRegistrar registrar{{WANOPT_MODULE_NAME, "counts bytes", [] { return ...; }}}; }
 struct ModuleRegistrar {
-  explicit ModuleRegistrar(ModuleInfo info) { Registry::Global().Add(std::move(info)); }
+  explicit ModuleRegistrar(ModuleInfo info, std::source_location where = std::source_location::current()) {
+    info.registered_in = where.file_name();
+    Registry::Global().Add(std::move(info));
+  }
 };
 
 }  // namespace wanopt::protocols
