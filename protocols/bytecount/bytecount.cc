@@ -3,10 +3,12 @@
 // it saw; the twin checks that both boxes saw the same stream. It rewrites nothing.
 //
 // It exists to exercise the module interface end to end (tests/integration) and as
-// the folder to copy when writing a new module.
+// the folder to copy when writing a new module: a test module (TEST_ONLY in its
+// CMakeLists.txt), registered in the test binaries, not in the daemon. Its name
+// comes from that CMakeLists.txt (WANOPT_MODULE_NAME), so a copy whose NAME changed
+// registers as a second module as it is; rename its namespace and header next.
 #include "protocols/bytecount/bytecount.h"
 
-#include <atomic>
 #include <cstring>
 
 #include "protocols/registry.h"
@@ -16,10 +18,6 @@
 namespace wanopt::protocols::bytecount {
 namespace {
 
-std::atomic<uint64_t> g_bytes{0};
-std::atomic<uint64_t> g_agreements{0};
-std::atomic<uint64_t> g_disagreements{0};
-
 class ByteCount final : public Module {
  public:
   void OnNewConnection(ModuleContext& context) override { context_ = &context; }
@@ -27,7 +25,7 @@ class ByteCount final : public Module {
   FilterStatus OnData(Direction direction, Buffer& data, bool end_stream) override {
     int d = static_cast<int>(direction);
     seen_[d] += data.size();
-    g_bytes += data.size();
+    internal::g_bytes += data.size();
     if (end_stream) {
       // Message: direction (1 byte) + count (8 bytes, big endian).
       uint8_t message[9];
@@ -40,7 +38,7 @@ class ByteCount final : public Module {
 
   void OnPeerMessage(std::span<const uint8_t> message) override {
     if (message.size() != 9 || message[0] > 1) {
-      ++g_disagreements;
+      ++internal::g_disagreements;
       return;
     }
     // The twin's count covers the whole direction; ours is complete when we too saw
@@ -53,12 +51,12 @@ class ByteCount final : public Module {
     for (int d = 0; d < 2; ++d) {
       if (!peer_known_[d]) continue;
       if (peer_[d] == seen_[d]) {
-        ++g_agreements;
+        ++internal::g_agreements;
       } else {
-        ++g_disagreements;
-        WANOPT_LOG(kWarn, "bytecount") << "connection " << context_->connection().id
-                                       << ": direction " << d << " peer counted " << peer_[d]
-                                       << " bytes, this box " << seen_[d];
+        ++internal::g_disagreements;
+        WANOPT_LOG(kWarn, WANOPT_MODULE_NAME) << "connection " << context_->connection().id
+                                              << ": direction " << d << " peer counted " << peer_[d]
+                                              << " bytes, this box " << seen_[d];
       }
     }
   }
@@ -70,11 +68,9 @@ class ByteCount final : public Module {
   bool peer_known_[2] = {false, false};
 };
 
-ModuleRegistrar registrar{{"bytecount", "counts the bytes of each direction and checks them with its twin",
+ModuleRegistrar registrar{{WANOPT_MODULE_NAME, "counts the bytes of each direction and checks them with its twin",
                            [] { return std::make_unique<ByteCount>(); }}};
 
 }  // namespace
-
-Totals ReadTotals() { return {g_bytes.load(), g_agreements.load(), g_disagreements.load()}; }
 
 }  // namespace wanopt::protocols::bytecount

@@ -1,6 +1,6 @@
-#include "protocols/epm/binding_store.h"
+#include "protocols/mapi/binding_store.h"
 
-#include "protocols/epm/mapi.h"
+#include "protocols/mapi/mapi.h"
 #include "wanopt/util/log.h"
 
 #include <fcntl.h>

@@ -1,8 +1,8 @@
-#include "protocols/epm/epm.h"
+#include "protocols/mapi/epm.h"
 
 #include <algorithm>
 
-#include "protocols/epm/reader.h"
+#include "protocols/common/dcerpc/reader.h"
 
 namespace wanopt::protocols::epm {
 

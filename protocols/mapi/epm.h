@@ -32,9 +32,13 @@
 #include <span>
 #include <vector>
 
-#include "protocols/epm/dcerpc.h"
+#include "protocols/common/dcerpc/dcerpc.h"
 
 namespace wanopt::protocols::epm {
+
+// The endpoint mapper and MAPI are DCE/RPC: this module speaks in the types of the
+// shared DCE/RPC layer (Result, Error, Uuid, Pdu, ContextTable...).
+using namespace dcerpc;
 
 inline constexpr uint16_t kOpnumEptMap = 3;
 inline constexpr uint16_t kEpmVersionMajor = 3;

@@ -1,10 +1,10 @@
-#include "protocols/epm/mapi.h"
+#include "protocols/mapi/mapi.h"
 
 #include <algorithm>
 #include <charconv>
 #include <set>
 
-#include "protocols/epm/epm.h"
+#include "protocols/mapi/epm.h"
 #include "protocols/registry.h"
 #include "wanopt/util/log.h"
 
@@ -321,7 +321,7 @@ class MapiModule final : public Module {
 };
 
 ModuleRegistrar registrar{{
-    "mapi",
+    WANOPT_MODULE_NAME,  // "mapi" (protocols/mapi/CMakeLists.txt)
     "Exchange MAPI/EPM: endpoint-mapper port remapping, MAPI classification, session affinity",
     [] { return std::make_unique<MapiModule>(); },
     [](const ModuleSettings& settings, std::string* error) -> std::unique_ptr<BoxModule> {

@@ -49,10 +49,14 @@
 #include <string>
 #include <vector>
 
-#include "protocols/epm/dcerpc.h"
+#include "protocols/common/dcerpc/dcerpc.h"
 #include "protocols/module.h"
 
 namespace wanopt::protocols::epm {
+
+// The endpoint mapper and MAPI are DCE/RPC: this module speaks in the types of the
+// shared DCE/RPC layer (Result, Error, Uuid, Pdu, ContextTable...).
+using namespace dcerpc;
 
 struct MapiSettings {
   enum class Mode { kRemap, kNoRemap, kPassThrough };

@@ -1,7 +1,8 @@
-// libFuzzer target for protocols/epm: the DCE/RPC splitter and PDU parsers, the
-// bind/bind_ack context table, call reassembly, the ept_map parsers and the port
-// rewriter. The input is one direction of a TCP stream (the seeds are the captured
-// streams in tests/unit/fixtures/epm), and also, whole, a stub and a tower.
+// libFuzzer target for protocols/common/dcerpc and protocols/mapi/epm.h: the DCE/RPC
+// splitter and PDU parsers, the bind/bind_ack context table, call reassembly, the
+// ept_map parsers and the port rewriter. The input is one direction of a TCP stream
+// (the seeds are the captured streams in protocols/mapi/tests/fixtures), and also,
+// whole, a stub and a tower.
 //
 // Besides "no crash, no sanitizer report", it checks the promises the glue relies on:
 // the splitter never claims more bytes than it was given and agrees with itself on
@@ -13,8 +14,8 @@
 #include <cstdlib>
 #include <vector>
 
-#include "protocols/epm/dcerpc.h"
-#include "protocols/epm/epm.h"
+#include "protocols/common/dcerpc/dcerpc.h"
+#include "protocols/mapi/epm.h"
 
 using namespace wanopt::protocols::epm;
 

@@ -1,10 +1,10 @@
-#include "protocols/epm/dcerpc.h"
+#include "protocols/common/dcerpc/dcerpc.h"
 
 #include <algorithm>
 
-#include "protocols/epm/reader.h"
+#include "protocols/common/dcerpc/reader.h"
 
-namespace wanopt::protocols::epm {
+namespace wanopt::protocols::dcerpc {
 
 using internal::Get16;
 using internal::Get32;
@@ -430,4 +430,4 @@ const ContextTable::Entry* ContextTable::Find(uint16_t context_id) const {
   return nullptr;
 }
 
-}  // namespace wanopt::protocols::epm
+}  // namespace wanopt::protocols::dcerpc

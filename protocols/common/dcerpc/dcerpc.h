@@ -1,10 +1,11 @@
 // DCE/RPC connection-oriented PDUs (C706 chapter 12, MS-RPCE 2.2): the parsing half
-// of the MAPI/EPM module. Owns no sockets and no connection state except the small
+// of the mapi module (protocols/mapi), a static library so that other modules that
+// carry the same PDUs (RPC over HTTP) can use it. Owns no sockets and no connection state except the small
 // helpers at the end (StubAssembler, ContextTable).
 //
 // Every function here reads only the bytes it is given and trusts no length field:
 // a PDU is accepted only if every count and length in it points inside it. Anything
-// not understood is an Error; the module's answer to any Error is the same: stop
+// not understood is an Error; a module's answer to any Error is the same: stop
 // touching the connection and let its bytes flow on unchanged.
 //
 // Integers in the header and body follow the PDU's data representation (drep byte 0:
@@ -22,7 +23,7 @@
 #include <utility>
 #include <vector>
 
-namespace wanopt::protocols::epm {
+namespace wanopt::protocols::dcerpc {
 
 // Why parsing failed. Reasons are static strings (safe to keep, log or show).
 struct Error {
@@ -391,4 +392,4 @@ class ContextTable {
   uint16_t s2c_max_frag_ = 0;
 };
 
-}  // namespace wanopt::protocols::epm
+}  // namespace wanopt::protocols::dcerpc

@@ -1,4 +1,5 @@
-// Bounds-checked reading of DCE/RPC and NDR bytes (internal to protocols/epm).
+// Bounds-checked reading of DCE/RPC and NDR bytes, for the parsers in
+// protocols/common/dcerpc and those built on it (protocols/mapi/epm.cc).
 //
 // Every read checks the remaining length first and fails without moving; once a
 // read failed the reader stays failed, so a parser may read several fields and check
@@ -10,9 +11,9 @@
 #include <cstdint>
 #include <span>
 
-#include "protocols/epm/dcerpc.h"
+#include "protocols/common/dcerpc/dcerpc.h"
 
-namespace wanopt::protocols::epm::internal {
+namespace wanopt::protocols::dcerpc::internal {
 
 inline uint16_t Get16(const uint8_t* p, bool le) {
   return le ? static_cast<uint16_t>(p[0] | p[1] << 8) : static_cast<uint16_t>(p[0] << 8 | p[1]);
@@ -94,4 +95,4 @@ class Reader {
   bool ok_;
 };
 
-}  // namespace wanopt::protocols::epm::internal
+}  // namespace wanopt::protocols::dcerpc::internal

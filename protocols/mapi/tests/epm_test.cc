@@ -1,6 +1,7 @@
-// DCE/RPC PDUs and the endpoint mapper's ept_map (protocols/epm): real PDUs from
-// mapi.pcap (tests/unit/fixtures/epm, made by extract.py there), hand-built PDUs for
-// what the capture lacks, and malformed input of every kind.
+// DCE/RPC PDUs (protocols/common/dcerpc) and the endpoint mapper's ept_map
+// (protocols/mapi/epm.h): real PDUs from mapi.pcap (tests/fixtures, made by
+// extract.py there), hand-built PDUs for what the capture lacks, and malformed input
+// of every kind.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -10,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "protocols/epm/dcerpc.h"
-#include "protocols/epm/epm.h"
+#include "protocols/common/dcerpc/dcerpc.h"
+#include "protocols/mapi/epm.h"
 #include "wanopt/util/buffer.h"
 
 using namespace wanopt::protocols::epm;
@@ -20,7 +21,7 @@ using Bytes = std::vector<uint8_t>;
 namespace {
 
 Bytes Fixture(const std::string& name) {
-  std::ifstream in(std::string(WANOPT_EPM_FIXTURES) + "/" + name, std::ios::binary);
+  std::ifstream in(std::string(WANOPT_MODULE_FIXTURES) + "/" + name, std::ios::binary);
   REQUIRE_MESSAGE(in.good(), "missing fixture " << name);
   return Bytes(std::istreambuf_iterator<char>(in), {});
 }

@@ -1,4 +1,4 @@
-// The mapi module's bindings across restarts (protocols/epm/binding_store.h): the
+// The mapi module's bindings across restarts (protocols/mapi/binding_store.h): the
 // file's format, atomic save and load, a box that reloads what an earlier box kept
 // (expired entries dropped), a corrupt or truncated file ignored, and the kernel
 // fallback's DNAT rules as text (the namespace lab applies them for real).
@@ -11,8 +11,8 @@
 #include <limits>
 #include <sstream>
 
-#include "protocols/epm/binding_store.h"
-#include "protocols/epm/mapi.h"
+#include "protocols/mapi/binding_store.h"
+#include "protocols/mapi/mapi.h"
 
 using namespace wanopt::protocols;
 using namespace wanopt::protocols::epm;

@@ -1,4 +1,4 @@
-// The mapi module's glue (protocols/epm/mapi.h): settings, the box-wide binding
+// The mapi module's glue (protocols/mapi/mapi.h): settings, the box-wide binding
 // table, admission control and session affinity, and ept_map answers rewritten on
 // the branch only, on PDUs captured from Outlook talking to Exchange.
 #include <doctest/doctest.h>
@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "protocols/chain.h"
-#include "protocols/epm/mapi.h"
+#include "protocols/mapi/mapi.h"
 
 using namespace wanopt;
 using namespace wanopt::protocols;
@@ -21,7 +21,7 @@ namespace {
 using Bytes = std::vector<uint8_t>;
 
 Bytes Fixture(const std::string& name) {
-  std::ifstream in(std::string(WANOPT_EPM_FIXTURES) + "/" + name, std::ios::binary);
+  std::ifstream in(std::string(WANOPT_MODULE_FIXTURES) + "/" + name, std::ios::binary);
   REQUIRE_MESSAGE(in, name);
   return Bytes(std::istreambuf_iterator<char>(in), {});
 }
