@@ -41,7 +41,7 @@ struct ForwardRule {
   boost::asio::ip::tcp::endpoint peer;
   Policy policy = Policy::kFull;
   PeerDownAction peer_down = PeerDownAction::kPassThrough;
-  std::vector<std::string> modules;
+  std::vector<std::string> modules;  // default: none
 };
 
 // An IPv4 subnet, as in-path rules match addresses.
@@ -53,7 +53,9 @@ struct Subnet {
 
 struct DatacenterConfig {
   boost::asio::ip::tcp::endpoint listen;  // inner channels arrive here (default port 7800)
-  // Modules this box runs when a branch asks for them (default: every registered one).
+  // Modules this box runs when a branch asks for them (default: every registered
+  // one; the daemon registers every module but the TEST_ONLY ones, which only the
+  // test binaries link: protocols/module.cmake).
   std::vector<std::string> modules;
   // Without [peering], the branches allowed to open plaintext inner channels. A
   // listener that is not on loopback accepts no plaintext peer unless named here:
@@ -125,7 +127,7 @@ struct InpathRule {
   InpathAction action = InpathAction::kAutoDiscover;
   std::optional<boost::asio::ip::tcp::endpoint> peer;  // kFixedTarget
   Policy policy = Policy::kFull;
-  std::vector<std::string> modules;  // default: every registered module
+  std::vector<std::string> modules;  // default: every registered module (as DatacenterConfig)
   bool encryption = true;  // false only for lab measurements; the status page says so
   ServerSource server_source = ServerSource::kClient;
   bool MatchesEverything() const {
