@@ -9,7 +9,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <source_location>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -74,8 +73,10 @@ class Registry {
 // no edit here:
 //   namespace { ModuleRegistrar registrar{{WANOPT_MODULE_NAME, "counts bytes", [] { return ...; }}}; }
 struct ModuleRegistrar {
-  explicit ModuleRegistrar(ModuleInfo info, std::source_location where = std::source_location::current()) {
-    info.registered_in = where.file_name();
+  // `file` defaults to the caller's file. __builtin_FILE() rather than
+  // std::source_location, which libstdc++ does not offer to clang 14 (the fuzz build).
+  explicit ModuleRegistrar(ModuleInfo info, const char* file = __builtin_FILE()) {
+    info.registered_in = file;
     Registry::Global().Add(std::move(info));
   }
 };
