@@ -15,7 +15,7 @@
 # in: wanopt_protocols carries the daemon's modules, wanopt_test_modules the
 # TEST_ONLY ones (unit_tests and loopback_tests link both). Module tests (target
 # wanopt_module_<name>_tests) keep the names they are given in their TEST_CASEs and
-# run as "unit: <name>" like every other unit test.
+# run as "unit: <test case>" like every other unit test.
 function(wanopt_module)
   cmake_parse_arguments(PARSE_ARGV 0 arg "TEST_ONLY" "NAME;FIXTURES_DIR" "SOURCES;LIBS;TESTS")
   if(arg_UNPARSED_ARGUMENTS)
