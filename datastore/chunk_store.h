@@ -95,7 +95,7 @@
 #include <string>
 #include <vector>
 
-#include "wanopt/util/buffer.h"
+#include "util/buffer.h"
 
 namespace wanopt::datastore {
 

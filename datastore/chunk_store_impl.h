@@ -27,8 +27,8 @@
 #include "datastore/chunk_cache.h"
 #include "datastore/chunk_index.h"
 #include "datastore/chunk_store.h"
-#include "wanopt/util/bytes.h"
-#include "wanopt/util/log.h"
+#include "util/bytes.h"
+#include "util/log.h"
 
 namespace wanopt::datastore {
 

@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <utility>
 
-#include "wanopt/util/log.h"
+#include "util/log.h"
 
 namespace wanopt::datastore {
 namespace {

@@ -3,7 +3,7 @@
 #include <exception>
 
 #include "protocols/registry.h"
-#include "wanopt/util/log.h"
+#include "util/log.h"
 
 namespace wanopt::protocols {
 

@@ -28,7 +28,7 @@
 
 #include <boost/asio/ip/tcp.hpp>
 
-#include "wanopt/util/buffer.h"
+#include "util/buffer.h"
 
 namespace wanopt::protocols {
 

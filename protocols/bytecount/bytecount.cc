@@ -12,8 +12,8 @@
 #include <cstring>
 
 #include "protocols/registry.h"
-#include "wanopt/util/bytes.h"
-#include "wanopt/util/log.h"
+#include "util/bytes.h"
+#include "util/log.h"
 
 namespace wanopt::protocols::bytecount {
 namespace {

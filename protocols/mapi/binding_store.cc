@@ -1,7 +1,7 @@
 #include "protocols/mapi/binding_store.h"
 
 #include "protocols/mapi/mapi.h"
-#include "wanopt/util/log.h"
+#include "util/log.h"
 
 #include <fcntl.h>
 #include <spawn.h>

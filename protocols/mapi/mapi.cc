@@ -6,7 +6,7 @@
 
 #include "protocols/mapi/epm.h"
 #include "protocols/registry.h"
-#include "wanopt/util/log.h"
+#include "util/log.h"
 
 namespace wanopt::protocols::epm {
 namespace {

@@ -66,7 +66,7 @@
 #include "wanopt/dre/codec.h"
 #include "wanopt/dre/peer_table.h"
 #include "wanopt/lab/echo.h"
-#include "wanopt/util/log.h"
+#include "util/log.h"
 
 namespace {
 

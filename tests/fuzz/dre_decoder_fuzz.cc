@@ -25,8 +25,8 @@
 #include "tests/fuzz/dre_fixture.h"
 #include "wanopt/channel/frame.h"
 #include "wanopt/dre/codec.h"
-#include "wanopt/util/bytes.h"
-#include "wanopt/util/log.h"
+#include "util/bytes.h"
+#include "util/log.h"
 
 using namespace wanopt;
 

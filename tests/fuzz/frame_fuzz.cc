@@ -18,7 +18,7 @@
 
 #include "wanopt/channel/frame.h"
 #include "wanopt/channel/hello.h"
-#include "wanopt/util/bytes.h"
+#include "util/bytes.h"
 
 using namespace wanopt;
 using namespace wanopt::channel;

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "wanopt/dre/peer_table.h"
-#include "wanopt/util/log.h"
+#include "util/log.h"
 
 using namespace wanopt;
 

@@ -11,7 +11,7 @@
 #include "tests/integration/pair.h"
 #include "wanopt/channel/frame.h"
 #include "wanopt/channel/hello.h"
-#include "wanopt/util/log.h"
+#include "util/log.h"
 
 using namespace wanopt;
 using namespace wanopt::testing;

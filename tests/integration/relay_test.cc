@@ -10,7 +10,7 @@
 
 #include "protocols/bytecount/bytecount.h"
 #include "tests/integration/pair.h"
-#include "wanopt/util/log.h"
+#include "util/log.h"
 
 using namespace wanopt;
 using namespace wanopt::testing;

@@ -100,7 +100,7 @@ def reduction(lan, wan):
 
 
 def as_json(x):
-    """x as the status API writes a double (wanopt/util/json.h: %.6g)."""
+    """x as the status API writes a double (util/json.h: %.6g)."""
     return float(f"{x:.6g}")
 
 

@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "wanopt/util/buffer.h"
+#include "util/buffer.h"
 
 using wanopt::Buffer;
 

@@ -30,7 +30,7 @@
 #include "datastore/chunk_index.h"
 #include "datastore/chunk_store.h"
 #include "datastore/testing.h"
-#include "wanopt/util/log.h"
+#include "util/log.h"
 
 using namespace wanopt;
 using namespace wanopt::datastore;

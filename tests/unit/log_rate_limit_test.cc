@@ -1,6 +1,6 @@
 #include <doctest/doctest.h>
 
-#include "wanopt/util/log_rate_limit.h"
+#include "util/log_rate_limit.h"
 
 using namespace wanopt;
 using Clock = log::RateLimit::Clock;

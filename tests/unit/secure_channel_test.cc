@@ -20,7 +20,7 @@
 #include <boost/asio/write.hpp>
 
 #include "wanopt/channel/secure_channel.h"
-#include "wanopt/util/sha256.h"
+#include "util/sha256.h"
 
 namespace asio = boost::asio;
 using asio::ip::tcp;

@@ -3,7 +3,7 @@
 #define XXH_INLINE_ALL  // inlined: the frame check runs on every relayed byte
 #include <xxhash.h>
 
-#include "wanopt/util/bytes.h"
+#include "util/bytes.h"
 
 namespace wanopt::channel {
 namespace {

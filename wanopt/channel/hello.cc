@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "wanopt/util/bytes.h"
+#include "util/bytes.h"
 
 namespace wanopt::channel {
 namespace {

@@ -15,8 +15,8 @@
 #include "wanopt/config/config.h"
 #include "wanopt/daemon/daemon.h"
 #include "wanopt/lab/lab.h"
-#include "wanopt/util/log.h"
-#include "wanopt/util/signals.h"
+#include "util/log.h"
+#include "util/signals.h"
 
 #ifndef WANOPT_VERSION
 #define WANOPT_VERSION "0.0.0"

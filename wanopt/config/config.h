@@ -22,7 +22,7 @@
 #include "wanopt/channel/policy.h"
 #include "wanopt/channel/secure_channel.h"
 #include "wanopt/dre/chunker.h"
-#include "wanopt/util/log.h"
+#include "util/log.h"
 
 namespace wanopt {
 

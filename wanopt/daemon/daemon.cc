@@ -17,12 +17,12 @@
 #include "wanopt/intercept/interceptor.h"
 #include "wanopt/session/secure_start.h"
 #include "wanopt/status/status_server.h"
-#include "wanopt/util/accept_backoff.h"
-#include "wanopt/util/bytes.h"
-#include "wanopt/util/close_with_reset.h"
-#include "wanopt/util/endpoint.h"
-#include "wanopt/util/log.h"
-#include "wanopt/util/log_rate_limit.h"
+#include "util/accept_backoff.h"
+#include "util/bytes.h"
+#include "util/close_with_reset.h"
+#include "util/endpoint.h"
+#include "util/log.h"
+#include "util/log_rate_limit.h"
 
 namespace wanopt {
 

@@ -9,8 +9,8 @@
 #include <stdexcept>
 
 #include "wanopt/channel/frame.h"
-#include "wanopt/util/bytes.h"
-#include "wanopt/util/log.h"
+#include "util/bytes.h"
+#include "util/log.h"
 
 namespace wanopt::dre {
 namespace {

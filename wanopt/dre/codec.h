@@ -56,7 +56,7 @@
 #include "wanopt/dre/chunker.h"
 #include "wanopt/dre/fingerprint.h"
 #include "wanopt/dre/peer_table.h"
-#include "wanopt/util/buffer.h"
+#include "util/buffer.h"
 
 namespace wanopt::dre {
 

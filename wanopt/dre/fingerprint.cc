@@ -3,7 +3,7 @@
 #define XXH_INLINE_ALL  // inlined: every chunk of every DRE-encoded stream is hashed
 #include <xxhash.h>
 
-#include "wanopt/util/bytes.h"
+#include "util/bytes.h"
 
 namespace wanopt::dre {
 

@@ -5,8 +5,8 @@
 #include <cstring>
 #include <filesystem>
 
-#include "wanopt/util/bytes.h"
-#include "wanopt/util/log.h"
+#include "util/bytes.h"
+#include "util/log.h"
 
 namespace wanopt::dre {
 namespace {

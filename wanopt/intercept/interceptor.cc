@@ -21,11 +21,11 @@
 #include "wanopt/session/secure_start.h"
 #include "wanopt/intercept/netlink_queue.h"
 #include "wanopt/intercept/packet.h"
-#include "wanopt/util/close_with_reset.h"
-#include "wanopt/util/endpoint.h"
-#include "wanopt/util/log.h"
-#include "wanopt/util/accept_backoff.h"
-#include "wanopt/util/log_rate_limit.h"
+#include "util/close_with_reset.h"
+#include "util/endpoint.h"
+#include "util/log.h"
+#include "util/accept_backoff.h"
+#include "util/log_rate_limit.h"
 
 namespace wanopt::intercept {
 

@@ -16,7 +16,7 @@ extern "C" {
 #include <libnetfilter_queue/libnetfilter_queue.h>
 }
 
-#include "wanopt/util/log.h"
+#include "util/log.h"
 
 namespace wanopt::intercept {
 namespace {

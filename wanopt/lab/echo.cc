@@ -12,8 +12,8 @@
 #include <cstring>
 #include <random>
 
-#include "wanopt/util/bytes.h"
-#include "wanopt/util/sha256.h"
+#include "util/bytes.h"
+#include "util/sha256.h"
 
 namespace wanopt::lab {
 

@@ -10,9 +10,9 @@
 #include "wanopt/daemon/daemon.h"
 #include "wanopt/lab/echo.h"
 #include "wanopt/status/status_server.h"
-#include "wanopt/util/json.h"
-#include "wanopt/util/log.h"
-#include "wanopt/util/signals.h"
+#include "util/json.h"
+#include "util/log.h"
+#include "util/signals.h"
 
 namespace wanopt::lab {
 namespace {

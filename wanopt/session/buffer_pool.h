@@ -8,7 +8,7 @@
 #include <memory>
 
 #include "wanopt/channel/frame.h"
-#include "wanopt/util/buffer.h"
+#include "util/buffer.h"
 
 namespace wanopt {
 

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "wanopt/util/endpoint.h"
+#include "util/endpoint.h"
 
 namespace wanopt {
 namespace {

@@ -2,9 +2,9 @@
 
 #include <memory>
 
-#include "wanopt/util/close_with_reset.h"
-#include "wanopt/util/log.h"
-#include "wanopt/util/log_rate_limit.h"
+#include "util/close_with_reset.h"
+#include "util/log.h"
+#include "util/log_rate_limit.h"
 
 namespace wanopt {
 namespace {

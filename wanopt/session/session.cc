@@ -28,9 +28,9 @@
 #include "wanopt/session/buffer_pool.h"
 #include "wanopt/session/negotiation.h"
 #include "wanopt/session/secure_start.h"
-#include "wanopt/util/close_with_reset.h"
-#include "wanopt/util/endpoint.h"
-#include "wanopt/util/log.h"
+#include "util/close_with_reset.h"
+#include "util/endpoint.h"
+#include "util/log.h"
 
 namespace wanopt {
 namespace {

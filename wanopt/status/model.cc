@@ -6,7 +6,7 @@
 #include <tuple>
 
 #include "wanopt/config/config.h"
-#include "wanopt/util/endpoint.h"
+#include "util/endpoint.h"
 #include "wanopt/daemon/daemon.h"
 
 namespace wanopt::status {

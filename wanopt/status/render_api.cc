@@ -4,7 +4,7 @@
 #include "wanopt/daemon/daemon.h"
 #include "wanopt/status/model.h"
 #include "wanopt/status/render.h"
-#include "wanopt/util/json.h"
+#include "util/json.h"
 
 namespace wanopt::status {
 namespace {

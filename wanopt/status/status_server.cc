@@ -17,11 +17,11 @@
 
 #include "wanopt/daemon/daemon.h"
 #include "wanopt/status/http_connection.h"
-#include "wanopt/util/accept_backoff.h"
+#include "util/accept_backoff.h"
 #include "wanopt/status/model.h"
 #include "wanopt/status/render.h"
-#include "wanopt/util/log.h"
-#include "wanopt/util/log_rate_limit.h"
+#include "util/log.h"
+#include "util/log_rate_limit.h"
 
 namespace wanopt {
 

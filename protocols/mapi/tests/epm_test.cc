@@ -13,7 +13,7 @@
 
 #include "protocols/common/dcerpc/dcerpc.h"
 #include "protocols/mapi/epm.h"
-#include "wanopt/util/buffer.h"
+#include "util/buffer.h"
 
 using namespace wanopt::protocols::epm;
 using Bytes = std::vector<uint8_t>;

@@ -18,7 +18,7 @@
 #include <chrono>
 #include <cstdint>
 
-#include "wanopt/util/log_rate_limit.h"
+#include "util/log_rate_limit.h"
 
 namespace wanopt {
 

@@ -1,4 +1,4 @@
-#include "wanopt/util/log.h"
+#include "util/log.h"
 
 #include <unistd.h>
 

@@ -1,4 +1,4 @@
-#include "wanopt/util/sha256.h"
+#include "util/sha256.h"
 
 #include <openssl/evp.h>
 
