@@ -28,6 +28,7 @@
 #include "wanopt/session/buffer_pool.h"
 #include "wanopt/session/negotiation.h"
 #include "wanopt/session/secure_start.h"
+#include "wanopt/session/wan_writer.h"
 #include "util/close_with_reset.h"
 #include "util/endpoint.h"
 #include "util/log.h"
@@ -107,7 +108,8 @@ void BindTransparent(tcp::socket& socket, const boost::asio::ip::address& source
 void ClearAbortiveClose(tcp::socket& socket) { SetAbortiveClose(socket, false); }
 
 class Session final : public std::enable_shared_from_this<Session>,
-                      public protocols::ModuleChain::Host {
+                      public protocols::ModuleChain::Host,
+                      public WanWriter::Events {
  public:
   Session(SessionEnvironment& env, Role role, tcp::socket lan_or_inner)
       : env_(env),
@@ -135,6 +137,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   // ---- Branch: connect to the peer (or the server), then relay. ----
 
   void StartBranch(BranchPlan plan) {
+    wan_writer_.Start(weak_from_this());
     plan_ = std::move(plan);
     error_code ec;
     info_.client = lan_.remote_endpoint(ec);
@@ -204,7 +207,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     TuneInnerSocket(wan_, env_.config);
     wan_remote_ = *plan_.peer;
     record_->SetPeer(plan_.peer_id, Format(wan_remote_));
-    framed_ = true;
+    SetFramed(true);
     awaiting_handshake_ = true;
     channel::Hello hello;
     hello.device_id = env_.config.device_id;
@@ -225,7 +228,7 @@ class Session final : public std::enable_shared_from_this<Session>,
       if (auto own = OwnAddressTowards(plan_.peer->address()); !own.is_unspecified()) hello.opener = own;
     }
     hello.modules = plan_.modules;
-    QueueControlFrame(FrameType::kHello, 0, channel::EncodeHello(hello));
+    wan_writer_.QueueControl(FrameType::kHello, 0, channel::EncodeHello(hello));
     // Client bytes follow the hello at once: discovery of the server's answer costs
     // no round trip. The datacenter reads them only after it reached the server.
     // They are encoded as the peering's last connection applied, if there was one.
@@ -251,7 +254,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     record_->SetState(ConnectionState::kPassThrough);
     record_->SetPeer("", "");
     record_->AddNote("pass-through: " + reason);
-    framed_ = false;
+    SetFramed(false);
     modules_->SetPeerSlots(0);
   }
 
@@ -290,6 +293,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   // ---- Datacenter: read the hello, connect to the server, answer, relay. ----
 
   void StartDatacenter(DatacenterPlan plan) {
+    wan_writer_.Start(weak_from_this());
     error_code ec;
     peer_endpoint_ = wan_remote_ = plan.peer_endpoint ? *plan.peer_endpoint : wan_.remote_endpoint(ec);
     for (const auto& note : plan.notes) record_->AddNote(note);
@@ -299,7 +303,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     }
     TuneInnerSocket(wan_, env_.config);
     wan_.non_blocking(true, ec);
-    framed_ = true;
+    SetFramed(true);
     awaiting_handshake_ = true;
     StartTicks();
     // The hello must arrive within the handshake deadline, however it trickles in:
@@ -418,7 +422,7 @@ class Session final : public std::enable_shared_from_this<Session>,
       return AnswerAndDrain(StatusFor(ec), "server " + Format(info_.server) + ": " + ec.message(), /*resume=*/true);
     }
     TuneLanSocket(lan_);
-    QueueControlFrame(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));
+    wan_writer_.QueueControl(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));
     record_->SetState(ConnectionState::kOptimized);
     StartRelay();
     DownResume();
@@ -431,7 +435,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   void AnswerAndDrain(channel::HelloStatus status, const std::string& note, bool resume) {
     ack_.status = status;
     record_->AddNote(note);  // before the answer: the branch may act on it at once
-    QueueControlFrame(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));
+    wan_writer_.QueueControl(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));
     reset_ = true;
     draining_ = true;
     if (resume) DownResume();
@@ -451,6 +455,11 @@ class Session final : public std::enable_shared_from_this<Session>,
   }
 
  private:
+  void SetFramed(bool framed) {
+    framed_ = framed;
+    wan_writer_.set_framed(framed);
+  }
+
   static bool HasDre(Policy p) { return static_cast<uint8_t>(p) & static_cast<uint8_t>(Policy::kDre); }
   static bool HasLz(Policy p) { return static_cast<uint8_t>(p) & static_cast<uint8_t>(Policy::kLz); }
 
@@ -497,7 +506,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   const protocols::ConnectionInfo& connection() const override { return info_; }
   bool SendModuleMessage(uint16_t slot, std::span<const uint8_t> message) override {
     if (!framed_ || up_ended_ || closed_) return false;
-    QueueControlFrame(FrameType::kModule, slot, {message.begin(), message.end()});
+    wan_writer_.QueueControl(FrameType::kModule, slot, {message.begin(), message.end()});
     return true;
   }
   void SetApplication(std::string_view name) override { record_->SetApplication(name); }
@@ -533,17 +542,6 @@ class Session final : public std::enable_shared_from_this<Session>,
       handler(ec);
     });
   }
-
-  enum class After { kNothing, kResumeUp, kHalfCloseSent };
-
-  struct WanWrite {
-    std::array<uint8_t, channel::kFrameHeaderSize> header{};
-    bool has_header = false;
-    std::vector<uint8_t> owned;          // control frame payloads
-    std::unique_ptr<Buffer> encoded;     // a DRE/LZ frame payload
-    std::span<const uint8_t> borrowed;   // data still in up_buffer_ (or owned_tail_)
-    After after = After::kNothing;
-  };
 
   // ---- Up: LAN -> modules -> WAN ----
 
@@ -608,27 +606,22 @@ class Session final : public std::enable_shared_from_this<Session>,
         }
         continue;
       }
-      QueueData(buffer.span(), /*resume_up=*/true);
+      wan_writer_.QueueData(buffer.span(), WanWriter::After::kResumeUp);
       return;
     }
   }
 
   // Sends one encoded frame; the up direction resumes when it is written.
   void SendEncoded() {
-    QueueEncoded(After::kResumeUp);
+    QueueEncoded(WanWriter::After::kResumeUp);
     UpdateCodecStats();
   }
 
-  void QueueEncoded(After after) {
-    WanWrite write;
-    write.encoded = std::make_unique<Buffer>();
+  void QueueEncoded(WanWriter::After after) {
+    auto payload = std::make_unique<Buffer>();
     uint8_t flags = 0;
-    encoder_->TakePayload(*write.encoded, &flags);
-    FrameHeader header{FrameType::kDre, flags, 0, static_cast<uint32_t>(write.encoded->size())};
-    channel::EncodeFrameHeader(header, write.encoded->span(), write.header);
-    write.has_header = true;
-    write.after = after;
-    QueueWan(std::move(write));
+    encoder_->TakePayload(*payload, &flags);
+    wan_writer_.QueueEncoded(std::move(payload), flags, after);
   }
 
   // The LAN side sent FIN: let the modules flush, then half-close towards the peer.
@@ -640,112 +633,36 @@ class Session final : public std::enable_shared_from_this<Session>,
     if (encoder_) {
       if (!tail.empty()) encoder_->Append(tail.span());
       encoder_->Flush();
-      while (encoder_->HasPayload()) QueueEncoded(After::kNothing);
+      while (encoder_->HasPayload()) QueueEncoded(WanWriter::After::kNothing);
       UpdateCodecStats();
     } else if (!tail.empty()) {
       owned_tail_.push_back(std::vector<uint8_t>(tail.data(), tail.data() + tail.size()));
-      QueueData(owned_tail_.back(), /*resume_up=*/false);
+      wan_writer_.QueueData(owned_tail_.back(), WanWriter::After::kNothing);
     }
-    WanWrite write;
-    if (framed_) EncodeHeader(write, FrameType::kHalfClose, 0, {});
-    write.after = After::kHalfCloseSent;
-    QueueWan(std::move(write));
+    wan_writer_.QueueHalfClose();
   }
 
-  // ---- The WAN writer: one write at a time, in queue order ----
+  // ---- WanWriter::Events ----
 
-  void EncodeHeader(WanWrite& write, FrameType type, uint16_t stream, std::span<const uint8_t> payload) {
-    FrameHeader header{type, 0, stream, static_cast<uint32_t>(payload.size())};
-    channel::EncodeFrameHeader(header, payload, write.header);
-    write.has_header = true;
-  }
-
-  void QueueData(std::span<const uint8_t> data, bool resume_up) {
-    if (!framed_) {
-      WanWrite write;
-      write.borrowed = data;
-      write.after = resume_up ? After::kResumeUp : After::kNothing;
-      QueueWan(std::move(write));
-      return;
-    }
-    // A module may have grown the data past one frame.
-    while (!data.empty()) {
-      auto part = data.first(std::min(data.size(), channel::kMaxFramePayload));
-      data = data.subspan(part.size());
-      WanWrite write;
-      EncodeHeader(write, FrameType::kData, 0, part);
-      write.borrowed = part;
-      write.after = data.empty() && resume_up ? After::kResumeUp : After::kNothing;
-      QueueWan(std::move(write));
-    }
-  }
-
-  void QueueControlFrame(FrameType type, uint16_t stream, std::vector<uint8_t> payload) {
-    WanWrite write;
-    write.owned = std::move(payload);
-    EncodeHeader(write, type, stream, write.owned);
-    QueueWan(std::move(write));
-  }
-
-  void QueueWan(WanWrite write) {
-    wan_queue_.push_back(std::move(write));
-    if (!wan_writing_) WriteNextWan();
-  }
-
-  // A control frame that must not wait behind queued data (nack, repair): the peer's
-  // decoder is stalled until it arrives. Goes right after the write in flight.
-  void QueueUrgent(FrameType type, std::vector<uint8_t> payload) {
-    WanWrite write;
-    write.owned = std::move(payload);
-    EncodeHeader(write, type, 0, write.owned);
-    wan_queue_.insert(wan_queue_.begin() + (wan_writing_ ? 1 : 0), std::move(write));
-    if (!wan_writing_) WriteNextWan();
-  }
-
-  void WriteNextWan() {
-    if (closed_ || wan_queue_.empty()) {
-      wan_writing_ = false;
-      return;
-    }
-    wan_writing_ = true;
-    const WanWrite& write = wan_queue_.front();
-    asio::const_buffer payload = write.encoded         ? asio::buffer(write.encoded->data(), write.encoded->size())
-                                 : !write.owned.empty() ? asio::buffer(write.owned)
-                                                        : asio::buffer(write.borrowed.data(), write.borrowed.size());
-    std::array<asio::const_buffer, 2> buffers{
-        asio::buffer(write.header.data(), write.has_header ? write.header.size() : 0), payload};
-    asio::async_write(wan_, buffers, [self = shared_from_this()](error_code ec, size_t n) {
-      self->OnWanWritten(ec, n);
-    });
-  }
-
-  void OnWanWritten(error_code ec, size_t n) {
+  void OnWanWritten(size_t n, WanWriter::After after) override {
     if (closed_) return;
-    if (ec) {
-      FailWan("write", ec);
-      return;
-    }
     // The WAN socket carries WAN bytes whether it is an inner channel or, passing
     // through, the server connection itself: unreduced bytes still cross the WAN.
     CountWanOut(n);
     last_wan_tx_ = Clock::now();
-    After after = wan_queue_.front().after;
-    wan_queue_.pop_front();
-    wan_writing_ = false;
     switch (after) {
-      case After::kNothing: break;
-      case After::kResumeUp: UpRead(); break;
-      case After::kHalfCloseSent:
-        if (!framed_) {
-          error_code ignored;
-          wan_.shutdown(tcp::socket::shutdown_send, ignored);
-        }
+      case WanWriter::After::kNothing: break;
+      case WanWriter::After::kResumeUp: UpRead(); break;
+      case WanWriter::After::kHalfCloseSent:
         up_finished_ = true;
         owned_tail_.clear();
         MaybeFinish();
         break;
     }
-    if (!wan_writing_) WriteNextWan();
+  }
+
+  void OnWanWriteFailed(const error_code& ec) override {
+    if (!closed_) FailWan("write", ec);
   }
 
   // ---- Down: WAN -> check frames -> modules -> LAN ----
@@ -935,7 +852,7 @@ class Session final : public std::enable_shared_from_this<Session>,
         awaited_repairs_ = missing.size();
         stalled_ = true;
         record_->AddNote("NACK: references the datastore could not resolve were re-sent");
-        QueueUrgent(FrameType::kNack, channel::EncodeNack(missing));
+        wan_writer_.QueueUrgent(FrameType::kNack, channel::EncodeNack(missing));
         return true;
       }
       case dre::Decoder::Status::kCorrupt:
@@ -964,7 +881,7 @@ class Session final : public std::enable_shared_from_this<Session>,
         Fail(ResetReason::kIntegrity);
         return false;
       }
-      QueueUrgent(FrameType::kRepair, channel::EncodeRepair(wire, *chunk));
+      wan_writer_.QueueUrgent(FrameType::kRepair, channel::EncodeRepair(wire, *chunk));
     }
     UpdateCodecStats();
     return true;
@@ -1046,7 +963,7 @@ class Session final : public std::enable_shared_from_this<Session>,
                                         << ", this box version " << int{channel::kProtocolVersion};
         ack_.status = channel::HelloStatus::kVersionUnsupported;
         ack_.device_id = env_.config.device_id;
-        QueueControlFrame(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));
+        wan_writer_.QueueControl(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));
         draining_ = true;
         return true;
       }
@@ -1211,8 +1128,8 @@ class Session final : public std::enable_shared_from_this<Session>,
     ReleaseIfIdle();  // first: a keepalive queued below would be a write in flight
     auto now = Clock::now();
     const auto& t = env_.config.timeouts;
-    if (!up_ended_ && !wan_writing_ && now - last_wan_tx_ >= t.keepalive && !awaiting_handshake_) {
-      QueueControlFrame(FrameType::kKeepalive, 0, {});
+    if (!up_ended_ && !wan_writer_.writing() && now - last_wan_tx_ >= t.keepalive && !awaiting_handshake_) {
+      wan_writer_.QueueControl(FrameType::kKeepalive, 0, {});
     }
     // Silence only counts while we are waiting for the peer and it still owes us
     // frames: not while our LAN side is slow to take what it sent.
@@ -1231,14 +1148,14 @@ class Session final : public std::enable_shared_from_this<Session>,
   // decoding grew.
   void ReleaseIfIdle() {
     uint64_t lan = record_->lan_in.load(std::memory_order_relaxed) + record_->lan_out.load(std::memory_order_relaxed);
-    bool idle = lan == lan_bytes_at_tick_ && !wan_writing_ && lan_write_.empty() && !stalled_;
+    bool idle = lan == lan_bytes_at_tick_ && !wan_writer_.writing() && lan_write_.empty() && !stalled_;
     lan_bytes_at_tick_ = lan;
     if (!idle) return;
     auto held = [this] { return (encoder_ ? encoder_->HeldBytes() : 0) + (decoder_ ? decoder_->HeldBytes() : 0); };
     size_t before = held();
     if (decoder_) decoder_->ReleaseIdle();
     // The frame that ends the LZ stream is a dre frame: none may follow our half-close.
-    if (encoder_ && encoder_->ReleaseIdle(!up_ended_ && !awaiting_handshake_)) QueueEncoded(After::kNothing);
+    if (encoder_ && encoder_->ReleaseIdle(!up_ended_ && !awaiting_handshake_)) QueueEncoded(WanWriter::After::kNothing);
     if (size_t after = held(); after < before) env_.counters.codec_bytes_released += before - after;
     if (decoded_.empty()) decoded_.ShrinkToFit();
     if (module_output_.empty()) module_output_.ShrinkToFit();
@@ -1286,7 +1203,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     if (closed_) return;
     reset_ = true;
     record_->AddNote("reset: " + std::string(channel::ResetReasonName(reason)));
-    if (framed_ && wan_.is_open() && !wan_writing_) {
+    if (framed_ && wan_.is_open() && !wan_writer_.writing()) {
       std::vector<uint8_t> payload{static_cast<uint8_t>(reason)};
       std::array<uint8_t, channel::kFrameHeaderSize> header{};
       channel::EncodeFrameHeader({FrameType::kReset, 0, 0, 1}, payload, header);
@@ -1315,6 +1232,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   void Close() {
     if (closed_) return;
     closed_ = true;
+    wan_writer_.Stop();
     error_code ignored;
     connect_timer_.cancel();
     tick_timer_.cancel();
@@ -1342,6 +1260,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   BranchPlan plan_;
   tcp::socket lan_;
   tcp::socket wan_;
+  WanWriter wan_writer_{wan_, *this};
   asio::steady_timer connect_timer_;
   asio::steady_timer tick_timer_;
   std::unique_ptr<protocols::ModuleChain> modules_;
@@ -1356,8 +1275,6 @@ class Session final : public std::enable_shared_from_this<Session>,
   // Up direction.
   std::unique_ptr<Buffer> up_buffer_;
   std::deque<std::vector<uint8_t>> owned_tail_;  // module output at end of stream
-  std::deque<WanWrite> wan_queue_;
-  bool wan_writing_ = false;
   bool up_ended_ = false;     // the LAN side sent FIN; our half-close is queued
   bool up_finished_ = false;  // ... and on the wire
   uint32_t connect_generation_ = 0;
