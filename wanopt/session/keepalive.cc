@@ -1,0 +1,56 @@
+// Keepalive, dead-peer detection and the idle release of codecs and buffers (inner
+// channels only).
+#include "wanopt/session/session_impl.h"
+
+namespace wanopt::session_internal {
+
+void Session::StartTicks() {
+  last_wan_rx_ = last_wan_tx_ = Clock::now();
+  ScheduleTick();
+}
+
+void Session::ScheduleTick() {
+  tick_timer_.expires_after(env_.config.timeouts.keepalive);
+  tick_timer_.async_wait([self = shared_from_this()](error_code ec) {
+    if (!ec && !self->closed_) self->OnTick();
+  });
+}
+
+void Session::OnTick() {
+  ReleaseIfIdle();  // first: a keepalive queued below would be a write in flight
+  auto now = Clock::now();
+  const auto& t = env_.config.timeouts;
+  if (!up_ended_ && !wan_writer_.writing() && now - last_wan_tx_ >= t.keepalive && !awaiting_handshake_) {
+    wan_writer_.QueueControl(FrameType::kKeepalive, 0, {});
+  }
+  // Silence only counts while we are waiting for the peer and it still owes us
+  // frames: not while our LAN side is slow to take what it sent.
+  if (down_waiting_ && !peer_finished_ && now - last_wan_rx_ >= t.dead_peer) {
+    WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": peer " << Format(wan_endpoint())
+                                  << " silent for " << t.dead_peer.count() << " ms: resetting";
+    Fail(ResetReason::kTimeout);
+    return;
+  }
+  ScheduleTick();
+}
+
+// An idle connection holds no codec contexts (their memory dwarfs the connection's):
+// after a keepalive interval in which no LAN byte moved and nothing was in flight,
+// the codecs free what the next byte rebuilds (dre/codec.h), and so do the buffers
+// decoding grew.
+void Session::ReleaseIfIdle() {
+  uint64_t lan = record_->lan_in.load(std::memory_order_relaxed) + record_->lan_out.load(std::memory_order_relaxed);
+  bool idle = lan == lan_bytes_at_tick_ && !wan_writer_.writing() && lan_write_.empty() && !stalled_;
+  lan_bytes_at_tick_ = lan;
+  if (!idle) return;
+  auto held = [this] { return (encoder_ ? encoder_->HeldBytes() : 0) + (decoder_ ? decoder_->HeldBytes() : 0); };
+  size_t before = held();
+  if (decoder_) decoder_->ReleaseIdle();
+  // The frame that ends the LZ stream is a dre frame: none may follow our half-close.
+  if (encoder_ && encoder_->ReleaseIdle(!up_ended_ && !awaiting_handshake_)) QueueEncoded(WanWriter::After::kNothing);
+  if (size_t after = held(); after < before) env_.counters.codec_bytes_released += before - after;
+  if (decoded_.empty()) decoded_.ShrinkToFit();
+  if (module_output_.empty()) module_output_.ShrinkToFit();
+}
+
+}  // namespace wanopt::session_internal
