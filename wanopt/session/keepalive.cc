@@ -20,12 +20,12 @@ void Session::OnTick() {
   ReleaseIfIdle();  // first: a keepalive queued below would be a write in flight
   auto now = Clock::now();
   const auto& t = env_.config.timeouts;
-  if (!up_ended_ && !wan_writer_.writing() && now - last_wan_tx_ >= t.keepalive && !awaiting_handshake_) {
+  if (up_phase_ == UpPhase::kRelaying && !wan_writer_.writing() && now - last_wan_tx_ >= t.keepalive && !awaiting_handshake_) {
     wan_writer_.QueueControl(FrameType::kKeepalive, 0, {});
   }
   // Silence only counts while we are waiting for the peer and it still owes us
   // frames: not while our LAN side is slow to take what it sent.
-  if (down_waiting_ && !peer_finished_ && now - last_wan_rx_ >= t.dead_peer) {
+  if (down_waiting_ && down_phase_ == DownPhase::kRelaying && now - last_wan_rx_ >= t.dead_peer) {
     WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": peer " << Format(wan_endpoint())
                                   << " silent for " << t.dead_peer.count() << " ms: resetting";
     Fail(ResetReason::kTimeout);
@@ -47,7 +47,7 @@ void Session::ReleaseIfIdle() {
   size_t before = held();
   if (decoder_) decoder_->ReleaseIdle();
   // The frame that ends the LZ stream is a dre frame: none may follow our half-close.
-  if (encoder_ && encoder_->ReleaseIdle(!up_ended_ && !awaiting_handshake_)) QueueEncoded(WanWriter::After::kNothing);
+  if (encoder_ && encoder_->ReleaseIdle(up_phase_ == UpPhase::kRelaying && !awaiting_handshake_)) QueueEncoded(WanWriter::After::kNothing);
   if (size_t after = held(); after < before) env_.counters.codec_bytes_released += before - after;
   if (decoded_.empty()) decoded_.ShrinkToFit();
   if (module_output_.empty()) module_output_.ShrinkToFit();

@@ -64,7 +64,6 @@ bool Session::ProcessRaw() {
 bool Session::ProcessFrames() {
   lan_write_.clear();
   module_output_.Clear();
-  half_close_pending_ = false;
   size_t consumed = 0;
   for (;;) {
     std::span<const uint8_t> input = down_buffer_->span().subspan(consumed);
@@ -90,7 +89,6 @@ bool Session::ProcessFrames() {
   }
   if (!module_output_.empty()) lan_write_.push_back(asio::buffer(module_output_.data(), module_output_.size()));
   down_consumed_ = consumed;
-  lan_shutdown_after_write_ = half_close_pending_;
   if (!lan_write_.empty()) {
     WriteLan();
     return false;
@@ -120,7 +118,7 @@ bool Session::HandleFrame(const channel::DecodedFrame& frame, std::span<const ui
   }
   switch (frame.header.type) {
     case FrameType::kData:
-      if (peer_finished_) {
+      if (down_phase_ != DownPhase::kRelaying) {
         ProtocolError("data after half-close");
         return false;
       }
@@ -131,7 +129,7 @@ bool Session::HandleFrame(const channel::DecodedFrame& frame, std::span<const ui
         ProtocolError("dre frame, but no DRE or LZ was negotiated");
         return false;
       }
-      if (peer_finished_) {
+      if (down_phase_ != DownPhase::kRelaying) {
         ProtocolError("data after half-close");
         return false;
       }
@@ -140,12 +138,11 @@ bool Session::HandleFrame(const channel::DecodedFrame& frame, std::span<const ui
       return AfterDecode(status);
     }
     case FrameType::kHalfClose:
-      if (peer_finished_) {
+      if (down_phase_ != DownPhase::kRelaying) {
         ProtocolError("second half-close");
         return false;
       }
-      peer_finished_ = true;
-      half_close_pending_ = true;
+      down_phase_ = DownPhase::kPeerFinished;
       if (!modules_->empty()) {
         Buffer tail;
         modules_->Process(DownDirection(), tail, true);
@@ -214,11 +211,10 @@ bool Session::FinishBatch() {
   down_consumed_ = 0;
   lan_write_.clear();
   module_output_.Clear();
-  if (lan_shutdown_after_write_) {
-    lan_shutdown_after_write_ = false;
+  if (down_phase_ == DownPhase::kPeerFinished) {
     error_code ignored;
     lan_.shutdown(tcp::socket::shutdown_send, ignored);
-    down_finished_ = true;
+    down_phase_ = DownPhase::kEnded;
     MaybeFinish();
     // Pass-through: the server's FIN ends this direction. Framed: keep reading the
     // inner channel for resets and module messages until the session ends.
@@ -236,7 +232,7 @@ void Session::DownEnd() {
     module_output_.Clear();
     modules_->Process(DownDirection(), module_output_, true);
     down_consumed_ = 0;
-    lan_shutdown_after_write_ = true;
+    down_phase_ = DownPhase::kPeerFinished;
     if (module_output_.empty()) {
       FinishBatch();
       return;
@@ -248,7 +244,7 @@ void Session::DownEnd() {
   // Both half-closes crossed: the peer closing is the normal end. Our half-close
   // may be written without its completion having run yet (the peer could only
   // close after reading it), so "queued" is enough here.
-  if (draining_ || (up_ended_ && down_finished_)) {
+  if (draining_ || (up_phase_ != UpPhase::kRelaying && down_phase_ == DownPhase::kEnded)) {
     Close();
     return;
   }

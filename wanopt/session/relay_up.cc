@@ -88,7 +88,7 @@ void Session::UpEnd() {
   ReleaseRelayBuffer(std::move(up_buffer_));
   Buffer tail;
   modules_->Process(UpDirection(), tail, true);
-  up_ended_ = true;  // modules could still message their twins just above
+  up_phase_ = UpPhase::kEnding;  // modules could still message their twins just above
   if (encoder_) {
     if (!tail.empty()) encoder_->Append(tail.span());
     encoder_->Flush();
@@ -111,7 +111,7 @@ void Session::OnWanWritten(size_t n, WanWriter::After after) {
     case WanWriter::After::kNothing: break;
     case WanWriter::After::kResumeUp: UpRead(); break;
     case WanWriter::After::kHalfCloseSent:
-      up_finished_ = true;
+      up_phase_ = UpPhase::kEnded;
       owned_tail_.clear();
       MaybeFinish();
       break;

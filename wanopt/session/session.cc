@@ -52,7 +52,7 @@ void Session::UpdateCodecStats() {
 const char* Session::RoleName() const { return role_ == Role::kBranch ? "branch" : "datacenter"; }
 
 void Session::MaybeFinish() {
-  if (up_finished_ && down_finished_) {
+  if (up_phase_ == UpPhase::kEnded && down_phase_ == DownPhase::kEnded) {
     // Framed: both half-closes crossed, nothing more can come. Pass-through: both FINs.
     Close();
   }

@@ -63,6 +63,21 @@ using Clock = std::chrono::steady_clock;
 
 enum class Role { kBranch, kDatacenter };
 
+// Where each direction of a connection is. Up: LAN side -> WAN side; down: WAN
+// side -> LAN side (the client's bytes go up on a branch, the server's on a
+// datacenter). The session is done when both have ended.
+enum class UpPhase {
+  kRelaying,
+  kEnding,  // the LAN side sent FIN: the modules flushed, our half-close is queued
+  kEnded,   // ... and written
+};
+enum class DownPhase {
+  kRelaying,
+  kPeerFinished,  // the peer's half-close (or, passing through, the server's FIN) arrived:
+                  // what came before it is being written to the LAN side
+  kEnded,         // ... written, and the LAN socket shut down for sending
+};
+
 inline std::string Format(const tcp::endpoint& endpoint) { return FormatEndpoint(endpoint); }
 
 // sockets.cc
@@ -155,7 +170,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   // ---- ModuleChain::Host ----
   const protocols::ConnectionInfo& connection() const override { return info_; }
   bool SendModuleMessage(uint16_t slot, std::span<const uint8_t> message) override {
-    if (!framed_ || up_ended_ || closed_) return false;
+    if (!framed_ || up_phase_ != UpPhase::kRelaying || closed_) return false;
     wan_writer_.QueueControl(FrameType::kModule, slot, {message.begin(), message.end()});
     return true;
   }
@@ -271,8 +286,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   // Up direction.
   std::unique_ptr<Buffer> up_buffer_;
   std::deque<std::vector<uint8_t>> owned_tail_;  // module output at end of stream
-  bool up_ended_ = false;     // the LAN side sent FIN; our half-close is queued
-  bool up_finished_ = false;  // ... and on the wire
+  UpPhase up_phase_ = UpPhase::kRelaying;
   uint32_t connect_generation_ = 0;
 
   // DRE and LZ (null for T).
@@ -288,15 +302,12 @@ class Session final : public std::enable_shared_from_this<Session>,
   static constexpr size_t kMaxStalledBytes = size_t{64} << 20;
 
   // Down direction.
-  bool half_close_pending_ = false;
   std::unique_ptr<Buffer> down_buffer_;
   std::vector<asio::const_buffer> lan_write_;
   Buffer module_output_;
   size_t down_consumed_ = 0;
-  bool lan_shutdown_after_write_ = false;
   bool down_waiting_ = false;
-  bool peer_finished_ = false;  // the peer's half-close arrived
-  bool down_finished_ = false;  // ... and was passed on to the LAN socket
+  DownPhase down_phase_ = DownPhase::kRelaying;
 
   Clock::time_point last_wan_rx_{};
   Clock::time_point last_wan_tx_{};
