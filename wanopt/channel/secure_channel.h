@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -136,6 +137,12 @@ struct SecureChannelResult {
 // right after its handshake, the confirmation is checked when it arrives, and if it
 // does not (the peer refused our certificate), the session's end is cut and
 // `on_late_failure` says why. The accepting side ignores these options.
+// Sent by the opening box before its TLS ClientHello on an auto-discovered channel
+// (and consumed by the accepting box before its handshake): lets the datacenter
+// tell our handshake from a client's own TLS relayed unoptimized, when its answer
+// to the probe was stripped on the way back.
+inline constexpr std::string_view kTlsPreamble = "WOPT-TLS";
+
 struct SecureChannelOptions {
   bool optimistic = false;
   std::function<void(const std::string& why)> on_late_failure;

@@ -284,6 +284,7 @@ void Daemon::Accept(Listener& listener) {
           DatacenterPlan plan;
           plan.peer_endpoint = from;
           plan.notes.push_back("inner channel unencrypted (no [peering] configured)");
+          TuneInnerSocket(*s, config_);
           StartDatacenterSession(env_, std::move(*s), std::move(plan));
           return;
         }

@@ -17,6 +17,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "wanopt/channel/frame.h"
 #include "wanopt/channel/secure_channel.h"
 #include "wanopt/session/secure_start.h"
 #include "wanopt/intercept/netlink_queue.h"
@@ -66,11 +67,6 @@ tcp::socket MoveToLoop(tcp::socket& socket, asio::io_context& loop) {
   if (!ec) moved.assign(tcp::v4(), fd, ec);
   return moved;
 }
-
-// Sent by the branch before its TLS ClientHello on an auto-discovered channel: lets
-// the datacenter tell our handshake from a client's own TLS relayed unoptimized
-// (when its answer was stripped on the way back).
-constexpr std::string_view kTlsPreamble = "WOPT-TLS";
 
 std::string Minutes(std::chrono::seconds s) {
   return s.count() % 60 == 0 ? std::to_string(s.count() / 60) + " min" : std::to_string(s.count()) + " s";
@@ -750,8 +746,8 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
       plan.connected = std::move(inner);
       return StartBranchSession(env_, std::move(client), std::move(plan));
     }
-    if (::send(inner.native_handle(), kTlsPreamble.data(), kTlsPreamble.size(), MSG_NOSIGNAL) !=
-        static_cast<ssize_t>(kTlsPreamble.size())) {
+    if (::send(inner.native_handle(), channel::kTlsPreamble.data(), channel::kTlsPreamble.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(channel::kTlsPreamble.size())) {
       plan.pass_through_reason = "inner channel to " + plan.peer_id + " failed before TLS";
       plan.connected_is_inner = false;
       plan.peer.reset();
@@ -819,18 +815,19 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
                                             client](error_code ec) {
       *done = true;
       timer->cancel();
-      std::array<uint8_t, 20> first{};
+      std::array<uint8_t, channel::kFrameHeaderSize + channel::kHelloMagic.size()> first{};
       ssize_t n = ec ? -1 : ::recv(in->native_handle(), first.data(), first.size(), MSG_PEEK | MSG_DONTWAIT);
       std::string_view seen(reinterpret_cast<const char*>(first.data()), n > 0 ? static_cast<size_t>(n) : 0);
       bool expected;
       if (n <= 0) {
         expected = false;
       } else if (plaintext) {
-        // A frame header (16 bytes) and the hello's magic; a shorter peek is given the benefit of the doubt.
-        expected = n < 20 || seen.substr(16, 4) == channel::kHelloMagic;
+        // A frame header and the hello's magic; a shorter peek is given the benefit of the doubt.
+        expected = static_cast<size_t>(n) < first.size() ||
+                   seen.substr(channel::kFrameHeaderSize) == channel::kHelloMagic;
       } else {
-        expected = seen.starts_with(kTlsPreamble);
-        if (expected) ::recv(in->native_handle(), first.data(), kTlsPreamble.size(), MSG_DONTWAIT);  // consumed
+        expected = seen.starts_with(channel::kTlsPreamble);
+        if (expected) ::recv(in->native_handle(), first.data(), channel::kTlsPreamble.size(), MSG_DONTWAIT);  // consumed
       }
       if (n == 0) {  // the branch gave up already
         CloseWithReset(*in);

@@ -40,7 +40,10 @@ void Session::StartBranch(BranchPlan plan) {
 void Session::OnPeerReached(error_code ec) {
   if (closed_) return;
   if (ec || !env_.security) {
-    if (!ec) record_->AddNote("inner channel unencrypted (no [peering] configured)");
+    if (!ec) {
+      TuneInnerSocket(wan_, env_.config);
+      record_->AddNote("inner channel unencrypted (no [peering] configured)");
+    }
     return OnPeerConnected(ec);
   }
   SecureInnerChannel(env_, std::move(wan_), ChannelSide::kOpening, "peer " + Format(*plan_.peer), {},
@@ -72,7 +75,6 @@ void Session::OnPeerConnected(error_code ec, const std::string& failure) {
     ConnectDirect("peer " + Format(*plan_.peer) + " " + what);
     return;
   }
-  TuneInnerSocket(wan_, env_.config);
   wan_remote_ = *plan_.peer;
   record_->SetPeer(plan_.peer_id, Format(wan_remote_));
   SetFramed(true);

@@ -13,7 +13,6 @@ void Session::StartDatacenter(DatacenterPlan plan) {
     lan_ = std::move(*plan.server);
     server_connected_ = true;
   }
-  TuneInnerSocket(wan_, env_.config);
   wan_.non_blocking(true, ec);
   SetFramed(true);
   awaiting_handshake_ = true;

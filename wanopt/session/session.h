@@ -110,7 +110,9 @@ struct DatacenterPlan {
 
 // Socket options for every inner channel, set before its first byte (before TLS):
 // no Nagle, the dead-peer time as TCP_USER_TIMEOUT, [wan] congestion control and
-// buffers. Does nothing on a socketpair end (an encrypted channel's session side).
+// buffers. Whoever connects or accepts an inner channel calls it (SecureInnerChannel
+// does, before TLS); a session never does: its WAN socket may be a TLS channel's
+// plaintext end.
 void TuneInnerSocket(boost::asio::ip::tcp::socket& socket, const Config& config);
 
 // Takes over `client`, an accepted client connection, and relays it as `plan` says.

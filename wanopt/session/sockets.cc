@@ -75,11 +75,6 @@ using session_internal::tcp;
 // config gives it (else the kernel's autotuning).
 void TuneInnerSocket(tcp::socket& socket, const Config& config) {
   int fd = socket.native_handle();
-  int domain = 0;
-  socklen_t length = sizeof domain;
-  // An encrypted channel's session holds a socketpair end; the TLS pump's TCP
-  // socket was tuned before its handshake.
-  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) == 0 && domain == AF_UNIX) return;
   error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
   unsigned timeout_ms = static_cast<unsigned>(config.timeouts.dead_peer.count());
