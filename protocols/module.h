@@ -16,9 +16,20 @@
 //
 // Threading: every call for one connection comes from the same thread, never
 // concurrently. A module must not block and must bound its own memory.
+//
+// Interface v2 (protocols/README.md says why it is shaped so): besides rewriting the
+// bytes that pass, a module may Emit bytes of its own in either direction (answer
+// the client itself, or ask the server something no client asked), Hold bytes and
+// Release them later, and StartTimer. What it emits or holds sits at the module's
+// position in the chain: it passes through the modules after it in that direction,
+// then leaves through the host's output for that direction, in the order the module
+// produced it. State shared by several connections lives in the module's BoxModule
+// (protocols/group.h keeps per-client groups there).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -67,7 +78,9 @@ struct FlowAdvice {
 // instance (which reaches it with ModuleContext::box()). It holds what outlives a
 // connection (bindings learned from one connection, used by the next) and may steer
 // new connections before they exist, like a listener filter. Thread-safe: called
-// from every event loop of the daemon.
+// from every event loop of the daemon. State shared by the live connections of one
+// client, or of one virtual connection made of several TCP connections (RPC over
+// HTTP's IN and OUT channels), is a group kept here: protocols/group.h.
 class BoxModule {
  public:
   virtual ~BoxModule() = default;
@@ -95,6 +108,58 @@ class ModuleContext {
   // This module's box-wide part on this box, or null (a module without one, or a
   // test host).
   virtual BoxModule* box() { return nullptr; }
+
+  // ---- v2: bytes of the module's own, and timers ----
+  // All of these are called on the connection's thread, from within a call the chain
+  // makes into this module (OnNewConnection, OnData, OnPeerMessage, a timer,
+  // OnOutputDrained); their effect on other modules happens after that call returns.
+  // The defaults are what a host without v2 support offers: nothing.
+
+  // Whether Emit and Hold can succeed in `direction` now: false when the host cannot
+  // take bytes outside the flow of relayed bytes (then Emit and Hold return false,
+  // they never drop bytes silently), after the direction ended (end_stream passed
+  // this module), after OnClose, or once the module is detached.
+  virtual bool CanEmit(Direction /*direction*/) const { return false; }
+
+  // Inserts a copy of `bytes` at this module's position in `direction`: after every
+  // byte this module passed on, emitted or held in that direction before, and, when
+  // called from OnData for the same direction, before the `data` that call returns.
+  // They then pass through the modules after this one and leave through the host's
+  // output for `direction` (an answer to the client: kServerToClient; a request of
+  // the module's own to the server: kClientToServer, whose answer the module then
+  // takes out of the server-to-client `data` it sees, so that no client gets it).
+  // Returns false, and queues nothing, when !CanEmit(direction) or when the bytes
+  // would take this module's emitted-but-not-yet-written bytes in `direction` over
+  // ModuleChain::kMaxEmitBytes, or its queue (see Hold) over kMaxHeldBytes. After a
+  // refusal for the emit budget, OnOutputDrained(direction) follows once, when the
+  // host has written that direction's output. REQUIRES: bytes.size() <= kMaxEmitBytes
+  // (a larger Emit can never succeed).
+  virtual bool Emit(Direction /*direction*/, std::span<const uint8_t> /*bytes*/) { return false; }
+
+  // Queues a copy of `bytes` at this module's position in `direction` without passing
+  // it on, until Release. Typical use in OnData: Hold(d, data.span()); data.Clear().
+  // While bytes are held, whatever the module passes on or emits in that direction
+  // waits behind them, so the direction keeps the module's order. Returns false,
+  // and queues nothing, when !CanEmit(direction) or when the queue (held bytes and
+  // what waits behind them) would pass ModuleChain::kMaxHeldBytes. A module whose
+  // queue passes that bound through the `data` it passes on is detached. Held bytes
+  // go on by themselves at the end of the direction (end_stream) and when the module
+  // is detached; they are dropped when the connection closes.
+  virtual bool Hold(Direction /*direction*/, std::span<const uint8_t> /*bytes*/) { return false; }
+  // Bytes held in `direction` and not yet released.
+  virtual size_t held(Direction /*direction*/) const { return 0; }
+  // Lets the first min(n, held(direction)) held bytes go on, with what waited behind
+  // them up to the next held byte.
+  virtual void Release(Direction /*direction*/, size_t /*n*/) {}
+
+  // Calls `fire` once, `delay` from now, on the connection's thread. Never after
+  // OnClose, after CancelTimer(id), or once the module is detached (a `fire` that
+  // throws detaches it). Returns the timer's id (never 0), or 0 when the host has no
+  // timers or the module has ModuleChain::kMaxTimers pending.
+  virtual uint64_t StartTimer(std::chrono::milliseconds /*delay*/, std::function<void()> /*fire*/) { return 0; }
+  // True when the timer was pending: it will not fire. False for an id that already
+  // fired, was cancelled, or is not this module's.
+  virtual bool CancelTimer(uint64_t /*id*/) { return false; }
 };
 
 class Module {
@@ -106,7 +171,11 @@ class Module {
   virtual FilterStatus OnData(Direction direction, Buffer& data, bool end_stream) = 0;
   // A message from the twin on the peer box.
   virtual void OnPeerMessage(std::span<const uint8_t> /*message*/) {}
-  // The connection ended (closed, reset or failed). No call follows.
+  // After ModuleContext::Emit(direction, ...) refused for the emit budget: the host
+  // wrote out that direction's output, and Emit may succeed again. Once per refusal
+  // (several refusals before the drain give one call).
+  virtual void OnOutputDrained(Direction /*direction*/) {}
+  // The connection ended (closed, reset or failed). No call follows, no timer fires.
   virtual void OnClose() {}
 };
 
