@@ -417,3 +417,25 @@ TEST_CASE("v2: a module detached while holding kStopIteration bytes loses none o
   CHECK(host.Relay(chain, kC2S, "more") == "partial[b]more[b]");
   CHECK(host.Relay(chain, kS2C, "tail") == "half[b]tail[b]");
 }
+
+TEST_CASE("v2: a module whose queue outgrows the bound is detached, its bytes go on in order") {
+  V2Host host;
+  ModuleChain chain(host, {"t2-v2", "t2-b"});
+  chain.Start();
+  Scripted& v = *Scripted::last;
+  std::string big(ModuleChain::kMaxHeldBytes - 10, 'h');
+  bool first = true;
+  v.on_data = [&](Direction d, Buffer& data, bool) {
+    if (first && v.context->Hold(d, Bytes(big))) {
+      first = false;
+      data.Clear();
+    }
+    return FilterStatus::kContinue;  // later bytes wait behind the held ones
+  };
+  CHECK(host.Relay(chain, kC2S, "x") == "");
+  std::string out = host.Relay(chain, kC2S, std::string(20, 'p'));  // queue passes 1 MiB
+  CHECK(out.size() == big.size() + 20 + 3);
+  CHECK((out == big + std::string(20, 'p') + "[b]"));
+  CHECK_FALSE(v.context->CanEmit(kC2S));
+  CHECK(host.Relay(chain, kC2S, "q") == "q[b]");
+}
