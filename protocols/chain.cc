@@ -201,8 +201,6 @@ void ModuleChain::RunOne(Entry& entry, Direction direction, Buffer& data, bool e
     } catch (const std::exception& e) {
       Detach(entry, e.what());
     }
-    // After the call: a module may still emit or hold in its end_stream call (both
-    // go on right below).
     if (!entry.detached && status == FilterStatus::kStopIteration && !end_stream) {
       if (data.size() > kMaxHeldBytes) {
         Detach(entry, "held more than 1 MiB waiting for a whole message");
@@ -220,6 +218,8 @@ void ModuleChain::RunOne(Entry& entry, Direction direction, Buffer& data, bool e
     if (out.size() > kMaxHeldBytes && !entry.detached) Detach(entry, "queued more than 1 MiB behind held bytes");
   }
   if (end_stream) {
+    // Set after the call, so that a module may still emit or hold in its end_stream
+    // call; nothing stays held past the end.
     entry.ended[d] = true;  // a detached module too: the end passes each module once
     out.ReleaseAll();
   }
@@ -298,6 +298,9 @@ void ModuleChain::PumpIfIdle() {
 void ModuleChain::Process(Direction direction, Buffer& data, bool end_stream) {
   int d = Index(direction);
   if (closed_ || entries_.empty()) return;  // after OnClose no module sees bytes
+  // Called back from a Host method (a broken REQUIRES): leave the bytes as they are
+  // rather than lose them.
+  if (pumping_) return;
   Buffer result;
   result.Swap(pending_[d]);
   process_out_[d] = &result;
