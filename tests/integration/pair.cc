@@ -49,7 +49,12 @@ void Pair::Start() {
     dc.device_id = *channel::ParseDeviceId("02:00:00:00:00:02");
     dc.threads = 2;
     dc.timeouts = options.timeouts;
-    dc.datacenter = DatacenterConfig{{options.datacenter_listen, datacenter_port_}, {"bytecount"}};
+    // The datacenter runs bytecount and whatever the branch's rule asks for.
+    std::vector<std::string> modules{"bytecount"};
+    for (const auto& name : options.modules) {
+      if (name != "bytecount") modules.push_back(name);
+    }
+    dc.datacenter = DatacenterConfig{{options.datacenter_listen, datacenter_port_}, modules};
     dc.datacenter->plaintext_peers = options.datacenter_plaintext_peers;
     dc.datacenter->serves = options.datacenter_serves;
     dc.dre.datastore = options.datacenter_store;

@@ -10,6 +10,12 @@ void Session::DownWaitReadable() {
     self->down_waiting_ = false;
     if (self->closed_) return;
     if (ec) return self->FailWan("wait", ec);
+    // A module's bytes are being written to the LAN side: the batch buffers are
+    // theirs until that write completes, which then reads on.
+    if (self->lan_writing_) {
+      self->down_readable_ = true;
+      return;
+    }
     self->DownRead();
   });
 }
@@ -18,6 +24,9 @@ void Session::DownRead() {
   for (;;) {
     if (closed_) return;
     if (!down_buffer_) down_buffer_ = AcquireRelayBuffer();
+    // Room for a whole frame after a partial one; the module chain may also have
+    // swapped the buffer's storage for a smaller one.
+    down_buffer_->Reserve(kRelayBufferSize);
     auto tail = down_buffer_->WritableTail();
     error_code ec;
     size_t n = wan_.read_some(asio::buffer(tail.data(), tail.size()), ec);
@@ -62,6 +71,12 @@ bool Session::ProcessRaw() {
 // read more, false when an asynchronous step (LAN write, server connect) or the
 // end of the session took over.
 bool Session::ProcessFrames() {
+  // Module output that arrives meanwhile (a peer message answered) joins this batch.
+  struct BatchScope {
+    bool& flag;
+    explicit BatchScope(bool& f) : flag(f) { flag = true; }
+    ~BatchScope() { flag = false; }
+  } scope(in_down_batch_);
   lan_write_.clear();
   module_output_.Clear();
   size_t consumed = 0;
@@ -191,14 +206,30 @@ void Session::EmitDown(std::span<const uint8_t> bytes) {
 }
 
 void Session::WriteLan() {
+  lan_writing_ = true;
   asio::async_write(lan_, lan_write_, [self = shared_from_this()](error_code ec, size_t n) {
+    self->lan_writing_ = false;
     if (self->closed_) return;
     if (ec) {
       self->FailLan(ec);
       return;
     }
     self->CountLanOut(n);
+    bool continue_down = self->continue_after_lan_write_;
+    self->continue_after_lan_write_ = true;
     if (!self->FinishBatch()) return;
+    // Module output that came while this write was in flight goes next; the down
+    // direction goes on after it.
+    if (!self->down_pending_.empty()) return self->WritePendingDown(continue_down);
+    if (self->modules_ && !self->modules_->empty()) self->modules_->OutputDrained(self->DownDirection());
+    if (self->closed_) return;
+    if (!continue_down) {
+      if (self->down_readable_) {
+        self->down_readable_ = false;
+        self->DownRead();
+      }
+      return;
+    }
     // More whole frames may already be buffered.
     if (!self->framed_ || self->ProcessFrames()) self->DownRead();
   });

@@ -26,6 +26,8 @@ void Session::UpRead() {
   Buffer& buffer = *up_buffer_;
   for (;;) {
     buffer.Clear();
+    // The module chain may have swapped the buffer's storage for another (v2 queues).
+    buffer.Reserve(channel::kMaxFramePayload);
     auto tail = buffer.WritableTail().first(channel::kMaxFramePayload);
     error_code ec;
     size_t n = lan_.read_some(asio::buffer(tail.data(), tail.size()), ec);
@@ -95,8 +97,7 @@ void Session::UpEnd() {
     while (encoder_->HasPayload()) QueueEncoded(WanWriter::After::kNothing);
     UpdateCodecStats();
   } else if (!tail.empty()) {
-    owned_tail_.push_back(std::vector<uint8_t>(tail.data(), tail.data() + tail.size()));
-    wan_writer_.QueueData(owned_tail_.back(), WanWriter::After::kNothing);
+    wan_writer_.QueueDataCopy(tail.span());
   }
   wan_writer_.QueueHalfClose();
 }
@@ -112,10 +113,11 @@ void Session::OnWanWritten(size_t n, WanWriter::After after) {
     case WanWriter::After::kResumeUp: UpRead(); break;
     case WanWriter::After::kHalfCloseSent:
       up_phase_ = UpPhase::kEnded;
-      owned_tail_.clear();
       MaybeFinish();
       break;
   }
+  // Modules whose emitted bytes were refused wait for this.
+  if (!closed_ && wan_writer_.idle() && modules_ && !modules_->empty()) modules_->OutputDrained(UpDirection());
 }
 
 void Session::OnWanWriteFailed(const error_code& ec) {

@@ -9,6 +9,7 @@ void Session::StartRelay() {
   error_code ignored;
   lan_.non_blocking(true, ignored);
   wan_.non_blocking(true, ignored);
+  relaying_ = true;
   modules_->Start();
   UpWaitReadable();
   if (role_ == Role::kBranch) DownWaitReadable();

@@ -179,6 +179,11 @@ class Session final : public std::enable_shared_from_this<Session>,
   protocols::BoxModule* BoxModuleFor(std::string_view name) override {
     return env_.box_modules ? env_.box_modules->Find(name) : nullptr;
   }
+  // module_output.cc: bytes modules emit outside the relayed flow (interface v2).
+  bool AcceptsModuleOutput(Direction direction) const override;
+  void ModuleOutput(Direction direction, std::span<const uint8_t> bytes) override;
+  std::optional<boost::asio::any_io_executor> ModuleExecutor() override { return lan_.get_executor(); }
+  void WritePendingDown(bool continue_down);
 
   Direction UpDirection() const {
     return role_ == Role::kBranch ? Direction::kClientToServer : Direction::kServerToClient;
@@ -281,11 +286,11 @@ class Session final : public std::enable_shared_from_this<Session>,
   bool draining_ = false;            // datacenter: answered "not served" (server unreachable,
                                      // destination rejected, version), waiting for the branch to hang up
   bool closed_ = false;
+  bool relaying_ = false;            // StartRelay ran: both directions are set up
   bool server_connected_ = false;    // datacenter: lan_ came connected (interception)
 
   // Up direction.
   std::unique_ptr<Buffer> up_buffer_;
-  std::deque<std::vector<uint8_t>> owned_tail_;  // module output at end of stream
   UpPhase up_phase_ = UpPhase::kRelaying;
   uint32_t connect_generation_ = 0;
 
@@ -308,6 +313,11 @@ class Session final : public std::enable_shared_from_this<Session>,
   size_t down_consumed_ = 0;
   bool down_waiting_ = false;
   DownPhase down_phase_ = DownPhase::kRelaying;
+  bool in_down_batch_ = false;       // ProcessFrames runs: module output joins its batch
+  bool lan_writing_ = false;         // a write to the LAN socket is in flight
+  bool continue_after_lan_write_ = true;  // ... and its completion continues the down direction
+  Buffer down_pending_;              // module output waiting for the LAN write in flight
+  bool down_readable_ = false;       // the WAN side became readable during a module's LAN write
 
   Clock::time_point last_wan_rx_{};
   Clock::time_point last_wan_tx_{};

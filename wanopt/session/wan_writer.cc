@@ -36,6 +36,17 @@ void WanWriter::QueueData(std::span<const uint8_t> data, After after) {
   }
 }
 
+void WanWriter::QueueDataCopy(std::span<const uint8_t> data) {
+  while (!data.empty()) {
+    size_t size = framed_ ? std::min(data.size(), channel::kMaxFramePayload) : data.size();
+    Write write;
+    write.owned.assign(data.begin(), data.begin() + static_cast<std::ptrdiff_t>(size));
+    data = data.subspan(size);
+    if (framed_) EncodeHeader(write, FrameType::kData, 0, 0, write.owned);
+    Queue(std::move(write));
+  }
+}
+
 void WanWriter::QueueEncoded(std::unique_ptr<Buffer> payload, uint8_t flags, After after) {
   Write write;
   write.encoded = std::move(payload);

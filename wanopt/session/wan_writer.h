@@ -54,6 +54,8 @@ class WanWriter {
 
   // Data: in frames of at most kMaxFramePayload when framed; `after` goes with the last.
   void QueueData(std::span<const uint8_t> data, After after);
+  // The same with a copy of `data` (the writer owns it).
+  void QueueDataCopy(std::span<const uint8_t> data);
   // A DRE/LZ frame with `flags` (REQUIRES framed).
   void QueueEncoded(std::unique_ptr<Buffer> payload, uint8_t flags, After after);
   // A control frame (hello, hello-ack, module, keepalive, ...) (REQUIRES framed).
@@ -65,6 +67,8 @@ class WanWriter {
   void QueueHalfClose();
 
   bool writing() const { return writing_; }
+  // Nothing queued or being written.
+  bool idle() const { return queue_.empty(); }
   // No write is started after this; completions of one in flight are not reported.
   void Stop() { stopped_ = true; }
 
@@ -72,7 +76,7 @@ class WanWriter {
   struct Write {
     std::array<uint8_t, channel::kFrameHeaderSize> header{};
     bool has_header = false;
-    std::vector<uint8_t> owned;          // control frame payloads
+    std::vector<uint8_t> owned;          // control frame payloads, copied data
     std::unique_ptr<Buffer> encoded;     // a DRE/LZ frame payload
     std::span<const uint8_t> borrowed;   // data the caller keeps
     After after = After::kNothing;
