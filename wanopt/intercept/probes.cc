@@ -1,0 +1,236 @@
+// The discovery probes: opened towards the server with option 0x21 on their SYN,
+// their SYN-ACKs read for an answer, their timeouts (asymmetric routing), and what
+// their outcome decides.
+#include "wanopt/intercept/interceptor_impl.h"
+
+namespace wanopt::intercept {
+
+// How long a probe from the client's address may go unanswered before the box
+// suspects asymmetric routing (the server's replies go round it) and retries from
+// its own address: a few round trips to that server as measured before, else to
+// any server, else half a second; never more than half the connect timeout.
+Clock::duration Interceptor::Impl::AsymmetryTimeout(uint32_t server) const {
+  std::optional<Clock::duration> rtt;
+  if (auto it = server_rtt_.find(server); it != server_rtt_.end()) rtt = it->second;
+  else if (last_server_rtt_.count()) rtt = last_server_rtt_;
+  Clock::duration limit = config_timeout() / 2;
+  Clock::duration wait = rtt ? std::max<Clock::duration>(4 * *rtt, std::chrono::milliseconds(100))
+                             : std::chrono::milliseconds(500);
+  return std::min(wait, limit);
+}
+
+// How long a probe from the client's address may go unanswered before the box
+// retries from its own. Further along, AsymmetryTimeout. A branch waits longer:
+// a datacenter box may hold its SYN while connecting to the server itself (one
+// AsymmetryTimeout of its own, and a retry), and a server that drops SYNs with
+// options answers only the first retransmission (at 1 s, without the option),
+// which still proves the replies come back through this box.
+Clock::duration Interceptor::Impl::ProbeTimeout(const Held& h) const {
+  if (!h.transparent) return config_timeout();
+  if (h.upstream) return AsymmetryTimeout(h.key.server);
+  Clock::duration wait = std::chrono::seconds(1) + 2 * AsymmetryTimeout(h.key.server);
+  return std::min<Clock::duration>(wait, config_timeout() / 2);
+}
+
+// The kernel's smoothed RTT of a connected probe: what AsymmetryTimeout scales by.
+void Interceptor::Impl::RecordServerRtt(uint32_t server, tcp::socket& probe) {
+  ::tcp_info info{};
+  socklen_t len = sizeof info;
+  if (::getsockopt(probe.native_handle(), IPPROTO_TCP, TCP_INFO, &info, &len) != 0 || info.tcpi_rtt == 0) return;
+  Clock::duration rtt = std::chrono::microseconds(info.tcpi_rtt);
+  if (server_rtt_.size() > 4096) server_rtt_.clear();  // a bound, not a cache policy
+  server_rtt_[server] = rtt;
+  last_server_rtt_ = rtt;
+}
+
+void Interceptor::Impl::StartProbe(std::unique_ptr<Held> held) {
+  Decide(held->key, Verdict::kHeld, config_timeout() + std::chrono::seconds(5)).sequence = held->sequence;
+  tcp::socket probe(loop_);
+  error_code ec;
+  probe.open(tcp::v4(), ec);
+  int fd = probe.native_handle();
+  uint32_t mark = kMarkProbe;
+  if (!ec && ::setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
+    ec = error_code(errno, boost::system::system_category());
+  }
+  if (!ec && !held->upstream) TuneInnerSocket(probe, env_.config);  // it may become the inner channel
+  tcp::endpoint local(tcp::v4(), 0);
+  int one = 1;
+  if (!ec && held->transparent && ::setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one) != 0) {
+    WANOPT_LOG(kWarn, "intercept") << "IP_TRANSPARENT: " << std::strerror(errno) << ": probing from this box's address";
+    held->transparent = false;
+  }
+  if (!ec && held->transparent) local = tcp::endpoint(address_v4(held->client_address()), 0);
+  if (!ec) probe.bind(local, ec);
+  if (ec) {
+    WANOPT_LOG(kWarn, "intercept") << "probe socket: " << ec.message() << ": passing the connection through";
+    return Release(*held, Verdict::kBypass);
+  }
+  if (!held->target_port) held->target_port = held->key.server_port;
+  tcp::endpoint bound = probe.local_endpoint(ec);
+  // Bound to 0.0.0.0 until the connect picks a source: key such probes by port.
+  uint32_t bound_address = held->transparent ? bound.address().to_v4().to_uint() : 0;
+  held->probe_key = ProbeKey{bound_address, bound.port(), held->key.server, held->target_port};
+  held->probe = std::move(probe);
+  held->timer = std::make_unique<asio::steady_timer>(loop_);
+  Held* h = held.get();
+  FlowKey key = held->key;
+  probes_[h->probe_key] = h;
+  held_[key] = std::move(held);
+  auto self = shared_from_this();
+  h->started = Clock::now();
+  h->timer->expires_after(ProbeTimeout(*h));
+  h->timer->async_wait([self, key](error_code ec) {
+    if (ec) return;
+    if (auto it = self->held_.find(key); it != self->held_.end() && it->second->probe) it->second->probe->cancel();
+  });
+  tcp::endpoint server(address_v4(key.server), h->target_port);
+  h->probe->async_connect(server, [self, key](error_code ec) { self->OnProbeConnected(key, ec); });
+}
+
+// Our probe's SYN on its way out: add the offer to the first transmission only.
+void Interceptor::Impl::OnProbeSyn(const QueuedPacket& p, const TcpSegment& s) {
+  auto it = probes_.find(ProbeKey{0, s.source_port, s.destination.to_uint(), s.destination_port});
+  if (it == probes_.end()) it = probes_.find(ProbeKey{s.source.to_uint(), s.source_port, s.destination.to_uint(), s.destination_port});
+  if (it == probes_.end() || p.mark != kMarkProbe) return queue_->Accept(p.id);
+  Held& h = *it->second;
+  ++h.syns_seen;
+  if (h.offer && h.syns_seen == 1) {
+    if (auto with_option = AddOption(p.bytes, *h.offer)) return queue_->Accept(p.id, std::nullopt, *with_option);
+    WANOPT_LOG(kInfo, "intercept") << "no room for option 0x21 in the SYN to " << Format(h.key.server, h.key.server_port)
+                                   << ": probing without it";
+    h.offer.reset();
+  } else if (h.offer) {
+    // No answer to the SYN with the option: some servers and firewalls drop SYNs
+    // carrying options they do not know. The retransmission goes without.
+    h.retried_without_option = true;
+  }
+  queue_->Accept(p.id);
+}
+
+// A SYN-ACK arriving for one of our probes: did a box answer?
+void Interceptor::Impl::OnProbeSynAck(uint32_t id, const TcpSegment& s) {
+  auto it = probes_.find(ProbeKey{0, s.destination_port, s.source.to_uint(), s.source_port});
+  if (it == probes_.end()) it = probes_.find(ProbeKey{s.destination.to_uint(), s.destination_port, s.source.to_uint(), s.source_port});
+  if (it != probes_.end()) {
+    Held& h = *it->second;
+    h.synack_seen = true;
+    // An answer proves the option got through, even if a retransmission without
+    // it went out meanwhile (a datacenter box may hold our SYN for a while).
+    if (s.option && s.option->answer && h.offer) h.answer = s.option;
+  }
+  queue_->Accept(id);
+}
+
+// Our listener's SYN-ACK: carries the answer when this box answers a probe.
+void Interceptor::Impl::OnOurSynAck(const QueuedPacket& p, const TcpSegment& s) {
+  FlowKey key{s.destination.to_uint(), s.source.to_uint(), s.destination_port, s.source_port};
+  auto it = decisions_.find(key);
+  if (it == decisions_.end() || !it->second.answer) return queue_->Accept(p.id);
+  if (auto with_option = AddOption(p.bytes, *it->second.answer)) return queue_->Accept(p.id, std::nullopt, *with_option);
+  queue_->Accept(p.id);
+}
+
+void Interceptor::Impl::OnProbeConnected(FlowKey key, error_code ec) {
+  auto it = held_.find(key);
+  if (it == held_.end() || stopped_) return;
+  std::unique_ptr<Held> held = std::move(it->second);
+  held_.erase(it);
+  probes_.erase(held->probe_key);
+  held->timer->cancel();
+  Held& h = *held;
+  tcp::endpoint server(address_v4(key.server), key.server_port);
+  if (ec) {
+    if (h.transparent && (ec == asio::error::operation_aborted || ec == asio::error::timed_out) && !h.synack_seen) {
+      // Connecting with the client's address got no answer: the server's replies
+      // may not come back through this box. Try once more from our own address.
+      WANOPT_LOG(kInfo, "intercept") << "no answer from " << Format(server) << " to the client's address "
+                                     << address_v4(h.client_address()) << ": retrying from this box's address";
+      auto retry = std::make_unique<Held>();
+      retry->packet_id = h.packet_id;
+      retry->sequence = h.sequence;
+      retry->key = key;
+      retry->rule = h.rule;
+      retry->upstream = h.upstream;
+      retry->target_port = h.target_port;
+      retry->offer = h.offer;
+      retry->transparent = false;
+      retry->early_timeout = Clock::now() - h.started;
+      retry_from_box_.insert(key);
+      return StartProbe(std::move(retry));
+    }
+    std::string what = ec == asio::error::operation_aborted ? "no answer" : ec.message();
+    WANOPT_LOG(kInfo, "intercept") << Format(key.client, key.client_port) << " -> " << Format(server) << ": "
+                                   << what << ": the SYN goes on to the server";
+    retry_from_box_.erase(key);
+    return Release(h, Verdict::kBypass);
+  }
+  bool asymmetric = retry_from_box_.erase(key) > 0;
+  if (h.probe) RecordServerRtt(key.server, *h.probe);
+  std::optional<uint16_t> redirected;
+  if (h.target_port != key.server_port) redirected = h.target_port;
+  // Remembered only when the server answered our own address faster than it was
+  // given to answer the client's: then that answer went round this box. A server
+  // that was merely slow is not held against the next connection.
+  bool confirmed = asymmetric && Clock::now() - h.started < h.early_timeout;
+  if (confirmed) asymmetric_[key.server] = Clock::now() + config_.peer_memory;
+  std::string asymmetry;
+  if (asymmetric) {
+    auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(h.early_timeout).count();
+    asymmetry = confirmed ? "asymmetric routing: the server's replies to the client's address do not come back "
+                            "through this box (no answer in " + std::to_string(waited) +
+                                " ms), so it connects from its own address (remembered for " +
+                                Minutes(config_.peer_memory) + ")"
+                          : "no answer to the client's address in " + std::to_string(waited) +
+                                " ms: connected from this box's address (the server was slow: not remembered)";
+  }
+  Decision& d = Decide(key, Verdict::kIntercept, std::chrono::seconds(30));
+  d.sequence = h.sequence;
+  d.rule = h.rule;
+  d.target_port = redirected;
+  d.probe = std::move(h.probe);
+  d.from_client = h.transparent;
+  d.client = tcp::endpoint(address_v4(h.upstream && h.upstream->client ? h.upstream->client->to_uint() : key.client),
+                           key.client_port);
+  if (h.upstream) {
+    if (h.answer) {
+      // A box further along answered the branch's offer: pass its answer back.
+      d.kind = Kind::kMiddle;
+      d.answer = h.answer;
+      d.answer->relayed = true;
+      d.reason = "middle box: " + channel::FormatDeviceId(h.upstream->device_id) + " and " +
+                 channel::FormatDeviceId(h.answer->device_id) + " optimize this connection";
+    } else {
+      d.kind = Kind::kDatacenter;
+      DiscoveryOption answer;
+      answer.answer = true;
+      answer.device_id = env_.config.device_id;
+      answer.policy = Intersect(h.rule->policy, env_.capability());
+      answer.plaintext = h.upstream->plaintext && !h.rule->encryption;
+      d.plaintext = answer.plaintext;
+      d.answer = answer;
+      d.peer = *h.upstream;
+      if (asymmetric) {
+        d.reason = asymmetry;
+      } else if (h.retried_without_option) {
+        option_droppers_[key.server] = Clock::now() + config_.option_drop_memory;
+        d.reason = "server " + address_v4(key.server).to_string() +
+                   " answered only the SYN without option 0x21: probed without it (remembered for " +
+                   Minutes(config_.option_drop_memory) + ")";
+      }
+    }
+  } else if (h.answer) {
+    d.kind = Kind::kOptimize;
+    d.peer = *h.answer;
+    d.plaintext = h.answer->plaintext && h.offer && h.offer->plaintext;
+    learned_[key.server] = Learned{h.answer->device_id, Clock::now()};
+    d.note = asymmetry;
+  } else {
+    d.kind = Kind::kPassThrough;
+    d.reason = NoAnswerReason(h, key);
+    d.note = asymmetry;
+  }
+  Release(h, Verdict::kIntercept);
+}
+
+}  // namespace wanopt::intercept
