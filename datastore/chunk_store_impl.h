@@ -28,6 +28,7 @@
 #include "datastore/chunk_index.h"
 #include "datastore/chunk_store.h"
 #include "util/bytes.h"
+#include "util/hex.h"
 #include "util/log.h"
 
 namespace wanopt::datastore {
@@ -69,15 +70,7 @@ struct SeqKey {
   char bytes[8];
 };
 
-inline std::string Hex(const ContentId& id) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (uint8_t b : id) {
-    out += kDigits[b >> 4];
-    out += kDigits[b & 15];
-  }
-  return out;
-}
+inline std::string Hex(const ContentId& id) { return HexLower(id); }
 
 inline std::span<const uint8_t> Bytes(const rocksdb::Slice& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};

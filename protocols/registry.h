@@ -63,6 +63,13 @@ class Registry {
   // nullptr when no module has that name.
   const ModuleInfo* Find(std::string_view name) const;
   const std::vector<ModuleInfo>& modules() const { return modules_; }
+  // Every registered module's name, in registry order: the default module list of
+  // rules and of a datacenter.
+  std::vector<std::string> Names() const {
+    std::vector<std::string> names;
+    for (const auto& info : modules_) names.push_back(info.name);
+    return names;
+  }
 
  private:
   std::vector<ModuleInfo> modules_;

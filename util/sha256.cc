@@ -1,5 +1,7 @@
 #include "util/sha256.h"
 
+#include "util/hex.h"
+
 #include <openssl/evp.h>
 
 #include <stdexcept>
@@ -25,13 +27,7 @@ std::string Sha256::HexDigest() {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
   EVP_DigestFinal_ex(state_->ctx, digest, &length);
-  static const char kHex[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned i = 0; i < length; ++i) {
-    hex.push_back(kHex[digest[i] >> 4]);
-    hex.push_back(kHex[digest[i] & 15]);
-  }
-  return hex;
+  return HexLower({digest, length});
 }
 
 std::string Sha256Hex(std::span<const uint8_t> bytes) {

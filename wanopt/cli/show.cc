@@ -9,6 +9,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "util/url.h"
+
 namespace wanopt::cli {
 
 const char kShowHelp[] =
@@ -29,18 +31,6 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using boost::asio::ip::tcp;
 
-std::string Encode(std::string_view text) {
-  std::string out;
-  char hex[4];
-  for (unsigned char c : text) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.') out += static_cast<char>(c);
-    else {
-      std::snprintf(hex, sizeof hex, "%%%02X", c);
-      out += hex;
-    }
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -87,7 +77,7 @@ int Show(const std::vector<std::string_view>& args) {
   std::string target = "/api/" + what;
   std::string query;
   if (!json) query += "format=text";
-  if (!filter.empty()) query += std::string(query.empty() ? "" : "&") + "filter=" + Encode(filter);
+  if (!filter.empty()) query += std::string(query.empty() ? "" : "&") + "filter=" + UrlEncode(filter);
   if (!query.empty()) target += "?" + query;
 
   try {

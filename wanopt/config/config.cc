@@ -100,9 +100,7 @@ class TableReader {
       std::string name = item.as_string()->get();
       if (!protocols::Registry::Global().Find(name)) {
         std::string known;
-        for (const auto& info : protocols::Registry::Global().modules()) {
-          known += (known.empty() ? "" : ", ") + info.name;
-        }
+        for (const auto& each : protocols::Registry::Global().Names()) known += (known.empty() ? "" : ", ") + each;
         Fail(key, &item, "unknown module '" + name + "' (known: " + known + ")");
       }
       for (const auto& previous : names) {
@@ -195,7 +193,7 @@ void ReadDatacenter(TableReader& r, Config& config) {
   if (auto modules = r.Modules("modules")) {
     dc.modules = *modules;
   } else {
-    for (const auto& info : protocols::Registry::Global().modules()) dc.modules.push_back(info.name);
+    dc.modules = protocols::Registry::Global().Names();
   }
   if (auto subnets = r.Subnets("plaintext_peers")) dc.plaintext_peers = *subnets;
   if (auto subnets = r.Subnets("serves")) dc.serves = *subnets;
@@ -306,18 +304,12 @@ Subnet SubnetKey(TableReader& r, std::string_view key) {
   return *subnet;
 }
 
-// Every registered module: what in-path rules run unless they say otherwise (each
-// module acts only on the connections it recognizes).
-std::vector<std::string> EveryModule() {
-  std::vector<std::string> names;
-  for (const auto& info : protocols::Registry::Global().modules()) names.push_back(info.name);
-  return names;
-}
-
+// In-path rules run every registered module unless they say otherwise (each module
+// acts only on the connections it recognizes).
 InpathRule ReadInpathRule(TableReader& r, const Config& config) {
   InpathRule rule;
   rule.policy = config.policy;
-  rule.modules = EveryModule();
+  rule.modules = protocols::Registry::Global().Names();
   rule.source = SubnetKey(r, "source");
   rule.destination = SubnetKey(r, "destination");
   if (auto ports = r.String("ports")) {
@@ -364,7 +356,7 @@ void ReadIntercept(TableReader& r, Config& config) {
   if (auto s = r.Integer("peer_memory_s", 1, 7 * 86400)) intercept.peer_memory = std::chrono::seconds(*s);
   intercept.default_rule.name = "default (auto-discover)";
   intercept.default_rule.policy = config.policy;
-  intercept.default_rule.modules = EveryModule();
+  intercept.default_rule.modules = protocols::Registry::Global().Names();
   if (const toml::node* rules = r.Get("rule")) {
     if (!rules->is_array_of_tables()) r.Fail("rule", rules, "must be an array of tables ([[intercept.rule]])");
     size_t index = 0;

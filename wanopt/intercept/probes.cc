@@ -2,34 +2,20 @@
 // their SYN-ACKs read for an answer, their timeouts (asymmetric routing), and what
 // their outcome decides.
 #include "wanopt/intercept/interceptor_impl.h"
+#include "wanopt/intercept/probe_timing.h"
 
 namespace wanopt::intercept {
 
-// How long a probe from the client's address may go unanswered before the box
-// suspects asymmetric routing (the server's replies go round it) and retries from
-// its own address: a few round trips to that server as measured before, else to
-// any server, else half a second; never more than half the connect timeout.
+// probe_timing.h has the rules; these supply what this box measured.
 Clock::duration Interceptor::Impl::AsymmetryTimeout(uint32_t server) const {
   std::optional<Clock::duration> rtt;
   if (auto it = server_rtt_.find(server); it != server_rtt_.end()) rtt = it->second;
   else if (last_server_rtt_.count()) rtt = last_server_rtt_;
-  Clock::duration limit = config_timeout() / 2;
-  Clock::duration wait = rtt ? std::max<Clock::duration>(4 * *rtt, std::chrono::milliseconds(100))
-                             : std::chrono::milliseconds(500);
-  return std::min(wait, limit);
+  return AsymmetryWait(rtt, config_timeout() / 2);
 }
 
-// How long a probe from the client's address may go unanswered before the box
-// retries from its own. Further along, AsymmetryTimeout. A branch waits longer:
-// a datacenter box may hold its SYN while connecting to the server itself (one
-// AsymmetryTimeout of its own, and a retry), and a server that drops SYNs with
-// options answers only the first retransmission (at 1 s, without the option),
-// which still proves the replies come back through this box.
 Clock::duration Interceptor::Impl::ProbeTimeout(const Held& h) const {
-  if (!h.transparent) return config_timeout();
-  if (h.upstream) return AsymmetryTimeout(h.key.server);
-  Clock::duration wait = std::chrono::seconds(1) + 2 * AsymmetryTimeout(h.key.server);
-  return std::min<Clock::duration>(wait, config_timeout() / 2);
+  return ProbeWait(h.transparent, !h.upstream, AsymmetryTimeout(h.key.server), config_timeout());
 }
 
 // The kernel's smoothed RTT of a connected probe: what AsymmetryTimeout scales by.

@@ -66,7 +66,7 @@ AcceptorFacts Session::AcceptorFactsNow() const {
       return datacenter->Serves(destination);
     };
   } else {
-    for (const auto& info : protocols::Registry::Global().modules()) facts.modules.push_back(info.name);
+    facts.modules = protocols::Registry::Global().Names();
   }
   return facts;
 }

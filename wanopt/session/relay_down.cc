@@ -24,9 +24,9 @@ void Session::DownRead() {
   for (;;) {
     if (closed_) return;
     if (!down_buffer_) down_buffer_ = AcquireRelayBuffer();
-    // Room for a whole frame after a partial one; the module chain may also have
-    // swapped the buffer's storage for a smaller one.
-    down_buffer_->Reserve(kRelayBufferSize);
+    // The module chain may have swapped the buffer's storage for a smaller one.
+    // (Only then: Reserve would also move a partial frame to the front each time.)
+    if (down_buffer_->capacity() < kRelayBufferSize) down_buffer_->Reserve(kRelayBufferSize);
     auto tail = down_buffer_->WritableTail();
     error_code ec;
     size_t n = wan_.read_some(asio::buffer(tail.data(), tail.size()), ec);

@@ -62,19 +62,6 @@ std::string UrlDecode(std::string_view text) {
   return out;
 }
 
-std::string UrlEncode(std::string_view text) {
-  std::string out;
-  char hex[4];
-  for (unsigned char c : text) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.') {
-      out += static_cast<char>(c);
-    } else {
-      std::snprintf(hex, sizeof hex, "%%%02X", c);
-      out += hex;
-    }
-  }
-  return out;
-}
 
 std::map<std::string, std::string> ParseQuery(std::string_view target) {
   std::map<std::string, std::string> query;

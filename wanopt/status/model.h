@@ -20,6 +20,7 @@
 
 #include "datastore/chunk_store.h"
 #include "wanopt/session/connection_table.h"
+#include "util/url.h"
 
 namespace wanopt {
 class Daemon;
@@ -34,7 +35,6 @@ using Clock = std::chrono::system_clock;
 std::string HtmlEscape(std::string_view text);
 std::string PromLabel(std::string_view text);
 std::string UrlDecode(std::string_view text);
-std::string UrlEncode(std::string_view text);
 std::map<std::string, std::string> ParseQuery(std::string_view target);
 
 // ---- Formatting ----

@@ -281,7 +281,7 @@ std::string StatusServer::url() const {
   tcp::endpoint at = impl_->acceptor.local_endpoint(ec);
   if (at.address().is_unspecified()) at.address(asio::ip::address_v4::loopback());
   return "http://" + status::FormatEndpoint(at) + "/" +
-         (impl_->token.empty() ? "" : "?token=" + status::UrlEncode(impl_->token));
+         (impl_->token.empty() ? "" : "?token=" + UrlEncode(impl_->token));
 }
 
 }  // namespace wanopt

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "protocols/common/dcerpc/reader.h"
+#include "util/hex.h"
 
 namespace wanopt::protocols::dcerpc {
 
@@ -29,15 +30,10 @@ void Uuid::Write(uint8_t* p, bool little_endian) const {
 }
 
 std::string Uuid::ToString() const {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(36);
-  for (size_t i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out += '-';
-    out += kHex[bytes[i] >> 4];
-    out += kHex[bytes[i] & 0xf];
-  }
-  return out;
+  // 8-4-4-4-12 hex digits, the bytes in the order they are stored.
+  std::span<const uint8_t> all(bytes);
+  return HexLower(all.first(4)) + '-' + HexLower(all.subspan(4, 2)) + '-' + HexLower(all.subspan(6, 2)) + '-' +
+         HexLower(all.subspan(8, 2)) + '-' + HexLower(all.subspan(10));
 }
 
 bool Uuid::IsNil() const {
