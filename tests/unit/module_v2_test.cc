@@ -246,7 +246,7 @@ TEST_CASE("v2: the end of a direction releases held bytes, and nothing is emitte
   CHECK(v.context->CanEmit(kS2C));  // the other direction still runs
 }
 
-TEST_CASE("v2: timers fire on the connection's loop; cancelled ones and those after close do not") {
+TEST_CASE("v2: timers fire on the connection's loop, and cancelled ones and those after close do not") {
   V2Host host;
   auto chain = std::make_unique<ModuleChain>(host, std::vector<std::string>{"t2-v2"});
   chain->Start();
@@ -380,7 +380,7 @@ TEST_CASE("v2: a module that throws is detached and its held bytes go on in orde
   CHECK(host.Relay(chain, kS2C, "back") == "back[b][a]");
 }
 
-TEST_CASE("v2: a timer that throws detaches its module; what it held leaves through the host") {
+TEST_CASE("v2: a timer that throws detaches its module, and what it held leaves through the host") {
   V2Host host;
   ModuleChain chain(host, {"t2-a", "t2-v2", "t2-b"});
   chain.Start();

@@ -75,7 +75,7 @@ TEST_CASE("answer: no DRE without the branch's seed, or with a degraded store, a
   CHECK(AnyNote(answer.notes, "applied L: no datastore on this box"));
 }
 
-TEST_CASE("answer: module slots keep their position; one this box does not run is a gap and a note") {
+TEST_CASE("answer: module slots keep their position, and one this box does not run is a gap and a note") {
   auto answer = AnswerHello(HelloFor(Policy::kFull, true, {"smb2", "nosuch", "mapi"}), Facts());
   CHECK(answer.runnable == std::vector<std::string>{"smb2", "", "mapi"});
   CHECK(answer.ack.accepted_modules == 0b101u);

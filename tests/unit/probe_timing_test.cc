@@ -15,7 +15,7 @@ TEST_CASE("asymmetry wait: four measured round trips, 0.1 s at least, 0.5 s befo
   CHECK(AsymmetryWait(std::nullopt, milliseconds(200)) == milliseconds(200));
 }
 
-TEST_CASE("probe wait: the connect timeout from the box's address; the asymmetry wait further along; "
+TEST_CASE("probe wait: the connect timeout from the box's address, the asymmetry wait further along, "
           "twice that plus the first SYN retransmission at the branch, at most half the connect timeout") {
   CHECK(ProbeWait(false, true, milliseconds(500), seconds(11)) == seconds(11));
   CHECK(ProbeWait(false, false, milliseconds(500), seconds(11)) == seconds(11));

@@ -13,7 +13,7 @@ WireFingerprint Fp(uint8_t fill) {
 }
 }  // namespace
 
-TEST_CASE("nack payload: fingerprints round-trip in order; empty or ragged payloads are refused") {
+TEST_CASE("nack payload: fingerprints round-trip in order, and empty or ragged payloads are refused") {
   std::vector<WireFingerprint> missing{Fp(1), Fp(2), Fp(3)};
   auto payload = EncodeNack(missing);
   CHECK(payload.size() == 3 * kFingerprintSize);
@@ -27,7 +27,7 @@ TEST_CASE("nack payload: fingerprints round-trip in order; empty or ragged paylo
   }
 }
 
-TEST_CASE("repair payload: fingerprint then chunk; shorter than a fingerprint is refused") {
+TEST_CASE("repair payload: fingerprint then chunk, and shorter than a fingerprint is refused") {
   std::vector<uint8_t> chunk{'c', 'h', 'u', 'n', 'k'};
   auto payload = EncodeRepair(Fp(9), chunk);
   CHECK(payload.size() == kFingerprintSize + chunk.size());
