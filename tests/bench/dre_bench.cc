@@ -224,7 +224,7 @@ ZstdResult Zstd(std::span<const uint8_t> data) {
   return r;
 }
 
-// zstd -3 the way the codec's LZ runs (wanopt/dre/codec.cc at the time of writing):
+// zstd -3 the way the codec's LZ runs (wanopt/dre/encoder.cc):
 // one stream, a 1 MiB window (windowLog 20), flushed after every block of about
 // 88 KiB. Attributes a gap between the codec and plain zstd -3 to these settings.
 ZstdResult ZstdLikeCodec(std::span<const uint8_t> data) {
@@ -1637,7 +1637,7 @@ int Main(int argc, char** argv) {
       "pauses and first round trip.",
       "zstd -3: libzstd ZSTD_compress level 3, one call per file or per message. A second copy costs zstd -3 alone the "
       "same as the first. \"As the codec streams it\": zstd -3 with a 1 MiB window, flushed every 88 KiB, as "
-      "wanopt/dre/codec.cc runs its LZ stream.",
+      "wanopt/dre/encoder.cc runs its LZ stream.",
       "XCodec figures are quoted from the issue (WANProxy XCodec), not measured here.",
       "Microbenchmarks: one thread, wanopt::dre::Encoder/Decoder with a real ChunkStore per box in a temporary "
       "directory, input in 128 KiB reads, encode and decode timed separately; CPU s/GB there is per process CPU second "
