@@ -213,7 +213,10 @@ class Capture:
 
     def __init__(self, lab, node, iface, peer_ip, dissector, ports=(80,), decode_as=()):
         capture_filter = " or ".join([f"tcp port {p}" for p in ports] + ["icmp"])
-        cmd = ["tshark", "-l", "-n", "-i", iface, "-f", capture_filter, "-X", f"lua_script:{dissector}"]
+        # A 64 MiB kernel buffer (the default is 2): decoding with the Lua dissector
+        # lags behind a 2 MiB transfer on a loaded machine, and dumpcap drops what
+        # does not fit (seen in CI: a whole connection missing from a capture).
+        cmd = ["tshark", "-l", "-n", "-B", "64", "-i", iface, "-f", capture_filter, "-X", f"lua_script:{dissector}"]
         for port in decode_as:
             cmd += ["-d", f"tcp.port=={port},wanopt"]
         cmd += ["-T", "fields", "-E", "separator=|"]
