@@ -83,13 +83,6 @@ ConnectionSnapshot DatacenterConnection(Pair& pair, size_t nth) {
   return connections[nth - 1];
 }
 
-bool Noted(const ConnectionSnapshot& c, std::string_view text) {
-  for (const auto& n : c.notes) {
-    if (n.find(text) != std::string::npos) return true;
-  }
-  return false;
-}
-
 // Creates a datastore in `path` with a few chunks in it, and closes it.
 void MakeStore(const std::string& path) {
   datastore::ChunkStoreOptions options;

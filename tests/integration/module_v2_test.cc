@@ -30,15 +30,6 @@ struct Client {
   }
 };
 
-bool Noted(Daemon& daemon, std::string_view text) {
-  for (const auto& c : daemon.table().Connections()) {
-    for (const auto& n : c.notes) {
-      if (n.find(text) != std::string::npos) return true;
-    }
-  }
-  return false;
-}
-
 }  // namespace
 
 TEST_CASE("module v2 in the pair: answers, originated requests, held bytes and a shared group, byte for byte") {

@@ -188,4 +188,18 @@ std::string ReadAll(int fd, int timeout_ms, std::string* error) {
   }
 }
 
+bool Noted(const ConnectionSnapshot& connection, std::string_view text) {
+  for (const auto& note : connection.notes) {
+    if (note.find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
+bool Noted(Daemon& daemon, std::string_view text) {
+  for (const auto& c : daemon.table().Connections()) {
+    if (Noted(c, text)) return true;
+  }
+  return false;
+}
+
 }  // namespace wanopt::testing

@@ -90,6 +90,11 @@ bool SendAll(int fd, std::string_view bytes);
 // Reads until EOF, an error or `timeout_ms` without data. *error: "" (clean EOF),
 // "reset", "timeout" or another errno text.
 std::string ReadAll(int fd, int timeout_ms, std::string* error);
+// Whether one of the connection's notes contains `text`; whether any connection on
+// `daemon`'s table (ended ones included) has such a note.
+bool Noted(const ConnectionSnapshot& connection, std::string_view text);
+bool Noted(Daemon& daemon, std::string_view text);
+
 // Reads exactly `n` bytes (fewer only if the connection ends or fails first).
 std::string ReadExactly(int fd, size_t n);
 

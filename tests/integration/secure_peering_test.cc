@@ -61,15 +61,6 @@ std::string RoundTrip(Pair& pair, size_t n, std::string* error) {
   return got == sent ? "same" : got;
 }
 
-bool Noted(Daemon& daemon, std::string_view text) {
-  for (const auto& c : daemon.table().Connections()) {
-    for (const auto& n : c.notes) {
-      if (n.find(text) != std::string::npos) return true;
-    }
-  }
-  return false;
-}
-
 }  // namespace
 
 TEST_CASE("certificates from one CA: bytes cross, both boxes name the other's certificate") {

@@ -36,6 +36,15 @@ struct Pair {
     near.connect(acceptor.local_endpoint());
     far = acceptor.accept();
   }
+  // A writer on the near end (the pair owns it, and is its owner for Start).
+  WanWriter& Writer(WanWriter::Events& events, bool framed) {
+    writer = std::make_unique<WanWriter>(near, events);
+    writer->Start(owner);
+    writer->set_framed(framed);
+    return *writer;
+  }
+  std::shared_ptr<int> owner = std::make_shared<int>(0);
+  std::unique_ptr<WanWriter> writer;
   // Everything the far end received once the near end is closed.
   std::vector<uint8_t> Drain() {
     near.close();
@@ -64,10 +73,7 @@ std::vector<uint8_t> Bytes(std::string_view text) { return {text.begin(), text.e
 TEST_CASE("wan writer: frames go out in queue order, an urgent one right after the write in flight") {
   Pair pair;
   Recorder events;
-  auto owner = std::make_shared<int>(0);
-  WanWriter writer(pair.near, events);
-  writer.Start(owner);
-  writer.set_framed(true);
+  WanWriter& writer = pair.Writer(events, /*framed=*/true);
   std::string data = "client bytes";
   writer.QueueData({reinterpret_cast<const uint8_t*>(data.data()), data.size()}, WanWriter::After::kResumeUp);
   CHECK(writer.writing());
@@ -91,10 +97,7 @@ TEST_CASE("wan writer: frames go out in queue order, an urgent one right after t
 TEST_CASE("wan writer: data larger than a frame is split, the completion goes with the last part") {
   Pair pair;
   Recorder events;
-  auto owner = std::make_shared<int>(0);
-  WanWriter writer(pair.near, events);
-  writer.Start(owner);
-  writer.set_framed(true);
+  WanWriter& writer = pair.Writer(events, /*framed=*/true);
   std::vector<uint8_t> big(channel::kMaxFramePayload * 2 + 100, 'x');
   writer.QueueData(big, WanWriter::After::kResumeUp);
   pair.io.run();
@@ -114,9 +117,7 @@ TEST_CASE("wan writer: data larger than a frame is split, the completion goes wi
 TEST_CASE("wan writer: raw (pass-through) data goes unframed and the half-close shuts the socket down") {
   Pair pair;
   Recorder events;
-  auto owner = std::make_shared<int>(0);
-  WanWriter writer(pair.near, events);
-  writer.Start(owner);
+  WanWriter& writer = pair.Writer(events, /*framed=*/false);
   std::string data = "plain bytes";
   writer.QueueData({reinterpret_cast<const uint8_t*>(data.data()), data.size()}, WanWriter::After::kNothing);
   writer.QueueHalfClose();
@@ -134,10 +135,7 @@ TEST_CASE("wan writer: raw (pass-through) data goes unframed and the half-close 
 TEST_CASE("wan writer: after Stop nothing more is written or reported") {
   Pair pair;
   Recorder events;
-  auto owner = std::make_shared<int>(0);
-  WanWriter writer(pair.near, events);
-  writer.Start(owner);
-  writer.set_framed(true);
+  WanWriter& writer = pair.Writer(events, /*framed=*/true);
   events.on_written = [&](WanWriter::After) { writer.Stop(); };
   writer.QueueControl(FrameType::kKeepalive, 0, {});
   writer.QueueControl(FrameType::kKeepalive, 0, {});

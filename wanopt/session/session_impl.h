@@ -150,22 +150,15 @@ class Session final : public std::enable_shared_from_this<Session>,
   void StartDecoder();
 
   // ---- Counting, for the daemon's totals and this connection's record ----
-  void CountLanIn(size_t n) {
-    env_.counters.lan_in.fetch_add(n, std::memory_order_relaxed);
-    record_->lan_in.fetch_add(n, std::memory_order_relaxed);
+  template <class BoxCounter, class RecordCounter>
+  static void Count(BoxCounter& box, RecordCounter& record, size_t n) {
+    box.fetch_add(n, std::memory_order_relaxed);
+    record.fetch_add(n, std::memory_order_relaxed);
   }
-  void CountLanOut(size_t n) {
-    env_.counters.lan_out.fetch_add(n, std::memory_order_relaxed);
-    record_->lan_out.fetch_add(n, std::memory_order_relaxed);
-  }
-  void CountWanIn(size_t n) {
-    env_.counters.wan_in.fetch_add(n, std::memory_order_relaxed);
-    record_->wan_in.fetch_add(n, std::memory_order_relaxed);
-  }
-  void CountWanOut(size_t n) {
-    env_.counters.wan_out.fetch_add(n, std::memory_order_relaxed);
-    record_->wan_out.fetch_add(n, std::memory_order_relaxed);
-  }
+  void CountLanIn(size_t n) { Count(env_.counters.lan_in, record_->lan_in, n); }
+  void CountLanOut(size_t n) { Count(env_.counters.lan_out, record_->lan_out, n); }
+  void CountWanIn(size_t n) { Count(env_.counters.wan_in, record_->wan_in, n); }
+  void CountWanOut(size_t n) { Count(env_.counters.wan_out, record_->wan_out, n); }
 
   // ---- ModuleChain::Host ----
   const protocols::ConnectionInfo& connection() const override { return info_; }
