@@ -398,15 +398,19 @@ held = []
 try:
     check("fd limit 48: daemon listening", wait_listening(dc_port, daemon.proc))
     # Idle inner channels (no hello yet) take the descriptors, then more wait in the
-    # listen queues of both listeners: every accept fails with EMFILE.
-    for port, n in ((dc_port, 80), (status_port, 20)):
+    # listen queues of both listeners: every accept fails with EMFILE. The status
+    # connections are made only once the data plane is out of descriptors; made at the
+    # same time, the status server could win descriptors below the reserve and serve them.
+    def hold(port, n):
         for _ in range(n):
             c = socket.socket()
             c.settimeout(5)
             c.connect(("127.0.0.1", port))
             held.append(c)
+    hold(dc_port, 80)
     check("at the limit: accept fails on the data plane", daemon.wait_log("datacenter: accept: Too many open files"),
           daemon.log()[-1000:])
+    hold(status_port, 20)
     # Out of descriptors at accept (EMFILE: the spare is given up for it), or accepted
     # into the data plane's reserve: either way closed at once, and said so.
     deadline = time.monotonic() + 10
