@@ -78,6 +78,7 @@ class Interceptor {
   boost::asio::ip::tcp::endpoint listen_endpoint() const;
 
  private:
+  friend struct SynDecisionsTest;  // tests/unit/syn_decisions_test.cc
   class Impl;
   std::shared_ptr<Impl> impl_;
 };

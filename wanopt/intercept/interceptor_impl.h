@@ -96,6 +96,10 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
   bool Start(std::string* error);
   void Stop();
 
+  // tests/unit/syn_decisions_test.cc decides SYNs without root: no listener, its own
+  // queue, and a look at what the box remembers.
+  friend struct SynDecisionsTest;
+
   tcp::endpoint listen_endpoint() const {
     error_code ec;
     return acceptor_.local_endpoint(ec);
