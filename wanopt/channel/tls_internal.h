@@ -1,5 +1,5 @@
 // Private to wanopt/channel/: what the TLS context (secure_context.cc) and the TLS
-// pump (secure_channel.cc) share.
+// pump (secure_channel.cc, secure_relay.cc) share.
 #pragma once
 
 #include <string>

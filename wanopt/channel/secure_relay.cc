@@ -1,0 +1,200 @@
+// The relay half of the TLS pump (secure_pump.h): once the handshake succeeded, the
+// session's plain bytes go up through TLS to the TCP connection and the peer's come
+// down, each direction with its own buffer and a budget per turn of the event loop;
+// close_notify carries a half-close, and the ends close both sockets.
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <boost/asio/post.hpp>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "wanopt/channel/secure_pump.h"
+#include "wanopt/channel/tls_internal.h"
+
+namespace wanopt::channel::tls_internal {
+namespace {
+
+constexpr size_t kUpBufferSize = 64 * 1024;
+// SSL_read returns at most one record's plaintext: a larger buffer would sit unused.
+constexpr size_t kDownBufferSize = 16 * 1024;
+// Buffers a direction relays before it yields its event loop to other connections.
+constexpr int kRelayBudget = 16;
+
+// True once the session closed its end (rather than only shutting down sending):
+// the kernel then reports a hangup on ours.
+bool SessionEndClosed(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & POLLHUP) != 0;
+}
+
+}  // namespace
+
+// ---- Up: session -> TLS -> TCP. ----
+
+void Pump::Up() {
+  for (int budget = kRelayBudget; budget > 0; --budget) {
+    if (ended_) return;
+    if (up_sent_ == up_length_) {
+      if (!up_buffer_) up_buffer_ = std::make_unique<uint8_t[]>(kUpBufferSize);
+      error_code ec;
+      size_t n = plain_.read_some(asio::buffer(up_buffer_.get(), kUpBufferSize), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        up_buffer_.reset();  // idle: hold no buffer
+        up_sent_ = up_length_ = 0;
+        WaitFor(Socket::kPlain, tcp::socket::wait_read, [](Pump& p) { p.Up(); });
+        return;
+      }
+      if (ec == asio::error::eof) {
+        up_buffer_.reset();
+        up_sent_ = up_length_ = 0;
+        session_closed_ = SessionEndClosed(plain_.native_handle());
+        SendCloseNotify();
+        return;
+      }
+      if (ec) {  // the session closed its end with bytes from us unread: it reset
+        Abort();
+        return;
+      }
+      up_sent_ = 0;
+      up_length_ = n;
+    }
+    ERR_clear_error();
+    // A write that had to wait is repeated with the same arguments, as OpenSSL requires.
+    int r = SSL_write(ssl_, up_buffer_.get() + up_sent_, static_cast<int>(up_length_ - up_sent_));
+    if (r > 0) {
+      up_sent_ += static_cast<size_t>(r);
+      continue;
+    }
+    int e = SSL_get_error(ssl_, r);
+    if (!WaitForTls(e, [](Pump& p) { p.Up(); })) Abort();
+    return;
+  }
+  asio::post(tcp_.get_executor(), [self = shared_from_this()] {
+    if (!self->ended_) self->Up();
+  });
+}
+
+// The session shut down sending or closed its end, after everything it wrote was
+// sent: close_notify, then a FIN.
+void Pump::SendCloseNotify() {
+  ERR_clear_error();
+  int r = SSL_shutdown(ssl_);  // 0: sent; 1: sent, and the peer's had come already
+  if (r < 0) {
+    int e = SSL_get_error(ssl_, r);
+    if (!WaitForTls(e, [](Pump& p) { p.SendCloseNotify(); })) Abort();
+    return;
+  }
+  error_code ignored;
+  tcp_.shutdown(tcp::socket::shutdown_send, ignored);
+  up_ended_ = true;
+  // Closed: nobody will read what the peer still sends. Shut down only: relay on.
+  if (session_closed_ || down_ended_) Finish();
+  else WatchForSessionClose();
+}
+
+// A session that shut down sending may close its end later while the peer stays
+// silent: nothing would wake the pump, so it waits for the hangup itself. Asio
+// completes an error wait on a hangup; anything else is checked and waited again.
+void Pump::WatchForSessionClose() {
+  plain_.async_wait(tcp::socket::wait_error, [self = shared_from_this()](error_code ec) {
+    if (self->ended_ || ec) return;
+    if (SessionEndClosed(self->plain_.native_handle())) self->Finish();
+    else self->WatchForSessionClose();
+  });
+}
+
+// ---- Down: TCP -> TLS -> session. ----
+
+void Pump::Down() {
+  for (int budget = kRelayBudget; budget > 0; --budget) {
+    if (ended_) return;
+    if (down_written_ == down_length_) {
+      if (!down_buffer_) down_buffer_ = std::make_unique<uint8_t[]>(kDownBufferSize);
+      ERR_clear_error();
+      int r = SSL_read(ssl_, down_buffer_.get(), static_cast<int>(kDownBufferSize));
+      if (r <= 0) {
+        int e = SSL_get_error(ssl_, r);
+        down_buffer_.reset();
+        down_written_ = down_length_ = 0;
+        if (WaitForTls(e, [](Pump& p) { p.Down(); })) return;
+        if (awaiting_confirmation_) {
+          // The peer refused us after all (optimistic mode): the session's bytes
+          // went nowhere; it is cut, and the caller learns why.
+          std::string why = TakeOpenSslError();
+          LateFailure(why.empty() ? "the peer closed the channel without confirming it" : why);
+          Abort();
+          return;
+        }
+        if (e == SSL_ERROR_ZERO_RETURN) {  // close_notify: an orderly end
+          ERR_clear_error();
+          down_ended_ = true;
+          error_code ignored;
+          plain_.shutdown(tcp::socket::shutdown_send, ignored);
+          if (up_ended_) Finish();
+          return;
+        }
+        Abort();  // EOF without close_notify, a TCP error or a TLS error
+        return;
+      }
+      down_written_ = 0;
+      down_length_ = static_cast<size_t>(r);
+      if (awaiting_confirmation_) {
+        if (down_buffer_[0] != kAccepted) {
+          LateFailure("peer is not a wanopt box (no confirmation after the handshake)");
+          Abort();
+          return;
+        }
+        awaiting_confirmation_ = false;
+        down_written_ = 1;  // the confirmation is the pump's, not the session's
+        if (down_length_ == 1) continue;
+      }
+    }
+    error_code ec;
+    size_t n = plain_.write_some(
+        asio::buffer(down_buffer_.get() + down_written_, down_length_ - down_written_), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      WaitFor(Socket::kPlain, tcp::socket::wait_write, [](Pump& p) { p.Down(); });
+      return;
+    }
+    if (ec) {  // the session closed its end while we still had bytes for it
+      Abort();
+      return;
+    }
+    down_written_ += n;
+  }
+  asio::post(tcp_.get_executor(), [self = shared_from_this()] {
+    if (!self->ended_) self->Down();
+  });
+}
+
+// ---- Ends. Closing both sockets completes every pending wait, and with the last
+// handler the last reference to the pump goes. ----
+
+void Pump::Finish() {
+  ended_ = true;
+  ERR_clear_error();
+  error_code ignored;
+  tcp_.close(ignored);
+  plain_.close(ignored);
+}
+
+// The session gets EOF (or a reset, if it had written bytes the pump never read);
+// the peer gets a TCP reset, as it would from a box that crashed.
+void Pump::Abort() {
+  ended_ = true;
+  ERR_clear_error();
+  error_code ignored;
+  tcp_.set_option(asio::socket_base::linger(true, 0), ignored);
+  tcp_.close(ignored);
+  plain_.close(ignored);
+}
+
+void Pump::LateFailure(const std::string& why) {
+  if (!options_.on_late_failure) return;
+  auto report = std::move(options_.on_late_failure);
+  options_.on_late_failure = nullptr;
+  report(why);
+}
+
+}  // namespace wanopt::channel::tls_internal
