@@ -1,17 +1,13 @@
-// The TLS pump between two boxes, over loopback TCP: authentication both ways,
-// bytes intact both ways, every way a channel ends, and pumps that never outlive it.
+// The TLS pump between two boxes, over loopback TCP: authentication both ways
+// (certificates, PSKs, the optimistic opening side), bytes intact both ways, and
+// the settings SecureContext::Create refuses. How a channel ends:
+// secure_channel_end_test.cc.
 #include <doctest/doctest.h>
 
-#include <stdlib.h>
 #include <sys/socket.h>
 
 #include <chrono>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <functional>
 #include <memory>
-#include <span>
 #include <string>
 #include <vector>
 
@@ -19,184 +15,13 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 
+#include "tests/unit/secure_channel_test_util.h"
 #include "wanopt/channel/secure_channel.h"
 #include "util/sha256.h"
 
-namespace asio = boost::asio;
-using asio::ip::tcp;
-using boost::system::error_code;
 using namespace wanopt;
 using namespace wanopt::channel;
-using Clock = std::chrono::steady_clock;
-using namespace std::chrono_literals;
-
-namespace {
-
-// tests/lab/make-pki's output, made once per run in a temporary directory.
-class Pki {
- public:
-  static const Pki& Get() {
-    static Pki pki;
-    return pki;
-  }
-  std::string Path(const std::string& name) const { return dir_ + "/" + name; }
-
- private:
-  Pki() {
-    char name[] = "/tmp/wanopt-pki-XXXXXX";
-    REQUIRE(::mkdtemp(name) != nullptr);
-    dir_ = name;
-    std::string command = std::string("'") + WANOPT_MAKE_PKI + "' '" + dir_ + "' >/dev/null";
-    REQUIRE_MESSAGE(std::system(command.c_str()) == 0, command);
-    // A rogue box that trusts our CA as well as its own: it accepts a real box's
-    // certificate, so only the real box's check can stop it.
-    std::ofstream both(Path("ca-and-rogue-ca.pem"));
-    both << std::ifstream(Path("ca.pem")).rdbuf() << std::ifstream(Path("rogue-ca.pem")).rdbuf();
-  }
-  ~Pki() {
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
-  }
-  std::string dir_;
-};
-
-std::unique_ptr<SecureContext> CertContext(const std::string& box, const std::string& ca = "ca.pem") {
-  const Pki& pki = Pki::Get();
-  PeeringSecurity security;
-  security.mode = PeeringSecurity::Mode::kCertificate;
-  security.ca_file = pki.Path(ca);
-  security.cert_file = pki.Path(box + ".pem");
-  security.key_file = pki.Path(box + ".key");
-  std::string error;
-  auto context = SecureContext::Create(security, &error);
-  REQUIRE_MESSAGE(context, error);
-  return context;
-}
-
-std::unique_ptr<SecureContext> PskContext(const std::string& identity, uint8_t key_byte) {
-  PeeringSecurity security;
-  security.mode = PeeringSecurity::Mode::kPsk;
-  security.psk_identity = identity;
-  security.psk.assign(32, key_byte);
-  security.psk[0] = 0x42;
-  std::string error;
-  auto context = SecureContext::Create(security, &error);
-  REQUIRE_MESSAGE(context, error);
-  return context;
-}
-
-// Runs `io` until `done()` or `limit`; false on the limit. Never sleeps.
-bool RunUntil(asio::io_context& io, const std::function<bool()>& done, std::chrono::milliseconds limit = 10s) {
-  auto deadline = Clock::now() + limit;
-  while (!done()) {
-    auto now = Clock::now();
-    if (now >= deadline) return false;
-    if (io.stopped()) io.restart();
-    io.run_one_for(deadline - now);
-  }
-  return true;
-}
-
-// True once every pump and socket operation on `io` is gone.
-bool Drains(asio::io_context& io) {
-  io.restart();
-  io.run_for(5s);
-  return io.stopped();
-}
-
-// A connected loopback TCP pair on `io`: `a` opened it, `b` accepted it.
-void ConnectPair(asio::io_context& io, tcp::socket& a, tcp::socket& b) {
-  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
-  a = tcp::socket(io);
-  a.connect(acceptor.local_endpoint());
-  b = acceptor.accept();
-}
-
-struct End {
-  explicit End(asio::io_context& io) : plain(io) {}
-  int calls = 0;
-  SecureChannelResult result;
-  tcp::socket plain;
-  int tcp_fd = -1;  // the pump's TCP socket, for cutting it under the pump
-};
-
-// Two boxes: `client` opened the TCP connection to `server`.
-struct Boxes {
-  asio::io_context io;
-  End client{io}, server{io};
-
-  void Start(const SecureContext& client_context, const SecureContext& server_context,
-             std::chrono::milliseconds timeout = 5s, SecureChannelOptions options = {}) {
-    tcp::socket a(io), b(io);
-    ConnectPair(io, a, b);
-    client.tcp_fd = a.native_handle();
-    server.tcp_fd = b.native_handle();
-    StartSecureChannel(client_context, std::move(a), true, timeout, Recorder(client), std::move(options));
-    StartSecureChannel(server_context, std::move(b), false, timeout, Recorder(server));
-  }
-
-  static std::function<void(SecureChannelResult, tcp::socket)> Recorder(End& end) {
-    return [&end](SecureChannelResult result, tcp::socket plain) {
-      ++end.calls;
-      end.result = std::move(result);
-      end.plain = std::move(plain);
-    };
-  }
-
-  bool Handshake(const SecureContext& client_context, const SecureContext& server_context) {
-    Start(client_context, server_context);
-    return RunUntil(io, [&] { return client.calls > 0 && server.calls > 0; });
-  }
-};
-
-std::vector<uint8_t> PseudoRandom(size_t n, uint64_t seed) {
-  std::vector<uint8_t> out(n);
-  uint64_t x = seed;
-  for (auto& byte : out) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    byte = static_cast<uint8_t>(x >> 24);
-  }
-  return out;
-}
-
-size_t OpenDescriptors() {
-  size_t n = 0;
-  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
-  return n;
-}
-
-std::string Text(std::span<const uint8_t> bytes) { return std::string(bytes.begin(), bytes.end()); }
-
-// Reads a socket to its end, hashing what came.
-struct Reader {
-  explicit Reader(tcp::socket& s) : socket(s), buffer(64 * 1024) {}
-  void Start() {
-    socket.async_read_some(asio::buffer(buffer), [this](error_code ec, size_t n) {
-      sha.Update(std::span(buffer).first(n));
-      if (received.size() < 4096) {
-        received.insert(received.end(), buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(n));
-      }
-      bytes += n;
-      if (ec) {
-        end = ec;
-        ended = true;
-        return;
-      }
-      Start();
-    });
-  }
-  tcp::socket& socket;
-  std::vector<uint8_t> buffer;
-  Sha256 sha;
-  size_t bytes = 0;
-  std::vector<uint8_t> received;  // the first few KiB, for the short messages below
-  bool ended = false;
-  error_code end;
-};
-
-}  // namespace
+using namespace wanopt::channel::test_helpers;
 
 TEST_CASE("certificates: 8 MiB each way at once arrive intact, then both pumps go away") {
   auto branch = CertContext("branch");
@@ -382,121 +207,6 @@ TEST_CASE("a wrong PSK or an unknown identity fails on both boxes") {
   CHECK(Drains(boxes.io));
 }
 
-TEST_CASE("a box that closes its end: the other session reads everything sent, then EOF") {
-  auto mid = CertContext("mid");
-  auto dc = CertContext("dc");
-  Boxes boxes;
-  REQUIRE(boxes.Handshake(*mid, *dc));
-  REQUIRE(!boxes.client.result.ec);
-  CHECK(boxes.client.result.peer_name == "dc");
-  CHECK(boxes.server.result.peer_name == "mid");
-  std::string bye = "last words before closing";
-  asio::write(boxes.server.plain, asio::buffer(bye));
-  boxes.server.plain.close();
-  Reader at_client(boxes.client.plain);
-  at_client.Start();
-  REQUIRE(RunUntil(boxes.io, [&] { return at_client.ended; }));
-  CHECK(Text(at_client.received) == bye);
-  CHECK(at_client.end == asio::error::eof);
-  boxes.client.plain.close();
-  CHECK(Drains(boxes.io));
-}
-
-TEST_CASE("a session that only shuts down sending still gets the reply") {
-  auto branch = CertContext("branch");
-  auto dc = CertContext("dc");
-  Boxes boxes;
-  REQUIRE(boxes.Handshake(*branch, *dc));
-  REQUIRE(!boxes.client.result.ec);
-  std::string request = "the whole request", reply = "a reply after the request ended";
-  asio::write(boxes.client.plain, asio::buffer(request));
-  boxes.client.plain.shutdown(tcp::socket::shutdown_send);
-  Reader at_server(boxes.server.plain);
-  at_server.Start();
-  REQUIRE(RunUntil(boxes.io, [&] { return at_server.ended; }));
-  CHECK(Text(at_server.received) == request);
-  CHECK(at_server.end == asio::error::eof);
-  // The server's pump received close_notify and still relays its session's bytes.
-  asio::write(boxes.server.plain, asio::buffer(reply));
-  boxes.server.plain.close();
-  Reader at_client(boxes.client.plain);
-  at_client.Start();
-  REQUIRE(RunUntil(boxes.io, [&] { return at_client.ended; }));
-  CHECK(Text(at_client.received) == reply);
-  CHECK(at_client.end == asio::error::eof);
-  boxes.client.plain.close();
-  CHECK(Drains(boxes.io));
-}
-
-TEST_CASE("a session that shuts down sending, then closes, ends its pump while the peer is silent") {
-  auto branch = CertContext("branch");
-  auto dc = CertContext("dc");
-  Boxes boxes;
-  REQUIRE(boxes.Handshake(*branch, *dc));
-  REQUIRE(!boxes.client.result.ec);
-  boxes.client.plain.shutdown(tcp::socket::shutdown_send);
-  Reader at_server(boxes.server.plain);
-  at_server.Start();
-  REQUIRE(RunUntil(boxes.io, [&] { return at_server.ended; }));
-  CHECK(at_server.end == asio::error::eof);
-  // The server's session keeps its end open and says nothing: only the client
-  // session's close can end the client's pump, which holds two descriptors.
-  size_t before = OpenDescriptors();
-  boxes.client.plain.close();
-  CHECK(RunUntil(boxes.io, [&] { return OpenDescriptors() == before - 3; }, 5s));
-  boxes.server.plain.close();
-  CHECK(Drains(boxes.io));
-}
-
-TEST_CASE("a TCP connection that ends without close_notify cuts both sessions' ends") {
-  auto branch = CertContext("branch");
-  auto dc = CertContext("dc");
-  Boxes boxes;
-  REQUIRE(boxes.Handshake(*branch, *dc));
-  REQUIRE(!boxes.client.result.ec);
-  // FIN both ways under the server's pump, no TLS alert: what a middlebox cutting
-  // the connection, or a crashed peer, looks like.
-  REQUIRE(::shutdown(boxes.server.tcp_fd, SHUT_RDWR) == 0);
-  Reader at_client(boxes.client.plain), at_server(boxes.server.plain);
-  at_client.Start();
-  at_server.Start();
-  REQUIRE(RunUntil(boxes.io, [&] { return at_client.ended && at_server.ended; }));
-  CHECK(at_client.bytes == 0);
-  CHECK(at_server.bytes == 0);
-  // Cut, not ended in order: the pumps closed the sessions' ends, so writing fails.
-  for (End* end : {&boxes.client, &boxes.server}) {
-    error_code ec;
-    uint8_t byte = 1;
-    end->plain.write_some(asio::buffer(&byte, 1), ec);
-    CHECK(ec == asio::error::broken_pipe);
-    end->plain.close();
-  }
-  CHECK(Drains(boxes.io));
-}
-
-TEST_CASE("a peer that never speaks fails the handshake by the timeout") {
-  auto branch = CertContext("branch");
-  asio::io_context io;
-  tcp::socket silent(io), ours(io);
-  bool client = true;
-  SUBCASE("as the opening box") { client = true; }
-  SUBCASE("as the accepting box") { client = false; }
-  ConnectPair(io, client ? ours : silent, client ? silent : ours);
-  End end(io);
-  auto start = Clock::now();
-  StartSecureChannel(*branch, std::move(ours), client, 300ms, Boxes::Recorder(end));
-  REQUIRE(RunUntil(io, [&] { return end.calls > 0; }));
-  auto elapsed = Clock::now() - start;
-  CHECK(end.result.ec == asio::error::timed_out);
-  CHECK(end.result.error == "handshake timed out");
-  CHECK_FALSE(end.result.authentication_failed);  // a slow peer is not remembered as an impostor
-  CHECK(!end.plain.is_open());
-  CHECK(elapsed >= 300ms);
-  CHECK(elapsed < 2s);
-  silent.close();
-  CHECK(Drains(io));
-  CHECK(end.calls == 1);
-}
 
 TEST_CASE("SecureContext::Create names the file, or the setting, that is wrong") {
   const Pki& pki = Pki::Get();

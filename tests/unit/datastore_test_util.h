@@ -1,0 +1,118 @@
+// Helpers for the DRE chunk store's tests (datastore_*_test.cc): a fresh directory
+// under /tmp removed at the end, random and numbered chunks, opening a store (a
+// failure fails the test), and damaging a stored value through RocksDB itself.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <rocksdb/db.h>
+
+#include "datastore/chunk_store.h"
+
+namespace wanopt::datastore::test_helpers {
+
+using Chunk = std::vector<uint8_t>;
+
+class TempDir {
+ public:
+  TempDir() {
+    char name[] = "/tmp/wanopt-datastore-XXXXXX";
+    REQUIRE(::mkdtemp(name) != nullptr);
+    path_ = name;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  // A directory inside, not yet created: where a store goes.
+  std::string store() const { return path_ + "/store"; }
+
+ private:
+  std::string path_;
+};
+
+inline Chunk RandomChunk(std::mt19937_64& rng, size_t size) {
+  Chunk chunk(size);
+  for (size_t i = 0; i < size; i += 8) {
+    uint64_t r = rng();
+    std::memcpy(chunk.data() + i, &r, std::min<size_t>(8, size - i));
+  }
+  return chunk;
+}
+
+// Sizes from 1 B to 64 KiB, spread evenly over the orders of magnitude.
+inline size_t RandomSize(std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> log_size(0, 16);
+  return static_cast<size_t>(std::pow(2.0, log_size(rng)));
+}
+
+// Chunk number i of a deterministic sequence: a child process and its parent agree
+// on it without talking.
+inline Chunk NthChunk(uint64_t i) {
+  std::mt19937_64 rng(i * 7919 + 1);
+  return RandomChunk(rng, 1 + rng() % (16 << 10));
+}
+
+inline std::unique_ptr<ChunkStore> OpenStore(const std::string& path, uint64_t max_bytes = uint64_t{1} << 30) {
+  std::string error;
+  auto store = ChunkStore::Open({.path = path, .max_bytes = max_bytes, .block_cache_bytes = 4 << 20}, &error);
+  REQUIRE_MESSAGE(store, error);
+  return store;
+}
+
+inline std::unique_ptr<ChunkStore> OpenWith(const ChunkStoreOptions& options) {
+  std::string error;
+  auto store = ChunkStore::Open(options, &error);
+  REQUIRE_MESSAGE(store, error);
+  return store;
+}
+
+inline std::string OpenError(const std::string& path) {
+  std::string error;
+  auto store = ChunkStore::Open({.path = path}, &error);
+  CHECK(store == nullptr);
+  return error;
+}
+
+// Rewrites, straight through RocksDB, the stored value equal to `original`, as a
+// failing disk or a torn write would. The store must be closed.
+inline void RewriteStoredValue(const std::string& path, const Chunk& original, const Chunk& replacement) {
+  std::vector<std::string> names;
+  REQUIRE(rocksdb::DB::ListColumnFamilies({}, path, &names).ok());
+  std::vector<rocksdb::ColumnFamilyDescriptor> families;
+  for (const auto& name : names) families.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  REQUIRE(rocksdb::DB::Open({}, path, families, &handles, &db).ok());
+  rocksdb::Slice wanted(reinterpret_cast<const char*>(original.data()), original.size());
+  int rewritten = 0;
+  for (auto* handle : handles) {
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, handle));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      if (it->value() != wanted) continue;
+      REQUIRE(db->Put({}, handle, it->key(),
+                      rocksdb::Slice(reinterpret_cast<const char*>(replacement.data()), replacement.size()))
+                  .ok());
+      ++rewritten;
+    }
+  }
+  for (auto* handle : handles) db->DestroyColumnFamilyHandle(handle);
+  delete db;
+  REQUIRE(rewritten == 1);
+}
+
+}  // namespace wanopt::datastore::test_helpers

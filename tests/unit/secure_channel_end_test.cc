@@ -1,0 +1,139 @@
+// The TLS pump between two boxes, over loopback TCP: every way a channel ends, and
+// pumps that never outlive it.
+#include <doctest/doctest.h>
+
+#include <sys/socket.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+
+#include "tests/unit/secure_channel_test_util.h"
+#include "wanopt/channel/secure_channel.h"
+#include "util/sha256.h"
+
+using namespace wanopt;
+using namespace wanopt::channel;
+using namespace wanopt::channel::test_helpers;
+
+TEST_CASE("a box that closes its end: the other session reads everything sent, then EOF") {
+  auto mid = CertContext("mid");
+  auto dc = CertContext("dc");
+  Boxes boxes;
+  REQUIRE(boxes.Handshake(*mid, *dc));
+  REQUIRE(!boxes.client.result.ec);
+  CHECK(boxes.client.result.peer_name == "dc");
+  CHECK(boxes.server.result.peer_name == "mid");
+  std::string bye = "last words before closing";
+  asio::write(boxes.server.plain, asio::buffer(bye));
+  boxes.server.plain.close();
+  Reader at_client(boxes.client.plain);
+  at_client.Start();
+  REQUIRE(RunUntil(boxes.io, [&] { return at_client.ended; }));
+  CHECK(Text(at_client.received) == bye);
+  CHECK(at_client.end == asio::error::eof);
+  boxes.client.plain.close();
+  CHECK(Drains(boxes.io));
+}
+
+TEST_CASE("a session that only shuts down sending still gets the reply") {
+  auto branch = CertContext("branch");
+  auto dc = CertContext("dc");
+  Boxes boxes;
+  REQUIRE(boxes.Handshake(*branch, *dc));
+  REQUIRE(!boxes.client.result.ec);
+  std::string request = "the whole request", reply = "a reply after the request ended";
+  asio::write(boxes.client.plain, asio::buffer(request));
+  boxes.client.plain.shutdown(tcp::socket::shutdown_send);
+  Reader at_server(boxes.server.plain);
+  at_server.Start();
+  REQUIRE(RunUntil(boxes.io, [&] { return at_server.ended; }));
+  CHECK(Text(at_server.received) == request);
+  CHECK(at_server.end == asio::error::eof);
+  // The server's pump received close_notify and still relays its session's bytes.
+  asio::write(boxes.server.plain, asio::buffer(reply));
+  boxes.server.plain.close();
+  Reader at_client(boxes.client.plain);
+  at_client.Start();
+  REQUIRE(RunUntil(boxes.io, [&] { return at_client.ended; }));
+  CHECK(Text(at_client.received) == reply);
+  CHECK(at_client.end == asio::error::eof);
+  boxes.client.plain.close();
+  CHECK(Drains(boxes.io));
+}
+
+TEST_CASE("a session that shuts down sending, then closes, ends its pump while the peer is silent") {
+  auto branch = CertContext("branch");
+  auto dc = CertContext("dc");
+  Boxes boxes;
+  REQUIRE(boxes.Handshake(*branch, *dc));
+  REQUIRE(!boxes.client.result.ec);
+  boxes.client.plain.shutdown(tcp::socket::shutdown_send);
+  Reader at_server(boxes.server.plain);
+  at_server.Start();
+  REQUIRE(RunUntil(boxes.io, [&] { return at_server.ended; }));
+  CHECK(at_server.end == asio::error::eof);
+  // The server's session keeps its end open and says nothing: only the client
+  // session's close can end the client's pump, which holds two descriptors.
+  size_t before = OpenDescriptors();
+  boxes.client.plain.close();
+  CHECK(RunUntil(boxes.io, [&] { return OpenDescriptors() == before - 3; }, 5s));
+  boxes.server.plain.close();
+  CHECK(Drains(boxes.io));
+}
+
+TEST_CASE("a TCP connection that ends without close_notify cuts both sessions' ends") {
+  auto branch = CertContext("branch");
+  auto dc = CertContext("dc");
+  Boxes boxes;
+  REQUIRE(boxes.Handshake(*branch, *dc));
+  REQUIRE(!boxes.client.result.ec);
+  // FIN both ways under the server's pump, no TLS alert: what a middlebox cutting
+  // the connection, or a crashed peer, looks like.
+  REQUIRE(::shutdown(boxes.server.tcp_fd, SHUT_RDWR) == 0);
+  Reader at_client(boxes.client.plain), at_server(boxes.server.plain);
+  at_client.Start();
+  at_server.Start();
+  REQUIRE(RunUntil(boxes.io, [&] { return at_client.ended && at_server.ended; }));
+  CHECK(at_client.bytes == 0);
+  CHECK(at_server.bytes == 0);
+  // Cut, not ended in order: the pumps closed the sessions' ends, so writing fails.
+  for (End* end : {&boxes.client, &boxes.server}) {
+    error_code ec;
+    uint8_t byte = 1;
+    end->plain.write_some(asio::buffer(&byte, 1), ec);
+    CHECK(ec == asio::error::broken_pipe);
+    end->plain.close();
+  }
+  CHECK(Drains(boxes.io));
+}
+
+TEST_CASE("a peer that never speaks fails the handshake by the timeout") {
+  auto branch = CertContext("branch");
+  asio::io_context io;
+  tcp::socket silent(io), ours(io);
+  bool client = true;
+  SUBCASE("as the opening box") { client = true; }
+  SUBCASE("as the accepting box") { client = false; }
+  ConnectPair(io, client ? ours : silent, client ? silent : ours);
+  End end(io);
+  auto start = Clock::now();
+  StartSecureChannel(*branch, std::move(ours), client, 300ms, Boxes::Recorder(end));
+  REQUIRE(RunUntil(io, [&] { return end.calls > 0; }));
+  auto elapsed = Clock::now() - start;
+  CHECK(end.result.ec == asio::error::timed_out);
+  CHECK(end.result.error == "handshake timed out");
+  CHECK_FALSE(end.result.authentication_failed);  // a slow peer is not remembered as an impostor
+  CHECK(!end.plain.is_open());
+  CHECK(elapsed >= 300ms);
+  CHECK(elapsed < 2s);
+  silent.close();
+  CHECK(Drains(io));
+  CHECK(end.calls == 1);
+}
+
