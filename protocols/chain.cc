@@ -375,7 +375,8 @@ bool ModuleChain::Emit(Entry& entry, Direction direction, std::span<const uint8_
     entry.wants_drain[d] = true;
     return false;
   }
-  if (entry.out[d].size() + bytes.size() > kMaxHeldBytes) return false;
+  // Emitted bytes wait behind held ones: the queue may then hold both bounds' worth.
+  if (entry.out[d].size() + bytes.size() > kMaxHeldBytes + kMaxEmitBytes) return false;
   entry.emitted[d] += bytes.size();
   entry.out[d].Add(bytes, false);
   PumpIfIdle();

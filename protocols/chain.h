@@ -13,8 +13,8 @@
 // time (a timer, a peer message, a release, an answer to the client emitted while
 // processing the other direction) goes to Host::ModuleOutput. Bytes are never
 // dropped except when the connection closes: a detached module's queues go on in
-// order. Memory per module and direction is bounded by kMaxHeldBytes (its queue and
-// its kStopIteration bytes) and kMaxEmitBytes (emitted, not yet reported written).
+// order. Memory per module and direction is bounded by kMaxHeldBytes (its held queue
+// and its kStopIteration bytes) and kMaxEmitBytes (emitted, not yet reported written).
 //
 // Threading: one connection's thread, like the modules. Not reentrant: a Host
 // method must not call back into the chain (post the call instead).
@@ -68,8 +68,9 @@ class ModuleChain {
   // behind them) and, separately, on its kStopIteration bytes.
   static constexpr size_t kMaxHeldBytes = 1 << 20;
   // Per module and direction: bytes emitted since the host last called
-  // OutputDrained(direction).
-  static constexpr size_t kMaxEmitBytes = 256 * 1024;
+  // OutputDrained(direction). One answer to a 1 MiB READ (SMB2's common largest
+  // serial read, protocols/smb2) with its headers fits in one Emit.
+  static constexpr size_t kMaxEmitBytes = (1 << 20) + (64 << 10);
   // Per module: timers pending at once.
   static constexpr size_t kMaxTimers = 64;
   static constexpr size_t kMaxPeerMessage = 64 * 1024;

@@ -130,7 +130,8 @@ class ModuleContext {
   // takes out of the server-to-client `data` it sees, so that no client gets it).
   // Returns false, and queues nothing, when !CanEmit(direction) or when the bytes
   // would take this module's emitted-but-not-yet-written bytes in `direction` over
-  // ModuleChain::kMaxEmitBytes, or its queue (see Hold) over kMaxHeldBytes. After a
+  // ModuleChain::kMaxEmitBytes, or its queue (see Hold) over kMaxHeldBytes +
+  // kMaxEmitBytes. After a
   // refusal for the emit budget, OnOutputDrained(direction) follows once, when the
   // host has written that direction's output. REQUIRES: bytes.size() <= kMaxEmitBytes
   // (a larger Emit can never succeed).
