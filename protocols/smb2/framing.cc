@@ -1,9 +1,10 @@
 // The outer layers of protocols/smb2/smb2.h: frames, what a frame carries, the
 // transform header, and the small helpers (names, credit charge, UTF-16).
+#include "protocols/smb2/smb2.h"
+
 #include <algorithm>
 
 #include "protocols/smb2/reader.h"
-#include "protocols/smb2/smb2.h"
 
 namespace wanopt::protocols::smb2 {
 

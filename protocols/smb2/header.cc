@@ -1,7 +1,8 @@
 // The SMB2 header, compound chains, error responses and the READ request builder
 // (protocols/smb2/smb2.h).
-#include "protocols/smb2/reader.h"
 #include "protocols/smb2/smb2.h"
+
+#include "protocols/smb2/reader.h"
 
 namespace wanopt::protocols::smb2 {
 

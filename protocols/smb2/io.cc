@@ -1,7 +1,8 @@
 // Bodies of the file-level commands: CLOSE, READ, WRITE, FLUSH, LOCK, SET_INFO,
 // OPLOCK_BREAK, and the empty ones (protocols/smb2/smb2.h).
+#include "protocols/smb2/messages.h"
+
 #include "protocols/smb2/reader.h"
-#include "protocols/smb2/smb2.h"
 
 namespace wanopt::protocols::smb2 {
 

@@ -1,7 +1,8 @@
 // Bodies of the session-level commands: NEGOTIATE, SESSION_SETUP, TREE_CONNECT and
 // CREATE with its create contexts (protocols/smb2/smb2.h).
+#include "protocols/smb2/messages.h"
+
 #include "protocols/smb2/reader.h"
-#include "protocols/smb2/smb2.h"
 
 namespace wanopt::protocols::smb2 {
 

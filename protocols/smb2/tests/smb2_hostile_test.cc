@@ -7,7 +7,7 @@
 
 #include <random>
 
-#include "protocols/smb2/smb2.h"
+#include "protocols/smb2/messages.h"
 #include "protocols/smb2/tests/smb2_test_util.h"
 
 using namespace wanopt::protocols::smb2;

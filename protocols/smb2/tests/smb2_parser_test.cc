@@ -8,7 +8,7 @@
 #include <map>
 #include <sstream>
 
-#include "protocols/smb2/smb2.h"
+#include "protocols/smb2/messages.h"
 #include "protocols/smb2/tests/smb2_test_util.h"
 
 using namespace wanopt::protocols::smb2;

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "protocols/smb2/smb2.h"
+#include "protocols/smb2/messages.h"
 
 namespace wanopt::protocols::smb2::testing {
 
