@@ -233,7 +233,8 @@ TEST_CASE("smb2: offsets and lengths that point outside the message") {
   Bytes set_info = Writer().U16(33).U8(1).U8(20).U32(9).U16(96).U16(0).U32(0).U64(1).U64(2).U64(12345).b;
   CHECK(Malformed(ParseSetInfoRequest(*ParseMessage(MakeMessage(Command::kSetInfo, false, set_info)))));
   set_info = Writer().U16(33).U8(1).U8(20).U32(8).U16(96).U16(0).U32(0).U64(1).U64(2).U64(12345).b;
-  auto truncate = ParseSetInfoRequest(*ParseMessage(MakeMessage(Command::kSetInfo, false, set_info)));
+  const Bytes set_info_message = MakeMessage(Command::kSetInfo, false, set_info);  // the spans point into it
+  auto truncate = ParseSetInfoRequest(*ParseMessage(set_info_message));
   REQUIRE(truncate);
   CHECK(truncate->changes_size());
   CHECK(truncate->new_end_of_file() == 12345u);
@@ -253,7 +254,8 @@ TEST_CASE("smb2: wrong StructureSizes, commands and directions") {
   read = Writer().U16(49).Zeros(45).b;  // a byte short of the fixed part
   CHECK(Malformed(ParseReadRequest(*ParseMessage(MakeMessage(Command::kRead, false, read)))));
   read = Writer().U16(49).Zeros(47).b;
-  Message m = *ParseMessage(MakeMessage(Command::kRead, false, read));
+  const Bytes read_message = MakeMessage(Command::kRead, false, read);
+  Message m = *ParseMessage(read_message);
   CHECK(ParseReadRequest(m));
   CHECK(ParseWriteRequest(m).error().kind == Error::kUnsupported);
   CHECK(ParseReadResponse(m).error().kind == Error::kUnsupported);
@@ -283,7 +285,8 @@ TEST_CASE("smb2: wrong StructureSizes, commands and directions") {
   CHECK(Malformed(ParseOplockBreak(*ParseMessage(MakeMessage(Command::kOplockBreak, true, odd)))));
   // An error status with the command's own body size is read as that body.
   Bytes eof = Writer().U16(9).U8(0).U8(0).U32(0).U8(0).b;
-  Message eof_message = *ParseMessage(MakeMessage(Command::kRead, true, eof, status::kEndOfFile));
+  const Bytes eof_bytes = MakeMessage(Command::kRead, true, eof, status::kEndOfFile);
+  Message eof_message = *ParseMessage(eof_bytes);
   CHECK(IsErrorResponse(eof_message));
   CHECK(ParseReadResponse(eof_message).error().kind == Error::kUnsupported);
   CHECK(ParseErrorResponse(eof_message));
