@@ -110,6 +110,7 @@ class ModuleChain::Context final : public ModuleContext {
   }
   void SetApplication(std::string_view name) override { chain_.host_.SetApplication(name); }
   void AddNote(std::string_view note) override { chain_.host_.AddNote(note); }
+  void SetNote(std::string_view key, std::string_view note) override { chain_.host_.SetNote(key, note); }
   BoxModule* box() override { return chain_.host_.BoxModuleFor(entry_.name); }
 
   bool CanEmit(Direction d) const override {

@@ -43,6 +43,8 @@ class ModuleChain {
     virtual bool SendModuleMessage(uint16_t slot, std::span<const uint8_t> message) = 0;
     virtual void SetApplication(std::string_view name) = 0;
     virtual void AddNote(std::string_view note) = 0;
+    // Replaces the note that starts with `key` (or adds it): a figure kept current.
+    virtual void SetNote(std::string_view /*key*/, std::string_view note) { AddNote(note); }
     // The box-wide part of the module `name` on this box, or null.
     virtual BoxModule* BoxModuleFor(std::string_view /*name*/) { return nullptr; }
 

@@ -4,7 +4,9 @@
 // A module instance lives for one connection on one box. On an optimized connection
 // both boxes run an instance of the same module (its "twin"); the twins may talk to
 // each other with SendToPeer()/OnPeerMessage(), carried in order with the data on
-// the inner channel.
+// the inner channel: a message arrives after every byte that left this box towards
+// the peer before the call, and before the `data` of the OnData call it is sent
+// from (that leaves when the call returns).
 //
 // Data flows through modules as it crosses the box, in both directions:
 //   branch:     client socket -> modules -> inner channel    (client-to-server)
@@ -105,6 +107,9 @@ class ModuleContext {
   virtual void SetApplication(std::string_view name) = 0;
   // Adds a one-line note for the status page ("SMB signed: read-ahead off").
   virtual void AddNote(std::string_view note) = 0;
+  // Replaces this connection's note that starts with `key` with `note` (which should
+  // start with `key` too), or adds it: a figure kept current ("read-ahead: ...").
+  virtual void SetNote(std::string_view /*key*/, std::string_view note) { AddNote(note); }
   // This module's box-wide part on this box, or null (a module without one, or a
   // test host).
   virtual BoxModule* box() { return nullptr; }

@@ -61,6 +61,19 @@ void ConnectionRecord::AddNote(std::string_view note) {
   data_.notes.push_back(std::move(text));
 }
 
+void ConnectionRecord::SetNote(std::string_view key, std::string_view note) {
+  {
+    std::lock_guard lock(mu_);
+    for (auto& existing : data_.notes) {
+      if (existing.starts_with(key)) {
+        existing = std::string(note.substr(0, 200));
+        return;
+      }
+    }
+  }
+  AddNote(note);
+}
+
 void ConnectionRecord::SetState(ConnectionState state) {
   std::lock_guard lock(mu_);
   data_.state = state;

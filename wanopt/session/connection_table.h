@@ -80,6 +80,8 @@ class ConnectionRecord {
   void SetPolicies(Policy peer, Policy negotiated, Policy applied);
   void SetApplication(std::string_view name);
   void AddNote(std::string_view note);  // at most 16 kept, each cut at 200 bytes
+  // Replaces the note that starts with `key`, or adds `note` as AddNote does.
+  void SetNote(std::string_view key, std::string_view note);
   void SetState(ConnectionState state);
   // Marks the end; the state becomes kClosed unless it is already kReset.
   void End(bool reset);

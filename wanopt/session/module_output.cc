@@ -7,6 +7,19 @@
 
 namespace wanopt::session_internal {
 
+// A twin's message goes after every byte the modules passed on before it (module.h:
+// "in order with the data"): what the encoder holds is framed first.
+bool Session::SendModuleMessage(uint16_t slot, std::span<const uint8_t> message) {
+  if (!framed_ || up_phase_ != UpPhase::kRelaying || closed_) return false;
+  if (encoder_) {
+    encoder_->Flush();
+    while (encoder_->HasPayload()) QueueEncoded(WanWriter::After::kNothing);
+    UpdateCodecStats();
+  }
+  wan_writer_.QueueControl(FrameType::kModule, slot, {message.begin(), message.end()});
+  return true;
+}
+
 bool Session::AcceptsModuleOutput(Direction direction) const {
   if (closed_ || !relaying_ || !modules_) return false;
   if (direction == UpDirection()) return up_phase_ == UpPhase::kRelaying;

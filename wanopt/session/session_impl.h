@@ -162,13 +162,10 @@ class Session final : public std::enable_shared_from_this<Session>,
 
   // ---- ModuleChain::Host ----
   const protocols::ConnectionInfo& connection() const override { return info_; }
-  bool SendModuleMessage(uint16_t slot, std::span<const uint8_t> message) override {
-    if (!framed_ || up_phase_ != UpPhase::kRelaying || closed_) return false;
-    wan_writer_.QueueControl(FrameType::kModule, slot, {message.begin(), message.end()});
-    return true;
-  }
+  bool SendModuleMessage(uint16_t slot, std::span<const uint8_t> message) override;
   void SetApplication(std::string_view name) override { record_->SetApplication(name); }
   void AddNote(std::string_view note) override { record_->AddNote(note); }
+  void SetNote(std::string_view key, std::string_view note) override { record_->SetNote(key, note); }
   protocols::BoxModule* BoxModuleFor(std::string_view name) override {
     return env_.box_modules ? env_.box_modules->Find(name) : nullptr;
   }

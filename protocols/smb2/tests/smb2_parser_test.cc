@@ -134,7 +134,7 @@ std::vector<std::string> DescribeStream(const std::string& name) {
 }
 
 std::map<std::string, std::vector<std::string>> Expected() {
-  std::ifstream in(std::string(WANOPT_SMB2_FIXTURES) + "/expected.txt");
+  std::ifstream in(std::string(WANOPT_MODULE_FIXTURES) + "/expected.txt");
   REQUIRE(in.good());
   std::map<std::string, std::vector<std::string>> out;
   for (std::string line; std::getline(in, line);) {

@@ -17,7 +17,7 @@ namespace wanopt::protocols::smb2::testing {
 using Bytes = std::vector<uint8_t>;
 
 inline Bytes Fixture(const std::string& name) {
-  std::ifstream in(std::string(WANOPT_SMB2_FIXTURES) + "/" + name, std::ios::binary);
+  std::ifstream in(std::string(WANOPT_MODULE_FIXTURES) + "/" + name, std::ios::binary);
   REQUIRE_MESSAGE(in.good(), "missing fixture " << name);
   return Bytes(std::istreambuf_iterator<char>(in), {});
 }
