@@ -110,7 +110,8 @@ FrameStream::Verdict AnswerCache::OnClientFrame(FrameStream::Head head) {
   bool usable = it->first == id && (e.phase == State::Phase::kExpected || e.phase == State::Phase::kKept);
   if (!usable || !head.whole || h->next_command != 0 || !twin::SameRead(e.request, payload)) {
     s_->AbandonFrom(id);
-    return FrameStream::Verdict::kPass;  // the datacenter shifts its MessageId
+    s_->sink.ToTwin(twin::Abandon(id));  // before the request: the datacenter shifts its MessageId
+    return FrameStream::Verdict::kPass;
   }
   s_->sink.ToTwin(twin::Served(id));
   ++s_->figures.served;
@@ -219,6 +220,7 @@ void AnswerCache::OnTwinMessage(std::span<const uint8_t> message) {
       }
       break;
     case twin::Kind::kServed:
+    case twin::Kind::kAbandon:
       break;  // never sent to a branch
   }
 }

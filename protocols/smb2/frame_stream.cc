@@ -93,7 +93,9 @@ void FrameStream::StartFrame(Owner& owner, Buffer& out) {
   verdict_ = owner.OnFrame(Head{assembled_, length_, whole});
   position_ = head_target_;
   next_header_ = 0;
-  if (!whole && verdict_ == Verdict::kPass) {
+  // Only an SMB2 header has a NextCommand (not an encrypted or compressed message).
+  bool smb2 = assembled_[kFramePrefixSize] == 0xFE && assembled_[kFramePrefixSize + 1] == 'S';
+  if (!whole && verdict_ == Verdict::kPass && smb2) {
     uint32_t next = Le32(assembled_.data() + kFramePrefixSize + kNextCommandOffset);
     next_header_ = NextHeader(0, next, length_);
   }

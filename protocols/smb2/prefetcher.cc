@@ -96,7 +96,7 @@ struct Prefetcher::State {
   size_t outstanding_client = 0;  // client requests without their final answer
   uint64_t credits_granted = 1;   // the client starts with one credit (NEGOTIATE)
   uint64_t ahead_bytes = 0;
-  bool translation_noted = false, signed_translated_noted = false;
+  bool translation_noted = false, signed_translated_noted = false, noted_not_read_ahead = false;
   std::vector<std::string> opened;  // the first files opened, for the report
   uint64_t opened_count = 0;
 
@@ -112,7 +112,10 @@ struct Prefetcher::State {
   void StopFile(OpenFile& f, const std::string& why) {
     if (!f.stopped.empty()) return;
     f.stopped = why;
-    if (f.outstanding > 0) sink.ToTwin(twin::StopFile(f.id));
+    if (f.outstanding > 0) {
+      sink.ToTwin(twin::StopFile(f.id));
+      sink.Note("read-ahead stopped on " + (f.name.empty() ? std::string("(the share)") : f.name) + ": " + why);
+    }
   }
 
   // ---- client -> server ----
@@ -234,9 +237,13 @@ struct Prefetcher::State {
     OpenFile& f = it->second;
     bool sequential = r->offset == f.next_offset;
     f.next_offset = r->offset + r->length;
-    if (!Eligible(h) || !f.stopped.empty() || !f.caching || !sequential || compound) return;
-    if (h.is_async() || h.is_signed() || outstanding_client > 1 || f.outstanding > 0) return;
-    if (r->length == 0 || r->length > limits.max_read || f.next_offset >= f.end_of_file) return;
+    if (!Eligible(h) || !f.stopped.empty() || compound || h.is_async() || h.is_signed()) return;
+    if (!f.caching) return NotReadAhead("the server granted no oplock or lease (another opener may change the file)");
+    if (outstanding_client > 1) return NotReadAhead("several requests in flight (the client pipelines: it needs no read-ahead)");
+    if (r->length > limits.max_read) {
+      return NotReadAhead("READs of " + std::to_string(r->length) + " bytes, over " + std::to_string(limits.max_read));
+    }
+    if (!sequential || f.outstanding > 0 || r->length == 0 || f.next_offset >= f.end_of_file) return;
     f.read.assign(bytes.begin(), bytes.end());
     f.length = r->length;
     f.charge = std::max<uint16_t>(1, h.credit_charge);
@@ -244,6 +251,13 @@ struct Prefetcher::State {
     f.next_client_id = h.message_id + f.charge;
     f.depth = std::max(f.depth, limits.first_depth);
     TopUp(f);
+  }
+
+  // The first reason a serial-looking READ was not read ahead, for the status page.
+  void NotReadAhead(const std::string& why) {
+    if (noted_not_read_ahead) return;
+    noted_not_read_ahead = true;
+    sink.Note("read-ahead not used: " + why);
   }
 
   void TopUp(OpenFile& f) {
@@ -329,8 +343,8 @@ struct Prefetcher::State {
           if (auto r = ParseSessionSetupResponse(m); r && (r->session_flags & session_flags::kEncryptData)) {
             encrypted_sessions.insert(h.session_id);
           }
-          // 3.1.1 signs this answer always; earlier dialects only for a signing session.
-          if (h.is_signed() && dialect != dialect::kSmb311) signed_sessions.insert(h.session_id);
+          // SMB 3.x signs this answer always; 2.x only in a session that signs.
+          if (h.is_signed() && dialect < dialect::kSmb30) signed_sessions.insert(h.session_id);
         }
         break;
       case Command::kTreeConnect:
@@ -407,6 +421,7 @@ FrameStream::Verdict Prefetcher::OnClientFrame(FrameStream::Head head) {
   if (!protocol) return FrameStream::Verdict::kPass;
   if (*protocol == Protocol::kTransform) {
     if (s_->k != 0) s_->sink.Note("an encrypted request after read-ahead had spent MessageIds: its id is not the server's");
+    s_->StepAside("encrypted (SMB3 transform headers)");
     return FrameStream::Verdict::kPass;
   }
   if (*protocol != Protocol::kSmb2) return FrameStream::Verdict::kPass;
@@ -458,7 +473,11 @@ void Prefetcher::OnServerLaterHeader(std::span<uint8_t> header) {
 
 void Prefetcher::OnTwinMessage(std::span<const uint8_t> message) {
   auto m = twin::Decode(message);
-  if (m && m->kind == twin::Kind::kServed) s_->OnServed(m->message_id);
+  if (!m) return;
+  if (m->kind == twin::Kind::kServed) s_->OnServed(m->message_id);
+  if (m->kind == twin::Kind::kAbandon && !s_->predictions.empty() && s_->predictions.rbegin()->first >= m->message_id) {
+    s_->Collide(m->message_id);
+  }
 }
 
 void Prefetcher::OnMalformed(std::string_view reason) {

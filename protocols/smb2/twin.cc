@@ -53,6 +53,12 @@ bool SameRead(std::span<const uint8_t> predicted, std::span<const uint8_t> reque
                      predicted.size() - kCreditOffset - 2) == 0;
 }
 
+std::vector<uint8_t> Abandon(uint64_t message_id) {
+  std::vector<uint8_t> out{static_cast<uint8_t>(Kind::kAbandon)};
+  Put64(out, message_id);
+  return out;
+}
+
 std::optional<Message> Decode(std::span<const uint8_t> bytes) {
   if (bytes.empty()) return std::nullopt;
   Message m;
@@ -76,8 +82,9 @@ std::optional<Message> Decode(std::span<const uint8_t> bytes) {
       m.file.volatile_id = Get(rest.subspan(8), 8);
       return m;
     case Kind::kServed:
+    case Kind::kAbandon:
       if (rest.size() != 8) return std::nullopt;
-      m.kind = Kind::kServed;
+      m.kind = static_cast<Kind>(bytes[0]);
       m.message_id = Get(rest, 8);
       return m;
   }

@@ -9,6 +9,9 @@
 //                 must not be served (an oplock break, a change)
 //   branch -> datacenter
 //     kServed     MessageId u64 (client numbering): the branch answered it
+//     kAbandon    MessageId u64: the client's request with this id goes to the server
+//                 although it was predicted (not the READ predicted, or its answer
+//                 no longer fresh): every prediction is abandoned
 // All integers little-endian. Decode returns nullopt for anything else.
 #pragma once
 
@@ -21,20 +24,21 @@
 
 namespace wanopt::protocols::smb2::twin {
 
-enum class Kind : uint8_t { kPredicted = 1, kEpoch = 2, kStopFile = 3, kServed = 4 };
+enum class Kind : uint8_t { kPredicted = 1, kEpoch = 2, kStopFile = 3, kServed = 4, kAbandon = 5 };
 
 struct Message {
   Kind kind = Kind::kEpoch;
   uint32_t epoch = 0;                   // kPredicted, kEpoch
   std::span<const uint8_t> request;     // kPredicted (aliases the decoded bytes)
   FileId file;                          // kStopFile
-  uint64_t message_id = 0;              // kServed
+  uint64_t message_id = 0;              // kServed, kAbandon
 };
 
 std::vector<uint8_t> Predicted(uint32_t epoch, std::span<const uint8_t> request);
 std::vector<uint8_t> Epoch(uint32_t epoch);
 std::vector<uint8_t> StopFile(const FileId& file);
 std::vector<uint8_t> Served(uint64_t message_id);
+std::vector<uint8_t> Abandon(uint64_t message_id);
 
 std::optional<Message> Decode(std::span<const uint8_t> bytes);
 

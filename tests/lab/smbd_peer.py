@@ -253,6 +253,59 @@ def _impacket_get(ip, port, name, out_path):
     return 0
 
 
+class SteppedReader:
+    """impacket reading `name` block by block on one open handle, a block when told:
+    read(i) returns block i's bytes. The handle allows other openers to write."""
+
+    def __init__(self, ns, ip, name, block, port=445):
+        self.proc = subprocess.Popen(_in_ns(ns, [PY, SELF, "_impacket_steps", ip, str(port), name, str(block)]),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=_env())
+
+    def read(self, i, timeout=60):
+        self.proc.stdin.write(f"{i}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()  # the reader answers every line, or exits
+        if not line.startswith("block "):
+            raise PeerError(f"stepped reader: {line!r} {self.proc.stderr.read() if self.proc.poll() is not None else ''}")
+        return bytes.fromhex(line.split()[2])
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _impacket_steps(ip, port, name, block):
+    from impacket.smbconnection import SMBConnection
+    c = SMBConnection(ip, ip, sess_port=int(port))
+    c.login(USER, PASSWORD)
+    tid = c.connectTree(SHARE)
+    fid = c.openFile(tid, name, desiredAccess=0x80000000, shareMode=7)  # GENERIC_READ; share read/write/delete
+    block = int(block)
+    for line in sys.stdin:
+        i = int(line)
+        data = c.readFile(tid, fid, i * block, block)
+        print(f"block {i} {data.hex()}", flush=True)
+    c.closeFile(tid, fid)
+    c.logoff()
+    return 0
+
+
+def smbclient_put(ns, ip, local_path, name, port=445, timeout=120):
+    """Another client replaces `name` on the share with `local_path`'s bytes."""
+    r = subprocess.run(_in_ns(ns, ["smbclient", f"//{ip}/{SHARE}", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
+                                   "-c", f"put {local_path} {name}"]),
+                       capture_output=True, text=True, env=_env(), timeout=timeout)
+    return r.returncode == 0, r.stdout + r.stderr
+
+
 def test_file(size, seed=1):
     """Deterministic bytes: the first half text-like (compressible), the second
     pseudo-random (not), as the issue's benchmark asks."""
@@ -269,5 +322,7 @@ def test_file(size, seed=1):
 if __name__ == "__main__":
     if len(sys.argv) == 6 and sys.argv[1] == "_impacket_get":
         sys.exit(_impacket_get(*sys.argv[2:]))
+    if len(sys.argv) == 6 and sys.argv[1] == "_impacket_steps":
+        sys.exit(_impacket_steps(*sys.argv[2:]))
     print(__doc__)
     sys.exit(2)
