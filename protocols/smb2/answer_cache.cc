@@ -148,6 +148,7 @@ FrameStream::Verdict AnswerCache::OnServerFrame(FrameStream::Head head) {
   // READ will go to the server, which is slower, never wrong.
   bool over = s_->box_kept && *s_->box_kept + kFramePrefixSize + head.length > s_->box_limit;
   if (e.phase == State::Phase::kExpected && over) {
+    s_->sink.ToTwin(twin::Abandon(it->first));
     s_->AbandonFrom(it->first);
     s_->Erase(s_->entries.find(h->message_id));
     ++s_->figures.dropped;
@@ -201,11 +202,11 @@ void AnswerCache::OnTwinMessage(std::span<const uint8_t> message) {
       break;
     }
     case twin::Kind::kEpoch:
-      // Every prediction of an earlier epoch was abandoned by the datacenter; their
-      // answers, if they were sent, came before this message. Those the client asked
-      // for were served (the datacenter knew before it abandoned anything).
+      // Every prediction of an earlier epoch from `message_id` on was abandoned by
+      // the datacenter; their answers, if they were sent, came before this message.
+      // Those the client asked for were served (the datacenter knew before).
       s_->epoch = m->epoch;
-      for (auto it = s_->entries.begin(); it != s_->entries.end();) {
+      for (auto it = s_->entries.lower_bound(m->message_id); it != s_->entries.end();) {
         if (it->second.epoch < m->epoch && it->second.phase != State::Phase::kClientWaiting) {
           s_->Forget(it->second);
           it = s_->entries.erase(it);

@@ -194,21 +194,26 @@ struct Prefetcher::State {
     return true;
   }
 
-  // The client's request used a MessageId read ahead for: every outstanding
-  // prediction is abandoned, and the client's ids are shifted past them.
+  // The client's request with MessageId `id` (or the branch's word) goes to the
+  // server although `id` was read ahead for: every prediction from `id` on is
+  // abandoned, and the client's ids from `id` on are shifted past them. (Those
+  // below `id` may still be answered at the branch.)
   void Collide(uint64_t id) {
     uint64_t spent = 0;
-    for (auto& [cid, p] : predictions) {
+    for (auto it = predictions.lower_bound(id); it != predictions.end(); it = predictions.erase(it)) {
+      Prediction& p = it->second;
       spent += p.charge;
       if (!p.answered) abandoned.insert(p.server_id);
       ++figures.abandoned;
       ahead_bytes -= p.length;
+      if (auto f = files.find(p.file); f != files.end()) {
+        --f->second.outstanding;
+        f->second.outstanding_bytes -= p.length;
+      }
     }
-    predictions.clear();
-    for (auto& [key, f] : files) f.outstanding = 0, f.outstanding_bytes = 0;
     k += spent;
     ++epoch;
-    sink.ToTwin(twin::Epoch(epoch));
+    sink.ToTwin(twin::Epoch(epoch, id));
     if (!translation_noted) {
       translation_noted = true;
       sink.Note("read-ahead: request " + std::to_string(id) + " was not the READ predicted for its MessageId: " +

@@ -76,7 +76,7 @@ class Smb2 final : public Module, public Prefetcher::Sink, public AnswerCache::S
       prefetcher_ = std::make_unique<Prefetcher>(*this, limits);
       if (!settings.read_ahead) prefetcher_->StepAside("read_ahead = false in [modules.smb2]");
       // Answers read ahead must reach a twin that takes them out of the stream.
-      else if (!context.SendToPeer(twin::Epoch(0))) prefetcher_->StepAside("the branch box does not run smb2");
+      else if (!context.SendToPeer(twin::Epoch(0, ~uint64_t{0}))) prefetcher_->StepAside("the branch box does not run smb2");
     } else {
       cache_ = std::make_unique<AnswerCache>(*this, box ? &box->kept : nullptr, settings.branch_memory);
     }

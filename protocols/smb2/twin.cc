@@ -27,9 +27,10 @@ std::vector<uint8_t> Predicted(uint32_t epoch, std::span<const uint8_t> request)
   return out;
 }
 
-std::vector<uint8_t> Epoch(uint32_t epoch) {
+std::vector<uint8_t> Epoch(uint32_t epoch, uint64_t from) {
   std::vector<uint8_t> out{static_cast<uint8_t>(Kind::kEpoch)};
   Put32(out, epoch);
+  Put64(out, from);
   return out;
 }
 
@@ -71,9 +72,10 @@ std::optional<Message> Decode(std::span<const uint8_t> bytes) {
       m.request = rest.subspan(4);
       return m;
     case Kind::kEpoch:
-      if (rest.size() != 4) return std::nullopt;
+      if (rest.size() != 12) return std::nullopt;
       m.kind = Kind::kEpoch;
       m.epoch = static_cast<uint32_t>(Get(rest, 4));
+      m.message_id = Get(rest.subspan(4), 8);
       return m;
     case Kind::kStopFile:
       if (rest.size() != 16) return std::nullopt;

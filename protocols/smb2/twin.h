@@ -4,7 +4,8 @@
 //   datacenter -> branch
 //     kPredicted  epoch u32, the predicted READ request as the client will send it
 //                 (header and body, MessageId in the client's numbering)
-//     kEpoch      epoch u32: every prediction of an earlier epoch is abandoned
+//     kEpoch      epoch u32, MessageId u64: every prediction of an earlier epoch
+//                 for this MessageId or a later one is abandoned
 //     kStopFile   FileId (persistent u64, volatile u64): answers kept for this file
 //                 must not be served (an oplock break, a change)
 //   branch -> datacenter
@@ -31,11 +32,11 @@ struct Message {
   uint32_t epoch = 0;                   // kPredicted, kEpoch
   std::span<const uint8_t> request;     // kPredicted (aliases the decoded bytes)
   FileId file;                          // kStopFile
-  uint64_t message_id = 0;              // kServed, kAbandon
+  uint64_t message_id = 0;              // kServed, kAbandon; kEpoch: from
 };
 
 std::vector<uint8_t> Predicted(uint32_t epoch, std::span<const uint8_t> request);
-std::vector<uint8_t> Epoch(uint32_t epoch);
+std::vector<uint8_t> Epoch(uint32_t epoch, uint64_t from);
 std::vector<uint8_t> StopFile(const FileId& file);
 std::vector<uint8_t> Served(uint64_t message_id);
 std::vector<uint8_t> Abandon(uint64_t message_id);
