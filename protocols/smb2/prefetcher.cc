@@ -503,5 +503,6 @@ std::string_view Prefetcher::application() const {
   return s_->dialect >= dialect::kSmb30 && s_->dialect != dialect::kWildcard ? "SMB3" : "SMB2";
 }
 const ReadAheadFigures& Prefetcher::figures() const { return s_->figures; }
+uint16_t Prefetcher::dialect() const { return s_->dialect; }
 
 }  // namespace wanopt::protocols::smb2

@@ -75,6 +75,8 @@ class Prefetcher {
   uint64_t opened_count() const;
   // "SMB2" or "SMB3" once the dialect is known, else "".
   std::string_view application() const;
+  // The dialect the server chose (0 before).
+  uint16_t dialect() const;
   const ReadAheadFigures& figures() const;
 
  private:

@@ -140,6 +140,11 @@ class Smb2 final : public Module, public Prefetcher::Sink, public AnswerCache::S
   void Report() {
     std::string_view application;
     std::string figures;
+    uint16_t dialect = prefetcher_ ? prefetcher_->dialect() : cache_ ? cache_->dialect() : 0;
+    if (dialect != 0 && dialect != reported_dialect_ && !DialectName(dialect).empty()) {
+      reported_dialect_ = dialect;
+      context_->SetNote("dialect ", "dialect " + std::string(DialectName(dialect)));
+    }
     if (prefetcher_) {
       application = prefetcher_->application();
       const ReadAheadFigures& f = prefetcher_->figures();
@@ -222,6 +227,7 @@ class Smb2 final : public Module, public Prefetcher::Sink, public AnswerCache::S
   std::string_view reported_application_;
   std::string reported_figures_;
   uint64_t reported_opened_ = 0;
+  uint16_t reported_dialect_ = 0;
 };
 
 std::optional<Settings> ParseSettings(const ModuleSettings& settings, std::string* error) {
