@@ -38,6 +38,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include <boost/asio/ip/tcp.hpp>
 
@@ -91,6 +93,9 @@ class BoxModule {
   // advice that passes through wins, a port change applies.
   virtual FlowAdvice OnNewFlow(const boost::asio::ip::tcp::endpoint& client,
                                const boost::asio::ip::tcp::endpoint& server) = 0;
+  // Figures of the box-wide part for /metrics, as (name, value) gauges: names of
+  // [a-z0-9_] (wanopt_module_gauge{module, name}). Any thread.
+  virtual std::vector<std::pair<std::string, uint64_t>> Gauges() const { return {}; }
 };
 
 // What a module may ask of its connection. Owned by the connection; valid from

@@ -36,8 +36,12 @@ class Box final : public BoxModule {
   FlowAdvice OnNewFlow(const boost::asio::ip::tcp::endpoint&, const boost::asio::ip::tcp::endpoint&) override {
     return {};
   }
+  std::vector<std::pair<std::string, uint64_t>> Gauges() const override {
+    return {{"kept_bytes", kept.load()}, {"connections", connections.load()}};
+  }
   const Settings settings;
-  std::atomic<uint64_t> kept{0};  // answers kept by this box's branch connections
+  std::atomic<uint64_t> kept{0};         // answers kept by this box's branch connections
+  std::atomic<uint64_t> connections{0};  // SMB connections the module looks at now
 };
 
 std::string Mib(uint64_t bytes) {
@@ -70,6 +74,10 @@ class Smb2 final : public Module, public Prefetcher::Sink, public AnswerCache::S
     const ConnectionInfo& c = context.connection();
     if (!settings.ports.count(c.server.port())) return;  // not SMB: untouched
     active_ = true;
+    if (box) {
+      box_ = box;
+      ++box->connections;
+    }
     if (c.side == Side::kDatacenter) {
       ReadAheadLimits limits;
       limits.max_ahead_per_file = settings.max_ahead;
@@ -108,7 +116,16 @@ class Smb2 final : public Module, public Prefetcher::Sink, public AnswerCache::S
     if (streams_[d].at_boundary()) Emit(direction, streams_[d].TakeInserts());
   }
 
-  void OnClose() override { Report(); }
+  void OnClose() override {
+    Report();
+    active_ = false;
+    cache_.reset();  // its kept answers go back to the box's budget now
+    if (box_) --box_->connections;
+    box_ = nullptr;
+  }
+  ~Smb2() override {
+    if (box_) --box_->connections;
+  }
 
   // ---- Prefetcher::Sink and AnswerCache::Sink ----
 
@@ -216,6 +233,7 @@ class Smb2 final : public Module, public Prefetcher::Sink, public AnswerCache::S
   };
 
   ModuleContext* context_ = nullptr;
+  Box* box_ = nullptr;
   bool active_ = false;
   std::unique_ptr<Prefetcher> prefetcher_;  // datacenter
   std::unique_ptr<AnswerCache> cache_;      // branch

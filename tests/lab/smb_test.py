@@ -24,12 +24,17 @@ With signing disabled, also:
      got exactly one answer with its MessageId, the server saw no MessageId twice,
      and the client was granted no more credits than the server granted;
   7. a file rewritten by another client while a reader holds it open, between two
-     of its READs (blocks already read ahead): the reader gets the new bytes.
+     of its READs (blocks already read ahead): the reader gets the new bytes;
+  8. smbget killed mid-read while the branch keeps answers for it: the branch's
+     kept bytes (/metrics, wanopt_module_gauge) go back to where they were.
 """
 import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -170,6 +175,42 @@ def rewritten_while_open(lab, work, server):
           [notes(c) for c in lab.connections("dc")][-3:])
 
 
+def smb2_gauge(lab, node, name):
+    r = lab.run(node, "curl", "-s", "-m", "3", "http://127.0.0.1:7880/metrics")
+    m = re.search(r'wanopt_module_gauge\{box="%s",module="smb2",name="%s"\} (\d+)' % (node, name), r.stdout)
+    return int(m.group(1)) if m else None
+
+
+def aborted_reader(lab, work, server):
+    """8: a reader killed while answers wait for it at the branch."""
+    server.write("big.bin", smbd_peer.test_file(32 << 20, seed=9))
+    before = smb2_gauge(lab, "branch", "kept_bytes")
+    check(f"/metrics: the branch's smb2 kept_bytes gauge ({before})", before is not None)
+    out = os.path.join(work, "big.out")
+    url = f"smb://{smbd_peer.SERVER_IP}/{smbd_peer.SHARE}/big.bin"
+    reader = lab.spawn("smbget-big", "client", "smbget", "-q", "-U", f"{smbd_peer.USER}%{smbd_peer.PASSWORD}",
+                       "-o", out, url, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env=dict(os.environ, PATH=smbd_peer.SAFE_PATH))
+    peak, deadline = 0, time.monotonic() + 60
+    while reader.poll() is None and time.monotonic() < deadline and peak == 0:
+        peak = max(peak, smb2_gauge(lab, "branch", "kept_bytes") or 0)
+        time.sleep(0.02)  # polling a condition with a deadline
+    killed = reader.poll() is None
+    reader.send_signal(signal.SIGKILL)
+    reader.wait()
+    lab.procs.pop("smbget-big", None)
+    check(f"aborted reader: killed mid-read while the branch kept {peak} bytes for it", killed and peak > 0,
+          (killed, peak))
+    deadline, after = time.monotonic() + 15, None
+    while time.monotonic() < deadline:
+        after = smb2_gauge(lab, "branch", "kept_bytes")
+        if after == before and smb2_gauge(lab, "branch", "connections") == 0:
+            break
+        time.sleep(0.05)  # polling a condition with a deadline
+    check(f"aborted reader: the branch's kept bytes back to {before} ({after}), no SMB connection left",
+          after == before and smb2_gauge(lab, "branch", "connections") == 0, after)
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="wanopt-smb-") as work:
         subprocess.run([os.path.join(HERE, "make-pki"), os.path.join(work, "pki")], check=True, capture_output=True)
@@ -211,6 +252,7 @@ def main():
                 if aside is None:
                     wire_consistency(lab, work, digest)
                     rewritten_while_open(lab, work, server)
+                    aborted_reader(lab, work, server)
                 changed = smbd_peer.test_file(SIZE, seed=100 + len(label))
                 digest = server.write("f.bin", changed)
                 fetch(lab, work, "smbget", "f.bin", digest, f"{label}, rewritten on the server")

@@ -55,3 +55,19 @@ TEST_CASE("peers: connections and active counts") {
   CHECK(peers[0].connections == 2);
   CHECK(peers[0].active == 1);
 }
+
+TEST_CASE("a figure kept current: SetNote replaces the note with its key, in place, or adds it") {
+  ConnectionTable table;
+  auto r = table.Add("box", "branch", Policy::kFull);
+  r->AddNote("inner channel: TLS 1.3");
+  r->SetNote("read-ahead:", "read-ahead: 1 of 2 READs answered here");
+  r->AddNote("dialect 3.1.1");
+  r->SetNote("read-ahead:", "read-ahead: 2 of 2 READs answered here");
+  auto s = r->Snapshot();
+  REQUIRE(s.notes.size() == 3);
+  CHECK(s.notes[0] == "inner channel: TLS 1.3");
+  CHECK(s.notes[1] == "read-ahead: 2 of 2 READs answered here");
+  CHECK(s.notes[2] == "dialect 3.1.1");
+  r->SetNote("x", std::string(300, 'x'));
+  CHECK(r->Snapshot().notes.back().size() == 200);
+}

@@ -48,6 +48,8 @@ class Daemon {
 
   const Config& config() const { return config_; }
   const Counters& counters() const { return counters_; }
+  // The protocol modules' box-wide parts (their gauges go to /metrics).
+  const protocols::BoxModules& box_modules() const { return box_modules_; }
   // Live and recent connections and peers. Thread-safe; usable on a const Daemon
   // because reading it prunes expired records.
   ConnectionTable& table() const { return table_; }

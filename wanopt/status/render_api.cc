@@ -376,6 +376,15 @@ std::string Metrics(const Model& m) {
   family("wanopt_peer_wan_bytes_total", "counter", "WAN bytes by peer box.");
   for (const auto& [k, s] : by_peer)
     out << "wanopt_peer_wan_bytes_total{box=\"" << PromLabel(k.first) << "\",peer=\"" << PromLabel(k.second) << "\"} " << s.wan << "\n";
+  family("wanopt_module_gauge", "gauge", "Figures of the protocol modules' box-wide parts (e.g. smb2 kept_bytes).");
+  for (const Daemon* b : m.boxes) {
+    for (const auto& part : b->box_modules().parts()) {
+      for (const auto& [name, value] : part.box->Gauges()) {
+        out << "wanopt_module_gauge{box=\"" << PromLabel(b->config().name) << "\",module=\"" << PromLabel(part.name)
+            << "\",name=\"" << PromLabel(name) << "\"} " << value << "\n";
+      }
+    }
+  }
   family("wanopt_peer_connections_active", "gauge", "Connections with each peer now.");
   for (const auto& [box, p] : m.peers)
     out << "wanopt_peer_connections_active{box=\"" << PromLabel(box) << "\",peer=\"" << PromLabel(p.device_id) << "\"} " << p.active << "\n";
