@@ -51,6 +51,7 @@ struct Prefetcher::State {
     uint64_t end_of_file = 0;
     bool oplock_ours = false;  // a Level II asked for on the client's behalf
     bool caching = false;      // a read-caching oplock or lease is held
+    bool lease = false;        // ... a lease (its breaks name the lease key, not the file)
     std::string stopped;       // why read-ahead ended on this file
     uint64_t next_offset = 0;  // where a serial reader reads next
     std::vector<uint8_t> read;  // the client's last READ (client numbering), to copy
@@ -310,7 +311,15 @@ struct Prefetcher::State {
     if (h.message_id == kNotificationId) {
       if (h.command != Command::kOplockBreak || !whole) return true;
       auto r = ParseOplockBreak(m);
-      if (!r || r->lease) return true;
+      if (!r) return true;
+      if (r->lease) {
+        // A lease break names a lease key; the box does not keep keys: every file
+        // read ahead under a lease stops (the client acknowledges its own lease).
+        for (auto& [key, f] : files) {
+          if (f.lease) StopFile(f, "its lease broken");
+        }
+        return true;
+      }
       auto it = files.find(KeyOf(r->file_id));
       if (it == files.end()) return true;
       it->second.caching = r->oplock_level >= oplock::kLevelII;
@@ -388,9 +397,9 @@ struct Prefetcher::State {
       // An exclusive or batch oplock the client does not know of would need an
       // acknowledgement the box cannot give for it: only Level II is ever asked for.
     } else {
+      f.lease = r->oplock_level == oplock::kLease;
       f.caching = r->oplock_level == oplock::kLevelII || r->oplock_level == oplock::kExclusive ||
-                  r->oplock_level == oplock::kBatch ||
-                  (r->oplock_level == oplock::kLease && LeaseCachesReads(r->contexts));
+                  r->oplock_level == oplock::kBatch || (f.lease && LeaseCachesReads(r->contexts));
     }
     files[KeyOf(f.id)] = std::move(f);
   }
