@@ -1,429 +1,210 @@
-#include "protocols/smb2/prefetcher.h"
-
-#include <algorithm>
-
-#include "protocols/smb2/messages.h"
-#include "protocols/smb2/twin.h"
+// The Prefetcher (prefetcher.h): the client's requests, the predictions, and the
+// public calls. The server's answers: prefetcher_answers.cc.
+#include "protocols/smb2/prefetcher_state.h"
 
 namespace wanopt::protocols::smb2 {
 
-namespace {
+using namespace prefetcher_internal;
 
-constexpr uint64_t kNotificationId = ~uint64_t{0};        // server-initiated (oplock break)
-constexpr size_t kReadOffsetAt = kHeaderSize + 8;          // READ request: its Offset
-constexpr size_t kWriteFileIdAt = kHeaderSize + 16;        // WRITE request: its FileId
-constexpr size_t kCreateRequestOplockAt = kHeaderSize + 3;  // CREATE request: RequestedOplockLevel
-constexpr size_t kCreateResponseOplockAt = kHeaderSize + 2;  // CREATE response: OplockLevel
-
-uint64_t Le64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = v << 8 | p[i];
-  return v;
-}
-void PutLe64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+void Prefetcher::State::StepAside(std::string why) {
+  if (!aside.empty()) return;
+  aside = std::move(why);
+  sink.Note("read-ahead off: " + aside);
 }
 
-using FileKey = std::pair<uint64_t, uint64_t>;
-
-// SMB 3.x signs these even in a session that does not sign (TREE_CONNECT in 3.1.1,
-// VALIDATE_NEGOTIATE in 3.0.x; the last SESSION_SETUP answer in 3.1.1): a signed
-// one says nothing of the session. Any other signed message means it signs.
-bool SignedAlways(Command command) {
-  return command == Command::kSessionSetup || command == Command::kTreeConnect || command == Command::kIoctl;
-}
-FileKey KeyOf(const FileId& f) { return {f.persistent, f.volatile_id}; }
-
-// A lease's state is the first field after its 16-byte key; R (0x1) is read caching.
-bool LeaseCachesReads(const std::vector<CreateContext>& contexts) {
-  for (const auto& c : contexts) {
-    if (c.name == "RqLs" && c.data.size() >= 20) return c.data[16] & 0x01;
-  }
-  return false;
+bool Prefetcher::State::Eligible(const Header& h) const {
+  return aside.empty() && !broken && dialect != 0 && !signed_sessions.count(h.session_id) &&
+         !encrypted_sessions.count(h.session_id);
 }
 
-}  // namespace
-
-struct Prefetcher::State {
-  struct OpenFile {
-    FileId id;
-    std::string name;
-    uint64_t end_of_file = 0;
-    bool oplock_ours = false;  // a Level II asked for on the client's behalf
-    bool caching = false;      // a read-caching oplock or lease is held
-    bool lease = false;        // ... a lease (its breaks name the lease key, not the file)
-    std::string stopped;       // why read-ahead ended on this file
-    uint64_t next_offset = 0;  // where a serial reader reads next
-    std::vector<uint8_t> read;  // the client's last READ (client numbering), to copy
-    uint32_t length = 0;
-    uint16_t charge = 1;
-    uint64_t predicted_to = 0;    // offset after the last prediction
-    uint64_t next_client_id = 0;  // the MessageId of the next prediction
-    size_t depth = 0;
-    size_t outstanding = 0;  // predictions not yet served
-    uint64_t outstanding_bytes = 0;
-  };
-  struct Prediction {
-    std::vector<uint8_t> request;  // as the client will send it
-    uint64_t server_id = 0;
-    FileKey file;
-    uint32_t length = 0;
-    uint16_t charge = 1;
-    bool answered = false;
-  };
-  struct Create {
-    std::string name;
-    bool oplock_ours = false;
-  };
-
-  State(Sink& sink, ReadAheadLimits limits) : sink(sink), limits(limits) {}
-
-  Sink& sink;
-  ReadAheadLimits limits;
-  ReadAheadFigures figures;
-  std::string aside;  // read-ahead is off for the connection, and why
-  bool broken = false;
-  uint16_t dialect = 0;
-  std::set<uint64_t> signed_sessions, encrypted_sessions;
-  std::map<FileKey, OpenFile> files;
-  std::map<uint64_t, Create> creates;              // by server MessageId
-  std::map<uint64_t, Prediction> predictions;      // outstanding, by client MessageId
-  std::map<uint64_t, uint64_t> predicted_ids;      // server id -> client id, until answered
-  std::set<uint64_t> abandoned;                    // server ids whose answers are dropped
-  std::map<uint64_t, uint64_t> translated;         // server id -> client id, until answered
-  uint64_t k = 0;                                  // server MessageId = client's + k
-  uint64_t client_high = 0;                        // past every id of a request that came here
-  uint32_t epoch = 0;
-  size_t outstanding_client = 0;  // client requests without their final answer
-  uint64_t credits_granted = 1;   // the client starts with one credit (NEGOTIATE)
-  uint64_t ahead_bytes = 0;
-  bool translation_noted = false, signed_translated_noted = false, noted_not_read_ahead = false;
-  std::vector<std::string> opened;  // the first files opened, for the report
-  uint64_t opened_count = 0;
-
-  void StepAside(std::string why) {
-    if (!aside.empty()) return;
-    aside = std::move(why);
-    sink.Note("read-ahead off: " + aside);
+void Prefetcher::State::StopFile(OpenFile& f, const std::string& why) {
+  if (!f.stopped.empty()) return;
+  f.stopped = why;
+  if (f.outstanding > 0) {
+    sink.ToTwin(twin::StopFile(f.id));
+    sink.Note("read-ahead stopped on " + (f.name.empty() ? std::string("(the share)") : f.name) + ": " + why);
   }
-  bool Eligible(const Header& h) const {
-    return aside.empty() && !broken && dialect != 0 && !signed_sessions.count(h.session_id) &&
-           !encrypted_sessions.count(h.session_id);
-  }
-  void StopFile(OpenFile& f, const std::string& why) {
-    if (!f.stopped.empty()) return;
-    f.stopped = why;
-    if (f.outstanding > 0) {
-      sink.ToTwin(twin::StopFile(f.id));
-      sink.Note("read-ahead stopped on " + (f.name.empty() ? std::string("(the share)") : f.name) + ": " + why);
-    }
-  }
+}
 
-  // ---- client -> server ----
-
-  // Returns false when the request (alone in its frame) must not go on.
-  bool ClientRequest(std::span<uint8_t> bytes, const Header& h, bool whole, bool compound) {
-    if (h.is_response()) return true;
-    uint64_t id = h.message_id;
-    uint16_t charge = std::max<uint16_t>(1, h.credit_charge);
-    bool cancel = h.command == Command::kCancel;
-    if (!cancel) {
-      auto hit = predictions.lower_bound(id);
-      if (hit != predictions.end() && hit->first < id + charge) {
-        // The client's READ overtook the prediction made for it (it left the branch
-        // before the prediction arrived there): the prediction's answer is its answer,
-        // and the branch knows (AnswerCache: late match). Not sent twice.
-        if (hit->first == id && whole && !compound && twin::SameRead(hit->second.request, bytes)) {
-          client_high = std::max(client_high, id + charge);
-          OnServed(id);
-          return false;
-        }
-        Collide(id);
+// Returns false when the request (alone in its frame) must not go on.
+bool Prefetcher::State::ClientRequest(std::span<uint8_t> bytes, const Header& h, bool whole, bool compound) {
+  if (h.is_response()) return true;
+  uint64_t id = h.message_id;
+  uint16_t charge = std::max<uint16_t>(1, h.credit_charge);
+  bool cancel = h.command == Command::kCancel;
+  if (!cancel) {
+    auto hit = predictions.lower_bound(id);
+    if (hit != predictions.end() && hit->first < id + charge) {
+      // The client's READ overtook the prediction made for it (it left the branch
+      // before the prediction arrived there): the prediction's answer is its answer,
+      // and the branch knows (AnswerCache: late match). Not sent twice.
+      if (hit->first == id && whole && !compound && twin::SameRead(hit->second.request, bytes)) {
+        client_high = std::max(client_high, id + charge);
+        OnServed(id);
+        return false;
       }
-      client_high = std::max(client_high, id + charge);
-      ++outstanding_client;
+      Collide(id);
     }
-    if (h.is_signed() && !SignedAlways(h.command)) signed_sessions.insert(h.session_id);
-    // Read what the request says before its MessageId changes.
-    Message m;
-    m.header = h;
-    m.bytes = bytes;
-    switch (h.command) {
-      case Command::kNegotiate:
-        if (auto r = ParseNegotiateRequest(m); r && (r->security_mode & security_mode::kSigningRequired)) {
-          StepAside("the client requires signing");
-        }
-        break;
-      case Command::kSessionSetup:
-        if (auto r = ParseSessionSetupRequest(m); r && (r->security_mode & security_mode::kSigningRequired)) {
-          signed_sessions.insert(h.session_id);
-        }
-        break;
-      case Command::kCreate:
-        if (whole) OnCreateRequest(bytes, m, h);
-        break;
-      case Command::kRead:
-        if (whole) OnReadRequest(bytes, m, h, compound);
-        break;
-      case Command::kWrite:
-        if (bytes.size() >= kWriteFileIdAt + 16) {
-          FileId f{Le64(bytes.data() + kWriteFileIdAt), Le64(bytes.data() + kWriteFileIdAt + 8)};
-          Stop(f, "written to");
-        }
-        break;
-      case Command::kSetInfo:
-        if (auto r = ParseSetInfoRequest(m); r && r->changes_size()) Stop(r->file_id, "its size set");
-        break;
-      case Command::kLock:
-        if (auto r = ParseLockRequest(m)) Stop(r->file_id, "locked");
-        break;
-      case Command::kClose:
-        if (auto r = ParseCloseRequest(m)) files.erase(KeyOf(r->file_id));  // (predictions for it collided above)
-        break;
-      default:
-        break;
-    }
-    if (k == 0) return true;
-    PatchMessageId(bytes, id + k);
-    if (!cancel) translated[id + k] = id;
-    ++figures.translated;
-    if (h.is_signed() && !signed_translated_noted) {
-      signed_translated_noted = true;
-      sink.Note("a signed " + std::string(CommandName(h.command)) +
-                " came after read-ahead had spent MessageIds: sent with another id, the server refuses it");
-    }
-    return true;
+    client_high = std::max(client_high, id + charge);
+    ++outstanding_client;
   }
-
-  // The client's request with MessageId `id` (or the branch's word) goes to the
-  // server although `id` was read ahead for: every prediction from `id` on is
-  // abandoned, and the client's ids from `id` on are shifted past them. (Those
-  // below `id` may still be answered at the branch.)
-  void Collide(uint64_t id) {
-    uint64_t spent = 0;
-    for (auto it = predictions.lower_bound(id); it != predictions.end(); it = predictions.erase(it)) {
-      Prediction& p = it->second;
-      spent += p.charge;
-      if (!p.answered) abandoned.insert(p.server_id);
-      ++figures.abandoned;
-      ahead_bytes -= p.length;
-      if (auto f = files.find(p.file); f != files.end()) {
-        --f->second.outstanding;
-        f->second.outstanding_bytes -= p.length;
+  if (h.is_signed() && !SignedAlways(h.command)) signed_sessions.insert(h.session_id);
+  // Read what the request says before its MessageId changes.
+  Message m;
+  m.header = h;
+  m.bytes = bytes;
+  switch (h.command) {
+    case Command::kNegotiate:
+      if (auto r = ParseNegotiateRequest(m); r && (r->security_mode & security_mode::kSigningRequired)) {
+        StepAside("the client requires signing");
       }
-    }
-    k += spent;
-    ++epoch;
-    sink.ToTwin(twin::Epoch(epoch, id));
-    if (!translation_noted) {
-      translation_noted = true;
-      sink.Note("read-ahead: request " + std::to_string(id) + " was not the READ predicted for its MessageId: " +
-                "MessageIds shifted by " + std::to_string(k) + " towards the server from then on");
-    }
-  }
-
-  void OnCreateRequest(std::span<uint8_t> bytes, const Message& m, const Header& h) {
-    auto r = ParseCreateRequest(m);
-    if (!r) return;
-    Create c{r->name, false};
-    // A Level II oplock asked for on the client's behalf: the server's promise to
-    // break it before another opener changes the file (README.md, Freshness).
-    if (Eligible(h) && r->oplock_level == oplock::kNone && !r->lease_requested && !h.is_signed()) {
-      bytes[kCreateRequestOplockAt] = oplock::kLevelII;
-      c.oplock_ours = true;
-    }
-    creates[h.message_id + k] = std::move(c);
-  }
-
-  void OnReadRequest(std::span<const uint8_t> bytes, const Message& m, const Header& h, bool compound) {
-    auto r = ParseReadRequest(m);
-    if (!r) return;
-    auto it = files.find(KeyOf(r->file_id));
-    if (it == files.end()) return;
-    OpenFile& f = it->second;
-    bool sequential = r->offset == f.next_offset;
-    f.next_offset = r->offset + r->length;
-    if (!Eligible(h) || !f.stopped.empty() || compound || h.is_async() || h.is_signed()) return;
-    if (!f.caching) return NotReadAhead("the server granted no oplock or lease (another opener may change the file)");
-    if (outstanding_client > 1) return NotReadAhead("several requests in flight (the client pipelines: it needs no read-ahead)");
-    if (r->length > limits.max_read) {
-      return NotReadAhead("READs of " + std::to_string(r->length) + " bytes, over " + std::to_string(limits.max_read));
-    }
-    if (!sequential || f.outstanding > 0 || r->length == 0 || f.next_offset >= f.end_of_file) return;
-    f.read.assign(bytes.begin(), bytes.end());
-    f.length = r->length;
-    f.charge = std::max<uint16_t>(1, h.credit_charge);
-    f.predicted_to = f.next_offset;
-    f.next_client_id = h.message_id + f.charge;
-    f.depth = std::max(f.depth, limits.first_depth);
-    TopUp(f);
-  }
-
-  // The first reason a serial-looking READ was not read ahead, for the status page.
-  void NotReadAhead(const std::string& why) {
-    if (noted_not_read_ahead) return;
-    noted_not_read_ahead = true;
-    sink.Note("read-ahead not used: " + why);
-  }
-
-  void TopUp(OpenFile& f) {
-    while (f.outstanding < f.depth && f.predicted_to < f.end_of_file) {
-      if (f.outstanding_bytes + f.length > limits.max_ahead_per_file) break;
-      if (ahead_bytes + f.length > limits.max_ahead) break;
-      uint64_t cid = f.next_client_id, sid = cid + k;
-      if (cid < client_high) break;                 // the client went past: wait for its next READ
-      if (sid + f.charge > credits_granted) break;  // past the server's window
-      std::vector<uint8_t> request = f.read;
-      PatchMessageId(request, cid);
-      PutLe64(request.data() + kReadOffsetAt, f.predicted_to);
-      sink.ToTwin(twin::Predicted(epoch, request));
-      std::vector<uint8_t> client_request = request;
-      PatchMessageId(request, sid);
-      std::vector<uint8_t> frame(kFramePrefixSize);
-      WriteFramePrefix(frame.data(), static_cast<uint32_t>(request.size()));
-      frame.insert(frame.end(), request.begin(), request.end());
-      sink.ToServer(frame);
-      predictions[cid] = Prediction{std::move(client_request), sid, KeyOf(f.id), f.length, f.charge, false};
-      predicted_ids[sid] = cid;
-      ++f.outstanding;
-      f.outstanding_bytes += f.length;
-      ahead_bytes += f.length;
-      ++figures.predicted;
-      figures.predicted_bytes += f.length;
-      f.predicted_to += f.length;
-      f.next_client_id += f.charge;
-    }
-  }
-
-  void Stop(const FileId& id, const std::string& why) {
-    auto it = files.find(KeyOf(id));
-    if (it != files.end()) StopFile(it->second, why);
-  }
-
-  // ---- server -> client ----
-
-  // Returns false when the message (alone in its frame) must not go on.
-  bool ServerResponse(std::span<uint8_t> bytes, const Header& h, bool whole) {
-    if (!h.is_response()) return true;
-    Message m;
-    m.header = h;
-    m.bytes = bytes;
-    if (h.message_id == kNotificationId) {
-      if (h.command != Command::kOplockBreak || !whole) return true;
-      auto r = ParseOplockBreak(m);
-      if (!r) return true;
-      if (r->lease) {
-        // A lease break names a lease key; the box does not keep keys: every file
-        // read ahead under a lease stops (the client acknowledges its own lease).
-        for (auto& [key, f] : files) {
-          if (f.lease) StopFile(f, "its lease broken");
-        }
-        return true;
+      break;
+    case Command::kSessionSetup:
+      if (auto r = ParseSessionSetupRequest(m); r && (r->security_mode & security_mode::kSigningRequired)) {
+        signed_sessions.insert(h.session_id);
       }
-      auto it = files.find(KeyOf(r->file_id));
-      if (it == files.end()) return true;
-      it->second.caching = r->oplock_level >= oplock::kLevelII;
-      StopFile(it->second, "its oplock broken");
-      // A break of the oplock the box asked for: the client never had it (and a
-      // break to none needs no acknowledgement).
-      return !it->second.oplock_ours;
-    }
-    credits_granted += h.credit;
-    if (h.is_signed() && !SignedAlways(h.command)) signed_sessions.insert(h.session_id);
-    if (auto p = predicted_ids.find(h.message_id); p != predicted_ids.end()) {
-      if (h.is_interim()) return false;  // the client never sent it: only the final answer
-      uint64_t cid = p->second;
-      predicted_ids.erase(p);
-      if (abandoned.erase(h.message_id)) return false;
-      if (cid != h.message_id) PatchMessageId(bytes, cid);
-      if (auto q = predictions.find(cid); q != predictions.end()) q->second.answered = true;
-      return true;
-    }
-    uint64_t server_id = h.message_id;
-    if (auto t = translated.find(server_id); t != translated.end()) {
-      PatchMessageId(bytes, t->second);
-      if (!h.is_interim()) translated.erase(t);
-    }
-    if (!h.is_interim() && outstanding_client > 0) --outstanding_client;
-    switch (h.command) {
-      case Command::kNegotiate:
-        if (auto r = ParseNegotiateResponse(m)) {
-          dialect = r->dialect;
-          if (r->signing_required()) StepAside("the server requires signing");
-        }
-        break;
-      case Command::kSessionSetup:
-        if (h.status == status::kSuccess) {
-          if (auto r = ParseSessionSetupResponse(m); r && (r->session_flags & session_flags::kEncryptData)) {
-            encrypted_sessions.insert(h.session_id);
-          }
-          // SMB 3.x signs this answer always; 2.x only in a session that signs.
-          if (h.is_signed() && dialect < dialect::kSmb30) signed_sessions.insert(h.session_id);
-        }
-        break;
-      case Command::kTreeConnect:
-        if (auto r = ParseTreeConnectResponse(m); r && (r->share_flags & share_flags::kEncryptData)) {
-          encrypted_sessions.insert(h.session_id);
-        }
-        break;
-      case Command::kCreate:
-        OnCreateResponse(bytes, m, h, server_id);
-        break;
-      default:
-        break;
-    }
-    return true;
+      break;
+    case Command::kCreate:
+      if (whole) OnCreateRequest(bytes, m, h);
+      break;
+    case Command::kRead:
+      if (whole) OnReadRequest(bytes, m, h, compound);
+      break;
+    case Command::kWrite:
+      if (bytes.size() >= kWriteFileIdAt + 16) {
+        FileId f{Le64(bytes.data() + kWriteFileIdAt), Le64(bytes.data() + kWriteFileIdAt + 8)};
+        Stop(f, "written to");
+      }
+      break;
+    case Command::kSetInfo:
+      if (auto r = ParseSetInfoRequest(m); r && r->changes_size()) Stop(r->file_id, "its size set");
+      break;
+    case Command::kLock:
+      if (auto r = ParseLockRequest(m)) Stop(r->file_id, "locked");
+      break;
+    case Command::kClose:
+      if (auto r = ParseCloseRequest(m)) files.erase(KeyOf(r->file_id));  // (predictions for it collided above)
+      break;
+    default:
+      break;
   }
+  if (k == 0) return true;
+  PatchMessageId(bytes, id + k);
+  if (!cancel) translated[id + k] = id;
+  ++figures.translated;
+  if (h.is_signed() && !signed_translated_noted) {
+    signed_translated_noted = true;
+    sink.Note("a signed " + std::string(CommandName(h.command)) +
+              " came after read-ahead had spent MessageIds: sent with another id, the server refuses it");
+  }
+  return true;
+}
 
-  void OnCreateResponse(std::span<uint8_t> bytes, const Message& m, const Header& h, uint64_t server_id) {
-    auto c = creates.find(server_id);
-    if (c == creates.end()) return;
-    if (h.is_interim()) return;
-    Create create = std::move(c->second);
-    creates.erase(c);
-    auto r = ParseCreateResponse(m);
-    if (!r) return;
-    ++opened_count;
-    if (opened.size() < 8) opened.push_back(create.name);
-    OpenFile f;
-    f.id = r->file_id;
-    f.name = create.name;
-    f.end_of_file = r->end_of_file;
-    f.oplock_ours = create.oplock_ours;
-    if (create.oplock_ours) {
-      f.caching = r->oplock_level == oplock::kLevelII || r->oplock_level == oplock::kExclusive ||
-                  r->oplock_level == oplock::kBatch;
-      bytes[kCreateResponseOplockAt] = oplock::kNone;  // the client asked for none
-      // An exclusive or batch oplock the client does not know of would need an
-      // acknowledgement the box cannot give for it: only Level II is ever asked for.
-    } else {
-      f.lease = r->oplock_level == oplock::kLease;
-      f.caching = r->oplock_level == oplock::kLevelII || r->oplock_level == oplock::kExclusive ||
-                  r->oplock_level == oplock::kBatch || (f.lease && LeaseCachesReads(r->contexts));
+// The client's request with MessageId `id` (or the branch's word) goes to the
+// server although `id` was read ahead for: every prediction from `id` on is
+// abandoned, and the client's ids from `id` on are shifted past them. (Those
+// below `id` may still be answered at the branch.)
+void Prefetcher::State::Collide(uint64_t id) {
+  uint64_t spent = 0;
+  for (auto it = predictions.lower_bound(id); it != predictions.end(); it = predictions.erase(it)) {
+    Prediction& p = it->second;
+    spent += p.charge;
+    if (!p.answered) abandoned.insert(p.server_id);
+    ++figures.abandoned;
+    ahead_bytes -= p.length;
+    if (auto f = files.find(p.file); f != files.end()) {
+      --f->second.outstanding;
+      f->second.outstanding_bytes -= p.length;
     }
-    files[KeyOf(f.id)] = std::move(f);
   }
+  k += spent;
+  ++epoch;
+  sink.ToTwin(twin::Epoch(epoch, id));
+  if (!translation_noted) {
+    translation_noted = true;
+    sink.Note("read-ahead: request " + std::to_string(id) + " was not the READ predicted for its MessageId: " +
+              "MessageIds shifted by " + std::to_string(k) + " towards the server from then on");
+  }
+}
 
-  void OnServed(uint64_t cid) {
-    auto p = predictions.find(cid);
-    if (p == predictions.end()) return;
-    Prediction done = p->second;
-    predictions.erase(p);
-    ++figures.served;
-    figures.served_bytes += done.length;
-    ahead_bytes -= done.length;
-    auto it = files.find(done.file);
-    if (it == files.end()) return;
-    OpenFile& f = it->second;
-    --f.outstanding;
-    f.outstanding_bytes -= done.length;
-    // Only while predictions remain: with none, the client may already have sent
-    // its next READ to the server, whose id must not be predicted now.
-    if (f.outstanding == 0 || !f.stopped.empty()) return;
-    f.depth = std::min<size_t>(f.depth * 2, std::max<uint64_t>(1, limits.max_ahead_per_file / f.length));
-    TopUp(f);
+void Prefetcher::State::OnCreateRequest(std::span<uint8_t> bytes, const Message& m, const Header& h) {
+  auto r = ParseCreateRequest(m);
+  if (!r) return;
+  Create c{r->name, false};
+  // A Level II oplock asked for on the client's behalf: the server's promise to
+  // break it before another opener changes the file (README.md, Freshness).
+  if (Eligible(h) && r->oplock_level == oplock::kNone && !r->lease_requested && !h.is_signed()) {
+    bytes[kCreateRequestOplockAt] = oplock::kLevelII;
+    c.oplock_ours = true;
   }
-};
+  creates[h.message_id + k] = std::move(c);
+}
+
+void Prefetcher::State::OnReadRequest(std::span<const uint8_t> bytes, const Message& m, const Header& h, bool compound) {
+  auto r = ParseReadRequest(m);
+  if (!r) return;
+  auto it = files.find(KeyOf(r->file_id));
+  if (it == files.end()) return;
+  OpenFile& f = it->second;
+  bool sequential = r->offset == f.next_offset;
+  f.next_offset = r->offset + r->length;
+  if (!Eligible(h) || !f.stopped.empty() || compound || h.is_async() || h.is_signed()) return;
+  if (!f.caching) return NotReadAhead("the server granted no oplock or lease (another opener may change the file)");
+  if (outstanding_client > 1) return NotReadAhead("several requests in flight (the client pipelines: it needs no read-ahead)");
+  if (r->length > limits.max_read) {
+    return NotReadAhead("READs of " + std::to_string(r->length) + " bytes, over " + std::to_string(limits.max_read));
+  }
+  if (!sequential || f.outstanding > 0 || r->length == 0 || f.next_offset >= f.end_of_file) return;
+  f.read.assign(bytes.begin(), bytes.end());
+  f.length = r->length;
+  f.charge = std::max<uint16_t>(1, h.credit_charge);
+  f.predicted_to = f.next_offset;
+  f.next_client_id = h.message_id + f.charge;
+  f.depth = std::max(f.depth, limits.first_depth);
+  TopUp(f);
+}
+
+// The first reason a serial-looking READ was not read ahead, for the status page.
+void Prefetcher::State::NotReadAhead(const std::string& why) {
+  if (noted_not_read_ahead) return;
+  noted_not_read_ahead = true;
+  sink.Note("read-ahead not used: " + why);
+}
+
+void Prefetcher::State::TopUp(OpenFile& f) {
+  while (f.outstanding < f.depth && f.predicted_to < f.end_of_file) {
+    if (f.outstanding_bytes + f.length > limits.max_ahead_per_file) break;
+    if (ahead_bytes + f.length > limits.max_ahead) break;
+    uint64_t cid = f.next_client_id, sid = cid + k;
+    if (cid < client_high) break;                 // the client went past: wait for its next READ
+    if (sid + f.charge > credits_granted) break;  // past the server's window
+    std::vector<uint8_t> request = f.read;
+    PatchMessageId(request, cid);
+    PutLe64(request.data() + kReadOffsetAt, f.predicted_to);
+    sink.ToTwin(twin::Predicted(epoch, request));
+    std::vector<uint8_t> client_request = request;
+    PatchMessageId(request, sid);
+    std::vector<uint8_t> frame(kFramePrefixSize);
+    WriteFramePrefix(frame.data(), static_cast<uint32_t>(request.size()));
+    frame.insert(frame.end(), request.begin(), request.end());
+    sink.ToServer(frame);
+    predictions[cid] = Prediction{std::move(client_request), sid, KeyOf(f.id), f.length, f.charge, false};
+    predicted_ids[sid] = cid;
+    ++f.outstanding;
+    f.outstanding_bytes += f.length;
+    ahead_bytes += f.length;
+    ++figures.predicted;
+    figures.predicted_bytes += f.length;
+    f.predicted_to += f.length;
+    f.next_client_id += f.charge;
+  }
+}
+
+void Prefetcher::State::Stop(const FileId& id, const std::string& why) {
+  auto it = files.find(KeyOf(id));
+  if (it != files.end()) StopFile(it->second, why);
+}
+
 
 Prefetcher::Prefetcher(Sink& sink, ReadAheadLimits limits) : s_(std::make_unique<State>(sink, limits)) {}
 Prefetcher::~Prefetcher() = default;
