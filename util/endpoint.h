@@ -2,6 +2,7 @@
 // [2001:db8::10]:80.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -14,6 +15,11 @@ inline std::string FormatEndpoint(const boost::asio::ip::tcp::endpoint& endpoint
   if (address.is_v6()) text.append("[").append(address.to_string()).append("]");
   else text = address.to_string();
   return text.append(":").append(std::to_string(endpoint.port()));
+}
+
+// An IPv4 address as a host-order integer (what packet parsing gives), and a port.
+inline std::string FormatEndpoint(uint32_t ipv4, uint16_t port) {
+  return FormatEndpoint(boost::asio::ip::tcp::endpoint(boost::asio::ip::address_v4(ipv4), port));
 }
 
 }  // namespace wanopt

@@ -62,8 +62,6 @@ struct ProbeKey {
   auto operator<=>(const ProbeKey&) const = default;
 };
 
-inline std::string Format(const tcp::endpoint& e) { return FormatEndpoint(e); }
-inline std::string Format(uint32_t a, uint16_t port) { return address_v4(a).to_string() + ":" + std::to_string(port); }
 
 // Moves a socket to another event loop: the descriptor leaves its loop and joins
 // the other; the connection itself is untouched.

@@ -36,7 +36,7 @@ void Interceptor::Impl::OnAccepted(tcp::socket socket) {
   bool needs_probe = it != decisions_.end() && it->second.kind != Kind::kFixedTarget &&
                      it->second.kind != Kind::kRelayDirect;
   if (it == decisions_.end() || it->second.verdict != Verdict::kIntercept || (needs_probe && !it->second.probe)) {
-    WANOPT_LOG(kInfo, "intercept") << "connection " << Format(remote) << " -> " << Format(local)
+    WANOPT_LOG(kInfo, "intercept") << "connection " << FormatEndpoint(remote) << " -> " << FormatEndpoint(local)
                                    << " reached the listener without a decision: reset";
     return CloseWithReset(socket);
   }
@@ -84,7 +84,7 @@ void Interceptor::Impl::OnAccepted(tcp::socket socket) {
       case Kind::kFixedTarget: {
         BranchPlan plan = PlanFor(rule, local);
         plan.peer = rule.peer;
-        plan.notes.push_back(rule.name + ": fixed-target peer " + Format(*rule.peer));
+        plan.notes.push_back(rule.name + ": fixed-target peer " + FormatEndpoint(*rule.peer));
         return StartBranchSession(self->env_, std::move(*lan), std::move(plan));
       }
     }
@@ -238,7 +238,7 @@ void Interceptor::Impl::StartAnsweredChannel(tcp::socket inner, tcp::socket serv
     plan.notes.push_back("inner channel unencrypted (the branch asked and a rule here allows it: lab measurements only)");
     return StartDatacenterSession(env_, std::move(inner), std::move(plan));
   }
-  std::string branch = channel::FormatDeviceId(peer.device_id) + " " + Format(*plan.peer_endpoint);
+  std::string branch = channel::FormatDeviceId(peer.device_id) + " " + FormatEndpoint(*plan.peer_endpoint);
   StartSecuredDatacenterSession(env_, std::move(inner), std::move(plan), branch);
 }
 

@@ -83,7 +83,7 @@ void Interceptor::Impl::OnProbeSyn(const QueuedPacket& p, const TcpSegment& s) {
   ++h.syns_seen;
   if (h.offer && h.syns_seen == 1) {
     if (auto with_option = AddOption(p.bytes, *h.offer)) return queue_->Accept(p.id, std::nullopt, *with_option);
-    WANOPT_LOG(kInfo, "intercept") << "no room for option 0x21 in the SYN to " << Format(h.key.server, h.key.server_port)
+    WANOPT_LOG(kInfo, "intercept") << "no room for option 0x21 in the SYN to " << FormatEndpoint(h.key.server, h.key.server_port)
                                    << ": probing without it";
     h.offer.reset();
   } else if (h.offer) {
@@ -130,7 +130,7 @@ void Interceptor::Impl::OnProbeConnected(FlowKey key, error_code ec) {
     if (h.transparent && (ec == asio::error::operation_aborted || ec == asio::error::timed_out) && !h.synack_seen) {
       // Connecting with the client's address got no answer: the server's replies
       // may not come back through this box. Try once more from our own address.
-      WANOPT_LOG(kInfo, "intercept") << "no answer from " << Format(server) << " to the client's address "
+      WANOPT_LOG(kInfo, "intercept") << "no answer from " << FormatEndpoint(server) << " to the client's address "
                                      << address_v4(h.client_address()) << ": retrying from this box's address";
       auto retry = std::make_unique<Held>();
       retry->packet_id = h.packet_id;
@@ -146,7 +146,7 @@ void Interceptor::Impl::OnProbeConnected(FlowKey key, error_code ec) {
       return StartProbe(std::move(retry));
     }
     std::string what = ec == asio::error::operation_aborted ? "no answer" : ec.message();
-    WANOPT_LOG(kInfo, "intercept") << Format(key.client, key.client_port) << " -> " << Format(server) << ": "
+    WANOPT_LOG(kInfo, "intercept") << FormatEndpoint(key.client, key.client_port) << " -> " << FormatEndpoint(server) << ": "
                                    << what << ": the SYN goes on to the server";
     retry_from_box_.erase(key);
     return Release(h, Verdict::kBypass);

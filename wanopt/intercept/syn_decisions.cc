@@ -46,8 +46,8 @@ void Interceptor::Impl::OnSyn(uint32_t id, const TcpSegment& s) {
     case InpathAction::kDeny: {
       Decision& d = Decide(key, Verdict::kDeny, std::chrono::seconds(60));
       d.rule = &rule;
-      WANOPT_LOG(kInfo, "intercept") << Format(key.client, key.client_port) << " -> "
-                                     << Format(key.server, key.server_port) << ": denied by " << rule.name;
+      WANOPT_LOG(kInfo, "intercept") << FormatEndpoint(key.client, key.client_port) << " -> "
+                                     << FormatEndpoint(key.server, key.server_port) << ": denied by " << rule.name;
       queue_->Accept(id, kMarkDeny);
       return;
     }
@@ -193,8 +193,8 @@ void Interceptor::Impl::Bypass(uint32_t id, const FlowKey& key, const std::strin
   Decide(key, Verdict::kBypass, std::chrono::seconds(60));
   queue_->Accept(id, kMarkBypass);
   if (!record) return;
-  WANOPT_LOG(kInfo, "intercept") << Format(key.client, key.client_port) << " -> "
-                                 << Format(key.server, key.server_port) << ": pass-through (not proxied): " << reason;
+  WANOPT_LOG(kInfo, "intercept") << FormatEndpoint(key.client, key.client_port) << " -> "
+                                 << FormatEndpoint(key.server, key.server_port) << ": pass-through (not proxied): " << reason;
   // Listed on the page like any connection, so counted with them too (its bytes
   // never cross the box's sockets: it has none).
   ++env_.counters.sessions_opened;

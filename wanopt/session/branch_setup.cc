@@ -46,7 +46,7 @@ void Session::OnPeerReached(error_code ec) {
     }
     return OnPeerConnected(ec);
   }
-  SecureInnerChannel(env_, std::move(wan_), ChannelSide::kOpening, "peer " + Format(*plan_.peer), {},
+  SecureInnerChannel(env_, std::move(wan_), ChannelSide::kOpening, "peer " + FormatEndpoint(*plan_.peer), {},
                      [self = shared_from_this()](SecureOutcome outcome, tcp::socket plain) {
                        if (self->closed_) return;
                        if (!outcome.ok) {
@@ -66,17 +66,17 @@ void Session::OnPeerConnected(error_code ec, const std::string& failure) {
   if (ec) {
     std::string what = failure.empty() ? "unreachable (" + ec.message() + ")" : failure;
     if (plan_.peer_down == PeerDownAction::kReset) {
-      WANOPT_LOG(kWarn, "branch") << "connection " << id_ << " " << Format(info_.client) << " -> "
-                                  << Format(info_.server) << ": peer " << Format(*plan_.peer) << " " << what
+      WANOPT_LOG(kWarn, "branch") << "connection " << id_ << " " << FormatEndpoint(info_.client) << " -> "
+                                  << FormatEndpoint(info_.server) << ": peer " << FormatEndpoint(*plan_.peer) << " " << what
                                   << ": resetting the client (peer_down = reset)";
-      Abort("peer " + Format(*plan_.peer) + " " + what + ": client reset (peer_down = reset)");
+      Abort("peer " + FormatEndpoint(*plan_.peer) + " " + what + ": client reset (peer_down = reset)");
       return;
     }
-    ConnectDirect("peer " + Format(*plan_.peer) + " " + what);
+    ConnectDirect("peer " + FormatEndpoint(*plan_.peer) + " " + what);
     return;
   }
   wan_remote_ = *plan_.peer;
-  record_->SetPeer(plan_.peer_id, Format(wan_remote_));
+  record_->SetPeer(plan_.peer_id, FormatEndpoint(wan_remote_));
   SetFramed(true);
   awaiting_handshake_ = true;
   channel::Hello hello;
@@ -85,7 +85,7 @@ void Session::OnPeerConnected(error_code ec, const std::string& failure) {
   hello.offered = Intersect(plan_.policy, env_.capability());
   if (std::string trouble = env_.store_trouble(); HasDre(plan_.policy) && !trouble.empty()) record_->AddNote(trouble);
   if (HasDre(hello.offered)) {
-    peer_state_ = env_.peers->Get(plan_.peering_key.empty() ? "peer " + Format(*plan_.peer) : plan_.peering_key,
+    peer_state_ = env_.peers->Get(plan_.peering_key.empty() ? "peer " + FormatEndpoint(*plan_.peer) : plan_.peering_key,
                                   std::nullopt);
     hello.dre_seed = peer_state_->seed();
     hello.store_instance = env_.store_instance;
@@ -118,8 +118,8 @@ void Session::OnPeerConnected(error_code ec, const std::string& failure) {
 
 // Marks this connection pass-through, for `reason`.
 void Session::BecomePassThrough(const std::string& reason) {
-  WANOPT_LOG(kInfo, "branch") << "connection " << id_ << " " << Format(info_.client) << " -> "
-                              << Format(info_.server) << ": pass-through: " << reason;
+  WANOPT_LOG(kInfo, "branch") << "connection " << id_ << " " << FormatEndpoint(info_.client) << " -> "
+                              << FormatEndpoint(info_.server) << ": pass-through: " << reason;
   ++env_.counters.pass_through;
   record_->SetState(ConnectionState::kPassThrough);
   record_->SetPeer("", "");
@@ -150,8 +150,8 @@ void Session::ConnectDirect(const std::string& reason) {
               // What the client would have seen without us, as closely as an
               // already-accepted connection allows: a reset.
               WANOPT_LOG(kInfo, "branch") << "connection " << self->id_ << ": server "
-                                          << Format(self->info_.server) << ": " << ec.message();
-              self->Abort("server " + Format(self->info_.server) + ": " + ec.message());
+                                          << FormatEndpoint(self->info_.server) << ": " << ec.message();
+              self->Abort("server " + FormatEndpoint(self->info_.server) + ": " + ec.message());
               return;
             }
             TuneLanSocket(self->wan_);

@@ -23,7 +23,7 @@ void Session::StartDatacenter(DatacenterPlan plan) {
   connect_timer_.expires_after(env_.config.timeouts.handshake);
   connect_timer_.async_wait([self = shared_from_this(), generation](error_code ec) {
     if (ec || self->closed_ || generation != self->connect_generation_) return;
-    WANOPT_LOG(kInfo, "datacenter") << "connection " << self->id_ << " from " << Format(self->wan_endpoint())
+    WANOPT_LOG(kInfo, "datacenter") << "connection " << self->id_ << " from " << FormatEndpoint(self->wan_endpoint())
                                     << ": no hello within " << self->env_.config.timeouts.handshake.count()
                                     << " ms: closed";
     self->record_->AddNote("no hello within the handshake deadline");
@@ -38,8 +38,8 @@ void Session::ConnectWanToServer(const tcp::endpoint& server) {
     error_code ec;
     tcp::endpoint connected = lan_.remote_endpoint(ec);
     if (ec || connected != server) {
-      ProtocolError("hello names " + Format(server) + ", but this inner channel was opened for " +
-                    Format(connected));
+      ProtocolError("hello names " + FormatEndpoint(server) + ", but this inner channel was opened for " +
+                    FormatEndpoint(connected));
       return;
     }
     // As if the connect had just completed: after the caller has consumed the hello.
@@ -61,9 +61,9 @@ void Session::OnServerConnected(error_code ec) {
   if (closed_) return;
   if (ec) {
     WANOPT_LOG(kInfo, "datacenter") << "connection " << id_ << " from peer "
-                                    << channel::FormatDeviceId(peer_id_) << " " << Format(peer_endpoint_)
-                                    << ": server " << Format(info_.server) << ": " << ec.message();
-    return AnswerAndDrain(StatusFor(ec), "server " + Format(info_.server) + ": " + ec.message(), /*resume=*/true);
+                                    << channel::FormatDeviceId(peer_id_) << " " << FormatEndpoint(peer_endpoint_)
+                                    << ": server " << FormatEndpoint(info_.server) << ": " << ec.message();
+    return AnswerAndDrain(StatusFor(ec), "server " + FormatEndpoint(info_.server) + ": " + ec.message(), /*resume=*/true);
   }
   TuneLanSocket(lan_);
   wan_writer_.QueueControl(FrameType::kHelloAck, 0, channel::EncodeHelloAck(ack_));

@@ -15,8 +15,8 @@ void Session::OnHello(const channel::Hello& hello) {
   info_.server = hello.destination;
   peer_id_ = hello.device_id;
   record_->SetEndpoints(info_.client, info_.server);
-  record_->SetPeer(channel::FormatDeviceId(peer_id_), Format(peer_endpoint_));
-  env_.table.PeerSeen(channel::FormatDeviceId(peer_id_), Format(peer_endpoint_), true);
+  record_->SetPeer(channel::FormatDeviceId(peer_id_), FormatEndpoint(peer_endpoint_));
+  env_.table.PeerSeen(channel::FormatDeviceId(peer_id_), FormatEndpoint(peer_endpoint_), true);
   peer_counted_ = true;
   HelloAnswer answer = AnswerHello(hello, AcceptorFactsNow());
   // Module names came off the network: the status page escapes them.
@@ -44,7 +44,7 @@ void Session::OnHello(const channel::Hello& hello) {
   record_->SetPolicies(hello.offered, ack_.negotiated, ack_.applied);
   if (ack_.status == channel::HelloStatus::kRejected) {
     WANOPT_LOG(kWarn, "datacenter") << "connection " << id_ << " from peer " << channel::FormatDeviceId(peer_id_)
-                                    << " " << Format(peer_endpoint_) << ": " << answer.rejection;
+                                    << " " << FormatEndpoint(peer_endpoint_) << ": " << answer.rejection;
     return AnswerAndDrain(channel::HelloStatus::kRejected, answer.rejection, /*resume=*/false);
   }
   ConnectWanToServer(hello.destination);
@@ -82,7 +82,7 @@ bool Session::HandleHandshake(const channel::DecodedFrame& frame) {
     auto hello = channel::DecodeHello(frame.payload, &error);
     if (!hello && SpeaksOtherVersion(frame.payload)) {
       // A newer (or older) peer: say which version we speak instead of a bare reset.
-      WANOPT_LOG(kWarn, "datacenter") << "connection " << id_ << ": peer " << Format(peer_endpoint_)
+      WANOPT_LOG(kWarn, "datacenter") << "connection " << id_ << ": peer " << FormatEndpoint(peer_endpoint_)
                                       << " speaks inner-channel version " << int{frame.payload[4]}
                                       << ", this box version " << int{channel::kProtocolVersion};
       ack_.status = channel::HelloStatus::kVersionUnsupported;
@@ -111,11 +111,11 @@ bool Session::HandleHandshake(const channel::DecodedFrame& frame) {
   ack_ = *ack;
   AckVerdict verdict = CheckHelloAck(*ack, peer_state_ != nullptr);
   if (verdict.outcome == AckVerdict::Outcome::kServerFailed) {
-    WANOPT_LOG(kInfo, "branch") << "connection " << id_ << " " << Format(info_.client) << " -> "
-                                << Format(info_.server) << ": server "
+    WANOPT_LOG(kInfo, "branch") << "connection " << id_ << " " << FormatEndpoint(info_.client) << " -> "
+                                << FormatEndpoint(info_.server) << ": server "
                                 << channel::HelloStatusName(ack->status) << " (seen by peer "
                                 << channel::FormatDeviceId(peer_id_) << ")";
-    Abort("server " + Format(info_.server) + " " + std::string(channel::HelloStatusName(ack->status)) +
+    Abort("server " + FormatEndpoint(info_.server) + " " + std::string(channel::HelloStatusName(ack->status)) +
           " (seen by peer " + channel::FormatDeviceId(peer_id_) + ")");
     return false;
   }
@@ -123,8 +123,8 @@ bool Session::HandleHandshake(const channel::DecodedFrame& frame) {
   // Intercepted, the inner channel was opened to the server's address: name the box
   // by its own address instead (the server stays in the connection's record).
   bool in_path = wan_remote_ == plan_.destination;
-  if (in_path && ack->acceptor) peer_address_ = Format(*ack->acceptor);
-  else peer_address_ = Format(wan_remote_);
+  if (in_path && ack->acceptor) peer_address_ = FormatEndpoint(*ack->acceptor);
+  else peer_address_ = FormatEndpoint(wan_remote_);
   record_->SetPeer(channel::FormatDeviceId(peer_id_), peer_address_);
   record_->SetPolicies(ack->offered, ack->negotiated, ack->applied);
   record_->SetState(ConnectionState::kOptimized);

@@ -26,7 +26,7 @@ void Session::OnTick() {
   // Silence only counts while we are waiting for the peer and it still owes us
   // frames: not while our LAN side is slow to take what it sent.
   if (down_waiting_ && down_phase_ == DownPhase::kRelaying && now - last_wan_rx_ >= t.dead_peer) {
-    WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": peer " << Format(wan_endpoint())
+    WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": peer " << FormatEndpoint(wan_endpoint())
                                   << " silent for " << t.dead_peer.count() << " ms: resetting";
     Fail(ResetReason::kTimeout);
     return;

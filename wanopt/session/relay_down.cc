@@ -281,7 +281,7 @@ void Session::DownEnd() {
   }
   if (awaiting_handshake_ && role_ == Role::kDatacenter && (!down_buffer_ || down_buffer_->empty())) {
     // Connected and left without a byte: a port scan or a health check, not a failure.
-    WANOPT_LOG(kDebug, "datacenter") << "connection " << id_ << " from " << Format(wan_endpoint())
+    WANOPT_LOG(kDebug, "datacenter") << "connection " << id_ << " from " << FormatEndpoint(wan_endpoint())
                                      << " closed before its hello";
     Close();
     return;
@@ -289,7 +289,7 @@ void Session::DownEnd() {
   // The peer went away without finishing both directions: the relayed connection
   // cannot be completed correctly, so it is reset rather than cut short silently.
   WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": inner channel closed by peer "
-                                << Format(wan_endpoint()) << " mid-connection: resetting";
+                                << FormatEndpoint(wan_endpoint()) << " mid-connection: resetting";
   Abort("inner channel closed by peer mid-connection");
 }
 

@@ -61,7 +61,7 @@ void Session::MaybeFinish() {
 
 void Session::ProtocolError(const std::string& what) {
   WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": inner channel from "
-                                << Format(wan_endpoint()) << ": protocol error: " << what
+                                << FormatEndpoint(wan_endpoint()) << ": protocol error: " << what
                                 << ": dropping this connection";
   ++env_.counters.protocol_errors;
   record_->AddNote("protocol error: " + what);

@@ -78,7 +78,6 @@ enum class DownPhase {
   kEnded,         // ... written, and the LAN socket shut down for sending
 };
 
-inline std::string Format(const tcp::endpoint& endpoint) { return FormatEndpoint(endpoint); }
 
 // sockets.cc
 channel::HelloStatus StatusFor(const error_code& ec);

@@ -22,7 +22,7 @@ bool Session::AfterDecode(dre::Decoder::Status status) {
       return true;
     }
     case dre::Decoder::Status::kCorrupt:
-      WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": DRE from " << Format(wan_endpoint()) << ": "
+      WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": DRE from " << FormatEndpoint(wan_endpoint()) << ": "
                                     << decoder_->error() << ": resetting, nothing of it delivered";
       record_->AddNote("DRE: " + decoder_->error());
       Fail(ResetReason::kIntegrity);
