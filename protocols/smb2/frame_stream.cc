@@ -54,8 +54,22 @@ void FrameStream::Push(std::span<const uint8_t> in, Owner& owner, Buffer& out) {
         assembled_.insert(assembled_.end(), in.begin(), in.begin() + n);
         in = in.subspan(n);
         if (assembled_.size() < kFramePrefixSize) break;
+        if (assembled_[0] >= 0x81 && assembled_[0] <= 0x85) {
+          // NetBIOS session service (port 139): session request and response,
+          // keepalive. They pass as they are, unseen by the owner; a 17-bit length.
+          length_ = static_cast<uint32_t>(assembled_[1] & 1) << 16 | static_cast<uint32_t>(assembled_[2]) << 8 |
+                    assembled_[3];
+          out.Append(assembled_);
+          assembled_.clear();
+          verdict_ = Verdict::kPass;
+          position_ = 0;
+          next_header_ = 0;
+          state_ = State::kBody;
+          if (length_ == 0) EndFrame(owner, out);
+          break;
+        }
         if (assembled_[0] != 0) {
-          Break("a frame does not start with 0 (not SMB2 over direct TCP)", owner, out);
+          Break("a frame does not start with 0 or a NetBIOS session type (not SMB2)", owner, out);
           break;
         }
         length_ = static_cast<uint32_t>(assembled_[1]) << 16 | static_cast<uint32_t>(assembled_[2]) << 8 |

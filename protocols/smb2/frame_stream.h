@@ -8,6 +8,9 @@
 // streams. The headers of the later messages of a large compound frame are shown
 // to the owner as they pass, so that it can patch them too (MessageIds).
 //
+// NetBIOS session frames (port 139: session request and response, keepalive) pass
+// as they are without the owner seeing them.
+//
 // When the stream breaks the framing (a first byte that is not 0, a length of 0 or
 // over smb2::kMaxFrameLength, a compound chain that leaves its frame), the owner is
 // told once and from then on every byte passes unchanged.

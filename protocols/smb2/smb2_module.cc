@@ -6,7 +6,7 @@
 //
 // [modules.smb2] settings:
 //   read_ahead = true            false: SMB connections get DRE/LZ only
-//   ports = ["445"]              the server ports the module looks at
+//   ports = ["445", "139"]       the server ports the module looks at
 //   max_ahead_mb = 8             bytes read ahead and not yet used, per file
 //   branch_memory_mb = 64        answers kept at a branch, all connections together
 #include <atomic>
@@ -25,7 +25,7 @@ namespace {
 
 struct Settings {
   bool read_ahead = true;
-  std::set<uint16_t> ports{445};
+  std::set<uint16_t> ports{445, 139};
   uint64_t max_ahead = 8 << 20;
   uint64_t branch_memory = 64 << 20;
 };
