@@ -26,7 +26,8 @@ With signing disabled, also:
   7. a file rewritten by another client while a reader holds it open, between two
      of its READs (blocks already read ahead): the reader gets the new bytes;
   8. smbget killed mid-read while the branch keeps answers for it: the branch's
-     kept bytes (/metrics, wanopt_module_gauge) go back to where they were.
+     kept bytes (/metrics, wanopt_module_gauge) go back to where they were;
+  9. smbget over the NetBIOS session service (port 139): byte-identical, read ahead.
 """
 import os
 import re
@@ -211,6 +212,18 @@ def aborted_reader(lab, work, server):
           after == before and smb2_gauge(lab, "branch", "connections") == 0, after)
 
 
+def netbios_fetch(lab, work, digest):
+    """9: port 139, a NetBIOS session request first."""
+    out = os.path.join(work, "out-139.bin")
+    since = lab.last_id("branch")
+    r = smbd_peer.smbget(lab.ns("client"), smbd_peer.SERVER_IP, "f.bin", out, port=139)
+    check(f"port 139: smbget gets a byte-identical copy ({r.seconds:.2f} s)",
+          r.ok and smbd_peer.sha256_file(out) == digest, r.output)
+    conn = lab.wait_ended("branch", 139, since) or {}
+    check(f"port 139: READs answered at the branch ({notes(conn)})",
+          "answered here" in notes(conn) and "hit rate 100%" in notes(conn), conn)
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="wanopt-smb-") as work:
         subprocess.run([os.path.join(HERE, "make-pki"), os.path.join(work, "pki")], check=True, capture_output=True)
@@ -221,7 +234,8 @@ def main():
             for box in ("branch", "dc"):
                 lab.start_box(box, lab.box_config(box, IDS[box], box, "ca", "[intercept]\n"))
             for label, setting, aside in SETTINGS:
-                server = smbd_peer.start(lab.ns("server"), os.path.join(work, "smbd"), **setting)
+                server = smbd_peer.start(lab.ns("server"), os.path.join(work, "smbd"), **setting,
+                                         extra_ports=(139,) if aside is None else ())
                 data = smbd_peer.test_file(SIZE, seed=len(label))
                 digest = server.write("f.bin", data)
                 capture = SmbCapture(lab, "server", "eth0", "198.18.2.1", DISSECTOR, ports=(445,))
@@ -253,6 +267,7 @@ def main():
                     wire_consistency(lab, work, digest)
                     rewritten_while_open(lab, work, server)
                     aborted_reader(lab, work, server)
+                    netbios_fetch(lab, work, digest)
                 changed = smbd_peer.test_file(SIZE, seed=100 + len(label))
                 digest = server.write("f.bin", changed)
                 fetch(lab, work, "smbget", "f.bin", digest, f"{label}, rewritten on the server")

@@ -106,14 +106,15 @@ class SmbdPeer:
         self.share_dir = os.path.join(self.workdir, "share")
         self.log = os.path.join(self.workdir, "log", "smbd.log")
 
-    def _start(self, signing, encrypt, extra, log_level, timeout):
+    def _start(self, signing, encrypt, extra, log_level, timeout, extra_ports=()):
         if os.path.exists(self.workdir) and os.listdir(self.workdir):
             raise PeerError(f"{self.workdir} exists and is not empty")
         for sub in ("share", "lock", "state", "cache", "pid", "private", "ncalrpc", "log"):
             os.makedirs(os.path.join(self.workdir, sub), exist_ok=True)
         self.conf = os.path.join(self.workdir, "smb.conf")
         with open(self.conf, "w") as f:
-            f.write(SMB_CONF.format(d=self.workdir, ip=self.ip, port=self.port, signing=signing, encrypt=encrypt,
+            ports = " ".join(str(p) for p in (self.port, *extra_ports))
+            f.write(SMB_CONF.format(d=self.workdir, ip=self.ip, port=ports, signing=signing, encrypt=encrypt,
                                     extra=extra, log_level=log_level, share=SHARE))
         r = subprocess.run(["smbpasswd", "-c", self.conf, "-s", "-a", USER], input=f"{PASSWORD}\n{PASSWORD}\n",
                            capture_output=True, text=True, env=_env(), timeout=30)
@@ -187,13 +188,13 @@ class SmbdPeer:
 
 
 def start(ns, workdir, ip=SERVER_IP, port=445, signing="disabled", encrypt="off", extra="", log_level=1,
-          timeout=30):
-    """Starts smbd in namespace `ns` serving DIR/share at ip:port; returns a SmbdPeer
-    once it listens. On failure nothing is left running (the work dir stays, for
-    its logs)."""
+          timeout=30, extra_ports=()):
+    """Starts smbd in namespace `ns` serving DIR/share at ip:port (and `extra_ports`,
+    e.g. (139,) for the NetBIOS session service); returns a SmbdPeer once it listens
+    on `port`. On failure nothing is left running (the work dir stays, for its logs)."""
     peer = SmbdPeer(ns, workdir, ip, port)
     try:
-        return peer._start(signing, encrypt, extra, log_level, timeout)
+        return peer._start(signing, encrypt, extra, log_level, timeout, extra_ports)
     except BaseException:
         peer.stop(keep_workdir=True)
         raise
