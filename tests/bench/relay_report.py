@@ -1,7 +1,6 @@
 """relay_bench's summary (medians, ratios, targets met) and its Markdown."""
 
-import statistics
-
+from benchkit import median
 from relay_paths import STREAM_COUNTS
 
 TARGET_RATIO_VS_SOCAT = 1.5
@@ -28,7 +27,7 @@ def summarize(results, args):
                       and s["direction"] == direction and s["bits_per_second"]]
                 failed = sum(1 for s in samples if s["path"] == path and s["streams"] == streams
                              and s["direction"] == direction and s["error"])
-                m = statistics.median(ok) if ok else None
+                m = median(ok)
                 med[path] = m
                 cpu = [s["proxy_cpu_seconds"] / s["bytes_received"] * 1e9
                        for s in samples if s["path"] == path and s["streams"] == streams
@@ -43,7 +42,7 @@ def summarize(results, args):
                     "min_gbit_s": round(min(ok) / 1e9, 3) if ok else None,
                     "max_gbit_s": round(max(ok) / 1e9, 3) if ok else None,
                     "proxy_cpu_seconds_per_gb_median":
-                        round(statistics.median(cpu), 3) if cpu else None,
+                        round(median(cpu), 3) if cpu else None,
                 })
             for row in rows[-len(args.paths):]:
                 m = med[row["path"]]
