@@ -46,14 +46,10 @@ Exit status: 0 ok; 1 a measurement failed (results still written); 2 setup error
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import re
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,7 +62,10 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "lab"))
 sys.path.insert(0, str(REPO_ROOT / "tests" / "bench"))
 import labkit  # noqa: E402
 import smbd_peer  # noqa: E402
-from wan_bench import snapshot_binary  # noqa: E402  (copies a binary once it is stable)
+import benchkit  # noqa: E402
+from benchkit import BenchError, fmt_b, fmt_s, fmt_x, log, median, snapshot_binary  # noqa: E402
+
+benchkit.set_log_name("smb_bench")
 
 NETLAB = REPO_ROOT / "tests" / "lab" / "netlab"
 MAKE_PKI = REPO_ROOT / "tests" / "lab" / "make-pki"
@@ -84,19 +83,6 @@ TARGETS = {"cold": 5.0, "warm": 20.0}  # serial readers; smbclient: >= 1.0 (no s
 FILE_SEED = 1
 NAME, ONE = "f.bin", "one.bin"
 MODES = ("direct", "cold", "warm")
-
-
-class BenchError(Exception):
-    exit_code = 2
-
-
-def log(msg):
-    print("[smb_bench %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
-
-
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
 
 
 def target_of(client, mode):
@@ -312,18 +298,6 @@ def summarize(results):
     results["summary"] = summary
 
 
-def fmt_s(v):
-    return "-" if v is None else "%.2f" % v
-
-
-def fmt_x(v):
-    return "-" if v is None else "%.2fx" % v
-
-
-def fmt_b(v):
-    return "-" if v is None else "{:,}".format(int(v))
-
-
 def render_markdown(results):
     cfg = results["config"]
     cc = results.get("congestion_control", {})
@@ -408,27 +382,12 @@ def render_markdown(results):
 
 
 def machine_info(wanopt_identity):
-    info = {"nproc": os.cpu_count(), "kernel": platform.release(), "machine": platform.machine(),
-            "hostname": platform.node(),
-            "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "python": sys.version.split()[0], "loadavg_start": Path("/proc/loadavg").read_text().strip(),
-            "wanopt_binary": wanopt_identity}
-    r = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
-    info["git_commit"] = r.stdout.strip() or None
+    info = benchkit.machine_basics()
+    info["wanopt_binary"] = wanopt_identity
     for tool, argv in (("smbd", ["smbd", "--version"]), ("smbclient", ["smbclient", "--version"])):
         r = subprocess.run(argv, capture_output=True, text=True)
         info[tool + "_version"] = r.stdout.strip() or None
     return info
-
-
-def write_outputs(results, args):
-    text = render_markdown(results)
-    for path, content in ((args.json, json.dumps(results, indent=1) + "\n"), (args.markdown, text)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(content)
-        os.replace(tmp, path)
-    return text
 
 
 def parse_args(argv):
@@ -457,10 +416,6 @@ def parse_args(argv):
     return args
 
 
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt("signal %d" % signum)
-
-
 def main(argv):
     args = parse_args(argv)
     if args.render_from:
@@ -470,8 +425,7 @@ def main(argv):
     if os.geteuid() != 0:
         print("smb_bench: needs root (network namespaces)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _sigterm)
-    signal.signal(signal.SIGHUP, _sigterm)
+    benchkit.interrupt_on_signals()
     t_start = time.monotonic()
     results = {"schema": "wanopt-smb-bench/1", "machine": {},
                "config": {"command": "smb_bench.py " + " ".join(argv), "quick": args.quick,
@@ -512,7 +466,7 @@ def main(argv):
         results["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
         summarize(results)
         results["exit_code"] = exit_code
-        text = write_outputs(results, args)
+        text = benchkit.write_outputs(results, render_markdown(results), args.json, args.markdown)
         print(text)
         log("wrote %s and %s (%.0f s)" % (args.json, args.markdown, results["wall_seconds"]))
     return exit_code
