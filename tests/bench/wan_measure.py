@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from benchkit import BenchError, log, median, sha256_file
-from wan_lab import BRANCH_WAN, IDS, PROFILES, SERVER, STATUS, TINY_BYTES, Lab
+from wan_lab import DC_WAN, IDS, PROFILES, SERVER, STATUS, TINY_BYTES, Lab
 
 
 def counters_delta(before, after):
@@ -152,7 +152,9 @@ def capture_setup(lab, work):
         except ValueError:
             continue
         packets.append({"t_ms": round(1000 * t, 1), "t_rtt": round(t / rtt, 2),
-                        "dir": "branch->dc" if f[1] == BRANCH_WAN else "dc->branch",
+                        # The probe leaves from the client's address (transparent): the
+                        # datacenter's side is the server's address or its own.
+                        "dir": "dc->branch" if f[1] in (SERVER, DC_WAN) else "branch->dc",
                         "payload": int(f[2] or 0), "flags": f[3].replace("\u00b7", "").replace("·", "").strip()})
     return {"curl": m, "rtt_s": rtt, "packets": packets,
             "curl_start_to_first_packet_ms": round(1000 * (first - t0), 1) if first else None,
