@@ -182,6 +182,7 @@ std::string_view RtsKindName(RtsKind kind) {
 
 RtsCookies Cookies(const RtsPdu& pdu, RtsKind kind) {
   RtsCookies c;
+  if (Classify(pdu) != kind) return c;  // the wrong kind: its command positions do not hold
   const auto& cmd = pdu.commands;
   switch (kind) {
     case RtsKind::kConnA1:

@@ -146,7 +146,7 @@ struct RtsCookies {
   std::optional<Uuid> association_group;    // CONN/B1, CONN/B2
   std::optional<Uuid> ack_channel;          // FlowControlAck: the channel acknowledged
 };
-// REQUIRES: kind == Classify(pdu).
+// `kind` is Classify(pdu)'s answer; any other kind gives no cookies.
 RtsCookies Cookies(const RtsPdu& pdu, RtsKind kind);
 
 // ---------------------------------------------------------------------------------

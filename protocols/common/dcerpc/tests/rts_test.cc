@@ -61,6 +61,7 @@ TEST_CASE("rts: CONN/A1 written by hand is 76 bytes, classified, and names its t
   CHECK(c.out_channel == kOut);
   CHECK(!c.in_channel);
   CHECK(c.virtual_connection->ToString() == "11111111-2222-3333-4444-555555555555");
+  CHECK(!Cookies(pdu, RtsKind::kConnB1).virtual_connection);  // the wrong kind reads nothing
   CHECK(BuildConnA1(kVc, kOut, 65536) == a1);
 }
 
