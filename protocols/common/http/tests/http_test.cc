@@ -156,7 +156,7 @@ TEST_CASE("http: header injection, obs-fold, bare CR or LF, bad tokens and versi
   CHECK(ErrorOf("\x16\x03\x01") == "control byte in the head");  // a TLS ClientHello
 }
 
-TEST_CASE("http: oversized heads and too many fields are refused; the limits are inclusive") {
+TEST_CASE("http: oversized heads and too many fields are refused, exactly at the limits they pass") {
   std::string big = "GET / HTTP/1.1\r\nX: " + std::string(16 * 1024, 'a');
   CHECK(ErrorOf(big) == "head larger than the limit");
   std::string fits = "GET / HTTP/1.1\r\nX: ";
