@@ -6,9 +6,12 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "util/bytes.h"
@@ -400,4 +403,34 @@ TEST_CASE("wccp: tshark decodes every encoded message type without malformed or 
   REQUIRE(g.size() == 1);
   CHECK(g[0].rfind("0x883e|1|61|77", 0) == 0);
   std::filesystem::remove_all(dir);
+}
+
+// The fuzz seeds (tests/fuzz/seeds/wccp) are this encoder's output: a message format
+// change shows here. WANOPT_WRITE_SEEDS=1 rewrites them.
+TEST_CASE("wccp: the fuzz seeds are the encoder's output") {
+  auto root = std::filesystem::path(WANOPT_MAKE_PKI).parent_path().parent_path().parent_path();
+  auto dir = root / "tests/fuzz/seeds/wccp";
+  auto signed_hia = Wire(HereIAm(true));
+  REQUIRE(wccp::Sign(signed_hia, "secret"));
+  std::vector<uint8_t> ip(40, 0);
+  ip[0] = 0x45;
+  wanopt::bytes::PutBe16(&ip[2], 40);
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> seeds = {
+      {"here_i_am.bin", Wire(HereIAm(false))},       {"here_i_am_md5.bin", signed_hia},
+      {"i_see_you.bin", Wire(ISeeYou())},            {"redirect_assign_hash.bin", Wire(RedirectAssign())},
+      {"redirect_assign_mask.bin", Wire(MaskAssign())}, {"removal_query.bin", Wire(RemovalQuery())},
+      {"gre_redirect.bin", wccp::BuildGre(wccp::RedirectHeader{true, false, 61, 0, 9}, ip)},
+      {"gre_plain.bin", wccp::BuildGre(std::nullopt, ip)},
+  };
+  bool write = std::getenv("WANOPT_WRITE_SEEDS") != nullptr;
+  if (write) std::filesystem::create_directories(dir);
+  for (const auto& [name, bytes] : seeds) {
+    INFO(name);
+    if (write)
+      std::ofstream(dir / name, std::ios::binary)
+          .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    std::ifstream in(dir / name, std::ios::binary);
+    std::vector<uint8_t> stored((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(stored == bytes);
+  }
 }
