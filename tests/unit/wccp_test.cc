@@ -204,7 +204,7 @@ TEST_CASE("wccp: the capabilities a cache asks for read back as bitmasks") {
   CHECK_FALSE(wccp::BucketBit(back->web_cache_identity->bucket_bits, 1));
 }
 
-TEST_CASE("wccp: MD5 signed messages verify; a wrong password or a flipped byte is refused") {
+TEST_CASE("wccp: MD5 signed messages verify and a wrong password or a flipped byte is refused") {
   auto wire = Wire(HereIAm(true));
   CHECK_FALSE(wccp::Verify(wire, "secret"));  // zero digest before signing
   REQUIRE(wccp::Sign(wire, "secret"));
@@ -244,18 +244,21 @@ TEST_CASE("wccp: every truncation of every message is an error") {
 
 TEST_CASE("wccp: absurd counts, lengths, versions and repeats are refused") {
   auto wire = Wire(ISeeYou());
-  // The Router View's router count (after the 12-byte router identity... found by value).
-  auto corrupt_u32 = [&](uint32_t old_value, uint32_t new_value) {
-    auto bad = wire;
-    for (size_t i = 8; i + 4 <= bad.size(); ++i)
-      if (wanopt::bytes::GetBe32(&bad[i]) == old_value) {
-        wanopt::bytes::PutBe32(&bad[i], new_value);
-        return bad;
-      }
-    FAIL("value not found");
-    return bad;
-  };
-  CHECK_FALSE(wccp::Decode(corrupt_u32(kRouter, kRouter)).ok() == false);  // sanity: unchanged decodes
+  // The Router View's counts: header 8, security 8, service 28, router identity 24,
+  // then the view's component header (4), change number (4) and key (8).
+  constexpr size_t kRouterCount = 8 + 8 + 28 + 24 + 4 + 4 + 8;
+  constexpr size_t kCacheCount = kRouterCount + 4 + 4;
+  REQUIRE(wanopt::bytes::GetBe16(&wire[kRouterCount - 16]) == wccp::component::kRouterView);
+  REQUIRE(wanopt::bytes::GetBe32(&wire[kRouterCount]) == 1);
+  REQUIRE(wanopt::bytes::GetBe32(&wire[kCacheCount]) == 2);
+  for (uint32_t absurd : {33u, 0x10000u, 0x7FFFFFFFu, 0xFFFFFFFFu}) {
+    auto b = wire;
+    wanopt::bytes::PutBe32(&b[kRouterCount], absurd);
+    CHECK_FALSE(wccp::Decode(b).ok());
+    b = wire;
+    wanopt::bytes::PutBe32(&b[kCacheCount], absurd);
+    CHECK_FALSE(wccp::Decode(b).ok());
+  }
   auto bad = wire;
   bad[5] = 0x01;  // version 0x0201
   CHECK(std::string(wccp::Decode(bad).error().reason) == "not WCCP version 2.0");
