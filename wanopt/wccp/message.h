@@ -288,7 +288,9 @@ struct Message {
 };
 
 // The message on the wire. An MD5 security component is written with a zero digest:
-// Sign fills it. Fails (empty) only if the message would exceed 65535 bytes.
+// Sign fills it. Fails (empty) only if the message would exceed 65535 bytes. Encode
+// does not enforce the kMax* bounds: a message beyond them encodes, but Decode (ours
+// and, for 32 routers or caches, a router's) refuses it; the client keeps within them.
 std::optional<std::vector<uint8_t>> Encode(const Message& message);
 // REQUIRES nothing of `wire`: any bytes. The message must be version 0x0200, its length
 // field must match the bytes given (trailing bytes are refused), components as above.
