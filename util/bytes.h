@@ -23,4 +23,13 @@ inline uint64_t GetBe64(const uint8_t* p) {
   return uint64_t{GetBe32(p)} << 32 | GetBe32(p + 4);
 }
 
+// Little-endian (SMB2 and other Microsoft protocols).
+inline uint32_t GetLe32(const uint8_t* p) {
+  return uint32_t{p[3]} << 24 | uint32_t{p[2]} << 16 | uint32_t{p[1]} << 8 | p[0];
+}
+inline uint64_t GetLe64(const uint8_t* p) { return uint64_t{GetLe32(p + 4)} << 32 | GetLe32(p); }
+inline void PutLe64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i, v >>= 8) p[i] = static_cast<uint8_t>(v);
+}
+
 }  // namespace wanopt::bytes

@@ -6,6 +6,7 @@
 
 #include "protocols/smb2/messages.h"
 #include "protocols/smb2/twin.h"
+#include "util/bytes.h"
 
 namespace wanopt::protocols::smb2 {
 
@@ -180,10 +181,9 @@ void AnswerCache::OnTwinMessage(std::span<const uint8_t> message) {
       State::Entry e;
       e.epoch = m->epoch;
       e.request.assign(m->request.begin(), m->request.end());
-      std::memcpy(&e.file.persistent, m->request.data() + kReadFileIdAt, 8);
-      std::memcpy(&e.file.volatile_id, m->request.data() + kReadFileIdAt + 8, 8);
-      e.data = static_cast<uint64_t>(m->request[kHeaderSize + 4]) | m->request[kHeaderSize + 5] << 8 |
-               m->request[kHeaderSize + 6] << 16 | static_cast<uint64_t>(m->request[kHeaderSize + 7]) << 24;
+      e.file.persistent = bytes::GetLe64(m->request.data() + kReadFileIdAt);
+      e.file.volatile_id = bytes::GetLe64(m->request.data() + kReadFileIdAt + 8);
+      e.data = bytes::GetLe32(m->request.data() + kHeaderSize + 4);  // the READ's Length
       // Announced after the client used this MessageId. If the client sent this very
       // READ, the datacenter answers it with the prediction's answer (a late match);
       // otherwise the id went to something else (the datacenter shifts) and the

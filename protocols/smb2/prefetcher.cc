@@ -72,7 +72,7 @@ bool Prefetcher::State::ClientRequest(std::span<uint8_t> bytes, const Header& h,
       break;
     case Command::kWrite:
       if (bytes.size() >= kWriteFileIdAt + 16) {
-        FileId f{Le64(bytes.data() + kWriteFileIdAt), Le64(bytes.data() + kWriteFileIdAt + 8)};
+        FileId f{bytes::GetLe64(bytes.data() + kWriteFileIdAt), bytes::GetLe64(bytes.data() + kWriteFileIdAt + 8)};
         Stop(f, "written to");
       }
       break;
@@ -180,7 +180,7 @@ void Prefetcher::State::TopUp(OpenFile& f) {
     if (sid + f.charge > credits_granted) break;  // past the server's window
     std::vector<uint8_t> request = f.read;
     PatchMessageId(request, cid);
-    PutLe64(request.data() + kReadOffsetAt, f.predicted_to);
+    bytes::PutLe64(request.data() + kReadOffsetAt, f.predicted_to);
     sink.ToTwin(twin::Predicted(epoch, request));
     std::vector<uint8_t> client_request = request;
     PatchMessageId(request, sid);

@@ -12,6 +12,7 @@
 #include "protocols/smb2/messages.h"
 #include "protocols/smb2/prefetcher.h"
 #include "protocols/smb2/twin.h"
+#include "util/bytes.h"
 
 namespace wanopt::protocols::smb2 {
 
@@ -22,15 +23,6 @@ constexpr size_t kReadOffsetAt = kHeaderSize + 8;          // READ request: its 
 constexpr size_t kWriteFileIdAt = kHeaderSize + 16;        // WRITE request: its FileId
 constexpr size_t kCreateRequestOplockAt = kHeaderSize + 3;  // CREATE request: RequestedOplockLevel
 constexpr size_t kCreateResponseOplockAt = kHeaderSize + 2;  // CREATE response: OplockLevel
-
-inline uint64_t Le64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = v << 8 | p[i];
-  return v;
-}
-inline void PutLe64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
 
 using FileKey = std::pair<uint64_t, uint64_t>;
 

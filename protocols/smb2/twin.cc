@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "util/bytes.h"
+
 namespace wanopt::protocols::smb2::twin {
 
 namespace {
@@ -11,11 +13,6 @@ void Put32(std::vector<uint8_t>& out, uint32_t v) {
 }
 void Put64(std::vector<uint8_t>& out, uint64_t v) {
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
-}
-uint64_t Get(std::span<const uint8_t> p, size_t n) {
-  uint64_t v = 0;
-  for (size_t i = 0; i < n; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
-  return v;
 }
 
 }  // namespace
@@ -68,26 +65,26 @@ std::optional<Message> Decode(std::span<const uint8_t> bytes) {
     case Kind::kPredicted:
       if (rest.size() < 4 + kHeaderSize) return std::nullopt;
       m.kind = Kind::kPredicted;
-      m.epoch = static_cast<uint32_t>(Get(rest, 4));
+      m.epoch = bytes::GetLe32(rest.data());
       m.request = rest.subspan(4);
       return m;
     case Kind::kEpoch:
       if (rest.size() != 12) return std::nullopt;
       m.kind = Kind::kEpoch;
-      m.epoch = static_cast<uint32_t>(Get(rest, 4));
-      m.message_id = Get(rest.subspan(4), 8);
+      m.epoch = bytes::GetLe32(rest.data());
+      m.message_id = bytes::GetLe64(rest.data() + 4);
       return m;
     case Kind::kStopFile:
       if (rest.size() != 16) return std::nullopt;
       m.kind = Kind::kStopFile;
-      m.file.persistent = Get(rest, 8);
-      m.file.volatile_id = Get(rest.subspan(8), 8);
+      m.file.persistent = bytes::GetLe64(rest.data());
+      m.file.volatile_id = bytes::GetLe64(rest.data() + 8);
       return m;
     case Kind::kServed:
     case Kind::kAbandon:
       if (rest.size() != 8) return std::nullopt;
       m.kind = static_cast<Kind>(bytes[0]);
-      m.message_id = Get(rest, 8);
+      m.message_id = bytes::GetLe64(rest.data());
       return m;
   }
   return std::nullopt;

@@ -32,6 +32,9 @@ import sys
 import time
 from dataclasses import dataclass
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from samba_peer import _group_members  # noqa: E402  (one copy: the process-group walk)
+
 SELF = os.path.abspath(__file__)
 PY = "/usr/bin/python3"  # Debian's: impacket imports there, not in a pyenv build
 SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -78,22 +81,6 @@ def _in_ns(ns, cmd):
 
 def _env():
     return dict(os.environ, PATH=SAFE_PATH, PYTHONDONTWRITEBYTECODE="1")
-
-
-def _group_members(pgid):
-    """PIDs (not zombies) whose process group is pgid."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                rest = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if rest[0] != "Z" and int(rest[2]) == pgid:
-            out.append(int(name))
-    return out
 
 
 class SmbdPeer:
