@@ -112,6 +112,7 @@ class ModuleChain::Context final : public ModuleContext {
   void AddNote(std::string_view note) override { chain_.host_.AddNote(note); }
   void SetNote(std::string_view key, std::string_view note) override { chain_.host_.SetNote(key, note); }
   BoxModule* box() override { return chain_.host_.BoxModuleFor(entry_.name); }
+  ResetHandle reset_handle() override { return chain_.host_.ResetHandle(); }
 
   bool CanEmit(Direction d) const override {
     return !chain_.closed_ && !entry_.detached && !entry_.ended[Index(d)] && chain_.host_.AcceptsModuleOutput(d);

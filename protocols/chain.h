@@ -47,6 +47,8 @@ class ModuleChain {
     virtual void SetNote(std::string_view /*key*/, std::string_view note) { AddNote(note); }
     // The box-wide part of the module `name` on this box, or null.
     virtual BoxModule* BoxModuleFor(std::string_view /*name*/) { return nullptr; }
+    // ModuleContext::reset_handle() for every module of the connection.
+    virtual ModuleContext::ResetHandle ResetHandle() { return {}; }
 
     // ---- v2; the defaults are a host without it (modules' Emit, Hold and
     // StartTimer then refuse) ----

@@ -118,6 +118,13 @@ class ModuleContext {
   // This module's box-wide part on this box, or null (a module without one, or a
   // test host).
   virtual BoxModule* box() { return nullptr; }
+  // A callable that resets this connection (TCP resets to client and server, on both
+  // boxes), with `why` as its note. Unlike everything else here it may be called from
+  // any thread and at any time, also after the connection ended (it then does
+  // nothing): it is what a group (protocols/group.h) keeps to end the other
+  // connections of a virtual connection that lost one. Empty: the host cannot.
+  using ResetHandle = std::function<void(std::string why)>;
+  virtual ResetHandle reset_handle() { return {}; }
 
   // ---- v2: bytes of the module's own, and timers ----
   // All of these are called on the connection's thread, from within a call the chain

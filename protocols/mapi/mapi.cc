@@ -4,6 +4,7 @@
 #include <charconv>
 #include <set>
 
+#include "protocols/common/dcerpc/pdu_walker.h"
 #include "protocols/mapi/epm.h"
 #include "protocols/registry.h"
 #include "util/log.h"
@@ -23,18 +24,7 @@ std::optional<uint64_t> Number(const std::string& text, uint64_t min, uint64_t m
 
 std::string Name(const Uuid& uuid) {
   std::string_view known = InterfaceName(uuid);
-  if (!known.empty()) return std::string(known);
-  // A few Windows interfaces people meet next to Exchange, for readable notes.
-  static constexpr std::pair<Uuid, std::string_view> kOthers[] = {
-      {*Uuid::Parse("12345778-1234-abcd-ef00-0123456789ac"), "SAMR"},
-      {*Uuid::Parse("12345778-1234-abcd-ef00-0123456789ab"), "LSARPC"},
-      {*Uuid::Parse("12345678-1234-abcd-ef00-01234567cffb"), "NETLOGON"},
-      {*Uuid::Parse("e3514235-4b06-11d1-ab04-00c04fc2dcd2"), "DRSUAPI"},
-  };
-  for (const auto& [u, name] : kOthers) {
-    if (u == uuid) return std::string(name);
-  }
-  return uuid.ToString();
+  return known.empty() ? uuid.ToString() : std::string(known);
 }
 
 // What a bound interface makes of the connection, for the status page.
@@ -45,56 +35,6 @@ std::string Application(const Uuid& uuid) {
   if (uuid == uuids::kEpm) return "EPM";
   return "RPC";
 }
-
-// Follows one direction's PDUs without copying what it does not need: headers are
-// read as they pass, and only PDUs `wanted` says yes to are assembled.
-class PduWalker {
- public:
-  // Feeds bytes; calls on_pdu(Pdu) for each whole wanted PDU. False on malformed input.
-  template <class Wanted, class OnPdu>
-  bool Feed(std::span<const uint8_t> data, Wanted wanted, OnPdu on_pdu) {
-    while (!data.empty()) {
-      if (skip_ > 0) {
-        size_t n = std::min(skip_, data.size());
-        skip_ -= n;
-        data = data.subspan(n);
-        continue;
-      }
-      size_t need = pdu_.size() < kHeaderSize ? kHeaderSize : frag_length_;
-      size_t n = std::min(need - pdu_.size(), data.size());
-      pdu_.insert(pdu_.end(), data.begin(), data.begin() + static_cast<ptrdiff_t>(n));
-      data = data.subspan(n);
-      if (pdu_.size() == kHeaderSize && frag_length_ == 0) {
-        Split split = SplitPdu(pdu_);
-        if (split.kind == Split::kMalformed) {
-          pdu_.clear();  // the caller stops feeding; nothing is kept
-          return false;
-        }
-        frag_length_ = split.kind == Split::kNeedMore ? split.needed : kHeaderSize;
-        PType ptype = static_cast<PType>(pdu_[2]);
-        if (!wanted(ptype)) {
-          skip_ = frag_length_ - kHeaderSize;
-          pdu_.clear();
-          frag_length_ = 0;
-          continue;
-        }
-      }
-      if (frag_length_ && pdu_.size() == frag_length_) {
-        auto pdu = ParsePdu(pdu_);
-        if (!pdu) return false;
-        on_pdu(*pdu);
-        pdu_.clear();
-        frag_length_ = 0;
-      }
-    }
-    return true;
-  }
-
- private:
-  std::vector<uint8_t> pdu_;
-  size_t frag_length_ = 0;
-  size_t skip_ = 0;
-};
 
 class MapiModule final : public Module {
  public:

@@ -2,13 +2,15 @@
 // rts.h) and HTTP/1.x heads, body framing and the chunked walker (protocols/common/
 // http/http.h). The input is read three ways: as a stream of DCE/RPC PDUs (RTS
 // allowed), as an HTTP request or response head and the body after it, and whole as a
-// chunked body. Seeds: seeds/rpch (make_rpch_seeds.cc, from the builders).
+// chunked body, and as one direction of a connection through the module's
+// HttpStream with the PduWalker on its bodies, whole and in pieces. Seeds: seeds/rpch (make_rpch_seeds.cc, from the builders).
 //
 // Besides "no crash, no sanitizer report", it checks the promises the module relies on:
 // a parsed RTS PDU rebuilds to the same flags, commands and length; Classify names only
 // PDUs whose cookies can be read; a head is need-more one byte short of its length; the
 // chunk walker's pieces lie inside what it was given, in order, never overlapping, and
-// cover exactly what it consumed, with its data count matching the data pieces.
+// cover exactly what it consumed, with its data count matching the data pieces; the
+// HttpStream finds the same heads, body bytes and PDUs however the stream is split.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -16,7 +18,9 @@
 #include <vector>
 
 #include "protocols/common/dcerpc/rts.h"
+#include "protocols/common/dcerpc/pdu_walker.h"
 #include "protocols/common/http/http.h"
+#include "protocols/rpch/http_stream.h"
 
 namespace {
 
@@ -102,6 +106,49 @@ void CheckHttp(std::span<const uint8_t> input, bool request) {
   if (framing.kind == http::Framing::kLength) CheckRts(body.first(std::min<uint64_t>(framing.length, body.size())));
 }
 
+// What the rpch module sees of one direction: heads, body bytes, PDUs in bodies.
+struct StreamRecord final : wanopt::protocols::rpch::HttpStream::Sink {
+  void OnHead(const http::Head& head) override {
+    ++heads;
+    walker = dcerpc::PduWalker({65535, true});
+    FUZZ_CHECK(head.length > 0);
+  }
+  void OnBody(std::span<const uint8_t> content) override {
+    body += content.size();
+    if (pdus_ok) pdus_ok = walker.Feed(content, [](dcerpc::PType) { return true; }, [&](const dcerpc::Pdu& p) {
+      ++pdus;
+      if (p.header.ptype == dcerpc::PType::kRts) (void)dcerpc::ParseRts(p);
+    });
+  }
+  void OnMessageEnd() override { ++ends; }
+  uint64_t heads = 0, ends = 0, body = 0, pdus = 0;
+  bool pdus_ok = true;
+  dcerpc::PduWalker walker{{65535, true}};
+};
+
+void CheckStream(std::span<const uint8_t> input, std::span<const uint8_t> steps, bool requests) {
+  auto walk = [&](bool split, StreamRecord& record) {
+    wanopt::protocols::rpch::HttpStream stream(requests);
+    for (int i = 0; i < 4 && !requests; ++i) stream.PushRequestMethod(i == 1 ? "HEAD" : "RPC_OUT_DATA");
+    size_t pos = 0, step = 0;
+    bool ok = true;
+    while (pos < input.size() && ok) {
+      size_t n = split && !steps.empty() ? size_t{steps[step++ % steps.size()]} + 1 : input.size();
+      auto part = input.subspan(pos, std::min(n, input.size() - pos));
+      ok = stream.Feed(part, record);
+      pos += part.size();
+    }
+    if (ok) ok = stream.End(record);
+    FUZZ_CHECK(record.body <= input.size());
+    return ok;
+  };
+  StreamRecord whole, pieces;
+  bool a = walk(false, whole), b = walk(true, pieces);
+  FUZZ_CHECK(a == b);
+  FUZZ_CHECK(whole.heads == pieces.heads && whole.ends == pieces.ends && whole.body == pieces.body);
+  FUZZ_CHECK(whole.pdus == pieces.pdus);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -111,5 +158,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   CheckHttp(input, false);
   WalkChunked(input, {});
   WalkChunked(input, input.first(std::min<size_t>(4, size)));
+  CheckStream(input, input.first(std::min<size_t>(6, size)), true);
+  CheckStream(input, input.first(std::min<size_t>(6, size)), false);
   return 0;
 }

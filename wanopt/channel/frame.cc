@@ -44,6 +44,7 @@ std::string_view ResetReasonName(ResetReason reason) {
     case ResetReason::kTimeout: return "timeout";
     case ResetReason::kShutdown: return "shutdown";
     case ResetReason::kIntegrity: return "integrity";
+    case ResetReason::kModule: return "module";
   }
   return "unknown";
 }

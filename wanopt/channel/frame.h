@@ -37,6 +37,7 @@ enum class ResetReason : uint8_t {
   kTimeout = 4,        // peer silent longer than the dead-peer timeout
   kShutdown = 5,       // the daemon is stopping
   kIntegrity = 6,      // reconstructed bytes failed their check
+  kModule = 7,         // a protocol module ended it (a virtual connection lost a channel)
 };
 std::string_view ResetReasonName(ResetReason reason);
 

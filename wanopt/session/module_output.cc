@@ -52,6 +52,23 @@ void Session::ModuleOutput(Direction direction, std::span<const uint8_t> bytes) 
   if (!lan_writing_) WritePendingDown(/*continue_down=*/false);
 }
 
+// Any thread: the reset is posted to the connection's own thread, and does nothing
+// once the session is gone or closed.
+protocols::ModuleContext::ResetHandle Session::ResetHandle() {
+  return [weak = weak_from_this(), executor = lan_.get_executor()](std::string why) {
+    asio::post(executor, [weak, why = std::move(why)] {
+      if (auto self = weak.lock()) self->ResetForModule(why);
+    });
+  };
+}
+
+void Session::ResetForModule(const std::string& why) {
+  if (closed_) return;
+  WANOPT_LOG(kInfo, RoleName()) << "connection " << id_ << ": reset by a module: " << why;
+  record_->AddNote(why);
+  Fail(ResetReason::kModule);
+}
+
 // Writes down_pending_ as a batch of its own; `continue_down`: its completion then
 // continues the down direction (the batch before it would have).
 void Session::WritePendingDown(bool continue_down) {

@@ -172,6 +172,8 @@ class Session final : public std::enable_shared_from_this<Session>,
   bool AcceptsModuleOutput(Direction direction) const override;
   void ModuleOutput(Direction direction, std::span<const uint8_t> bytes) override;
   std::optional<boost::asio::any_io_executor> ModuleExecutor() override { return lan_.get_executor(); }
+  protocols::ModuleContext::ResetHandle ResetHandle() override;
+  void ResetForModule(const std::string& why);
   void WritePendingDown(bool continue_down);
 
   Direction UpDirection() const {

@@ -46,6 +46,16 @@ std::string_view InterfaceName(const Uuid& uuid) {
   if (uuid == uuids::kNspi) return "NSPI";
   if (uuid == uuids::kRfr) return "RFR";
   if (uuid == uuids::kEpm) return "EPM";
+  // A few Windows interfaces people meet next to Exchange, for readable notes.
+  static constexpr std::pair<Uuid, std::string_view> kOthers[] = {
+      {*Uuid::Parse("12345778-1234-abcd-ef00-0123456789ac"), "SAMR"},
+      {*Uuid::Parse("12345778-1234-abcd-ef00-0123456789ab"), "LSARPC"},
+      {*Uuid::Parse("12345678-1234-abcd-ef00-01234567cffb"), "NETLOGON"},
+      {*Uuid::Parse("e3514235-4b06-11d1-ab04-00c04fc2dcd2"), "DRSUAPI"},
+  };
+  for (const auto& [known, name] : kOthers) {
+    if (known == uuid) return name;
+  }
   return {};
 }
 

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <array>
+#include <compare>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -75,6 +76,7 @@ struct Uuid {
   std::string ToString() const;  // lower case, with dashes
   bool IsNil() const;
   friend bool operator==(const Uuid&, const Uuid&) = default;
+  friend auto operator<=>(const Uuid&, const Uuid&) = default;  // a map key (rpch pairs by cookie)
 };
 
 constexpr std::optional<Uuid> Uuid::Parse(std::string_view text) {
@@ -107,7 +109,7 @@ inline constexpr Uuid kRfr = *Uuid::Parse("1544f5e0-613c-11d1-93df-00c04fd7bd09"
 inline constexpr Uuid kNdr = *Uuid::Parse("8a885d04-1ceb-11c9-9fe8-08002b104860");     // NDR 32-bit, v2
 inline constexpr Uuid kNdr64 = *Uuid::Parse("71710533-beba-4937-8319-b5dbef9ccc36");   // NDR64, v1
 }  // namespace uuids
-// "EMSMDB", "NSPI", "EPM", ... for the status page; empty for others.
+// "EMSMDB", "NSPI", "EPM", "SAMR", ... for the status page; empty for others.
 std::string_view InterfaceName(const Uuid& uuid);
 
 // ---------------------------------------------------------------------------------
