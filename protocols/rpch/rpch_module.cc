@@ -60,9 +60,16 @@ class RpchModule final : public Module {
   FilterStatus OnData(Direction direction, Buffer& data, bool end_stream) override {
     bool up = direction == Direction::kClientToServer;
     if (end_stream) ended_[up ? 0 : 1] = true;
+    // The server spoke before the client's first head was one of ours: not HTTP, or
+    // not ours. The module steps aside quietly (every connection meets it).
+    if (!stopped_ && kind_ == Kind::kUnknown && !up && !data.empty()) stopped_ = true;
     if (!stopped_) {
       std::span<const uint8_t> bytes(data.data(), data.size());
       if (up && kind_ == Kind::kUnknown && requests_.idle() && LooksLikeTls(bytes)) {
+        if (!OnRpcProxyPort()) {
+          stopped_ = true;
+          return FilterStatus::kContinue;
+        }
         kind_ = Kind::kHttps;
         context_->SetApplication("HTTPS");
         context_->AddNote("HTTPS: payload encrypted, RPC over HTTP not visible (TCP optimization and LZ only)");
@@ -74,7 +81,8 @@ class RpchModule final : public Module {
         HttpStream& stream = up ? requests_ : responses_;
         HttpStream::Sink& sink = up ? static_cast<HttpStream::Sink&>(request_sink_) : response_sink_;
         if (!stream.Feed(bytes, sink) || (end_stream && !channel && !stream.End(sink))) {
-          Stop(std::string(up ? "HTTP from the client: " : "HTTP from the server: ") + std::string(stream.error()));
+          if (kind_ == Kind::kUnknown) stopped_ = true;  // never was HTTP of ours: no note
+          else Stop(std::string(up ? "HTTP from the client: " : "HTTP from the server: ") + std::string(stream.error()));
         }
       }
     }
@@ -124,6 +132,10 @@ class RpchModule final : public Module {
     static bool Wanted(PType t) { return t == PType::kRts; }
     RpchModule& m;
   };
+
+  bool OnRpcProxyPort() const {
+    return !box_ || box_->settings().ports.count(context_->connection().server.port());
+  }
 
   void Stop(const std::string& why) {
     if (stopped_) return;

@@ -95,7 +95,7 @@ class VirtualConnection {
 };
 
 struct RpchSettings {
-  std::set<uint16_t> ports{80};           // where RPC over HTTP (and MAPI over HTTP) is looked for
+  std::set<uint16_t> ports{80, 443};      // RPC proxies: affinity, admission, the HTTPS note
   size_t admission_channels = 10000;      // at this many channels, new sessions pass through
   std::chrono::milliseconds pairing_timeout{30000};
   std::chrono::seconds affinity_ttl{600};

@@ -235,7 +235,11 @@ TEST_CASE("rpch: malformed HTTP or PDUs stop the module, the bytes still pass un
   Bytes garbage = Text("RPC_IN_DATA /rpc/rpcproxy.dll?x:1 HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\n");
   Connection b(2, &box);
   CHECK(b.Send(Direction::kClientToServer, garbage, 3) == garbage);
-  CHECK(b.Note("rpch: HTTP from the client: request framing") != "");
+  CHECK(b.application.empty());  // framing refused before the head counted: never one of ours
+  Bytes bad_chunk = Text("RPC_IN_DATA /rpc/rpcproxy.dll?x:1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+  Connection b2(4, &box);
+  CHECK(b2.Send(Direction::kClientToServer, bad_chunk, 3) == bad_chunk);
+  CHECK(b2.Note("rpch: HTTP from the client: chunked body") != "");
   // Absurd RTS: NumberOfCommands far beyond the PDU.
   Bytes rts = BuildConnB1(kVc, kIn1, kAssoc);
   rts[18] = 0xFF;
@@ -267,6 +271,21 @@ TEST_CASE("rpch: MAPI over HTTP request types, HTTPS, and plain web traffic") {
   CHECK(tls.Send(Direction::kClientToServer, hello) == hello);
   CHECK(tls.application == "HTTPS");
   CHECK(tls.Note("HTTPS: payload encrypted, RPC over HTTP not visible") != "");
+
+  // TLS elsewhere than an RPC proxy's port, SMB, a server that speaks first: no word.
+  Connection other_tls(4, &box, nullptr, 8443);
+  CHECK(other_tls.Send(Direction::kClientToServer, hello) == hello);
+  Connection smb(5, &box, nullptr, 445);
+  Bytes negotiate = {0, 0, 0, 4, 0xFE, 'S', 'M', 'B'};
+  CHECK(smb.Send(Direction::kClientToServer, negotiate, 3) == negotiate);
+  Connection smtp(6, &box, nullptr, 80);
+  Bytes banner = Text("220 mail ESMTP\r\n");
+  CHECK(smtp.Send(Direction::kServerToClient, banner) == banner);
+  CHECK(smtp.Send(Direction::kClientToServer, Text("EHLO x\r\n")) == Text("EHLO x\r\n"));
+  for (Connection* c : {&other_tls, &smb, &smtp}) {
+    CHECK(c->application.empty());
+    CHECK(c->notes.empty());
+  }
 
   Connection web(3, &box);
   Bytes get = Text("GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n");
