@@ -1,0 +1,591 @@
+#!/usr/bin/python3
+"""A small RPC over HTTP v2 (MS-RPCH) proxy for tests: inbound proxy, outbound proxy
+and server role at once, over plain HTTP (no TLS). No such server is packaged for
+Debian, so the rpch tests bring their own; the clients (impacket, Samba) and the
+back end (Samba's RPC servers) stay real.
+
+    rpch_proxy.py --listen ADDR:PORT --backend HOST [--echo-port 6001] [--log FILE]
+                  [--path /rpc/rpcproxy.dll] [--window 65536]
+
+Prints READY on stdout once listening. One thread per HTTP connection.
+
+  - RPC_IN_DATA / RPC_OUT_DATA to PATH?server:port, HTTP/1.0 or 1.1. An Authorization
+    that is not Basic (impacket's NTLM negotiate) or none gets 401 with
+    `WWW-Authenticate: Basic realm="rpch"` and the connection stays open for the
+    retry; Basic with any user passes. `100 Continue` only when asked.
+  - OUT channel: CONN/A1 in a 76-byte body; answered with `HTTP/1.1 200 Success`,
+    `Content-Type: application/rpc`, `Content-Length: 1073741824`, then CONN/A3;
+    CONN/C2 once the IN channel with the same virtual-connection cookie is there.
+  - IN channel: a 1 GiB Content-Length or chunked body, read PDU by PDU; CONN/B1 first
+    (or IN_R1/A1|IN_R2/A1 when recycling). RPC PDUs go to the target, RTS PDUs are
+    consumed (FlowControlAck from the client: ignored, nothing waits on it; Ping,
+    Keep-Alive: absorbed; Echo: echoed on the OUT channel).
+  - Target from server:port: 593 -> backend:135, --echo-port -> the echo interface
+    served here (bind/alter_context accepted for the first context, each request
+    answered with its own stub, fragmented at the client's max_recv_frag), any other
+    port -> backend:port. Whole PDUs from the target go out on the OUT channel.
+  - Flow control: a FlowControlAck (BytesReceived, window, IN channel cookie) on the
+    OUT channel each time the IN channel has consumed half the window (--window, told
+    to the client in CONN/C2) of RPC PDU bytes since the last ack.
+  - IN channel recycling (IN_R2 as the client sees it, IN_R1/A1 taken the same way):
+    IN_R?/A1 on a new IN channel names the virtual connection and the predecessor;
+    that channel is plugged (its PDUs wait) until IN_R?/A5 (the successor cookie)
+    arrives on the old channel; then the new one is the default, the old one is closed
+    by the proxy. The target connection is kept.
+  - One channel (or the target) closed or reset: everything of the virtual connection
+    is closed. A malformed head, body or RTS closes that connection only.
+
+Log (--log, line-buffered), one event a line, `TIME EVENT key=value ...`:
+    listening addr=A:P backend=HOST echo_port=N
+    auth conn=N peer=A:P status=401 scheme=NTLM|none
+    open conn=N peer=A:P channel=in|out vc=UUID cookie=UUID target=SERVER:PORT
+    paired vc=UUID in=UUID out=UUID target=SERVER:PORT via=HOST:PORT|echo
+    recycle-start vc=UUID predecessor=UUID successor=UUID conn=N
+    recycled vc=UUID channel=in predecessor=UUID successor=UUID
+    flow-ack vc=UUID bytes=N  (every 1 MiB acked, not every ack)
+    closed conn=N channel=in|out vc=UUID cookie=UUID reason=TEXT
+    closed-vc vc=UUID reason=TEXT
+    malformed conn=N peer=A:P reason=TEXT
+"""
+import argparse
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rpch_wire as w  # noqa: E402
+
+MAX_HEAD = 16384
+OUT_CONTENT_LENGTH = 1 << 30
+MAX_BODY = 1 << 40  # a Content-Length above this is absurd
+
+
+class Log:
+    def __init__(self, path):
+        self.lock = threading.Lock()
+        self.f = open(path, "a", buffering=1) if path else None
+
+    def __call__(self, event, **kv):
+        line = f"{time.time():.3f} {event} " + " ".join(f"{k}={v}" for k, v in kv.items())
+        with self.lock:
+            if self.f:
+                self.f.write(line + "\n")
+            else:
+                print(line, file=sys.stderr, flush=True)
+
+
+class Malformed(Exception):
+    pass
+
+
+class HttpStream:
+    """A socket with a read buffer: heads, then a Content-Length or chunked body."""
+
+    def __init__(self, sock):
+        self.sock, self.buf = sock, b""
+        self.body_left = 0
+        self.chunked = False
+        self.chunk_left = 0
+        self.body_done = False
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            return False
+        self.buf += data
+        return True
+
+    def read_head(self):
+        """(method, target, version, {lower name: value}) or None at EOF before any byte."""
+        while b"\r\n\r\n" not in self.buf:
+            if len(self.buf) > MAX_HEAD:
+                raise Malformed("HTTP head longer than 16 KiB")
+            if not self._fill():
+                if self.buf:
+                    raise Malformed("connection ended inside the HTTP head")
+                return None
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        if len(head) > MAX_HEAD:
+            raise Malformed("HTTP head longer than 16 KiB")
+        try:
+            lines = head.decode("ascii").split("\r\n")
+        except UnicodeDecodeError:
+            raise Malformed("HTTP head not ASCII")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or parts[2] not in ("HTTP/1.0", "HTTP/1.1"):
+            raise Malformed(f"bad request line {lines[0][:80]!r}")
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name != name.strip():
+                raise Malformed(f"bad header line {line[:80]!r}")
+            headers[name.lower()] = value.strip()
+        return parts[0], parts[1], parts[2], headers
+
+    def start_body(self, headers):
+        te = headers.get("transfer-encoding", "").lower()
+        if te and te != "chunked":
+            raise Malformed(f"Transfer-Encoding {te!r}")
+        self.chunked = te == "chunked"
+        self.chunk_left, self.body_done = 0, False
+        if self.chunked:
+            return
+        cl = headers.get("content-length", "0")
+        if not cl.isdigit() or len(cl) > 15 or int(cl) > MAX_BODY:
+            raise Malformed(f"bad Content-Length {cl[:40]!r}")
+        self.body_left = int(cl)
+        self.body_done = self.body_left == 0
+
+    def _raw(self, n):
+        while not self.buf:
+            if not self._fill():
+                return b""
+        b, self.buf = self.buf[:n], self.buf[n:]
+        return b
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            if len(self.buf) > 1024:
+                raise Malformed("chunk size line too long")
+            if not self._fill():
+                raise Malformed("connection ended inside a chunk size line")
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def read_body(self, n):
+        """Up to n body bytes; b'' at the end of the body (or the connection)."""
+        if self.body_done:
+            return b""
+        if not self.chunked:
+            b = self._raw(min(n, self.body_left))
+            self.body_left -= len(b)
+            self.body_done = self.body_left == 0
+            return b
+        if self.chunk_left == 0:
+            if not self.buf and not self._fill():  # the client ended the body between chunks
+                self.body_done = True
+                return b""
+            size = self._line().split(b";", 1)[0].strip()
+            try:
+                if not size or len(size) > 10:
+                    raise ValueError
+                self.chunk_left = int(size, 16)
+            except ValueError:
+                raise Malformed(f"bad chunk size {size[:20]!r}")
+            if self.chunk_left == 0:
+                self._line()  # the empty trailer
+                self.body_done = True
+                return b""
+        b = self._raw(min(n, self.chunk_left))
+        self.chunk_left -= len(b)
+        if self.chunk_left == 0 and b:
+            if self._line() != b"":
+                raise Malformed("chunk data longer than its size")
+        return b
+
+    def read_exact(self, n):
+        out = b""
+        while len(out) < n:
+            b = self.read_body(n - len(out))
+            if not b:
+                break
+            out += b
+        return out
+
+    def body_pdu(self):
+        try:
+            return w.read_pdu(self.read_exact)
+        except w.WireError as e:
+            raise Malformed(str(e))
+
+
+class EchoServer:
+    """The echo interface: a DCE/RPC connection-oriented server whose every request is
+    answered with its own stub. feed(pdu) returns the PDUs to send back."""
+
+    def __init__(self):
+        self.max_frag = 5840
+        self.contexts = set()
+        self.calls = {}
+
+    def feed(self, pdu):
+        ptype, flags, frag_len, auth_len, call_id, le = w.parse_header(pdu)
+        if not le:
+            return [w.fault(call_id, 0x1C010002)]  # nca_proto_error: big-endian not served
+        if ptype in (w.PTYPE_BIND, w.PTYPE_ALTER):
+            return [self._bind(pdu, ptype, call_id)]
+        if ptype == w.PTYPE_REQUEST:
+            alloc_hint, ctx, opnum = struct.unpack_from("<IHH", pdu, 16)
+            start = 24 + (16 if flags & w.OBJECT_UUID else 0)
+            stub = pdu[start:frag_len - (auth_len + 8 if auth_len else 0)]
+            if ctx not in self.contexts:
+                self.calls.pop(call_id, None)
+                return [w.fault(call_id, 0x1C010003, ctx)] if flags & w.LAST_FRAG else []  # nca_unk_if
+            parts = self.calls.setdefault(call_id, [])
+            if flags & w.FIRST_FRAG:
+                parts.clear()
+            parts.append(stub)
+            if not flags & w.LAST_FRAG:
+                return []
+            whole = b"".join(self.calls.pop(call_id))
+            return w.response_frags(call_id, whole, self.max_frag, ctx)
+        if ptype in (w.PTYPE_RTS,):
+            return []
+        return []  # auth3, shutdown, co_cancel, orphaned: nothing to answer
+
+    def _bind(self, pdu, ptype, call_id):
+        max_xmit, max_recv, assoc = struct.unpack_from("<HHI", pdu, 16)
+        self.max_frag = max(min(max_recv, 65535), 1024)  # what the client can receive
+        n = pdu[24]
+        off, results = 28, []
+        for i in range(n):
+            ctx, n_ts = struct.unpack_from("<HB", pdu, off)
+            syntaxes = [pdu[off + 24 + 20 * k: off + 44 + 20 * k] for k in range(n_ts)]
+            off += 24 + 20 * n_ts
+            if not results and w.NDR_SYNTAX in syntaxes:
+                self.contexts.add(ctx)
+                results.append(struct.pack("<HH", 0, 0) + w.NDR_SYNTAX)
+            else:
+                results.append(struct.pack("<HH", 2, 2) + b"\0" * 20)  # provider rejection
+        sec = b"6001\0" if ptype == w.PTYPE_BIND else b""
+        body = struct.pack("<HHI", self.max_frag, self.max_frag, assoc or 0x4E5F) + struct.pack("<H", len(sec)) + sec
+        body += b"\0" * ((4 - (16 + len(body)) % 4) % 4)
+        body += struct.pack("<BBH", len(results), 0, 0) + b"".join(results)
+        rtype = w.PTYPE_BIND_ACK if ptype == w.PTYPE_BIND else w.PTYPE_ALTER_RESP
+        return w.header(rtype, w.FIRST_FRAG | w.LAST_FRAG, 16 + len(body), call_id) + body
+
+
+class Channel:
+    """One HTTP connection that became an IN or OUT channel."""
+
+    def __init__(self, conn_id, sock, peer, kind, cookie, target):
+        self.conn_id, self.sock, self.peer, self.kind = conn_id, sock, peer, kind
+        self.cookie, self.target = cookie, target
+        self.retired = False                  # replaced by a successor (recycling): closing it ends nothing else
+        self.unplugged = threading.Event()    # a successor IN channel waits on it
+        self.bytes_received = 0               # RPC PDU bytes consumed (flow control)
+        self.bytes_acked = 0
+
+
+def _close_sock(sock):
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+class VirtualConnection:
+    def __init__(self, proxy, cookie):
+        self.proxy, self.cookie, self.name = proxy, cookie, w.cookie_str(cookie)
+        self.lock = threading.RLock()
+        self.out_lock = threading.Lock()
+        self.out = self.in_ = self.successor = None
+        self.backend = self.echo = None
+        self.paired = threading.Event()
+        self.closed = False
+
+    # ---- set-up
+    def attach(self, ch):
+        with self.lock:
+            if self.closed:
+                raise Malformed("virtual connection already closed")
+            if getattr(self, "out" if ch.kind == "out" else "in_") is not None:
+                raise Malformed(f"a second {ch.kind.upper()} channel for virtual connection {self.name}")
+            if ch.kind == "out":
+                self.out = ch
+            else:
+                self.in_ = ch
+            ready = self.out is not None and self.in_ is not None
+        if ready:
+            self._pair()
+
+    def _pair(self):
+        server, port = self.in_.target
+        log = self.proxy.log
+        if port == self.proxy.echo_port:
+            self.echo, via = EchoServer(), "echo"
+        else:
+            real = 135 if port == 593 else port
+            via = f"{self.proxy.backend}:{real}"
+            try:
+                self.backend = socket.create_connection((self.proxy.backend, real), timeout=5)
+                self.backend.settimeout(None)
+            except OSError as e:
+                self.close(f"backend {via} unreachable: {e}")
+                return
+            threading.Thread(target=self._backend_reader, daemon=True).start()
+        log("paired", vc=self.name, **{"in": w.cookie_str(self.in_.cookie)}, out=w.cookie_str(self.out.cookie),
+            target=f"{server}:{port}", via=via)
+        self.send_out(w.conn_c2(self.proxy.window))
+        self.paired.set()
+
+    def recycle_start(self, ch, predecessor):
+        with self.lock:
+            if self.closed or self.in_ is None or self.in_.cookie != predecessor or self.successor is not None:
+                raise Malformed("IN_R/A1 names no current IN channel of its virtual connection")
+            self.successor = ch
+        self.proxy.log("recycle-start", vc=self.name, predecessor=w.cookie_str(predecessor),
+                       successor=w.cookie_str(ch.cookie), conn=ch.conn_id)
+
+    def recycle_finish(self, old, successor_cookie):
+        with self.lock:
+            new = self.successor
+            if new is None or new.cookie != successor_cookie or old is not self.in_:
+                raise Malformed("IN_R/A5 names no successor IN channel")
+            self.in_, self.successor = new, None
+            old.retired = True
+        self.proxy.log("recycled", vc=self.name, channel="in", predecessor=w.cookie_str(old.cookie),
+                       successor=w.cookie_str(new.cookie))
+        new.unplugged.set()
+        _close_sock(old.sock)
+
+    # ---- data
+    def from_client(self, ch, pdu):
+        """An RPC (non-RTS) PDU from an IN channel: to the target, then flow control."""
+        if not self.paired.wait(30) or self.closed:
+            raise Malformed("RPC PDU on an IN channel that was never paired")
+        if self.echo is not None:
+            with self.lock:
+                replies = self.echo.feed(pdu)
+            for r in replies:
+                self.send_out(r)
+        else:
+            try:
+                self.backend.sendall(pdu)
+            except OSError as e:
+                self.close(f"backend send failed: {e}")
+                return
+        ch.bytes_received += len(pdu)
+        if ch.bytes_received - ch.bytes_acked >= self.proxy.window // 2:
+            mib_before = ch.bytes_acked >> 20
+            ch.bytes_acked = ch.bytes_received
+            self.send_out(w.flow_ack(ch.bytes_received & 0xFFFFFFFF, self.proxy.window, ch.cookie))
+            if ch.bytes_acked >> 20 != mib_before:
+                self.proxy.log("flow-ack", vc=self.name, bytes=ch.bytes_received)
+
+    def send_out(self, data):
+        out = self.out
+        if out is None or self.closed:
+            return
+        try:
+            with self.out_lock:
+                out.sock.sendall(data)
+        except OSError as e:
+            self.close(f"OUT channel send failed: {e}")
+
+    def _backend_reader(self):
+        sock = self.backend
+
+        def read_exact(n):
+            b = b""
+            while len(b) < n:
+                d = sock.recv(n - len(b))
+                if not d:
+                    break
+                b += d
+            return b
+        reason = "backend closed"
+        try:
+            while not self.closed:
+                pdu = w.read_pdu(read_exact)
+                if pdu is None:
+                    break
+                self.send_out(pdu)
+        except (OSError, w.WireError) as e:
+            reason = f"backend: {e}"
+        self.close(reason)
+
+    # ---- tear-down
+    def close(self, reason):
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            chans = [c for c in (self.in_, self.out, self.successor) if c is not None]
+        self.paired.set()
+        self.proxy.forget(self)
+        self.proxy.log("closed-vc", vc=self.name, reason=reason.replace(" ", "_"))
+        for c in chans:
+            c.unplugged.set()
+            _close_sock(c.sock)
+        _close_sock(self.backend)
+
+
+class Proxy:
+    def __init__(self, args):
+        self.backend, self.echo_port, self.window = args.backend, args.echo_port, args.window
+        self.path = args.path
+        self.log = Log(args.log)
+        self.vcs = {}
+        self.lock = threading.Lock()
+        self.next_conn = 0
+
+    def vc(self, cookie, create):
+        with self.lock:
+            v = self.vcs.get(cookie)
+            if v is None and create:
+                v = self.vcs[cookie] = VirtualConnection(self, cookie)
+            return v
+
+    def forget(self, vc):
+        with self.lock:
+            if self.vcs.get(vc.cookie) is vc:
+                del self.vcs[vc.cookie]
+
+    def serve(self, listen):
+        host, port = listen.rsplit(":", 1)
+        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind((host, int(port)))
+        ls.listen(128)
+        self.log("listening", addr=listen, backend=self.backend, echo_port=self.echo_port)
+        print("READY", flush=True)
+        while True:
+            sock, peer = ls.accept()
+            self.next_conn += 1
+            threading.Thread(target=self.connection, args=(self.next_conn, sock, f"{peer[0]}:{peer[1]}"),
+                             daemon=True).start()
+
+    def connection(self, conn_id, sock, peer):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        stream, ch, vc = HttpStream(sock), None, None
+        reason = "closed by the client"
+        try:
+            while True:  # requests on this connection until one becomes a channel
+                req = stream.read_head()
+                if req is None:
+                    return
+                method, target, version, headers = req
+                kind = {"RPC_IN_DATA": "in", "RPC_OUT_DATA": "out"}.get(method)
+                if kind is None:
+                    self._respond(sock, "405 Method Not Allowed")
+                    raise Malformed(f"method {method[:40]!r}")
+                path, _, query = target.partition("?")
+                server, _, port = query.rpartition(":")
+                if path.lower() != self.path.lower() or not server or not port.isdigit() or int(port) > 65535:
+                    self._respond(sock, "404 Not Found")
+                    raise Malformed(f"target {target[:80]!r}")
+                stream.start_body(headers)
+                auth = headers.get("authorization", "")
+                if not auth.lower().startswith("basic "):
+                    scheme = auth.split(" ", 1)[0] or "none"
+                    self.log("auth", conn=conn_id, peer=peer, status=401, scheme=scheme)
+                    more = stream.body_done and version == "HTTP/1.1" and \
+                        headers.get("connection", "").lower() != "close"
+                    self._respond(sock, "401 Unauthorized", 'WWW-Authenticate: Basic realm="rpch"\r\n' +
+                                  ("" if more else "Connection: close\r\n"))
+                    if not more:
+                        return
+                    continue
+                if headers.get("expect", "").lower() == "100-continue":
+                    sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                break
+            pdu = stream.body_pdu()
+            if pdu is None:
+                raise Malformed(f"{method} body ended before its first RTS PDU")
+            try:
+                parsed = w.parse_rts(pdu)
+            except w.WireError as e:
+                raise Malformed(f"first PDU: {e}")
+            cmds = [v for _, v in parsed[1]]
+            tgt = (server, int(port))
+            if kind == "out":
+                if w.shape(parsed) != w.SHAPE_CONN_A1:
+                    raise Malformed("OUT channel did not start with CONN/A1 (OUT channel recycling is not served)")
+                ch = Channel(conn_id, sock, peer, "out", cmds[2], tgt)
+                vc = self.vc(cmds[1], True)
+                self.log("open", conn=conn_id, peer=peer, channel="out", vc=vc.name, cookie=w.cookie_str(ch.cookie),
+                         target=f"{server}:{port}")
+                sock.sendall(b"HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\n"
+                             b"Content-Length: %d\r\n\r\n" % OUT_CONTENT_LENGTH + w.conn_a3())
+                vc.attach(ch)
+                while sock.recv(65536):  # nothing more is expected; watch for the end
+                    pass
+                return
+            if w.shape(parsed) == w.SHAPE_CONN_B1:
+                ch = Channel(conn_id, sock, peer, "in", cmds[2], tgt)
+                vc = self.vc(cmds[1], True)
+                self.log("open", conn=conn_id, peer=peer, channel="in", vc=vc.name, cookie=w.cookie_str(ch.cookie),
+                         target=f"{server}:{port}")
+                vc.attach(ch)
+            elif w.shape(parsed) == w.SHAPE_IN_R_A1:
+                vc = self.vc(cmds[1], False)
+                if vc is None:
+                    raise Malformed("IN_R/A1 for an unknown virtual connection")
+                ch = Channel(conn_id, sock, peer, "in", cmds[3], tgt)
+                self.log("open", conn=conn_id, peer=peer, channel="in", vc=vc.name, cookie=w.cookie_str(ch.cookie),
+                         target=f"{server}:{port}")
+                try:
+                    vc.recycle_start(ch, cmds[2])
+                except Malformed:
+                    vc = None
+                    raise
+                ch.unplugged.wait()
+            else:
+                raise Malformed("IN channel did not start with CONN/B1 or IN_R/A1")
+            self.in_channel(stream, ch, vc)
+            reason = "recycled" if ch.retired else "body ended"
+        except Malformed as e:
+            reason = f"malformed: {e}"
+            self.log("malformed", conn=conn_id, peer=peer, reason=str(e).replace(" ", "_"))
+        except OSError as e:
+            reason = "recycled" if ch is not None and ch.retired else f"{type(e).__name__}: {e}"
+        finally:
+            if ch is not None:
+                self.log("closed", conn=conn_id, channel=ch.kind, vc=vc.name if vc else "-",
+                         cookie=w.cookie_str(ch.cookie), reason=reason.replace(" ", "_"))
+            if vc is not None and not (ch is not None and ch.retired):
+                vc.close(f"{ch.kind.upper()} channel ended ({reason})" if ch else reason)
+            _close_sock(sock)
+
+    def in_channel(self, stream, ch, vc):
+        while not vc.closed and not ch.retired:
+            pdu = stream.body_pdu()
+            if pdu is None:
+                return
+            if pdu[2] != w.PTYPE_RTS:
+                vc.from_client(ch, pdu)
+                continue
+            try:
+                parsed = w.parse_rts(pdu)
+            except w.WireError as e:
+                raise Malformed(f"RTS: {e}")
+            s = w.shape(parsed)
+            if s == w.SHAPE_SUCCESSOR:
+                vc.recycle_finish(ch, parsed[1][0][1])
+                return
+            if parsed[0] & w.F_ECHO:
+                vc.send_out(w.rts(w.F_ECHO, []))
+            # FlowControlAck(WithDestination), Ping, Keep-Alive, others: consumed.
+
+    @staticmethod
+    def _respond(sock, status, extra=""):
+        sock.sendall(f"HTTP/1.1 {status}\r\n{extra}Content-Length: 0\r\n\r\n".encode())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--listen", required=True, help="ADDR:PORT")
+    ap.add_argument("--backend", required=True, help="the RPC server's host (ports 135 and dynamic)")
+    ap.add_argument("--echo-port", type=int, default=6001)
+    ap.add_argument("--log", default=None)
+    ap.add_argument("--path", default="/rpc/rpcproxy.dll")
+    ap.add_argument("--window", type=int, default=65536, help="the IN channel receive window (CONN/C2)")
+    args = ap.parse_args()
+    try:
+        Proxy(args).serve(args.listen)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
