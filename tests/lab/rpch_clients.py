@@ -140,7 +140,7 @@ def _op_samba_mgmt(req):
     with _samba_ctx(req) as (binding, lp, creds):
         conn = mgmt.mgmt(binding, lp, creds)
         ids = conn.inq_if_ids()
-        return {"binding": binding, "if_ids": [str(i.uuid) + " v%d.%d" % (i.if_version & 0xFFFF, i.if_version >> 16)
+        return {"binding": binding, "if_ids": ["%s v%d.%d" % (i.id.uuid, i.id.if_version & 0xFFFF, i.id.if_version >> 16)
                                                for i in (ids.if_id if ids else [])]}
 
 
@@ -149,10 +149,9 @@ def _op_samba_epm_lookup(req):
     with _samba_ctx(req) as (binding, lp, creds):
         conn = epmapper.epmapper(binding, lp, creds)
         handle = misc.policy_handle()
-        res = conn.epm_Lookup(0, None, None, 0, handle, 50)
-        entries = res[2] if isinstance(res, tuple) and len(res) >= 3 else []
-        return {"binding": binding, "entries": len(entries), "annotations": sorted({e.annotation for e in entries}),
-                "raw": repr(res)[:300]}
+        _, entries, status = conn.epm_Lookup(0, None, None, 0, handle, 50)  # (entry_handle, entries, result)
+        return {"binding": binding, "entries": len(entries), "status": status,
+                "annotations": sorted({e.annotation for e in entries})}
 
 
 # ---------------------------------------------------------------- scripted client, hostile sender

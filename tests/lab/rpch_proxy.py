@@ -469,12 +469,8 @@ class Proxy:
                 if kind is None:
                     self._respond(sock, "405 Method Not Allowed")
                     raise Malformed(f"method {method[:40]!r}")
-                path, _, query = target.partition("?")
-                server, _, port = query.rpartition(":")
-                if path.lower() != self.path.lower() or not server or not port.isdigit() or int(port) > 65535:
-                    self._respond(sock, "404 Not Found")
-                    raise Malformed(f"target {target[:80]!r}")
                 stream.start_body(headers)
+                # Authentication before the target: impacket's NTLM negotiate names the bare path.
                 auth = headers.get("authorization", "")
                 if not auth.lower().startswith("basic "):
                     scheme = auth.split(" ", 1)[0] or "none"
@@ -486,6 +482,11 @@ class Proxy:
                     if not more:
                         return
                     continue
+                path, _, query = target.partition("?")
+                server, _, port = query.rpartition(":")
+                if path.lower() != self.path.lower() or not server or not port.isdigit() or int(port) > 65535:
+                    self._respond(sock, "404 Not Found")
+                    raise Malformed(f"target {target[:80]!r}")
                 if headers.get("expect", "").lower() == "100-continue":
                     sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                 break
