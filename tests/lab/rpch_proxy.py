@@ -287,6 +287,7 @@ class VirtualConnection:
     def __init__(self, proxy, cookie):
         self.proxy, self.cookie, self.name = proxy, cookie, w.cookie_str(cookie)
         self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)  # a successor IN channel joined, or closed
         self.out_lock = threading.Lock()
         self.out = self.in_ = self.successor = None
         self.backend = self.echo = None
@@ -333,11 +334,16 @@ class VirtualConnection:
             if self.closed or self.in_ is None or self.in_.cookie != predecessor or self.successor is not None:
                 raise Malformed("IN_R/A1 names no current IN channel of its virtual connection")
             self.successor = ch
+            self.changed.notify_all()
         self.proxy.log("recycle-start", vc=self.name, predecessor=w.cookie_str(predecessor),
                        successor=w.cookie_str(ch.cookie), conn=ch.conn_id)
 
     def recycle_finish(self, old, successor_cookie):
-        with self.lock:
+        # The client sends IN_R/A1 on the new channel and IN_R/A5 on the old one back to
+        # back: the A5 may be read first. Wait a while for the successor to show up.
+        with self.changed:
+            self.changed.wait_for(lambda: self.closed or (self.successor is not None and
+                                                          self.successor.cookie == successor_cookie), 10)
             new = self.successor
             if new is None or new.cookie != successor_cookie or old is not self.in_:
                 raise Malformed("IN_R/A5 names no successor IN channel")
@@ -410,6 +416,7 @@ class VirtualConnection:
             if self.closed:
                 return
             self.closed = True
+            self.changed.notify_all()
             chans = [c for c in (self.in_, self.out, self.successor) if c is not None]
         self.paired.set()
         self.proxy.forget(self)

@@ -129,7 +129,8 @@ class EchoClient:
         if not h.startswith("HTTP/1.1 200 ") or "content-length: 1073741824" not in h.lower():
             raise ConnectionError(f"OUT channel: {h[:200]!r}")
         self.out_sock, self.out_buf = o, rest
-        threading.Thread(target=self._reader, daemon=True).start()
+        self.reader = threading.Thread(target=self._reader, daemon=True)
+        self.reader.start()
         self._wait(lambda: self.rts_seen.get("CONN/C2"), 10, "CONN/C2")
         if not self.rts_seen.get("CONN/A3"):
             raise ConnectionError("no CONN/A3 before CONN/C2")
@@ -242,6 +243,11 @@ class EchoClient:
         victim = self.in_sock if which == "in" else self.out_sock
         victim.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         t0 = time.monotonic()
+        if which == "out":
+            # The reader thread sits in recv on it, and close() only really closes (and
+            # sends the RST) once that recv returns: wake it first (SHUT_RD sends nothing).
+            victim.shutdown(socket.SHUT_RD)
+            self.reader.join(5)
         victim.close()
         if which == "in":
             with self.cv:
