@@ -202,62 +202,6 @@ class HttpStream:
             raise Malformed(str(e))
 
 
-class EchoServer:
-    """The echo interface: a DCE/RPC connection-oriented server whose every request is
-    answered with its own stub. feed(pdu) returns the PDUs to send back."""
-
-    def __init__(self):
-        self.max_frag = 5840
-        self.contexts = set()
-        self.calls = {}
-
-    def feed(self, pdu):
-        ptype, flags, frag_len, auth_len, call_id, le = w.parse_header(pdu)
-        if not le:
-            return [w.fault(call_id, 0x1C010002)]  # nca_proto_error: big-endian not served
-        if ptype in (w.PTYPE_BIND, w.PTYPE_ALTER):
-            return [self._bind(pdu, ptype, call_id)]
-        if ptype == w.PTYPE_REQUEST:
-            alloc_hint, ctx, opnum = struct.unpack_from("<IHH", pdu, 16)
-            start = 24 + (16 if flags & w.OBJECT_UUID else 0)
-            stub = pdu[start:frag_len - (auth_len + 8 if auth_len else 0)]
-            if ctx not in self.contexts:
-                self.calls.pop(call_id, None)
-                return [w.fault(call_id, 0x1C010003, ctx)] if flags & w.LAST_FRAG else []  # nca_unk_if
-            parts = self.calls.setdefault(call_id, [])
-            if flags & w.FIRST_FRAG:
-                parts.clear()
-            parts.append(stub)
-            if not flags & w.LAST_FRAG:
-                return []
-            whole = b"".join(self.calls.pop(call_id))
-            return w.response_frags(call_id, whole, self.max_frag, ctx)
-        if ptype in (w.PTYPE_RTS,):
-            return []
-        return []  # auth3, shutdown, co_cancel, orphaned: nothing to answer
-
-    def _bind(self, pdu, ptype, call_id):
-        max_xmit, max_recv, assoc = struct.unpack_from("<HHI", pdu, 16)
-        self.max_frag = max(min(max_recv, 65535), 1024)  # what the client can receive
-        n = pdu[24]
-        off, results = 28, []
-        for i in range(n):
-            ctx, n_ts = struct.unpack_from("<HB", pdu, off)
-            syntaxes = [pdu[off + 24 + 20 * k: off + 44 + 20 * k] for k in range(n_ts)]
-            off += 24 + 20 * n_ts
-            if not results and w.NDR_SYNTAX in syntaxes:
-                self.contexts.add(ctx)
-                results.append(struct.pack("<HH", 0, 0) + w.NDR_SYNTAX)
-            else:
-                results.append(struct.pack("<HH", 2, 2) + b"\0" * 20)  # provider rejection
-        sec = b"6001\0" if ptype == w.PTYPE_BIND else b""
-        body = struct.pack("<HHI", self.max_frag, self.max_frag, assoc or 0x4E5F) + struct.pack("<H", len(sec)) + sec
-        body += b"\0" * ((4 - (16 + len(body)) % 4) % 4)
-        body += struct.pack("<BBH", len(results), 0, 0) + b"".join(results)
-        rtype = w.PTYPE_BIND_ACK if ptype == w.PTYPE_BIND else w.PTYPE_ALTER_RESP
-        return w.header(rtype, w.FIRST_FRAG | w.LAST_FRAG, 16 + len(body), call_id) + body
-
-
 class Channel:
     """One HTTP connection that became an IN or OUT channel."""
 
@@ -313,7 +257,7 @@ class VirtualConnection:
         server, port = self.in_.target
         log = self.proxy.log
         if port == self.proxy.echo_port:
-            self.echo, via = EchoServer(), "echo"
+            self.echo, via = w.EchoServer(), "echo"
         else:
             real = 135 if port == 593 else port
             via = f"{self.proxy.backend}:{real}"
@@ -360,8 +304,11 @@ class VirtualConnection:
         if not self.paired.wait(30) or self.closed:
             raise Malformed("RPC PDU on an IN channel that was never paired")
         if self.echo is not None:
-            with self.lock:
-                replies = self.echo.feed(pdu)
+            try:
+                with self.lock:
+                    replies = self.echo.feed(pdu)
+            except (w.WireError, struct.error, IndexError) as e:
+                raise Malformed(f"echo interface: {e}")
             for r in replies:
                 self.send_out(r)
         else:
@@ -547,6 +494,9 @@ class Proxy:
             self.log("malformed", conn=conn_id, peer=peer, reason=str(e).replace(" ", "_"))
         except OSError as e:
             reason = "recycled" if ch is not None and ch.retired else f"{type(e).__name__}: {e}"
+        except Exception as e:  # a bug here must still end this connection (and only it) cleanly
+            reason = f"error: {type(e).__name__}: {e}"
+            self.log("error", conn=conn_id, peer=peer, reason=reason.replace(" ", "_"))
         finally:
             if ch is not None:
                 self.log("closed", conn=conn_id, channel=ch.kind, vc=vc.name if vc else "-",

@@ -243,3 +243,68 @@ def response_frags(call_id, stub, max_frag, ctx=0):
 def fault(call_id, status, ctx=0):
     body = struct.pack("<IHBBII", 0, ctx, 0, 0, status, 0)
     return header(PTYPE_FAULT, FIRST_FRAG | LAST_FRAG | 0x20, HEADER_SIZE + len(body), call_id) + body
+
+
+# ---------------------------------------------------------------- the echo interface (server side)
+
+MAX_ECHO_STUB = 64 << 20
+
+
+class EchoServer:
+    """The echo interface: a DCE/RPC connection-oriented server whose every request is
+    answered with its own stub. feed(pdu) returns the PDUs to send back; WireError
+    (or struct.error on a PDU shorter than its fields) for what it cannot take."""
+
+    def __init__(self):
+        self.max_frag = 5840
+        self.contexts = set()
+        self.calls = {}
+
+    def feed(self, pdu):
+        ptype, flags, frag_len, auth_len, call_id, le = parse_header(pdu)
+        if not le:
+            return [fault(call_id, 0x1C010002)]  # nca_proto_error: big-endian not served
+        if ptype in (PTYPE_BIND, PTYPE_ALTER):
+            return [self._bind(pdu, ptype, call_id)]
+        if ptype == PTYPE_REQUEST:
+            alloc_hint, ctx, opnum = struct.unpack_from("<IHH", pdu, 16)
+            start = 24 + (16 if flags & OBJECT_UUID else 0)
+            stub = pdu[start:frag_len - (auth_len + 8 if auth_len else 0)]
+            if ctx not in self.contexts:
+                self.calls.pop(call_id, None)
+                return [fault(call_id, 0x1C010003, ctx)] if flags & LAST_FRAG else []  # nca_unk_if
+            parts = self.calls.setdefault(call_id, [])
+            if flags & FIRST_FRAG:
+                parts.clear()
+            parts.append(stub)
+            if sum(len(p) for p in parts) > MAX_ECHO_STUB:
+                del self.calls[call_id]
+                raise WireError(f"echo call {call_id} above {MAX_ECHO_STUB} bytes")
+            if not flags & LAST_FRAG:
+                return []
+            whole = b"".join(self.calls.pop(call_id))
+            return response_frags(call_id, whole, self.max_frag, ctx)
+        if ptype in (PTYPE_RTS,):
+            return []
+        return []  # auth3, shutdown, co_cancel, orphaned: nothing to answer
+
+    def _bind(self, pdu, ptype, call_id):
+        max_xmit, max_recv, assoc = struct.unpack_from("<HHI", pdu, 16)
+        self.max_frag = max(min(max_recv, 65535), 1024)  # what the client can receive
+        n = pdu[24]
+        off, results = 28, []
+        for i in range(n):
+            ctx, n_ts = struct.unpack_from("<HB", pdu, off)
+            syntaxes = [pdu[off + 24 + 20 * k: off + 44 + 20 * k] for k in range(n_ts)]
+            off += 24 + 20 * n_ts
+            if not results and NDR_SYNTAX in syntaxes:
+                self.contexts.add(ctx)
+                results.append(struct.pack("<HH", 0, 0) + NDR_SYNTAX)
+            else:
+                results.append(struct.pack("<HH", 2, 2) + b"\0" * 20)  # provider rejection
+        sec = b"6001\0" if ptype == PTYPE_BIND else b""
+        body = struct.pack("<HHI", self.max_frag, self.max_frag, assoc or 0x4E5F) + struct.pack("<H", len(sec)) + sec
+        body += b"\0" * ((4 - (16 + len(body)) % 4) % 4)
+        body += struct.pack("<BBH", len(results), 0, 0) + b"".join(results)
+        rtype = PTYPE_BIND_ACK if ptype == PTYPE_BIND else PTYPE_ALTER_RESP
+        return header(rtype, FIRST_FRAG | LAST_FRAG, 16 + len(body), call_id) + body
