@@ -23,9 +23,19 @@ Operations ("op"):
   samba_epm_lookup   {proxy, server} -> {"binding": ..., "entries": N, "annotations": [...]}
                      the same binding, epmapper epm_Lookup (first batch).
   echo               {proxy, server, port=6001, size=4194304, seed=1, calls=1,
-                      recycle_after=null, calls_after_recycle=1, kill=null|"in"|"out",
-                      kill_deadline=10, http10=false, chunked=false}
-                     the scripted client (rpch_script.py): see EchoClient there.
+                      recycle_after=null, recycle_out=false, calls_after_recycle=1,
+                      kill=null|"in"|"out", kill_deadline=10, http10=false, chunked=false}
+                     the scripted client (rpch_script.py, see EchoClient there): opens
+                     a virtual connection to the echo port, binds, echoes `size` bytes
+                     (random.Random(seed)) `calls` times; recycle_after set: then IN
+                     channel recycling and calls_after_recycle more calls; recycle_out:
+                     then OUT channel recycling and calls_after_recycle more calls;
+                     kill: then that channel reset (SO_LINGER 0), and how the other
+                     ended. -> {vc, in, out, bytes, sha256, calls, identical,
+                     flow_acks_received, elapsed_s, [recycle: {predecessor, successor,
+                     old_channel_ended: eof|reset|open, after_s}, in_after_recycle],
+                     [recycle_out: {...}, out_after_recycle],
+                     [kill: {killed, other: eof|reset|open, after_s}]}
   hostile            {proxy, server, port=6001, deadline=5} -> [{name, answer, ended, after_s}]
                      malformed inputs each on its own connection (rpch_script.hostile).
 """

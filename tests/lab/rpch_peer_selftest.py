@@ -15,8 +15,9 @@ forward, 5 ms one way), Samba's AD DC (samba_peer) and the proxy (rpch_proxy.py 
   3. tshark saw RTS PDUs (dcerpc.pkt_type == 20: CONN/A1 to the proxy, CONN/A3 from
      it) and a bind at the start of an IN channel segment.
   4. The scripted client: 4 MiB echoed identically, with flow control acks; IN
-     channel recycling between calls, the old channel closed by the proxy, calls
-     after it identical; the log names the virtual connection and cookies.
+     channel recycling between calls, then OUT channel recycling, each old channel
+     closed by the proxy, calls after them identical; the log names the virtual
+     connection and cookies.
   5. A channel reset (IN, then OUT): the proxy ends the other within 10 s.
   6. Hostile inputs: each connection ended by the proxy; a good client still works.
 """
@@ -161,18 +162,21 @@ def main():
             check("proxy log: the echo virtual connection paired with its IN and OUT cookies",
                   wait_log(log, ("paired ", f"vc={res['vc']}", f"in={res['in']}", f"out={res['out']}", "via=echo")),
                   read(log))
-        res = timed("echo with IN recycling", rc.call, client,
+        res = timed("echo with IN then OUT recycling", rc.call, client,
                     {"op": "echo", "proxy": PROXY, "server": NAME, "size": 1 << 20, "calls": 1, "recycle_after": 1,
-                     "calls_after_recycle": 2}, timeout=120)
+                     "recycle_out": True, "calls_after_recycle": 2}, timeout=120)
         ok = check("IN channel recycling mid-session: the old channel closed by the proxy, calls after it identical",
-                   isinstance(res, dict) and res["identical"] and res["calls"] == 3 and
+                   isinstance(res, dict) and res["identical"] and res["calls"] >= 3 and
                    res["recycle"]["old_channel_ended"] in ("eof", "reset"), res)
-        if ok:
-            rec = res["recycle"]
-            check("proxy log: recycled (predecessor, successor) and the old IN channel closed as recycled",
-                  wait_log(log, ("recycled ", f"vc={res['vc']}", f"predecessor={rec['predecessor']}",
-                                 f"successor={rec['successor']}")) and
-                  wait_log(log, ("closed ", f"cookie={rec['predecessor']}", "reason=recycled")), read(log))
+        ok_out = check("OUT channel recycling (OUT_R2) after it: the old OUT closed by the proxy, calls after identical",
+                       ok and res["calls"] == 5 and res["recycle_out"]["old_channel_ended"] in ("eof", "reset"), res)
+        for which, rec, good in (("in", ok and res["recycle"], ok), ("out", ok_out and res["recycle_out"], ok_out)):
+            if good:
+                check(f"proxy log: {which.upper()} recycled (predecessor, successor), the old channel closed as recycled",
+                      wait_log(log, ("recycled ", f"vc={res['vc']}", f"channel={which}",
+                                     f"predecessor={rec['predecessor']}", f"successor={rec['successor']}")) and
+                      wait_log(log, ("closed ", f"channel={which}", f"cookie={rec['predecessor']}", "reason=recycled")),
+                      read(log))
 
         # 5. One channel reset: the other goes too.
         for which in ("in", "out"):

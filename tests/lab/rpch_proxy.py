@@ -29,9 +29,14 @@ Prints READY on stdout once listening. One thread per HTTP connection.
     to the client in CONN/C2) of RPC PDU bytes since the last ack.
   - IN channel recycling (IN_R2 as the client sees it, IN_R1/A1 taken the same way):
     IN_R?/A1 on a new IN channel names the virtual connection and the predecessor;
-    that channel is plugged (its PDUs wait) until IN_R?/A5 (the successor cookie)
-    arrives on the old channel; then the new one is the default, the old one is closed
-    by the proxy. The target connection is kept.
+    that channel is plugged (its PDUs wait) and IN_R2/A4 goes out on the OUT channel;
+    IN_R?/A5 (the successor cookie) on the old channel makes the new one the default;
+    the proxy closes the old one. The target connection is kept.
+  - OUT channel recycling (OUT_R2), on request only (impacket refuses it): after an
+    echo call with opnum 1 the proxy sends OUT_R2/A2; a new OUT channel starting with
+    OUT_R2/A3 (VC, predecessor, successor) gets OUT_R2/A6 on the old one; OUT_R2/A7 on
+    the IN channel makes the proxy end the old channel with OUT_R2/B3, send the response
+    head on the new one and carry on there, and close the old one.
   - One channel (or the target) closed or reset: everything of the virtual connection
     is closed. A malformed head, body or RTS closes that connection only.
 
@@ -40,8 +45,9 @@ Log (--log, line-buffered), one event a line, `TIME EVENT key=value ...`:
     auth conn=N peer=A:P status=401 scheme=NTLM|none
     open conn=N peer=A:P channel=in|out vc=UUID cookie=UUID target=SERVER:PORT
     paired vc=UUID in=UUID out=UUID target=SERVER:PORT via=HOST:PORT|echo
-    recycle-start vc=UUID predecessor=UUID successor=UUID conn=N
-    recycled vc=UUID channel=in predecessor=UUID successor=UUID
+    recycle-requested vc=UUID channel=out   (an echo opnum 1 call: OUT_R2/A2 sent)
+    recycle-start vc=UUID channel=in|out predecessor=UUID successor=UUID conn=N
+    recycled vc=UUID channel=in|out predecessor=UUID successor=UUID
     flow-ack vc=UUID bytes=N  (every 1 MiB acked, not every ack)
     closed conn=N channel=in|out vc=UUID cookie=UUID reason=TEXT
     closed-vc vc=UUID reason=TEXT
@@ -60,6 +66,7 @@ import rpch_wire as w  # noqa: E402
 
 MAX_HEAD = 16384
 OUT_CONTENT_LENGTH = 1 << 30
+OUT_HEAD = b"HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\nContent-Length: %d\r\n\r\n" % OUT_CONTENT_LENGTH
 MAX_BODY = 1 << 40  # a Content-Length above this is absurd
 
 
@@ -233,7 +240,7 @@ class VirtualConnection:
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)  # a successor IN channel joined, or closed
         self.out_lock = threading.Lock()
-        self.out = self.in_ = self.successor = None
+        self.out = self.in_ = self.successor = self.out_successor = None
         self.backend = self.echo = None
         self.paired = threading.Event()
         self.closed = False
@@ -279,8 +286,9 @@ class VirtualConnection:
                 raise Malformed("IN_R/A1 names no current IN channel of its virtual connection")
             self.successor = ch
             self.changed.notify_all()
-        self.proxy.log("recycle-start", vc=self.name, predecessor=w.cookie_str(predecessor),
+        self.proxy.log("recycle-start", vc=self.name, channel="in", predecessor=w.cookie_str(predecessor),
                        successor=w.cookie_str(ch.cookie), conn=ch.conn_id)
+        self.send_out(w.in_r2_a4())  # the client sends IN_R2/A5 on the old channel once it has this
 
     def recycle_finish(self, old, successor_cookie):
         # The client sends IN_R/A1 on the new channel and IN_R/A5 on the old one back to
@@ -298,6 +306,34 @@ class VirtualConnection:
         new.unplugged.set()
         _close_sock(old.sock)
 
+    def out_recycle_start(self, ch, predecessor):
+        """OUT_R2/A3 on a new OUT channel (after our OUT_R2/A2): OUT_R2/A6 on the old one."""
+        with self.lock:
+            if self.closed or self.out is None or self.out.cookie != predecessor or self.out_successor is not None:
+                raise Malformed("OUT_R/A3 names no current OUT channel of its virtual connection")
+            self.out_successor = ch
+        self.proxy.log("recycle-start", vc=self.name, channel="out", predecessor=w.cookie_str(predecessor),
+                       successor=w.cookie_str(ch.cookie), conn=ch.conn_id)
+        self.send_out(w.out_r2_a6())
+
+    def out_recycle_finish(self, successor_cookie):
+        """OUT_R2/A7 on the IN channel: OUT_R2/B3 ends the old OUT channel, the response
+        head opens the new one, which carries everything after."""
+        with self.lock, self.out_lock:
+            old, new = self.out, self.out_successor
+            if new is None or new.cookie != successor_cookie:
+                raise Malformed("OUT_R2/A7 names no successor OUT channel")
+            try:
+                old.sock.sendall(w.out_r2_b3())
+            except OSError:
+                pass
+            new.sock.sendall(OUT_HEAD)
+            self.out, self.out_successor = new, None
+            old.retired = True
+        self.proxy.log("recycled", vc=self.name, channel="out", predecessor=w.cookie_str(old.cookie),
+                       successor=w.cookie_str(new.cookie))
+        _close_sock(old.sock)
+
     # ---- data
     def from_client(self, ch, pdu):
         """An RPC (non-RTS) PDU from an IN channel: to the target, then flow control."""
@@ -311,6 +347,10 @@ class VirtualConnection:
                 raise Malformed(f"echo interface: {e}")
             for r in replies:
                 self.send_out(r)
+            if self.echo.recycle_out_requested:
+                self.echo.recycle_out_requested = False
+                self.proxy.log("recycle-requested", vc=self.name, channel="out")
+                self.send_out(w.out_r2_a2())
         else:
             try:
                 self.backend.sendall(pdu)
@@ -364,7 +404,7 @@ class VirtualConnection:
                 return
             self.closed = True
             self.changed.notify_all()
-            chans = [c for c in (self.in_, self.out, self.successor) if c is not None]
+            chans = [c for c in (self.in_, self.out, self.successor, self.out_successor) if c is not None]
         self.paired.set()
         self.proxy.forget(self)
         self.proxy.log("closed-vc", vc=self.name, reason=reason.replace(" ", "_"))
@@ -454,17 +494,30 @@ class Proxy:
             cmds = [v for _, v in parsed[1]]
             tgt = (server, int(port))
             if kind == "out":
-                if w.shape(parsed) != w.SHAPE_CONN_A1:
-                    raise Malformed("OUT channel did not start with CONN/A1 (OUT channel recycling is not served)")
-                ch = Channel(conn_id, sock, peer, "out", cmds[2], tgt)
-                vc = self.vc(cmds[1], True)
-                self.log("open", conn=conn_id, peer=peer, channel="out", vc=vc.name, cookie=w.cookie_str(ch.cookie),
-                         target=f"{server}:{port}")
-                sock.sendall(b"HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\n"
-                             b"Content-Length: %d\r\n\r\n" % OUT_CONTENT_LENGTH + w.conn_a3())
-                vc.attach(ch)
+                if w.shape(parsed) == w.SHAPE_CONN_A1:
+                    ch = Channel(conn_id, sock, peer, "out", cmds[2], tgt)
+                    vc = self.vc(cmds[1], True)
+                    self.log("open", conn=conn_id, peer=peer, channel="out", vc=vc.name,
+                             cookie=w.cookie_str(ch.cookie), target=f"{server}:{port}")
+                    sock.sendall(OUT_HEAD + w.conn_a3())
+                    vc.attach(ch)
+                elif w.shape(parsed) == w.SHAPE_OUT_R_A3:
+                    vc = self.vc(cmds[1], False)
+                    if vc is None:
+                        raise Malformed("OUT_R/A3 for an unknown virtual connection")
+                    ch = Channel(conn_id, sock, peer, "out", cmds[3], tgt)
+                    self.log("open", conn=conn_id, peer=peer, channel="out", vc=vc.name,
+                             cookie=w.cookie_str(ch.cookie), target=f"{server}:{port}")
+                    try:
+                        vc.out_recycle_start(ch, cmds[2])
+                    except Malformed:
+                        vc = None
+                        raise
+                else:
+                    raise Malformed("OUT channel did not start with CONN/A1 or OUT_R/A3")
                 while sock.recv(65536):  # nothing more is expected; watch for the end
                     pass
+                reason = "recycled" if ch.retired else reason
                 return
             if w.shape(parsed) == w.SHAPE_CONN_B1:
                 ch = Channel(conn_id, sock, peer, "in", cmds[2], tgt)
@@ -521,6 +574,9 @@ class Proxy:
             if s == w.SHAPE_SUCCESSOR:
                 vc.recycle_finish(ch, parsed[1][0][1])
                 return
+            if s == w.SHAPE_OUT_R2_A7:
+                vc.out_recycle_finish(parsed[1][1][1])
+                continue
             if parsed[0] & w.F_ECHO:
                 vc.send_out(w.rts(w.F_ECHO, []))
             # FlowControlAck(WithDestination), Ping, Keep-Alive, others: consumed.

@@ -11,10 +11,16 @@ flight on its IN channel), other RTS PDUs are counted, RPC PDUs queued for call(
 The client acks the OUT direction too (FlowControlAckWithDestination to the outbound
 proxy every half window), as impacket does.
 
-recycle_in(): IN channel recycling as IN_R2 (the client's side of IN_R1 looks the
-same): a new IN channel whose first PDU is IN_R2/A1 (VC, predecessor, successor),
-then IN_R2/A5 (the successor cookie) as the last PDU on the old channel; the old one
-is then expected to be closed by the proxy; later calls go on the new one.
+recycle_in(): IN channel recycling as IN_R2: a new IN channel whose first PDU is
+IN_R2/A1 (VC, predecessor, successor); once IN_R2/A4 arrives on the OUT channel,
+IN_R2/A5 (the successor cookie) as the last PDU on the old channel; the old one is
+then expected to be closed by the proxy; later calls go on the new one.
+
+recycle_out(): OUT channel recycling as OUT_R2, asked for with an echo opnum 1 call:
+OUT_R2/A2 arrives; a new OUT channel with OUT_R2/A3 (VC, predecessor, successor,
+window); OUT_R2/A6 arrives on the old one; OUT_R2/A7 on the IN channel; OUT_R2/B3
+ends the old OUT channel, the reader reads the new one's response head and goes on
+there; the old one is expected to be closed by the proxy.
 
 kill(which): the IN or OUT socket closed with SO_LINGER 0 (an RST); then waits for
 the proxy to end the other channel.
@@ -86,6 +92,7 @@ class EchoClient:
         self.out_acked = 0
         self.reader_end = None        # how the OUT body ended, set by the reader
         self.call_id = 0
+        self.out_next = self.out_old = None  # OUT recycling: the successor (sock, cookie); the predecessor
         self.max_frag = 5840
 
     # ---- channels
@@ -118,13 +125,7 @@ class EchoClient:
 
     def open(self):
         self.in_sock = self._in_channel(w.conn_b1(self.vc, self.in_cookie, self.assoc))
-        o = socket.create_connection(self.addr, timeout=10)
-        o.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        auth = _basic(self.req.get("user", "Administrator"), self.req.get("password", "x"), self.req.get("domain", "WANOPT"))
-        ver = "1.0" if self.req.get("http10") else "1.1"
-        o.sendall((f"RPC_OUT_DATA /rpc/rpcproxy.dll?{self.query} HTTP/{ver}\r\nHost: {self.addr[0]}\r\n"
-                   f"User-Agent: MSRPC\r\nAccept: application/rpc\r\nContent-Length: 76\r\n"
-                   f"Authorization: Basic {auth}\r\n\r\n").encode() + w.conn_a1(self.vc, self.out_cookie, 262144))
+        o = self._out_request(w.conn_a1(self.vc, self.out_cookie, 262144))
         h, rest = _read_head(o)
         if not h.startswith("HTTP/1.1 200 ") or "content-length: 1073741824" not in h.lower():
             raise ConnectionError(f"OUT channel: {h[:200]!r}")
@@ -134,6 +135,16 @@ class EchoClient:
         self._wait(lambda: self.rts_seen.get("CONN/C2"), 10, "CONN/C2")
         if not self.rts_seen.get("CONN/A3"):
             raise ConnectionError("no CONN/A3 before CONN/C2")
+
+    def _out_request(self, first_pdu):
+        o = socket.create_connection(self.addr, timeout=10)
+        o.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        auth = _basic(self.req.get("user", "Administrator"), self.req.get("password", "x"), self.req.get("domain", "WANOPT"))
+        ver = "1.0" if self.req.get("http10") else "1.1"
+        o.sendall((f"RPC_OUT_DATA /rpc/rpcproxy.dll?{self.query} HTTP/{ver}\r\nHost: {self.addr[0]}\r\n"
+                   f"User-Agent: MSRPC\r\nAccept: application/rpc\r\nContent-Length: {len(first_pdu)}\r\n"
+                   f"Authorization: Basic {auth}\r\n\r\n").encode() + first_pdu)
+        return o
 
     def _reader(self):
         buf = self.out_buf
@@ -154,7 +165,10 @@ class EchoClient:
                     self.reader_end = "eof"
                     break
                 if pdu[2] == w.PTYPE_RTS:
-                    self._rts(pdu)
+                    if self._rts(pdu) == "OUT_R2/B3":  # the last PDU on this OUT channel
+                        if buf:
+                            raise w.WireError("bytes after OUT_R2/B3 on the old OUT channel")
+                        buf = self._switch_out()
                     continue
                 self.pdus.put(pdu)
                 self.out_received += len(pdu)
@@ -173,7 +187,9 @@ class EchoClient:
     def _rts(self, pdu):
         parsed = w.parse_rts(pdu)
         s = w.shape(parsed)
-        name = {w.SHAPE_CONN_A3: "CONN/A3", w.SHAPE_CONN_C2: "CONN/C2", w.SHAPE_FLOW_ACK: "FlowControlAck"}.get(s, "other")
+        name = {w.SHAPE_CONN_A3: "CONN/A3", w.SHAPE_CONN_C2: "CONN/C2", w.SHAPE_FLOW_ACK: "FlowControlAck",
+                w.SHAPE_IN_R2_A4: "IN_R2/A4", w.SHAPE_OUT_R_A2: "OUT_R2/A2", w.SHAPE_OUT_R2_A6: "OUT_R2/A6",
+                w.SHAPE_OUT_R2_B3: "OUT_R2/B3"}.get(s, "other")
         with self.cv:
             self.rts_seen[name] = self.rts_seen.get(name, 0) + 1
             if s == w.SHAPE_CONN_C2:
@@ -183,6 +199,21 @@ class EchoClient:
                 if cookie == self.in_cookie:
                     self.acked, self.window = n, window
             self.cv.notify_all()
+        return name
+
+    def _switch_out(self):
+        """Reader thread, after OUT_R2/B3: the successor OUT channel (opened by
+        recycle_out) becomes the one read; returns what followed its response head."""
+        with self.cv:
+            sock, cookie = self.out_next
+        head, rest = _read_head(sock)
+        if not head.startswith("HTTP/1.1 200 "):
+            raise w.WireError(f"successor OUT channel answered {head[:80]!r}")
+        with self.cv:
+            self.out_old, self.out_sock, self.out_cookie, self.out_next = self.out_sock, sock, cookie, None
+            self.out_received = self.out_acked = 0
+            self.cv.notify_all()
+        return rest
 
     def _wait(self, cond, timeout, what):
         with self.cv:
@@ -214,9 +245,9 @@ class EchoClient:
         if ack[off] < 1 or struct.unpack_from("<H", ack, off + 4)[0] != 0:
             raise ConnectionError("bind_ack rejected the echo context")
 
-    def call(self, stub):
+    def call(self, stub, opnum=0):
         self.call_id += 1
-        for frag in w.request_frags(self.call_id, 0, stub, self.max_frag):
+        for frag in w.request_frags(self.call_id, opnum, stub, self.max_frag):
             self._send_rpc(frag)
         parts = []
         while True:
@@ -230,12 +261,31 @@ class EchoClient:
     def recycle_in(self, deadline=10):
         old, old_cookie = self.in_sock, self.in_cookie
         new_cookie = w.new_cookie()
+        a4 = self.rts_seen.get("IN_R2/A4", 0)
         new = self._in_channel(w.in_r2_a1(self.vc, old_cookie, new_cookie))
+        self._wait(lambda: self.rts_seen.get("IN_R2/A4", 0) > a4, deadline, "IN_R2/A4")
         self._send(old, w.successor_cookie(new_cookie))
         with self.cv:
             self.in_sock, self.in_cookie, self.sent, self.acked = new, new_cookie, 0, 0
         ended, after = wait_end(old, deadline)
         old.close()
+        return {"predecessor": w.cookie_str(old_cookie), "successor": w.cookie_str(new_cookie),
+                "old_channel_ended": ended, "after_s": round(after, 3)}
+
+    def recycle_out(self, deadline=10):
+        """OUT_R2 from the client's side, asked for with an echo opnum 1 call."""
+        a2 = self.rts_seen.get("OUT_R2/A2", 0)
+        self.call(b"recycle", opnum=w.ECHO_OPNUM_RECYCLE_OUT)
+        self._wait(lambda: self.rts_seen.get("OUT_R2/A2", 0) > a2, deadline, "OUT_R2/A2")
+        old_cookie, new_cookie = self.out_cookie, w.new_cookie()
+        o = self._out_request(w.out_r2_a3(self.vc, old_cookie, new_cookie))
+        with self.cv:
+            self.out_next = (o, new_cookie)
+        self._wait(lambda: self.rts_seen.get("OUT_R2/A6"), deadline, "OUT_R2/A6")
+        self._send(self.in_sock, w.out_r2_a7(new_cookie))
+        self._wait(lambda: self.out_cookie == new_cookie, deadline, "OUT_R2/B3 and the successor's response head")
+        ended, after = wait_end(self.out_old, deadline)
+        self.out_old.close()
         return {"predecessor": w.cookie_str(old_cookie), "successor": w.cookie_str(new_cookie),
                 "old_channel_ended": ended, "after_s": round(after, 3)}
 
@@ -288,6 +338,10 @@ def echo(req):
         if req.get("recycle_after") is not None:
             res["recycle"] = c.recycle_in()
             res["in_after_recycle"] = w.cookie_str(c.in_cookie)
+            calls(req.get("calls_after_recycle", 1))
+        if req.get("recycle_out"):
+            res["recycle_out"] = c.recycle_out()
+            res["out_after_recycle"] = w.cookie_str(c.out_cookie)
             calls(req.get("calls_after_recycle", 1))
         res["flow_acks_received"] = c.rts_seen.get("FlowControlAck", 0)
         res["elapsed_s"] = round(time.monotonic() - t0, 3)

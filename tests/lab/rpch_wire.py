@@ -29,6 +29,9 @@ MAX_RTS_COMMANDS = 16
 NDR_SYNTAX = uuid.UUID("8a885d04-1ceb-11c9-9fe8-08002b104860").bytes_le + struct.pack("<I", 2)
 # The echo interface the proxy serves on --echo-port (made up for these tests, v1.0).
 ECHO_UUID = "6b1f0a53-7b0e-4c3d-9a51-726063686f31"
+# Opnum 0 echoes; opnum 1 echoes too, then the proxy starts OUT channel recycling
+# (OUT_R2/A2) on that virtual connection: a test's way to ask for it.
+ECHO_OPNUM_RECYCLE_OUT = 1
 ECHO_SYNTAX = uuid.UUID(ECHO_UUID).bytes_le + struct.pack("<HH", 1, 0)
 
 
@@ -160,6 +163,12 @@ SHAPE_CONN_A1 = (F_NONE, (C_VERSION, C_COOKIE, C_COOKIE, C_RECV_WINDOW))
 SHAPE_CONN_B1 = (F_NONE, (C_VERSION, C_COOKIE, C_COOKIE, C_LIFETIME, C_KEEPALIVE, C_ASSOC_GROUP))
 SHAPE_IN_R_A1 = (F_RECYCLE, (C_VERSION, C_COOKIE, C_COOKIE, C_COOKIE))  # IN_R1/A1 and IN_R2/A1
 SHAPE_SUCCESSOR = (F_NONE, (C_COOKIE,))                                 # IN_R1/A5, IN_R2/A5, ...
+SHAPE_IN_R2_A4 = (F_NONE, (C_DESTINATION,))                             # IN_R2/A3|A4
+SHAPE_OUT_R_A2 = (F_RECYCLE, (C_DESTINATION,))                           # OUT_R1/A1|A2, OUT_R2/A1|A2
+SHAPE_OUT_R_A3 = (F_RECYCLE, (C_VERSION, C_COOKIE, C_COOKIE, C_COOKIE, C_RECV_WINDOW))  # OUT_R1/A3, OUT_R2/A3
+SHAPE_OUT_R2_A6 = (F_NONE, (C_DESTINATION, C_ANCE))                      # OUT_R2/A5|A6
+SHAPE_OUT_R2_A7 = (F_OUT, (C_DESTINATION, C_COOKIE, C_VERSION))
+SHAPE_OUT_R2_B3 = (F_EOF, (C_ANCE,))
 SHAPE_CONN_A3 = (F_NONE, (C_CONN_TIMEOUT,))
 SHAPE_CONN_C2 = (F_NONE, (C_VERSION, C_RECV_WINDOW, C_CONN_TIMEOUT))
 SHAPE_FLOW_ACK = (F_OTHER_CMD, (C_FLOW_ACK,))
@@ -189,6 +198,31 @@ def in_r2_a1(vc, predecessor, successor):
 
 def successor_cookie(successor):  # IN_R2/A5 (and IN_R1/A5)
     return rts(F_NONE, [cmd_cookie(successor)])
+
+
+def in_r2_a4():
+    return rts(F_NONE, [cmd_u32(C_DESTINATION, FD_CLIENT)])
+
+
+def out_r2_a2():
+    return rts(F_RECYCLE, [cmd_u32(C_DESTINATION, FD_CLIENT)])
+
+
+def out_r2_a3(vc, predecessor, successor, window=262144):
+    return rts(F_RECYCLE, [cmd_u32(C_VERSION, 1), cmd_cookie(vc), cmd_cookie(predecessor), cmd_cookie(successor),
+                           cmd_u32(C_RECV_WINDOW, window)])
+
+
+def out_r2_a6():
+    return rts(F_NONE, [cmd_u32(C_DESTINATION, FD_CLIENT), (C_ANCE, b"")])
+
+
+def out_r2_a7(successor):
+    return rts(F_OUT, [cmd_u32(C_DESTINATION, FD_SERVER), cmd_cookie(successor), cmd_u32(C_VERSION, 1)])
+
+
+def out_r2_b3():
+    return rts(F_EOF, [(C_ANCE, b"")])
 
 
 def flow_ack(bytes_received, window, channel):
@@ -259,6 +293,7 @@ class EchoServer:
         self.max_frag = 5840
         self.contexts = set()
         self.calls = {}
+        self.recycle_out_requested = False  # an opnum 1 call was answered: the proxy recycles OUT
 
     def feed(self, pdu):
         ptype, flags, frag_len, auth_len, call_id, le = parse_header(pdu)
@@ -283,6 +318,8 @@ class EchoServer:
             if not flags & LAST_FRAG:
                 return []
             whole = b"".join(self.calls.pop(call_id))
+            if opnum == ECHO_OPNUM_RECYCLE_OUT:
+                self.recycle_out_requested = True
             return response_frags(call_id, whole, self.max_frag, ctx)
         if ptype in (PTYPE_RTS,):
             return []
