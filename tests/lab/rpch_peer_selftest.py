@@ -11,13 +11,14 @@ forward, 5 ms one way), Samba's AD DC (samba_peer) and the proxy (rpch_proxy.py 
   1. impacket: ept_map for SAMR through the proxy (ncacn_http:WSDC[593]) gives the
      port the endpoint mapper gives directly; SamrEnumerateDomainsInSamServer at
      ncacn_http:WSDC[that port] through the proxy: WANOPT and BUILTIN.
-  2. Samba's own ncacn_http client (RpcProxy=, HTTP/1.0, Basic): mgmt inq_if_ids.
+  2. Samba's own ncacn_http client (RpcProxy=, HTTP/1.0, Basic): mgmt inq_if_ids
+     and epm_Lookup.
   3. tshark saw RTS PDUs (dcerpc.pkt_type == 20: CONN/A1 to the proxy, CONN/A3 from
      it) and a bind at the start of an IN channel segment.
   4. The scripted client: 4 MiB echoed identically, with flow control acks; IN
      channel recycling between calls, then OUT channel recycling, each old channel
      closed by the proxy, calls after them identical; the log names the virtual
-     connection and cookies.
+     connection and cookies. A chunked IN body and HTTP/1.0 channels work too.
   5. A channel reset (IN, then OUT): the proxy ends the other within 10 s.
   6. Hostile inputs: each connection ended by the proxy; a good client still works.
 """
@@ -137,6 +138,10 @@ def main():
         res = timed("samba mgmt via proxy", rc.call, client, {"op": "samba_mgmt", "proxy": PROXY, "server": NAME})
         check("Samba's ncacn_http client (RpcProxy, Basic) via the proxy: mgmt inq_if_ids lists the endpoint mapper",
               isinstance(res, dict) and any(i.startswith(samba_peer.EPM_UUID) for i in res["if_ids"]), res)
+        res = timed("samba epm_Lookup via proxy", rc.call, client,
+                    {"op": "samba_epm_lookup", "proxy": PROXY, "server": NAME})
+        check("Samba's ncacn_http client via the proxy: epm_Lookup lists samr and epmapper",
+              isinstance(res, dict) and res["status"] == 0 and {"samr", "epmapper"} <= set(res["annotations"]), res)
         small = rc.call(client, {"op": "echo", "proxy": PROXY, "server": NAME, "size": 4096})
         check("a small echo (for the capture)", small["identical"], small)
 
@@ -177,6 +182,12 @@ def main():
                                      f"predecessor={rec['predecessor']}", f"successor={rec['successor']}")) and
                       wait_log(log, ("closed ", f"channel={which}", f"cookie={rec['predecessor']}", "reason=recycled")),
                       read(log))
+
+        for variant in ("chunked", "http10"):
+            res = timed(f"echo 256 KiB, {variant}", rc.call, client,
+                        {"op": "echo", "proxy": PROXY, "server": NAME, "size": 256 << 10, variant: True})
+            check(f"scripted client, IN channel {variant}: echoed identically", isinstance(res, dict) and
+                  res["identical"], res)
 
         # 5. One channel reset: the other goes too.
         for which in ("in", "out"):
