@@ -90,9 +90,8 @@ def main():
     check = Checks(detail_limit=3000)
     t_start = time.monotonic()
     work = tempfile.mkdtemp(prefix="wanopt-rpch-selftest-")
+    # No wanopt here (Lab's spawn/stop/down only); an empty delay line path lets netlab search the build dirs.
     lab = Lab(a.prefix, work, None, a.netlab, a.delayline or os.environ.get("WANOPT_DELAYLINE", ""))
-    if not a.delayline and "WANOPT_DELAYLINE" not in os.environ:
-        lab.env.pop("WANOPT_DELAYLINE")  # netlab searches the build dirs itself
     log = os.path.join(work, "proxy.log")
     peer = None
     client = lab.ns("client")

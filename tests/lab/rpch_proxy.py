@@ -5,7 +5,7 @@ Debian, so the rpch tests bring their own; the clients (impacket, Samba) and the
 back end (Samba's RPC servers) stay real.
 
     rpch_proxy.py --listen ADDR:PORT --backend HOST [--echo-port 6001] [--log FILE]
-                  [--path /rpc/rpcproxy.dll] [--window 65536]
+                  [--path /rpc/rpcproxy.dll] [--window 65536] [--ack-every BYTES]
 
 Prints READY on stdout once listening. One thread per HTTP connection.
 
@@ -26,7 +26,10 @@ Prints READY on stdout once listening. One thread per HTTP connection.
     port -> backend:port. Whole PDUs from the target go out on the OUT channel.
   - Flow control: a FlowControlAck (BytesReceived, window, IN channel cookie) on the
     OUT channel each time the IN channel has consumed half the window (--window, told
-    to the client in CONN/C2) of RPC PDU bytes since the last ack.
+    to the client in CONN/C2; or --ack-every bytes) of RPC PDU bytes since the last ack.
+    Samba 4.17's client hangs (60 s, then NT_STATUS_IO_TIMEOUT) when a FlowControlAck
+    reaches it, and refuses a CONN/C2 window outside 8192..262144: its small calls stay
+    far below the default 32 KiB, so leave --ack-every alone for Samba clients.
   - IN channel recycling (IN_R2 as the client sees it, IN_R1/A1 taken the same way):
     IN_R?/A1 on a new IN channel names the virtual connection and the predecessor;
     that channel is plugged (its PDUs wait) and IN_R2/A4 goes out on the OUT channel;
@@ -232,7 +235,7 @@ class VirtualConnection:
                 self.close(f"backend send failed: {e}")
                 return
         ch.bytes_received += len(pdu)
-        if ch.bytes_received - ch.bytes_acked >= self.proxy.window // 2:
+        if ch.bytes_received - ch.bytes_acked >= self.proxy.ack_every:
             mib_before = ch.bytes_acked >> 20
             ch.bytes_acked = ch.bytes_received
             self.send_out(w.flow_ack(ch.bytes_received & 0xFFFFFFFF, self.proxy.window, ch.cookie))
@@ -291,6 +294,7 @@ class VirtualConnection:
 class Proxy:
     def __init__(self, args):
         self.backend, self.echo_port, self.window = args.backend, args.echo_port, args.window
+        self.ack_every = args.ack_every or args.window // 2
         self.path = args.path
         self.log = Log(args.log)
         self.vcs = {}
@@ -467,8 +471,13 @@ def main():
     ap.add_argument("--echo-port", type=int, default=6001)
     ap.add_argument("--log", default=None)
     ap.add_argument("--path", default="/rpc/rpcproxy.dll")
-    ap.add_argument("--window", type=int, default=65536, help="the IN channel receive window (CONN/C2)")
+    ap.add_argument("--window", type=int, default=65536,
+                    help="the IN channel receive window told in CONN/C2 (8192..262144: Samba refuses others)")
+    ap.add_argument("--ack-every", type=int, default=0,
+                    help="send a FlowControlAck after this many IN channel RPC bytes (default: half the window)")
     args = ap.parse_args()
+    if not 8192 <= args.window <= 262144:
+        ap.error("--window must be within 8192..262144 (MS-RPCH 2.2.3.5.1)")
     try:
         Proxy(args).serve(args.listen)
     except KeyboardInterrupt:
