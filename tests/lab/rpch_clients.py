@@ -6,7 +6,8 @@ namespace the way samba_clients.py does it:
 
 prints one JSON line, {"ok": true, "result": ...} or {"ok": false, "error": "..."}.
 From Python, call(ns, req, timeout) runs one and returns its result (PeerError if
-it failed). Every request names the proxy as "proxy": "ADDR:PORT" (HTTP, no TLS) and
+it failed); start_proxy(lab, log) runs rpch_proxy.py in the lab's server namespace
+and log_has(log, *needles) polls its log. Every request names the proxy as "proxy": "ADDR:PORT" (HTTP, no TLS) and
 the RPC server as "server" (the name in the URL's query, any string the proxy takes).
 
 Operations ("op"):
@@ -66,6 +67,43 @@ def call(ns, req, timeout=60):
     if not res.get("ok"):
         raise PeerError(f"{req['op']}: {res.get('error')} {r.stderr[-1500:]}".rstrip())
     return res["result"]
+
+
+def start_proxy(lab, log, node="server", listen="198.18.2.10:80", backend="198.18.2.10", extra=(), timeout=10):
+    """Starts rpch_proxy.py in `node`'s namespace of labkit Lab `lab` (process "rpch-proxy",
+    stopped by lab.stop or lab.down) logging to `log`; returns the Popen once it has
+    printed READY. Raises PeerError if it exits or stays silent."""
+    import select
+    import subprocess
+    import time
+    proc = lab.spawn("rpch-proxy", node, PY, os.path.join(HERE, "rpch_proxy.py"), "--listen", listen,
+                     "--backend", backend, "--log", log, *extra,
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if select.select([proc.stdout], [], [], 0.1)[0]:
+            line = proc.stdout.readline()
+            if line.strip() == "READY":
+                return proc
+            if not line:
+                break
+    raise PeerError(f"rpch_proxy.py did not get ready on {listen} in {node} (exit {proc.poll()})")
+
+
+def log_has(log, *needles, timeout=10):
+    """True once a line of the proxy's log contains every one of needles (polls)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(log) as f:
+                if any(all(n in line for n in needles) for line in f):
+                    return True
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- impacket

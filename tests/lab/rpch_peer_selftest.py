@@ -24,7 +24,6 @@ forward, 5 ms one way), Samba's AD DC (samba_peer) and the proxy (rpch_proxy.py 
 """
 import argparse
 import os
-import select
 import shutil
 import subprocess
 import sys
@@ -46,17 +45,6 @@ class RtsCapture(Capture):
     FIELDS = ["tcp.srcport", "tcp.dstport", "dcerpc.pkt_type", "tcp.payload", "_ws.col.Protocol", "_ws.col.Info"]
 
 
-def wait_ready(proc, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        r, _, _ = select.select([proc.stdout], [], [], 0.1)
-        if r and proc.stdout.readline().strip() == "READY":
-            return True
-    return False
-
-
 def read(path):
     try:
         with open(path) as f:
@@ -66,13 +54,8 @@ def read(path):
 
 
 def wait_log(path, needle, timeout=10):
-    """True once the proxy log has a line containing every string in needle."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(all(n in line for n in needle) for line in read(path).splitlines()):
-            return True
-        time.sleep(0.05)
-    return False
+    import rpch_clients
+    return rpch_clients.log_has(path, *needle, timeout=timeout)
 
 
 def main():
@@ -111,10 +94,8 @@ def main():
         if not check("netlab up (plainly routed, no wanopt)", r.returncode == 0, r.stderr[-800:]):
             return check.summary()
         peer = timed("samba start", samba_peer.start, lab.ns("server"), os.path.join(work, "samba"))
-        proxy = lab.spawn("proxy", "server", "/usr/bin/python3", os.path.join(HERE, "rpch_proxy.py"),
-                          "--listen", PROXY, "--backend", SERVER, "--log", log,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        check("the proxy prints READY", wait_ready(proxy), read(log))
+        proxy = rc.start_proxy(lab, log, listen=PROXY, backend=SERVER)
+        check("the proxy printed READY", proxy.poll() is None, read(log))
         cap = RtsCapture(lab, "server", "eth0", CLIENT_IP, os.path.join(HERE, "../../deploy/wireshark/wanopt.lua"))
 
         # 1. impacket through the proxy.

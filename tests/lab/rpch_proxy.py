@@ -393,8 +393,10 @@ class Proxy:
                         raise
                 else:
                     raise Malformed("OUT channel did not start with CONN/A1 or OUT_R/A3")
-                while sock.recv(65536):  # nothing more is expected; watch for the end
-                    pass
+                # Nothing more may come on an OUT channel (its request body was that one PDU):
+                # watch for its end; bytes (pipelined or not) break the protocol.
+                if stream.buf or sock.recv(65536):
+                    raise Malformed("bytes after the OUT channel's request body")
                 reason = "recycled" if ch.retired else reason
                 return
             if w.shape(parsed) == w.SHAPE_CONN_B1:

@@ -365,6 +365,7 @@ def hostile(req):
     a1 = w.conn_a1(vc, ch)
     lying_count = a1[:18] + struct.pack("<H", 200) + a1[20:]  # NumberOfCommands 200 in 76 bytes
     in_head = f"RPC_IN_DATA {q} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 1073741824\r\n\r\n"
+    out_head = f"RPC_OUT_DATA {q} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 76\r\n\r\n"
     cases = [
         ("truncated_head", f"RPC_IN_DATA {q} HTTP/1.1\r\nHost: x\r\nContent-Len".encode(), True),
         ("head_too_long", f"RPC_IN_DATA {q} HTTP/1.1\r\n".encode() + b"X-Junk: " + b"a" * 40000 + b"\r\n", False),
@@ -380,6 +381,10 @@ def hostile(req):
          f"RPC_IN_DATA {q} HTTP/1.1\r\nHost: x\r\nAuthorization: NTLM TlRMTVNTUAAB\r\nContent-Length: 0\r\n\r\n"
          .encode() + b"\x00\xff\xfeGARBAGE \x01\x02\r\n\r\n", False),
         ("wrong_method", f"GET {q} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), False),
+        ("in_garbage_after_conn_b1",
+         in_head.encode() + w.conn_b1(w.new_cookie(), w.new_cookie(), w.new_cookie()) + b"GARBAGE-NOT-A-PDU\r\n", False),
+        ("out_pipelined_after_conn_a1", out_head.encode() + w.conn_a1(w.new_cookie(), w.new_cookie()) +
+         f"RPC_OUT_DATA {q} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), False),
     ]
     out = []
     for name, data, half_close in cases:
