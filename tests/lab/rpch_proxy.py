@@ -30,7 +30,8 @@ Prints READY on stdout once listening. One thread per HTTP connection.
     Samba 4.17's client hangs (60 s, then NT_STATUS_IO_TIMEOUT) when a FlowControlAck
     reaches it, and refuses a CONN/C2 window outside 8192..262144: its small calls stay
     far below the default 32 KiB, so leave --ack-every alone for Samba clients.
-  - IN channel recycling (IN_R2 as the client sees it, IN_R1/A1 taken the same way):
+  - IN channel recycling (IN_R2 as the client sees it; an IN_R1/A1 is taken the same
+    way, though a real IN_R1 client may wait for PDUs the proxy does not send):
     IN_R?/A1 on a new IN channel names the virtual connection and the predecessor;
     that channel is plugged (its PDUs wait) and IN_R2/A4 goes out on the OUT channel;
     IN_R?/A5 (the successor cookie) on the old channel makes the new one the default;
@@ -43,7 +44,8 @@ Prints READY on stdout once listening. One thread per HTTP connection.
   - One channel (or the target) closed or reset: everything of the virtual connection
     is closed. A malformed head, body or RTS closes that connection only.
 
-Log (--log, line-buffered), one event a line, `TIME EVENT key=value ...`:
+Log (--log, line-buffered), one event a line, `TIME EVENT key=value ...` (TIME: Unix
+seconds with milliseconds; spaces in a reason TEXT become '_'):
     listening addr=A:P backend=HOST echo_port=N
     auth conn=N peer=A:P status=401 scheme=NTLM|none
     open conn=N peer=A:P channel=in|out vc=UUID cookie=UUID target=SERVER:PORT
@@ -55,6 +57,7 @@ Log (--log, line-buffered), one event a line, `TIME EVENT key=value ...`:
     closed conn=N channel=in|out vc=UUID cookie=UUID reason=TEXT
     closed-vc vc=UUID reason=TEXT
     malformed conn=N peer=A:P reason=TEXT
+    error conn=N peer=A:P reason=TEXT     (an unexpected exception: a bug here)
 """
 import argparse
 import os
