@@ -155,12 +155,14 @@ class RpchModule final : public Module {
         if (box_) ++box_->channels;
         counted_channel_ = true;
         context_->SetApplication("RPC-OA");
-        std::string target = rpc->server.empty() ? "(no server:port)" : rpc->server + ":" + std::to_string(rpc->port);
-        context_->SetNote("RPC over HTTP", "RPC over HTTP v2 " + std::string(rpc->in_channel ? "IN" : "OUT") +
-                                               " channel (" + head.method + " " + rpc->path + ") to " + target);
       } else if (kind != kind_) {
         return Stop("RPC_IN_DATA and RPC_OUT_DATA on one connection");
       }
+      // Again for a retry after a 401: the first try may name no server (impacket's
+      // NTLM probe goes to the bare path).
+      std::string target = rpc->server.empty() ? "(no server:port)" : rpc->server + ":" + std::to_string(rpc->port);
+      context_->SetNote("RPC over HTTP", "RPC over HTTP v2 " + std::string(rpc->in_channel ? "IN" : "OUT") +
+                                             " channel (" + head.method + " " + rpc->path + ") to " + target);
       request_body_is_rpc_ = true;
       return;
     }

@@ -75,7 +75,7 @@ bool VirtualConnection::Paired(uint64_t connection) const {
   std::lock_guard lock(mu_);
   auto self = std::find_if(channels_.begin(), channels_.end(), [&](const Channel& c) { return c.connection == connection; });
   if (self == channels_.end()) return false;
-  return std::any_of(channels_.begin(), channels_.end(), [&](const Channel& c) { return c.live && c.type != self->type; });
+  return std::any_of(channels_.begin(), channels_.end(), [&](const Channel& c) { return c.type != self->type; });
 }
 
 void VirtualConnection::SetBinding(std::string application, std::set<std::string> interfaces) {
@@ -91,7 +91,9 @@ std::string VirtualConnection::DescribeLocked() const {
   for (ChannelType type : {ChannelType::kIn, ChannelType::kOut}) {
     std::string live;
     for (const auto& c : channels_) {
-      if (c.type == type && c.live) live += (live.empty() ? " #" : ", #") + std::to_string(c.connection);
+      // Ended channels stay named: the line of a closed channel still says who its
+      // partner was.
+      if (c.type == type) live += (live.empty() ? " #" : ", #") + std::to_string(c.connection);
     }
     text += std::string(type == ChannelType::kIn ? " " : ", ") + std::string(ChannelName(type)) +
             (live.empty() ? " (none)" : live);

@@ -58,7 +58,9 @@ class VirtualConnection {
   // virtual connection lost that channel for good, with *why set for their notes.
   std::vector<ModuleContext::ResetHandle> Leave(uint64_t connection, bool clean, std::string* why);
 
-  // Whether `connection`'s channel has a live partner of the other kind now.
+  // Whether a channel of the other kind joined this virtual connection on this box
+  // since `connection`'s channel did (live or already ended: a short session may be
+  // over before the pairing timeout).
   bool Paired(uint64_t connection) const;
 
   // What the IN channel learned from its binds: the application for the status

@@ -299,6 +299,9 @@ class Proxy:
         self.backend, self.echo_port, self.window = args.backend, args.echo_port, args.window
         self.ack_every = args.ack_every or args.window // 2
         self.path = args.path
+        # A proxy that does not notice a lost channel (the rpch test: then only the
+        # wanopt boxes can end the other channel).
+        self.keep_partner = args.keep_partner
         self.log = Log(args.log)
         self.vcs = {}
         self.lock = threading.Lock()
@@ -437,7 +440,7 @@ class Proxy:
             if ch is not None:
                 self.log("closed", conn=conn_id, channel=ch.kind, vc=vc.name if vc else "-",
                          cookie=w.cookie_str(ch.cookie), reason=reason.replace(" ", "_"))
-            if vc is not None and not (ch is not None and ch.retired):
+            if vc is not None and not (ch is not None and ch.retired) and not self.keep_partner:
                 vc.close(f"{ch.kind.upper()} channel ended ({reason})" if ch else reason)
             _close_sock(sock)
 
@@ -476,6 +479,8 @@ def main():
     ap.add_argument("--echo-port", type=int, default=6001)
     ap.add_argument("--log", default=None)
     ap.add_argument("--path", default="/rpc/rpcproxy.dll")
+    ap.add_argument("--keep-partner", action="store_true",
+                    help="a channel that ends leaves its partner open (only something else may end it)")
     ap.add_argument("--window", type=int, default=65536,
                     help="the IN channel receive window told in CONN/C2 (8192..262144: Samba refuses others)")
     ap.add_argument("--ack-every", type=int, default=0,

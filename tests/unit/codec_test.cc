@@ -348,3 +348,32 @@ TEST_CASE("a reference whose declared length wraps around is corrupt, not a wild
   CHECK(out.empty());
   CHECK_MESSAGE(decoder.error().find("continue") != std::string::npos, decoder.error());
 }
+
+TEST_CASE("a repeat paced by the peer's window crosses as prefixes and references, not as RAW") {
+  // A sender that pauses every few kilobytes (RPC over HTTP's receive window): every
+  // pause flushes the chunk begun so far. On the repeat those bytes are named as the
+  // prefix of the chunk that came next last time, not sent again.
+  Box a("a"), b("b");
+  std::vector<uint8_t> data(2 << 20);
+  uint64_t x = 88172645463325252ull;
+  for (auto& byte : data) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    byte = static_cast<uint8_t>(x);  // incompressible: LZ cannot hide RAW
+  }
+  Link first(a, b);
+  REQUIRE(first.Send(data, 5000, /*flush_each=*/true) == data);
+  CHECK(first.encoder.stats().prefixes_hit == 0);
+  Link second(a, b);
+  REQUIRE(second.Send(data, 4093, /*flush_each=*/true) == data);
+  CHECK(second.encoder.stats().chunks_missed == 0);
+  CHECK(second.encoder.stats().prefixes_hit > 200);
+  CHECK(second.wire_bytes * 50 < data.size());  // > 98% reduction despite ~500 pauses
+
+  // The same start, then other bytes: the prediction fails where they differ and
+  // those bytes go as RAW; every byte arrives as sent.
+  std::vector<uint8_t> edited = data;
+  for (size_t i = 100000; i < edited.size(); i += 7) edited[i] ^= 0x5a;
+  Link third(a, b);
+  REQUIRE(third.Send(edited, 4093, /*flush_each=*/true) == edited);
+  CHECK(third.encoder.stats().chunks_missed > 300);
+}

@@ -81,6 +81,7 @@ struct CodecStats {
   uint64_t chunks_hit = 0;      // chunks sent or resolved as references
   uint64_t chunks_missed = 0;   // chunks sent or received as literals (or deltas)
   uint64_t chunks_delta = 0;    // ... of which as a delta against a known chunk
+  uint64_t prefixes_hit = 0;    // encoder: paused mid-chunk, sent as a PREFIX of the predicted chunk
   uint64_t nacks = 0;           // references the peer could not resolve (encoder) / we could not (decoder)
   uint64_t lz_in = 0, lz_out = 0;  // instruction bytes before and after compression
 };
@@ -135,6 +136,7 @@ class Encoder {
  private:
   void EmitChunk(std::span<const uint8_t> chunk);
   bool EmitDelta(const Fingerprint& base, std::span<const uint8_t> rest);
+  bool EmitPredictedPrefix(std::span<const uint8_t> tail);
   void EmitOp(uint8_t op, std::span<const uint8_t> bytes, std::span<const uint8_t> decoded);
   void CloseBlock();
 

@@ -11,7 +11,7 @@
 
 namespace wanopt::dre::codec_format {
 
-enum Op : uint8_t { kRaw = 0x01, kLiteral = 0x02, kRef = 0x03, kDelta = 0x04 };
+enum Op : uint8_t { kRaw = 0x01, kLiteral = 0x02, kRef = 0x03, kDelta = 0x04, kPrefix = 0x05 };
 
 // A block of instructions closes once it holds this much less the largest chunk:
 // with one more instruction (at most a maximum-size chunk) and zstd's worst case it

@@ -234,6 +234,36 @@ Decoder::Status Decoder::Run(Buffer& out) {
       position_ = pos;
       continue;
     }
+    if (op == kPrefix) {
+      // The next n bytes of the chunk being received, from a known chunk that begins
+      // with everything received of it so far (the encoder's EmitPredictedPrefix).
+      if (!options_.dre || unchunked_ || in.size() - pos < 16) {
+        error_ = options_.dre && !unchunked_ ? "truncated prefix" : "prefix without DRE";
+        return Status::kCorrupt;
+      }
+      Fingerprint fingerprint = FingerprintFromBytes(std::span<const uint8_t, 16>(in.data() + pos, 16));
+      pos += 16;
+      uint64_t n = 0;
+      if (!GetVarint(in, &pos, &n)) {
+        error_ = "truncated prefix";
+        return Status::kCorrupt;
+      }
+      if (!Resolve(fingerprint, chunk)) {
+        missing_.push_back(fingerprint);
+        ++stats_.nacks;
+        return Status::kMissing;
+      }
+      if (chunk.size() <= prefix_.size() || chunk.size() - prefix_.size() < n || n == 0 ||
+          !std::equal(prefix_.data(), prefix_.data() + prefix_.size(), chunk.data())) {
+        error_ = "prefix chunk does not continue the bytes already received";
+        return Status::kCorrupt;
+      }
+      auto bytes = chunk.span().subspan(prefix_.size(), n);
+      frame_output_.Append(bytes);
+      prefix_.Append(bytes);
+      position_ = pos;
+      continue;
+    }
     if (op == kDelta) {
       if (!options_.dre || unchunked_ || in.size() - pos < 16) {
         error_ = options_.dre && !unchunked_ ? "truncated delta" : "delta without DRE";

@@ -85,9 +85,10 @@ void Encoder::EmitOp(uint8_t op, std::span<const uint8_t> bytes, std::span<const
   if (!current_) current_ = std::make_unique<Block>();
   Buffer& out = current_->instructions;
   out.Append({&op, 1});
-  if (op == kRef) out.Append(bytes);  // the fingerprint; the length follows
-  PutVarint(out, op == kRef ? decoded.size() : bytes.size());
-  if (op != kRef) out.Append(bytes);
+  bool by_reference = op == kRef || op == kPrefix;
+  if (by_reference) out.Append(bytes);  // the fingerprint; the length follows
+  PutVarint(out, by_reference ? decoded.size() : bytes.size());
+  if (!by_reference) out.Append(bytes);
   XXH3_64bits_update(&current_->check, decoded.data(), decoded.size());
   if (out.size() >= block_target_) CloseBlock();
 }
@@ -199,6 +200,7 @@ void Encoder::Flush() {
   if (options_.dre && pending_.size() > pending_sent_) {
     // The LAN side paused mid-chunk: send what we have, keep it as the chunk's start.
     auto tail = pending_.span().subspan(pending_sent_);
+    if (EmitPredictedPrefix(tail)) tail = {};
     while (!tail.empty()) {
       auto piece = tail.first(std::min(tail.size(), kMaxRawOp));
       EmitOp(kRaw, piece, piece);
@@ -207,6 +209,26 @@ void Encoder::Flush() {
     pending_sent_ = pending_.size();
   }
   CloseBlock();
+}
+
+// A sender paced by its peer (RPC over HTTP's receive windows, SMB2 credits) pauses
+// every few kilobytes, mid-chunk: sent as RAW, those bytes would cross whole again
+// and again on a repeat. When the chunk that followed the last one last time
+// (cursor_) begins with everything this chunk holds so far, the tail is sent as a
+// PREFIX of it instead. Whatever chunk this one turns out to be, the bytes are right.
+bool Encoder::EmitPredictedPrefix(std::span<const uint8_t> tail) {
+  if (!references_ || !cursor_ || tail.empty()) return false;
+  auto id = peer_->Find(*cursor_);
+  if (!id) return false;
+  auto predicted = store_->Get(*id);
+  if (!predicted || predicted->size() <= pending_.size() ||
+      !std::equal(pending_.data(), pending_.data() + pending_.size(), predicted->data())) {
+    return false;
+  }
+  auto fp = FingerprintBytes(*cursor_);
+  EmitOp(kPrefix, fp, tail);
+  ++stats_.prefixes_hit;
+  return true;
 }
 
 void Encoder::TakePayload(Buffer& payload, uint8_t* flags) {
