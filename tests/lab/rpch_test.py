@@ -18,10 +18,12 @@ datacenter box intercept between them, both running every module.
      channels of that virtual connection are two connections, optimized, whose lines
      name the same virtual connection (the proxy's cookie) and both channels, bound
      SAMR; `wanopt show connections` lists them.
+     SAMR sealed (packet privacy) answers too, noted as encrypted.
   2. Samba's ncacn_http client (HTTP/1.0, Basic): mgmt inq_if_ids through the pair.
   3. The scripted client echoes 4 MiB through the echo interface, then again in a
      new virtual connection: identical both times; the second one's channels reduce
-     by 90 % or more (the IN channel on the branch, the OUT channel on the dc).
+     by 90 % or more (its IN and OUT channels together, on each box). A chunked IN
+     body and HTTP/1.0 channels echo and pair too.
   4. Recycling mid-session (IN, then OUT): the calls after it are identical, the
      branch names the recycled channels, /metrics counts them.
   5. One channel killed (the client resets its IN channel): the box resets the OUT
@@ -193,6 +195,15 @@ def main():
             show = lab.run("branch", WANOPT, "show", "connections", check_rc=True).stdout
             check("wanopt show connections lists RPC-OA lines", "RPC-OA" in show, show)
 
+            # SAMR sealed (packet privacy): classified, and said to gain little.
+            since = lab.last_id("branch")
+            names = rc.call(client, {"op": "impacket_samr", "proxy": PROXY, "server": NAME, "port": direct[0][0],
+                                     "auth_level": "privacy"})
+            sealed = wait_for(lambda: [c for c in lab.connections("branch") if c["id"] > since and
+                                       any("packet privacy inside RPC over HTTP" in n for n in c["notes"])])
+            check("impacket SAMR with packet privacy through the pair: answered, noted as encrypted (DRE gains little)",
+                  {n.upper() for n in names} == {"WANOPT", "BUILTIN"} and sealed, (names, sealed))
+
             # 2. Samba's own client.
             res = rc.call(client, {"op": "samba_mgmt", "proxy": PROXY, "server": NAME})
             check("Samba's ncacn_http client: mgmt inq_if_ids through the pair",
@@ -225,6 +236,14 @@ def main():
                           f"LAN {c['lan_in'] + c['lan_out']} WAN {c['wan_in'] + c['wan_out']} "
                           f"reduction {reduction(c):.1%}: {channel_note(c)}")
             print(lab.run("branch", WANOPT, "show", "connections", check_rc=True).stdout)
+
+            # Other channel shapes: a chunked IN body, HTTP/1.0 channels.
+            for variant in ({"chunked": True}, {"http10": True}):
+                res = rc.call(client, {"op": "echo", "proxy": PROXY, "server": NAME, "size": 256 << 10, "seed": 9,
+                                       **variant})
+                lines = wait_for(lambda: vc_connections(lab, "branch", res["vc"]))
+                check(f"{list(variant)[0]} channels through the pair: echoed identically, paired on the branch",
+                      res["identical"] and len(lines) == 2, (res, lines))
 
             # 4. Recycling, IN then OUT, mid-session.
             res = rc.call(client, {"op": "echo", "proxy": PROXY, "server": NAME, "size": 256 << 10, "seed": 3,

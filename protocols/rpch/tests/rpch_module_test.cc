@@ -174,6 +174,22 @@ TEST_CASE("rpch: IN and OUT channels pair into one virtual connection, classifie
   CHECK(box.channels == 0);
 }
 
+TEST_CASE("rpch: MAPI bound with packet privacy inside the channel is eMAPI-OA, said to gain little") {
+  RpchBox box(Settings());
+  Bytes bind = Fixture("emsmdb_bind_ntlm.c2s.bin");
+  // Its first PDU is the bind, NTLM at connect level: made privacy (auth_level 6).
+  size_t frag_length = bind[8] | bind[9] << 8, auth_length = bind[10] | bind[11] << 8;
+  REQUIRE(bind[frag_length - auth_length - 8] == 0x0a);  // NTLM
+  bind[frag_length - auth_length - 8 + 1] = 6;
+  Connection out(2, &box), in(3, &box);
+  out.Send(Direction::kClientToServer, Cat({OutHead(), BuildConnA1(kVc, kOut1)}));
+  in.Send(Direction::kClientToServer, Cat({InHead(), BuildConnB1(kVc, kIn1, kAssoc), bind}));
+  out.Send(Direction::kServerToClient, OutAnswer());
+  CHECK(in.application == "eMAPI-OA");
+  CHECK(out.application == "eMAPI-OA");
+  CHECK(in.Note("encrypted MAPI (packet privacy) inside RPC over HTTP: the payload is encrypted, DRE gains little") != "");
+}
+
 TEST_CASE("rpch: a channel reset takes its partner down, a recycled channel does not") {
   RpchBox box(Settings());
   auto out = std::make_unique<Connection>(2, &box);
