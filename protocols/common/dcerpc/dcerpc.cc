@@ -52,6 +52,7 @@ std::string_view InterfaceName(const Uuid& uuid) {
       {*Uuid::Parse("12345778-1234-abcd-ef00-0123456789ab"), "LSARPC"},
       {*Uuid::Parse("12345678-1234-abcd-ef00-01234567cffb"), "NETLOGON"},
       {*Uuid::Parse("e3514235-4b06-11d1-ab04-00c04fc2dcd2"), "DRSUAPI"},
+      {*Uuid::Parse("afa8bd80-7d8a-11c9-bef4-08002b102989"), "MGMT"},
   };
   for (const auto& [known, name] : kOthers) {
     if (known == uuid) return name;
