@@ -356,3 +356,78 @@ TEST_CASE("a datastore that cannot be a directory fails the config, not the star
   }
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("[wccp]: routers, methods, WAAS's service groups by default, dynamic ones, and its errors") {
+  const char* base = R"(
+[peering]
+psk_identity = "branch"
+psk = "00112233445566778899aabbccddeeff"
+[intercept]
+)";
+  std::string error;
+  auto config = ParseConfig(std::string(base) + R"(
+[wccp]
+address = "198.18.1.2"
+routers = ["198.18.1.1", "198.18.1.254"]
+password = "secret"
+forwarding = "gre"
+return = "l2"
+assignment = "mask"
+weight = 3
+here_i_am_interval_ms = 2000
+)", "test.toml", &error);
+  REQUIRE_MESSAGE(config, error);
+  REQUIRE(config->wccp);
+  const WccpConfig& w = *config->wccp;
+  CHECK(w.address == 0xC6120102);
+  CHECK(w.routers == std::vector<uint32_t>{0xC6120101, 0xC61201FE});
+  CHECK(w.password == "secret");
+  CHECK(w.forwarding == wccp::capability::kGre);
+  CHECK(w.return_method == wccp::capability::kL2);
+  CHECK(w.assignment == wccp::capability::kMask);
+  CHECK(w.weight == 3);
+  CHECK(w.here_i_am_interval == std::chrono::milliseconds(2000));
+  REQUIRE(w.services.size() == 2);
+  CHECK(w.services[0] == wccp::WaasService(61));
+  CHECK(w.services[1].flags == wccp::service_flag::kDstIpHash);
+
+  config = ParseConfig(std::string(base) + R"(
+[wccp]
+address = "198.18.1.2"
+routers = ["198.18.1.1"]
+[[wccp.service]]
+id = 90
+protocol = "tcp"
+priority = 200
+hash = "destination"
+ports = [80, 443]
+)", "test.toml", &error);
+  REQUIRE_MESSAGE(config, error);
+  REQUIRE(config->wccp->services.size() == 1);
+  const wccp::ServiceInfo& s = config->wccp->services[0];
+  CHECK(s.id == 90);
+  CHECK(s.protocol == 6);
+  CHECK(s.priority == 200);
+  CHECK(s.flags == (wccp::service_flag::kDstIpHash | wccp::service_flag::kPortsDefined));
+  CHECK(s.ports[0] == 80);
+  CHECK(s.ports[1] == 443);
+
+  auto error_of = [&](const std::string& wccp_section, bool with_intercept = true) {
+    std::string e;
+    auto c = ParseConfig((with_intercept ? std::string(base) : std::string("[datacenter]\nlisten = \"127.0.0.1:7800\"\n")) +
+                             wccp_section, "test.toml", &e);
+    return c ? std::string("(parsed)") : e;
+  };
+  CHECK(error_of("[wccp]\nrouters = [\"198.18.1.1\"]\n").find("wccp.address: is required") != std::string::npos);
+  CHECK(error_of("[wccp]\naddress = \"198.18.1.2\"\n").find("wccp.routers: is required") != std::string::npos);
+  CHECK(error_of("[wccp]\naddress = \"198.18.1.2\"\nrouters = [\"router\"]\n").find("'router' is not an IPv4 address") !=
+        std::string::npos);
+  CHECK(error_of("[wccp]\naddress = \"198.18.1.2\"\nrouters = [\"198.18.1.1\"]\npassword = \"ninechars\"\n")
+            .find("at most 8 characters") != std::string::npos);
+  CHECK(error_of("[wccp]\naddress = \"198.18.1.2\"\nrouters = [\"198.18.1.1\"]\nforwarding = \"carrier-pigeon\"\n")
+            .find("is not gre, l2 or any") != std::string::npos);
+  CHECK(error_of("[wccp]\naddress = \"198.18.1.2\"\nrouters = [\"198.18.1.1\"]\n[[wccp.service]]\nid = 7\n")
+            .find("wccp.service[0].id: must be between 51 and 255") != std::string::npos);
+  CHECK(error_of("[wccp]\naddress = \"198.18.1.2\"\nrouters = [\"198.18.1.1\"]\n", false).find("needs [intercept]") !=
+        std::string::npos);
+}

@@ -14,7 +14,7 @@
 namespace wanopt::cli {
 
 const char kShowHelp[] =
-    "usage: wanopt show connections|peers|summary|datastore [--json] [--api URL] [--token TOKEN]\n"
+    "usage: wanopt show connections|peers|summary|datastore|wccp [--json] [--api URL] [--token TOKEN]\n"
     "                   [--filter TEXT]\n"
     "\n"
     "Prints what a running daemon's status page shows, from its API.\n"
@@ -52,8 +52,8 @@ int Show(const std::vector<std::string_view>& args) {
       return 2;
     }
   }
-  if (what != "connections" && what != "peers" && what != "summary" && what != "datastore") {
-    std::fprintf(stderr, "wanopt: show: say what to show: connections, peers, summary or datastore\n\n%s", kShowHelp);
+  if (what != "connections" && what != "peers" && what != "summary" && what != "datastore" && what != "wccp") {
+    std::fprintf(stderr, "wanopt: show: say what to show: connections, peers, summary, datastore or wccp\n\n%s", kShowHelp);
     return 2;
   }
   // http://HOST:PORT[/]: the status server speaks plain HTTP on a management address.

@@ -137,6 +137,10 @@ Config Read(const toml::table& root) {
       }
     }
   }
+  if (const toml::table* wccp = top.SubTable("wccp")) {
+    TableReader r(*wccp, "wccp");
+    ReadWccp(r, config);
+  }
   if (const toml::table* branch = top.SubTable("branch")) {
     TableReader b(*branch, "branch");
     if (const toml::node* forwards = b.Get("forward")) {

@@ -21,6 +21,7 @@
 #include "wanopt/channel/hello.h"
 #include "wanopt/channel/policy.h"
 #include "wanopt/channel/secure_channel.h"
+#include "wanopt/wccp/service_group.h"
 #include "wanopt/dre/chunker.h"
 #include "util/log.h"
 
@@ -150,6 +151,20 @@ struct InterceptConfig {
   InpathRule default_rule;                        // what applies when none match
 };
 
+// [wccp]: this box registers with WCCPv2 routers as a web cache (wanopt/wccp/).
+// Off unless configured.
+struct WccpConfig {
+  uint32_t address = 0;            // this box's IPv4 address towards the routers (host order)
+  std::vector<uint32_t> routers;   // unicast router addresses
+  std::string password;            // MD5 service security ("" = none)
+  uint32_t forwarding = wccp::capability::kGre | wccp::capability::kL2;
+  uint32_t return_method = wccp::capability::kGre | wccp::capability::kL2;
+  uint32_t assignment = wccp::capability::kHash;
+  uint16_t weight = 0;
+  std::chrono::milliseconds here_i_am_interval{10000};
+  std::vector<wccp::ServiceInfo> services;  // default: WAAS's 61 and 62
+};
+
 struct Timeouts {
   std::chrono::milliseconds connect{10'000};      // to origin servers
   std::chrono::milliseconds peer_connect{3'000};  // to datacenter peers
@@ -172,6 +187,7 @@ struct Config {
   WanConfig wan;
   std::vector<ForwardRule> forwards;
   std::optional<InterceptConfig> intercept;
+  std::optional<WccpConfig> wccp;
   // [peering]: how inner channels authenticate and encrypt (kNone: plaintext).
   channel::PeeringSecurity peering;
   // [modules.NAME]: settings of protocol modules with a box-wide part (validated by

@@ -194,6 +194,7 @@ ForwardRule ReadForward(TableReader& r, const Config& config);
 InpathRule ReadInpathRule(TableReader& r, const Config& config);
 void ReadIntercept(TableReader& r, Config& config);
 void ReadPeering(TableReader& r, Config& config);
+void ReadWccp(TableReader& r, Config& config);  // wccp_section.cc
 void WarnAboutIdleModules(TableReader& top, Config& config);
 void ReadModuleSettings(TableReader& r, const toml::table& table, Config& config);
 

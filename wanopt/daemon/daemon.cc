@@ -17,6 +17,7 @@
 #include "wanopt/intercept/interceptor.h"
 #include "wanopt/session/secure_start.h"
 #include "wanopt/status/status_server.h"
+#include "wanopt/wccp/agent.h"
 #include "util/accept_backoff.h"
 #include "util/bytes.h"
 #include "util/close_with_reset.h"
@@ -226,12 +227,23 @@ bool Daemon::Start(std::string* error) {
       return fail();
     }
   }
+  if (config_.wccp) {
+    wccp_ = std::make_unique<wccp::Agent>(*loops_[0], *config_.wccp);
+    if (!wccp_->Start(error)) {
+      wccp_.reset();
+      if (interceptor_) interceptor_->Stop();
+      interceptor_.reset();
+      return fail();
+    }
+  }
   if (config_.status) {
     status_ = std::make_unique<StatusServer>(std::vector<const Daemon*>{this}, config_.status->listen, config_.status->token);
     if (!status_->Start(error)) {
       status_.reset();
       if (interceptor_) interceptor_->Stop();  // no loop runs yet: unbind the queue now
       interceptor_.reset();
+      if (wccp_) wccp_->Stop();
+      wccp_.reset();
       return fail();
     }
   }
@@ -332,6 +344,7 @@ void Daemon::Stop() {
       l->acceptor.close(ignored);
     }
     if (interceptor_) interceptor_->Stop();
+    if (wccp_) wccp_->Stop();  // the routers move this box's buckets after their timeout
     closed.set_value();
   });
   closed.get_future().wait();
@@ -340,6 +353,7 @@ void Daemon::Stop() {
   threads_.clear();
   listeners_.clear();
   interceptor_.reset();
+  wccp_.reset();
   loops_.clear();
   // Every session is gone: the peer state and the store can close.
   env_.peers = nullptr;

@@ -32,6 +32,9 @@ class SecureContext;
 namespace intercept {
 class Interceptor;
 }
+namespace wccp {
+class Agent;
+}
 
 class Daemon {
  public:
@@ -58,6 +61,8 @@ class Daemon {
   std::string status_url() const;
   // The chunk store, or null without [dre] datastore.
   datastore::ChunkStore* store() const { return store_.get(); }
+  // The WCCP agent when [wccp] is configured and running, else null.
+  const wccp::Agent* wccp() const { return wccp_.get(); }
   // The address a listener actually bound (port 0 in the config gets a free port).
   boost::asio::ip::tcp::endpoint datacenter_endpoint() const;
   boost::asio::ip::tcp::endpoint forward_endpoint(size_t rule) const;
@@ -78,6 +83,7 @@ class Daemon {
   std::unique_ptr<StatusServer> status_;
   std::unique_ptr<channel::SecureContext> security_;      // [peering], or null
   std::unique_ptr<intercept::Interceptor> interceptor_;   // [intercept], or null
+  std::unique_ptr<wccp::Agent> wccp_;                     // [wccp], or null
   protocols::BoxModules box_modules_;                     // the modules' box-wide parts
   std::vector<std::unique_ptr<boost::asio::io_context>> loops_;
   std::vector<std::thread> threads_;

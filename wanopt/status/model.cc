@@ -1,4 +1,5 @@
 #include "wanopt/status/model.h"
+#include "wanopt/wccp/agent.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -153,6 +154,7 @@ Model Read(const std::vector<const Daemon*>& boxes, const std::deque<HistorySamp
     m.refused_peers += c.refused_peers;
     for (auto& s : box->table().Connections()) m.connections.push_back(std::move(s));
     for (auto& p : box->table().Peers()) m.peers.emplace_back(box->config().name, std::move(p));
+    if (box->wccp()) m.wccp.emplace_back(box->config().name, box->wccp()->status());
   }
   for (const auto& c : m.connections) {
     AppSummary& a = m.applications[c.application];

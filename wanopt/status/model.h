@@ -20,6 +20,7 @@
 
 #include "datastore/chunk_store.h"
 #include "wanopt/session/connection_table.h"
+#include "wanopt/wccp/service_group.h"
 #include "util/url.h"
 
 namespace wanopt {
@@ -70,6 +71,8 @@ struct Model {
   uint64_t lan = 0, wan = 0, active = 0, opened = 0, pass_through = 0, resets = 0, protocol_errors = 0,
            refused_peers = 0;
   std::vector<HistorySample> history;
+  // Boxes running WCCP: box name, its service groups.
+  std::vector<std::pair<std::string, std::vector<wccp::ServiceGroup::Status>>> wccp;
 };
 
 Model Read(const std::vector<const Daemon*>& boxes, const std::deque<HistorySample>& history);

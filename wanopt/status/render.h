@@ -28,6 +28,11 @@ std::string StoresText(const Model& m);
 // Prometheus text format (render_api.cc).
 std::string Metrics(const Model& m);
 
+// WCCP (render_wccp.cc): /api/wccp, `wanopt show wccp`, its /metrics lines.
+std::string WccpJson(const Model& m);
+std::string WccpText(const Model& m);
+std::string WccpMetrics(const Model& m);
+
 // HTML (render_page.cc): the whole page, and the part of it that refreshes. `token`
 // is carried in the page's own links and form so that a reader who opened it with
 // ?token= can sort and filter.

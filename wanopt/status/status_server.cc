@@ -229,7 +229,14 @@ struct StatusServer::Impl {
       return text ? reply(http::status::ok, kText, status::StoresText(m))
                   : reply(http::status::ok, kJson, status::DatastoreJson(m));
     }
-    if (path == "/metrics") return reply(http::status::ok, "text/plain; version=0.0.4", status::Metrics(Snapshot()));
+    if (path == "/api/wccp") {
+      status::Model m = Snapshot();
+      return text ? reply(http::status::ok, kText, status::WccpText(m)) : reply(http::status::ok, kJson, status::WccpJson(m));
+    }
+    if (path == "/metrics") {
+      status::Model m = Snapshot();
+      return reply(http::status::ok, "text/plain; version=0.0.4", status::Metrics(m) + status::WccpMetrics(m));
+    }
     return reply(http::status::not_found, "text/plain", "not found\n");
   }
 };
