@@ -73,6 +73,7 @@ class Router:
                      w.CAP_ASSIGNMENT: ASSIGN_BITS[args.assignment],
                      w.CAP_RETURN: METHOD_BITS[getattr(args, "return")]}
         self.timeout = args.timeout_s
+        self.squid_compat = args.squid_compat
         self.state_path, self.log_file = args.state, None
         if args.log:
             self.log_file = open(args.log, "a", buffering=1)
@@ -222,7 +223,13 @@ class Router:
 
     # ---- send ----
     def send(self, mtype, comps, dest, group):
-        msg = w.build_message(mtype, [w.component(w.SECURITY_INFO, w.security_body(self.password))] + comps)
+        comps = [w.component(w.SECURITY_INFO, w.security_body(self.password))] + comps
+        if self.squid_compat:
+            # Squid 5.x-7.x on 64-bit hosts skip 4 octets after every component
+            # they parse (CheckFieldDataLength uses sizeof(pointer); fixed by squid
+            # PR #2484): follow each with an empty component they then skip over.
+            comps = [c + w.component(w.COMPAT_GAP, b"") for c in comps]
+        msg = w.build_message(mtype, comps)
         if self.password is not None:
             msg = w.sign(msg, self.password)
         self.sock.sendto(msg, dest)
@@ -250,7 +257,8 @@ class Router:
             w.component(w.RTR_VIEW_INFO, w.router_view_body(
                 group.change, key.get("key", {}).get("ip", "0.0.0.0"), key.get("key", {}).get("change", 0),
                 [self.addr], self.cache_idents(group))),
-            w.component(w.CAPABILITY_INFO, w.capabilities_body(self.caps)),
+            w.component(w.CAPABILITY_INFO, (w.capabilities_body_squid_compat if self.squid_compat
+                                            else w.capabilities_body)(self.caps)),
         ]
         self.send(w.I_SEE_YOU, comps, dest, group)
         self.log(f"i_see_you to {ip} service={group.service['id']} change={group.change} "
@@ -430,6 +438,8 @@ def main():
     p.add_argument("--assignment", choices=ASSIGN_BITS, default="both")
     p.add_argument("--timeout-s", type=float, default=25.0,
                    help="drop a cache after this long without Here_I_Am (2.5 x HERE_I_AM_T)")
+    p.add_argument("--squid-compat", action="store_true",
+                   help="pad components so Squid 5.x-7.x (64-bit) can parse I_See_You")
     p.add_argument("--state")
     p.add_argument("--log")
     p.add_argument("--lookup", metavar="STATE", help="print the cache a packet goes to, then exit")

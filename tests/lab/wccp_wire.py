@@ -43,6 +43,10 @@ ALT_HASH, ALT_MASK = 0, 1
 # assignment data is a Mask Assignment Data Element" (what Squid sets).
 WC_FLAG_U, WC_FLAG_MASK_DATA = 0x8000, 0x0002
 
+# An empty component of a type no draft assigns: the router's --squid-compat
+# padding (parsers skip unknown components; Wireshark decodes it cleanly).
+COMPAT_GAP = 0xFFFF
+
 COMMAND_SHUTDOWN, COMMAND_SHUTDOWN_RESPONSE = 1, 2
 UNASSIGNED_BUCKET = 0xFF
 N_BUCKETS = 256
@@ -411,6 +415,23 @@ def parse_query(body):
 def capabilities_body(caps):
     """caps: {capability type: 32-bit value}."""
     return b"".join(struct.pack("!HHI", t, 4, v) for t, v in sorted(caps.items()))
+
+
+def capabilities_body_squid_compat(caps):
+    """Capabilities for Squid 5.x-7.x on 64-bit hosts, which step 12 octets per
+    capability element (not 8) and want 4 spare octets after the last: each real
+    element is followed by an empty unknown element; the last by an unknown element
+    whose 12-octet value holds what Squid reads as a type-4 element (which it
+    ignores) plus the spare octets. A strict parser sees the three real elements and
+    three unknown ones; Squid sees the three real ones and a type 4."""
+    items = sorted(caps.items())
+    out = []
+    for i, (t, v) in enumerate(items):
+        out.append(struct.pack("!HHI", t, 4, v))
+        if i < len(items) - 1:
+            out.append(struct.pack("!HH", COMPAT_GAP, 0))
+    out.append(struct.pack("!HH", COMPAT_GAP, 12) + struct.pack("!HHI", 4, 4, 0) + bytes(4))
+    return b"".join(out)
 
 
 def parse_capabilities(body):
