@@ -11,10 +11,17 @@ checking it against the view, and writes what it knows to a JSON state file
   wccp_router.py --listen ADDR [--password PW] [--service N ...]
                  [--forwarding gre|l2|both] [--return gre|l2|both]
                  [--assignment hash|mask|both] [--timeout-s S] [--state F] [--log F]
+                 [--squid-compat]
   wccp_router.py --lookup STATE --service N --src IP --dst IP [--sport P --dport P]
      prints the cache a packet would be redirected to ("none" if not redirected).
 
-No data plane: redirect_target() is the helper a later GRE forwarder can use."""
+No data plane: redirect_target() is the helper a later GRE forwarder can use.
+
+--squid-compat pads the router's messages so Squid 5.x (Debian's 5.7) parses them:
+its parser steps 4 octets too far after every component and capability element
+(squid PR #2484). The padding is empty components/elements of an unassigned type,
+which draft-conformant parsers (and Wireshark) skip. Off by default: the default
+output is what the drafts say."""
 import argparse
 import json
 import os
@@ -383,7 +390,12 @@ class Router:
 def bucket_hash(flags, src, dst, sport=0, dport=0, alternate=False):
     """Bucket index 0..255: XOR of the fields the service flags select (primary or
     alternate), folded to 8 bits. A service with no hash flags hashes the
-    destination address (the standard web-cache service)."""
+    destination address (the standard web-cache service).
+
+    Interpretation: the drafts define which fields feed the hash (the service
+    flags) and the 256-bucket table, not the function's arithmetic, which is the
+    router's own business (caches only assign buckets), so any fixed function
+    interoperates. This XOR-fold is ours, not Cisco's."""
     f = w.SERVICE_FLAGS
     if alternate:
         sel = [(f["src_ip_alt_hash"], src), (f["dst_ip_alt_hash"], dst),
