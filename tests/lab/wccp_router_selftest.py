@@ -320,6 +320,15 @@ def peer_labs(checks, labs, timings):
         out = sh(PY, ROUTER, "--lookup", P.state_path, "--service", "61", "--src", "10.0.0.1",
                  "--dst", "192.0.2.1").stdout.strip()
         checks("P: --lookup CLI names a cache", out in (p2, p3), out)
+        # The group is defined by its first members; a later cache that disagrees
+        # (dst_ip_hash, not src_ip_hash) is refused.
+        P.start_peer(3, "--service", "61", "--flags", "dst_ip_hash")
+        p4 = P.cache_ip(3)
+        checks("P: a cache whose Service Info disagrees is logged and never listed",
+               wait_for(lambda: f"service mismatch from {p4}" in P.log_text(), 5)
+               and p4 not in [c["ip"] for c in (P.service(61) or {}).get("caches", [])], P.log_text()[-600:])
+        P.stop("peer3")
+        g = P.service(61)
         change = g["change_number"]
         t_kill = time.monotonic()
         P.stop("peer2")
@@ -344,6 +353,40 @@ def peer_labs(checks, labs, timings):
         st = Q.state()
         owners = {wccp_router.redirect_target(st, 61, f"10.0.{i}.{j}", "192.0.2.1") for i in range(32) for j in range(256)}
         checks("Q: mask lookups reach both caches", owners == {q2, q3}, owners)
+
+
+def wire_checks(checks):
+    """Offline: the codec round-trips and is strict about lengths."""
+    import wccp_wire as w
+    svc = {"type": "dynamic", "id": 61, "priority": 34, "protocol": 6, "flags": 0x11, "ports": [80, 443]}
+    ident = {"ip": "198.18.0.2", "flags": 0, "data": "hash", "buckets": [0, 7, 255], "weight": 5, "status": 0}
+    msg = w.sign(w.build_message(w.I_SEE_YOU, [
+        w.component(w.SECURITY_INFO, w.security_body("pw")), w.component(w.SERVICE_INFO, w.service_body(svc)),
+        w.component(w.RTR_VIEW_INFO, w.router_view_body(3, "198.18.0.2", 1, ["198.18.0.1"], [ident])),
+        w.component(w.CAPABILITY_INFO, w.capabilities_body_squid_compat({1: 1, 2: 1, 3: 2})),
+        w.component(w.COMPAT_GAP, b"")]), "pw")
+    mtype, _, comps = w.parse_message(msg)
+    view = w.parse_router_view(w.one(comps, w.RTR_VIEW_INFO))
+    parsed = w.parse_service(w.one(comps, w.SERVICE_INFO))
+    checks("wire: I_See_You round-trips", mtype == w.I_SEE_YOU and view["caches"][0]["buckets"] == [0, 7, 255]
+           and view["change_number"] == 3 and parsed["ports"] == [80, 443], (view, parsed))
+    checks("wire: compat capabilities read back as the three real ones",
+           w.parse_capabilities(w.one(comps, w.CAPABILITY_INFO)) == {1: 1, 2: 1, 3: 2})
+    checks("wire: MD5 verifies with the password, not with another",
+           w.verify(msg, "pw") and not w.verify(msg, "other") and not w.verify(msg[:-1] + b"\1", "pw"))
+    bad = {"short header": msg[:7], "length too big": msg[:-1], "length too small": msg + b"\0",
+           "service trailing octet": w.build_message(10, [w.component(w.SERVICE_INFO, w.service_body(svc) + b"\0")]),
+           "version 0x0100": b"\0\0\0\x0a\x01\x00\0\0"}
+    for name, data in bad.items():
+        try:
+            _, _, cs = w.parse_message(data)
+            for t, b in cs:
+                if t == w.SERVICE_INFO:
+                    w.parse_service(b)
+            ok = False
+        except w.WireError:
+            ok = True
+        checks(f"wire: rejects {name}", ok)
 
 
 def tshark_checks(checks, labs):
@@ -378,11 +421,12 @@ def main():
         if not shutil.which(tool):
             checks(f"{tool} installed", False)
             return checks.summary()
+    wire_checks(checks)
     work = tempfile.mkdtemp(prefix="wccp-selftest-")
     os.chmod(work, 0o755)
     t0 = time.monotonic()
     plan = (("S", 49, 1), ("A", 50, 1), ("B", 51, 2), ("M", 52, 1), ("X", 53, 1), ("K", 54, 1),
-            ("P", 55, 2), ("Q", 56, 2))
+            ("P", 55, 3), ("Q", 56, 2))
     labs = {t: Lab(t, o, work) for t, o, _ in plan}
     timings = {}
     try:
@@ -416,9 +460,9 @@ def main():
                     if v} for t in "SABMKPQ"}
         # A scripted cache can race a join: it assigns for change N while the router
         # is at N+1, or it believed itself designated before a lower IP joined. The
-        # router must reject those two, and nothing else.
+        # router must reject those two, and nothing else (P's disagreeing third cache aside).
         stale_only = {t: e for t, e in errs.items() if t in "PQ"
-                      and set(e) <= {"bad_assignment", "not_designated"}
+                      and set(e) <= {"bad_assignment", "not_designated", "service_mismatch"}
                       and all("change number" in ln for ln in L[t].log_text().splitlines() if "bad assignment" in ln)}
         checks("router: no errors where none are expected (stale-change rejections aside)",
                all(not e or t in stale_only for t, e in errs.items()), errs)
