@@ -46,6 +46,8 @@ def main():
     p.add_argument("--assignment", choices=("hash", "mask"), default="hash")
     p.add_argument("--password")
     p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("--shutdown-after", type=float,
+                   help="then send a Here_I_Am with a shutdown Command Extension, await the response, exit")
     a = p.parse_args()
     flags = w.SERVICE_FLAGS[a.flags] | w.SERVICE_FLAGS["ports_defined"]
     svc = {"type": "dynamic", "id": a.service, "priority": 34, "protocol": 6, "flags": flags, "ports": [80, 443]}
@@ -61,7 +63,7 @@ def main():
             msg = w.sign(msg, a.password)
         sock.sendto(msg, (a.router, w.PORT))
 
-    def here_i_am():
+    def here_i_am(extra=()):
         if a.assignment == "hash":
             ident = {"ip": a.me, "flags": 0, "data": "hash", "buckets": [], "weight": 0, "status": 0}
         else:
@@ -74,7 +76,7 @@ def main():
                 w.CAP_ASSIGNMENT: w.ASSIGN_HASH if a.assignment == "hash" else w.ASSIGN_MASK}
         send(w.HERE_I_AM, [w.component(w.WC_ID_INFO, w.wc_identity_element(ident)),
                            w.component(w.WC_VIEW_INFO, view),
-                           w.component(w.CAPABILITY_INFO, w.capabilities_body(caps))])
+                           w.component(w.CAPABILITY_INFO, w.capabilities_body(caps)), *extra])
 
     def assign(change, caches):
         nonlocal key_change
@@ -98,9 +100,16 @@ def main():
         print(f"ASSIGN change={change} caches={','.join(caches)}", flush=True)
 
     print("READY", flush=True)
-    next_hia = 0.0
+    next_hia, start, shutdown_sent = 0.0, time.monotonic(), None
     while True:
         now = time.monotonic()
+        if a.shutdown_after is not None and shutdown_sent is None and now - start >= a.shutdown_after:
+            here_i_am([w.component(w.COMMAND_EXTENSION, w.command_extension_body(w.COMMAND_SHUTDOWN, a.me))])
+            shutdown_sent, next_hia = now, now + 3600
+            print("SHUTDOWN_SENT", flush=True)
+        if shutdown_sent is not None and now - shutdown_sent > 3:
+            print("SHUTDOWN_UNANSWERED", flush=True)
+            return 1
         if now >= next_hia:
             here_i_am()
             next_hia = now + a.interval
@@ -120,6 +129,13 @@ def main():
             view = w.parse_router_view(w.one(comps, w.RTR_VIEW_INFO))
         except w.WireError as e:
             print(f"MALFORMED {e}", flush=True)
+            continue
+        cmd = w.one(comps, w.COMMAND_EXTENSION, required=False)
+        if shutdown_sent is not None:
+            if cmd is not None and w.parse_command_extension(cmd) == {
+                    "command": w.COMMAND_SHUTDOWN_RESPONSE, "cache": a.me}:
+                print("SHUTDOWN_ACK", flush=True)
+                return 0
             continue
         receive_id = rid["receive_id"]
         caches = sorted((c["ip"] for c in view["caches"]), key=socket.inet_aton)

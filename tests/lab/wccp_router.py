@@ -195,11 +195,14 @@ class Router:
                   "assignment": method_names(caps[w.CAP_ASSIGNMENT], ASSIGN_BITS),
                   "return": method_names(caps[w.CAP_RETURN], METHOD_BITS)}
         now = time.time()
+        shutdown = False
         if bad:
             self.error("capability_mismatch", f"capability mismatch from {ip} service={svc['id']}: "
                        f"{','.join(bad)} {wanted}", group)
         elif cmd is not None and w.parse_command_extension(cmd)["command"] == w.COMMAND_SHUTDOWN:
-            self.log(f"shutdown from {ip} service={svc['id']}")
+            # rev1 Command Extension: the cache is leaving; drop it now and
+            # acknowledge with a shutdown response in this I_See_You.
+            shutdown = True
             self.remove(group, ip, "shutdown")
         else:
             c = group.caches.get(ip)
@@ -213,7 +216,7 @@ class Router:
                      assignment_data=ident["data"], identity=ident, removal_query_sent=False)
             c["here_i_am"] += 1
         self.log(f"here_i_am from {ip} service={svc['id']}")
-        self.i_see_you(group, ip, src)
+        self.i_see_you(group, ip, src, shutdown_ack=shutdown)
         self.write_state()
 
     def mark_stale(self, group):
@@ -254,7 +257,7 @@ class Router:
             out.append(ident)
         return out
 
-    def i_see_you(self, group, ip, dest):
+    def i_see_you(self, group, ip, dest, shutdown_ack=False):
         group.receive_id += 1
         key = group.assignment or {}
         in_view = sorted(group.caches, key=ipkey)
@@ -267,6 +270,9 @@ class Router:
             w.component(w.CAPABILITY_INFO, (w.capabilities_body_squid_compat if self.squid_compat
                                             else w.capabilities_body)(self.caps)),
         ]
+        if shutdown_ack:
+            comps.append(w.component(w.COMMAND_EXTENSION,
+                                     w.command_extension_body(w.COMMAND_SHUTDOWN_RESPONSE, ip)))
         self.send(w.I_SEE_YOU, comps, dest, group)
         self.log(f"i_see_you to {ip} service={group.service['id']} change={group.change} "
                  f"receive_id={group.receive_id} caches={','.join(in_view) or '-'}")

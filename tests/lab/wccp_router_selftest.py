@@ -135,7 +135,10 @@ class Lab:
         conf = os.path.join(d, "squid.conf")
         with open(conf, "w") as f:
             f.write("\n".join(lines) + "\n")
-        self.start(f"squid{i}", f"c{i}", ["squid", "-N", "-f", conf],
+        # -n: a service name of our own, so concurrent Squids do not race for the
+        # same /dev/shm segments (shared across network namespaces).
+        name = self.squid_name(i)
+        self.start(f"squid{i}", f"c{i}", ["squid", "-N", "-n", name, "-f", conf],
                    stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "stderr"), "w"))
 
     def start_peer(self, i, *extra):
@@ -143,6 +146,9 @@ class Lab:
                                              "--interval", "1", *extra],
                        stdout=open(os.path.join(self.work, f"peer{i}.out"), "w"))
         return p
+
+    def squid_name(self, i):
+        return f"{self.prefix}s{i}"
 
     def squid_log(self, i):
         try:
@@ -166,6 +172,9 @@ class Lab:
             self.stop(name)
         for ns in reversed(self.namespaces):
             sh("ip", "netns", "del", ns, check=False)
+        for f in os.listdir("/dev/shm"):
+            if f.startswith(self.squid_name("")):   # left by the Squids we SIGKILLed
+                os.unlink(os.path.join("/dev/shm", f))
 
     def state(self):
         try:
@@ -353,6 +362,21 @@ def peer_labs(checks, labs, timings):
         st = Q.state()
         owners = {wccp_router.redirect_target(st, 61, f"10.0.{i}.{j}", "192.0.2.1") for i in range(32) for j in range(256)}
         checks("Q: mask lookups reach both caches", owners == {q2, q3}, owners)
+        # rev1 Command Extension: a cache that says it is shutting down leaves at once.
+        Q.stop("peer2")
+        change = Q.service(61)["change_number"]
+        peer = Q.start_peer(2, "--service", "61", "--assignment", "mask", "--shutdown-after", "1.5")
+        try:
+            rc = peer.wait(10)
+        except subprocess.TimeoutExpired:
+            rc = None
+        with open(os.path.join(Q.work, "peer2.out")) as f:
+            out = f.read()
+        checks("Q: shutdown Command Extension acknowledged in I_See_You", rc == 0 and "SHUTDOWN_ACK" in out, out)
+        g = Q.service(61)
+        checks("Q: the shut-down cache left the view at once, change number moved",
+               f"shutdown {q3} service=61" in Q.log_text() and q3 not in [c["ip"] for c in g["caches"]]
+               and g["change_number"] > change, (g["change_number"], change, Q.log_text()[-400:]))
 
 
 def wire_checks(checks):
