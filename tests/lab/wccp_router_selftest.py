@@ -495,7 +495,10 @@ def main():
             lab.down()
         timings["total_s"] = round(time.monotonic() - t0, 1)
         print(f"info: timings {json.dumps(timings)}", flush=True)
-        print(f"info: work dir {work}", flush=True)
+        if checks.failed:
+            print(f"info: work dir kept: {work}", flush=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return checks.summary()
 
 
