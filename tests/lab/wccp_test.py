@@ -17,6 +17,8 @@ the router drops a cache after 3 s of silence). tshark on the router's bridge.
   2. The designated box stopped: the router drops it, the other becomes designated
      and its assignment holds all 256 buckets.
   3. It comes back: the split is 128/128 again, made by it.
+  Lost I_See_You: the router frozen, the boxes mark it unusable after 3
+     intervals, and use it again when it answers.
   4. The router restarts: both register again, and the split is back.
   5. A box with the wrong password: the router counts bad MD5 and never lists it;
      the box says the router is not heard from.
@@ -256,6 +258,15 @@ def main():
         check("box a back: the split is 128/128 again, made by box a",
               got == {a: 128, b: 128} and router_state(state)["services"]["61"]["assignment"]["from"] == a,
               router_state(state).get("services", {}).get("61"))
+
+        # Lost I_See_You: the router frozen (SIGSTOP) for longer than 3 intervals.
+        procs["router"].send_signal(signal.SIGSTOP)
+        lost = wait_for(lambda: "no I_See_You for 3 s" in show("b") and show("b"))
+        check("router silent: box b marks it not usable (no I_See_You for 3 s) and empties its view",
+              lost and "caches: (none yet)" in lost, lost)
+        procs["router"].send_signal(signal.SIGCONT)
+        back = wait_for(lambda: f"router {ROUTER}: usable" in show("b") and show("b"))
+        check("router answering again: box b uses it again", back, show("b"))
 
         # 4. The router restarts.
         stop("router")
