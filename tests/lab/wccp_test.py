@@ -24,6 +24,9 @@ the router drops a cache after 3 s of silence). tshark on the router's bridge.
      the box says the router is not heard from.
   6. Mask assignment: the boxes restarted with assignment = "mask": the router
      takes a mask assignment whose 64 values are split 32/32.
+  GRE: a redirected SYN sent to box a in GRE (0x883E and the redirect header) is
+     unwrapped and handed to the kernel through the TUN device wccp0; a GRE packet
+     of another protocol type is refused and counted.
   7. tshark decodes every WCCP message on the bridge (Here_I_Am, I_See_You,
      Redirect_Assign) with no malformed packet.
 """
@@ -194,6 +197,24 @@ def show(name):
     return run_in(name, WANOPT, "show", "wccp", check_rc=False).stdout
 
 
+# From the router's namespace: a redirected SYN wrapped in GRE (0x883E, redirect
+# header) to box a, and a GRE packet of an unknown protocol type.
+GRE_SEND = r"""
+import socket, struct, sys
+def checksum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xFFFF); s += s >> 16
+    return ~s & 0xFFFF
+src, dst = socket.inet_aton("198.18.70.10"), socket.inet_aton("198.18.72.10")
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0x4000, 64, 6, 0, src, dst)
+ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+tcp = struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 5 << 4, 0x02, 64240, 0, 0)
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_GRE)
+s.sendto(struct.pack("!HH", 0, 0x883E) + bytes([0x01, 61, 0, 17]) + ip + tcp, (sys.argv[1], 0))
+s.sendto(struct.pack("!HH", 0, 0x1234) + ip + tcp, (sys.argv[1], 0))
+"""
+
+
 class Tshark:
     def __init__(self, work):
         self.lines = []
@@ -243,6 +264,13 @@ def main():
         check("box a: /metrics has the buckets per cache",
               f'wanopt_wccp_buckets{{box="a",service="61",cache="{b}"}} 128' in metrics,
               [l for l in metrics.splitlines() if "wccp" in l])
+
+        # GRE: a redirected packet unwrapped and handed to the kernel, a bad one refused.
+        run_in("r", PY, "-c", GRE_SEND, a)
+        gre = wait_for(lambda: (lambda g: g if g and g["packets"] >= 1 and g["refused"] >= 1 else None)(
+            json.loads(run_in("a", "curl", "-s", "http://127.0.0.1:7880/api/wccp").stdout)["boxes"][0]["gre"]))
+        check("box a: a GRE-redirected SYN is unwrapped into wccp0, a GRE packet of another type refused",
+              gre and gre["tun"] == "wccp0", gre)
 
         # 2. The designated box stops: the other takes every bucket.
         stop("a")

@@ -163,6 +163,7 @@ struct WccpConfig {
   uint16_t weight = 0;
   std::chrono::milliseconds here_i_am_interval{10000};
   std::vector<wccp::ServiceInfo> services;  // default: WAAS's 61 and 62
+  std::string tun = "wccp0";                // where GRE-redirected packets are handed to the kernel
 };
 
 struct Timeouts {

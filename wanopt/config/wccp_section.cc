@@ -85,6 +85,13 @@ void ReadWccp(TableReader& r, Config& config) {
   }
   if (auto weight = r.Integer("weight", 0, 65535)) w.weight = static_cast<uint16_t>(*weight);
   if (auto ms = r.Millis("here_i_am_interval_ms", 1000, 60000)) w.here_i_am_interval = *ms;
+  if (auto tun = r.String("tun")) {
+    bool ok = !tun->empty() && tun->size() < 16 && std::all_of(tun->begin(), tun->end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+    });
+    if (!ok) r.Fail("tun", r.Get("tun"), "'" + *tun + "' is not an interface name (1..15 of [a-z0-9_-])");
+    w.tun = *tun;
+  }
   if (const toml::node* services = r.Get("service")) {
     if (!services->is_array_of_tables()) r.Fail("service", services, "must be an array of tables ([[wccp.service]])");
     size_t index = 0;

@@ -154,7 +154,18 @@ Model Read(const std::vector<const Daemon*>& boxes, const std::deque<HistorySamp
     m.refused_peers += c.refused_peers;
     for (auto& s : box->table().Connections()) m.connections.push_back(std::move(s));
     for (auto& p : box->table().Peers()) m.peers.emplace_back(box->config().name, std::move(p));
-    if (box->wccp()) m.wccp.emplace_back(box->config().name, box->wccp()->status());
+    if (const wccp::Agent* agent = box->wccp()) {
+      Model::WccpBox w{box->config().name, agent->status()};
+      if (const wccp::GreReceiver* gre = agent->gre()) {
+        w.gre = true;
+        w.tun = gre->tun();
+        w.gre_packets = gre->counters().packets;
+        w.gre_bytes = gre->counters().bytes;
+        w.gre_refused = gre->counters().refused;
+        w.gre_dropped = gre->counters().dropped;
+      }
+      m.wccp.push_back(std::move(w));
+    }
   }
   for (const auto& c : m.connections) {
     AppSummary& a = m.applications[c.application];

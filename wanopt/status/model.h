@@ -71,8 +71,15 @@ struct Model {
   uint64_t lan = 0, wan = 0, active = 0, opened = 0, pass_through = 0, resets = 0, protocol_errors = 0,
            refused_peers = 0;
   std::vector<HistorySample> history;
-  // Boxes running WCCP: box name, its service groups.
-  std::vector<std::pair<std::string, std::vector<wccp::ServiceGroup::Status>>> wccp;
+  // Boxes running WCCP.
+  struct WccpBox {
+    std::string box;
+    std::vector<wccp::ServiceGroup::Status> groups;
+    bool gre = false;  // receiving GRE-redirected packets
+    std::string tun;
+    uint64_t gre_packets = 0, gre_bytes = 0, gre_refused = 0, gre_dropped = 0;
+  };
+  std::vector<WccpBox> wccp;
 };
 
 Model Read(const std::vector<const Daemon*>& boxes, const std::deque<HistorySample>& history);

@@ -47,7 +47,9 @@ std::string WccpJson(const Model& m) {
   w.BeginObject();
   w.Key("boxes");
   w.BeginArray();
-  for (const auto& [box, groups] : m.wccp) {
+  for (const Model::WccpBox& entry : m.wccp) {
+    const std::string& box = entry.box;
+    const auto& groups = entry.groups;
     w.BeginObject();
     w.Field("box", box);
     w.Key("service_groups");
@@ -107,6 +109,18 @@ std::string WccpJson(const Model& m) {
       w.EndObject();
     }
     w.EndArray();
+    w.Key("gre");  // GRE-redirected packets handed to the kernel
+    if (entry.gre) {
+      w.BeginObject();
+      w.Field("tun", entry.tun);
+      w.Field("packets", entry.gre_packets);
+      w.Field("bytes", entry.gre_bytes);
+      w.Field("refused", entry.gre_refused);
+      w.Field("dropped", entry.gre_dropped);
+      w.EndObject();
+    } else {
+      w.Null();
+    }
     w.EndObject();
   }
   w.EndArray();
@@ -117,7 +131,15 @@ std::string WccpJson(const Model& m) {
 std::string WccpText(const Model& m) {
   std::ostringstream out;
   if (m.wccp.empty()) return "WCCP is not configured on this box ([wccp] in the config)\n";
-  for (const auto& [box, groups] : m.wccp) {
+  for (const Model::WccpBox& entry : m.wccp) {
+    const std::string& box = entry.box;
+    const auto& groups = entry.groups;
+    if (entry.gre) {
+      out << box << ": GRE-redirected packets: " << entry.gre_packets << " (" << entry.gre_bytes << " bytes) handed to "
+          << entry.tun << ", " << entry.gre_refused << " refused, " << entry.gre_dropped << " dropped\n";
+    } else {
+      out << box << ": GRE forwarding not configured (L2 only)\n";
+    }
     for (const auto& g : groups) {
       out << box << ": service group " << static_cast<int>(g.service.id) << " as " << Ip(g.own_ip) << ", view #"
           << g.change_number << ", caches:";
@@ -158,7 +180,9 @@ std::string WccpMetrics(const Model& m) {
   if (m.wccp.empty()) return "";
   out << "# HELP wanopt_wccp_buckets Hash buckets (or mask values) the designated cache assigned to each cache.\n"
          "# TYPE wanopt_wccp_buckets gauge\n";
-  for (const auto& [box, groups] : m.wccp) {
+  for (const Model::WccpBox& entry : m.wccp) {
+    const std::string& box = entry.box;
+    const auto& groups = entry.groups;
     for (const auto& g : groups) {
       for (const auto& [ip, n] : g.shares) {
         out << "wanopt_wccp_buckets{box=\"" << Label(box) << "\",service=\"" << static_cast<int>(g.service.id) << "\",cache=\""
@@ -168,7 +192,9 @@ std::string WccpMetrics(const Model& m) {
   }
   out << "# HELP wanopt_wccp_routers_usable Routers this box is registered with and can use.\n"
          "# TYPE wanopt_wccp_routers_usable gauge\n";
-  for (const auto& [box, groups] : m.wccp) {
+  for (const Model::WccpBox& entry : m.wccp) {
+    const std::string& box = entry.box;
+    const auto& groups = entry.groups;
     for (const auto& g : groups) {
       unsigned usable = 0;
       for (const auto& r : g.routers) usable += r.usable;
@@ -176,8 +202,18 @@ std::string WccpMetrics(const Model& m) {
           << usable << "\n";
     }
   }
+  out << "# HELP wanopt_wccp_gre_packets_total GRE-redirected packets handed to the kernel, and refused.\n"
+         "# TYPE wanopt_wccp_gre_packets_total counter\n";
+  for (const Model::WccpBox& entry : m.wccp) {
+    if (!entry.gre) continue;
+    out << "wanopt_wccp_gre_packets_total{box=\"" << Label(entry.box) << "\",outcome=\"taken\"} " << entry.gre_packets << "\n"
+        << "wanopt_wccp_gre_packets_total{box=\"" << Label(entry.box) << "\",outcome=\"refused\"} " << entry.gre_refused << "\n"
+        << "wanopt_wccp_gre_packets_total{box=\"" << Label(entry.box) << "\",outcome=\"dropped\"} " << entry.gre_dropped << "\n";
+  }
   out << "# HELP wanopt_wccp_messages_total WCCP messages by kind.\n# TYPE wanopt_wccp_messages_total counter\n";
-  for (const auto& [box, groups] : m.wccp) {
+  for (const Model::WccpBox& entry : m.wccp) {
+    const std::string& box = entry.box;
+    const auto& groups = entry.groups;
     for (const auto& g : groups) {
       std::string l = "{box=\"" + Label(box) + "\",service=\"" + std::to_string(g.service.id) + "\",kind=\"";
       out << "wanopt_wccp_messages_total" << l << "here_i_am_sent\"} " << g.sent_here_i_am << "\n"

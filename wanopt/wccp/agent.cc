@@ -14,6 +14,7 @@ using asio::ip::udp;
 
 struct Agent::Impl : std::enable_shared_from_this<Impl> {
   Impl(asio::io_context& io, const WccpConfig& config) : config(config), socket(io), timer(io) {
+    if (config.forwarding & capability::kGre) gre = std::make_unique<GreReceiver>(io, config.tun, config.address);
     for (const auto& service : config.services) {
       ServiceGroupSettings s;
       s.service = service;
@@ -81,6 +82,7 @@ struct Agent::Impl : std::enable_shared_from_this<Impl> {
   std::array<uint8_t, 65536> buffer{};
   mutable std::mutex mu;  // the groups: status() reads them from other threads
   std::vector<std::unique_ptr<ServiceGroup>> groups;
+  std::unique_ptr<GreReceiver> gre;  // GRE forwarding configured
   bool stopped = false;
 };
 
@@ -96,6 +98,11 @@ bool Agent::Start(std::string* error) {
   if (!ec) impl_->socket.bind(local, ec);
   if (ec) {
     *error = "wccp: cannot bind " + local.address().to_string() + ":2048: " + ec.message();
+    impl_->socket.close(ec);
+    return false;
+  }
+  // Before registering: a router may redirect as soon as it has an assignment.
+  if (impl_->gre && !impl_->gre->Start(error)) {
     impl_->socket.close(ec);
     return false;
   }
@@ -117,8 +124,11 @@ void Agent::Stop() {
     boost::system::error_code ignored;
     impl->timer.cancel();
     impl->socket.close(ignored);
+    if (impl->gre) impl->gre->Stop();
   });
 }
+
+const GreReceiver* Agent::gre() const { return impl_->gre.get(); }
 
 std::vector<ServiceGroup::Status> Agent::status() const {
   std::lock_guard lock(impl_->mu);

@@ -15,6 +15,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "wanopt/config/config.h"
+#include "wanopt/wccp/gre_receiver.h"
 #include "wanopt/wccp/service_group.h"
 
 namespace wanopt::wccp {
@@ -30,6 +31,8 @@ class Agent {
   void Stop();
 
   std::vector<ServiceGroup::Status> status() const;
+  // The GRE receiver, when GRE forwarding is configured and running; else null.
+  const GreReceiver* gre() const;
 
  private:
   struct Impl;
