@@ -260,6 +260,9 @@ def main():
         check("box a: /api/wccp has both service groups, GRE or L2 negotiated, no errors",
               [g["service"] for g in groups] == [61, 62] and
               all(g["routers"][0]["forwarding"] == "l2" and g["messages"]["bad_security"] == 0 for g in groups), api)
+        page = run_in("a", "curl", "-s", "http://127.0.0.1:7880/").stdout
+        check("box a: the status page has the WCCP section with the split",
+              "<h2>WCCP</h2>" in page and f"{a} 128 buckets, {b} 128 buckets" in page, page[-1500:])
         metrics = run_in("a", "curl", "-s", "http://127.0.0.1:7880/metrics").stdout
         check("box a: /metrics has the buckets per cache",
               f'wanopt_wccp_buckets{{box="a",service="61",cache="{b}"}} 128' in metrics,

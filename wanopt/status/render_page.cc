@@ -105,6 +105,10 @@ std::string Live(const Model& m, const View& v, const std::string& token) {
     }
     h << "</table>";
   }
+  if (!m.wccp.empty()) {
+    // The WCCP text view as it is: routers, views, the designated cache, the split.
+    h << "<h2>WCCP</h2><pre id=\"wccp\">" << HtmlEscape(WccpText(m)) << "</pre>";
+  }
   h << "</div></section>";
 
   auto rows = Select(m, v);
