@@ -174,6 +174,9 @@ def start_server(work):
         f.write(data)
     spawn("http", "server", PY, "-m", "http.server", "--bind", SERVER, "--directory", www, "80",
           stdout=open(os.path.join(work, "http.log"), "a"), stderr=subprocess.STDOUT)
+    # Port 8080: a rule on the box passes it through (routed, not proxied): declined.
+    spawn("http8080", "server", PY, "-m", "http.server", "--bind", SERVER, "--directory", www, "8080",
+          stdout=open(os.path.join(work, "http.log"), "a"), stderr=subprocess.STDOUT)
     ok = wait_for(lambda: run_in("server", "curl", "-s", "-o", "/dev/null", "-m", "1", f"http://{SERVER}/blob",
                                  check_rc=False).returncode == 0, timeout=15)
     if not ok:
@@ -181,12 +184,12 @@ def start_server(work):
     return hashlib.sha256(data).hexdigest()
 
 
-def fetch(work, max_time=20):
+def fetch(work, max_time=20, port=80):
     """sha256 of the file fetched by the client, or the curl error."""
     out = os.path.join(work, "fetched")
     if os.path.exists(out):
         os.remove(out)
-    r = run_in("client", "curl", "-s", "-S", "-m", str(max_time), "-o", out, f"http://{SERVER}/blob",
+    r = run_in("client", "curl", "-s", "-S", "-m", str(max_time), "-o", out, f"http://{SERVER}:{port}/blob",
                check_rc=False, timeout=max_time + 10)
     if r.returncode != 0:
         return f"curl exit {r.returncode}: {r.stderr.strip()}"
@@ -208,12 +211,15 @@ listen = "127.0.0.1:7880"
 psk_identity = "lab"
 psk = "00112233445566778899aabbccddeeff"
 [intercept]
+[[intercept.rule]]
+ports = "8080"
+action = "pass-through"
 [wccp]
 address = "{BOX}"
 routers = ["{R_BOX}"]
 password = "wanopt"
 forwarding = "gre"
-return = "any"
+return = "gre"
 assignment = "hash"
 here_i_am_interval_ms = 1000
 """)
@@ -365,6 +371,19 @@ def main():
         print(f"--- wanopt show wccp on the box\n{text}")
         m = re.search(r"redirected packets\D*(\d+)", text, re.IGNORECASE)
         check("`wanopt show wccp` counts the GRE-redirected packets it received", m and int(m.group(1)) > 0, text)
+
+        # Declined by the box (port 8080 passes through by rule): returned to the
+        # router in GRE (the negotiated return method), forwarded on by it.
+        before = read_json(counts).get("returned", 0)
+        got = fetch(work, port=8080)
+        check("port 8080, passed through by a box rule: the fetch works, sha256 identical", got == digest, got)
+        api = json.loads(run_in("box", "curl", "-s", "http://127.0.0.1:7880/api/wccp").stdout)
+        gre_state = api["boxes"][0]["gre"]
+        check("the box returned the declined packets to the router in GRE (negotiated return: gre)",
+              gre_state["returned_gre"] > 0 and api["boxes"][0]["service_groups"][0]["routers"][0]["return"] == "gre",
+              api)
+        check("the router's forwarder took them back and forwarded them",
+              wait_for(lambda: read_json(counts).get("returned", 0) > before, timeout=5), read_json(counts))
 
         # GRE return: a packet a cache hands back (GRE to the router) is forwarded.
         before = read_json(counts).get("returned", 0)

@@ -163,6 +163,8 @@ Model Read(const std::vector<const Daemon*>& boxes, const std::deque<HistorySamp
         w.gre_bytes = gre->counters().bytes;
         w.gre_refused = gre->counters().refused;
         w.gre_dropped = gre->counters().dropped;
+        w.returned_gre = gre->counters().returned_gre;
+        w.returned_routed = gre->counters().returned_routed;
       }
       m.wccp.push_back(std::move(w));
     }

@@ -78,6 +78,7 @@ struct Model {
     bool gre = false;  // receiving GRE-redirected packets
     std::string tun;
     uint64_t gre_packets = 0, gre_bytes = 0, gre_refused = 0, gre_dropped = 0;
+    uint64_t returned_gre = 0, returned_routed = 0;
   };
   std::vector<WccpBox> wccp;
 };

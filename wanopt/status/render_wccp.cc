@@ -117,6 +117,8 @@ std::string WccpJson(const Model& m) {
       w.Field("bytes", entry.gre_bytes);
       w.Field("refused", entry.gre_refused);
       w.Field("dropped", entry.gre_dropped);
+      w.Field("returned_gre", entry.returned_gre);
+      w.Field("returned_routed", entry.returned_routed);
       w.EndObject();
     } else {
       w.Null();
@@ -136,7 +138,8 @@ std::string WccpText(const Model& m) {
     const auto& groups = entry.groups;
     if (entry.gre) {
       out << box << ": GRE-redirected packets: " << entry.gre_packets << " (" << entry.gre_bytes << " bytes) handed to "
-          << entry.tun << ", " << entry.gre_refused << " refused, " << entry.gre_dropped << " dropped\n";
+          << entry.tun << ", " << entry.gre_refused << " refused, " << entry.gre_dropped << " dropped; declined and returned: "
+          << entry.returned_gre << " in GRE, " << entry.returned_routed << " routed\n";
     } else {
       out << box << ": GRE forwarding not configured (L2 only)\n";
     }
@@ -208,7 +211,9 @@ std::string WccpMetrics(const Model& m) {
     if (!entry.gre) continue;
     out << "wanopt_wccp_gre_packets_total{box=\"" << Label(entry.box) << "\",outcome=\"taken\"} " << entry.gre_packets << "\n"
         << "wanopt_wccp_gre_packets_total{box=\"" << Label(entry.box) << "\",outcome=\"refused\"} " << entry.gre_refused << "\n"
-        << "wanopt_wccp_gre_packets_total{box=\"" << Label(entry.box) << "\",outcome=\"dropped\"} " << entry.gre_dropped << "\n";
+        << "wanopt_wccp_gre_packets_total{box=\"" << Label(entry.box) << "\",outcome=\"dropped\"} " << entry.gre_dropped << "\n"
+        << "wanopt_wccp_gre_packets_total{box=\"" << Label(entry.box) << "\",outcome=\"returned_gre\"} " << entry.returned_gre << "\n"
+        << "wanopt_wccp_gre_packets_total{box=\"" << Label(entry.box) << "\",outcome=\"returned_routed\"} " << entry.returned_routed << "\n";
   }
   out << "# HELP wanopt_wccp_messages_total WCCP messages by kind.\n# TYPE wanopt_wccp_messages_total counter\n";
   for (const Model::WccpBox& entry : m.wccp) {

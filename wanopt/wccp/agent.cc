@@ -40,11 +40,22 @@ struct Agent::Impl : std::enable_shared_from_this<Impl> {
     }
   }
 
+  // What the groups negotiated decides how declined packets go back.
+  void UpdateReturn() {
+    if (!gre) return;
+    uint32_t router = 0;
+    for (auto& g : groups) {
+      if (!router) router = g->gre_return_router();
+    }
+    gre->set_return_router(router);
+  }
+
   void Tick() {
     if (stopped) return;
     {
       std::lock_guard lock(mu);
       for (auto& g : groups) Send(g->Tick(ServiceGroup::Clock::now()));
+      UpdateReturn();
     }
     timer.expires_after(std::chrono::milliseconds(200));
     timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
@@ -73,6 +84,7 @@ struct Agent::Impl : std::enable_shared_from_this<Impl> {
       }
     }
     if (target) Send(target->OnDatagram(router, bytes, ServiceGroup::Clock::now()));
+    UpdateReturn();
   }
 
   const WccpConfig config;

@@ -5,7 +5,15 @@
 // TUN device. The kernel then handles it as if the router had routed it here, so
 // deploy/intercept's rules, discovery, pass-through and optimization apply
 // unchanged. This works in user space because this kind of host may have no ip_gre
-// module. What the box sends back is routed (to the router, as L2 return).
+// module.
+//
+// Return: a packet that came in this way and that the box does not take (a SYN the
+// interceptor bypasses, a packet of a flow it does not own) is forwarded by the
+// kernel, and a policy rule (iif TUN, not TPROXY's mark 0x1 -> table 101: default
+// dev TUN) sends it back into the TUN device. The receiver reads it there and
+// returns it: wrapped in GRE to the router (set_return_router: the negotiated
+// return method is GRE), or else sent out as it is, routed to the router (L2/IP
+// return). The box's own packets (intercepted connections) never take that rule.
 //
 // Linux only; needs CAP_NET_RAW (the raw socket) and CAP_NET_ADMIN (the TUN device).
 // Threading: runs on the io_context it is given; counters() from any thread.
@@ -27,7 +35,11 @@ class GreReceiver {
     std::atomic<uint64_t> bytes{0};       // their bytes
     std::atomic<uint64_t> refused{0};     // GRE that does not parse (gre.h), or not IPv4 inside
     std::atomic<uint64_t> dropped{0};     // the TUN device did not take it (full, down)
+    std::atomic<uint64_t> returned_gre{0};     // declined packets returned to the router in GRE
+    std::atomic<uint64_t> returned_routed{0};  // ... sent back as they are (L2/IP return)
   };
+  static constexpr int kReturnTable = 101;
+  static constexpr int kReturnRulePriority = 32000;
 
   // `tun`: the TUN device's name ("wccp0"); `local`: this box's address (host order):
   // only GRE sent to it is taken.
@@ -38,6 +50,8 @@ class GreReceiver {
   void Stop();
   const Counters& counters() const;
   const std::string& tun() const;
+  // The router to return declined packets to in GRE; 0: return them routed. Any thread.
+  void set_return_router(uint32_t router);
 
  private:
   struct Impl;

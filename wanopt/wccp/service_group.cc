@@ -230,6 +230,13 @@ Message ServiceGroup::RedirectAssign() {
   return m;
 }
 
+uint32_t ServiceGroup::gre_return_router() const {
+  for (const auto& [ip, r] : routers_) {
+    if (r.s.usable && r.s.return_method == capability::kGre) return ip;
+  }
+  return 0;
+}
+
 ServiceGroup::Status ServiceGroup::status() const {
   Status s = counters_;
   s.service = settings_.service;

@@ -94,6 +94,9 @@ class ServiceGroup {
   std::vector<Datagram> OnDatagram(uint32_t from, std::span<const uint8_t> bytes, Clock::time_point now);
 
   Status status() const;
+  // A usable router whose negotiated return method is GRE (declined packets go back
+  // to it in GRE), or 0.
+  uint32_t gre_return_router() const;
 
  private:
   struct Router {
