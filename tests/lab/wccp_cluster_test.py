@@ -63,7 +63,7 @@ SLOW_PORT = 8080  # the long fetch: the server paces the file, 64 KiB every 0.2 
 # Run in the server: the file given, paced. curl --limit-rate would not do: the client's
 # socket buffer takes the whole file, so the box's connection would end at once.
 SLOW_SERVER = r"""
-import http.server, sys, time
+import http.server, socketserver, sys, time
 class Paced(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         data = open(sys.argv[1], "rb").read()
@@ -74,7 +74,8 @@ class Paced(http.server.BaseHTTPRequestHandler):
             self.wfile.write(data[i:i + 65536])
             self.wfile.flush()
             time.sleep(0.2)
-http.server.ThreadingHTTPServer((sys.argv[2], int(sys.argv[3])), Paced).serve_forever()
+# socketserver's, not http.server's: that one looks its own name up (5 s here, no DNS).
+socketserver.ThreadingTCPServer((sys.argv[2], int(sys.argv[3])), Paced).serve_forever()
 """
 
 if os.geteuid() != 0:
@@ -143,9 +144,9 @@ def start_server(lab):
     lab.spawn("slow-http", "server", PY, "-c", SLOW_SERVER, os.path.join(www, "blob"), SERVER, str(SLOW_PORT),
               stdout=open(os.path.join(lab.work, "slow-http.log"), "a"), stderr=subprocess.STDOUT)
     for port in (80, SLOW_PORT):
-        if not wait_for(lambda: lab.run("server", "curl", "-s", "-o", "/dev/null", "-m", "1", "-I",
-                                        f"http://{SERVER}:{port}/blob", check_rc=False).returncode == 0, timeout=15):
-            raise RuntimeError(f"the HTTP server on port {port} never answered")
+        if not wait_for(lambda: lab.run("server", "ss", "-Hltn", f"sport = :{port}", check_rc=False).stdout.strip(),
+                        timeout=15):
+            raise RuntimeError(f"the HTTP server on port {port} never listened")
     return hashlib.sha256(data).hexdigest()
 
 
