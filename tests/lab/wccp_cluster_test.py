@@ -17,8 +17,8 @@ Namespaces of its own (198.18.80-83.0/24), removed at the end:
           `wanopt run` with [intercept], [wccp] forwarding "gre", return "l2"
   dc      in path: wan0 198.18.82.2 | lan0 198.18.83.1, default via .82.1;
           deploy/intercept; `wanopt run` with [intercept] (answers discovery)
-  server  eth0 198.18.83.10, python3 -m http.server serving 3 MiB (half random,
-          half repeated text)
+  server  eth0 198.18.83.10, python3 -m http.server on :80 serving 3 MiB (half
+          random, half repeated text), and the same file paced on :8080
 Every box peers with the same PSK.
 
   1. Both boxes register: 61 and 62 split 128/128 (a, the lower address, has
