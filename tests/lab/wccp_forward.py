@@ -3,7 +3,7 @@
 
   wccp_forward.py --state STATE --router-ip ADDR --lan IFACE --wan IFACE
                   [--lan-service N] [--wan-service N] [--mtu BYTES]
-                  [--counts FILE] [--log FILE]
+                  [--no-redirect ADDR ...] [--counts FILE] [--log FILE]
 
 Run in the router's namespace next to wccp_router.py (whose --state it reads). It
 captures the IPv4 TCP packets the router receives on the LAN interface (service
@@ -34,6 +34,11 @@ checksum of a packet that came over a veth is often only the pseudo-header sum
 (checksum offload: CHECKSUM_PARTIAL), and a sender with TSO hands over segments of up
 to 64 KiB. So every TCP packet sent on is re-segmented to --mtu (default 1500) and its
 checksums recomputed.
+
+--no-redirect ADDR (repeatable): packets to or from ADDR are never redirected, only
+forwarded, as an IOS redirect-list that denies them would. For the caches' own
+addresses: the inner channel between a cache and its WAN peer must reach that cache,
+not whichever one owns the bucket its address hashes to.
 
 A cache that left the router's view (timed out) gets nothing even while the
 assignment naming it is still the latest (stale): its buckets are forwarded normally
@@ -126,6 +131,7 @@ class Forwarder:
     def __init__(self, args):
         self.state_path, self.router_ip, self.mtu = args.state, args.router_ip, args.mtu
         self.counts_path = args.counts
+        self.no_redirect = set(args.no_redirect)
         self.log_file = open(args.log, "a", buffering=1) if args.log else None
         self.local = local_addresses()
         self.state, self.state_id, self.state_checked = {}, None, 0.0
@@ -185,6 +191,8 @@ class Forwarder:
 
     def decide(self, service, src, dst, sport, dport):
         """(cache, primary bucket) for a packet of service, or None: not redirected."""
+        if src in self.no_redirect or dst in self.no_redirect:
+            return None
         g = self.state.get("services", {}).get(str(service))
         if not g or not g.get("assignment"):
             return None
@@ -320,6 +328,8 @@ def main():
     p.add_argument("--lan-service", type=int, default=61)
     p.add_argument("--wan-service", type=int, default=62)
     p.add_argument("--mtu", type=int, default=1500, help="largest inner packet sent on")
+    p.add_argument("--no-redirect", action="append", default=[], metavar="ADDR",
+                   help="never redirect packets to or from ADDR (repeatable)")
     p.add_argument("--counts")
     p.add_argument("--log")
     args = p.parse_args()
