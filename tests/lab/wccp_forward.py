@@ -179,6 +179,13 @@ class Forwarder:
         new = self.summary(state)
         if new != old:
             self.log(f"assignment {new or 'none'}")
+        # The caches it may redirect to now, in the counts at once: a test that reads
+        # them empty knows every redirect so far is counted there.
+        in_view = sorted({c.get("ip") for g in state.get("services", {}).values() for c in g.get("caches", [])} - {None})
+        if in_view != self.counts.get("caches_in_view"):
+            self.counts["caches_in_view"] = in_view
+            self.dirty = True
+            self.write_counts(force=True)
 
     @staticmethod
     def summary(state):

@@ -177,8 +177,8 @@ def start_server(work):
     # Port 8080: a rule on the box passes it through (routed, not proxied): declined.
     spawn("http8080", "server", PY, "-m", "http.server", "--bind", SERVER, "--directory", www, "8080",
           stdout=open(os.path.join(work, "http.log"), "a"), stderr=subprocess.STDOUT)
-    ok = wait_for(lambda: run_in("server", "curl", "-s", "-o", "/dev/null", "-m", "1", f"http://{SERVER}/blob",
-                                 check_rc=False).returncode == 0, timeout=15)
+    ok = wait_for(lambda: all(run_in("server", "curl", "-s", "-o", "/dev/null", "-m", "1", f"http://{SERVER}:{port}/blob",
+                                     check_rc=False).returncode == 0 for port in (80, 8080)), timeout=15)
     if not ok:
         raise RuntimeError("the HTTP server never answered")
     return hashlib.sha256(data).hexdigest()
@@ -397,7 +397,8 @@ def main():
         gone = wait_for(lambda: not read_json(state).get("services", {}).get("61", {}).get("caches")
                         and not read_json(state).get("services", {}).get("62", {}).get("caches"), timeout=10)
         check("box stopped: the router drops it after its 3 s timeout", gone, read_json(state).get("services"))
-        before = read_json(counts)
+        # Once the forwarder has seen it too, its counts hold every redirect it made.
+        before = wait_for(lambda: read_json(counts).get("caches_in_view") == [] and read_json(counts), timeout=5)
         got = fetch(work)
         check("box stopped: the fetch works again, sha256 identical", got == digest, got)
         after = wait_for(lambda: read_json(counts).get("forwarded", 0) > before.get("forwarded", 0) + 1400
