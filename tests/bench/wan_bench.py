@@ -94,6 +94,9 @@ def parse_args(argv):
     ap.add_argument("--connections", type=int, default=None,
                     help="set-up connections per path and profile (default 15; 5 with --quick)")
     ap.add_argument("--prefix", default="wb", help="netlab prefix (default wb)")
+    ap.add_argument("--lz-level-max", type=int, default=None,
+                    help="[dre] lz_level_max of both boxes (default: the daemon's, adaptive up to 19; "
+                         "3 = the fixed level 3 of earlier versions)")
     ap.add_argument("--log-level", default="info", choices=("debug", "info", "warn", "error"))
     ap.add_argument("--wanopt", default=str(DEFAULT_WANOPT))
     ap.add_argument("--delayline", default=str(DEFAULT_DELAYLINE))
@@ -161,9 +164,11 @@ def main(argv):
         text.update(name=name, size=size, sha256=sha256_file(os.path.join(www, name)))
         z3 = zstd_size(os.path.join(www, name), "-3")
         zl = zstd_size(os.path.join(www, name), "-3", "--long=27")
+        z9 = zstd_size(os.path.join(www, name), "-9")
         z19 = zstd_size(os.path.join(www, name), "-19", "-T1") if args.size_mib <= 16 else None
         text.update(zstd3_bytes=z3, zstd3_ratio=size / z3 if z3 else None, zstd3_long_bytes=zl,
-                    zstd3_long_ratio=size / zl if zl else None, zstd19_bytes=z19,
+                    zstd3_long_ratio=size / zl if zl else None, zstd9_bytes=z9,
+                    zstd9_ratio=size / z9 if z9 else None, zstd19_bytes=z19,
                     zstd19_ratio=size / z19 if z19 else None)
         if z19 is None:
             # -19 on 100 MiB takes minutes of CPU: judged on the first 16 MiB instead.

@@ -37,9 +37,10 @@ CURL_FORMAT = ('{"http_code":%{http_code},"time_connect":%{time_connect},'
 class Lab:
     """One profile's namespace lab; every process it spawns is kept by name and stopped by PID."""
 
-    def __init__(self, prefix, work, wanopt, delayline, profile, log_level):
+    def __init__(self, prefix, work, wanopt, delayline, profile, log_level, lz_level_max=None):
         self.prefix, self.work, self.wanopt = prefix, work, wanopt
         self.profile, self.log_level = profile, log_level
+        self.lz_level_max = lz_level_max  # None: the daemon's default (adaptive up to 19)
         self.env = dict(os.environ, WANOPT_DELAYLINE=str(delayline))
         self.procs = {}
         self.is_up = False
@@ -135,7 +136,7 @@ rtt_ms = {rtt}
 [dre]
 datastore = "{store}"
 max_size_mb = 1024
-[status]
+{lz_level_max}[status]
 listen = "127.0.0.1:7880"
 closed_window_s = 3600
 [peering]
@@ -145,7 +146,8 @@ key = "{pki}/{box}.key"
 [intercept]
 option_drop_memory_s = 600
 """.format(box=box, id=IDS[box], level=self.log_level, rate=r, rtt=2 * d, pki=pki,
-           store=self.store(box))
+           store=self.store(box),
+           lz_level_max="" if self.lz_level_max is None else "lz_level_max = %d\n" % self.lz_level_max)
         with open(path, "w") as f:
             f.write(text)
         return path, text

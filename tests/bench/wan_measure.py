@@ -58,6 +58,9 @@ def transfer(lab, path_kind, pass_kind, repeat, file_info, max_time, shm, result
         d = lab.connection_of("dc", m["local_port"], timeout=5)
         sample["branch_connection"] = b
         sample["dc_connection"] = d
+        if d:
+            # The datacenter box encodes the download: the zstd level its governor chose.
+            sample["dc_lz_level"], sample["dc_lz_level_peak"] = d.get("lz_level"), d.get("lz_level_peak")
         if b:
             sample["lan_bytes"] = b["lan_in"] + b["lan_out"]
             sample["wan_bytes"] = b["wan_in"] + b["wan_out"]
@@ -77,11 +80,13 @@ def transfer(lab, path_kind, pass_kind, repeat, file_info, max_time, shm, result
     if not ok:
         results["errors"].append("profile %s repeat %d %s %s: %s" % (lab.profile["name"], repeat, path_kind,
                                                                      pass_kind, sample.get("error")))
-    log("  %-6s %-6s %8.2f s  %s  WAN IP %s B%s" % (
+    log("  %-6s %-6s %8.2f s  %s  WAN IP %s B%s%s" % (
         path_kind, pass_kind, sample["seconds"] or -1, "sha256 ok" if sample["sha256_ok"] else "FAILED",
         sample["wan_ip_bytes"],
         ("  branch lan %d wan %d (%.2f%%)" % (sample["lan_bytes"], sample["wan_bytes"], 100 * sample["reduction"])
-         if sample.get("lan_bytes") else "")))
+         if sample.get("lan_bytes") else ""),
+        ("  dc zstd level %s (peak %s)" % (sample["dc_lz_level"], sample["dc_lz_level_peak"])
+         if sample.get("dc_lz_level_peak") else "")))
     return sample
 
 
@@ -194,7 +199,7 @@ def run_profile(args, pname, work, shm, wanopt, delayline, file_info, results):
     prof = {"profile": profile, "repeats": repeats, "setup_connections_per_block": per_block,
             "curl_max_time_s": max_time, "transfers": [], "setup": [], "prefix": args.prefix}
     results["profiles"][pname] = prof
-    lab = Lab(args.prefix, work, wanopt, delayline, profile, args.log_level)
+    lab = Lab(args.prefix, work, wanopt, delayline, profile, args.log_level, args.lz_level_max)
     t_profile = time.monotonic()
     try:
         log("profile %s: netlab up --delay-ms %d --rate-mbit %s --intercept (prefix %s)"
@@ -242,6 +247,7 @@ def run_profile(args, pname, work, shm, wanopt, delayline, file_info, results):
             for box in ("branch", "dc"):
                 src = lab.log_path(box)
                 if args.keep_logs and os.path.exists(src):
+                    os.makedirs(args.keep_logs, exist_ok=True)
                     dst = os.path.join(args.keep_logs, os.path.basename(src))
                     shutil.copy(src, dst)
         finally:

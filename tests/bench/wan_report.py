@@ -21,6 +21,7 @@ def summarize(results):
                 "lan_bytes_median": median([s.get("lan_bytes") for s in ss]),
                 "wan_bytes_median": median([s.get("wan_bytes") for s in ss]),
                 "reduction_median": median([s.get("reduction") for s in ss]),
+                "dc_lz_level_peak_median": median([s.get("dc_lz_level_peak") for s in ss]),
                 "optimized_all": all(s.get("optimized") for s in ss) if key[0] == "pair" and ss else None,
                 "box_cpu_seconds_median": {b: median([(s.get("box_cpu_seconds") or {}).get(b) for s in ss])
                                            for b in ("branch", "dc")} if key[0] == "pair" else None,
@@ -105,11 +106,11 @@ def render_markdown(results):
     if t:
         out.append("- Text: %s MiB (%s bytes, sha256 %s...), %s, seed %s, trained on %s distinct lines (%s "
                    "bytes) from %s files of this machine's %s. **`zstd -3` ratio %.2fx** (%s bytes); "
-                   "`zstd -3 --long=27` %.2fx (long-range repeats would show here); `zstd -19` %.2fx." % (
+                   "`zstd -3 --long=27` %.2fx (long-range repeats would show here); `zstd -9` %.2fx; `zstd -19` %.2fx." % (
                        t["size"] >> 20, fmt_b(t["size"]), t["sha256"][:16], t["generator"], t["seed"],
                        fmt_b(t["corpus_distinct_lines"]), fmt_b(t["corpus_bytes"]), t["corpus_files_used"],
                        t["corpus"], t["zstd3_ratio"], fmt_b(t["zstd3_bytes"]), t.get("zstd3_long_ratio") or 0,
-                       t.get("zstd19_ratio") or 0))
+                       t.get("zstd9_ratio") or 0, t.get("zstd19_ratio") or 0))
     for pname, prof in results["profiles"].items():
         oc = prof.get("origin_check", {})
         out.append("- Profile %s: ping client -> server %s ms (min/avg/max); origin alone (curl from the dc "
@@ -198,9 +199,12 @@ def render_markdown(results):
             if r["lan_bytes_median"] and r["wan_bytes_median"] and r["seconds_median"] and d["seconds_median"]:
                 rtt = 2 * PROFILES[pname]["delay_ms"] / 1000
                 t = results.get("text") or {}
-                line = ("  - LAN/WAN bytes %.2fx (zstd -3 of the file alone: %.2fx); first byte after %.3f s "
+                line = ("  - LAN/WAN bytes %.2fx (the file alone: zstd -3 %.2fx, -9 %.2fx, -19 %.2fx; the datacenter "
+                        "box's zstd level peaked at %s); first byte after %.3f s "
                         "(%.1f RTT; direct %.3f s), the rest %.3f s (direct %.3f s)" % (
                             r["lan_bytes_median"] / r["wan_bytes_median"], t.get("zstd3_ratio") or 0,
+                            t.get("zstd9_ratio") or 0, t.get("zstd19_ratio") or 0,
+                            r.get("dc_lz_level_peak_median") or "-",
                             r["starttransfer_median"] or 0, (r["starttransfer_median"] or 0) / rtt,
                             d["starttransfer_median"] or 0, r["seconds_median"] - (r["starttransfer_median"] or 0),
                             d["seconds_median"] - (d["starttransfer_median"] or 0)))
