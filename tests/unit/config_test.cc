@@ -139,6 +139,16 @@ TEST_CASE("dre section: datastore, sizes, chunking, and what the box can do") {
         std::string::npos);
   CHECK(ErrorOf("[datacenter]\nlisten = \"127.0.0.1\"\n[dre]\nlz_level = 40\n") ==
         "test.toml:4: dre.lz_level: must be between 1 and 19");
+  // The adaptive zstd level: up to 19 unless said, never below lz_level.
+  CHECK(config->dre.lz_level_max == 19);
+  CHECK(config->dre.lz_adaptive_memory_bytes == uint64_t{256} << 20);
+  auto fixed = ParseConfig("[datacenter]\nlisten = \"127.0.0.1\"\n[dre]\nlz_level = 9\nlz_level_max = 9\n"
+                           "lz_adaptive_memory_mb = 64\n", "t.toml", &error);
+  REQUIRE_MESSAGE(fixed, error);
+  CHECK(fixed->dre.lz_level_max == 9);
+  CHECK(fixed->dre.lz_adaptive_memory_bytes == uint64_t{64} << 20);
+  CHECK(ErrorOf("[datacenter]\nlisten = \"127.0.0.1\"\n[dre]\nlz_level = 9\nlz_level_max = 6\n") ==
+        "test.toml:5: dre.lz_level_max: must be at least lz_level (9); equal to it turns adapting off");
 }
 
 TEST_CASE("wan section: congestion control and buffers from the bandwidth-delay product") {

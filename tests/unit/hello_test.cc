@@ -175,3 +175,32 @@ TEST_CASE("hello: the opener's own address is optional at the end, with or witho
     }
   }
 }
+
+TEST_CASE("hello and hello-ack: the decoder's zstd window log, with or without an opener, absent from older boxes") {
+  std::string error;
+  for (bool with_opener : {false, true}) {
+    CAPTURE(with_opener);
+    Hello hello;
+    hello.destination = {make_address("198.18.1.10"), 80};
+    if (with_opener) hello.opener = make_address("198.18.1.2");
+    auto old_format = EncodeHello(hello);  // lz_window_log 0: what an older box sends
+    hello.lz_window_log = 23;
+    auto bytes = EncodeHello(hello);
+    auto decoded = DecodeHello(bytes, &error);
+    REQUIRE_MESSAGE(decoded, error);
+    CHECK(decoded->lz_window_log == 23);
+    CHECK(decoded->opener.has_value() == with_opener);
+    auto older = DecodeHello(old_format, &error);
+    REQUIRE_MESSAGE(older, error);
+    CHECK(older->lz_window_log == 0);
+    // The window log is the last byte: a box that stops reading after the opener ignores it.
+    CHECK(bytes.size() == old_format.size() + (with_opener ? 1 : 5));
+  }
+  HelloAck ack;
+  ack.lz_window_log = 23;
+  auto decoded = DecodeHelloAck(EncodeHelloAck(ack), &error);
+  REQUIRE_MESSAGE(decoded, error);
+  CHECK(decoded->lz_window_log == 23);
+  CHECK(EncodeHelloAck(ack)[9] == 23);  // the byte that was reserved
+  CHECK(DecodeHelloAck(EncodeHelloAck(HelloAck{}), &error)->lz_window_log == 0);
+}

@@ -174,7 +174,12 @@ std::vector<uint8_t> EncodeHello(const Hello& hello) {
     bytes::PutBe64(instance, hello.store_instance);
     Append(out, instance);
   }
-  if (hello.opener) AppendEndpoint(out, boost::asio::ip::tcp::endpoint(*hello.opener, 0));
+  if (hello.opener) {
+    AppendEndpoint(out, boost::asio::ip::tcp::endpoint(*hello.opener, 0));
+  } else if (hello.lz_window_log) {
+    Append(out, std::array<uint8_t, 4>{0, 0, 0, 0});  // family 0: no opener
+  }
+  if (hello.lz_window_log) out.push_back(hello.lz_window_log);
   return out;
 }
 
@@ -244,6 +249,7 @@ std::optional<Hello> DecodeHello(std::span<const uint8_t> payload, std::string* 
     }
     if (!opener.address().is_unspecified()) hello.opener = opener.address();
   }
+  if (!r.at_end()) hello.lz_window_log = r.U8();
   return hello;
 }
 
@@ -255,7 +261,7 @@ std::vector<uint8_t> EncodeHelloAck(const HelloAck& ack) {
   out.push_back(static_cast<uint8_t>(PolicyLetter(ack.offered)));
   out.push_back(static_cast<uint8_t>(PolicyLetter(ack.negotiated)));
   out.push_back(static_cast<uint8_t>(PolicyLetter(ack.applied)));
-  out.push_back(0);
+  out.push_back(ack.lz_window_log);
   Append(out, ack.device_id);
   AppendBe32(out, ack.accepted_modules);
   AppendBe32(out, static_cast<uint32_t>(ack.store_instance >> 32));
@@ -273,7 +279,7 @@ std::optional<HelloAck> DecodeHelloAck(std::span<const uint8_t> payload, std::st
   auto offered = ReadPolicy(r, error, "hello-ack");
   auto negotiated = ReadPolicy(r, error, "hello-ack");
   auto applied = ReadPolicy(r, error, "hello-ack");
-  r.U8();  // reserved
+  ack.lz_window_log = r.U8();
   auto id = r.Bytes(6);
   ack.accepted_modules = r.U32();
   if (!r.ok()) {

@@ -46,6 +46,10 @@ struct Hello {
   // probe is transparent), so without this the acceptor could only name a client.
   // Optional at the end of the payload (older boxes omit it, and ignore it).
   std::optional<boost::asio::ip::address> opener;
+  // The largest zstd window log the opening box's decoder takes (dre/lz_params.h);
+  // 0: not told (an older box), which means 20. After the opener (written as family
+  // 0 when there is none), optional.
+  uint8_t lz_window_log = 0;
 };
 
 enum class HelloStatus : uint8_t {
@@ -72,6 +76,9 @@ struct HelloAck {
   // the server's address, so without this the branch could only name the server.
   // Optional at the end of the payload (older boxes omit it).
   std::optional<boost::asio::ip::tcp::endpoint> acceptor;
+  // The largest zstd window log the acceptor's decoder takes; 0: not told (an older
+  // box sends 0 in this byte, reserved then), which means 20.
+  uint8_t lz_window_log = 0;
 };
 
 std::vector<uint8_t> EncodeHello(const Hello& hello);

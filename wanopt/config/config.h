@@ -85,7 +85,12 @@ struct DreConfig {
   std::string datastore;                         // directory; "" = no DRE
   uint64_t max_bytes = uint64_t{4} << 30;        // chunk store bound
   bool sync_writes = false;
-  int lz_level = 3;                              // zstd level, 1..19
+  int lz_level = 3;                              // zstd level, 1..19: what a fast WAN gets
+  // A connection whose WAN is the bottleneck raises its level up to this
+  // (dre/lz_governor.h); = lz_level: never. The contexts above lz_level share
+  // lz_adaptive_memory_bytes box-wide.
+  int lz_level_max = 19;
+  uint64_t lz_adaptive_memory_bytes = uint64_t{256} << 20;
   dre::ChunkerOptions chunker;
   // What this box can apply: F with a store, L without.
   Policy capability() const { return datastore.empty() ? Policy::kLz : Policy::kFull; }

@@ -66,7 +66,9 @@ struct Daemon::Listener {
 };
 
 Daemon::Daemon(Config config)
-    : config_(std::move(config)), table_(config_.status ? config_.status->closed_window : std::chrono::seconds(300)) {}
+    : config_(std::move(config)), table_(config_.status ? config_.status->closed_window : std::chrono::seconds(300)) {
+  env_.lz_budget = &lz_budget_;
+}
 
 std::string Daemon::status_url() const { return status_ ? status_->url() : std::string(); }
 

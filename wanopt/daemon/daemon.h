@@ -19,6 +19,7 @@
 
 #include "protocols/registry.h"
 #include "wanopt/config/config.h"
+#include "wanopt/dre/lz_governor.h"
 #include "wanopt/session/connection_table.h"
 #include "wanopt/session/counters.h"
 #include "wanopt/session/session.h"
@@ -79,6 +80,7 @@ class Daemon {
   std::atomic<uint64_t> next_session_id_{0};
   std::unique_ptr<datastore::ChunkStore> store_;
   std::unique_ptr<dre::PeerTable> peers_;
+  dre::LzMemoryBudget lz_budget_{config_.dre.lz_adaptive_memory_bytes};
   SessionEnvironment env_{config_, counters_, table_, next_session_id_};
   std::unique_ptr<StatusServer> status_;
   std::unique_ptr<channel::SecureContext> security_;      // [peering], or null

@@ -124,6 +124,12 @@ class Encoder {
   // the object itself: what an idle connection costs (the daemon's
   // codec_bytes_released counter adds up what ReleaseIdle frees).
   size_t HeldBytes() const;
+  // The zstd level (1..19) and window (lz_params.h: at most what the peer's decoder
+  // takes) of the frames from now on. A change restarts the zstd stream (the next
+  // compressed frame carries kFlagLzReset): call it seldom.
+  void set_lz_level(int level, int window_log);
+  int lz_level() const { return options_.lz_level; }
+  int lz_window_log() const { return lz_window_log_; }
   // Whether new chunks may be sent as references (REF, DELTA) to chunks the peer
   // knows. Off: every chunk goes out as a LITERAL, which any peer decodes (one
   // without DRE just passes it on), and is still learned by both boxes that store.
@@ -147,6 +153,7 @@ class Encoder {
   const size_t block_target_;
   Buffer pending_;          // the chunk being built
   size_t pending_sent_ = 0;  // ... of which this many bytes went out as RAW
+  int lz_window_log_ = 20;  // lz_params.h's kLzWindowLog until set_lz_level
   std::optional<Fingerprint> previous_;  // the last chunk encoded
   std::optional<Fingerprint> cursor_;    // the chunk expected next, from the last time
   struct Delta;

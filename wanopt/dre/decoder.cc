@@ -14,6 +14,7 @@
 #include "util/bytes.h"
 #include "util/log.h"
 #include "wanopt/dre/codec_format.h"
+#include "wanopt/dre/lz_params.h"
 
 namespace wanopt::dre {
 
@@ -25,7 +26,7 @@ struct Decoder::Lz {
   ZSTD_DCtx* dctx = ZSTD_createDCtx();
   Lz() {
     if (!dctx) throw std::bad_alloc();
-    ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, 20);
+    ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, kLzWideWindowLog);
   }
   ~Lz() { ZSTD_freeDCtx(dctx); }
 };

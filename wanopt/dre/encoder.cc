@@ -13,6 +13,7 @@
 #include "util/bytes.h"
 #include "util/log.h"
 #include "wanopt/dre/codec_format.h"
+#include "wanopt/dre/lz_params.h"
 
 namespace wanopt::dre {
 
@@ -41,12 +42,9 @@ bool LooksIncompressible(std::span<const uint8_t> block) {
 struct Encoder::Lz {
   ZSTD_CCtx* cctx = ZSTD_createCCtx();
   bool reset_next = true;  // the first compressed frame starts the stream
-  explicit Lz(int level) {
+  Lz(int level, int window_log) {
     if (!cctx) throw std::bad_alloc();
-    ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
-    // A 1 MiB window: a connection's context costs a few MiB at most, not the tens
-    // the default window for high levels would take.
-    ZSTD_CCtx_setParameter(cctx, ZSTD_c_windowLog, 20);
+    ApplyLzLevel(cctx, level, window_log);
   }
   ~Lz() { ZSTD_freeCCtx(cctx); }
 };
@@ -253,7 +251,7 @@ void Encoder::TakePayload(Buffer& payload, uint8_t* flags) {
     return;
   }
   if (options_.lz) {
-    if (!lz_) lz_ = std::make_unique<Lz>(options_.lz_level);
+    if (!lz_) lz_ = std::make_unique<Lz>(options_.lz_level, lz_window_log_);
     size_t bound = ZSTD_compressBound(in.size());
     payload.Reserve(8 + bound);
     ZSTD_inBuffer zin{in.data(), in.size(), 0};
@@ -274,6 +272,17 @@ void Encoder::TakePayload(Buffer& payload, uint8_t* flags) {
   }
   payload.Append(in);
   stats_.lz_out += in.size();
+}
+
+void Encoder::set_lz_level(int level, int window_log) {
+  if (level == options_.lz_level && window_log == lz_window_log_) return;
+  options_.lz_level = level;
+  lz_window_log_ = window_log;
+  if (!lz_) return;  // the next context is made with these
+  // Parameters apply to a new stream only: restart it (the decoder resets too).
+  ZSTD_CCtx_reset(lz_->cctx, ZSTD_reset_session_only);
+  ApplyLzLevel(lz_->cctx, level, window_log);
+  lz_->reset_next = true;
 }
 
 bool Encoder::ReleaseIdle(bool end_stream) {

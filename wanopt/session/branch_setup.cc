@@ -98,6 +98,7 @@ void Session::OnPeerConnected(error_code ec, const std::string& failure) {
     if (auto own = OwnAddressTowards(plan_.peer->address()); !own.is_unspecified()) hello.opener = own;
   }
   hello.modules = plan_.modules;
+  hello.lz_window_log = dre::kLzWideWindowLog;  // what our decoder takes
   wan_writer_.QueueControl(FrameType::kHello, 0, channel::EncodeHello(hello));
   // Client bytes follow the hello at once: discovery of the server's answer costs
   // no round trip. The datacenter reads them only after it reached the server.

@@ -100,6 +100,8 @@ ConnectionSnapshot ConnectionRecord::Snapshot() const {
   copy.chunks_hit = chunks_hit.load(std::memory_order_relaxed);
   copy.chunks_missed = chunks_missed.load(std::memory_order_relaxed);
   copy.nacks = nacks.load(std::memory_order_relaxed);
+  copy.lz_level = lz_level.load(std::memory_order_relaxed);
+  copy.lz_level_peak = lz_level_peak.load(std::memory_order_relaxed);
   return copy;
 }
 

@@ -57,6 +57,7 @@ struct ConnectionSnapshot {
   PolicyView policy;
   uint64_t lan_in = 0, lan_out = 0, wan_in = 0, wan_out = 0;
   uint64_t chunks_hit = 0, chunks_missed = 0, nacks = 0;
+  int lz_level = 0, lz_level_peak = 0;  // zstd level of what this box sends: now, highest; 0: no LZ
   ConnectionState state = ConnectionState::kConnecting;
   SystemTime started;
   std::optional<SystemTime> ended;
@@ -74,6 +75,7 @@ class ConnectionRecord {
 
   std::atomic<uint64_t> lan_in{0}, lan_out{0}, wan_in{0}, wan_out{0};
   std::atomic<uint64_t> chunks_hit{0}, chunks_missed{0}, nacks{0};  // DRE, both directions
+  std::atomic<int> lz_level{0}, lz_level_peak{0};  // the up direction's zstd level now / highest; 0: no LZ
 
   void SetEndpoints(const boost::asio::ip::tcp::endpoint& client, const boost::asio::ip::tcp::endpoint& server);
   void SetPeer(const std::string& device_id, const std::string& address);

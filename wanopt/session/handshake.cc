@@ -24,6 +24,8 @@ void Session::OnHello(const channel::Hello& hello) {
   modules_ = std::make_unique<protocols::ModuleChain>(*this, answer.runnable);
   modules_->SetPeerSlots(answer.ack.accepted_modules);
   ack_ = answer.ack;
+  ack_.lz_window_log = dre::kLzWideWindowLog;  // what our decoder takes
+  SetPeerLzWindowLog(hello.lz_window_log);
   // Only an intercepted channel was opened to the server's address: otherwise the
   // branch already knows where this box is (and ignores the field).
   if (auto own = server_connected_ ? OwnAddressTowards(peer_endpoint_.address()) : boost::asio::ip::address();
@@ -109,6 +111,7 @@ bool Session::HandleHandshake(const channel::DecodedFrame& frame) {
   }
   peer_id_ = ack->device_id;
   ack_ = *ack;
+  SetPeerLzWindowLog(ack->lz_window_log);
   AckVerdict verdict = CheckHelloAck(*ack, peer_state_ != nullptr);
   if (verdict.outcome == AckVerdict::Outcome::kServerFailed) {
     WANOPT_LOG(kInfo, "branch") << "connection " << id_ << " " << FormatEndpoint(info_.client) << " -> "

@@ -18,6 +18,7 @@ void Session::UpWaitReadable() {
 // (OnWanWritten), so at most one buffer of this direction is ever in flight.
 void Session::UpRead() {
   if (closed_) return;
+  if (lz_governor_) up_work_started_ = Clock::now();
   if (encoder_ && encoder_->HasPayload()) {
     SendEncoded();
     return;
@@ -40,6 +41,7 @@ void Session::UpRead() {
           return;
         }
       }
+      if (lz_governor_) lz_governor_->AddEncoding(Clock::now() - up_work_started_);
       // Idle: give the buffer back; an idle connection holds none.
       ReleaseRelayBuffer(std::move(up_buffer_));
       UpWaitReadable();
@@ -74,7 +76,12 @@ void Session::UpRead() {
 
 // Sends one encoded frame; the up direction resumes when it is written.
 void Session::SendEncoded() {
-  QueueEncoded(WanWriter::After::kResumeUp);
+  QueueEncoded(WanWriter::After::kResumeUp);  // compresses the frame (TakePayload)
+  if (lz_governor_) {
+    // Encoding ends here, zstd included; from here the frame waits for the WAN.
+    encoded_queued_at_ = Clock::now();
+    lz_governor_->AddEncoding(encoded_queued_at_ - up_work_started_);
+  }
   UpdateCodecStats();
 }
 
@@ -110,7 +117,10 @@ void Session::OnWanWritten(size_t n, WanWriter::After after) {
   last_wan_tx_ = Clock::now();
   switch (after) {
     case WanWriter::After::kNothing: break;
-    case WanWriter::After::kResumeUp: UpRead(); break;
+    case WanWriter::After::kResumeUp:
+      if (lz_governor_) GovernLzLevel();
+      UpRead();
+      break;
     case WanWriter::After::kHalfCloseSent:
       up_phase_ = UpPhase::kEnded;
       MaybeFinish();

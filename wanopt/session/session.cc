@@ -27,6 +27,12 @@ void Session::StartEncoder(Policy policy) {
   options.chunker = env_.config.dre.chunker;
   encoder_ = std::make_unique<dre::Encoder>(options, peer_state_, env_.store);
   encoder_policy_ = policy;
+  if (options.lz) {
+    lz_governor_ = std::make_unique<dre::LzGovernor>(options.lz_level, env_.config.dre.lz_level_max, env_.lz_budget);
+    lz_governor_->set_peer_window_log(peer_lz_window_log_);
+    record_->lz_level = options.lz_level;
+    record_->lz_level_peak = options.lz_level;
+  }
 }
 
 void Session::StartDecoder() {
@@ -48,6 +54,33 @@ void Session::UpdateCodecStats() {
   record_->chunks_hit = hit;
   record_->chunks_missed = missed;
   record_->nacks = nacks;
+}
+
+// After each encoded frame's write: the time since the previous decision went to
+// encoding or to waiting for the WAN; the governor picks the level (lz_governor.h).
+void Session::GovernLzLevel() {
+  Clock::time_point now = Clock::now();
+  lz_governor_->AddWanWait(now - encoded_queued_at_);
+  int level = lz_governor_->Decide(now);
+  if (level == encoder_->lz_level()) return;
+  WANOPT_LOG(kDebug, RoleName()) << "connection " << id_ << ": zstd level " << encoder_->lz_level() << " -> "
+                                 << level << " (window log " << lz_governor_->window_log() << "; the last "
+                                 << std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        lz_governor_->last_encoding() + lz_governor_->last_waiting()).count()
+                                 << " ms: encoding "
+                                 << std::chrono::duration_cast<std::chrono::milliseconds>(lz_governor_->last_encoding()).count()
+                                 << " ms, waiting for the WAN "
+                                 << std::chrono::duration_cast<std::chrono::milliseconds>(lz_governor_->last_waiting()).count()
+                                 << " ms)";
+  encoder_->set_lz_level(level, lz_governor_->window_log());
+  record_->lz_level = level;
+  record_->lz_level_peak = lz_governor_->peak();
+}
+
+// From the peer's hello or hello-ack: 0 (an older box) means the 1 MiB every decoder takes.
+void Session::SetPeerLzWindowLog(uint8_t window_log) {
+  peer_lz_window_log_ = window_log ? window_log : dre::kLzWindowLog;
+  if (lz_governor_) lz_governor_->set_peer_window_log(peer_lz_window_log_);
 }
 
 const char* Session::RoleName() const { return role_ == Role::kBranch ? "branch" : "datacenter"; }

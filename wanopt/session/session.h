@@ -37,6 +37,7 @@ namespace datastore {
 class ChunkStore;
 }
 namespace dre {
+class LzMemoryBudget;
 class PeerTable;
 }
 namespace channel {
@@ -53,6 +54,8 @@ struct SessionEnvironment {
   datastore::ChunkStore* store = nullptr;
   dre::PeerTable* peers = nullptr;
   uint64_t store_instance = 0;  // identifies this store's contents; changes when wiped
+  // What zstd levels above [dre] lz_level may hold, box-wide; null: never adapt.
+  dre::LzMemoryBudget* lz_budget = nullptr;
   // What this box's config lets it apply: Config::dre.capability(). Set once at start;
   // what a connection can have now is capability().
   Policy configured_capability = Policy::kLz;

@@ -37,6 +37,8 @@
 #include "protocols/chain.h"
 #include "protocols/registry.h"
 #include "wanopt/dre/codec.h"
+#include "wanopt/dre/lz_governor.h"
+#include "wanopt/dre/lz_params.h"
 #include "wanopt/dre/peer_table.h"
 #include "wanopt/channel/frame.h"
 #include "wanopt/channel/hello.h"
@@ -231,6 +233,8 @@ class Session final : public std::enable_shared_from_this<Session>,
   bool HandleRepair(std::span<const uint8_t> payload);
   void EmitDown(std::span<const uint8_t> bytes);
   void UpdateCodecStats();
+  void GovernLzLevel();
+  void SetPeerLzWindowLog(uint8_t window_log);
   bool HandleHandshake(const channel::DecodedFrame& frame);
   static bool SpeaksOtherVersion(std::span<const uint8_t> hello);
   void WriteLan();
@@ -289,6 +293,10 @@ class Session final : public std::enable_shared_from_this<Session>,
   std::shared_ptr<dre::PeerState> peer_state_;
   std::unique_ptr<dre::Encoder> encoder_;
   std::unique_ptr<dre::Decoder> decoder_;
+  std::unique_ptr<dre::LzGovernor> lz_governor_;  // with an LZ encoder: its level
+  Clock::time_point up_work_started_{};    // UpRead began: time spent encoding ...
+  Clock::time_point encoded_queued_at_{};  // ... and waiting for the WAN write of a frame
+  int peer_lz_window_log_ = dre::kLzWindowLog;  // the peer's decoder takes windows up to this
   Policy encoder_policy_ = Policy::kTcpOnly;
   bool encoded_before_ack_ = false;  // branch: encoding started before the peer answered
   Buffer decoded_;

@@ -132,6 +132,11 @@ std::string PolicyQuad(const PolicyView& p) {
          PolicyText(p.applied);
 }
 
+std::string LzLevelText(int level, int peak) {
+  if (!level) return "-";
+  return std::to_string(level) + (peak > level ? " (peak " + std::to_string(peak) + ")" : "");
+}
+
 double Reduction(uint64_t lan, uint64_t wan) {
   return lan && wan ? 100.0 * (1.0 - static_cast<double>(wan) / static_cast<double>(lan)) : 0.0;
 }

@@ -47,6 +47,8 @@ std::string Percent(double p);
 std::string Age(Clock::time_point since, Clock::time_point now);
 std::string PolicyText(const std::optional<Policy>& p);
 std::string PolicyQuad(const PolicyView& p);
+// "12 (peak 15)", "3", or "-" without LZ: the zstd level of what a box sends.
+std::string LzLevelText(int level, int peak);
 double Reduction(uint64_t lan, uint64_t wan);
 std::string Pad(std::string s, size_t width);
 

@@ -101,6 +101,8 @@ void WriteConnection(json::Writer& w, const ConnectionSnapshot& c, Clock::time_p
   w.Field("chunks_hit", c.chunks_hit);
   w.Field("chunks_missed", c.chunks_missed);
   w.Field("nacks", c.nacks);
+  w.Field("lz_level", c.lz_level);
+  w.Field("lz_level_peak", c.lz_level_peak);
   w.Field("state", StateName(c.state));
   w.Field("started", Iso8601(c.started));
   w.Key("ended");
@@ -248,14 +250,14 @@ std::string SummaryJson(const Model& m) {
 std::string ConnectionsText(const Model& m, const View& v) {
   std::ostringstream out;
   out << Pad("ID", 6) << Pad("SIDE", 11) << Pad("CLIENT", 23) << Pad("SERVER", 23) << Pad("PEER", 18) << Pad("APP", 8)
-      << Pad("POLICY", 9) << Pad("LAN", 11) << Pad("WAN", 11) << Pad("RED", 8) << Pad("AGE", 8) << Pad("STATE", 13)
+      << Pad("POLICY", 9) << Pad("ZSTD", 14) << Pad("LAN", 11) << Pad("WAN", 11) << Pad("RED", 8) << Pad("AGE", 8) << Pad("STATE", 13)
       << "NOTES\n";
   for (const auto* c : Select(m, v)) {
     std::string notes;
     for (const auto& n : c->notes) notes += (notes.empty() ? "" : "; ") + n;
     out << Pad(std::to_string(c->id), 6) << Pad(c->side, 11) << Pad(FormatEndpoint(c->client), 23)
         << Pad(FormatEndpoint(c->server), 23) << Pad(c->peer_id.empty() ? "-" : c->peer_id, 18) << Pad(c->application, 8)
-        << Pad(PolicyQuad(c->policy), 9) << Pad(Bytes(c->lan_bytes()), 11) << Pad(Bytes(c->wan_bytes()), 11)
+        << Pad(PolicyQuad(c->policy), 9) << Pad(LzLevelText(c->lz_level, c->lz_level_peak), 14) << Pad(Bytes(c->lan_bytes()), 11) << Pad(Bytes(c->wan_bytes()), 11)
         << Pad(Percent(c->reduction()), 8) << Pad(Age(c->started, m.now), 8) << Pad(StateName(c->state), 13) << notes
         << "\n";
   }

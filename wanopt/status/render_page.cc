@@ -121,6 +121,7 @@ std::string Live(const Model& m, const View& v, const std::string& token) {
     << "<th>" << SortLink(v, "peer", "peer", token) << "</th>"
     << "<th>" << SortLink(v, "application", "application", token) << "</th>"
     << "<th title=\"ours / peer's / negotiated / applied\">policy</th>"
+    << "<th title=\"zstd level of what this box sends: now (highest); it rises while the WAN is the bottleneck\">zstd</th>"
     << "<th>LAN in</th><th>LAN out</th><th>WAN in</th><th>WAN out</th>"
     << "<th title=\"DRE chunks sent or received as references / as new bytes; NACKs\">chunks hit/new</th>"
     << "<th>" << SortLink(v, "reduction", "reduction", token) << "</th>"
@@ -131,7 +132,8 @@ std::string Live(const Model& m, const View& v, const std::string& token) {
       << HtmlEscape(c->side) << ")</td><td>" << HtmlEscape(FormatEndpoint(c->client)) << "</td><td>"
       << HtmlEscape(FormatEndpoint(c->server)) << "</td><td>" << HtmlEscape(c->peer_id.empty() ? "-" : c->peer_id)
       << (c->peer_address.empty() ? "" : "<br><small>" + HtmlEscape(c->peer_address) + "</small>") << "</td><td>"
-      << HtmlEscape(c->application) << "</td><td>" << HtmlEscape(PolicyQuad(c->policy)) << "</td><td>" << Bytes(c->lan_in)
+      << HtmlEscape(c->application) << "</td><td>" << HtmlEscape(PolicyQuad(c->policy)) << "</td><td>"
+      << LzLevelText(c->lz_level, c->lz_level_peak) << "</td><td>" << Bytes(c->lan_in)
       << "</td><td>" << Bytes(c->lan_out) << "</td><td>" << Bytes(c->wan_in) << "</td><td>" << Bytes(c->wan_out)
       << "</td><td>" << c->chunks_hit << "/" << c->chunks_missed
       << (c->nacks ? " (" + std::to_string(c->nacks) + " NACK)" : "") << "</td><td>" << Percent(c->reduction()) << "</td><td>" << Age(c->started, c->ended.value_or(m.now)) << "</td><td>"
