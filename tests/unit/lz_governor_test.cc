@@ -16,10 +16,11 @@ namespace {
 constexpr uint64_t kPlenty = uint64_t{1} << 30;
 
 // One decision period in which the up direction spent `encoding` ms encoding and
-// `waiting` ms waiting for the WAN, ending at `now`; returns the level decided.
+// `waiting` ms waiting for the WAN (frames of at most 10 ms each), ending at `now`;
+// returns the level decided.
 int Period(LzGovernor& g, LzGovernor::Clock::time_point& now, int encoding, int waiting) {
   g.AddEncoding(milliseconds(encoding));
-  g.AddWanWait(milliseconds(waiting));
+  for (int left = waiting; left > 0; left -= 10) g.AddWanWait(milliseconds(std::min(left, 10)));
   now += milliseconds(encoding + waiting);
   return g.Decide(now);
 }
@@ -76,6 +77,19 @@ TEST_CASE("lz governor: a step up needs a quarter second of waiting, a step down
   CHECK(Period(g, now, 250, 0) == 6);     // the buffers the last level drained fill up: no verdict yet
   CHECK(Period(g, now, 500, 0) == 6);
   CHECK(Period(g, now, 250, 0) == 3);     // a second without waiting: too slow
+}
+
+TEST_CASE("lz governor: over a slow WAN one frame waits seconds, and a burst without waits is no verdict") {
+  LzMemoryBudget budget(kPlenty);
+  LzGovernor g(3, 19, &budget);
+  LzGovernor::Clock::time_point now{};
+  g.AddEncoding(milliseconds(60));
+  g.AddWanWait(std::chrono::seconds(6));  // one frame: the buffers were full for 6 s
+  now += std::chrono::seconds(6);
+  REQUIRE(g.Decide(now) == 6);
+  CHECK(Period(g, now, 1500, 0) == 6);   // then they drained at once: 1.5 s of frames without a wait
+  CHECK(Period(g, now, 9000, 0) == 6);   // 10.5 s: still less than four of those 6 s waits
+  CHECK(Period(g, now, 14000, 0) == 3);  // 24.5 s without a wait: the encoder is the bottleneck
 }
 
 TEST_CASE("lz governor: the box-wide memory budget bounds the levels above the configured one") {

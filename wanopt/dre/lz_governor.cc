@@ -44,13 +44,18 @@ int LzGovernor::Decide(Clock::time_point now) {
   // twice as long as they took to encode. The socket buffers keep the WAN busy while
   // the next frame is encoded, so the encoder is the bottleneck only when frames
   // hardly ever wait, and only over a longer look: right after a step down, the
-  // buffers the slower level drained fill up again without a wait.
+  // buffers the slower level drained fill up again without a wait; and over a slow
+  // WAN the buffers drain in bursts (one frame waits seconds, the next several
+  // none), so the look is at least a few of the longest waits.
+  Clock::duration lower_after = std::max<Clock::duration>(kLowerAfter, 4 * std::max(longest_wait_, previous_longest_wait_));
   bool wan_bound = waiting_ >= 2 * encoding_;
-  bool encoder_bound = active >= kLowerAfter && 8 * waiting_ <= encoding_;
-  if (!wan_bound && !encoder_bound && active < kLowerAfter) return level_;  // look longer
+  bool encoder_bound = active >= lower_after && 8 * waiting_ <= encoding_;
+  if (!wan_bound && !encoder_bound && active < lower_after) return level_;  // look longer
   last_encoding_ = encoding_;
   last_waiting_ = waiting_;
   encoding_ = waiting_ = {};
+  previous_longest_wait_ = longest_wait_;
+  longest_wait_ = {};
   if (wan_bound && level_ < ceiling_) {
     int next = std::min(ceiling_, level_ + kStep);
     // Below a level that proved too slow the connection stays where it stepped down
@@ -66,8 +71,14 @@ int LzGovernor::Decide(Clock::time_point now) {
   return level_;
 }
 
+void LzGovernor::AddWanWait(Clock::duration d) {
+  waiting_ += d;
+  longest_wait_ = std::max(longest_wait_, d);
+}
+
 void LzGovernor::Reset() {
   encoding_ = waiting_ = {};
+  longest_wait_ = previous_longest_wait_ = {};
   if (level_ != floor_) MoveTo(floor_);
 }
 

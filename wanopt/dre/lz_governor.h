@@ -8,8 +8,9 @@
 // and how long each encoded frame waited to be written to the inner channel (the WAN
 // socket's buffer was full). Frames waited twice as long as they took to encode over
 // a quarter second of such activity -> one step up; they hardly waited over a whole
-// second (the WAN may idle) -> one step down, and the level that proved too slow is
-// not tried again for a while. It never
+// second, and over at least four of the longest single waits lately (a slow WAN
+// drains the buffers in bursts) -> one step down (the WAN may idle), and the level
+// that proved too slow is not tried again for a while. It never
 // goes below the configured level ([dre] lz_level: what a fast WAN gets) nor above
 // [dre] lz_level_max.
 //
@@ -69,7 +70,8 @@ class LzGovernor {
   void set_peer_window_log(int window_log);
 
   void AddEncoding(Clock::duration d) { encoding_ += d; }
-  void AddWanWait(Clock::duration d) { waiting_ += d; }
+  // One encoded frame waited `d` for its write.
+  void AddWanWait(Clock::duration d);
   // The level to use from now on: a new one only when a decision period of activity
   // is complete (the caller then calls the encoder's set_lz_level).
   int Decide(Clock::time_point now);
@@ -101,6 +103,7 @@ class LzGovernor {
   uint64_t taken_ = 0;  // from the budget, for level_
   Clock::duration encoding_{}, waiting_{};
   Clock::duration last_encoding_{}, last_waiting_{};
+  Clock::duration longest_wait_{}, previous_longest_wait_{};  // one frame's, this decision and the last
   int too_slow_ = 0;  // a level at which the encoder was the bottleneck (0: none) ...
   Clock::time_point too_slow_until_{};  // ... not tried again before this
 };
