@@ -53,7 +53,6 @@ TEST_CASE("lz governor: a WAN-bound connection climbs to the ceiling, an encoder
   CHECK(Period(g, now, 900, 100) == 3);
   CHECK(budget.available() == kPlenty);  // at the floor nothing is borrowed
   CHECK(g.peak() == 19);
-  CHECK(g.changes() == 12);
 }
 
 TEST_CASE("lz governor: a level that proved too slow is not tried again for a while") {

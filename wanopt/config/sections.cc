@@ -1,7 +1,5 @@
 // The readers of the config's sections: [box], [timeouts], [datacenter], [dre], [wan],
 // [status], [[branch.forward]], [intercept] and its rules, [peering], [modules.NAME].
-#include <algorithm>
-
 #include "wanopt/config/config_internal.h"
 
 namespace wanopt::config_internal {
@@ -77,7 +75,6 @@ void ReadDre(TableReader& r, Config& config) {
   }
   if (auto mb = r.Integer("max_size_mb", 16, 16 * 1024 * 1024)) dre.max_bytes = static_cast<uint64_t>(*mb) << 20;
   if (auto level = r.Integer("lz_level", 1, 19)) dre.lz_level = static_cast<int>(*level);
-  dre.lz_level_max = std::max(dre.lz_level_max, dre.lz_level);  // unset: adapt up to 19 from any floor
   if (auto level = r.Integer("lz_level_max", 1, 19)) {
     if (*level < dre.lz_level) {
       r.Fail("lz_level_max", r.Get("lz_level_max"),

@@ -95,7 +95,6 @@ void LzGovernor::MoveTo(int level) {
   taken_ = need;
   level_ = level;
   peak_ = std::max(peak_, level);
-  ++changes_;
 }
 
 }  // namespace wanopt::dre

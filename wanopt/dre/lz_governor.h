@@ -87,8 +87,6 @@ class LzGovernor {
   // What the last decision was made on.
   Clock::duration last_encoding() const { return last_encoding_; }
   Clock::duration last_waiting() const { return last_waiting_; }
-  // Level changes so far (each one restarted the zstd stream).
-  uint64_t changes() const { return changes_; }
 
  private:
   void MoveTo(int level);
@@ -99,7 +97,6 @@ class LzGovernor {
   int level_;
   int peak_;
   int peer_window_log_;
-  uint64_t changes_ = 0;
   uint64_t taken_ = 0;  // from the budget, for level_
   Clock::duration encoding_{}, waiting_{};
   Clock::duration last_encoding_{}, last_waiting_{};
