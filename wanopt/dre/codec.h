@@ -55,6 +55,7 @@
 #include "datastore/chunk_store.h"
 #include "wanopt/dre/chunker.h"
 #include "wanopt/dre/fingerprint.h"
+#include "wanopt/dre/lz_params.h"
 #include "wanopt/dre/peer_table.h"
 #include "util/buffer.h"
 
@@ -72,6 +73,7 @@ struct CodecOptions {
   bool dre = true;
   bool lz = true;
   int lz_level = 3;
+  int lz_window_log = kLzWindowLog;  // at most what the peer's decoder takes (lz_params.h)
   ChunkerOptions chunker;
 };
 
@@ -129,7 +131,7 @@ class Encoder {
   // compressed frame carries kFlagLzReset): call it seldom.
   void set_lz_level(int level, int window_log);
   int lz_level() const { return options_.lz_level; }
-  int lz_window_log() const { return lz_window_log_; }
+  int lz_window_log() const { return options_.lz_window_log; }
   // Whether new chunks may be sent as references (REF, DELTA) to chunks the peer
   // knows. Off: every chunk goes out as a LITERAL, which any peer decodes (one
   // without DRE just passes it on), and is still learned by both boxes that store.
@@ -153,7 +155,6 @@ class Encoder {
   const size_t block_target_;
   Buffer pending_;          // the chunk being built
   size_t pending_sent_ = 0;  // ... of which this many bytes went out as RAW
-  int lz_window_log_ = 20;  // lz_params.h's kLzWindowLog until set_lz_level
   std::optional<Fingerprint> previous_;  // the last chunk encoded
   std::optional<Fingerprint> cursor_;    // the chunk expected next, from the last time
   struct Delta;

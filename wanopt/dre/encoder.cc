@@ -251,7 +251,7 @@ void Encoder::TakePayload(Buffer& payload, uint8_t* flags) {
     return;
   }
   if (options_.lz) {
-    if (!lz_) lz_ = std::make_unique<Lz>(options_.lz_level, lz_window_log_);
+    if (!lz_) lz_ = std::make_unique<Lz>(options_.lz_level, options_.lz_window_log);
     size_t bound = ZSTD_compressBound(in.size());
     payload.Reserve(8 + bound);
     ZSTD_inBuffer zin{in.data(), in.size(), 0};
@@ -275,9 +275,9 @@ void Encoder::TakePayload(Buffer& payload, uint8_t* flags) {
 }
 
 void Encoder::set_lz_level(int level, int window_log) {
-  if (level == options_.lz_level && window_log == lz_window_log_) return;
+  if (level == options_.lz_level && window_log == options_.lz_window_log) return;
   options_.lz_level = level;
-  lz_window_log_ = window_log;
+  options_.lz_window_log = window_log;
   if (!lz_) return;  // the next context is made with these
   // Parameters apply to a new stream only: restart it (the decoder resets too).
   ZSTD_CCtx_reset(lz_->cctx, ZSTD_reset_session_only);

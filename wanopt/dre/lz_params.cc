@@ -1,6 +1,8 @@
 #define ZSTD_STATIC_LINKING_ONLY  // ZSTD_getCParams, ZSTD_estimateCStreamSize_usingCParams
 #include "wanopt/dre/lz_params.h"
 
+#include <zstd.h>
+
 namespace wanopt::dre {
 
 namespace {

@@ -13,9 +13,9 @@
 // what zstd's defaults for level 19 would hold, for the same ratio.
 #pragma once
 
-#include <zstd.h>
-
 #include <cstdint>
+
+struct ZSTD_CCtx_s;  // zstd.h's ZSTD_CCtx: callers that hold one include zstd.h
 
 namespace wanopt::dre {
 
@@ -24,7 +24,7 @@ inline constexpr int kLzWideWindowLog = 23;
 
 // Sets `cctx`'s compression parameters. REQUIRES: `cctx` is at the start of a stream
 // (new, or reset); 1 <= level <= 19; kLzWindowLog <= window_log <= kLzWideWindowLog.
-void ApplyLzLevel(ZSTD_CCtx* cctx, int level, int window_log);
+void ApplyLzLevel(ZSTD_CCtx_s* cctx, int level, int window_log);
 // What a streaming context with those parameters holds.
 uint64_t LzContextBytes(int level, int window_log);
 

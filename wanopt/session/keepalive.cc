@@ -50,8 +50,7 @@ void Session::ReleaseIfIdle() {
   if (lz_governor_) {
     // A new burst starts at the configured level and earns its way up again.
     lz_governor_->Reset();
-    encoder_->set_lz_level(lz_governor_->level(), lz_governor_->window_log());
-    record_->lz_level = lz_governor_->level();
+    FollowLzGovernor();
   }
   if (encoder_ && encoder_->ReleaseIdle(up_phase_ == UpPhase::kRelaying && !awaiting_handshake_)) QueueEncoded(WanWriter::After::kNothing);
   if (size_t after = held(); after < before) env_.counters.codec_bytes_released += before - after;

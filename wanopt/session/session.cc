@@ -30,8 +30,7 @@ void Session::StartEncoder(Policy policy) {
   if (options.lz) {
     lz_governor_ = std::make_unique<dre::LzGovernor>(options.lz_level, env_.config.dre.lz_level_max, env_.lz_budget);
     lz_governor_->set_peer_window_log(peer_lz_window_log_);
-    record_->lz_level = options.lz_level;
-    record_->lz_level_peak = options.lz_level;
+    FollowLzGovernor();
   }
 }
 
@@ -63,17 +62,18 @@ void Session::GovernLzLevel() {
   lz_governor_->AddWanWait(now - encoded_queued_at_);
   int level = lz_governor_->Decide(now);
   if (level == encoder_->lz_level()) return;
+  auto ms = [](Clock::duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };
   WANOPT_LOG(kDebug, RoleName()) << "connection " << id_ << ": zstd level " << encoder_->lz_level() << " -> "
-                                 << level << " (window log " << lz_governor_->window_log() << "; the last "
-                                 << std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        lz_governor_->last_encoding() + lz_governor_->last_waiting()).count()
-                                 << " ms: encoding "
-                                 << std::chrono::duration_cast<std::chrono::milliseconds>(lz_governor_->last_encoding()).count()
-                                 << " ms, waiting for the WAN "
-                                 << std::chrono::duration_cast<std::chrono::milliseconds>(lz_governor_->last_waiting()).count()
-                                 << " ms)";
-  encoder_->set_lz_level(level, lz_governor_->window_log());
-  record_->lz_level = level;
+                                 << level << " (window log " << lz_governor_->window_log() << "; decided on "
+                                 << ms(lz_governor_->last_encoding()) << " ms encoding, "
+                                 << ms(lz_governor_->last_waiting()) << " ms waiting for the WAN)";
+  FollowLzGovernor();
+}
+
+// The encoder and the status record follow the governor's level.
+void Session::FollowLzGovernor() {
+  encoder_->set_lz_level(lz_governor_->level(), lz_governor_->window_log());
+  record_->lz_level = lz_governor_->level();
   record_->lz_level_peak = lz_governor_->peak();
 }
 

@@ -234,6 +234,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   void EmitDown(std::span<const uint8_t> bytes);
   void UpdateCodecStats();
   void GovernLzLevel();
+  void FollowLzGovernor();
   void SetPeerLzWindowLog(uint8_t window_log);
   bool HandleHandshake(const channel::DecodedFrame& frame);
   static bool SpeaksOtherVersion(std::span<const uint8_t> hello);
