@@ -52,23 +52,25 @@
 //    again.
 //
 // Durability. Put leaves its chunk in the write queue, and the writer writes it
-// about a millisecond later while it keeps up. Once written, a chunk survives a
-// kill -9 of the process (RocksDB's log is in the kernel's page cache); a power
-// loss may still lose the part of the log not yet synced. Flush waits for the
-// writer and syncs the log: every chunk Put before it survives both. With
-// sync_writes, every Put does so for its own chunk. Closing the store (its
-// destructor) writes the queue out as well, so a clean restart loses nothing. A
-// kill -9 loses the chunks still queued, at most write_queue_bytes of the last ones
-// stored: the same kind of loss as the unsynced log on a power loss. Chunks are
-// written in the order they were stored, so what survives a crash is everything
-// stored before some point. A lost chunk is a miss on the next Get, never wrong
-// bytes (the peer that named it resends it: wanopt/dre/codec.h), and a crash never
-// makes the store refuse to open. Deleting `path` while the store is closed gives
-// an empty store on the next Open.
+// about a millisecond later while it keeps up, into RocksDB's memtables; RocksDB
+// writes them to table files (synced) every 16 MiB of chunks. A chunk in a
+// table file survives a kill -9 and a power loss. Flush waits for the writer and
+// has RocksDB write the memtables out: every chunk Put before it survives both.
+// With sync_writes, every Put does so for its own chunk (through RocksDB's log).
+// Closing the store (its destructor) writes the queue and the memtables out, so a
+// clean restart loses nothing. A crash (kill -9, power loss) loses the chunks still
+// queued or in memtables, at most write_queue_bytes + 32 MiB of the last ones
+// stored: a cache's loss, one resend each (chunk_store.cc says why there is no
+// log). Chunks are written in the order they were stored, and the chunk and index
+// entries flushed together, so what survives a crash is everything stored before
+// some point. A lost chunk is a miss on the next Get, never wrong bytes (the peer
+// that named it resends it: wanopt/dre/codec.h), and a crash never makes the store
+// refuse to open. Deleting `path` while the store is closed gives an empty store
+// on the next Open.
 //
 // Opening reads the ids back from RocksDB into the in-memory index: 0.5 s for 1M
-// chunks, whatever their sizes (2-core VM, warm page cache). After a crash, RocksDB
-// first replays its log, at most 256 MiB: up to a second or two more.
+// chunks, whatever their sizes (2-core VM, warm page cache). With sync_writes, after
+// a crash RocksDB first replays its log, at most 256 MiB: up to a second or two more.
 //
 // A failing disk. The first write RocksDB fails (a full disk, a read-only remount,
 // an I/O error; a Put's batch, an eviction, or a flush or compaction in RocksDB's
@@ -107,14 +109,15 @@ struct ChunkStoreOptions {
   // The store's directory; created, with its parents, if missing.
   std::string path;
   // Bound on the bytes of the chunks stored. Not a bound on disk use: chunks are
-  // kept LZ4-compressed where they compress, and RocksDB's log and the files of
-  // evicted chunks not yet reclaimed add up to a few hundred MiB.
+  // kept LZ4-compressed where they compress, and the files of evicted chunks not
+  // yet reclaimed add up to a few hundred MiB.
   uint64_t max_bytes = uint64_t{4} << 30;
   // RocksDB's block cache (recently read chunks and the on-disk index blocks).
   uint64_t block_cache_bytes = uint64_t{64} << 20;
   // Makes every Put wait until its chunk is written and synced to disk: no chunk is
-  // lost on a power loss or a kill -9, at the price of an fsync per batch the
-  // writer writes (concurrent Puts share one) and of Put waiting for it.
+  // lost on a power loss or a kill -9, at the price of RocksDB's log (every chunk
+  // written twice), an fsync per batch the writer writes (concurrent Puts share
+  // one) and of Put waiting for it.
   bool sync_writes = false;
   // Bound on the chunks Put but not yet written to RocksDB (their sizes plus 128
   // bytes each); a Put that finds it full waits. Capped at max_bytes / 4, so that
@@ -206,8 +209,10 @@ class ChunkStore {
   virtual std::string degraded_reason() const = 0;
 
   // Makes every chunk whose Put returned before this call survive a kill -9 and a
-  // power loss: waits for the writer to write the queue out, then syncs RocksDB's
-  // log. On a degraded store, only waits for the writer.
+  // power loss: waits for the writer to write the queue out, then has RocksDB write
+  // its memtables to table files (or, with sync_writes, nothing more: the log is
+  // synced). Costs a table file per call: for shutdowns and tests, not per chunk.
+  // On a degraded store, only waits for the writer.
   virtual void Flush() = 0;
 
  protected:

@@ -184,8 +184,12 @@ void ChunkStoreImpl::Flush() {
     target = enqueued_;
   }
   WaitForWriter(target);
-  // A failure degrades the store, which logs it.
-  Writing([&] { return db_->FlushWAL(/*sync=*/true); });
+  // A failure degrades the store, which logs it. With sync_writes every batch is in
+  // the synced log already; without, the memtables go to (synced) table files.
+  if (sync_writes_) return;
+  rocksdb::FlushOptions wait;
+  wait.wait = true;
+  Writing([&] { return db_->Flush(wait, {chunks_cf_, index_cf_}); });
 }
 
 }  // namespace wanopt::datastore

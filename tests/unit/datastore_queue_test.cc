@@ -27,33 +27,19 @@ namespace fs = std::filesystem;
 
 TEST_SUITE("datastore") {
 
-// Runs `child` in a child process, waits for the code it returns, kills it with
-// SIGKILL, and returns the code (-1 if it died first). The child leaves the store it
-// opened in `store`, open until the kill: closing it in a forked child would wait
-// for RocksDB's background threads, which are the parent's.
-int RunAndKill(const std::function<int(std::unique_ptr<ChunkStore>& store)>& child) {
-  int fds[2];
-  REQUIRE(::pipe(fds) == 0);
-  pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::close(fds[0]);
-    ::alarm(30);
-    std::unique_ptr<ChunkStore> store;
-    int code = child(store);
-    if (::write(fds[1], &code, sizeof code) != sizeof code) ::_exit(2);
-    ::pause();  // until killed
-    ::_exit(0);
-  }
-  ::close(fds[1]);
+// Runs datastore_crash_child `mode` on `dir`, waits for the code it reports, kills
+// it with SIGKILL, and returns the code (-1 if it died first). The child leaves its
+// store open until the kill.
+int RunAndKill(const std::string& mode, const std::string& dir) {
+  CrashChild child = StartCrashChild({mode, dir});
   int report = -1;
-  pollfd p{fds[0], POLLIN, 0};
+  pollfd p{child.reports, POLLIN, 0};
   REQUIRE_MESSAGE(::poll(&p, 1, 20000) == 1, "the child did not report");
-  if (::read(fds[0], &report, sizeof report) != sizeof report) report = -1;
-  ::kill(pid, SIGKILL);
+  if (::read(child.reports, &report, sizeof report) != sizeof report) report = -1;
+  ::kill(child.pid, SIGKILL);
   int status = 0;
-  REQUIRE(::waitpid(pid, &status, 0) == pid);
-  ::close(fds[0]);
+  REQUIRE(::waitpid(child.pid, &status, 0) == child.pid);
+  ::close(child.reports);
   return report;
 }
 
@@ -99,17 +85,8 @@ TEST_CASE("chunks still in the write queue are served, Flush and closing write t
   }
 
   SUBCASE("Flush makes queued chunks survive a kill -9") {
-    int report = RunAndKill([&](std::unique_ptr<ChunkStore>& store) {
-      store = ChunkStore::Open(options, nullptr);
-      if (!store) return 1;
-      testing::HoldWriter(*store, true);
-      for (size_t i = 0; i < 20; ++i) store->Put(chunks[i]);
-      if (store->stats().queued_bytes == 0) return 2;
-      testing::HoldWriter(*store, false);
-      store->Flush();
-      if (store->stats().queued_bytes != 0) return 3;
-      return 0;
-    });
+    // The child: Puts chunks 0..19 while its writer is held, lets it go, Flushes.
+    int report = RunAndKill("flush-queued", dir.store());
     REQUIRE(report == 0);
     auto store = OpenWith(options);
     CHECK(store->stats().chunks == 20);
@@ -117,15 +94,9 @@ TEST_CASE("chunks still in the write queue are served, Flush and closing write t
   }
 
   SUBCASE("a kill -9 loses what was still queued: misses, never wrong bytes") {
-    int report = RunAndKill([&](std::unique_ptr<ChunkStore>& store) {
-      store = ChunkStore::Open(options, nullptr);
-      if (!store) return 1;
-      for (size_t i = 0; i < 20; ++i) store->Put(chunks[i]);
-      store->Flush();
-      testing::HoldWriter(*store, true);
-      for (size_t i = 20; i < 40; ++i) store->Put(chunks[i]);  // Put returned, but queued
-      return check_queued(*store, 20, 40) ? 0 : 2;
-    });
+    // The child: Puts chunks 0..19 and Flushes, then holds its writer and Puts
+    // 20..39, which it serves from the queue.
+    int report = RunAndKill("lose-queued", dir.store());
     REQUIRE(report == 0);
     auto store = OpenWith(options);
     CHECK(check_queued(*store, 0, 20));

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -25,6 +26,34 @@
 namespace wanopt::datastore::test_helpers {
 
 using Chunk = std::vector<uint8_t>;
+
+#ifdef WANOPT_DATASTORE_CHILD
+// Starts datastore_crash_child (its header says what each mode does) with `args`;
+// returns its pid and the read end of its stdout, where it reports.
+struct CrashChild {
+  pid_t pid;
+  int reports;
+};
+inline CrashChild StartCrashChild(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>(WANOPT_DATASTORE_CHILD));
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {  // only exec-safe calls here
+    ::dup2(fds[1], STDOUT_FILENO);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  return {pid, fds[0]};
+}
+#endif
 
 class TempDir {
  public:
