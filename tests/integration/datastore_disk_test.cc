@@ -122,6 +122,11 @@ TEST_CASE("datastore disk full mid-transfer: correct bytes, the store degrades, 
   CHECK(Send(pair, 1, data));
   datastore::ChunkStore* dc = pair.datacenter->store();
   REQUIRE(dc);
+  // Chunks reach the disk when RocksDB flushes a memtable, in its own thread: the
+  // failure may be reported a moment after the transfer.
+  for (int i = 0; i < 5000 && dc->healthy(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // bounded wait for a condition
+  }
   CHECK_FALSE(dc->healthy());
   CHECK(dc->stats().degraded);
   CHECK(dc->stats().write_errors > 0);
