@@ -58,8 +58,15 @@ void Session::UpdateCodecStats() {
 // After each encoded frame's write: the time since the previous decision went to
 // encoding or to waiting for the WAN; the governor picks the level (lz_governor.h).
 void Session::GovernLzLevel() {
+  // Only an encoded frame's write says how long the WAN kept the encoder waiting.
+  // The write that just completed may have been plain data queued before the
+  // encoder started (the first bytes of a connection, sent before the peer's
+  // answer): no wait to count. (Counting one from the clock's epoch once pinned
+  // fast links at a raised level.)
+  if (encoded_queued_at_ == Clock::time_point{}) return;
   Clock::time_point now = Clock::now();
   lz_governor_->AddWanWait(now - encoded_queued_at_);
+  encoded_queued_at_ = {};
   int level = lz_governor_->Decide(now);
   if (level == encoder_->lz_level()) return;
   auto ms = [](Clock::duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };

@@ -296,7 +296,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   std::unique_ptr<dre::Decoder> decoder_;
   std::unique_ptr<dre::LzGovernor> lz_governor_;  // with an LZ encoder: its level
   Clock::time_point up_work_started_{};    // UpRead began: time spent encoding ...
-  Clock::time_point encoded_queued_at_{};  // ... and waiting for the WAN write of a frame
+  Clock::time_point encoded_queued_at_{};  // ... and waiting for the WAN write of a frame ({}: none)
   int peer_lz_window_log_ = dre::kLzWindowLog;  // the peer's decoder takes windows up to this
   Policy encoder_policy_ = Policy::kTcpOnly;
   bool encoded_before_ack_ = false;  // branch: encoding started before the peer answered
