@@ -108,9 +108,8 @@ using ContentId = std::array<uint8_t, 16>;
 struct ChunkStoreOptions {
   // The store's directory; created, with its parents, if missing.
   std::string path;
-  // Bound on the bytes of the chunks stored. Not a bound on disk use: chunks are
-  // kept LZ4-compressed where they compress, and the files of evicted chunks not
-  // yet reclaimed add up to a few hundred MiB.
+  // Bound on the bytes of the chunks stored (kept uncompressed). The disk holds
+  // that plus the files of evicted chunks not yet reclaimed: a few hundred MiB more.
   uint64_t max_bytes = uint64_t{4} << 30;
   // RocksDB's block cache (recently read chunks and the on-disk index blocks).
   uint64_t block_cache_bytes = uint64_t{64} << 20;
