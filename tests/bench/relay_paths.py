@@ -189,7 +189,12 @@ class SocatChain:
 class WanoptPair:
     name = "wanopt"
 
-    def __init__(self, procs, ports, tmpdir, binary, destination_port, tag, nofile=None):
+    def __init__(self, procs, ports, tmpdir, binary, destination_port, tag, nofile=None,
+                 policy="T", datastores=False, status=False, dre_lines=""):
+        """policy: what both boxes offer (relay_bench measures the relay itself: T).
+        datastores: give each box a fresh DRE datastore under tmpdir (needed for D and F).
+        status: give each box a status listener (status_port["branch"|"datacenter"]).
+        dre_lines: more [dre] settings for both boxes (with datastores)."""
         self.procs = procs
         self.nofile = nofile
         self.binary = binary
@@ -203,15 +208,24 @@ class WanoptPair:
         self.warnings = []
         self.dc_config = os.path.join(tmpdir, "%s-datacenter.toml" % tag)
         self.br_config = os.path.join(tmpdir, "%s-branch.toml" % tag)
+        extra = {}
+        self.status_port = {}
+        for box in ("datacenter", "branch"):
+            text = ""
+            if datastores:
+                text += '[dre]\ndatastore = "%s"\n%s' % (os.path.join(tmpdir, "%s-%s-store" % (tag, box)), dre_lines)
+            if status:
+                self.status_port[box] = ports.get()
+                text += '[status]\nlisten = "%s:%d"\n' % (LOOPBACK, self.status_port[box])
+            extra[box] = text
         with open(self.dc_config, "w") as f:
-            # This benchmark measures the relay itself: the TCP-only policy (T).
-            f.write('[box]\ndevice_id = "%s"\npolicy = "T"\n\n[datacenter]\nlisten = "%s:%d"\n'
-                    % (DC_DEVICE_ID, LOOPBACK, self.dc_port))
+            f.write('[box]\ndevice_id = "%s"\npolicy = "%s"\n\n[datacenter]\nlisten = "%s:%d"\n\n%s'
+                    % (DC_DEVICE_ID, policy, LOOPBACK, self.dc_port, extra["datacenter"]))
         with open(self.br_config, "w") as f:
-            f.write('[box]\ndevice_id = "%s"\npolicy = "T"\n\n[[branch.forward]]\n'
-                    'listen = "%s:%d"\ndestination = "%s:%d"\npeer = "%s:%d"\n'
-                    % (BRANCH_DEVICE_ID, LOOPBACK, self.br_port, LOOPBACK,
-                       destination_port, LOOPBACK, self.dc_port))
+            f.write('[box]\ndevice_id = "%s"\npolicy = "%s"\n\n[[branch.forward]]\n'
+                    'listen = "%s:%d"\ndestination = "%s:%d"\npeer = "%s:%d"\n\n%s'
+                    % (BRANCH_DEVICE_ID, policy, LOOPBACK, self.br_port, LOOPBACK,
+                       destination_port, LOOPBACK, self.dc_port, extra["branch"]))
 
     @property
     def client_port(self):
