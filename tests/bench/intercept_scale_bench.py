@@ -1,0 +1,416 @@
+#!/usr/bin/python3
+"""Connections through the intercepting pair at scale, in the namespace lab.
+
+client -- branch == WAN (1 ms) == dc -- server, `netlab up --intercept`: the boxes
+see the client's SYNs through NFQUEUE and TPROXY, discover each other with option
+0x21, and optimize (policy F, TLS between them). Every connection carries a
+token the echo server returns and the client checks: a connection counts only if
+its bytes came back right.
+
+  1. New-connection rate: connect, send 16 bytes, read them back, close; N such
+     connections with C in flight. Measured the same way
+       - without boxes (the interception rules installed, no daemon: the kernel
+         passes the packets as if the rules were not there) - the baseline;
+       - optimized (port 9000, TLS between the boxes; port 9002, a rule's
+         plaintext inner channel: what the TLS handshake costs);
+       - pass-through by rule (port 9001: the branch lets the SYN go unproxied);
+       - pass-through for want of a peer (the dc box stopped: the branch probes,
+         nobody answers, it relays the connection unoptimized).
+  2. Concurrency: H connections (default 10,000) opened and verified, all held
+     open; then each box's RSS and open descriptors against before, the status
+     API's active count, a second token through every connection (all verified
+     while all are open); then all closed, and RSS and descriptors once the
+     boxes counted them gone.
+
+Results: a Markdown table on stdout and tests/bench/results/intercept_scale.{md,json}.
+Targets (printed, never asserted): 10,000 concurrent; >= 1,000 new optimized
+connections/s per box pair; <= 16 KiB per idle connection per box.
+
+Usage (root; /usr/bin/python3):
+  tests/bench/intercept_scale_bench.py [--wanopt build-release/wanopt/wanopt]
+      [--rate-count 3000] [--concurrency 64] [--hold 10000]
+The lab (namespaces wsNNNNN-*) and every process started are removed at the end.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request  # noqa: F401  (the status API is read with curl inside the namespaces)
+from pathlib import Path
+
+sys.dont_write_bytecode = True
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO / "tests" / "lab"))
+
+SERVER = "198.18.2.10"
+OPT_PORT, RULE_PORT, PLAIN_PORT = 9000, 9001, 9002
+PSK_PEERING = """[peering]
+psk_identity = "scale-bench"
+psk = "9f2c6a1e0b7d4c3a8e5f1029384756abcdef0123456789abcdef0123456789ab"
+"""
+IDS = {"branch": "02:00:00:00:0b:01", "dc": "02:00:00:00:0d:01"}
+RULES = """
+[intercept]
+[[intercept.rule]]
+ports = "%d"
+action = "pass-through"
+[[intercept.rule]]
+ports = "%d"
+encryption = false
+""" % (RULE_PORT, PLAIN_PORT)
+
+
+# ---------------------------------------------------------------------------
+# The echo server (server namespace) and the load client (client namespace)
+# ---------------------------------------------------------------------------
+
+async def echo(reader, writer):
+    try:
+        while True:
+            data = await reader.read(4096)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+async def serve(ports):
+    for port in ports:
+        await asyncio.start_server(echo, SERVER, port, backlog=4096)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+async def one_exchange(reader, writer, token):
+    writer.write(token)
+    await writer.drain()
+    got = await asyncio.wait_for(reader.readexactly(len(token)), 30)
+    return got == token
+
+
+async def rate(port, count, concurrency):
+    """count connections, concurrency at a time: connect, echo 16 bytes, close."""
+    latencies, failures = [], []
+    next_id = iter(range(count))
+
+    async def worker():
+        for i in next_id:
+            t0 = time.monotonic()
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(SERVER, port), 30)
+                ok = await one_exchange(reader, writer, b"%016d" % i)
+                writer.close()
+                await writer.wait_closed()
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
+                ok = False
+                failures.append("%d: %s" % (i, type(e).__name__))
+            if ok:
+                latencies.append(time.monotonic() - t0)
+            elif len(failures) < 20:
+                failures.append("%d: wrong bytes" % i)
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    seconds = time.monotonic() - t0
+    latencies.sort()
+    return {"count": count, "verified": len(latencies), "failures": failures[:20], "seconds": round(seconds, 3),
+            "per_second": round(len(latencies) / seconds, 1),
+            "latency_ms_median": round(1000 * statistics.median(latencies), 2) if latencies else None,
+            "latency_ms_p99": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 2) if latencies else None}
+
+
+async def hold(port, count, ramp):
+    """Opens count connections (ramp connects in flight), verifies each, holds them
+    all; on 'verify' sends a second token through every one; on 'close' closes all."""
+    conns, failures = [], []
+    sem = asyncio.Semaphore(ramp)
+
+    async def opener(i):
+        async with sem:
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(SERVER, port), 60)
+                if await one_exchange(reader, writer, b"A%015d" % i):
+                    conns.append((i, reader, writer))
+                else:
+                    failures.append("%d: wrong bytes" % i)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
+                failures.append("%d: %s" % (i, type(e).__name__))
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(opener(i) for i in range(count)))
+    print(json.dumps({"opened": len(conns), "open_seconds": round(time.monotonic() - t0, 2),
+                      "failures": failures[:20], "failed": len(failures)}), flush=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.readline)  # "verify"
+    results = await asyncio.gather(*(one_exchange(r, w, b"B%015d" % i) for i, r, w in conns),
+                                   return_exceptions=True)
+    print(json.dumps({"second_token_verified": sum(1 for r in results if r is True)}), flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)  # "close"
+    for _, _, w in conns:
+        w.close()
+    print(json.dumps({"closed": len(conns)}), flush=True)
+
+
+def child_main(args):
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.serve:
+        asyncio.run(serve([OPT_PORT, RULE_PORT, PLAIN_PORT]))
+    elif args.rate_port:
+        print(json.dumps(asyncio.run(rate(args.rate_port, args.rate_count, args.concurrency))), flush=True)
+    elif args.hold_port:
+        asyncio.run(hold(args.hold_port, args.hold, args.concurrency))
+
+
+# ---------------------------------------------------------------------------
+# The parent: lab, boxes, phases
+# ---------------------------------------------------------------------------
+
+def proc_mem(pid):
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1])  # KiB
+    kinds = {}
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        kind = target.split(":")[0] if ":" in target else "file"
+        if kind == "anon_inode":
+            kind = target
+        kinds[kind] = kinds.get(kind, 0) + 1
+    out["fds"] = sum(kinds.values())
+    out["fd_kinds"] = kinds
+    return out
+
+
+def metrics(lab, box):
+    r = lab.run(box, "curl", "-s", "-m", "3", "http://127.0.0.1:7880/metrics")
+    vals = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("wanopt_") and "{" in line:
+            name = line.split("{")[0]
+            vals[name] = vals.get(name, 0) + float(line.rsplit(" ", 1)[1])
+    return vals
+
+
+def wait_metric(lab, box, name, pred, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = metrics(lab, box).get(name)
+        if v is not None and pred(v):
+            return v
+        if time.monotonic() > deadline:
+            return v
+        time.sleep(0.2)
+
+
+def client_cmd(args, *extra):
+    return ["/usr/bin/python3", str(Path(__file__).resolve()), *extra]
+
+
+def run_rate(lab, args, port, label):
+    r = lab.run("client", *client_cmd(args, "--rate-port", str(port), "--rate-count", str(args.rate_count),
+                                      "--concurrency", str(args.concurrency)), timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError("rate client (%s): %s" % (label, r.stderr[-2000:]))
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res["label"] = label
+    print("[intercept_scale] rate %-32s %8.1f conn/s  verified %d/%d  median %s ms  p99 %s ms" % (
+        label, res["per_second"], res["verified"], res["count"], res["latency_ms_median"], res["latency_ms_p99"]),
+        flush=True)
+    return res
+
+
+def run_hold(lab, args, boxes_pid, results):
+    before = {b: proc_mem(pid) for b, pid in boxes_pid.items()}
+    p = lab.spawn("holder", "client", *client_cmd(args, "--hold-port", str(OPT_PORT), "--hold", str(args.hold),
+                                                  "--concurrency", str(args.concurrency)),
+                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    opened = json.loads(p.stdout.readline())
+    print("[intercept_scale] hold: %s" % opened, flush=True)
+    active = {b: wait_metric(lab, b, "wanopt_connections_active", lambda v: v >= opened["opened"], 30)
+              for b in boxes_pid}
+    during = {b: proc_mem(pid) for b, pid in boxes_pid.items()}
+    # Idle: after three keepalive ticks (keepalive_ms = 2000) the sessions have
+    # released their codecs' contexts.
+    time.sleep(6.5)
+    idle = {b: proc_mem(pid) for b, pid in boxes_pid.items()}
+    sockets = {}
+    for b in boxes_pid:
+        kinds = {}
+        for line in lab.run(b, "ss", "-tanH").stdout.splitlines()[:200000]:
+            f = line.split()
+            if len(f) >= 5:
+                local_port, peer_port = (x.rsplit(":", 1)[1].replace("*", "0") for x in f[3:5])
+                key = "%s local :%s" % (f[0], local_port if int(local_port) < 10000 else "eph") + \
+                      " peer :%s" % (peer_port if int(peer_port) < 10000 else "eph")
+                kinds[key] = kinds.get(key, 0) + 1
+        sockets[b] = kinds
+    p.stdin.write("verify\n")
+    p.stdin.flush()
+    second = json.loads(p.stdout.readline())
+    p.stdin.write("close\n")
+    p.stdin.flush()
+    closed = json.loads(p.stdout.readline())
+    lab.stop("holder")
+    gone = {b: wait_metric(lab, b, "wanopt_connections_active", lambda v: v == 0, 60) for b in boxes_pid}
+    after = {b: proc_mem(pid) for b, pid in boxes_pid.items()}
+    n = max(1, opened["opened"])
+    per_conn = {b: {"rss_bytes_per_conn": round(1024 * (idle[b]["VmRSS"] - before[b]["VmRSS"]) / n),
+                    "busy_rss_bytes_per_conn": round(1024 * (during[b]["VmRSS"] - before[b]["VmRSS"]) / n),
+                    "fds_per_conn": round((during[b]["fds"] - before[b]["fds"]) / n, 2)} for b in boxes_pid}
+    results["hold"] = {"requested": args.hold, **opened, **second, **closed, "active_seen": active,
+                       "active_after_close": gone, "before": before, "during": during, "idle": idle, "sockets": sockets, "after": after,
+                       "per_connection": per_conn}
+    print("[intercept_scale] hold: active %s, second token %d, per connection %s, after close active %s" % (
+        active, second["second_token_verified"], per_conn, gone), flush=True)
+
+
+def render(results):
+    rows = ["# Connections through the intercepting pair (namespace lab)", "",
+            "- date: %s; git commit: %s; nproc %s; WAN delay 1 ms one way; policy F, TLS between the boxes (%s)" % (
+                results["peering"],
+                results["date"], results["git_commit"], os.cpu_count()),
+            "- rate: %d connections per row, %d in flight, each connect + 16-byte echo verified + close; "
+            "the client is one Python asyncio process" % (results["rate_count"], results["concurrency"]), "",
+            "| new connections | conn/s | vs without boxes | verified | median ms | p99 ms |",
+            "|---|---:|---:|---:|---:|---:|"]
+    base = results["rates"][0]["per_second"] if results["rates"] else None
+    for r in results["rates"]:
+        rows.append("| %s | %.0f | %s | %d/%d | %s | %s |" % (
+            r["label"], r["per_second"], "%.2fx" % (r["per_second"] / base) if base else "-",
+            r["verified"], r["count"], r["latency_ms_median"], r["latency_ms_p99"]))
+    h = results.get("hold")
+    if h:
+        rows += ["", "| concurrent connections | branch | dc |", "|---|---:|---:|",
+                 "| opened and verified | %d of %d | |" % (h["opened"], h["requested"]),
+                 "| active in the status API | %d | %d |" % (h["active_seen"]["branch"], h["active_seen"]["dc"]),
+                 "| second token through every one, all open | %d | |" % h["second_token_verified"],
+                 "| RSS per connection, just opened (codecs busy) | %.1f KiB | %.1f KiB |" % (
+                     h["per_connection"]["branch"]["busy_rss_bytes_per_conn"] / 1024,
+                     h["per_connection"]["dc"]["busy_rss_bytes_per_conn"] / 1024),
+                 "| RSS per connection, idle (6.5 s later) | %.1f KiB | %.1f KiB |" % (
+                     h["per_connection"]["branch"]["rss_bytes_per_conn"] / 1024,
+                     h["per_connection"]["dc"]["rss_bytes_per_conn"] / 1024),
+                 "| descriptors per connection | %s | %s |" % (h["per_connection"]["branch"]["fds_per_conn"],
+                                                             h["per_connection"]["dc"]["fds_per_conn"]),
+                 "| RSS before / just opened / idle / after close (MiB) | %s | %s |" % tuple(
+                     "%.1f / %.1f / %.1f / %.1f" % (h["before"][b]["VmRSS"] / 1024, h["during"][b]["VmRSS"] / 1024,
+                                                    h["idle"][b]["VmRSS"] / 1024, h["after"][b]["VmRSS"] / 1024)
+                     for b in ("branch", "dc")),
+                 "| active after close | %d | %d |" % (h["active_after_close"]["branch"],
+                                                     h["active_after_close"]["dc"])]
+    rows += ["", "Targets (printed, not asserted): " + "; ".join(results["targets"])]
+    if results["errors"]:
+        rows += ["", "Errors:"] + ["- " + e for e in results["errors"]]
+    return "\n".join(rows) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--rate-port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--hold-port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--wanopt", default=str(REPO / "build-release/wanopt/wanopt"))
+    ap.add_argument("--peering", choices=("certificates", "psk"), default="certificates",
+                    help="how the boxes authenticate each other (default: the lab PKI's certificates)")
+    ap.add_argument("--rate-count", type=int, default=3000)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--hold", type=int, default=10000)
+    ap.add_argument("--json", default=str(HERE / "results/intercept_scale.json"))
+    ap.add_argument("--markdown", default=str(HERE / "results/intercept_scale.md"))
+    args = ap.parse_args()
+    if args.serve or args.rate_port or args.hold_port:
+        return child_main(args)
+    if os.geteuid() != 0:
+        raise SystemExit("the namespace lab needs root")
+    from labkit import Lab  # noqa: E402
+    wanopt = os.path.abspath(args.wanopt)
+    build = Path(wanopt).parent.parent
+    netlab, delayline = str(REPO / "tests/lab/netlab"), str(build / "tests/lab/wanopt_delayline")
+    results = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "git_commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                            capture_output=True, text=True).stdout.strip(),
+               "rate_count": args.rate_count, "peering": args.peering, "concurrency": args.concurrency, "rates": [], "errors": []}
+    with tempfile.TemporaryDirectory(prefix="wanopt-scale-") as work:
+        subprocess.run([str(REPO / "tests/lab/make-pki"), os.path.join(work, "pki")], check=True,
+                       capture_output=True)
+        lab = Lab("ws%d" % (os.getpid() % 100000), work, wanopt, netlab, delayline, delay_ms=1)
+        try:
+            lab.up()
+            for node in ("client", "server", "branch", "dc"):
+                lab.run(node, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=10000 65000",
+                        "-w", "net.ipv4.tcp_tw_reuse=1", "-w", "net.core.somaxconn=8192",
+                        "-w", "net.ipv4.tcp_max_syn_backlog=8192")
+            server = lab.spawn("echo", "server", *client_cmd(args, "--serve"), stdout=subprocess.PIPE, text=True)
+            if server.stdout.readline().strip() != "ready":
+                raise RuntimeError("the echo server did not start")
+            results["rates"].append(run_rate(lab, args, OPT_PORT, "without boxes"))
+            pids = {}
+            for box in ("dc", "branch"):
+                path = lab.box_config(box, IDS[box], box, extra=RULES)
+                text = Path(path).read_text().replace('threads = 1', 'threads = 2').replace(
+                    'log_level = "debug"', 'log_level = "warn"').replace(
+                    'connect_ms = 3000', 'connect_ms = 3000\nkeepalive_ms = 2000')
+                if args.peering == "psk":
+                    text = text[:text.index("[peering]")] + PSK_PEERING + text[text.index("[intercept]"):]
+                Path(path).write_text(text)
+                lab.start_box(box, path)
+                pids[box] = lab.procs[box].pid
+            results["rates"].append(run_rate(lab, args, OPT_PORT, "optimized (F, TLS)"))
+            results["rates"].append(run_rate(lab, args, PLAIN_PORT, "optimized (F, plaintext channel)"))
+            results["rates"].append(run_rate(lab, args, RULE_PORT, "pass-through by rule"))
+            m = {b: metrics(lab, b) for b in pids}
+            results["metrics_after_rates"] = m
+            run_hold(lab, args, pids, results)
+            lab.stop("dc")
+            results["rates"].append(run_rate(lab, args, OPT_PORT, "pass-through, no peer (dc stopped)"))
+            results["branch_metrics_end"] = metrics(lab, "branch")
+        except Exception as e:  # reported, and the lab still comes down
+            results["errors"].append(repr(e))
+        finally:
+            if results["errors"]:
+                lab.print_logs()
+            lab.down()
+    opt = [r for r in results["rates"] if r["label"].startswith("optimized")]
+    h = results.get("hold", {})
+    worst = max((v["rss_bytes_per_conn"] for v in h.get("per_connection", {}).values()), default=None)
+    results["targets"] = [
+        "10,000 concurrent: %s" % ("%d verified twice" % h["second_token_verified"] if h else "not measured"),
+        ">= 1,000 new optimized connections/s: %s" % ("%.0f/s (%s)" % (opt[0]["per_second"], "met" if opt[0][
+            "per_second"] >= 1000 else "missed") if opt else "not measured"),
+        "<= 16 KiB per idle connection per box: %s" % ("%.1f KiB (%s)" % (worst / 1024, "met" if worst <= 16384
+                                                                        else "missed") if worst is not None
+                                                     else "not measured")]
+    for r in results["rates"]:
+        if r["verified"] != r["count"]:
+            results["errors"].append("%s: %d of %d verified: %s" % (r["label"], r["verified"], r["count"],
+                                                                  r["failures"][:5]))
+    if h and (h["opened"] != args.hold or h["second_token_verified"] != h["opened"]):
+        results["errors"].append("hold: opened %d of %d, second token %d" % (
+            h["opened"], args.hold, h["second_token_verified"]))
+    text = render(results)
+    Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    Path(args.markdown).write_text(text)
+    print(text)
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
