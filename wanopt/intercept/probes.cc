@@ -153,6 +153,9 @@ void Interceptor::Impl::OnProbeConnected(FlowKey key, error_code ec) {
   }
   bool asymmetric = retry_from_box_.erase(key) > 0;
   if (h.probe) RecordServerRtt(key.server, *h.probe);
+  // The SYN carrying the option was answered: whatever lost one before, the server
+  // does not drop options.
+  if (h.offer && !h.retried_without_option) option_drop_suspects_.erase(key.server);
   std::optional<uint16_t> redirected;
   if (h.target_port != key.server_port) redirected = h.target_port;
   // Remembered only when the server answered our own address faster than it was
@@ -199,10 +202,11 @@ void Interceptor::Impl::OnProbeConnected(FlowKey key, error_code ec) {
       if (asymmetric) {
         d.reason = asymmetry;
       } else if (h.retried_without_option) {
-        option_droppers_[key.server] = Clock::now() + config_.option_drop_memory;
-        d.reason = "server " + address_v4(key.server).to_string() +
-                   " answered only the SYN without option 0x21: probed without it (remembered for " +
-                   Minutes(config_.option_drop_memory) + ")";
+        d.reason = "server " + address_v4(key.server).to_string() + " answered only the SYN without option 0x21: " +
+                   (ConfirmOptionDropper(key.server)
+                        ? "twice in a row, probed without it from now on (remembered for " +
+                              Minutes(config_.option_drop_memory) + ")"
+                        : "a lost SYN, or a server that drops options (remembered if it happens again)");
       }
     }
   } else if (h.answer) {

@@ -149,13 +149,31 @@ void Interceptor::Impl::OnProbeFromUpstream(uint32_t id, const FlowKey& key, con
   StartProbe(std::move(held));
 }
 
+// One unanswered SYN is as likely a packet lost on the WAN as a server (or a
+// firewall before it) that drops SYNs carrying options; remembering the server at
+// once would turn optimization off towards it for option_drop_memory over one lost
+// packet (intercept_scale_bench saw it under load). A real option dropper drops
+// every such SYN: the second time in a row, with no SYN carrying the option
+// answered in between (OnProbeConnected clears the suspicion), it is remembered.
+bool Interceptor::Impl::ConfirmOptionDropper(uint32_t server) {
+  auto now = Clock::now();
+  auto it = option_drop_suspects_.find(server);
+  if (it == option_drop_suspects_.end() || it->second < now) {
+    option_drop_suspects_[server] = now + config_.option_drop_memory;
+    return false;
+  }
+  option_drop_suspects_.erase(it);
+  option_droppers_[server] = now + config_.option_drop_memory;
+  return true;
+}
+
 std::string Interceptor::Impl::NoAnswerReason(const Held& h, const FlowKey& key) {
   if (!h.offer) return "no room for option 0x21 in the SYN";
   if (h.retried_without_option) {
-    option_droppers_[key.server] = Clock::now() + config_.option_drop_memory;
-    return "server " + address_v4(key.server).to_string() +
-           " did not answer the SYN carrying option 0x21, only the retransmission without it: "
-           "remembered for " + Minutes(config_.option_drop_memory);
+    std::string what = "server " + address_v4(key.server).to_string() +
+                       " did not answer the SYN carrying option 0x21, only the retransmission without it";
+    if (!ConfirmOptionDropper(key.server)) return what + ": a lost SYN, or a server that drops options (remembered if it happens again)";
+    return what + ", twice in a row: remembered for " + Minutes(config_.option_drop_memory);
   }
   auto it = learned_.find(key.server);
   if (it != learned_.end() && Clock::now() - it->second.at < config_.peer_memory) {
