@@ -227,16 +227,27 @@ def client_cmd(args, *extra):
     return ["/usr/bin/python3", str(Path(__file__).resolve()), *extra]
 
 
-def run_rate(lab, args, port, label):
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_rate(lab, args, port, label, pids=None):
+    """pids: the running boxes, whose CPU per connection is recorded."""
+    pids = {b: p for b, p in (pids or {}).items() if lab.procs.get(b) and lab.procs[b].poll() is None}
+    cpu0 = {b: cpu_seconds(p) for b, p in pids.items()}
     r = lab.run("client", *client_cmd(args, "--rate-port", str(port), "--rate-count", str(args.rate_count),
                                       "--concurrency", str(args.concurrency)), timeout=600)
     if r.returncode != 0:
         raise RuntimeError("rate client (%s): %s" % (label, r.stderr[-2000:]))
     res = json.loads(r.stdout.strip().splitlines()[-1])
     res["label"] = label
+    res["cpu_ms_per_connection"] = {b: round(1000 * (cpu_seconds(p) - cpu0[b]) / max(1, res["verified"]), 3)
+                                    for b, p in pids.items()}
     print("[intercept_scale] rate %-32s %8.1f conn/s  verified %d/%d  median %s ms  p99 %s ms  over 900 ms: %d" % (
         label, res["per_second"], res["verified"], res["count"], res["latency_ms_median"], res["latency_ms_p99"],
-        res["over_900_ms"]), flush=True)
+        res["over_900_ms"]) + "  CPU ms/conn %s" % res["cpu_ms_per_connection"], flush=True)
     return res
 
 
@@ -309,13 +320,16 @@ def render(results):
                 results["date"], results["git_commit"], os.cpu_count(), results["peering"]),
             "- rate: %d connections per row, %d in flight, each connect + 16-byte echo verified + close; "
             "the client is one Python asyncio process" % (results["rate_count"], results["concurrency"]), "",
-            "| new connections | conn/s | vs without boxes | verified | median ms | p99 ms | over 900 ms |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+            "| new connections | conn/s | vs without boxes | verified | median ms | p99 ms | over 900 ms "
+            "| CPU ms per connection (branch / dc) |",
+            "|---|---:|---:|---:|---:|---:|---:|---|"]
     base = results["rates"][0]["per_second"] if results["rates"] else None
     for r in results["rates"]:
-        rows.append("| %s | %.0f | %s | %d/%d | %s | %s | %d |" % (
+        cpu = r["cpu_ms_per_connection"]
+        rows.append("| %s | %.0f | %s | %d/%d | %s | %s | %d | %s |" % (
             r["label"], r["per_second"], "%.2fx" % (r["per_second"] / base) if base else "-",
-            r["verified"], r["count"], r["latency_ms_median"], r["latency_ms_p99"], r["over_900_ms"]))
+            r["verified"], r["count"], r["latency_ms_median"], r["latency_ms_p99"], r["over_900_ms"],
+            " / ".join("%.2f" % cpu[b] if b in cpu else "-" for b in ("branch", "dc"))))
     for h in results["holds"]:
         pc = h["per_connection"]
         rows += ["", "| %d concurrent connections, %s | branch | dc |" % (h["count"], h["label"]),
@@ -398,15 +412,15 @@ def main():
                 Path(path).write_text(text)
                 lab.start_box(box, path)
                 pids[box] = lab.procs[box].pid
-            results["rates"].append(run_rate(lab, args, OPT_PORT, "optimized (F, TLS)"))
-            results["rates"].append(run_rate(lab, args, PLAIN_PORT, "optimized (F, plaintext channel)"))
-            results["rates"].append(run_rate(lab, args, RULE_PORT, "pass-through by rule"))
+            results["rates"].append(run_rate(lab, args, OPT_PORT, "optimized (F, TLS)", pids))
+            results["rates"].append(run_rate(lab, args, PLAIN_PORT, "optimized (F, plaintext channel)", pids))
+            results["rates"].append(run_rate(lab, args, RULE_PORT, "pass-through by rule", pids))
             m = {b: metrics(lab, b) for b in pids}
             results["metrics_after_rates"] = m
             run_hold(lab, args, pids, results, PLAIN_PORT, "plaintext channel", 2)
             run_hold(lab, args, pids, results, OPT_PORT, "TLS channel", 4)
             lab.stop("dc")
-            results["rates"].append(run_rate(lab, args, OPT_PORT, "pass-through, no peer (dc stopped)"))
+            results["rates"].append(run_rate(lab, args, OPT_PORT, "pass-through, no peer (dc stopped)", pids))
             results["branch_metrics_end"] = metrics(lab, "branch")
         except Exception as e:  # reported, and the lab still comes down
             results["errors"].append(repr(e))
