@@ -421,6 +421,7 @@ def main():
             run_hold(lab, args, pids, results, OPT_PORT, "TLS channel", 4)
             lab.stop("dc")
             results["rates"].append(run_rate(lab, args, OPT_PORT, "pass-through, no peer (dc stopped)", pids))
+            results["rates"].append(run_rate(lab, args, OPT_PORT, "pass-through, no peer, again", pids))
             results["branch_metrics_end"] = metrics(lab, "branch")
         except Exception as e:  # reported, and the lab still comes down
             results["errors"].append(repr(e))

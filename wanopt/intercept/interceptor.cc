@@ -73,7 +73,7 @@ void Interceptor::Impl::Sweep() {
       }
     }
     std::erase_if(self->option_droppers_, [now](const auto& e) { return e.second < now; });
-    std::erase_if(self->option_drop_suspects_, [now](const auto& e) { return e.second < now; });
+    std::erase_if(self->option_drop_suspects_, [now](const auto& e) { return e.second.until < now; });
     std::erase_if(self->unauthenticated_, [now](const auto& e) { return e.second.until < now; });
     std::erase_if(self->asymmetric_, [now](const auto& e) { return e.second < now; });
     std::erase_if(self->learned_, [&](const auto& e) { return now - e.second.at > self->config_.peer_memory; });

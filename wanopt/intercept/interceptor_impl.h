@@ -175,10 +175,11 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
   // ---- Probe outcomes ----
 
   void OnProbeConnected(FlowKey key, error_code ec);
-  // The SYN with option 0x21 to `server` went unanswered and its retransmission
-  // without it was answered: true when that happened twice in a row (the server is
-  // then remembered in option_droppers_), false the first time (suspected).
-  bool ConfirmOptionDropper(uint32_t server);
+  // The SYN with option 0x21 to `server` of a probe started at `started` went
+  // unanswered and its retransmission without it was answered: true when that
+  // happened twice in a row (the server is then remembered in option_droppers_),
+  // false the first time (suspected).
+  bool ConfirmOptionDropper(uint32_t server, Clock::time_point started);
   std::string NoAnswerReason(const Held& h, const FlowKey& key);
 
   // ---- Verdicts ----
@@ -256,7 +257,11 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
   // What the box learned about servers, each with its expiry.
   std::map<uint32_t, Learned> learned_;                  // a peer answered for this server
   std::map<uint32_t, Clock::time_point> option_droppers_;  // drops SYNs with options
-  std::map<uint32_t, Clock::time_point> option_drop_suspects_;  // ... once so far (ConfirmOptionDropper)
+  struct OptionDropSuspect {
+    Clock::time_point seen;   // when the first unanswered SYN was known
+    Clock::time_point until;  // forgotten after
+  };
+  std::map<uint32_t, OptionDropSuspect> option_drop_suspects_;  // ... once so far (ConfirmOptionDropper)
   std::map<uint32_t, Unauthenticated> unauthenticated_;  // a box on the path failed authentication
   std::map<uint32_t, Clock::time_point> asymmetric_;     // replies to clients bypass this box
   std::map<uint32_t, Clock::duration> server_rtt_;       // measured by connected probes

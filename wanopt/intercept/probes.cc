@@ -203,7 +203,7 @@ void Interceptor::Impl::OnProbeConnected(FlowKey key, error_code ec) {
         d.reason = asymmetry;
       } else if (h.retried_without_option) {
         d.reason = "server " + address_v4(key.server).to_string() + " answered only the SYN without option 0x21: " +
-                   (ConfirmOptionDropper(key.server)
+                   (ConfirmOptionDropper(key.server, h.started)
                         ? "twice in a row, probed without it from now on (remembered for " +
                               Minutes(config_.option_drop_memory) + ")"
                         : "a lost SYN, or a server that drops options (remembered if it happens again)");

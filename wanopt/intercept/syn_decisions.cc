@@ -153,15 +153,18 @@ void Interceptor::Impl::OnProbeFromUpstream(uint32_t id, const FlowKey& key, con
 // firewall before it) that drops SYNs carrying options; remembering the server at
 // once would turn optimization off towards it for option_drop_memory over one lost
 // packet (intercept_scale_bench saw it under load). A real option dropper drops
-// every such SYN: the second time in a row, with no SYN carrying the option
-// answered in between (OnProbeConnected clears the suspicion), it is remembered.
-bool Interceptor::Impl::ConfirmOptionDropper(uint32_t server) {
+// every such SYN: the second time in a row it is remembered. In a row means a probe
+// started after the first loss was known (probes under way at the same moment
+// share one cause: a path that lost packets for a second), with no SYN carrying the
+// option answered in between (OnProbeConnected clears the suspicion).
+bool Interceptor::Impl::ConfirmOptionDropper(uint32_t server, Clock::time_point started) {
   auto now = Clock::now();
   auto it = option_drop_suspects_.find(server);
-  if (it == option_drop_suspects_.end() || it->second < now) {
-    option_drop_suspects_[server] = now + config_.option_drop_memory;
+  if (it == option_drop_suspects_.end() || it->second.until < now) {
+    option_drop_suspects_[server] = {now, now + config_.option_drop_memory};
     return false;
   }
+  if (started < it->second.seen) return false;  // under way when the first was lost: the same event
   option_drop_suspects_.erase(it);
   option_droppers_[server] = now + config_.option_drop_memory;
   return true;
@@ -172,7 +175,7 @@ std::string Interceptor::Impl::NoAnswerReason(const Held& h, const FlowKey& key)
   if (h.retried_without_option) {
     std::string what = "server " + address_v4(key.server).to_string() +
                        " did not answer the SYN carrying option 0x21, only the retransmission without it";
-    if (!ConfirmOptionDropper(key.server)) return what + ": a lost SYN, or a server that drops options (remembered if it happens again)";
+    if (!ConfirmOptionDropper(key.server, h.started)) return what + ": a lost SYN, or a server that drops options (remembered if it happens again)";
     return what + ", twice in a row: remembered for " + Minutes(config_.option_drop_memory);
   }
   auto it = learned_.find(key.server);
