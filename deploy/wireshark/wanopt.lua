@@ -158,7 +158,11 @@ function wanopt.dissector(tvb, pinfo, tree)
           return "nack, " .. math.floor(length / 16) .. " chunk(s)"
         end
         if kind == 0x08 then sub:add(f.fingerprint, body(0, 16)); sub:add(f.payload, body(16)); return nil end
-        sub:add(f.payload, body)
+        if kind == 0x04 and length == 1 and body(0, 1):uint() == 1 then
+          sub:add(f.payload, body(0, 1))
+          return "keepalive (finished: decoded up to our half-close)"
+        end
+        sub:add(f.payload, body())
         return nil
       end)
       if not ok then sub:add_proto_expert_info(malformed) end

@@ -20,7 +20,8 @@ enum class FrameType : uint8_t {
   kData = 0x01,       // payload: application bytes of the relayed connection
   kHalfClose = 0x02,  // sender's LAN side sent FIN; no payload
   kReset = 0x03,      // sender's LAN side was reset or failed; payload: ResetReason (1 byte)
-  kKeepalive = 0x04,  // no payload; proves the peer is alive while the connection is idle
+  kKeepalive = 0x04,  // proves the peer is alive while the connection is idle; payload: none, or
+                      // kKeepaliveFinished (the sender decoded everything up to our half-close)
   kModule = 0x05,     // payload: a protocol module's message to its twin; `stream` = module slot
   kDre = 0x06,        // payload: DRE/LZ-encoded application bytes (wanopt/dre/codec.h); flags: codec flags
   kNack = 0x07,       // payload: fingerprints (16 bytes each) of references the sender could not resolve
@@ -28,6 +29,11 @@ enum class FrameType : uint8_t {
   kHello = 0x10,      // first frame from the opening side (see hello.h)
   kHelloAck = 0x11,   // first frame from the accepting side
 };
+
+// A keepalive's one-byte payload saying "I processed your half-close: I will send no
+// more nack, you may close once your side is done" (inner-channel.md, "Ending a
+// connection"). Older receivers ignore a keepalive's payload.
+inline constexpr uint8_t kKeepaliveFinished = 0x01;
 
 // Why a connection was reset; carried in kReset frames and logged on both boxes.
 enum class ResetReason : uint8_t {

@@ -31,6 +31,13 @@ void Session::OnTick() {
     Fail(ResetReason::kTimeout);
     return;
   }
+  // Both directions done on this side, the peer still decoding ours (or an older
+  // box that never says so, which closes by itself): no byte of ours is at stake
+  // after dead_peer_ms of silence.
+  if (up_phase_ == UpPhase::kEnded && down_phase_ == DownPhase::kEnded && now - last_wan_rx_ >= t.dead_peer) {
+    Close();
+    return;
+  }
   ScheduleTick();
 }
 

@@ -158,6 +158,10 @@ bool Session::HandleFrame(const channel::DecodedFrame& frame, std::span<const ui
         return false;
       }
       down_phase_ = DownPhase::kPeerFinished;
+      // Everything the peer sent before its half-close is decoded (a stall replays
+      // in order first): we will never nack it again, so it may close once its
+      // side is done. Until it hears this it keeps the channel open to answer nacks.
+      wan_writer_.QueueControl(FrameType::kKeepalive, 0, {channel::kKeepaliveFinished});
       if (!modules_->empty()) {
         Buffer tail;
         modules_->Process(DownDirection(), tail, true);
@@ -172,6 +176,11 @@ bool Session::HandleFrame(const channel::DecodedFrame& frame, std::span<const ui
       return false;
     }
     case FrameType::kKeepalive:
+      if (frame.payload.size() == 1 && frame.payload[0] == channel::kKeepaliveFinished) {
+        peer_finished_ = true;
+        MaybeFinish();
+        return !closed_;
+      }
       return true;
     case FrameType::kModule:
       modules_->DeliverPeerMessage(frame.header.stream, frame.payload);
@@ -288,8 +297,13 @@ void Session::DownEnd() {
   }
   // The peer went away without finishing both directions: the relayed connection
   // cannot be completed correctly, so it is reset rather than cut short silently.
+  static constexpr const char* kUp[] = {"relaying", "ending", "ended"};
+  static constexpr const char* kDown[] = {"relaying", "peer finished", "ended"};
   WANOPT_LOG(kWarn, RoleName()) << "connection " << id_ << ": inner channel closed by peer "
-                                << FormatEndpoint(wan_endpoint()) << " mid-connection: resetting";
+                                << FormatEndpoint(wan_endpoint()) << " mid-connection (up "
+                                << kUp[static_cast<int>(up_phase_)] << ", down "
+                                << kDown[static_cast<int>(down_phase_)] << (awaiting_handshake_ ? ", before the hello" : "")
+                                << "): resetting";
   Abort("inner channel closed by peer mid-connection");
 }
 

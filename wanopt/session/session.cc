@@ -93,8 +93,9 @@ void Session::SetPeerLzWindowLog(uint8_t window_log) {
 const char* Session::RoleName() const { return role_ == Role::kBranch ? "branch" : "datacenter"; }
 
 void Session::MaybeFinish() {
-  if (up_phase_ == UpPhase::kEnded && down_phase_ == DownPhase::kEnded) {
-    // Framed: both half-closes crossed, nothing more can come. Pass-through: both FINs.
+  if (up_phase_ == UpPhase::kEnded && down_phase_ == DownPhase::kEnded && (peer_finished_ || !framed_)) {
+    // Framed: both half-closes crossed and the peer decoded all we sent (it will
+    // nack nothing more). Pass-through: both FINs.
     Close();
   }
 }

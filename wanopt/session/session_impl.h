@@ -279,6 +279,7 @@ class Session final : public std::enable_shared_from_this<Session>,
 
   bool framed_ = false;              // WAN side is an inner channel (else: the server itself)
   bool awaiting_handshake_ = false;  // the next frame must be the hello / hello-ack
+  bool peer_finished_ = false;       // the peer decoded everything up to our half-close (kKeepaliveFinished)
   bool draining_ = false;            // datacenter: answered "not served" (server unreachable,
                                      // destination rejected, version), waiting for the branch to hang up
   bool closed_ = false;
