@@ -120,6 +120,19 @@ bool ChunkStoreImpl::Contains(const ContentId& id) const {
   return shard.index.Find(id) != 0;
 }
 
+bool ChunkStoreImpl::Lasting(const ContentId& id) const {
+  uint64_t seq;
+  {
+    Shard& shard = ShardOf(id);
+    std::lock_guard lock(shard.mu);
+    seq = shard.index.Find(id) & ~ChunkIndex::kPending;
+  }
+  if (seq == 0) return false;
+  if (bytes_.load() + max_bytes_ / 16 <= max_bytes_) return true;  // nothing is about to go
+  uint64_t oldest = oldest_seq_.load(std::memory_order_relaxed), next = next_seq_.load(std::memory_order_relaxed);
+  return seq >= oldest + (next - std::min(next, oldest)) / 16;
+}
+
 ChunkStore::Stats ChunkStoreImpl::stats() const {
   Stats s;
   s.index_memory_bytes = kShards * (sizeof(std::mutex) + sizeof(ChunkIndex));

@@ -199,6 +199,14 @@ class ChunkStore {
   // is evicted in between, or fails to verify.
   virtual bool Contains(const ContentId& id) const = 0;
 
+  // Whether chunk `id` is stored and will stay a while: not among the sixteenth of
+  // the store next in line for eviction (while the store is within a sixteenth of
+  // full). A box names a chunk to its peer only if it can still send the bytes when
+  // the peer, which evicts in about the same order, asks for them back: a chunk
+  // both evicted between the naming and the asking cannot be repaired, and its
+  // connection is reset. From memory only.
+  virtual bool Lasting(const ContentId& id) const = 0;
+
   virtual Stats stats() const = 0;
 
   // False once the store degraded (see A failing disk): it stores nothing more.

@@ -92,6 +92,7 @@ class ChunkStoreImpl final : public ChunkStore {
   ContentId Put(std::span<const uint8_t> chunk) override;
   std::optional<std::vector<uint8_t>> Get(const ContentId& id) override;
   bool GetInto(const ContentId& id, Buffer& out) override;
+  bool Lasting(const ContentId& id) const override;
   bool Contains(const ContentId& id) const override;
   Stats stats() const override;
   bool healthy() const override { return !degraded(); }
@@ -207,6 +208,7 @@ class ChunkStoreImpl final : public ChunkStore {
   // and one write; a few milliseconds at most. Reclaiming is not under it.
   std::mutex evict_mu_;
   uint64_t evict_cursor_ = 0;           // guarded by evict_mu_: every seq below is evicted
+  std::atomic<uint64_t> oldest_seq_{0};  // evict_cursor_, for readers that take no lock (Lasting)
   uint64_t evicted_since_reclaim_ = 0;  // guarded by evict_mu_
   std::mutex reclaim_mu_;
 

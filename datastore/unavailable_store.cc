@@ -50,6 +50,7 @@ class UnavailableStore final : public ChunkStore {
     return false;
   }
   bool Contains(const ContentId&) const override { return false; }
+  bool Lasting(const ContentId&) const override { return false; }
   Stats stats() const override {
     std::lock_guard lock(mu_);
     return stats_;

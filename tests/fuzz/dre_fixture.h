@@ -62,6 +62,7 @@ class MemoryStore final : public datastore::ChunkStore {
     return true;
   }
   bool Contains(const datastore::ContentId& id) const override { return chunks_.count(id) != 0; }
+  bool Lasting(const datastore::ContentId& id) const override { return Contains(id); }
   Stats stats() const override { return stats_; }
   bool healthy() const override { return true; }
   std::string degraded_reason() const override { return {}; }

@@ -143,6 +143,30 @@ TEST_CASE("eviction keeps the stored bytes within max_bytes, oldest first, hits 
 }
 
 
+TEST_CASE("Lasting: every chunk while the store has room, all but the oldest sixteenth once it is nearly full") {
+  TempDir dir;
+  constexpr uint64_t kMax = 1 << 20;
+  auto store = OpenStore(dir.store(), kMax);
+  std::mt19937_64 rng(5);
+  std::vector<ContentId> ids;
+  for (int i = 0; i < 64; ++i) ids.push_back(store->Put(RandomChunk(rng, 8192)));  // half full
+  for (const auto& id : ids) CHECK(store->Lasting(id));
+  CHECK_FALSE(store->Lasting(store->IdOf(RandomChunk(rng, 100))));  // not stored
+  for (int i = 0; i < 200; ++i) ids.push_back(store->Put(RandomChunk(rng, 8192)));  // evicting now
+  size_t first_kept = 0;
+  while (!store->Contains(ids[first_kept])) ++first_kept;
+  REQUIRE(first_kept > 0);
+  size_t kept = ids.size() - first_kept, not_lasting = 0;
+  for (size_t i = first_kept; i < ids.size(); ++i) {
+    bool lasting = store->Lasting(ids[i]);
+    if (!lasting) ++not_lasting;
+    // The ones that are not are the oldest: a prefix of what is kept.
+    CHECK(lasting == (i - first_kept >= not_lasting));
+  }
+  CHECK(not_lasting == kept / 16);
+  CHECK(store->Lasting(ids.back()));
+}
+
 TEST_CASE("the in-memory index takes at most 64 bytes a chunk") {
   TempDir dir;
   auto store = OpenStore(dir.store());

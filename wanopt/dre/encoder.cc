@@ -107,7 +107,8 @@ void Encoder::EmitChunk(std::span<const uint8_t> chunk) {
   previous_ = fingerprint;
   std::optional<Fingerprint> base = cursor_;
   auto known = references_ ? peer_->Find(fingerprint) : std::nullopt;
-  if (known && store_->Contains(*known)) {
+  // Named only if this box can still send the bytes when the peer asks (Lasting).
+  if (known && store_->Lasting(*known)) {
     auto fp = FingerprintBytes(fingerprint);
     EmitOp(kRef, fp, rest);
     ++stats_.chunks_hit;
@@ -126,7 +127,7 @@ void Encoder::EmitChunk(std::span<const uint8_t> chunk) {
 
 bool Encoder::EmitDelta(const Fingerprint& base, std::span<const uint8_t> rest) {
   auto id = peer_->Find(base);
-  if (!id) return false;
+  if (!id || !store_->Lasting(*id)) return false;
   auto base_bytes = store_->Get(*id);
   if (!base_bytes) return false;
   if (!delta_) {
@@ -220,7 +221,7 @@ void Encoder::Flush() {
 bool Encoder::EmitPredictedPrefix(std::span<const uint8_t> tail) {
   if (!references_ || !cursor_ || tail.empty()) return false;
   auto id = peer_->Find(*cursor_);
-  if (!id) return false;
+  if (!id || !store_->Lasting(*id)) return false;
   auto predicted = store_->Get(*id);
   if (!predicted || predicted->size() <= pending_.size() ||
       !std::equal(pending_.data(), pending_.data() + pending_.size(), predicted->data())) {
