@@ -160,7 +160,7 @@ function wanopt.dissector(tvb, pinfo, tree)
         if kind == 0x08 then sub:add(f.fingerprint, body(0, 16)); sub:add(f.payload, body(16)); return nil end
         if kind == 0x04 and length == 1 and body(0, 1):uint() == 1 then
           sub:add(f.payload, body(0, 1))
-          return "keepalive (finished: decoded up to our half-close)"
+          return "keepalive (finished: decoded up to the receiver's half-close)"
         end
         sub:add(f.payload, body())
         return nil

@@ -21,7 +21,7 @@ enum class FrameType : uint8_t {
   kHalfClose = 0x02,  // sender's LAN side sent FIN; no payload
   kReset = 0x03,      // sender's LAN side was reset or failed; payload: ResetReason (1 byte)
   kKeepalive = 0x04,  // proves the peer is alive while the connection is idle; payload: none, or
-                      // kKeepaliveFinished (the sender decoded everything up to our half-close)
+                      // kKeepaliveFinished (the sender decoded everything up to the receiver's half-close)
   kModule = 0x05,     // payload: a protocol module's message to its twin; `stream` = module slot
   kDre = 0x06,        // payload: DRE/LZ-encoded application bytes (wanopt/dre/codec.h); flags: codec flags
   kNack = 0x07,       // payload: fingerprints (16 bytes each) of references the sender could not resolve
@@ -30,8 +30,8 @@ enum class FrameType : uint8_t {
   kHelloAck = 0x11,   // first frame from the accepting side
 };
 
-// A keepalive's one-byte payload saying "I processed your half-close: I will send no
-// more nack, you may close once your side is done" (inner-channel.md, "Ending a
+// A keepalive's one-byte payload, sent by a side once it processed the receiver's
+// half-close: "I will send no more nack; close once your side is done" (inner-channel.md, "Ending a
 // connection"). Older receivers ignore a keepalive's payload.
 inline constexpr uint8_t kKeepaliveFinished = 0x01;
 

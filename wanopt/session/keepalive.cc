@@ -2,6 +2,8 @@
 // channels only).
 #include "wanopt/session/session_impl.h"
 
+#include <algorithm>
+
 namespace wanopt::session_internal {
 
 void Session::StartTicks() {
@@ -20,7 +22,11 @@ void Session::OnTick() {
   ReleaseIfIdle();  // first: a keepalive queued below would be a write in flight
   auto now = Clock::now();
   const auto& t = env_.config.timeouts;
-  if (up_phase_ == UpPhase::kRelaying && !wan_writer_.writing() && now - last_wan_tx_ >= t.keepalive && !awaiting_handshake_) {
+  // Keepalives while our LAN side has not ended, and also after that while we still
+  // decode the peer's stream (it may wait for our "finished" to close: this tells
+  // it we are alive). Older boxes accept a keepalive at any time.
+  if ((up_phase_ == UpPhase::kRelaying || down_phase_ != DownPhase::kEnded) && !wan_writer_.writing() &&
+      now - last_wan_tx_ >= t.keepalive && !awaiting_handshake_) {
     wan_writer_.QueueControl(FrameType::kKeepalive, 0, {});
   }
   // Silence only counts while we are waiting for the peer and it still owes us
@@ -31,10 +37,13 @@ void Session::OnTick() {
     Fail(ResetReason::kTimeout);
     return;
   }
-  // Both directions done on this side, the peer still decoding ours (or an older
-  // box that never says so, which closes by itself): no byte of ours is at stake
-  // after dead_peer_ms of silence.
-  if (up_phase_ == UpPhase::kEnded && down_phase_ == DownPhase::kEnded && now - last_wan_rx_ >= t.dead_peer) {
+  // Both directions done here, waiting for the peer's "finished": a peer still
+  // decoding sends keepalives (above), so dead_peer_ms of silence, counted from when
+  // we started waiting, means it is gone; nothing of ours is still being written.
+  if (up_phase_ == UpPhase::kEnded && down_phase_ == DownPhase::kEnded && wan_writer_.idle() &&
+      now - std::max(last_wan_rx_, both_ended_at_) >= t.dead_peer) {
+    WANOPT_LOG(kInfo, RoleName()) << "connection " << id_ << ": no word from peer " << FormatEndpoint(wan_endpoint())
+                                  << " for " << t.dead_peer.count() << " ms after both directions ended: closing";
     Close();
     return;
   }

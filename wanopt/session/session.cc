@@ -93,7 +93,9 @@ void Session::SetPeerLzWindowLog(uint8_t window_log) {
 const char* Session::RoleName() const { return role_ == Role::kBranch ? "branch" : "datacenter"; }
 
 void Session::MaybeFinish() {
-  if (up_phase_ == UpPhase::kEnded && down_phase_ == DownPhase::kEnded && (peer_finished_ || !framed_)) {
+  if (up_phase_ != UpPhase::kEnded || down_phase_ != DownPhase::kEnded) return;
+  if (both_ended_at_ == Clock::time_point{}) both_ended_at_ = Clock::now();
+  if (peer_finished_ || !framed_) {
     // Framed: both half-closes crossed and the peer decoded all we sent (it will
     // nack nothing more). Pass-through: both FINs.
     Close();

@@ -67,7 +67,8 @@ enum class Role { kBranch, kDatacenter };
 
 // Where each direction of a connection is. Up: LAN side -> WAN side; down: WAN
 // side -> LAN side (the client's bytes go up on a branch, the server's on a
-// datacenter). The session is done when both have ended.
+// datacenter). The session is done when both have ended and, on an inner channel,
+// the peer said it decoded everything we sent ("finished", MaybeFinish).
 enum class UpPhase {
   kRelaying,
   kEnding,  // the LAN side sent FIN: the modules flushed, our half-close is queued
@@ -321,6 +322,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   bool down_readable_ = false;       // the WAN side became readable during a module's LAN write
 
   Clock::time_point last_wan_rx_{};
+  Clock::time_point both_ended_at_{};  // both directions ended here (waiting for "finished" since)
   Clock::time_point last_wan_tx_{};
   uint64_t lan_bytes_at_tick_ = 0;  // LAN bytes both ways at the last tick: idle when unchanged
 
