@@ -82,7 +82,7 @@
 // write_errors) and evicts nothing; it still serves the chunks it holds. Its
 // callers fall back to not using it (the daemon turns DRE off for new
 // connections). Closing a degraded store writes nothing either: the chunks still
-// queued are lost, those in RocksDB's log come back on the next open. RocksDB logs
+// queued or in memtables are lost (a cache's loss, as on a crash). RocksDB logs
 // into the journal, never into a file on the store's disk.
 //
 // Thread-safety: every method may be called from any number of threads at once. The

@@ -178,9 +178,11 @@ class ChunkStoreImpl final : public ChunkStore {
   // Evicts the oldest chunks until bytes_ <= evict_to_ (if still over max_bytes once
   // it has the eviction lock: the thread before may have done it already).
   void Evict();
-  // Deletes the chunks family's files whose keys are all below `cursor`. Skipped when
-  // another thread is at it: the next round covers these files too.
-  // REQUIRES: the index entries below `cursor` are deleted on disk.
+  // Flushes the memtables (so that the index deletes below `cursor`, written without
+  // a log, are on disk), then deletes the chunks family's files whose keys are all
+  // below `cursor`. Skipped when another thread is at it: the next round covers these
+  // files too. REQUIRES: the index entries below `cursor` are deleted (in a memtable
+  // at least).
   void Reclaim(uint64_t cursor);
 
   const std::string path_;

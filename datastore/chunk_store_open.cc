@@ -196,6 +196,9 @@ bool ChunkStoreImpl::OpenDatabase(const ChunkStoreOptions& options, std::string*
   // Chunks are written without the log (chunk_store.cc): the chunks and index
   // families must flush together, so that a crash keeps matching prefixes of both.
   db_options.atomic_flush = true;
+  // Closing flushes the memtables itself when healthy (the destructor); a degraded
+  // store must write nothing more, and RocksDB's own close would try to.
+  db_options.avoid_flush_during_shutdown = true;
   // With sync_writes the log has every chunk: this bound makes RocksDB flush so that
   // old log files can go.
   db_options.max_total_wal_size = 256 << 20;

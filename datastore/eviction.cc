@@ -95,7 +95,14 @@ void ChunkStoreImpl::Reclaim(uint64_t cursor) {
   if (!lock) return;
   SeqKey end(cursor);
   rocksdb::Slice end_slice = end.slice();
-  rocksdb::Status s = Writing([&] {
+  // The evictions' index deletes are written without a log: flush them (with the
+  // chunks written alongside, atomic_flush) before the bytes go, or a crash would
+  // bring back index entries whose chunk files are already deleted.
+  rocksdb::FlushOptions wait;
+  wait.wait = true;
+  rocksdb::Status s = Writing([&] { return db_->Flush(wait, {chunks_cf_, index_cf_}); });
+  if (!s.ok()) return;  // the store degraded (logged once there): keep the files
+  s = Writing([&] {
     return rocksdb::DeleteFilesInRange(db_.get(), chunks_cf_, nullptr, &end_slice, /*include_end=*/false);
   });
   if (!s.ok() && !s.IsAborted()) {
