@@ -160,7 +160,7 @@ bool Daemon::Start(std::string* error) {
     store_ = datastore::ChunkStore::Open(options, error, &misconfigured);
     if (!store_ && misconfigured) return fail();
     if (store_) {
-      peers_ = std::make_unique<dre::PeerTable>(config_.dre.datastore + "/peers");
+      peers_ = std::make_unique<dre::PeerTable>(config_.dre.datastore + "/peers", store_.get());
     } else {
       // A full, read-only or failing disk must not keep the box from relaying: it
       // runs with a store that holds nothing, so DRE is off for its connections

@@ -2,6 +2,8 @@
 
 #include <sys/random.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 
@@ -27,8 +29,15 @@ std::string SafeName(const std::string& name) {
 
 }  // namespace
 
-PeerState::PeerState(std::string path, const Seed& seed)
-    : path_(std::move(path)), seed_(seed), key_(std::make_unique<FingerprintKey>(seed)) {}
+// The smallest map PruneLocked runs on: below it a peering's whole map is a few MiB.
+constexpr size_t kPruneFloor = 64 << 10;
+
+PeerState::PeerState(std::string path, const Seed& seed, const datastore::ChunkStore* store)
+    : path_(std::move(path)),
+      seed_(seed),
+      key_(std::make_unique<FingerprintKey>(seed)),
+      store_(store),
+      prune_at_(kPruneFloor) {}
 
 std::optional<datastore::ContentId> PeerState::Find(const Fingerprint& fingerprint) const {
   std::lock_guard lock(mu_);
@@ -70,6 +79,7 @@ void PeerState::AppendLocked(uint8_t kind, const uint8_t* a, size_t alen) {
 void PeerState::Learn(const Fingerprint& fingerprint, const datastore::ContentId& id) {
   std::lock_guard lock(mu_);
   index_.insert_or_assign(fingerprint, id);
+  if (store_ && index_.size() >= prune_at_) return PruneLocked();  // rewrites the file, this entry included
   if (!log_) return;
   uint8_t payload[32];
   auto fp = FingerprintBytes(fingerprint);
@@ -130,6 +140,18 @@ void PeerState::Rekey(const Seed& seed) {
   RewriteLocked();
 }
 
+void PeerState::PruneLocked() {
+  size_t before = index_.size();
+  auto start = std::chrono::steady_clock::now();
+  std::erase_if(index_, [this](const auto& entry) { return !store_->Contains(entry.second); });
+  std::erase_if(retired_, [this](const auto& entry) { return !store_->Contains(entry.second); });
+  prune_at_ = std::max(kPruneFloor, 2 * index_.size());
+  RewriteLocked();
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+  WANOPT_LOG(kDebug, "dre") << path_ << ": dropped " << before - index_.size() << " of " << before
+                            << " names of chunks the store evicted, in " << ms << " ms";
+}
+
 void PeerState::RewriteLocked() {
   if (path_.empty()) return;
   if (log_) std::fclose(log_);
@@ -159,7 +181,8 @@ void PeerState::RewriteLocked() {
   std::rename(temp.c_str(), path_.c_str());
 }
 
-PeerTable::PeerTable(std::string directory) : directory_(std::move(directory)) {
+PeerTable::PeerTable(std::string directory, const datastore::ChunkStore* store)
+    : directory_(std::move(directory)), store_(store) {
   if (!directory_.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(directory_, ec);
@@ -190,7 +213,7 @@ std::shared_ptr<PeerState> PeerTable::Get(const std::string& name, const std::op
       Seed stored{};
       if (std::fread(magic, 1, 8, in) == 8 && std::memcmp(magic, kMagic, 8) == 0 &&
           std::fread(stored.data(), 1, stored.size(), in) == stored.size()) {
-        peer.reset(new PeerState(path, stored));
+        peer.reset(new PeerState(path, stored, store_));
         uint8_t record[kRecordSize];
         while (std::fread(record, 1, kRecordSize, in) == kRecordSize) {
           auto fp = FingerprintFromBytes(std::span<const uint8_t, 16>(record + 1, 16));
@@ -218,7 +241,7 @@ std::shared_ptr<PeerState> PeerTable::Get(const std::string& name, const std::op
     } else if (getrandom(fresh.data(), fresh.size(), 0) != static_cast<ssize_t>(fresh.size())) {
       WANOPT_LOG(kError, "dre") << "getrandom failed: " << std::strerror(errno);
     }
-    peer.reset(new PeerState(path, fresh));
+    peer.reset(new PeerState(path, fresh, store_));
   } else if (seed && *seed != peer->seed()) {
     peer->seed_ = *seed;
     peer->key_ = std::make_unique<FingerprintKey>(*seed);

@@ -14,6 +14,11 @@
 // ignored when the file is read back; the file is rewritten compactly when it has
 // grown to twice what it holds.
 //
+// Bounded by the chunk store: a chunk the store evicted is no use to name, so each
+// time a peering's map has doubled (from 64Ki entries up) the entries whose chunk
+// the store no longer holds are dropped and the file rewritten. Without it the map
+// grew with every chunk that ever crossed (a 30-minute soak: +400 MiB per box).
+//
 // Thread-safe: the sessions of one peering share its PeerState.
 #pragma once
 
@@ -75,9 +80,11 @@ class PeerState {
 
  private:
   friend class PeerTable;
-  PeerState(std::string path, const Seed& seed);
+  PeerState(std::string path, const Seed& seed, const datastore::ChunkStore* store);
   void AppendLocked(uint8_t kind, const uint8_t* a, size_t alen);
   void RewriteLocked();
+  // Drops the entries whose chunk the store no longer holds (see the top).
+  void PruneLocked();
 
   const std::string path_;
   mutable std::mutex mu_;
@@ -90,12 +97,15 @@ class PeerState {
   std::atomic<int> last_applied_{-1};
   std::FILE* log_ = nullptr;
   size_t records_ = 0;
+  const datastore::ChunkStore* const store_;  // null: not bounded (tests, no store)
+  size_t prune_at_;                           // index_ size that triggers PruneLocked
 };
 
 class PeerTable {
  public:
   // `directory`: where peer files live (created if missing). Empty: memory only.
-  explicit PeerTable(std::string directory);
+  // `store` (outlives the table; may be null) bounds what each peering keeps.
+  explicit PeerTable(std::string directory, const datastore::ChunkStore* store = nullptr);
   ~PeerTable();
 
   // The peering named `name` (a device id or a peer address). When it is new, a
@@ -105,6 +115,7 @@ class PeerTable {
 
  private:
   const std::string directory_;
+  const datastore::ChunkStore* const store_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<PeerState>> peers_;
 };
