@@ -24,7 +24,8 @@
 // the SYN costs no round trip: the client gets its SYN-ACK when the server's comes.
 //
 // Hard cases: a server that drops SYNs carrying options (the probe's retransmitted
-// SYN goes without; the server is remembered for option_drop_memory), an option
+// SYN goes without; the second time in a row the server is remembered for
+// option_drop_memory: one lost SYN is not enough), an option
 // stripped on the way (pass-through; named so when a peer had answered for that
 // server before), a peer that fails authentication (pass-through, remembered),
 // replies that do not come back through the datacenter box when it connects with

@@ -155,7 +155,8 @@ void Interceptor::Impl::OnProbeConnected(FlowKey key, error_code ec) {
   if (h.probe) RecordServerRtt(key.server, *h.probe);
   // The SYN carrying the option was answered: whatever lost one before, the server
   // does not drop options.
-  if (h.offer && !h.retried_without_option) option_drop_suspects_.erase(key.server);
+  // (An answer proves it too, whichever SYN it came on.)
+  if (h.offer && (!h.retried_without_option || h.answer)) option_drop_suspects_.erase(key.server);
   std::optional<uint16_t> redirected;
   if (h.target_port != key.server_port) redirected = h.target_port;
   // Remembered only when the server answered our own address faster than it was
