@@ -128,9 +128,9 @@ bool ChunkStoreImpl::Lasting(const ContentId& id) const {
     seq = shard.index.Find(id) & ~ChunkIndex::kPending;
   }
   if (seq == 0) return false;
-  if (bytes_.load() + max_bytes_ / 16 <= max_bytes_) return true;  // nothing is about to go
+  if (bytes_.load() + max_bytes_ / 4 <= max_bytes_) return true;  // nothing is about to go
   uint64_t oldest = oldest_seq_.load(std::memory_order_relaxed), next = next_seq_.load(std::memory_order_relaxed);
-  return seq >= oldest + (next - std::min(next, oldest)) / 16;
+  return seq >= oldest + (next - std::min(next, oldest)) / 4;
 }
 
 ChunkStore::Stats ChunkStoreImpl::stats() const {

@@ -143,7 +143,7 @@ TEST_CASE("eviction keeps the stored bytes within max_bytes, oldest first, hits 
 }
 
 
-TEST_CASE("Lasting: every chunk while the store has room, all but the oldest sixteenth once it is nearly full") {
+TEST_CASE("Lasting: every chunk while the store has room, all but the oldest quarter once it is nearly full") {
   TempDir dir;
   constexpr uint64_t kMax = 1 << 20;
   auto store = OpenStore(dir.store(), kMax);
@@ -163,7 +163,7 @@ TEST_CASE("Lasting: every chunk while the store has room, all but the oldest six
     // The ones that are not are the oldest: a prefix of what is kept.
     CHECK(lasting == (i - first_kept >= not_lasting));
   }
-  CHECK(not_lasting == kept / 16);
+  CHECK(not_lasting == kept / 4);
   CHECK(store->Lasting(ids.back()));
 }
 

@@ -37,7 +37,8 @@ PeerState::PeerState(std::string path, const Seed& seed, const datastore::ChunkS
       seed_(seed),
       key_(std::make_unique<FingerprintKey>(seed)),
       store_(store),
-      prune_at_(kPruneFloor) {}
+      prune_at_(kPruneFloor),
+      next_prune_at_(kPruneFloor) {}
 
 std::optional<datastore::ContentId> PeerState::Find(const Fingerprint& fingerprint) const {
   std::lock_guard lock(mu_);
@@ -62,8 +63,13 @@ std::optional<Fingerprint> PeerState::Next(const Fingerprint& fingerprint) const
 
 void PeerState::SetNext(const Fingerprint& fingerprint, const Fingerprint& next) {
   std::lock_guard lock(mu_);
-  // A guess, not knowledge: when it grows past the bound it simply starts over.
-  if (next_.size() >= (size_t{4} << 20)) next_.clear();
+  // A guess, not knowledge. Guesses about chunks no longer named are useless: each
+  // time the map doubles (from 64Ki) they go; past a hard bound it starts over.
+  if (next_.size() >= next_prune_at_) {
+    std::erase_if(next_, [this](const auto& entry) { return !index_.contains(entry.first); });
+    next_prune_at_ = std::max(kPruneFloor, 2 * next_.size());
+  }
+  if (next_.size() >= (size_t{1} << 20)) next_.clear();
   next_[fingerprint] = next;
 }
 

@@ -17,7 +17,8 @@
 // Bounded by the chunk store: a chunk the store evicted is no use to name, so each
 // time a peering's map has doubled (from 64Ki entries up) the entries whose chunk
 // the store no longer holds are dropped and the file rewritten. Without it the map
-// grew with every chunk that ever crossed (a 30-minute soak: +400 MiB per box).
+// grew with every chunk that ever crossed (a 30-minute soak: +400 MiB per box). The
+// guesses of which chunk follows which (Next) go the same way, at most 1Mi of them.
 //
 // Thread-safe: the sessions of one peering share its PeerState.
 #pragma once
@@ -53,7 +54,7 @@ class PeerState {
   // still be answered with the chunk's bytes.
   std::optional<datastore::ContentId> FindForRepair(const Fingerprint& fingerprint) const;
   // Which chunk followed `fingerprint` the last time it crossed: the encoder's guess
-  // for the chunk a changed chunk is a version of. Memory only, bounded.
+  // for the chunk a changed chunk is a version of. Memory only, bounded (see the top).
   std::optional<Fingerprint> Next(const Fingerprint& fingerprint) const;
   void SetNext(const Fingerprint& fingerprint, const Fingerprint& next);
   void Learn(const Fingerprint& fingerprint, const datastore::ContentId& id);
@@ -99,6 +100,7 @@ class PeerState {
   size_t records_ = 0;
   const datastore::ChunkStore* const store_;  // null: not bounded (tests, no store)
   size_t prune_at_;                           // index_ size that triggers PruneLocked
+  size_t next_prune_at_;                      // next_ size that drops guesses about unnamed chunks
 };
 
 class PeerTable {
