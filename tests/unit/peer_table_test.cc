@@ -18,7 +18,7 @@ TEST_CASE("a peering forgets the chunks the store evicted: its map and its file 
   dre::PeerTable table(dir.path() + "/peers", store.get());
   auto peer = table.Get("peer-a", std::nullopt);
   std::vector<dre::Fingerprint> names;
-  for (uint64_t i = 0; i < 300000; ++i) {  // 75 MiB of chunks through a 1 MiB store
+  for (uint64_t i = 0; i < 160000; ++i) {  // 40 MiB of chunks through a 1 MiB store
     Chunk chunk = NthChunk(i);
     chunk.resize(256);
     chunk[0] = static_cast<uint8_t>(i);
@@ -32,10 +32,10 @@ TEST_CASE("a peering forgets the chunks the store evicted: its map and its file 
   // Pruned at least once: an early chunk's name is gone; a recent one is still known.
   CHECK_FALSE(peer->Find(names.front()));
   CHECK(peer->Find(names.back()));
-  CHECK(peer->size() < 300000 / 2);
+  CHECK(peer->size() < 160000 / 2);
   // The file was rewritten with what is left, not with every chunk ever learned.
   auto file = std::filesystem::path(dir.path()) / "peers";
   uintmax_t bytes = 0;
   for (const auto& entry : std::filesystem::directory_iterator(file)) bytes += entry.file_size();
-  CHECK(bytes < 300000 * 33 / 2);
+  CHECK(bytes < 160000 * 33 / 2);
 }
