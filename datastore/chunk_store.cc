@@ -129,7 +129,7 @@ bool ChunkStoreImpl::Lasting(const ContentId& id) const {
   }
   if (seq == 0) return false;
   if (bytes_.load() + max_bytes_ / 4 <= max_bytes_) return true;  // nothing is about to go
-  uint64_t oldest = oldest_seq_.load(std::memory_order_relaxed), next = next_seq_.load(std::memory_order_relaxed);
+  uint64_t oldest = evict_cursor_.load(std::memory_order_relaxed), next = next_seq_.load(std::memory_order_relaxed);
   return seq >= oldest + (next - std::min(next, oldest)) / 4;
 }
 

@@ -209,8 +209,8 @@ class ChunkStoreImpl final : public ChunkStore {
   // Held for one eviction round: an iterator over the index family from the cursor
   // and one write; a few milliseconds at most. Reclaiming is not under it.
   std::mutex evict_mu_;
-  uint64_t evict_cursor_ = 0;           // guarded by evict_mu_: every seq below is evicted
-  std::atomic<uint64_t> oldest_seq_{0};  // evict_cursor_, for readers that take no lock (Lasting)
+  // Every seq below is evicted. Written under evict_mu_; Lasting reads it without.
+  std::atomic<uint64_t> evict_cursor_{0};
   uint64_t evicted_since_reclaim_ = 0;  // guarded by evict_mu_
   std::mutex reclaim_mu_;
 

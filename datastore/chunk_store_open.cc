@@ -360,7 +360,6 @@ bool ChunkStoreImpl::Rebuild(std::string* why) {
   bytes_ = bytes;
   std::lock_guard lock(evict_mu_);
   evict_cursor_ = first != 0 ? first : last + 1;
-  oldest_seq_.store(evict_cursor_, std::memory_order_relaxed);
   return true;
 }
 

@@ -50,7 +50,6 @@ void ChunkStoreImpl::Evict() {
     if (key.size() != sizeof(SeqKey::bytes)) continue;
     uint64_t seq = bytes::GetBe64(reinterpret_cast<const uint8_t*>(key.data()));
     evict_cursor_ = seq + 1;
-    oldest_seq_.store(evict_cursor_, std::memory_order_relaxed);
     if (value.size() != kIndexValueSize) continue;
     ContentId id;
     std::memcpy(id.data(), value.data(), id.size());
@@ -75,7 +74,6 @@ void ChunkStoreImpl::Evict() {
     // (the next round deletes them; a restart before that brings them back as stored
     // chunks), and so must their bytes: the cursor goes back.
     evict_cursor_ = round_start;
-    oldest_seq_.store(evict_cursor_, std::memory_order_relaxed);
     uint64_t n = write_errors_.fetch_add(1) + 1;
     if (!s.IsAborted() && WorthLogging(n)) {
       WANOPT_LOG(kError, kComponent) << path_ << ": eviction: " << s.ToString();
