@@ -10,9 +10,9 @@
 //       the writer and Puts 7020..7039; reports 0 if those are served from the queue.
 //   datastore_crash_child put-forever DIR BASE  Puts BASE+0, BASE+1, ... and
 //       Flushes after every fourth; reports i (uint32) after each Flush.
-//   datastore_crash_child evict-forever DIR   Puts chunks 0, 1, 2, ... into a 1 MiB
-//       store (evicting, and deleting evicted chunks' files, all along); reports
-//       i after every 16th, never Flushes.
+//   datastore_crash_child evict-forever DIR   Puts chunks 0, 1, 2, ... into a 32 MiB
+//       store, twice a memtable (so evicted chunks' files are flushed, then deleted,
+//       all along); reports i after every 16th, never Flushes.
 // Reports are native-endian 32-bit integers on stdout. After its report the first
 // two wait to be killed; every mode ends itself after 30 s (alarm).
 #define DOCTEST_CONFIG_DISABLE  // the helpers' REQUIREs are the tests', not ours
@@ -69,6 +69,7 @@ int main(int argc, char** argv) {
   if (argc < 3) return 64;
   std::string mode = argv[1];
   ChunkStoreOptions options{.path = argv[2], .block_cache_bytes = 4 << 20, .cache_bytes = 0};
+  if (mode == "evict-forever") options.max_bytes = kEvictStoreBytes;
   std::string error;
   auto store = ChunkStore::Open(options, &error);
   if (!store) {
@@ -76,13 +77,6 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (mode == "evict-forever") {
-    store.reset();
-    options.max_bytes = 1 << 20;
-    store = ChunkStore::Open(options, &error);
-    if (!store) {
-      Report(1);
-      return 1;
-    }
     for (uint32_t i = 0;; ++i) {
       store->Put(NthChunk(i));
       if (i % 16 == 15) Report(i);

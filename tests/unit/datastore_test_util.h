@@ -27,6 +27,10 @@ namespace wanopt::datastore::test_helpers {
 
 using Chunk = std::vector<uint8_t>;
 
+// The store size of datastore_crash_child's evict-forever: twice a chunk memtable
+// (16 MiB), so that evicted chunks' files are flushed before they are deleted.
+inline constexpr uint64_t kEvictStoreBytes = uint64_t{32} << 20;
+
 #ifdef WANOPT_DATASTORE_CHILD
 // Starts datastore_crash_child (its header says what each mode does) with `args`;
 // returns its pid and the read end of its stdout, where it reports.
