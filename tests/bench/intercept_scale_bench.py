@@ -39,27 +39,27 @@ import asyncio
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request  # noqa: F401  (the status API is read with curl inside the namespaces)
 from pathlib import Path
 
 sys.dont_write_bytecode = True
+sys.dont_write_bytecode = True
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-sys.path.insert(0, str(REPO / "tests" / "lab"))
+sys.path.insert(0, str(HERE))
+import benchkit  # noqa: E402
+from benchkit import proc_cpu_seconds, proc_nofile_limit  # noqa: E402
+from netns_boxes import (REPO, SERVER, box_config, box_reading, echo, keep_logs, metrics, open_lab,  # noqa: E402
+                         wait_metric)
 
-SERVER = "198.18.2.10"
 OPT_PORT, RULE_PORT, PLAIN_PORT = 9000, 9001, 9002
 PSK_PEERING = """[peering]
 psk_identity = "scale-bench"
 psk = "9f2c6a1e0b7d4c3a8e5f1029384756abcdef0123456789abcdef0123456789ab"
 """
-IDS = {"branch": "02:00:00:00:0b:01", "dc": "02:00:00:00:0d:01"}
 RULES = """
 [intercept]
 [[intercept.rule]]
@@ -74,20 +74,6 @@ encryption = false
 # ---------------------------------------------------------------------------
 # The echo server (server namespace) and the load client (client namespace)
 # ---------------------------------------------------------------------------
-
-async def echo(reader, writer):
-    try:
-        while True:
-            data = await reader.read(4096)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        writer.close()
-
 
 async def serve(ports):
     for port in ports:
@@ -183,69 +169,22 @@ def child_main(args):
 # The parent: lab, boxes, phases
 # ---------------------------------------------------------------------------
 
-def proc_mem(pid):
-    out = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                out[line.split(":")[0]] = int(line.split()[1])  # KiB
-    kinds = {}
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        try:
-            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
-        except OSError:
-            continue
-        kind = target.split(":")[0] if ":" in target else "file"
-        if kind == "anon_inode":
-            kind = target
-        kinds[kind] = kinds.get(kind, 0) + 1
-    out["fds"] = sum(kinds.values())
-    out["fd_kinds"] = kinds
-    return out
-
-
-def metrics(lab, box):
-    r = lab.run(box, "curl", "-s", "-m", "3", "http://127.0.0.1:7880/metrics")
-    vals = {}
-    for line in r.stdout.splitlines():
-        if line.startswith("wanopt_") and "{" in line:
-            name = line.split("{")[0]
-            vals[name] = vals.get(name, 0) + float(line.rsplit(" ", 1)[1])
-    return vals
-
-
-def wait_metric(lab, box, name, pred, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = metrics(lab, box).get(name)
-        if v is not None and pred(v):
-            return v
-        if time.monotonic() > deadline:
-            return v
-        time.sleep(0.2)
-
-
-def client_cmd(args, *extra):
+def client_cmd(*extra):
+    """This script in one of its child roles."""
     return ["/usr/bin/python3", str(Path(__file__).resolve()), *extra]
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_rate(lab, args, port, label, pids=None):
     """pids: the running boxes, whose CPU per connection is recorded."""
     pids = {b: p for b, p in (pids or {}).items() if lab.procs.get(b) and lab.procs[b].poll() is None}
-    cpu0 = {b: cpu_seconds(p) for b, p in pids.items()}
-    r = lab.run("client", *client_cmd(args, "--rate-port", str(port), "--rate-count", str(args.rate_count),
+    cpu0 = {b: proc_cpu_seconds(p) for b, p in pids.items()}
+    r = lab.run("client", *client_cmd("--rate-port", str(port), "--rate-count", str(args.rate_count),
                                       "--concurrency", str(args.concurrency)), timeout=600)
     if r.returncode != 0:
         raise RuntimeError("rate client (%s): %s" % (label, r.stderr[-2000:]))
     res = json.loads(r.stdout.strip().splitlines()[-1])
     res["label"] = label
-    res["cpu_ms_per_connection"] = {b: round(1000 * (cpu_seconds(p) - cpu0[b]) / max(1, res["verified"]), 3)
+    res["cpu_ms_per_connection"] = {b: round(1000 * (proc_cpu_seconds(p) - cpu0[b]) / max(1, res["verified"]), 3)
                                     for b, p in pids.items()}
     print("[intercept_scale] rate %-32s %8.1f conn/s  verified %d/%d  median %s ms  p99 %s ms  over 900 ms: %d" % (
         label, res["per_second"], res["verified"], res["count"], res["latency_ms_median"], res["latency_ms_p99"],
@@ -253,37 +192,30 @@ def run_rate(lab, args, port, label, pids=None):
     return res
 
 
-def nofile_limit(pid):
-    with open("/proc/%d/limits" % pid) as f:
-        for line in f:
-            if line.startswith("Max open files"):
-                return int(line.split()[3])
-    return None
-
-
 def run_hold(lab, args, boxes_pid, results, port, label, fds_per_conn):
     """Holds as many of args.hold connections as every box's descriptor limit allows
     (fds_per_conn each: 2 with a plaintext inner channel, 4 with TLS: the pump's
     socketpair)."""
-    before = {b: proc_mem(pid) for b, pid in boxes_pid.items()}
-    limits = {b: nofile_limit(pid) for b, pid in boxes_pid.items()}
+    before = {b: box_reading(pid) for b, pid in boxes_pid.items()}
+    limits = {b: int(proc_nofile_limit(pid)["soft"]) for b, pid in boxes_pid.items()}
     room = min((limits[b] - before[b]["fds"] - 64) // fds_per_conn for b in boxes_pid)
     count = min(args.hold, room)
     if count < args.hold:
         print("[intercept_scale] hold %s: %d connections, not %d: the boxes' RLIMIT_NOFILE is %s and each "
               "connection takes %d descriptors per box" % (label, count, args.hold, limits, fds_per_conn), flush=True)
-    p = lab.spawn("holder", "client", *client_cmd(args, "--hold-port", str(port), "--hold", str(count),
+    p = lab.spawn("holder", "client", *client_cmd("--hold-port", str(port), "--hold", str(count),
                                                   "--concurrency", str(args.concurrency)),
                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     opened = json.loads(p.stdout.readline())
     print("[intercept_scale] hold %s: %s" % (label, opened), flush=True)
     active = {b: wait_metric(lab, b, "wanopt_connections_active", lambda v: v >= opened["opened"], 30)
               for b in boxes_pid}
-    during = {b: proc_mem(pid) for b, pid in boxes_pid.items()}
-    # Idle: after three keepalive ticks (keepalive_ms = 2000) the sessions have
-    # released their codecs' contexts.
+    during = {b: box_reading(pid) for b, pid in boxes_pid.items()}
+    # The idle reading is taken three keepalive ticks (keepalive_ms = 2000) later,
+    # when every session has had its idle release: a measurement point, not a wait
+    # for an event (the boxes report none).
     time.sleep(6.5)
-    idle = {b: proc_mem(pid) for b, pid in boxes_pid.items()}
+    idle = {b: box_reading(pid) for b, pid in boxes_pid.items()}
     sockets = {}
     for b in boxes_pid:
         kinds = {}
@@ -303,10 +235,10 @@ def run_hold(lab, args, boxes_pid, results, port, label, fds_per_conn):
     closed = json.loads(p.stdout.readline())
     lab.stop("holder")
     gone = {b: wait_metric(lab, b, "wanopt_connections_active", lambda v: v == 0, 60) for b in boxes_pid}
-    after = {b: proc_mem(pid) for b, pid in boxes_pid.items()}
+    after = {b: box_reading(pid) for b, pid in boxes_pid.items()}
     n = max(1, opened["opened"])
-    per_conn = {b: {"rss_bytes_per_conn": round(1024 * (idle[b]["VmRSS"] - before[b]["VmRSS"]) / n),
-                    "busy_rss_bytes_per_conn": round(1024 * (during[b]["VmRSS"] - before[b]["VmRSS"]) / n),
+    per_conn = {b: {"rss_bytes_per_conn": round((idle[b]["VmRSS"] - before[b]["VmRSS"]) / n),
+                    "busy_rss_bytes_per_conn": round((during[b]["VmRSS"] - before[b]["VmRSS"]) / n),
                     "fds_per_conn": round((during[b]["fds"] - before[b]["fds"]) / n, 2)} for b in boxes_pid}
     results["holds"].append({"label": label, "requested": args.hold, "count": count, "nofile_limits": limits,
                        **opened, **second, **closed, "active_seen": active,
@@ -319,7 +251,7 @@ def run_hold(lab, args, boxes_pid, results, port, label, fds_per_conn):
 def render(results):
     rows = ["# Connections through the intercepting pair (namespace lab)", "",
             "- date: %s; git commit: %s; nproc %s; WAN delay 1 ms one way; policy F; peering by %s" % (
-                results["date"], results["git_commit"], os.cpu_count(), results["peering"]),
+                results["date"], (results["machine"]["git_commit"] or "?")[:7], os.cpu_count(), results["peering"]),
             "- rate: %d connections per row, %d in flight, each connect + 16-byte echo verified + close; "
             "the client is one Python asyncio process" % (results["rate_count"], results["concurrency"]), "",
             "| new connections | conn/s | vs without boxes | verified | median ms | p99 ms | over 900 ms "
@@ -345,8 +277,8 @@ def render(results):
                      pc["branch"]["rss_bytes_per_conn"] / 1024, pc["dc"]["rss_bytes_per_conn"] / 1024),
                  "| descriptors per connection | %s | %s |" % (pc["branch"]["fds_per_conn"], pc["dc"]["fds_per_conn"]),
                  "| RSS before / just opened / idle / after close (MiB) | %s | %s |" % tuple(
-                     "%.1f / %.1f / %.1f / %.1f" % (h["before"][b]["VmRSS"] / 1024, h["during"][b]["VmRSS"] / 1024,
-                                                    h["idle"][b]["VmRSS"] / 1024, h["after"][b]["VmRSS"] / 1024)
+                     "%.1f / %.1f / %.1f / %.1f" % tuple(h[k][b]["VmRSS"] / 2**20 for k in ("before", "during",
+                                                                                           "idle", "after"))
                      for b in ("branch", "dc")),
                  "| active after close | %d | %d |" % (h["active_after_close"]["branch"],
                                                      h["active_after_close"]["dc"])]
@@ -381,37 +313,28 @@ def main():
         return child_main(args)
     if os.geteuid() != 0:
         raise SystemExit("the namespace lab needs root")
-    from labkit import Lab  # noqa: E402
     wanopt = os.path.abspath(args.wanopt)
-    build = Path(wanopt).parent.parent
-    netlab, delayline = str(REPO / "tests/lab/netlab"), str(build / "tests/lab/wanopt_delayline")
-    results = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "git_commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                            capture_output=True, text=True).stdout.strip(),
-               "rate_count": args.rate_count, "peering": args.peering, "holds": [], "concurrency": args.concurrency, "rates": [], "errors": []}
+    results = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": benchkit.machine_basics(),
+               "rate_count": args.rate_count, "concurrency": args.concurrency, "peering": args.peering,
+               "rates": [], "holds": [], "errors": []}
     with tempfile.TemporaryDirectory(prefix="wanopt-scale-") as work:
-        subprocess.run([str(REPO / "tests/lab/make-pki"), os.path.join(work, "pki")], check=True,
-                       capture_output=True)
-        lab = Lab("ws%d" % (os.getpid() % 100000), work, wanopt, netlab, delayline, delay_ms=1)
+        lab = open_lab("ws%d" % (os.getpid() % 100000), work, wanopt, delay_ms=1)
         try:
             lab.up()
             for node in ("client", "server", "branch", "dc"):
                 lab.run(node, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=10000 65000",
                         "-w", "net.ipv4.tcp_tw_reuse=1", "-w", "net.core.somaxconn=8192",
                         "-w", "net.ipv4.tcp_max_syn_backlog=8192")
-            server = lab.spawn("echo", "server", *client_cmd(args, "--serve"), stdout=subprocess.PIPE, text=True)
+            server = lab.spawn("echo", "server", *client_cmd("--serve"), stdout=subprocess.PIPE, text=True)
             if server.stdout.readline().strip() != "ready":
                 raise RuntimeError("the echo server did not start")
             results["rates"].append(run_rate(lab, args, OPT_PORT, "without boxes"))
             pids, configs = {}, {}
             for box in ("dc", "branch"):
-                path = lab.box_config(box, IDS[box], box, extra=RULES)
-                text = Path(path).read_text().replace('threads = 1', 'threads = 2').replace(
-                    'log_level = "debug"', 'log_level = "%s"' % args.log_level).replace(
-                    'connect_ms = 3000', 'connect_ms = 3000\nkeepalive_ms = 2000')
+                path = box_config(lab, box, RULES, args.log_level, keepalive_ms=2000)
                 if args.peering == "psk":
-                    text = text[:text.index("[peering]")] + PSK_PEERING + text[text.index("[intercept]"):]
-                Path(path).write_text(text)
+                    text = Path(path).read_text()
+                    Path(path).write_text(text[:text.index("[peering]")] + PSK_PEERING + text[text.index("[intercept]"):])
                 configs[box] = path
                 lab.start_box(box, path)
                 pids[box] = lab.procs[box].pid
@@ -444,13 +367,10 @@ def main():
                 lab.print_logs()
             lab.down()
             if args.keep_logs:
-                os.makedirs(args.keep_logs, exist_ok=True)
-                for name in os.listdir(work):
-                    if name.endswith(".log"):
-                        shutil.copy(os.path.join(work, name), args.keep_logs)
+                keep_logs(work, args.keep_logs)
     opt = [r for r in results["rates"] if r["label"].startswith("optimized")]
     holds = results["holds"]
-    worst = max((v["rss_bytes_per_conn"] for h in holds for v in h["per_connection"].values()), default=None)
+    worst = {h["label"]: max(v["rss_bytes_per_conn"] for v in h["per_connection"].values()) for h in holds}
     results["targets"] = [
         "10,000 concurrent: %s" % (", ".join("%d verified twice (%s)" % (h["second_token_verified"], h["label"])
                                              for h in holds) or "not measured"),
@@ -458,9 +378,7 @@ def main():
             r["per_second"], r["label"], "met" if r["per_second"] >= 1000 else "missed") for r in opt)
             or "not measured"),
         "<= 16 KiB per idle connection per box: %s" % (", ".join("%.1f KiB %s (%s)" % (
-            max(v["rss_bytes_per_conn"] for v in h["per_connection"].values()) / 1024, h["label"],
-            "met" if max(v["rss_bytes_per_conn"] for v in h["per_connection"].values()) <= 16384 else "missed")
-            for h in holds) or "not measured")]
+            w / 1024, label, "met" if w <= 16384 else "missed") for label, w in worst.items()) or "not measured")]
     for r in results["rates"]:
         if r["verified"] != r["count"]:
             results["errors"].append("%s: %d of %d verified: %s" % (r["label"], r["verified"], r["count"],
@@ -469,10 +387,7 @@ def main():
         if h["opened"] != h["count"] or h["second_token_verified"] != h["opened"]:
             results["errors"].append("hold %s: opened %d of %d, second token %d" % (
                 h["label"], h["opened"], h["count"], h["second_token_verified"]))
-    text = render(results)
-    Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
-    Path(args.markdown).write_text(text)
-    print(text)
+    print(benchkit.write_outputs(results, render(results), Path(args.json), Path(args.markdown)))
     return 1 if results["errors"] else 0
 
 

@@ -30,7 +30,9 @@ import argparse
 import hashlib
 import json
 import os
+import select
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -83,12 +85,11 @@ class Sink:
     def __init__(self, procs, ports, tmpdir):
         self.port = ports.get()
         self.proc = procs.start("sink", ["/usr/bin/python3", __file__, "--sink", str(self.port)],
-                                stdout=__import__("subprocess").PIPE,
+                                stdout=subprocess.PIPE,
                                 stderr_path=os.path.join(tmpdir, "sink.stderr"))
         wait_tcp_connect(self.port, [self.proc])
 
     def result(self, timeout):
-        import select
         ready, _, _ = select.select([self.proc.popen.stdout], [], [], timeout)
         if not ready:
             raise BenchError("the sink reported nothing within %.0f s" % timeout)
@@ -298,10 +299,7 @@ def main():
     f = [r for r in results["summary"] if r["path"] == "F" and r["workload"] == "random"]
     results["target"] = ("%.2fx (%s)" % (f[0]["vs_socat"], "met" if f[0]["vs_socat"] >= 0.8 else "missed")
                          if f and f[0]["vs_socat"] else "not measured")
-    text = render(results)
-    Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
-    Path(args.markdown).write_text(text)
-    print(text)
+    print(benchkit.write_outputs(results, render(results), Path(args.json), Path(args.markdown)))
     return 1 if results["errors"] else 0
 
 

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,13 +37,12 @@ from pathlib import Path
 
 sys.dont_write_bytecode = True
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO / "tests" / "lab"))
-from intercept_scale_bench import SERVER, echo, metrics, proc_mem  # noqa: E402
+import benchkit  # noqa: E402
+from netns_boxes import (REPO, SERVER, box_config, box_reading, echo, keep_logs, metrics, open_lab,  # noqa: E402
+                         wait_metric)
 
 FAILED_DIR = os.environ.get("WANOPT_SOAK_FAILED_DIR")  # where the workers keep payloads that failed
-IDS = {"branch": "02:00:00:00:0b:01", "dc": "02:00:00:00:0d:01"}
 # port -> (what it is, weight)
 PORTS = {9000: ("F, TLS", 45), 9002: ("F, plaintext channel", 10), 9003: ("L", 15), 9004: ("D", 15),
          9001: ("pass-through by rule", 15)}
@@ -175,8 +173,8 @@ def du(path):
 def sample(lab, pids, work, t0):
     s = {"t": round(time.monotonic() - t0, 1)}
     for b, pid in pids.items():
-        m = proc_mem(pid)
-        s[b] = {"rss_kib": m["VmRSS"], "fds": m["fds"], "sockets": m["fd_kinds"].get("socket", 0), "store_bytes": du(os.path.join(work, "%s-%s-store" % (
+        m = box_reading(pid)
+        s[b] = {"rss_kib": m["VmRSS"] // 1024, "fds": m["fds"], "sockets": m["fd_kinds"].get("socket", 0), "store_bytes": du(os.path.join(work, "%s-%s-store" % (
             lab.prefix, b))), "active": metrics(lab, b).get("wanopt_connections_active")}
     return s
 
@@ -206,7 +204,7 @@ def svg(samples, path):
 def render(r):
     rows = ["# Soak: mixed traffic through the intercepting pair (namespace lab)", "",
             "- date %s, git commit %s, %d s, %d workers, sizes 1 KiB .. %d KiB, 64 MiB datastores" % (
-                r["date"], r["git_commit"], r["seconds"], r["workers"], r["max_kib"]),
+                r["date"], (r["machine"]["git_commit"] or "?")[:7], r["seconds"], r["workers"], r["max_kib"]),
             "- transfers %d, verified %d, %.1f MB each way; by port: %s; by content: %s" % (
                 r["totals"]["transfers"], r["totals"]["verified"], r["totals"]["bytes"] / 1e6,
                 ", ".join("%s (%s) %d/%d" % (p, PORTS[int(p)][0], v[1], v[0])
@@ -249,21 +247,14 @@ def main():
     if os.geteuid() != 0:
         print("SKIP: the namespace lab needs root")
         return 77
-    from labkit import Lab  # noqa: E402
     wanopt = os.path.abspath(args.wanopt)
-    build = Path(wanopt).parent.parent
     every = args.sample or max(2.0, args.seconds / 30)
-    r = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-         "git_commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                      capture_output=True, text=True).stdout.strip(),
+    r = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": benchkit.machine_basics(),
          "seconds": args.seconds, "workers": args.workers, "max_kib": args.max_kib, "samples": [], "errors": [],
          "checks": [], "totals": {"transfers": 0, "verified": 0, "bytes": 0, "by_port": {}, "by_content": {}}}
     ok = False
     with tempfile.TemporaryDirectory(prefix="wanopt-soak-") as work:
-        subprocess.run([str(REPO / "tests/lab/make-pki"), os.path.join(work, "pki")], check=True,
-                       capture_output=True)
-        lab = Lab("wk%d" % (os.getpid() % 100000), work, wanopt, str(REPO / "tests/lab/netlab"),
-                  str(build / "tests/lab/wanopt_delayline"), delay_ms=5)
+        lab = open_lab("wk%d" % (os.getpid() % 100000), work, wanopt, delay_ms=5)
         me = str(Path(__file__).resolve())
         try:
             lab.up()
@@ -272,10 +263,7 @@ def main():
                 raise RuntimeError("the echo server did not start")
             pids = {}
             for box in ("dc", "branch"):
-                path = lab.box_config(box, IDS[box], box, extra=RULES)
-                Path(path).write_text(Path(path).read_text().replace('threads = 1', 'threads = 2').replace(
-                    'log_level = "debug"', 'log_level = "%s"' % args.log_level))
-                lab.start_box(box, path)
+                lab.start_box(box, box_config(lab, box, RULES, args.log_level))
                 pids[box] = lab.procs[box].pid
             t0 = time.monotonic()
             r["samples"].append(sample(lab, pids, work, t0))
@@ -296,10 +284,8 @@ def main():
                 raise RuntimeError("the workers failed (exit %s)" % client.returncode)
             r["totals"] = json.loads(out[-1])
             # Settled: every connection closed on both boxes.
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and any(metrics(lab, b).get("wanopt_connections_active")
-                                                      for b in pids):
-                time.sleep(0.2)
+            for b in pids:
+                wait_metric(lab, b, "wanopt_connections_active", lambda v: v == 0, 30)
             end = sample(lab, pids, work, t0)
             r["samples"].append(end)
             first = r["samples"][0]
@@ -332,16 +318,10 @@ def main():
         finally:
             lab.down()
             if args.keep_logs:
-                os.makedirs(args.keep_logs, exist_ok=True)
-                for name in os.listdir(work):
-                    if name.endswith(".log"):
-                        shutil.copy(os.path.join(work, name), args.keep_logs)
+                keep_logs(work, args.keep_logs)
     if args.svg and len(r["samples"]) > 1:
         svg(r["samples"], args.svg)
-    text = render(r)
-    Path(args.json).write_text(json.dumps(r, indent=1) + "\n")
-    Path(args.markdown).write_text(text)
-    print(text)
+    print(benchkit.write_outputs(r, render(r), Path(args.json), Path(args.markdown)))
     print("%d passed, %d failed" % (sum(1 for c in r["checks"] if c.endswith(": ok")),
                                     sum(1 for c in r["checks"] if "FAILED" in c) + len(r["errors"])))
     return 0 if ok and not r["errors"] else (1 if args.check or r["errors"] else 0)
