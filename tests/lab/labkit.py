@@ -27,11 +27,15 @@ class Lab:
     middle: `up --middle` (a third box between the branch and the WAN). one_arm:
     `up --one-arm` (the boxes "branch" and "dc" hang off the routers "branch-router"
     and "dc-router", which own the WAN and policy-route TCP to them); the box node
-    names, addresses of the client and server, and status pages are the same."""
+    names, addresses of the client and server, and status pages are the same.
+    ipv6: `up --ipv6` (dual-stack, in path only: the client 2001:2:0:1::10 and the
+    server 2001:2:0:2::10 beside their IPv4 addresses; interception rules for both
+    families)."""
 
-    def __init__(self, prefix, work, wanopt, netlab, delayline, middle=False, delay_ms=10, one_arm=False):
+    def __init__(self, prefix, work, wanopt, netlab, delayline, middle=False, delay_ms=10, one_arm=False,
+                 ipv6=False):
         self.prefix, self.work, self.middle, self.delay_ms = prefix, work, middle, delay_ms
-        self.one_arm = one_arm
+        self.one_arm, self.ipv6 = one_arm, ipv6
         self.wanopt, self.netlab = wanopt, netlab
         self.procs = {}
         self.env = dict(os.environ, WANOPT_DELAYLINE=delayline)
@@ -52,6 +56,8 @@ class Lab:
             args.append("--middle")
         if self.one_arm:
             args.append("--one-arm")
+        if self.ipv6:
+            args.append("--ipv6")
         r = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             raise RuntimeError(f"netlab up: {r.stderr}")

@@ -6,14 +6,15 @@ Usage: netlab_test.py PATH_TO_WANOPT_DELAYLINE PATH_TO_NETLAB
 Needs root (exits 77, which ctest reports as skipped, otherwise). Prints
 'N passed, N failed'; exit 1 on failure. Takes about 20 s.
 
-Four labs, each with its own prefix (wt<PID>a, b, c, m) so they never meet another run's:
+Five labs, each with its own prefix (wt<PID>a, b, c, m, 6) so they never meet another run's:
   a: 20 ms one way. The median of 5 pings client -> server must be in [40, 55] ms:
      40 ms is the floor the delay line imposes (2 x 20 ms; less means packets skip
      it), and 15 ms above it is room for a busy 2-core VM (timer wakeups, ping
      itself, other builds); a median of 5 ignores one slow sample. Also: TTL 62 (both
-     boxes route), the interception hooks, status, a second `up` with the same
-     prefix refused without harming the running lab, `exec mid` refused (no
-     --middle), `up --queue` without --intercept refused.
+     boxes route), the interception hooks, status, IPv6 disabled (no --ipv6), a
+     second `up` with the same prefix refused without harming the running lab, `exec
+     mid` refused (no --middle), `up --queue` without --intercept and `up --ipv6`
+     with --middle or --one-arm refused.
   b: 20 ms one way and 20 Mbit/s, up while lab a is still up (two labs coexist).
      iperf3 TCP goodput client -> server over 3 s must be in [12, 21] Mbit/s: the
      ceiling is 20 Mbit/s of IP bytes, i.e. 19.3 Mbit/s of TCP payload (1448 of 1500
@@ -34,15 +35,27 @@ Four labs, each with its own prefix (wt<PID>a, b, c, m) so they never meet anoth
      second ip rule (the lab's own hook stays the only one); remove twice leaves no
      chain, rule or jump of it and keeps the lab's hook; in a namespace without the
      hook (the client's) install adds `fwmark 0x1 lookup 100` and the table-100
-     route (proto 87) and remove takes both away; --dry-run, as root or not,
-     prints the commands and changes nothing; install --interface nosuch (a name
-     the box does not have) exits 2 with a one-line error and installs nothing.
+     route (proto 87) and remove takes both away; IPv6 is disabled in this lab, so
+     install there notes it and installs IPv4 only; --dry-run, as root or not,
+     prints the commands (IPv6's too, none with --ipv4-only) and changes nothing;
+     install --interface nosuch (a name the box does not have) exits 2 with a
+     one-line error and installs nothing.
      Then the verdict marks, with a
      minimal netlink-queue reader in the branch (this script with --verdict): no
      verdict holds the SYN; 0x2200 reaches the server; 0x2300 makes the branch
      answer with a reset (connection refused in well under a second); 0x2100
      lands on a transparent listener on port 7801 that sees the client's address
      and the server's as its own.
+  6: `up --ipv6 --intercept`, 20 ms one way: dual-stack. ping -6 client -> server
+     (2001:2:0:2::10): median of 5 in [40, 55] ms (the delay line carries IPv6),
+     hop limit 62; IPv4 still works; the IPv6 hooks (ip -6 rule fwmark 0x1 lookup
+     100, local ::/0 in table 100) in both boxes; status shows ipv6=1. deploy/intercept
+     made both families' rules (15 iptables, 14 ip6tables: no WANOPT_MAPI) and its
+     status says both are installed; fail open over IPv6 (TCP echo, the IPv6 queue
+     rule counted the SYN); verdict 0x2100 on an IPv6 SYN (the same queue 7821)
+     lands on an IPv6 transparent listener on [::]:7801 with the original addresses;
+     remove takes both families away and keeps the lab's hooks; in the client's
+     namespace install adds the IPv6 rule and route (proto 87) and remove takes them.
 Each lab is taken down in a `finally`, after which no namespace of it may remain, its
 state dir must be gone and its delay line PID must have exited; `down` again is a
 no-op. Last, an `up` whose delay line fails must leave nothing behind.
@@ -70,6 +83,7 @@ INTERCEPT = os.path.join(os.path.dirname(NETLAB), "..", "..", "deploy", "interce
 BASE = f"wt{os.getpid()}"
 ENV = dict(os.environ, WANOPT_DELAYLINE=DELAYLINE)
 SERVER = "198.18.2.10"
+CLIENT6, SERVER6 = "2001:2:0:1::10", "2001:2:0:2::10"  # with up --ipv6
 check = Checks()
 
 if os.geteuid() != 0:
@@ -177,8 +191,8 @@ class Lab:
         return False
 
 
-def ping(lab, count, interval):
-    r = lab.exec("client", "ping", "-n", "-c", str(count), "-i", str(interval), "-W", "2", SERVER,
+def ping(lab, count, interval, dest=SERVER):
+    r = lab.exec("client", "ping", "-n", "-c", str(count), "-i", str(interval), "-W", "2", dest,
                  timeout=count * interval + 20)
     rtts = [float(x) for x in re.findall(r"time=([\d.]+) ms", r.stdout)]
     m = re.search(r"(\d+) packets transmitted, (\d+) received", r.stdout)
@@ -233,10 +247,14 @@ INTERCEPT_RULES = [
     "-A FORWARD -j WANOPT_FWD",
     "-A WANOPT_FWD -p tcp -m mark --mark 0x2300 -j REJECT --reject-with tcp-reset",
 ]
+# ip6tables-save lines: the same, but for TPROXY's address and without WANOPT_MAPI (IPv4 only).
+INTERCEPT_RULES6 = [l.replace("--on-ip 0.0.0.0", "--on-ip ::") for l in INTERCEPT_RULES if "WANOPT_MAPI" not in l]
+# The echo server and client take the server's address (default 198.18.2.10).
 ECHO_SERVER = """
-import socket, threading
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("198.18.2.10", 7000)); s.listen(16); print("listening", flush=True)
+import socket, sys, threading
+a = sys.argv[1] if len(sys.argv) > 1 else "198.18.2.10"
+s = socket.socket(socket.AF_INET6 if ":" in a else socket.AF_INET); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((a, 7000)); s.listen(16); print("listening", flush=True)
 def serve(c):
     with c:
         while (d := c.recv(65536)):
@@ -248,7 +266,8 @@ ECHO_CLIENT = """
 import socket, sys, time
 t = time.monotonic()
 try:
-    with socket.create_connection(("198.18.2.10", 7000), timeout=float(sys.argv[1])) as s:
+    a = sys.argv[2] if len(sys.argv) > 2 else "198.18.2.10"
+    with socket.create_connection((a, 7000), timeout=float(sys.argv[1])) as s:
         s.sendall(b"x" * 100000); s.shutdown(socket.SHUT_WR)
         got = b""
         while (d := s.recv(65536)):
@@ -259,10 +278,13 @@ except OSError as e:
 print(f"{time.monotonic() - t:.3f}")
 """
 TPROXY_LISTENER = """
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_IP, socket.IP_TRANSPARENT, 1)
+import socket, sys
+if sys.argv[1:] == ["6"]:  # IPv6: IPV6_TRANSPARENT (75), which Python does not name
+    s = socket.socket(socket.AF_INET6); s.setsockopt(socket.IPPROTO_IPV6, 75, 1); a = "::"
+else:
+    s = socket.socket(); s.setsockopt(socket.SOL_IP, socket.IP_TRANSPARENT, 1); a = "0.0.0.0"
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.settimeout(10)
-s.bind(("0.0.0.0", 7801)); s.listen(); print("listening", flush=True)
+s.bind((a, 7801)); s.listen(); print("listening", flush=True)
 c, peer = s.accept()
 print(f"accepted {peer[0]}:{peer[1]} as {c.getsockname()[0]}:{c.getsockname()[1]}", flush=True)
 c.sendall(b"intercepted"); c.close()
@@ -273,12 +295,16 @@ def iptables_save(lab, node):
     return lab.exec(node, "iptables-save").stdout
 
 
+def ip6tables_save(lab, node):
+    return lab.exec(node, "ip6tables-save").stdout
+
+
 def ours(save):
     return [l for l in save.splitlines() if l.startswith("-A") and "WANOPT" in l]
 
 
-def echo(lab, timeout=5):
-    r = lab.exec("client", "python3", "-c", ECHO_CLIENT, str(timeout), timeout=timeout + 10)
+def echo(lab, timeout=5, server=SERVER):
+    r = lab.exec("client", "python3", "-c", ECHO_CLIENT, str(timeout), server, timeout=timeout + 10)
     return r.stdout.strip() + r.stderr.strip()
 
 
@@ -361,6 +387,9 @@ def middle_lab(m):
     r = m.exec("mid", INTERCEPT, "install")
     got = ours(iptables_save(m, "mid"))
     check("install twice: exit 0", r.returncode == 0, r.stdout + r.stderr)
+    check("install where IPv6 is disabled: a note, IPv4 only (no ip6tables rule)",
+          "IPv6 skipped: IPv6 is disabled here" in r.stderr and "installed (IPv4)" in r.stdout
+          and "WANOPT" not in ip6tables_save(m, "mid"), r.stdout + r.stderr)
     check("install twice: exactly one copy of each of the 15 rules",
           len(got) == 15 and sorted(got) == sorted(INTERCEPT_RULES), "\n".join(got))
     rules = m.exec("mid", "ip", "rule").stdout
@@ -424,12 +453,120 @@ def middle_lab(m):
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", INTERCEPT, "remove", "--dry-run"],
                        capture_output=True, text=True, timeout=30)
     check("--dry-run works as non-root", r.returncode == 0 and "-X WANOPT_PRE" in r.stdout, r.stdout + r.stderr)
+    if os.path.exists("/proc/sys/net/ipv6/conf/lo") and open("/proc/sys/net/ipv6/conf/lo/disable_ipv6").read().strip() == "0":
+        check("--dry-run remove (IPv6 on here) prints the IPv6 commands too",
+              "ip6tables-nft -w 5 -t raw -n -L WANOPT_PRE && ip6tables-nft -w 5 -t raw -X WANOPT_PRE" in r.stdout
+              and "ip -6 rule del fwmark 0x1 lookup 100 protocol 87" in r.stdout
+              and "ip6tables-nft -w 5 -t nat" not in r.stdout, r.stdout)
+        r = subprocess.run([INTERCEPT, "install", "--dry-run", "--port", "9000"], capture_output=True, text=True)
+        check("--dry-run install prints IPv6's TPROXY, hook and sysctl",
+              "ip6tables-nft -w 5 -t mangle -A WANOPT_TPROXY -p tcp -m mark --mark 0x2100 -j TPROXY --on-port 9000 --on-ip :: --tproxy-mark 0x1/0xffffffff" in r.stdout
+              and "ip -6 route add local ::/0 dev lo table 100 proto 87" in r.stdout
+              and "sysctl -q -w net.ipv6.conf.all.forwarding=1" in r.stdout, r.stdout + r.stderr)
+    r = subprocess.run([INTERCEPT, "install", "--dry-run", "--ipv4-only"], capture_output=True, text=True)
+    check("--dry-run --ipv4-only: no IPv6 command", r.returncode == 0 and "-N WANOPT_PRE" in r.stdout
+          and "ip6tables" not in r.stdout and "ip -6" not in r.stdout and "ipv6" not in r.stdout, r.stdout + r.stderr)
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", INTERCEPT, "install"],
                        capture_output=True, text=True, timeout=30)
     check("install as non-root: one-line error", r.returncode == 1 and r.stderr.count("\n") == 1
           and "must run as root" in r.stderr, r.stderr)
     r = subprocess.run([INTERCEPT, "install", "--queue", "70000", "--dry-run"], capture_output=True, text=True)
     check("bad number: one-line error", r.returncode == 1 and "--queue: '70000' is not a number" in r.stderr, r.stderr)
+
+
+def ipv6_lab(l6):
+    r, rtts, sent, received = ping(l6, 5, 0.2, SERVER6)
+    median = statistics.median(rtts) if rtts else None
+    print(f"IPv6 RTT (20 ms one way): median {median} ms of {rtts}")
+    check("--ipv6: 5 pings -6 client -> server all answered", sent == 5 and received == 5, r.stdout + r.stderr)
+    check("--ipv6: median RTT in [40, 55] ms (IPv6 crosses the delay line)",
+          median is not None and 40.0 <= median <= 55.0, f"{median}")
+    check("--ipv6: two routers on the way (hop limit 62)", "ttl=62" in r.stdout, r.stdout)
+    r, rtts, _, received = ping(l6, 1, 0.2)
+    check("--ipv6: IPv4 still works in the same lab", received == 1 and rtts and rtts[0] >= 40, r.stdout + r.stderr)
+    for box in ("branch", "dc"):
+        rules = l6.exec(box, "ip", "-6", "rule").stdout
+        table = l6.exec(box, "ip", "-6", "route", "show", "table", "100").stdout
+        check(f"--ipv6: {box} has the IPv6 interception hooks",
+              "fwmark 0x1 lookup 100" in rules and "local default dev lo" in table, rules + table)
+    r = netlab("--prefix", l6.prefix, "status")
+    check("--ipv6: status shows ipv6=1 and the IPv6 addresses",
+          r.returncode == 0 and "ipv6=1" in r.stdout and SERVER6 in r.stdout and "2001:2::1/64" in r.stdout,
+          r.stdout + r.stderr)
+
+    # deploy/intercept made both families' rules (no --ipv4-only with --ipv6).
+    for box in ("branch", "dc"):
+        got4, got6 = ours(iptables_save(l6, box)), ours(ip6tables_save(l6, box))
+        check(f"--ipv6 --intercept: {box} has the 15 iptables and 14 ip6tables rules",
+              sorted(got4) == sorted(INTERCEPT_RULES) and sorted(got6) == sorted(INTERCEPT_RULES6),
+              "\n".join(got4 + got6))
+    server, out = l6.start("server", "python3", "-c", ECHO_SERVER, SERVER6, ready="listening")
+    try:
+        check("IPv6 echo server listens", "listening" in out, out)
+        result = echo(l6, server=SERVER6)
+        print(f"IPv6 fail open, rules and no daemon: {result}")
+        check("IPv6 fail open: TCP echo client -> server with no daemon", result.startswith("echoed"), result)
+        r = l6.exec("branch", INTERCEPT, "status")
+        v6 = r.stdout[r.stdout.find("IPv6 ("):]
+        pre = re.search(r"raw PREROUTING -> WANOPT_PRE.*\n.*\n\s*(\d+)", v6)
+        check("status: both families installed, exit 0",
+              r.returncode == 0 and "IPv4: installed" in r.stdout and "IPv6: installed" in r.stdout
+              and r.stdout.rstrip().endswith("installed"), r.stdout)
+        check("IPv6 fail open: the IPv6 queue rule counted the SYN", pre is not None and int(pre.group(1)) >= 1, v6)
+
+        # Verdict 0x2100 on an IPv6 SYN, read from the same queue: TPROXY to [::]:7801.
+        listener, lout = l6.start("branch", "python3", "-c", TPROXY_LISTENER, "6", ready="listening")
+        helper, hout = l6.start("branch", sys.executable, os.path.abspath(__file__), "--verdict", "7821", "0x2100",
+                                ready="bound")
+        try:
+            result = echo(l6, server=SERVER6)
+            listener.wait(timeout=10)
+            helper.wait(timeout=10)
+            lout += listener.stdout.read().decode(errors="replace")
+        finally:
+            for p in (listener, helper):
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        print(f"IPv6 verdict 0x2100 intercept -> {result}; {lout.strip()}")
+        check("IPv6 verdict 0x2100 (intercept): TPROXY hands it to the IPv6 transparent listener, original addresses kept",
+              re.search(rf"accepted {re.escape(CLIENT6)}:\d+ as {re.escape(SERVER6)}:7000", lout) is not None,
+              lout + result + hout)
+    finally:
+        server.kill()
+        server.wait(timeout=5)
+
+    # remove: both families gone, the lab's hooks kept.
+    r = l6.exec("dc", INTERCEPT, "remove")
+    save = iptables_save(l6, "dc") + ip6tables_save(l6, "dc")
+    rules = l6.exec("dc", "ip", "-6", "rule").stdout
+    table = l6.exec("dc", "ip", "-6", "route", "show", "table", "100").stdout
+    check("IPv6 remove: no chain, rule or jump of either family left, the lab's IPv6 hook kept",
+          r.returncode == 0 and "WANOPT" not in save and "fwmark 0x1 lookup 100" in rules
+          and "local default dev lo" in table, r.stdout + r.stderr + save + rules + table)
+    r = l6.exec("dc", INTERCEPT, "status")
+    check("IPv6 status after remove: not installed, exit 3", r.returncode == 3 and "IPv6: not installed" in r.stdout,
+          r.stdout)
+    r = l6.exec("dc", INTERCEPT, "install", "--ipv4-only")
+    r = l6.exec("dc", INTERCEPT, "status")
+    check("IPv4 only installed (install --ipv4-only): status partly, exit 1",
+          r.returncode == 1 and "IPv4: installed" in r.stdout and "IPv6: not installed" in r.stdout, r.stdout)
+    r = l6.exec("dc", INTERCEPT, "status", "--ipv4-only")
+    check("... and status --ipv4-only: installed, exit 0", r.returncode == 0 and "IPv6: not checked" in r.stdout,
+          r.stdout)
+
+    # The client's namespace has no hook: install adds the IPv6 one too (proto 87), remove takes it.
+    l6.exec("client", INTERCEPT, "install")
+    rules = l6.exec("client", "ip", "-6", "-d", "rule").stdout
+    table = l6.exec("client", "ip", "-6", "route", "show", "table", "100").stdout
+    check("install adds `ip -6 rule fwmark 0x1 lookup 100` and the IPv6 table-100 route where missing",
+          "fwmark 0x1 lookup 100 proto 87" in rules and "local default dev lo proto 87" in table, rules + table)
+    l6.exec("client", INTERCEPT, "remove")
+    rules = l6.exec("client", "ip", "-6", "rule").stdout
+    table = l6.exec("client", "ip", "-6", "route", "show", "table", "100").stdout
+    check("remove takes away the IPv6 rule and route it added",
+          "lookup 100" not in rules and not table.strip() and "WANOPT" not in ip6tables_save(l6, "client"),
+          rules + table)
 
 
 started = time.monotonic()
@@ -461,6 +598,12 @@ try:
         r = netlab("--prefix", a.prefix + "q", "up", "--queue", "5")
         check("up --queue without --intercept is refused", r.returncode != 0 and "--intercept" in r.stderr,
               r.stdout + r.stderr)
+        for other in ("--middle", "--one-arm"):
+            r = netlab("--prefix", a.prefix + "q", "up", "--ipv6", other)
+            check(f"up --ipv6 {other} is refused", r.returncode != 0 and "in-path lab only" in r.stderr
+                  and not lab_namespaces(a.prefix + "q"), r.stdout + r.stderr)
+        r = a.exec("client", "sh", "-c", "cat /proc/sys/net/ipv6/conf/all/disable_ipv6; ip -6 addr")
+        check("without --ipv6, IPv6 is disabled (no IPv6 address)", r.stdout.strip() == "1", r.stdout + r.stderr)
 
         with Lab("b", "--delay-ms", "20", "--rate-mbit", "20") as b:
             mbit = iperf_goodput(b, 3)
@@ -480,6 +623,8 @@ try:
             check(f"delay line {d} loss in [3, 20] %", pct is not None and 3 <= pct <= 20, r.stdout)
     with Lab("m", "--delay-ms", "20", "--middle", "--intercept") as m:
         middle_lab(m)
+    with Lab("6", "--delay-ms", "20", "--ipv6", "--intercept") as l6:
+        ipv6_lab(l6)
 except Exception as e:  # a lab that did not come up has been checked and taken down already
     check("no exception", False, repr(e))
 
