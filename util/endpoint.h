@@ -17,9 +17,9 @@ inline std::string FormatEndpoint(const boost::asio::ip::tcp::endpoint& endpoint
   return text.append(":").append(std::to_string(endpoint.port()));
 }
 
-// An IPv4 address as a host-order integer (what packet parsing gives), and a port.
-inline std::string FormatEndpoint(uint32_t ipv4, uint16_t port) {
-  return FormatEndpoint(boost::asio::ip::tcp::endpoint(boost::asio::ip::address_v4(ipv4), port));
+// An address and a port (what packet parsing gives).
+inline std::string FormatEndpoint(const boost::asio::ip::address& address, uint16_t port) {
+  return FormatEndpoint(boost::asio::ip::tcp::endpoint(address, port));
 }
 
 }  // namespace wanopt

@@ -190,7 +190,7 @@ local disc = Proto("wanopt.disc", "wanopt auto-discovery (TCP option 0x21)")
 
 local policies = { [0] = "T", [1] = "L", [2] = "D", [3] = "F" }
 local policy_names = { [0] = "T (TCP only)", [1] = "L (LZ)", [2] = "D (DRE)", [3] = "F (DRE+LZ)" }
-local FLAG_ANSWER, FLAG_CLIENT_V4, FLAG_PLAINTEXT, FLAG_RELAYED = 0x04, 0x08, 0x10, 0x20
+local FLAG_ANSWER, FLAG_CLIENT_V4, FLAG_PLAINTEXT, FLAG_RELAYED, FLAG_CLIENT_V6 = 0x04, 0x08, 0x10, 0x20, 0x40
 
 local d = {
   kind = ProtoField.uint8("wanopt.disc.kind", "Kind", base.DEC),
@@ -203,10 +203,12 @@ local d = {
   client_v4 = ProtoField.bool("wanopt.disc.client_v4", "Client IPv4 address follows", 8, nil, FLAG_CLIENT_V4),
   plaintext = ProtoField.bool("wanopt.disc.plaintext", "Plaintext inner channel", 8, nil, FLAG_PLAINTEXT),
   relayed = ProtoField.bool("wanopt.disc.relayed", "Relayed by a middle box", 8, nil, FLAG_RELAYED),
-  reserved = ProtoField.uint8("wanopt.disc.reserved", "Reserved", base.HEX, nil, 0xc0),
+  client_v6 = ProtoField.bool("wanopt.disc.client_v6", "Client IPv6 address follows", 8, nil, FLAG_CLIENT_V6),
+  reserved = ProtoField.uint8("wanopt.disc.reserved", "Reserved", base.HEX, nil, 0x80),
   policy = ProtoField.string("wanopt.disc.policy", "Policy"),
   device = ProtoField.ether("wanopt.disc.device_id", "Device id"),
   client = ProtoField.ipv4("wanopt.disc.client", "Client"),
+  client6 = ProtoField.ipv6("wanopt.disc.client6", "Client (IPv6)"),
   foreign = ProtoField.bytes("wanopt.disc.not_ours", "Not wanopt (another user of kind 33)"),
 }
 disc.fields = {}
@@ -267,15 +269,18 @@ function disc.dissector(tvb, pinfo, tree)
   ftree:add(d.client_v4, tvb(4, 1))
   ftree:add(d.plaintext, tvb(4, 1))
   ftree:add(d.relayed, tvb(4, 1))
+  ftree:add(d.client_v6, tvb(4, 1))
   ftree:add(d.reserved, tvb(4, 1))
   local policy = policies[bit.band(flags, 0x03)]
   item:add(d.policy, tvb(4, 1), policy)
-  local has_client = bit.band(flags, FLAG_CLIENT_V4) ~= 0
-  local want = has_client and 15 or 11
-  local malformed = len ~= want
+  local v4, v6 = bit.band(flags, FLAG_CLIENT_V4) ~= 0, bit.band(flags, FLAG_CLIENT_V6) ~= 0
+  local has_client = v4 or v6
+  local want = v4 and 15 or v6 and 27 or 11
+  local malformed = len ~= want or (v4 and v6)
   if malformed then
     item:add_proto_expert_info(disc_malformed, string.format("length %d, expected %d%s", len, want,
-                               has_client and " (CLIENT_V4 set)" or ""))
+                               (v4 and v6) and " (CLIENT_V4 and CLIENT_V6 both set)" or
+                               v4 and " (CLIENT_V4 set)" or v6 and " (CLIENT_V6 set)" or ""))
   end
   local id = "?"
   if len >= 11 then
@@ -283,9 +288,12 @@ function disc.dissector(tvb, pinfo, tree)
     id = tvb(5, 6):bytes():tohex(true, ":")
   end
   local client
-  if has_client and len >= 15 then
+  if v4 and not v6 and len >= 15 then
     item:add(d.client, tvb(11, 4))
     client = tostring(tvb(11, 4):ipv4())
+  elseif v6 and not v4 and len >= 27 then
+    item:add(d.client6, tvb(11, 16))
+    client = tostring(tvb(11, 16):ipv6())
   end
 
   local answer = bit.band(flags, FLAG_ANSWER) ~= 0
@@ -303,7 +311,7 @@ function disc.dissector(tvb, pinfo, tree)
   if syn == false then
     item:add_proto_expert_info(disc_context, "wanopt option on a segment without SYN")
   elseif syn and ack and (not answer or has_client) then
-    item:add_proto_expert_info(disc_context, "a SYN-ACK carries answers (ANSWER set, no CLIENT_V4)")
+    item:add_proto_expert_info(disc_context, "a SYN-ACK carries answers (ANSWER set, no client address)")
   elseif syn and not ack and (answer or bit.band(flags, FLAG_RELAYED) ~= 0) then
     item:add_proto_expert_info(disc_context, "ANSWER/RELAYED on a SYN")
   end

@@ -215,7 +215,7 @@ class Capture:
     after the constructor returns is missed. stop() returns the non-ICMP packets,
     each a dict of FIELDS."""
     FIELDS = ["tcp.srcport", "tcp.dstport", "tcp.flags.syn", "tcp.flags.ack", "wanopt.disc.device_id", "wanopt.hello.opener",
-              "wanopt.disc.client", "wanopt.disc.answer", "_ws.col.Protocol", "_ws.col.Info"]
+              "wanopt.disc.client", "wanopt.disc.answer", "tcp.option_kind", "_ws.col.Protocol", "_ws.col.Info"]
 
     def __init__(self, lab, node, iface, peer_ip, dissector, ports=(80,), decode_as=()):
         capture_filter = " or ".join([f"tcp port {p}" for p in ports] + ["icmp"])

@@ -206,15 +206,17 @@ action = "deny"
   CHECK(i.option_drop_memory == std::chrono::seconds(120));
   REQUIRE(i.rules.size() == 3);
   CHECK(i.rules[0].action == InpathAction::kPassThrough);
-  CHECK(i.rules[0].Matches(0xc6120105, 0xc612020a, 445));        // 198.18.1.5 -> 198.18.2.10:445
-  CHECK_FALSE(i.rules[0].Matches(0xc6120305, 0xc612020a, 445));  // another client subnet
-  CHECK_FALSE(i.rules[0].Matches(0xc6120105, 0xc612020b, 445));  // another server
-  CHECK_FALSE(i.rules[0].Matches(0xc6120105, 0xc612020a, 446));
+  auto ip = [](const char* text) { return boost::asio::ip::make_address(text); };
+  CHECK(i.rules[0].Matches(ip("198.18.1.5"), ip("198.18.2.10"), 445));
+  CHECK_FALSE(i.rules[0].Matches(ip("198.18.3.5"), ip("198.18.2.10"), 445));  // another client subnet
+  CHECK_FALSE(i.rules[0].Matches(ip("198.18.1.5"), ip("198.18.2.11"), 445));  // another server
+  CHECK_FALSE(i.rules[0].Matches(ip("198.18.1.5"), ip("198.18.2.10"), 446));
+  CHECK_FALSE(i.rules[0].Matches(ip("::ffff:198.18.1.4"), ip("2001:2:0:2::10"), 445));  // an IPv4 subnet: IPv4 only
   CHECK(i.rules[1].action == InpathAction::kFixedTarget);
   CHECK(i.rules[1].peer->port() == kDefaultPeerPort);
-  CHECK(i.rules[1].Matches(1, 2, 8000));
-  CHECK(i.rules[1].Matches(1, 2, 8999));
-  CHECK_FALSE(i.rules[1].Matches(1, 2, 9000));
+  CHECK(i.rules[1].Matches(ip("198.18.1.5"), ip("2001:2::1"), 8000));  // no subnet: any address, either family
+  CHECK(i.rules[1].Matches(ip("2001:2::5"), ip("2001:2::1"), 8999));
+  CHECK_FALSE(i.rules[1].Matches(ip("198.18.1.5"), ip("198.18.2.10"), 9000));
   CHECK(i.rules[1].policy == Policy::kLz);
   CHECK_FALSE(i.rules[1].encryption);
   CHECK(i.rules[1].server_source == ServerSource::kBox);
@@ -236,7 +238,9 @@ TEST_CASE("[intercept] and [peering]: each mistake named with its line") {
   const char* psk = "[peering]\npsk_identity = \"x\"\npsk = \"00112233445566778899aabbccddeeff\"\n[intercept]\n";
   auto with = [&](const std::string& more) { return ErrorOf((std::string(psk) + more).c_str()); };
   CHECK(with("[[intercept.rule]]\nsource = \"198.18.1.0/33\"\n") ==
-        "test.toml:6: intercept.rule[0].source: '198.18.1.0/33' is not an IPv4 subnet (like 198.18.1.0/24)");
+        "test.toml:6: intercept.rule[0].source: '198.18.1.0/33' is not a subnet (like 198.18.1.0/24 or 2001:db8::/32)");
+  CHECK(with("[[intercept.rule]]\nsource = \"2001:db8::/129\"\n") ==
+        "test.toml:6: intercept.rule[0].source: '2001:db8::/129' is not a subnet (like 198.18.1.0/24 or 2001:db8::/32)");
   CHECK(with("[[intercept.rule]]\nports = \"90-80\"\n") ==
         "test.toml:6: intercept.rule[0].ports: '90-80' is not a port or a range like 1024-65535");
   CHECK(with("[[intercept.rule]]\naction = \"optimize\"\n") ==
@@ -263,14 +267,48 @@ TEST_CASE("[intercept] and [peering]: each mistake named with its line") {
         std::string::npos);
 }
 
+TEST_CASE("subnets: IPv4 and IPv6, each matching its own family") {
+  auto ip = [](const char* text) { return boost::asio::ip::make_address(text); };
+  auto v6 = ParseSubnet("2001:2:0:1::/64");
+  REQUIRE(v6);
+  CHECK(v6->Contains(ip("2001:2:0:1::10")));
+  CHECK(v6->Contains(ip("2001:2:0:1:ffff:ffff:ffff:ffff")));
+  CHECK_FALSE(v6->Contains(ip("2001:2:0:2::10")));
+  CHECK_FALSE(v6->Contains(ip("198.18.1.10")));
+  auto odd = ParseSubnet("2001:2:0:1::/61");  // a prefix that ends inside a byte
+  REQUIRE(odd);
+  CHECK(odd->Contains(ip("2001:2:0:7::1")));
+  CHECK_FALSE(odd->Contains(ip("2001:2:0:8::1")));
+  auto v4 = ParseSubnet("198.18.1.0/24");
+  REQUIRE(v4);
+  CHECK(v4->Contains(ip("198.18.1.200")));
+  CHECK_FALSE(v4->Contains(ip("198.18.2.1")));
+  CHECK_FALSE(v4->Contains(ip("2001:2:0:1::10")));
+  auto host = ParseSubnet("2001:2::1");  // a bare address: /128
+  REQUIRE(host);
+  CHECK(host->Contains(ip("2001:2::1")));
+  CHECK_FALSE(host->Contains(ip("2001:2::2")));
+  auto all_v4 = ParseSubnet("0.0.0.0/0");
+  REQUIRE(all_v4);
+  CHECK(all_v4->Contains(ip("203.0.113.1")));
+  CHECK_FALSE(all_v4->Contains(ip("2001:2::1")));
+  auto everything = ParseSubnet("::/0");
+  REQUIRE(everything);
+  CHECK(everything->Contains(ip("2001:2::1")));
+  CHECK(everything->Contains(ip("198.18.1.1")));
+  CHECK_FALSE(ParseSubnet("2001:2::1/"));
+  CHECK_FALSE(ParseSubnet("198.18.1.0/24x"));
+  CHECK_FALSE(ParseSubnet("[2001:2::1]"));
+}
+
 TEST_CASE("[datacenter] off loopback without [peering]: refused unless plaintext_peers says who may") {
   CHECK(ErrorOf("[datacenter]\nlisten = \"0.0.0.0\"\n") ==
         "test.toml:1: datacenter.listen: a listener off loopback needs [peering] (authenticated peers), or "
         "datacenter.plaintext_peers naming the subnets allowed to peer in plaintext");
   CHECK(ErrorOf("[datacenter]\nlisten = \"198.18.0.2\"\nplaintext_peers = \"198.18.0.0/24\"\n")
-            .starts_with("test.toml:3: datacenter.plaintext_peers: must be an array of IPv4 subnets"));
+            .starts_with("test.toml:3: datacenter.plaintext_peers: must be an array of subnets"));
   CHECK(ErrorOf("[datacenter]\nlisten = \"198.18.0.2\"\nserves = [\"198.18.1.0/33\"]\n")
-            .starts_with("test.toml:3: datacenter.serves: must be an array of IPv4 subnets"));
+            .starts_with("test.toml:3: datacenter.serves: must be an array of subnets"));
   std::string error;
   auto loopback = ParseConfig("[datacenter]\nlisten = \"127.0.0.1\"\n", "test.toml", &error);
   REQUIRE_MESSAGE(loopback, error);

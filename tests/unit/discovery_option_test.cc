@@ -1,6 +1,7 @@
 // TCP option 0x21 and the packet surgery of wanopt/intercept/packet.h.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "wanopt/intercept/packet.h"
@@ -49,6 +50,38 @@ std::vector<uint8_t> LinuxSyn(bool ack = false, std::vector<uint8_t> payload = {
   uint16_t t = static_cast<uint16_t>(~Sum16(p.data() + 20, p.size() - 20, pseudo));
   p[36] = static_cast<uint8_t>(t >> 8);
   p[37] = static_cast<uint8_t>(t);
+  return p;
+}
+
+// The IPv6 checksum of a packet without extension headers verifies.
+bool ChecksumsValid6(const std::vector<uint8_t>& p) {
+  size_t segment = p.size() - 40;
+  uint32_t pseudo = Sum16(p.data() + 8, 32) + 6 + static_cast<uint32_t>(segment);
+  return Sum16(p.data() + 40, segment, pseudo) == 0xffff;
+}
+
+// A Linux SYN over IPv6 (the same 20 option bytes) from 2001:2:0:1::10 to
+// 2001:2:0:2::10, after `extension` (extension headers, the first one's type in
+// `first_header`).
+std::vector<uint8_t> LinuxSyn6(bool ack = false, std::vector<uint8_t> extension = {}, uint8_t first_header = 6) {
+  std::vector<uint8_t> options = {2, 4, 0x05, 0xa0, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7};
+  size_t payload = extension.size() + 20 + options.size();
+  std::vector<uint8_t> p = {0x60, 0, 0, 0, static_cast<uint8_t>(payload >> 8), static_cast<uint8_t>(payload),
+                            first_header, 64};
+  for (const char* a : {"2001:2:0:1::10", "2001:2:0:2::10"}) {
+    auto bytes = boost::asio::ip::make_address_v6(a).to_bytes();
+    p.insert(p.end(), bytes.begin(), bytes.end());
+  }
+  p.insert(p.end(), extension.begin(), extension.end());
+  size_t tcp_at = p.size();
+  std::vector<uint8_t> tcp = {0xc3, 0x50, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, static_cast<uint8_t>((40 / 4) << 4),
+                              static_cast<uint8_t>(ack ? 0x12 : 0x02), 0xfa, 0xf0, 0, 0, 0, 0};
+  p.insert(p.end(), tcp.begin(), tcp.end());
+  p.insert(p.end(), options.begin(), options.end());
+  uint32_t pseudo = Sum16(p.data() + 8, 32) + 6 + static_cast<uint32_t>(p.size() - tcp_at);
+  uint16_t t = static_cast<uint16_t>(~Sum16(p.data() + tcp_at, p.size() - tcp_at, pseudo));
+  p[tcp_at + 16] = static_cast<uint8_t>(t >> 8);
+  p[tcp_at + 17] = static_cast<uint8_t>(t);
   return p;
 }
 
@@ -107,12 +140,20 @@ TEST_CASE("discovery option: added to a Linux SYN, both checksums right, read ba
   CHECK(std::equal(syn.begin() + 40, syn.begin() + 60, with->begin() + 40));
   // Twice: refused (one discovery option per segment).
   CHECK_FALSE(AddOption(*with, Offer()));
-  // No room: 60 bytes of TCP header at most (20 + 32 option bytes + 16 > 60).
-  auto crowded = LinuxSyn(false, {}, 12);
+  // No room in a SYN-ACK: 60 bytes of TCP header at most (20 + 32 option bytes + 16 > 60).
+  auto crowded = LinuxSyn(/*ack=*/true, {}, 12);
   REQUIRE(ParseSegment(crowded));
   CHECK_FALSE(AddOption(crowded, Offer()));
   DiscoveryOption answer;  // 12 bytes still fit
-  CHECK(AddOption(LinuxSyn(false, {}, 8), answer));
+  CHECK(AddOption(LinuxSyn(true, {}, 8), answer));
+  // A SYN that crowded gives up its timestamps for the option (32 - 10 + 16 <= 40).
+  auto made_room = AddOption(LinuxSyn(false, {}, 12), Offer());
+  REQUIRE(made_room);
+  CHECK(ChecksumsValid(*made_room));
+  CHECK(((*made_room)[32] >> 4) * 4 == 60);
+  CHECK(std::find(made_room->begin() + 40, made_room->begin() + 60, 8) == made_room->begin() + 60);  // no kind 8
+  REQUIRE(ParseSegment(*made_room));
+  CHECK(ParseSegment(*made_room)->option);
 }
 
 TEST_CASE("discovery option: payload after the options moves with them") {
@@ -190,4 +231,95 @@ TEST_CASE("discovery option: a packet whose options run past the TCP header is l
   auto parsed = ParseSegment(syn);
   REQUIRE(parsed);  // still a TCP segment; its option walk just stops
   CHECK_FALSE(parsed->option);
+}
+
+TEST_CASE("discovery option: an IPv6 client address, 28 bytes with its NOP") {
+  DiscoveryOption offer = Offer();
+  offer.client = boost::asio::ip::make_address("2001:2:0:1::10");
+  auto bytes = EncodeOption(offer);
+  REQUIRE(bytes.size() == 28);
+  CHECK(bytes[1] == 27);
+  CHECK(bytes[4] == (0x03 | 0x40));
+  CHECK(bytes[11] == 0x20);
+  CHECK(bytes[26] == 0x10);
+  CHECK(bytes[27] == 1);
+  // Both client flags at once: not ours.
+  auto syn = AddOption(LinuxSyn(), Offer());
+  REQUIRE(syn);
+  (*syn)[40 + 20 + 4] |= 0x40;
+  auto parsed = ParseSegment(*syn);
+  REQUIRE(parsed);
+  CHECK_FALSE(parsed->option);
+  CHECK(parsed->foreign_option);
+}
+
+TEST_CASE("discovery option: IPv6 SYNs, read and extended, the SYN's timestamps given up for a client address") {
+  auto syn = LinuxSyn6();
+  REQUIRE(ChecksumsValid6(syn));
+  auto parsed = ParseSegment(syn);
+  REQUIRE(parsed);
+  CHECK(parsed->source.to_string() == "2001:2:0:1::10");
+  CHECK(parsed->destination.to_string() == "2001:2:0:2::10");
+  CHECK(parsed->destination_port == 80);
+  CHECK(parsed->syn);
+
+  DiscoveryOption offer = Offer();
+  offer.client = boost::asio::ip::make_address("2001:2:0:1::10");
+  auto with = AddOption(syn, offer);
+  REQUIRE(with);
+  CHECK(ChecksumsValid6(*with));
+  CHECK(((*with)[40 + 12] >> 4) * 4 == 60);                          // 10 own option bytes + 28, padded
+  CHECK((size_t{(*with)[4]} << 8 | (*with)[5]) == with->size() - 40);  // payload length
+  auto back = ParseSegment(*with);
+  REQUIRE(back);
+  REQUIRE(back->option);
+  REQUIRE(back->option->client);
+  CHECK(back->option->client->to_string() == "2001:2:0:1::10");
+  // MSS, SACK permitted, window scale kept; the timestamps gone.
+  CHECK(std::vector<uint8_t>(with->begin() + 60, with->begin() + 70) ==
+        std::vector<uint8_t>{2, 4, 0x05, 0xa0, 4, 2, 1, 3, 3, 7});
+  CHECK((*with)[70] == 0x21);
+
+  // Without a client address the option fits beside the timestamps: they stay.
+  auto small = AddOption(syn, DiscoveryOption{});
+  REQUIRE(small);
+  CHECK(ChecksumsValid6(*small));
+  CHECK(small->size() == syn.size() + 12);
+  CHECK(std::equal(syn.begin() + 60, syn.end(), small->begin() + 60));
+  // A SYN-ACK never loses its timestamps: an IPv6 client address does not fit there.
+  CHECK_FALSE(AddOption(LinuxSyn6(/*ack=*/true), offer));
+}
+
+TEST_CASE("discovery option: IPv6 extension headers before TCP are walked, fragments refused") {
+  // A destination-options header (8 bytes: next header TCP, length 0, PadN).
+  std::vector<uint8_t> dest_options = {6, 0, 1, 4, 0, 0, 0, 0};
+  auto syn = LinuxSyn6(false, dest_options, 60);
+  auto parsed = ParseSegment(syn);
+  REQUIRE(parsed);
+  CHECK(parsed->destination_port == 80);
+  auto with = AddOption(syn, DiscoveryOption{});
+  REQUIRE(with);
+  auto back = ParseSegment(*with);
+  REQUIRE(back);
+  CHECK(back->option);
+  CHECK((size_t{(*with)[4]} << 8 | (*with)[5]) == with->size() - 40);
+  // A fragment header: not a segment this box touches.
+  std::vector<uint8_t> fragment = {6, 0, 0, 0, 0, 0, 0, 1};
+  CHECK_FALSE(ParseSegment(LinuxSyn6(false, fragment, 44)));
+  // An extension header whose length runs past the packet, and every cut: refused.
+  auto bad = syn;
+  bad[41] = 200;
+  CHECK_FALSE(ParseSegment(bad));
+  for (size_t n = 0; n < syn.size(); ++n) {
+    CHECK_FALSE(ParseSegment(std::vector<uint8_t>(syn.begin(), syn.begin() + static_cast<ptrdiff_t>(n))));
+  }
+  // Every single-byte value anywhere: never a crash, never a read past the end.
+  for (size_t at = 0; at < syn.size(); ++at) {
+    for (int v : {0, 1, 6, 8, 43, 44, 60, 255}) {
+      bad = syn;
+      bad[at] = static_cast<uint8_t>(v);
+      (void)ParseSegment(bad);
+      (void)AddOption(bad, Offer());
+    }
+  }
 }

@@ -12,6 +12,8 @@
 #include "wanopt/session/connection_table.h"
 #include "wanopt/session/counters.h"
 
+using boost::asio::ip::address_v4;
+
 namespace wanopt::intercept {
 
 namespace {
@@ -58,6 +60,26 @@ std::vector<uint8_t> Syn(std::array<uint8_t, 4> client, uint16_t client_port, st
 }
 
 constexpr std::array<uint8_t, 4> kClient{198, 18, 1, 10}, kServer{198, 18, 2, 10};
+
+// An IPv6 SYN (no extension headers, 20-byte TCP header) from `client` to `server`.
+std::vector<uint8_t> Syn6(const char* client, uint16_t client_port, const char* server, uint16_t server_port,
+                          uint32_t sequence, const DiscoveryOption* option = nullptr) {
+  std::vector<uint8_t> p = {0x60, 0, 0, 0, 0, 20, 6, 64};
+  for (const char* a : {client, server}) {
+    auto bytes = boost::asio::ip::make_address_v6(a).to_bytes();
+    p.insert(p.end(), bytes.begin(), bytes.end());
+  }
+  std::vector<uint8_t> tcp = {static_cast<uint8_t>(client_port >> 8), static_cast<uint8_t>(client_port),
+                              static_cast<uint8_t>(server_port >> 8), static_cast<uint8_t>(server_port),
+                              static_cast<uint8_t>(sequence >> 24), static_cast<uint8_t>(sequence >> 16),
+                              static_cast<uint8_t>(sequence >> 8), static_cast<uint8_t>(sequence),
+                              0, 0, 0, 0, 0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0};
+  p.insert(p.end(), tcp.begin(), tcp.end());
+  if (!option) return p;
+  auto with = AddOption(p, *option);
+  REQUIRE(with);
+  return *with;
+}
 
 const char* kConfig = R"(
 [box]
@@ -110,7 +132,7 @@ struct SynDecisionsTest {
   }
   bool Holding() const { return !impl->held_.empty(); }
   void RememberOptionDropper(std::array<uint8_t, 4> server) {
-    impl->option_droppers_[address_v4(server).to_uint()] = Clock::now() + std::chrono::minutes(10);
+    impl->option_droppers_[address_v4(server)] = Clock::now() + std::chrono::minutes(10);
   }
 
   std::optional<Config> config;
@@ -161,6 +183,29 @@ TEST_CASE("SYN decisions: a pass-through rule routes the SYN on, listed once how
   v = box.Decide(Syn(kClient, 40000, kServer, 445, 99999));
   CHECK(v.mark == kMarkBypass);
   CHECK(box.counters.pass_through == 2);
+}
+
+TEST_CASE("SYN decisions: IPv6 SYNs are decided by the same rules, their addresses shown bracketed") {
+  SynDecisionsTest box;
+  auto v = box.Decide(Syn6("2001:2:0:1::10", 40100, "2001:2:0:2::10", 445, 1));
+  CHECK(v.mark == kMarkBypass);
+  auto listed = box.table.Connections();
+  REQUIRE(listed.size() == 1);
+  CHECK(FormatEndpoint(listed[0].client) == "[2001:2:0:1::10]:40100");
+  CHECK(FormatEndpoint(listed[0].server) == "[2001:2:0:2::10]:445");
+  CHECK(box.Decide(Syn6("2001:2:0:1::10", 40101, "2001:2:0:2::10", 23, 2)).mark == kMarkDeny);
+  CHECK(box.Decide(Syn6("2001:2:0:1::10", 40102, "2001:2:0:2::10", 8000, 3)).mark == kMarkIntercept);
+  box.Decide(Syn6("2001:2:0:1::10", 40103, "2001:2:0:2::10", 80, 4));
+  CHECK(HasNote(box.LastNotes(), "no [peering] credentials"));
+  // An IPv4 and an IPv6 connection with the same ports are two connections.
+  CHECK(box.Decide(Syn(kClient, 40100, kServer, 445, 1)).mark == kMarkBypass);
+  CHECK(box.counters.pass_through == 3);
+  // An offer with an IPv6 client address, to a box that does not answer: routed on.
+  SynDecisionsTest quiet(/*answer=*/false);
+  DiscoveryOption offer;
+  offer.policy = Policy::kFull;
+  offer.client = boost::asio::ip::make_address("2001:2:0:1::10");
+  CHECK(quiet.Decide(Syn6("2001:2::1", 40104, "2001:2:0:2::10", 80, 5, &offer)).mark == kMarkBypass);
 }
 
 TEST_CASE("SYN decisions: a deny rule marks the SYN for a reset, and its retransmissions too") {

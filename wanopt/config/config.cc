@@ -174,34 +174,57 @@ Config Read(const toml::table& root) {
 bool DatacenterConfig::AllowsPlaintextFrom(const boost::asio::ip::address& address) const {
   // A listener on loopback is reachable from this host only: the operator's lab.
   if (listen.address().is_loopback()) return true;
-  if (!address.is_v4()) return false;
-  uint32_t a = address.to_v4().to_uint();
-  return std::any_of(plaintext_peers.begin(), plaintext_peers.end(), [a](const Subnet& s) { return s.Contains(a); });
+  return std::any_of(plaintext_peers.begin(), plaintext_peers.end(),
+                     [&address](const Subnet& s) { return s.Contains(address); });
 }
 
 bool DatacenterConfig::Serves(const boost::asio::ip::address& destination) const {
   if (serves.empty()) return true;
-  if (!destination.is_v4()) return false;
-  uint32_t a = destination.to_v4().to_uint();
-  return std::any_of(serves.begin(), serves.end(), [a](const Subnet& s) { return s.Contains(a); });
+  return std::any_of(serves.begin(), serves.end(), [&destination](const Subnet& s) { return s.Contains(destination); });
+}
+
+namespace {
+
+// Both families in one 128-bit space: IPv4 as ::ffff:a.b.c.d.
+std::array<uint8_t, 16> Mapped(const boost::asio::ip::address& address) {
+  if (address.is_v6()) return address.to_v6().to_bytes();
+  return boost::asio::ip::make_address_v6(boost::asio::ip::v4_mapped, address.to_v4()).to_bytes();
+}
+
+// `bytes` with everything after the first `prefix` bits zero.
+std::array<uint8_t, 16> Masked(std::array<uint8_t, 16> bytes, unsigned prefix) {
+  for (unsigned i = 0; i < 16; ++i) {
+    unsigned keep = prefix > i * 8 ? std::min(8u, prefix - i * 8) : 0;
+    bytes[i] &= static_cast<uint8_t>(0xff00 >> keep);
+  }
+  return bytes;
+}
+
+}  // namespace
+
+bool Subnet::Contains(const boost::asio::ip::address& address) const {
+  return Masked(Mapped(address), prefix) == network;
 }
 
 std::optional<Subnet> ParseSubnet(std::string_view text) {
   std::string_view address_text = text;
-  unsigned prefix = 32;
+  std::optional<unsigned> prefix;
   if (size_t slash = text.find('/'); slash != std::string_view::npos) {
     address_text = text.substr(0, slash);
     std::string_view p = text.substr(slash + 1);
-    auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), prefix);
-    if (p.empty() || ec != std::errc() || end != p.data() + p.size() || prefix > 32) return std::nullopt;
+    unsigned value = 0;
+    auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), value);
+    if (p.empty() || ec != std::errc() || end != p.data() + p.size()) return std::nullopt;
+    prefix = value;
   }
   boost::system::error_code ec;
-  auto address = boost::asio::ip::make_address_v4(std::string(address_text), ec);
+  auto address = boost::asio::ip::make_address(std::string(address_text), ec);
   if (ec) return std::nullopt;
+  unsigned bits = address.is_v4() ? 32 : 128;
+  if (prefix.value_or(bits) > bits) return std::nullopt;
   Subnet subnet;
-  subnet.prefix = static_cast<uint8_t>(prefix);
-  uint32_t mask = prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix);
-  subnet.address = address.to_uint() & mask;
+  subnet.prefix = static_cast<uint8_t>(prefix.value_or(bits) + 128 - bits);
+  subnet.network = Masked(Mapped(address), subnet.prefix);
   return subnet;
 }
 

@@ -9,6 +9,7 @@
 // the file, line and key, and nothing is started.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <map>
 #include <optional>
@@ -45,11 +46,14 @@ struct ForwardRule {
   std::vector<std::string> modules;  // default: none
 };
 
-// An IPv4 subnet, as in-path rules match addresses.
+// An IPv4 or IPv6 subnet, as rules match addresses. IPv4 is held IPv4-mapped
+// (::ffff:a.b.c.d, its prefix + 96), so that one comparison serves both families:
+// 198.18.1.0/24 matches IPv4 addresses only, 2001:db8::/32 IPv6 only, and the
+// default (prefix 0, like ::/0) every address.
 struct Subnet {
-  uint32_t address = 0;  // host order, masked
-  uint8_t prefix = 0;    // 0 matches everything
-  bool Contains(uint32_t a) const { return prefix == 0 || (a >> (32 - prefix)) == (address >> (32 - prefix)); }
+  std::array<uint8_t, 16> network{};  // masked
+  uint8_t prefix = 0;                 // of 128
+  bool Contains(const boost::asio::ip::address& address) const;
 };
 
 struct DatacenterConfig {
@@ -139,7 +143,7 @@ struct InpathRule {
   bool MatchesEverything() const {
     return source.prefix == 0 && destination.prefix == 0 && port_min <= 1 && port_max == 65535;
   }
-  bool Matches(uint32_t client, uint32_t server, uint16_t port) const {
+  bool Matches(const boost::asio::ip::address& client, const boost::asio::ip::address& server, uint16_t port) const {
     return source.Contains(client) && destination.Contains(server) && port >= port_min && port <= port_max;
   }
 };

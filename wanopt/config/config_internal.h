@@ -118,15 +118,15 @@ class TableReader {
     return names;
   }
 
-  // An array of IPv4 subnets ("198.18.1.0/24"; a bare address is a /32).
+  // An array of subnets ("198.18.1.0/24", "2001:db8::/32"; a bare address is a /32 or /128).
   std::optional<std::vector<Subnet>> Subnets(std::string_view key) {
     const toml::node* node = Get(key);
     if (!node) return std::nullopt;
-    if (!node->is_array()) Fail(key, node, "must be an array of IPv4 subnets (like [\"198.18.1.0/24\"])");
+    if (!node->is_array()) Fail(key, node, "must be an array of subnets (like [\"198.18.1.0/24\", \"2001:db8::/32\"])");
     std::vector<Subnet> subnets;
     for (const toml::node& item : *node->as_array()) {
       auto subnet = item.is_string() ? ParseSubnet(item.as_string()->get()) : std::nullopt;
-      if (!subnet) Fail(key, &item, "must be an array of IPv4 subnets (like [\"198.18.1.0/24\"])");
+      if (!subnet) Fail(key, &item, "must be an array of subnets (like [\"198.18.1.0/24\", \"2001:db8::/32\"])");
       subnets.push_back(*subnet);
     }
     return subnets;
@@ -171,7 +171,7 @@ inline Subnet SubnetKey(TableReader& r, std::string_view key) {
   auto text = r.String(key);
   if (!text) return {};
   auto subnet = ParseSubnet(*text);
-  if (!subnet) r.Fail(key, r.Get(key), "'" + *text + "' is not an IPv4 subnet (like 198.18.1.0/24)");
+  if (!subnet) r.Fail(key, r.Get(key), "'" + *text + "' is not a subnet (like 198.18.1.0/24 or 2001:db8::/32)");
   return *subnet;
 }
 

@@ -4,40 +4,68 @@
 
 namespace wanopt::intercept {
 
-bool Interceptor::Impl::Start(std::string* error) {
+namespace {
+
+// A transparent listener for one family (IPv6 only on its own: the IPv4 one has the
+// IPv4 connections, with their addresses as they are rather than v4-mapped).
+error_code OpenTransparentListener(tcp::acceptor& acceptor, tcp protocol, uint16_t port) {
   error_code ec;
-  tcp::endpoint at(tcp::v4(), config_.listen_port);
-  acceptor_.open(tcp::v4(), ec);
+  acceptor.open(protocol, ec);
+  int fd = ec ? -1 : acceptor.native_handle();
   int one = 1;
-  if (!ec && ::setsockopt(acceptor_.native_handle(), SOL_IP, IP_TRANSPARENT, &one, sizeof one) != 0) {
+  bool v6 = protocol == tcp::v6();
+  if (!ec && v6) acceptor.set_option(asio::ip::v6_only(true), ec);
+  if (!ec && (v6 ? ::setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof one)
+                 : ::setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one)) != 0) {
     ec = error_code(errno, boost::system::system_category());
   }
   uint32_t mark = kMarkListener;
-  if (!ec && ::setsockopt(acceptor_.native_handle(), SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
+  if (!ec && ::setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
     ec = error_code(errno, boost::system::system_category());
   }
-  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(at, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor.bind(tcp::endpoint(protocol, port), ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
+    error_code ignored;
+    acceptor.close(ignored);
+  }
+  return ec;
+}
+
+}  // namespace
+
+bool Interceptor::Impl::Start(std::string* error) {
+  if (error_code ec = OpenTransparentListener(acceptor_, tcp::v4(), config_.listen_port)) {
     *error = "intercept: transparent listener on port " + std::to_string(config_.listen_port) + ": " +
              ec.message() + " (needs root / CAP_NET_ADMIN)";
-    acceptor_.close(ec);
     return false;
+  }
+  // A host without IPv6 intercepts IPv4 only; any other failure is the operator's to see.
+  std::string families = "IPv4 and IPv6";
+  if (error_code ec = OpenTransparentListener(acceptor6_, tcp::v6(), config_.listen_port)) {
+    if (ec != asio::error::address_family_not_supported) {
+      *error = "intercept: IPv6 transparent listener on port " + std::to_string(config_.listen_port) + ": " +
+               ec.message() + " (needs root / CAP_NET_ADMIN)";
+      Stop();
+      return false;
+    }
+    families = "IPv4 only (no IPv6 on this host)";
   }
   auto self = shared_from_this();
   queue_ = NetlinkQueue::Open(loop_, config_.queue, [self](const QueuedPacket& p) { self->OnPacket(p); }, error);
   if (!queue_) {
     *error = "intercept: " + *error;
-    acceptor_.close(ec);
+    Stop();
     return false;
   }
-  WANOPT_LOG(kInfo, "intercept") << env_.config.name << ": intercepting: netlink queue " << config_.queue
-                                 << ", transparent listener on port " << config_.listen_port << ", "
+  WANOPT_LOG(kInfo, "intercept") << env_.config.name << ": intercepting " << families << ": netlink queue "
+                                 << config_.queue << ", transparent listener on port " << config_.listen_port << ", "
                                  << config_.rules.size() << " in-path rule(s), device id "
                                  << channel::FormatDeviceId(env_.config.device_id)
                                  << (config_.answer ? ", answers probes" : "");
-  Accept();
+  Accept(acceptor_);
+  if (acceptor6_.is_open()) Accept(acceptor6_);
   Sweep();
   return true;
 }
@@ -46,6 +74,7 @@ void Interceptor::Impl::Stop() {
   stopped_ = true;
   error_code ignored;
   acceptor_.close(ignored);
+  acceptor6_.close(ignored);
   sweep_timer_.cancel();
   // The queue's handler holds this object: dropping the queue breaks the cycle.
   if (queue_) queue_->Close();

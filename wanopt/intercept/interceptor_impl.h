@@ -25,6 +25,7 @@
 #include <set>
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "wanopt/channel/frame.h"
@@ -41,25 +42,25 @@
 namespace wanopt::intercept {
 
 namespace asio = boost::asio;
-using asio::ip::address_v4;
+using asio::ip::address;
 using asio::ip::tcp;
 using boost::system::error_code;
 using Clock = std::chrono::steady_clock;
 
 // A connection as its SYN names it: client (or upstream box) -> server.
 struct FlowKey {
-  uint32_t client = 0, server = 0;
+  address client, server;
   uint16_t client_port = 0, server_port = 0;
-  auto operator<=>(const FlowKey&) const = default;
+  std::strong_ordering operator<=>(const FlowKey&) const = default;  // from address's == and <
 };
 
 // A probe's SYN and SYN-ACK name it by its own port and the server.
 struct ProbeKey {
-  uint32_t local = 0;  // transparent probes of different clients may share a port
+  address local;  // transparent probes of different clients may share a port; else unspecified
   uint16_t local_port = 0;
-  uint32_t server = 0;
+  address server;
   uint16_t server_port = 0;
-  auto operator<=>(const ProbeKey&) const = default;
+  std::strong_ordering operator<=>(const ProbeKey&) const = default;
 };
 
 
@@ -69,8 +70,10 @@ inline tcp::socket MoveToLoop(tcp::socket& socket, asio::io_context& loop) {
   tcp::socket moved(loop);
   if (!socket.is_open()) return moved;
   error_code ec;
+  tcp protocol = socket.local_endpoint(ec).protocol();
+  if (ec) protocol = tcp::v4();
   int fd = socket.release(ec);  // deregistered from its loop, not closed
-  if (!ec) moved.assign(tcp::v4(), fd, ec);
+  if (!ec) moved.assign(protocol, fd, ec);
   return moved;
 }
 
@@ -89,6 +92,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
         loop_(loop),
         session_loop_(std::move(session_loop)),
         acceptor_(loop),
+        acceptor6_(loop),
         sweep_timer_(loop) {}
 
   bool Start(std::string* error);
@@ -153,14 +157,14 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     bool transparent = false;                 // the probe uses the client's address
     Clock::duration early_timeout{};          // a retry from our address after a give-up this quick
     // The client's address: the SYN's source at a branch, the option's further on.
-    uint32_t client_address() const { return upstream && upstream->client ? upstream->client->to_uint() : key.client; }
+    address client_address() const { return upstream && upstream->client ? *upstream->client : key.client; }
     Clock::time_point started;
     std::unique_ptr<asio::steady_timer> timer;
   };
 
-  Clock::duration AsymmetryTimeout(uint32_t server) const;
+  Clock::duration AsymmetryTimeout(const address& server) const;
   Clock::duration ProbeTimeout(const Held& h) const;
-  void RecordServerRtt(uint32_t server, tcp::socket& probe);
+  void RecordServerRtt(const address& server, tcp::socket& probe);
 
   // ---- Packets ----
 
@@ -179,7 +183,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
   // unanswered and its retransmission without it was answered: true when that
   // happened twice in a row (the server is then remembered in option_droppers_),
   // false the first time (suspected).
-  bool ConfirmOptionDropper(uint32_t server, Clock::time_point started);
+  bool ConfirmOptionDropper(const address& server, Clock::time_point started);
   std::string NoAnswerReason(const Held& h, const FlowKey& key);
 
   // ---- Verdicts ----
@@ -190,17 +194,17 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
 
   // ---- The listener: the client's (or upstream box's) handshake completed ----
 
-  void Accept();
+  void Accept(tcp::acceptor& acceptor);
   void OnAccepted(tcp::socket socket);
   static BranchPlan PlanFor(const InpathRule& rule, const tcp::endpoint& destination);
 
   void StartOptimized(tcp::socket client, tcp::socket inner, const InpathRule& rule, BranchPlan plan,
-                      const DiscoveryOption& peer, bool plaintext, FlowKey key);
+                      const channel::DeviceId& peer, bool plaintext, FlowKey key);
 
-  void StartAnswered(asio::io_context& loop, tcp::socket inner, tcp::socket server, const DiscoveryOption& peer,
+  void StartAnswered(asio::io_context& loop, tcp::socket inner, tcp::socket server, const channel::DeviceId& peer,
                      bool plaintext, const std::string& reason, const tcp::endpoint& client);
 
-  void StartAnsweredChannel(tcp::socket inner, tcp::socket server, const DiscoveryOption& peer, bool plaintext,
+  void StartAnsweredChannel(tcp::socket inner, tcp::socket server, const channel::DeviceId& peer, bool plaintext,
                             const std::string& reason);
 
   // ---- Helpers ----
@@ -217,7 +221,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     else confirmed_.erase(id);
   }
 
-  const InpathRule& Match(uint32_t client, uint32_t server, uint16_t port) const {
+  const InpathRule& Match(const address& client, const address& server, uint16_t port) const {
     for (const InpathRule& rule : config_.rules) {
       if (rule.Matches(client, server, port)) return rule;
     }
@@ -244,7 +248,8 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
   const channel::SecureContext* security_;
   asio::io_context& loop_;
   std::function<asio::io_context&()> session_loop_;
-  tcp::acceptor acceptor_;
+  tcp::acceptor acceptor_;   // the transparent listener, IPv4
+  tcp::acceptor acceptor6_;  // ... and IPv6 (closed on a host without it)
   asio::steady_timer sweep_timer_;
   std::unique_ptr<NetlinkQueue> queue_;
   bool stopped_ = false;
@@ -255,16 +260,16 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
   std::map<ProbeKey, Held*> probes_;
   std::set<FlowKey> retry_from_box_;
   // What the box learned about servers, each with its expiry.
-  std::map<uint32_t, Learned> learned_;                  // a peer answered for this server
-  std::map<uint32_t, Clock::time_point> option_droppers_;  // drops SYNs with options
+  std::map<address, Learned> learned_;                  // a peer answered for this server
+  std::map<address, Clock::time_point> option_droppers_;  // drops SYNs with options
   struct OptionDropSuspect {
     Clock::time_point seen;   // when the first unanswered SYN was known
     Clock::time_point until;  // forgotten after
   };
-  std::map<uint32_t, OptionDropSuspect> option_drop_suspects_;  // ... once so far (ConfirmOptionDropper)
-  std::map<uint32_t, Unauthenticated> unauthenticated_;  // a box on the path failed authentication
-  std::map<uint32_t, Clock::time_point> asymmetric_;     // replies to clients bypass this box
-  std::map<uint32_t, Clock::duration> server_rtt_;       // measured by connected probes
+  std::map<address, OptionDropSuspect> option_drop_suspects_;  // ... once so far (ConfirmOptionDropper)
+  std::map<address, Unauthenticated> unauthenticated_;  // a box on the path failed authentication
+  std::map<address, Clock::time_point> asymmetric_;     // replies to clients bypass this box
+  std::map<address, Clock::duration> server_rtt_;       // measured by connected probes
   AcceptBackoff accept_backoff_;                          // the transparent listener's
   Clock::duration last_server_rtt_{};
   std::mutex confirmed_mu_;

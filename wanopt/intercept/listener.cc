@@ -4,13 +4,13 @@
 
 namespace wanopt::intercept {
 
-void Interceptor::Impl::Accept() {
-  acceptor_.async_accept(loop_, [self = shared_from_this()](error_code ec, tcp::socket socket) {
+void Interceptor::Impl::Accept(tcp::acceptor& acceptor) {
+  acceptor.async_accept(loop_, [self = shared_from_this(), &acceptor](error_code ec, tcp::socket socket) {
     if (self->stopped_ || ec == asio::error::operation_aborted) return;
     if (!ec) {
       self->accept_backoff_.Succeeded();
       self->OnAccepted(std::move(socket));
-      self->Accept();
+      self->Accept(acceptor);
       return;
     }
     // Out of descriptors: try again later instead of spinning.
@@ -20,8 +20,8 @@ void Interceptor::Impl::Accept() {
                                      << retry.delay.count() << " ms" << log::Suppressed(retry.suppressed);
     }
     auto timer = std::make_shared<asio::steady_timer>(self->loop_, retry.delay);
-    timer->async_wait([self, timer](error_code) {
-      if (!self->stopped_) self->Accept();
+    timer->async_wait([self, timer, &acceptor](error_code) {
+      if (!self->stopped_) self->Accept(acceptor);
     });
   });
 }
@@ -30,8 +30,8 @@ void Interceptor::Impl::OnAccepted(tcp::socket socket) {
   error_code ec;
   tcp::endpoint remote = socket.remote_endpoint(ec);
   tcp::endpoint local = socket.local_endpoint(ec);  // the original destination (TPROXY)
-  if (ec || !remote.address().is_v4() || !local.address().is_v4()) return CloseWithReset(socket);
-  FlowKey key{remote.address().to_v4().to_uint(), local.address().to_v4().to_uint(), remote.port(), local.port()};
+  if (ec) return CloseWithReset(socket);
+  FlowKey key{remote.address(), local.address(), remote.port(), local.port()};
   auto it = decisions_.find(key);
   bool needs_probe = it != decisions_.end() && it->second.kind != Kind::kFixedTarget &&
                      it->second.kind != Kind::kRelayDirect;
@@ -49,7 +49,7 @@ void Interceptor::Impl::OnAccepted(tcp::socket socket) {
   d.probe.reset();
   const InpathRule& rule = *d.rule;
   Kind kind = d.kind;
-  DiscoveryOption peer = d.peer;
+  channel::DeviceId peer = d.peer.device_id;  // who answered (kOptimize) or offered (kDatacenter)
   bool plaintext = d.plaintext;
   std::string reason = d.reason;
   std::string note = d.note;
@@ -101,10 +101,10 @@ BranchPlan Interceptor::Impl::PlanFor(const InpathRule& rule, const tcp::endpoin
 
 // Branch, on the session's loop: secure the probe, then the session.
 void Interceptor::Impl::StartOptimized(tcp::socket client, tcp::socket inner, const InpathRule& rule, BranchPlan plan,
-                    const DiscoveryOption& peer, bool plaintext, FlowKey key) {
+                    const channel::DeviceId& peer, bool plaintext, FlowKey key) {
   error_code ec;
   plan.peer = inner.remote_endpoint(ec);
-  plan.peer_id = channel::FormatDeviceId(peer.device_id);
+  plan.peer_id = channel::FormatDeviceId(peer);
   plan.peering_key = "id " + plan.peer_id;
   plan.connected_is_inner = true;
   if (plaintext) {
@@ -126,8 +126,8 @@ void Interceptor::Impl::StartOptimized(tcp::socket client, tcp::socket inner, co
   // confirmation (one round trip less before the client's first byte). If it
   // refuses us after all, that one connection is cut and the next one waits.
   channel::SecureChannelOptions options;
-  options.optimistic = RecentlyConfirmed(peer.device_id);
-  options.on_late_failure = [self, id = peer.device_id, key](const std::string& why) {
+  options.optimistic = RecentlyConfirmed(peer);
+  options.on_late_failure = [self, id = peer, key](const std::string& why) {
     WANOPT_LOG(kWarn, "intercept") << "peer " << channel::FormatDeviceId(id) << " refused this box after all ("
                                    << why << "): that connection is cut; the next ones wait for its confirmation";
     self->Confirmed(id, false);
@@ -137,7 +137,7 @@ void Interceptor::Impl::StartOptimized(tcp::socket client, tcp::socket inner, co
   SecureInnerChannel(
       env_, std::move(inner), ChannelSide::kOpening, peer_name, std::move(options),
       [self, lan, plan = std::make_shared<BranchPlan>(std::move(plan)), key, optimistic, peer_name,
-       id = peer.device_id](SecureOutcome outcome, tcp::socket plain) mutable {
+       id = peer](SecureOutcome outcome, tcp::socket plain) mutable {
         if (outcome.ok && !optimistic) self->Confirmed(id, true);
         if (!outcome.ok) {
           std::string reason = peer_name + " " + outcome.text;
@@ -167,7 +167,7 @@ void Interceptor::Impl::StartOptimized(tcp::socket client, tcp::socket inner, co
 // nothing comes, our answer was lost on the way back (a middlebox stripped the
 // option from the SYN-ACK): the branch is relaying its client's bytes, so we do
 // the same towards the server instead of breaking the connection.
-void Interceptor::Impl::StartAnswered(asio::io_context& loop, tcp::socket inner, tcp::socket server, const DiscoveryOption& peer,
+void Interceptor::Impl::StartAnswered(asio::io_context& loop, tcp::socket inner, tcp::socket server, const channel::DeviceId& peer,
                    bool plaintext, const std::string& reason, const tcp::endpoint& client) {
   auto self = shared_from_this();
   auto in = std::make_shared<tcp::socket>(std::move(inner));
@@ -226,7 +226,7 @@ void Interceptor::Impl::StartAnswered(asio::io_context& loop, tcp::socket inner,
   });
 }
 
-void Interceptor::Impl::StartAnsweredChannel(tcp::socket inner, tcp::socket server, const DiscoveryOption& peer, bool plaintext,
+void Interceptor::Impl::StartAnsweredChannel(tcp::socket inner, tcp::socket server, const channel::DeviceId& peer, bool plaintext,
                           const std::string& reason) {
   DatacenterPlan plan;
   error_code ec;
@@ -238,7 +238,7 @@ void Interceptor::Impl::StartAnsweredChannel(tcp::socket inner, tcp::socket serv
     plan.notes.push_back("inner channel unencrypted (the branch asked and a rule here allows it: lab measurements only)");
     return StartDatacenterSession(env_, std::move(inner), std::move(plan));
   }
-  std::string branch = channel::FormatDeviceId(peer.device_id) + " " + FormatEndpoint(*plan.peer_endpoint);
+  std::string branch = channel::FormatDeviceId(peer) + " " + FormatEndpoint(*plan.peer_endpoint);
   StartSecuredDatacenterSession(env_, std::move(inner), std::move(plan), branch);
 }
 

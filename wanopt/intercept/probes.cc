@@ -7,7 +7,7 @@
 namespace wanopt::intercept {
 
 // probe_timing.h has the rules; these supply what this box measured.
-Clock::duration Interceptor::Impl::AsymmetryTimeout(uint32_t server) const {
+Clock::duration Interceptor::Impl::AsymmetryTimeout(const address& server) const {
   std::optional<Clock::duration> rtt;
   if (auto it = server_rtt_.find(server); it != server_rtt_.end()) rtt = it->second;
   else if (last_server_rtt_.count()) rtt = last_server_rtt_;
@@ -19,7 +19,7 @@ Clock::duration Interceptor::Impl::ProbeTimeout(const Held& h) const {
 }
 
 // The kernel's smoothed RTT of a connected probe: what AsymmetryTimeout scales by.
-void Interceptor::Impl::RecordServerRtt(uint32_t server, tcp::socket& probe) {
+void Interceptor::Impl::RecordServerRtt(const address& server, tcp::socket& probe) {
   ::tcp_info info{};
   socklen_t len = sizeof info;
   if (::getsockopt(probe.native_handle(), IPPROTO_TCP, TCP_INFO, &info, &len) != 0 || info.tcpi_rtt == 0) return;
@@ -33,20 +33,26 @@ void Interceptor::Impl::StartProbe(std::unique_ptr<Held> held) {
   Decide(held->key, Verdict::kHeld, config_timeout() + std::chrono::seconds(5)).sequence = held->sequence;
   tcp::socket probe(loop_);
   error_code ec;
-  probe.open(tcp::v4(), ec);
+  tcp family = held->key.server.is_v6() ? tcp::v6() : tcp::v4();
+  probe.open(family, ec);
   int fd = probe.native_handle();
   uint32_t mark = kMarkProbe;
   if (!ec && ::setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
     ec = error_code(errno, boost::system::system_category());
   }
   if (!ec && !held->upstream) TuneInnerSocket(probe, env_.config);  // it may become the inner channel
-  tcp::endpoint local(tcp::v4(), 0);
+  tcp::endpoint local(family, 0);
   int one = 1;
-  if (!ec && held->transparent && ::setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one) != 0) {
+  // The client's address is the probe's source only in the server's family (an
+  // upstream box's option could name one of the other).
+  if (held->transparent && held->client_address().is_v6() != held->key.server.is_v6()) held->transparent = false;
+  if (!ec && held->transparent &&
+      (family == tcp::v6() ? ::setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof one)
+                           : ::setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one)) != 0) {
     WANOPT_LOG(kWarn, "intercept") << "IP_TRANSPARENT: " << std::strerror(errno) << ": probing from this box's address";
     held->transparent = false;
   }
-  if (!ec && held->transparent) local = tcp::endpoint(address_v4(held->client_address()), 0);
+  if (!ec && held->transparent) local = tcp::endpoint(held->client_address(), 0);
   if (!ec) probe.bind(local, ec);
   if (ec) {
     WANOPT_LOG(kWarn, "intercept") << "probe socket: " << ec.message() << ": passing the connection through";
@@ -54,8 +60,9 @@ void Interceptor::Impl::StartProbe(std::unique_ptr<Held> held) {
   }
   if (!held->target_port) held->target_port = held->key.server_port;
   tcp::endpoint bound = probe.local_endpoint(ec);
-  // Bound to 0.0.0.0 until the connect picks a source: key such probes by port.
-  uint32_t bound_address = held->transparent ? bound.address().to_v4().to_uint() : 0;
+  // Bound to the unspecified address until the connect picks a source: key such
+  // probes by port.
+  address bound_address = held->transparent ? bound.address() : address();
   held->probe_key = ProbeKey{bound_address, bound.port(), held->key.server, held->target_port};
   held->probe = std::move(probe);
   held->timer = std::make_unique<asio::steady_timer>(loop_);
@@ -70,14 +77,14 @@ void Interceptor::Impl::StartProbe(std::unique_ptr<Held> held) {
     if (ec) return;
     if (auto it = self->held_.find(key); it != self->held_.end() && it->second->probe) it->second->probe->cancel();
   });
-  tcp::endpoint server(address_v4(key.server), h->target_port);
+  tcp::endpoint server(key.server, h->target_port);
   h->probe->async_connect(server, [self, key](error_code ec) { self->OnProbeConnected(key, ec); });
 }
 
 // Our probe's SYN on its way out: add the offer to the first transmission only.
 void Interceptor::Impl::OnProbeSyn(const QueuedPacket& p, const TcpSegment& s) {
-  auto it = probes_.find(ProbeKey{0, s.source_port, s.destination.to_uint(), s.destination_port});
-  if (it == probes_.end()) it = probes_.find(ProbeKey{s.source.to_uint(), s.source_port, s.destination.to_uint(), s.destination_port});
+  auto it = probes_.find(ProbeKey{address(), s.source_port, s.destination, s.destination_port});
+  if (it == probes_.end()) it = probes_.find(ProbeKey{s.source, s.source_port, s.destination, s.destination_port});
   if (it == probes_.end() || p.mark != kMarkProbe) return queue_->Accept(p.id);
   Held& h = *it->second;
   ++h.syns_seen;
@@ -96,8 +103,8 @@ void Interceptor::Impl::OnProbeSyn(const QueuedPacket& p, const TcpSegment& s) {
 
 // A SYN-ACK arriving for one of our probes: did a box answer?
 void Interceptor::Impl::OnProbeSynAck(uint32_t id, const TcpSegment& s) {
-  auto it = probes_.find(ProbeKey{0, s.destination_port, s.source.to_uint(), s.source_port});
-  if (it == probes_.end()) it = probes_.find(ProbeKey{s.destination.to_uint(), s.destination_port, s.source.to_uint(), s.source_port});
+  auto it = probes_.find(ProbeKey{address(), s.destination_port, s.source, s.source_port});
+  if (it == probes_.end()) it = probes_.find(ProbeKey{s.destination, s.destination_port, s.source, s.source_port});
   if (it != probes_.end()) {
     Held& h = *it->second;
     h.synack_seen = true;
@@ -110,7 +117,7 @@ void Interceptor::Impl::OnProbeSynAck(uint32_t id, const TcpSegment& s) {
 
 // Our listener's SYN-ACK: carries the answer when this box answers a probe.
 void Interceptor::Impl::OnOurSynAck(const QueuedPacket& p, const TcpSegment& s) {
-  FlowKey key{s.destination.to_uint(), s.source.to_uint(), s.destination_port, s.source_port};
+  FlowKey key{s.destination, s.source, s.destination_port, s.source_port};
   auto it = decisions_.find(key);
   if (it == decisions_.end() || !it->second.answer) return queue_->Accept(p.id);
   if (auto with_option = AddOption(p.bytes, *it->second.answer)) return queue_->Accept(p.id, std::nullopt, *with_option);
@@ -125,13 +132,13 @@ void Interceptor::Impl::OnProbeConnected(FlowKey key, error_code ec) {
   probes_.erase(held->probe_key);
   held->timer->cancel();
   Held& h = *held;
-  tcp::endpoint server(address_v4(key.server), key.server_port);
+  tcp::endpoint server(key.server, key.server_port);
   if (ec) {
     if (h.transparent && (ec == asio::error::operation_aborted || ec == asio::error::timed_out) && !h.synack_seen) {
       // Connecting with the client's address got no answer: the server's replies
       // may not come back through this box. Try once more from our own address.
       WANOPT_LOG(kInfo, "intercept") << "no answer from " << FormatEndpoint(server) << " to the client's address "
-                                     << address_v4(h.client_address()) << ": retrying from this box's address";
+                                     << h.client_address() << ": retrying from this box's address";
       auto retry = std::make_unique<Held>();
       retry->packet_id = h.packet_id;
       retry->sequence = h.sequence;
@@ -180,8 +187,7 @@ void Interceptor::Impl::OnProbeConnected(FlowKey key, error_code ec) {
   d.target_port = redirected;
   d.probe = std::move(h.probe);
   d.from_client = h.transparent;
-  d.client = tcp::endpoint(address_v4(h.upstream && h.upstream->client ? h.upstream->client->to_uint() : key.client),
-                           key.client_port);
+  d.client = tcp::endpoint(h.client_address(), key.client_port);
   if (h.upstream) {
     if (h.answer) {
       // A box further along answered the branch's offer: pass its answer back.
@@ -203,7 +209,7 @@ void Interceptor::Impl::OnProbeConnected(FlowKey key, error_code ec) {
       if (asymmetric) {
         d.reason = asymmetry;
       } else if (h.retried_without_option) {
-        d.reason = "server " + address_v4(key.server).to_string() + " answered only the SYN without option 0x21: " +
+        d.reason = "server " + key.server.to_string() + " answered only the SYN without option 0x21: " +
                    (ConfirmOptionDropper(key.server, h.started)
                         ? "twice in a row, probed without it from now on (remembered for " +
                               Minutes(config_.option_drop_memory) + ")"

@@ -20,7 +20,7 @@ void Interceptor::Impl::OnPacket(const QueuedPacket& p) {
 
 // A new connection crossing the box (client's SYN, or an upstream box's probe).
 void Interceptor::Impl::OnSyn(uint32_t id, const TcpSegment& s) {
-  FlowKey key{s.source.to_uint(), s.destination.to_uint(), s.source_port, s.destination_port};
+  FlowKey key{s.source, s.destination, s.source_port, s.destination_port};
   // The box's own loopback traffic (its status page, say) is never a WAN connection.
   if (s.source.is_loopback() || s.destination.is_loopback()) return queue_->Accept(id, kMarkBypass);
   uint32_t sequence = s.sequence;
@@ -58,7 +58,7 @@ void Interceptor::Impl::OnSyn(uint32_t id, const TcpSegment& s) {
   // they keep together).
   std::optional<uint16_t> target_port;
   if (env_.box_modules) {
-    tcp::endpoint client(address_v4(key.client), key.client_port), server(address_v4(key.server), key.server_port);
+    tcp::endpoint client(key.client, key.client_port), server(key.server, key.server_port);
     for (const auto& [name, box] : env_.box_modules->parts()) {
       // The rule's modules decide for the box-wide part as for the connection's.
       if (std::find(rule.modules.begin(), rule.modules.end(), name) == rule.modules.end()) continue;
@@ -90,7 +90,7 @@ void Interceptor::Impl::OnSyn(uint32_t id, const TcpSegment& s) {
     queue_->Accept(id, kMarkIntercept);
   };
   if (auto it = option_droppers_.find(key.server); it != option_droppers_.end() && it->second > Clock::now()) {
-    return pass("server " + address_v4(key.server).to_string() + " drops SYNs carrying TCP options (remembered for " +
+    return pass("server " + key.server.to_string() + " drops SYNs carrying TCP options (remembered for " +
                 Minutes(config_.option_drop_memory) + ")");
   }
   if (auto it = unauthenticated_.find(key.server); it != unauthenticated_.end() && it->second.until > Clock::now()) {
@@ -108,7 +108,7 @@ void Interceptor::Impl::OnSyn(uint32_t id, const TcpSegment& s) {
   offer.policy = Intersect(rule.policy, env_.capability());
   offer.device_id = env_.config.device_id;
   offer.plaintext = plaintext;
-  offer.client = address_v4(key.client);
+  offer.client = key.client;
   held->offer = offer;
   // The probe becomes the server connection when no box answers: from the client's
   // address, the server sees no difference from a connection without the box.
@@ -120,7 +120,7 @@ void Interceptor::Impl::OnSyn(uint32_t id, const TcpSegment& s) {
 // A SYN with another box's offer: answer it (datacenter), or relay it on (middle).
 void Interceptor::Impl::OnProbeFromUpstream(uint32_t id, const FlowKey& key, const TcpSegment& s) {
   const DiscoveryOption& upstream = *s.option;
-  uint32_t client = upstream.client ? upstream.client->to_uint() : key.client;
+  address client = upstream.client ? *upstream.client : key.client;
   if (!config_.answer) return Bypass(id, key, "", false);
   const InpathRule& rule = Match(client, key.server, key.server_port);
   if (rule.action == InpathAction::kPassThrough || rule.action == InpathAction::kDeny) {
@@ -157,7 +157,7 @@ void Interceptor::Impl::OnProbeFromUpstream(uint32_t id, const FlowKey& key, con
 // started after the first loss was known (probes under way at the same moment
 // share one cause: a path that lost packets for a second), with no SYN carrying the
 // option answered in between (OnProbeConnected clears the suspicion).
-bool Interceptor::Impl::ConfirmOptionDropper(uint32_t server, Clock::time_point started) {
+bool Interceptor::Impl::ConfirmOptionDropper(const address& server, Clock::time_point started) {
   auto now = Clock::now();
   auto it = option_drop_suspects_.find(server);
   if (it == option_drop_suspects_.end() || it->second.until < now) {
@@ -173,7 +173,7 @@ bool Interceptor::Impl::ConfirmOptionDropper(uint32_t server, Clock::time_point 
 std::string Interceptor::Impl::NoAnswerReason(const Held& h, const FlowKey& key) {
   if (!h.offer) return "no room for option 0x21 in the SYN";
   if (h.retried_without_option) {
-    std::string what = "server " + address_v4(key.server).to_string() +
+    std::string what = "server " + key.server.to_string() +
                        " did not answer the SYN carrying option 0x21, only the retransmission without it";
     if (!ConfirmOptionDropper(key.server, h.started)) return what + ": a lost SYN, or a server that drops options (remembered if it happens again)";
     return what + ", twice in a row: remembered for " + Minutes(config_.option_drop_memory);
@@ -221,8 +221,7 @@ void Interceptor::Impl::Bypass(uint32_t id, const FlowKey& key, const std::strin
   ++env_.counters.sessions_opened;
   ++env_.counters.pass_through;
   auto r = env_.table.Add(env_.config.name, "branch", env_.config.policy);
-  r->SetEndpoints(tcp::endpoint(address_v4(key.client), key.client_port),
-                  tcp::endpoint(address_v4(key.server), key.server_port));
+  r->SetEndpoints(tcp::endpoint(key.client, key.client_port), tcp::endpoint(key.server, key.server_port));
   r->SetState(ConnectionState::kPassThrough);
   r->AddNote("pass-through (routed, not proxied): " + reason);
   r->End(false);

@@ -52,7 +52,9 @@ void TuneLanSocket(tcp::socket& socket) {
 void BindTransparent(tcp::socket& socket, const boost::asio::ip::address& source) {
   int one = 1;
   error_code ec;
-  if (::setsockopt(socket.native_handle(), SOL_IP, IP_TRANSPARENT, &one, sizeof one) == 0) {
+  int set = source.is_v6() ? ::setsockopt(socket.native_handle(), SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof one)
+                           : ::setsockopt(socket.native_handle(), SOL_IP, IP_TRANSPARENT, &one, sizeof one);
+  if (set == 0) {
     socket.bind(tcp::endpoint(source, 0), ec);
   }
 }
