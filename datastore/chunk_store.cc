@@ -67,6 +67,7 @@ static_assert(kSecretSize >= XXH3_SECRET_SIZE_MIN);
 
 namespace testing {
 void HoldWriter(ChunkStore& store, bool hold) { static_cast<ChunkStoreImpl&>(store).HoldWriter(hold); }
+void IgnoreTurnover(ChunkStore& store) { static_cast<ChunkStoreImpl&>(store).IgnoreTurnover(); }
 }  // namespace testing
 
 ChunkStoreImpl::ChunkStoreImpl(const ChunkStoreOptions& options)
@@ -128,9 +129,14 @@ bool ChunkStoreImpl::Lasting(const ContentId& id) const {
     seq = shard.index.Find(id) & ~ChunkIndex::kPending;
   }
   if (seq == 0) return false;
-  if (bytes_.load() + max_bytes_ / 4 <= max_bytes_) return true;  // nothing is about to go
+  // What the next kRepairWindow will bring at the rate chunks arrived over the last
+  // one, and a quarter of the store at least.
+  bool rate = !ignore_turnover_.load(std::memory_order_relaxed);
+  uint64_t coming_bytes = std::max(max_bytes_ / 4, rate ? turnover_.bytes() : 0);
+  if (bytes_.load() + coming_bytes <= max_bytes_) return true;  // nothing is about to go
   uint64_t oldest = evict_cursor_.load(std::memory_order_relaxed), next = next_seq_.load(std::memory_order_relaxed);
-  return seq >= oldest + (next - std::min(next, oldest)) / 4;
+  uint64_t coming_seqs = std::max((next - std::min(next, oldest)) / 4, rate ? turnover_.seqs() : 0);
+  return seq >= oldest + coming_seqs;
 }
 
 ChunkStore::Stats ChunkStoreImpl::stats() const {

@@ -12,4 +12,8 @@ namespace wanopt::datastore::testing {
 // the store writes the queue out, held or not.
 void HoldWriter(ChunkStore& store, bool hold);
 
+// Makes Lasting ignore the rate chunks arrived at (as if they had come slowly), so
+// that its quarter-of-the-store margin can be seen alone.
+void IgnoreTurnover(ChunkStore& store);
+
 }  // namespace wanopt::datastore::testing

@@ -136,6 +136,8 @@ void ChunkStoreImpl::WriterLoop() {
       waiting_bytes_ -= bytes;
     }
     WriteBatchOut(batch);
+    for (const auto& q : batch) written_bytes_ += q.blob.size;
+    turnover_.Record(Turnover::Clock::now(), batch.back().seq, written_bytes_);
     batch.clear();
   }
 }

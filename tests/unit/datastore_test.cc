@@ -17,6 +17,8 @@
 
 #include "datastore/chunk_index.h"
 #include "datastore/chunk_store.h"
+#include "datastore/testing.h"
+#include "datastore/turnover.h"
 #include "tests/unit/datastore_test_util.h"
 
 using namespace wanopt;
@@ -147,6 +149,7 @@ TEST_CASE("Lasting: every chunk while the store has room, all but the oldest qua
   TempDir dir;
   constexpr uint64_t kMax = 1 << 20;
   auto store = OpenStore(dir.store(), kMax);
+  testing::IgnoreTurnover(*store);  // the quarter alone (the rate: the next case)
   std::mt19937_64 rng(5);
   std::vector<ContentId> ids;
   for (int i = 0; i < 64; ++i) ids.push_back(store->Put(RandomChunk(rng, 8192)));  // half full
@@ -165,6 +168,56 @@ TEST_CASE("Lasting: every chunk while the store has room, all but the oldest qua
   }
   CHECK(not_lasting == kept / 4);
   CHECK(store->Lasting(ids.back()));
+}
+
+TEST_CASE("Lasting: a store that turns over within the repair window names nothing") {
+  TempDir dir;
+  constexpr uint64_t kMax = 1 << 20;
+  auto store = OpenStore(dir.store(), kMax);
+  std::mt19937_64 rng(6);
+  std::vector<ContentId> ids;
+  for (int i = 0; i < 64; ++i) ids.push_back(store->Put(RandomChunk(rng, 8192)));  // half full
+  store->Flush();
+  for (const auto& id : ids) CHECK(store->Lasting(id));  // the other half is room enough for what came
+  // Twice the store in far less than kRepairWindow (5 s): at that rate every chunk
+  // kept now is gone before a peer's nack could come back.
+  for (int i = 0; i < 200; ++i) ids.push_back(store->Put(RandomChunk(rng, 8192)));
+  store->Flush();
+  size_t kept = 0, lasting = 0;
+  for (const auto& id : ids) {
+    kept += store->Contains(id);
+    lasting += store->Lasting(id);
+  }
+  CHECK(kept > 64);
+  CHECK(lasting == 0);
+}
+
+TEST_CASE("Turnover: what the last window brought, from the newest sample a window old") {
+  using Clock = Turnover::Clock;
+  Turnover t(std::chrono::seconds(5));
+  Clock::time_point t0{};
+  t.Record(t0, 10, 1000);
+  CHECK(t.seqs() == 0);  // one sample: nothing to measure against yet
+  t.Record(t0 + std::chrono::seconds(1), 110, 101000);
+  CHECK(t.seqs() == 100);  // no sample a window old: from the oldest
+  CHECK(t.bytes() == 100000);
+  for (int s = 2; s <= 12; ++s) t.Record(t0 + std::chrono::seconds(s), 10 + 100 * uint64_t(s), 1000 + 100000 * uint64_t(s));
+  CHECK(t.seqs() == 500);  // 100 a second over the last 5 s
+  CHECK(t.bytes() == 500000);
+  // A pause of a minute, then a little: only what came since the pause counts.
+  t.Record(t0 + std::chrono::seconds(72), 1220, 1202000);
+  CHECK(t.seqs() == 10);
+  CHECK(t.bytes() == 1000);
+  // Many samples close together (more than the ring holds within a window): the
+  // measure still spans the window, never less.
+  Clock::time_point at = t0 + std::chrono::seconds(80);
+  uint64_t seq = 1220;
+  for (int i = 0; i < 1000; ++i) {
+    seq += 2;
+    t.Record(at += std::chrono::milliseconds(20), seq, 1202000 + seq);
+  }
+  CHECK(t.seqs() >= 500);  // 100 a second over at least 5 s
+  CHECK(t.seqs() <= 1100);
 }
 
 TEST_CASE("the in-memory index takes at most 64 bytes a chunk") {
