@@ -366,13 +366,16 @@ TEST_CASE("two listeners on one address: the later one is named with its line, a
             .starts_with("test.toml:5: branch.forward[0].listen: same listen address as datacenter.listen"));
   CHECK(ErrorOf((std::string("[datacenter]\nlisten = \"[::]:8080\"\nplaintext_peers = [\"198.18.0.0/24\"]\n") + forward).c_str())
             .starts_with("test.toml:5: branch.forward[0].listen: same listen address as datacenter.listen"));
-  // The transparent listener is 0.0.0.0:listen_port (7801 unless set); its line is
-  // the key's, or the table's when the port is the default.
+  // The transparent listeners are 0.0.0.0:listen_port and [::]:listen_port (7801
+  // unless set); their line is the key's, or the table's when the port is the default.
   const char* intercept = "[intercept]\n[[intercept.rule]]\nencryption = false\n";
   CHECK(ErrorOf((std::string("[datacenter]\nlisten = \"127.0.0.1:7801\"\n") + intercept).c_str())
             .starts_with("test.toml:3: intercept.listen_port: same listen address as datacenter.listen (127.0.0.1:7801)"));
   CHECK(ErrorOf((std::string(intercept) + "[status]\nlisten = \"127.0.0.1:7801\"\n").c_str())
             .starts_with("test.toml:5: status.listen: same listen address as intercept.listen_port"));
+  CHECK(ErrorOf((std::string("[datacenter]\nlisten = \"[2001:2::2]:7801\"\nplaintext_peers = [\"2001:2::/64\"]\n") +
+                 intercept).c_str())
+            .starts_with("test.toml:4: intercept.listen_port: same listen address as datacenter.listen ([2001:2::2]:7801)"));
 
   // Distinct ports, different addresses of one port, port 0 (any free port): fine.
   std::string error;

@@ -56,14 +56,16 @@ void CheckListenAddresses(const toml::table& root, const Config& config) {
     std::string index = rule.name.substr(rule.name.find('['));
     listens.push_back({rule.name + ".listen", rule.listen, line_of("branch.forward" + index + ".listen")});
   }
-  if (config.intercept) {
-    listens.push_back({"intercept.listen_port", tcp::endpoint(tcp::v4(), config.intercept->listen_port),
-                       line_of("intercept.listen_port")});
+  if (config.intercept) {  // one transparent listener per family
+    for (tcp family : {tcp::v4(), tcp::v6()}) {
+      listens.push_back({"intercept.listen_port", tcp::endpoint(family, config.intercept->listen_port),
+                         line_of("intercept.listen_port")});
+    }
   }
   std::stable_sort(listens.begin(), listens.end(), [](const Listen& a, const Listen& b) { return a.line < b.line; });
   for (size_t i = 0; i < listens.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {
-      if (!SameListenAddress(listens[i].at, listens[j].at)) continue;
+      if (listens[i].key == listens[j].key || !SameListenAddress(listens[i].at, listens[j].at)) continue;
       std::ostringstream at;
       at << listens[j].at;
       throw ConfigError{listens[i].line, listens[i].key,
