@@ -21,6 +21,16 @@ import testkit  # noqa: E402
 Checks = testkit.Checks
 
 
+# Prints how a plain connect() to argv[1]:argv[2] ends (Lab.connect_outcome).
+_CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close(); print("connected")
+except Exception as e:
+    print(type(e).__name__)
+"""
+
+
 class Lab:
     """One netlab (`netlab up --intercept`) and the processes started in it.
 
@@ -158,6 +168,11 @@ key = "{pki}/{cert}.key"
                 print(f"--- {log} (last 40 lines)")
                 with open(os.path.join(self.work, log)) as f:
                     print("".join(f.readlines()[-40:]))
+
+    def connect_outcome(self, host, port, node="client"):
+        """How a plain connect() from `node` to host:port ends: "connected" or the
+        exception's name (ConnectionRefusedError, TimeoutError, ...)."""
+        return self.run(node, "/usr/bin/python3", "-c", _CONNECT, host, str(port)).stdout.strip()
 
     def curl(self, url, *extra, timeout=60):
         return subprocess.run(["ip", "netns", "exec", self.ns("client"), "curl", "-s", "-S", "-o", "-",

@@ -40,45 +40,47 @@ class RecordingQueue : public NetlinkQueue {
   std::map<uint32_t, Verdict>& verdicts_;
 };
 
-// An IPv4 SYN (20-byte TCP header, no options) from `client` to `server`, with
-// `option` added the way the kernel would carry it.
-std::vector<uint8_t> Syn(std::array<uint8_t, 4> client, uint16_t client_port, std::array<uint8_t, 4> server,
-                         uint16_t server_port, uint32_t sequence, const DiscoveryOption* option = nullptr) {
-  std::vector<uint8_t> p = {0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0};
-  p.insert(p.end(), client.begin(), client.end());
-  p.insert(p.end(), server.begin(), server.end());
-  std::vector<uint8_t> tcp = {static_cast<uint8_t>(client_port >> 8), static_cast<uint8_t>(client_port),
-                              static_cast<uint8_t>(server_port >> 8), static_cast<uint8_t>(server_port),
-                              static_cast<uint8_t>(sequence >> 24), static_cast<uint8_t>(sequence >> 16),
-                              static_cast<uint8_t>(sequence >> 8), static_cast<uint8_t>(sequence),
-                              0, 0, 0, 0, 0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0};
-  p.insert(p.end(), tcp.begin(), tcp.end());
-  if (!option) return p;
-  auto with = AddOption(p, *option);
+// A SYN's 20-byte TCP header (no options, checksum left 0: nothing checks it here).
+std::vector<uint8_t> SynHeader(uint16_t client_port, uint16_t server_port, uint32_t sequence) {
+  return {static_cast<uint8_t>(client_port >> 8), static_cast<uint8_t>(client_port),
+          static_cast<uint8_t>(server_port >> 8), static_cast<uint8_t>(server_port),
+          static_cast<uint8_t>(sequence >> 24), static_cast<uint8_t>(sequence >> 16),
+          static_cast<uint8_t>(sequence >> 8), static_cast<uint8_t>(sequence),
+          0, 0, 0, 0, 0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0};
+}
+
+// `ip_header` followed by a SYN's TCP header, with `option` added the way the
+// kernel would carry it.
+std::vector<uint8_t> Packet(std::vector<uint8_t> ip_header, uint16_t client_port, uint16_t server_port,
+                            uint32_t sequence, const DiscoveryOption* option) {
+  std::vector<uint8_t> tcp = SynHeader(client_port, server_port, sequence);
+  ip_header.insert(ip_header.end(), tcp.begin(), tcp.end());
+  if (!option) return ip_header;
+  auto with = AddOption(ip_header, *option);
   REQUIRE(with);
   return *with;
 }
 
+// An IPv4 SYN from `client` to `server`.
+std::vector<uint8_t> Syn(std::array<uint8_t, 4> client, uint16_t client_port, std::array<uint8_t, 4> server,
+                         uint16_t server_port, uint32_t sequence, const DiscoveryOption* option = nullptr) {
+  std::vector<uint8_t> ip = {0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0};
+  ip.insert(ip.end(), client.begin(), client.end());
+  ip.insert(ip.end(), server.begin(), server.end());
+  return Packet(std::move(ip), client_port, server_port, sequence, option);
+}
+
 constexpr std::array<uint8_t, 4> kClient{198, 18, 1, 10}, kServer{198, 18, 2, 10};
 
-// An IPv6 SYN (no extension headers, 20-byte TCP header) from `client` to `server`.
+// An IPv6 SYN (no extension headers) from `client` to `server`.
 std::vector<uint8_t> Syn6(const char* client, uint16_t client_port, const char* server, uint16_t server_port,
                           uint32_t sequence, const DiscoveryOption* option = nullptr) {
-  std::vector<uint8_t> p = {0x60, 0, 0, 0, 0, 20, 6, 64};
+  std::vector<uint8_t> ip = {0x60, 0, 0, 0, 0, 20, 6, 64};
   for (const char* a : {client, server}) {
     auto bytes = boost::asio::ip::make_address_v6(a).to_bytes();
-    p.insert(p.end(), bytes.begin(), bytes.end());
+    ip.insert(ip.end(), bytes.begin(), bytes.end());
   }
-  std::vector<uint8_t> tcp = {static_cast<uint8_t>(client_port >> 8), static_cast<uint8_t>(client_port),
-                              static_cast<uint8_t>(server_port >> 8), static_cast<uint8_t>(server_port),
-                              static_cast<uint8_t>(sequence >> 24), static_cast<uint8_t>(sequence >> 16),
-                              static_cast<uint8_t>(sequence >> 8), static_cast<uint8_t>(sequence),
-                              0, 0, 0, 0, 0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0};
-  p.insert(p.end(), tcp.begin(), tcp.end());
-  if (!option) return p;
-  auto with = AddOption(p, *option);
-  REQUIRE(with);
-  return *with;
+  return Packet(std::move(ip), client_port, server_port, sequence, option);
 }
 
 const char* kConfig = R"(
