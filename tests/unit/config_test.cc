@@ -211,7 +211,7 @@ action = "deny"
   CHECK_FALSE(i.rules[0].Matches(ip("198.18.3.5"), ip("198.18.2.10"), 445));  // another client subnet
   CHECK_FALSE(i.rules[0].Matches(ip("198.18.1.5"), ip("198.18.2.11"), 445));  // another server
   CHECK_FALSE(i.rules[0].Matches(ip("198.18.1.5"), ip("198.18.2.10"), 446));
-  CHECK_FALSE(i.rules[0].Matches(ip("::ffff:198.18.1.4"), ip("2001:2:0:2::10"), 445));  // an IPv4 subnet: IPv4 only
+  CHECK_FALSE(i.rules[0].Matches(ip("::ffff:198.18.1.5"), ip("198.18.2.10"), 445));  // an IPv4 subnet: IPv4 only
   CHECK(i.rules[1].action == InpathAction::kFixedTarget);
   CHECK(i.rules[1].peer->port() == kDefaultPeerPort);
   CHECK(i.rules[1].Matches(ip("198.18.1.5"), ip("2001:2::1"), 8000));  // no subnet: any address, either family
@@ -288,14 +288,18 @@ TEST_CASE("subnets: IPv4 and IPv6, each matching its own family") {
   REQUIRE(host);
   CHECK(host->Contains(ip("2001:2::1")));
   CHECK_FALSE(host->Contains(ip("2001:2::2")));
-  auto all_v4 = ParseSubnet("0.0.0.0/0");
-  REQUIRE(all_v4);
-  CHECK(all_v4->Contains(ip("203.0.113.1")));
-  CHECK_FALSE(all_v4->Contains(ip("2001:2::1")));
-  auto everything = ParseSubnet("::/0");
-  REQUIRE(everything);
-  CHECK(everything->Contains(ip("2001:2::1")));
-  CHECK(everything->Contains(ip("198.18.1.1")));
+  // An IPv6 prefix that covers ::ffff:0:0/96 still matches no IPv4 address.
+  auto low = ParseSubnet("::/64");
+  REQUIRE(low);
+  CHECK(low->Contains(ip("::1")));
+  CHECK_FALSE(low->Contains(ip("198.18.1.1")));
+  // A prefix of 0, in either family, is every address (as 0.0.0.0/0 was before IPv6).
+  for (const char* text : {"0.0.0.0/0", "::/0"}) {
+    auto everything = ParseSubnet(text);
+    REQUIRE(everything);
+    CHECK(everything->Contains(ip("2001:2::1")));
+    CHECK(everything->Contains(ip("198.18.1.1")));
+  }
   CHECK_FALSE(ParseSubnet("2001:2::1/"));
   CHECK_FALSE(ParseSubnet("198.18.1.0/24x"));
   CHECK_FALSE(ParseSubnet("[2001:2::1]"));

@@ -243,14 +243,18 @@ TEST_CASE("discovery option: an IPv6 client address, 28 bytes with its NOP") {
   CHECK(bytes[11] == 0x20);
   CHECK(bytes[26] == 0x10);
   CHECK(bytes[27] == 1);
-  // Both client flags at once: not ours.
+  // Both client flags at once, or a length that is not the flags': not ours.
   auto syn = AddOption(LinuxSyn(), Offer());
   REQUIRE(syn);
-  (*syn)[40 + 20 + 4] |= 0x40;
-  auto parsed = ParseSegment(*syn);
-  REQUIRE(parsed);
-  CHECK_FALSE(parsed->option);
-  CHECK(parsed->foreign_option);
+  REQUIRE(ParseSegment(*syn)->option);
+  for (uint8_t flags : {0x03 | 0x08 | 0x40, 0x03, 0x03 | 0x40}) {  // 15 bytes: only CLIENT_V4 alone is right
+    auto changed = *syn;
+    changed[40 + 20 + 4] = flags;
+    auto parsed = ParseSegment(changed);
+    REQUIRE(parsed);
+    CHECK_FALSE(parsed->option);
+    CHECK(parsed->foreign_option);
+  }
 }
 
 TEST_CASE("discovery option: IPv6 SYNs, read and extended, the SYN's timestamps given up for a client address") {
@@ -306,6 +310,9 @@ TEST_CASE("discovery option: IPv6 extension headers before TCP are walked, fragm
   // A fragment header: not a segment this box touches.
   std::vector<uint8_t> fragment = {6, 0, 0, 0, 0, 0, 0, 1};
   CHECK_FALSE(ParseSegment(LinuxSyn6(false, fragment, 44)));
+  // A routing header: its destination field is not the server's. Refused too.
+  std::vector<uint8_t> routing = {6, 0, 0, 0, 0, 0, 0, 0};
+  CHECK_FALSE(ParseSegment(LinuxSyn6(false, routing, 43)));
   // An extension header whose length runs past the packet, and every cut: refused.
   auto bad = syn;
   bad[41] = 200;

@@ -208,6 +208,7 @@ TEST_CASE("SYN decisions: IPv6 SYNs are decided by the same rules, their address
   offer.policy = Policy::kFull;
   offer.client = boost::asio::ip::make_address("2001:2:0:1::10");
   CHECK(quiet.Decide(Syn6("2001:2::1", 40104, "2001:2:0:2::10", 80, 5, &offer)).mark == kMarkBypass);
+  CHECK(quiet.table.Connections().empty());  // an offer routed on is not listed: it was read as one
 }
 
 TEST_CASE("SYN decisions: a deny rule marks the SYN for a reset, and its retransmissions too") {

@@ -187,10 +187,13 @@ bool DatacenterConfig::Serves(const boost::asio::ip::address& destination) const
 
 namespace {
 
-// Both families in one 128-bit space: IPv4 as ::ffff:a.b.c.d.
-std::array<uint8_t, 16> Mapped(const boost::asio::ip::address& address) {
+// An address's bytes: 4 for IPv4, 16 for IPv6, at the front of 16.
+std::array<uint8_t, 16> Bytes(const boost::asio::ip::address& address) {
+  std::array<uint8_t, 16> bytes{};
   if (address.is_v6()) return address.to_v6().to_bytes();
-  return boost::asio::ip::make_address_v6(boost::asio::ip::v4_mapped, address.to_v4()).to_bytes();
+  auto v4 = address.to_v4().to_bytes();
+  std::copy(v4.begin(), v4.end(), bytes.begin());
+  return bytes;
 }
 
 // `bytes` with everything after the first `prefix` bits zero.
@@ -205,7 +208,8 @@ std::array<uint8_t, 16> Masked(std::array<uint8_t, 16> bytes, unsigned prefix) {
 }  // namespace
 
 bool Subnet::Contains(const boost::asio::ip::address& address) const {
-  return Masked(Mapped(address), prefix) == network;
+  if (prefix == 0) return true;
+  return address.is_v6() == v6 && Masked(Bytes(address), prefix) == network;
 }
 
 std::optional<Subnet> ParseSubnet(std::string_view text) {
@@ -225,8 +229,9 @@ std::optional<Subnet> ParseSubnet(std::string_view text) {
   unsigned bits = address.is_v4() ? 32 : 128;
   if (prefix.value_or(bits) > bits) return std::nullopt;
   Subnet subnet;
-  subnet.prefix = static_cast<uint8_t>(prefix.value_or(bits) + 128 - bits);
-  subnet.network = Masked(Mapped(address), subnet.prefix);
+  subnet.v6 = address.is_v6();
+  subnet.prefix = static_cast<uint8_t>(prefix.value_or(bits));
+  subnet.network = Masked(Bytes(address), subnet.prefix);
   return subnet;
 }
 

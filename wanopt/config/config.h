@@ -46,13 +46,14 @@ struct ForwardRule {
   std::vector<std::string> modules;  // default: none
 };
 
-// An IPv4 or IPv6 subnet, as rules match addresses. IPv4 is held IPv4-mapped
-// (::ffff:a.b.c.d, its prefix + 96), so that one comparison serves both families:
-// 198.18.1.0/24 matches IPv4 addresses only, 2001:db8::/32 IPv6 only, and the
-// default (prefix 0, like ::/0) every address.
+// An IPv4 or IPv6 subnet, as rules match addresses: 198.18.1.0/24 matches IPv4
+// addresses only, 2001:db8::/32 IPv6 only. A prefix of 0 in either family (and the
+// default) matches every address of both: "0.0.0.0/0" kept meaning "everything"
+// when IPv6 came.
 struct Subnet {
-  std::array<uint8_t, 16> network{};  // masked
-  uint8_t prefix = 0;                 // of 128
+  bool v6 = false;
+  std::array<uint8_t, 16> network{};  // masked; IPv4 in the first 4 bytes
+  uint8_t prefix = 0;                 // 0: every address
   bool Contains(const boost::asio::ip::address& address) const;
 };
 
@@ -220,7 +221,8 @@ std::optional<Config> LoadConfigFile(const std::string& path, std::string* error
 // the host name), with the locally-administered bit set.
 channel::DeviceId DefaultDeviceId();
 
-// "198.18.1.0/24", "198.18.1.10" (a /32), "0.0.0.0/0". IPv4 only.
+// "198.18.1.0/24", "198.18.1.10" (a /32), "2001:db8::/32", "2001:db8::1" (a /128),
+// "0.0.0.0/0" or "::/0" (every address).
 std::optional<Subnet> ParseSubnet(std::string_view text);
 
 // "1.2.3.4:80", "[::1]:80"; port required unless default_port is given.

@@ -31,7 +31,16 @@ void Interceptor::Impl::OnAccepted(tcp::socket socket) {
   tcp::endpoint remote = socket.remote_endpoint(ec);
   tcp::endpoint local = socket.local_endpoint(ec);  // the original destination (TPROXY)
   if (ec) return CloseWithReset(socket);
-  FlowKey key{remote.address(), local.address(), remote.port(), local.port()};
+  // A link-local address comes with its interface; the SYN's, parsed, without.
+  auto unscoped = [](asio::ip::address a) {
+    if (a.is_v6()) {
+      asio::ip::address_v6 v6 = a.to_v6();
+      v6.scope_id(0);
+      a = v6;
+    }
+    return a;
+  };
+  FlowKey key{unscoped(remote.address()), unscoped(local.address()), remote.port(), local.port()};
   auto it = decisions_.find(key);
   bool needs_probe = it != decisions_.end() && it->second.kind != Kind::kFixedTarget &&
                      it->second.kind != Kind::kRelayDirect;

@@ -57,11 +57,13 @@ std::optional<Layout> Locate(std::span<const uint8_t> p) {
     l.total = 40 + size_t{Get16(&p[4])};  // a jumbogram (payload length 0) is too short below
     if (l.total > p.size()) return std::nullopt;
     // Extension headers a SYN may carry before TCP; a fragment header, or any
-    // other, ends the walk: not a segment this box touches.
+    // other, ends the walk: not a segment this box touches. So does a routing
+    // header: the destination field would not be the server (nor the address the
+    // TCP checksum covers).
     uint8_t next = p[6];
     size_t at = 40;
     while (next != 6) {
-      if (next != 0 && next != 43 && next != 60) return std::nullopt;  // hop-by-hop, routing, dest. options
+      if (next != 0 && next != 60) return std::nullopt;  // hop-by-hop, destination options
       if (at + 8 > l.total) return std::nullopt;
       next = p[at];
       at += (size_t{p[at + 1]} + 1) * 8;
@@ -83,7 +85,7 @@ bool DecodeOption(std::span<const uint8_t> o, DiscoveryOption& option) {
   uint8_t flags = o[4];
   if ((flags & kFlagClientV4) && (flags & kFlagClientV6)) return false;
   size_t client_bytes = flags & kFlagClientV4 ? 4 : flags & kFlagClientV6 ? 16 : 0;
-  if (o.size() < kOptionBaseLength + client_bytes) return false;
+  if (o.size() != kOptionBaseLength + client_bytes) return false;
   option.policy = static_cast<Policy>(flags & kFlagPolicyMask);
   option.answer = flags & kFlagAnswer;
   option.plaintext = flags & kFlagPlaintext;
