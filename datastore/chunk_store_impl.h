@@ -212,9 +212,9 @@ class ChunkStoreImpl final : public ChunkStore {
   mutable std::array<Shard, kShards> shards_;
   std::atomic<uint64_t> next_seq_{1};
   std::atomic<uint64_t> bytes_{0};  // sizes of the chunks in the index; whoever removes an entry subtracts
-  Turnover turnover_{kRepairWindow};  // fed by the writer thread
+  Turnover turnover_{kRepairWindow};          // fed by Put under queue_mu_
+  uint64_t put_bytes_ = 0;                     // guarded by queue_mu_: chunk bytes ever queued
   std::atomic<bool> ignore_turnover_{false};  // testing::IgnoreTurnover
-  uint64_t written_bytes_ = 0;        // the writer thread's: chunk bytes it wrote, for turnover_
 
   // Held for one eviction round: an iterator over the index family from the cursor
   // and one write; a few milliseconds at most. Reclaiming is not under it.

@@ -3,10 +3,11 @@
 // must outlive the peer's request for it, and how long that is depends on the rate
 // chunks arrive at, not on the store's size alone.
 //
-// Record is called by one thread (the store's writer, once per batch); seqs() and
-// bytes() by any thread.
+// Record is called under one lock (the store's queue lock, for each chunk queued);
+// seqs() and bytes() by any thread.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -21,26 +22,37 @@ class Turnover {
 
   explicit Turnover(Clock::duration window) : window_(window) {}
 
-  // The store has written through sequence number `seq`, `total_bytes` since it
-  // opened, at `now`. REQUIRES: calls in the order of `now`, from one thread.
+  // The store has taken sequence number `seq`, `total_bytes` since it opened, at
+  // `now`. REQUIRES: calls serialized, in the order of `now`.
   void Record(Clock::time_point now, uint64_t seq, uint64_t total_bytes) {
     if (count_ == 0 || now - ring_[newest_].at >= window_ / 32) {
       newest_ = count_ == 0 ? 0 : (newest_ + 1) % ring_.size();
       ring_[newest_] = {now, seq, total_bytes};
       if (count_ < ring_.size()) ++count_;
     }
-    // From the newest sample at least a window old (before a pause, the last one
-    // before it); with none that old yet, from the oldest.
+    // Over the whole window: from the newest sample at least a window old (before a
+    // pause, the last one before it); with none that old yet, from the oldest.
+    // And a burst that began less than a window ago, at the rate of its last eighth
+    // of a window, as if it went on for a whole one.
     const Sample* base = &ring_[(newest_ + ring_.size() - (count_ - 1)) % ring_.size()];
+    const Sample* recent = nullptr;
     for (size_t back = 0; back < count_; ++back) {
       const Sample& s = ring_[(newest_ + ring_.size() - back) % ring_.size()];
+      if (!recent && now - s.at >= window_ / 8) recent = &s;
       if (now - s.at >= window_) {
         base = &s;
         break;
       }
     }
-    seqs_.store(seq - base->seq, std::memory_order_relaxed);
-    bytes_.store(total_bytes - base->bytes, std::memory_order_relaxed);
+    uint64_t seqs = seq - base->seq, bytes = total_bytes - base->bytes;
+    if (recent) {
+      // Scaled by the time it really spans (after a pause, far more than an eighth).
+      double scale = std::chrono::duration<double>(window_) / std::chrono::duration<double>(now - recent->at);
+      seqs = std::max(seqs, static_cast<uint64_t>(static_cast<double>(seq - recent->seq) * scale));
+      bytes = std::max(bytes, static_cast<uint64_t>(static_cast<double>(total_bytes - recent->bytes) * scale));
+    }
+    seqs_.store(seqs, std::memory_order_relaxed);
+    bytes_.store(bytes, std::memory_order_relaxed);
   }
 
   // Sequence numbers and bytes stored over about the last window.

@@ -60,6 +60,8 @@ ContentId ChunkStoreImpl::Put(std::span<const uint8_t> chunk) {
     }
     std::lock_guard queue_lock(queue_mu_);
     uint64_t seq = next_seq_.fetch_add(1, std::memory_order_relaxed);
+    put_bytes_ += chunk.size();
+    turnover_.Record(Turnover::Clock::now(), seq, put_bytes_);  // as it arrives: eviction follows Puts
     shard.index.Insert(id, seq | ChunkIndex::kPending);
     shard.pending.emplace(id, Shard::Pending{seq, blob});
     shard.cache.Insert(id, blob);  // recently stored: likely named again soon
@@ -136,8 +138,6 @@ void ChunkStoreImpl::WriterLoop() {
       waiting_bytes_ -= bytes;
     }
     WriteBatchOut(batch);
-    for (const auto& q : batch) written_bytes_ += q.blob.size;
-    turnover_.Record(Turnover::Clock::now(), batch.back().seq, written_bytes_);
     batch.clear();
   }
 }

@@ -199,8 +199,8 @@ TEST_CASE("Turnover: what the last window brought, from the newest sample a wind
   t.Record(t0, 10, 1000);
   CHECK(t.seqs() == 0);  // one sample: nothing to measure against yet
   t.Record(t0 + std::chrono::seconds(1), 110, 101000);
-  CHECK(t.seqs() == 100);  // no sample a window old: from the oldest
-  CHECK(t.bytes() == 100000);
+  CHECK(t.seqs() == 500);  // a second of a burst: its rate, 100 a second, for a whole window
+  CHECK(t.bytes() == 500000);
   for (int s = 2; s <= 12; ++s) t.Record(t0 + std::chrono::seconds(s), 10 + 100 * uint64_t(s), 1000 + 100000 * uint64_t(s));
   CHECK(t.seqs() == 500);  // 100 a second over the last 5 s
   CHECK(t.bytes() == 500000);
