@@ -334,6 +334,13 @@ def main():
             check(f"service {service}: the router gives the box all 256 buckets", got == {BOX: 256},
                   read_json(state).get("services", {}).get(str(service)))
 
+        # The forwarder reads the router's state on its own: until it has taken the
+        # assignment (caches_in_view), a connection's SYN may still be forwarded
+        # directly and only its later packets redirected (seen once in CI: the box
+        # then routed them back, as it must for a connection it never saw).
+        in_view = wait_for(lambda: BOX in read_json(counts).get("caches_in_view", []), timeout=10)
+        check("the router's forwarder took the assignment", in_view, read_json(counts))
+
         # 3. Through the box.
         before = read_json(counts)
         got = fetch(work)
