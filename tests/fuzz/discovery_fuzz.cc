@@ -1,9 +1,11 @@
 // libFuzzer target: the packets netlink queue hands the interception agent
 // (wanopt/intercept/packet.h). Whatever the bytes: no crash, no read past the end,
-// and an option added to a packet is read back exactly, with both checksums right.
+// and an option added to a packet (IPv4 or IPv6) is read back exactly, with its
+// checksums right.
 #include <cstdint>
 #include <cstdlib>
 #include <span>
+#include <vector>
 
 #include "wanopt/intercept/packet.h"
 
@@ -36,9 +38,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       *back->option->client != *offer.client || back->source_port != parsed->source_port) {
     std::abort();
   }
-  size_t ihl = static_cast<size_t>((*with)[0] & 0x0f) * 4;
-  if (Sum16(with->data(), ihl) != 0xffff) std::abort();
-  uint32_t pseudo = Sum16(with->data() + 12, 8) + 6 + static_cast<uint32_t>(with->size() - ihl);
-  if (Sum16(with->data() + ihl, with->size() - ihl, pseudo) != 0xffff) std::abort();
+  // The TCP checksum over its pseudo-header; for IPv4 the header checksum too. (The
+  // packet parsed, so the IPv6 extension headers walked here are whole.)
+  const std::vector<uint8_t>& w = *with;
+  size_t tcp_at;
+  uint32_t pseudo;
+  if ((w[0] >> 4) == 6) {
+    uint8_t next = w[6];
+    tcp_at = 40;
+    while (next != 6) {
+      next = w[tcp_at];
+      tcp_at += (size_t{w[tcp_at + 1]} + 1) * 8;
+    }
+    pseudo = Sum16(w.data() + 8, 32) + 6 + static_cast<uint32_t>(w.size() - tcp_at);
+  } else {
+    tcp_at = static_cast<size_t>(w[0] & 0x0f) * 4;
+    if (Sum16(w.data(), tcp_at) != 0xffff) std::abort();
+    pseudo = Sum16(w.data() + 12, 8) + 6 + static_cast<uint32_t>(w.size() - tcp_at);
+  }
+  if (Sum16(w.data() + tcp_at, w.size() - tcp_at, pseudo) != 0xffff) std::abort();
   return 0;
 }
