@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 
 namespace wanopt::datastore {
 
@@ -29,27 +30,16 @@ class Turnover {
       newest_ = count_ == 0 ? 0 : (newest_ + 1) % ring_.size();
       ring_[newest_] = {now, seq, total_bytes};
       if (count_ < ring_.size()) ++count_;
+      ChooseBases(now);  // once per sample, not per chunk: Record is on the Put path
     }
-    // Over the whole window: from the newest sample at least a window old (before a
-    // pause, the last one before it); with none that old yet, from the oldest.
-    // And a burst that began less than a window ago, at the rate of its last eighth
-    // of a window, as if it went on for a whole one.
-    const Sample* base = &ring_[(newest_ + ring_.size() - (count_ - 1)) % ring_.size()];
-    const Sample* recent = nullptr;
-    for (size_t back = 0; back < count_; ++back) {
-      const Sample& s = ring_[(newest_ + ring_.size() - back) % ring_.size()];
-      if (!recent && now - s.at >= window_ / 8) recent = &s;
-      if (now - s.at >= window_) {
-        base = &s;
-        break;
-      }
-    }
-    uint64_t seqs = seq - base->seq, bytes = total_bytes - base->bytes;
-    if (recent) {
+    const Sample& base = ring_[base_];
+    uint64_t seqs = seq - base.seq, bytes = total_bytes - base.bytes;
+    if (recent_) {
       // Scaled by the time it really spans (after a pause, far more than an eighth).
-      double scale = std::chrono::duration<double>(window_) / std::chrono::duration<double>(now - recent->at);
-      seqs = std::max(seqs, static_cast<uint64_t>(static_cast<double>(seq - recent->seq) * scale));
-      bytes = std::max(bytes, static_cast<uint64_t>(static_cast<double>(total_bytes - recent->bytes) * scale));
+      const Sample& recent = ring_[*recent_];
+      double scale = std::chrono::duration<double>(window_) / std::chrono::duration<double>(now - recent.at);
+      seqs = std::max(seqs, static_cast<uint64_t>(static_cast<double>(seq - recent.seq) * scale));
+      bytes = std::max(bytes, static_cast<uint64_t>(static_cast<double>(total_bytes - recent.bytes) * scale));
     }
     seqs_.store(seqs, std::memory_order_relaxed);
     bytes_.store(bytes, std::memory_order_relaxed);
@@ -64,9 +54,30 @@ class Turnover {
     Clock::time_point at;
     uint64_t seq = 0, bytes = 0;
   };
+  // What Record measures from, chosen when a sample is taken (until the next one,
+  // a window/32 later, the choice stays: both only grow older, never too young).
+  // Over the whole window: from the newest sample at least a window old (before a
+  // pause, the last one before it); with none that old yet, from the oldest. And a
+  // burst that began less than a window ago, at the rate since the newest sample an
+  // eighth of a window old, as if it went on for a whole one.
+  void ChooseBases(Clock::time_point now) {
+    base_ = (newest_ + ring_.size() - (count_ - 1)) % ring_.size();
+    recent_.reset();
+    for (size_t back = 0; back < count_; ++back) {
+      size_t at = (newest_ + ring_.size() - back) % ring_.size();
+      if (!recent_ && now - ring_[at].at >= window_ / 8) recent_ = at;
+      if (now - ring_[at].at >= window_) {
+        base_ = at;
+        break;
+      }
+    }
+  }
+
   const Clock::duration window_;
   std::array<Sample, 64> ring_{};  // a sample per window/32 at most: 2 windows
   size_t count_ = 0, newest_ = 0;
+  size_t base_ = 0;                // ring_ index
+  std::optional<size_t> recent_;   // ring_ index
   std::atomic<uint64_t> seqs_{0}, bytes_{0};
 };
 
