@@ -3,6 +3,9 @@
 // Idle connections releasing their codecs: codec_idle_test.cc.
 #include <doctest/doctest.h>
 
+#include <atomic>
+#include <thread>
+
 #include <filesystem>
 #include <random>
 
@@ -195,6 +198,40 @@ TEST_CASE("a NACK that arrives after the peer's store was found new is still rep
   }
   CHECK(status == Decoder::Status::kDone);
   CHECK(std::equal(out.data(), out.data() + out.size(), data.begin()));
+}
+
+TEST_CASE("two connections of one peering answer NACKs for the same chunks at once: every repair is served") {
+  // Sessions of one peering run on several threads and share its PeerState; a repair
+  // must never hide the chunk's name from another one answering the same NACK.
+  Box a("a"), b("b");
+  auto data = Text(1 << 20, 41);
+  Link first(a, b);
+  REQUIRE(first.Send(data) == data);
+  auto peer = a.peers->Get(b.name, kSeed);
+  Encoder named({true, true}, peer, a.store.get());
+  named.Append(std::span(data).first(256 * 1024));
+  named.Flush();
+  Buffer payload;
+  uint8_t flags;
+  named.TakePayload(payload, &flags);
+  Box c("c");  // a peer that lacks them all: its decoder says which it needs
+  Decoder decoder({true, true}, c.peers->Get(a.name, kSeed), c.store.get());
+  Buffer out;
+  REQUIRE(decoder.Decode(flags, payload.span(), out) == Decoder::Status::kMissing);
+  std::vector<Fingerprint> missing(decoder.missing().begin(), decoder.missing().end());
+  REQUIRE(!missing.empty());
+
+  std::atomic<int> unserved{0};
+  auto answer = [&] {
+    Encoder encoder({true, true}, peer, a.store.get());
+    for (int round = 0; round < 300; ++round) {
+      for (const auto& fp : missing) unserved += !encoder.Repair(fp);
+    }
+  };
+  std::thread one(answer), two(answer);
+  one.join();
+  two.join();
+  CHECK(unserved.load() == 0);
 }
 
 TEST_CASE("references off: literals only, which a decoder without DRE passes on and one with DRE learns") {

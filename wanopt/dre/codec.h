@@ -107,8 +107,9 @@ class Encoder {
   // channel::kMaxFramePayload bytes. REQUIRES: HasPayload().
   void TakePayload(Buffer& payload, uint8_t* flags);
 
-  // The peer could not resolve `fingerprint`: forget that it knows it, and return
-  // the chunk's bytes for a REPAIR (nullopt if this box no longer has them either).
+  // The peer could not resolve `fingerprint`: returns the chunk's bytes for a REPAIR
+  // (the peer knows the chunk again once it has them), or nullopt if this box no
+  // longer has them either (then it forgets that the peer knows it).
   std::optional<std::vector<uint8_t>> Repair(const Fingerprint& fingerprint);
 
   // The connection is idle: frees the zstd contexts (LZ and delta) and scratch

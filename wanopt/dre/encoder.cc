@@ -322,11 +322,17 @@ size_t Encoder::HeldBytes() const {
 
 std::optional<std::vector<uint8_t>> Encoder::Repair(const Fingerprint& fingerprint) {
   ++stats_.nacks;
+  // The name stays known while the chunk is read: another session of this peering
+  // (another thread) may be answering a NACK for the same chunk at the same moment,
+  // and forgetting it first, then learning it again, left it a moment when that
+  // session found no name and reset its connection (a soak's "no longer has either").
   auto id = peer_->FindForRepair(fingerprint);
-  peer_->Forget(fingerprint);
-  if (!id || !store_) return std::nullopt;
-  auto chunk = store_->Get(*id);
-  if (!chunk || FingerprintOf(*chunk, peer_->key()) != fingerprint) return std::nullopt;
+  std::optional<std::vector<uint8_t>> chunk;
+  if (id && store_) chunk = store_->Get(*id);
+  if (!chunk || FingerprintOf(*chunk, peer_->key()) != fingerprint) {
+    peer_->Forget(fingerprint);
+    return std::nullopt;
+  }
   // The peer stores the repaired chunk: it knows it again.
   peer_->Learn(fingerprint, *id);
   return chunk;
