@@ -72,6 +72,17 @@ TEST_CASE("certificates from one CA: bytes cross, both boxes name the other's ce
   CHECK(Noted(*pair.datacenter, "TLS 1.3, peer authenticated as 'branch'"));
 }
 
+TEST_CASE("certificates: the second connection resumes the first's TLS session, on both boxes") {
+  Pair pair({.branch_security = Certificates("branch"), .datacenter_security = Certificates("dc")});
+  std::string error;
+  REQUIRE(RoundTrip(pair, 64 << 10, &error) == "same");
+  CHECK_FALSE(Noted(*pair.branch, "(session resumed)"));
+  CHECK(RoundTrip(pair, 64 << 10, &error) == "same");
+  CHECK(error.empty());
+  CHECK(Noted(*pair.branch, "peer authenticated as 'dc' (session resumed)"));
+  CHECK(Noted(*pair.datacenter, "peer authenticated as 'branch' (session resumed)"));
+}
+
 TEST_CASE("a branch whose certificate is from another CA: pass-through, the datacenter serves nothing") {
   Pair pair({.branch_security = Certificates("rogue", "rogue-ca"), .datacenter_security = Certificates("dc")});
   std::string error;

@@ -16,6 +16,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "wanopt/channel/resumption.h"
 #include "wanopt/channel/secure_pump.h"
 #include "wanopt/channel/tls_internal.h"
 
@@ -136,11 +137,37 @@ void Pump::Start() {
   }
   SSL_set_bio(ssl_, bio, bio);
   client_ ? SSL_set_connect_state(ssl_) : SSL_set_accept_state(ssl_);
+  if (client_) OfferTicket();
   timer_.expires_after(timeout_);
   timer_.async_wait([self = shared_from_this()](error_code ec) {
     if (!ec && !self->relaying_) self->Fail(asio::error::timed_out, "handshake timed out");
   });
   Handshake();
+}
+
+void Pump::OfferTicket() {
+  ResumptionCache* cache = context_.resumption();
+  if (cache == nullptr || options_.resumption_key.empty()) return;
+  ResumptionCache::Ticket ticket = cache->Find(options_.resumption_key, ResumptionCache::Clock::now());
+  if (ticket.session == nullptr) return;
+  // Refused only for a session that cannot be resumed: then the handshake is a full one.
+  SSL_set_session(ssl_, ticket.session);
+  SSL_SESSION_free(ticket.session);
+  ERR_clear_error();
+}
+
+void Pump::KeepTicket() {
+  ResumptionCache* cache = context_.resumption();
+  if (!client_ || cache == nullptr || options_.resumption_key.empty() || SSL_session_reused(ssl_)) return;
+  const SSL_SESSION* session = SSL_get0_session(ssl_);
+  // No ticket came (a peer from before resumption): nothing to keep.
+  if (session == nullptr || !SSL_SESSION_is_resumable(session)) return;
+  cache->Keep(options_.resumption_key, session, ResumptionCache::Clock::now());
+}
+
+void Pump::ForgetTicket() {
+  ResumptionCache* cache = context_.resumption();
+  if (client_ && cache != nullptr && !options_.resumption_key.empty()) cache->Forget(options_.resumption_key);
 }
 
 void Pump::Handshake() {
@@ -155,6 +182,11 @@ void Pump::Handshake() {
     return;
   }
   int e = SSL_get_error(ssl_, r);
+  // The accepting side waits here for the peer's Finished, and sends its ticket once
+  // that comes: a resumed session gets none, so that every ticket stands for a
+  // certificate check no older than its lifetime (and issuing one was a third of a
+  // resumed handshake's CPU).
+  if (!client_ && SSL_session_reused(ssl_)) SSL_set_num_tickets(ssl_, 0);
   if (!WaitForTls(e, [](Pump& p) { p.Handshake(); })) FailHandshake(e);
 }
 
@@ -174,7 +206,10 @@ void Pump::ReadConfirmation() {
   uint8_t byte = 0;
   int r = SSL_read(ssl_, &byte, 1);
   if (r == 1) {
-    if (byte == kAccepted) Succeed();
+    if (byte == kAccepted) {
+      KeepTicket();
+      Succeed();
+    }
     else Fail(asio::error::invalid_argument, "peer is not a wanopt box (no confirmation after the handshake)",
               kAuthentication);
     return;
@@ -224,6 +259,7 @@ void Pump::FailHandshake(int ssl_error) {
 void Pump::Fail(error_code ec, std::string error, bool authentication) {
   if (ended_) return;
   ended_ = true;
+  ForgetTicket();
   ERR_clear_error();
   timer_.cancel();
   error_code ignored;
@@ -247,7 +283,15 @@ void Pump::Succeed() {
     }
     result.peer_name = context_.psk_identity();
   } else {
-    result.peer_name = CommonName(SSL_get0_peer_certificate(ssl_));
+    X509* peer = SSL_get0_peer_certificate(ssl_);
+    result.resumed = SSL_session_reused(ssl_) == 1;
+    // A resumed session checked the certificate when it began: it may have expired since.
+    if (result.resumed && (peer == nullptr || X509_cmp_current_time(X509_get0_notAfter(peer)) <= 0)) {
+      Fail(asio::ssl::error::unexpected_result, "peer certificate expired since its session was authenticated",
+           kAuthentication);
+      return;
+    }
+    result.peer_name = CommonName(peer);
   }
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {

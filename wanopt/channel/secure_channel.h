@@ -27,6 +27,10 @@ struct ssl_ctx_st;  // OpenSSL's SSL_CTX
 
 namespace wanopt::channel {
 
+namespace tls_internal {
+class ResumptionCache;
+}
+
 // What [peering] in the config says (the config parser fills it; this file only
 // consumes it).
 struct PeeringSecurity {
@@ -64,8 +68,10 @@ class SecureContext {
   const std::string& psk_identity() const { return psk_identity_; }
   const std::vector<uint8_t>& psk() const { return psk_; }
 
-  // For the pump (secure_channel.cc); nothing else needs it.
+  // For the pump (secure_channel.cc); nothing else needs them.
   ssl_ctx_st* native_handle() const { return ctx_; }
+  // Certificates only (nullptr with a PSK, whose handshakes are already cheap).
+  tls_internal::ResumptionCache* resumption() const { return resumption_.get(); }
 
  private:
   SecureContext() = default;
@@ -75,6 +81,7 @@ class SecureContext {
   std::string psk_identity_;
   std::vector<uint8_t> psk_;
   ssl_ctx_st* ctx_ = nullptr;
+  std::unique_ptr<tls_internal::ResumptionCache> resumption_;
 };
 
 struct SecureChannelResult {
@@ -86,12 +93,18 @@ struct SecureChannelResult {
   // The failure was the peer's identity (certificate, PSK, not a wanopt box), not a
   // timeout, a lost connection or a local resource: only this is worth remembering.
   bool authentication_failed = false;
+  // Certificates: the handshake resumed a session from a ticket (options.resumption_key)
+  // instead of checking certificates again.
+  bool resumed = false;
 };
 
 // Runs a TLS 1.3 handshake on `tcp` (client: this box opened the connection) with
 // mutual authentication: with certificates both sides verify the other's against
 // ca_file and a peer without one fails (no hostname check: the CA vouches for boxes,
-// not names); with a PSK both must know it. No session tickets.
+// not names); with a PSK both must know it. With certificates the accepting side
+// issues a TLS 1.3 session ticket, and an opening side that names its peer
+// (options.resumption_key) resumes from the newest one it holds for that peer, for
+// up to 10 minutes after the full handshake it descends from (resumption.h).
 //
 // After its handshake the accepting side sends one confirmation byte inside TLS, and
 // the opening side reports success only once it has it: in TLS 1.3 the client
@@ -146,6 +159,10 @@ inline constexpr std::string_view kTlsPreamble = "WOPT-TLS";
 struct SecureChannelOptions {
   bool optimistic = false;
   std::function<void(const std::string& why)> on_late_failure;
+  // Opening side, certificates: who the peer is ("peer 02:00:00:00:0d:01"), to offer
+  // its newest session ticket and keep the one it sends. Empty: a full handshake,
+  // and no ticket kept. A handshake that fails forgets the peer's ticket.
+  std::string resumption_key;
 };
 
 void StartSecureChannel(const SecureContext& context, boost::asio::ip::tcp::socket tcp, bool client,

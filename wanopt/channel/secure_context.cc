@@ -12,6 +12,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "wanopt/channel/resumption.h"
 #include "wanopt/channel/tls_internal.h"
 
 namespace wanopt::channel {
@@ -53,6 +54,12 @@ using tls_internal::TakeOpenSslError;
 // TLS_AES_128_GCM_SHA256, by its IANA code.
 constexpr unsigned char kPskCipher[] = {0x13, 0x01};
 constexpr unsigned char kPskSessionContext[] = "wanopt-psk";
+// A server that verifies its peers resumes only sessions made under its own context.
+constexpr unsigned char kCertificateSessionContext[] = "wanopt-peering";
+// The accepting side's session cache: one session per peer box that authenticated in
+// the last ResumptionCache::kLifetime, a few KiB each; past it the least recently
+// used go, and their boxes authenticate in full again.
+constexpr long kAcceptedSessions = 4096;
 
 // "what path: reason" when the file cannot be opened, so the error names it even
 // when OpenSSL's own message would not.
@@ -136,8 +143,8 @@ std::unique_ptr<SecureContext> SecureContext::Create(const PeeringSecurity& secu
   }
   SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
   SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
-  // Inner channels are long-lived and few: resumption would save little and its
-  // tickets would be one more secret to manage.
+  // Tickets only with certificates (set below): a PSK handshake has no certificate
+  // work to save.
   SSL_CTX_set_num_tickets(ctx, 0);
   SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
@@ -198,6 +205,20 @@ std::unique_ptr<SecureContext> SecureContext::Create(const PeeringSecurity& secu
     // Both roles demand the other's certificate; the CA vouches for boxes, not for
     // names, so there is no hostname check.
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+    // Every inner channel is a new TCP connection, and a full handshake with
+    // certificates was most of a new optimized connection's CPU. The accepting side
+    // issues a ticket per full handshake and keeps the session in its own cache (a
+    // stateful ticket: decoding a stateless one, the peer's certificate with it, cost
+    // a third of a resumed handshake); the opening side keeps the newest ticket per
+    // peer (resumption.h says for how long). One ticket serves many connections at
+    // once: there is no early data, so nothing to replay.
+    context->resumption_ = std::make_unique<tls_internal::ResumptionCache>();
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_ANTI_REPLAY);
+    SSL_CTX_set_num_tickets(ctx, 1);
+    SSL_CTX_set_timeout(ctx, static_cast<long>(tls_internal::ResumptionCache::kLifetime.count()));
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_sess_set_cache_size(ctx, kAcceptedSessions);
+    SSL_CTX_set_session_id_context(ctx, kCertificateSessionContext, sizeof kCertificateSessionContext - 1);
   } else {
     if (security.psk_identity.empty()) {
       *error = "PSK identity is empty";

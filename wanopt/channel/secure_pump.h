@@ -58,7 +58,13 @@ class Pump final : public std::enable_shared_from_this<Pump> {
         done_(std::move(done)),
         options_(std::move(options)) {}
 
-  ~Pump() { SSL_free(ssl_); }
+  ~Pump() {
+    // However the channel ended, its session stays resumable (in the accepting box's
+    // cache): OpenSSL drops one whose connection ended without close_notify, and a
+    // reset relayed says nothing about the session's keys.
+    if (ssl_ != nullptr) SSL_set_shutdown(ssl_, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+    SSL_free(ssl_);
+  }
 
   // Starts the handshake. REQUIRES: called once, on the TCP socket's executor.
   void Start();
@@ -97,6 +103,14 @@ class Pump final : public std::enable_shared_from_this<Pump> {
   // Before `done`: the TCP socket is closed without a reset, so a fatal alert OpenSSL
   // just wrote still reaches the peer and tells it why.
   static constexpr bool kAuthentication = true;
+
+  // Opening side with a resumption key: offers the peer's ticket, if one is held.
+  void OfferTicket();
+  // Opening side, on the peer's confirmation: the peer sends its ticket just before
+  // it, so a full handshake's ticket has come; kept under the resumption key.
+  void KeepTicket();
+  // The channel failed: the peer's next handshake is a full one.
+  void ForgetTicket();
 
   // Ends the channel before the session got it: `done` learns why.
   void Fail(error_code ec, std::string error, bool authentication = false);

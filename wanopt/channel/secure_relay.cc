@@ -146,6 +146,7 @@ void Pump::Down() {
           return;
         }
         awaiting_confirmation_ = false;
+        KeepTicket();
         down_written_ = 1;  // the confirmation is the pump's, not the session's
         if (down_length_ == 1) continue;
       }
@@ -191,6 +192,7 @@ void Pump::Abort() {
 }
 
 void Pump::LateFailure(const std::string& why) {
+  ForgetTicket();
   if (!options_.on_late_failure) return;
   auto report = std::move(options_.on_late_failure);
   options_.on_late_failure = nullptr;

@@ -24,6 +24,7 @@ void SecureInnerChannel(SessionEnvironment& env, boost::asio::ip::tcp::socket in
   TuneInnerSocket(inner, env.config);
   bool opening = side == ChannelSide::kOpening;
   auto timeout = opening ? env.config.timeouts.peer_connect : env.config.timeouts.handshake;
+  if (opening && options.resumption_key.empty()) options.resumption_key = peer;
   channel::StartSecureChannel(
       *env.security, std::move(inner), /*client=*/opening, timeout,
       [opening, peer, done = std::move(done)](channel::SecureChannelResult result,
@@ -31,7 +32,8 @@ void SecureInnerChannel(SessionEnvironment& env, boost::asio::ip::tcp::socket in
         SecureOutcome outcome;
         if (!result.ec) {
           outcome.ok = true;
-          outcome.text = "inner channel: TLS 1.3, peer authenticated as '" + result.peer_name + "'";
+          outcome.text = "inner channel: TLS 1.3, peer authenticated as '" + result.peer_name + "'" +
+                         (result.resumed ? " (session resumed)" : "");
           return done(std::move(outcome), std::move(plain));
         }
         outcome.authentication_failed = result.authentication_failed;

@@ -33,7 +33,8 @@ struct SecureOutcome {
 // Tunes `inner` as an inner channel and runs the TLS handshake on it (mutual
 // authentication per [peering]; the opening side within timeouts.peer_connect, the
 // accepting side within timeouts.handshake). A failure is logged here, rate-limited,
-// naming `peer` (a device id, an address). `done` runs on `inner`'s executor with
+// naming `peer` (a device id, an address); the opening side also keeps the peer's
+// TLS session ticket under that name, unless options name another. `done` runs on `inner`'s executor with
 // the plaintext socket (closed on failure).
 // REQUIRES: env.security.
 void SecureInnerChannel(SessionEnvironment& env, boost::asio::ip::tcp::socket inner, ChannelSide side,
