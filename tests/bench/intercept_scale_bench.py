@@ -174,10 +174,22 @@ def client_cmd(*extra):
     return ["/usr/bin/python3", str(Path(__file__).resolve()), *extra]
 
 
+def tls_handshakes(lab, box):
+    """The box's TLS handshakes so far, by kind: {"full": n, "resumed": n}."""
+    r = lab.run(box, "curl", "-s", "-m", "3", "http://127.0.0.1:7880/metrics")
+    out = {"full": 0, "resumed": 0}
+    for line in r.stdout.splitlines():
+        for kind in out:
+            if line.startswith("wanopt_tls_handshakes_total{") and 'kind="%s"' % kind in line:
+                out[kind] += int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
 def run_rate(lab, args, port, label, pids=None):
     """pids: the running boxes, whose CPU per connection is recorded."""
     pids = {b: p for b, p in (pids or {}).items() if lab.procs.get(b) and lab.procs[b].poll() is None}
     cpu0 = {b: proc_cpu_seconds(p) for b, p in pids.items()}
+    tls0 = tls_handshakes(lab, "dc") if "dc" in pids else None
     r = lab.run("client", *client_cmd("--rate-port", str(port), "--rate-count", str(args.rate_count),
                                       "--concurrency", str(args.concurrency)), timeout=600)
     if r.returncode != 0:
@@ -186,9 +198,13 @@ def run_rate(lab, args, port, label, pids=None):
     res["label"] = label
     res["cpu_ms_per_connection"] = {b: round(1000 * (proc_cpu_seconds(p) - cpu0[b]) / max(1, res["verified"]), 3)
                                     for b, p in pids.items()}
+    if tls0 is not None:  # the dc accepted every inner channel: how many were resumed
+        tls1 = tls_handshakes(lab, "dc")
+        res["tls_handshakes"] = {k: tls1[k] - tls0[k] for k in tls1}
     print("[intercept_scale] rate %-32s %8.1f conn/s  verified %d/%d  median %s ms  p99 %s ms  over 900 ms: %d" % (
         label, res["per_second"], res["verified"], res["count"], res["latency_ms_median"], res["latency_ms_p99"],
-        res["over_900_ms"]) + "  CPU ms/conn %s" % res["cpu_ms_per_connection"], flush=True)
+        res["over_900_ms"]) + "  CPU ms/conn %s  TLS %s" % (res["cpu_ms_per_connection"], res.get("tls_handshakes")),
+        flush=True)
     return res
 
 
@@ -255,15 +271,17 @@ def render(results):
             "- rate: %d connections per row, %d in flight, each connect + 16-byte echo verified + close; "
             "the client is one Python asyncio process" % (results["rate_count"], results["concurrency"]), "",
             "| new connections | conn/s | vs without boxes | verified | median ms | p99 ms | over 900 ms "
-            "| CPU ms per connection (branch / dc) |",
-            "|---|---:|---:|---:|---:|---:|---:|---|"]
+            "| CPU ms per connection (branch / dc) | TLS handshakes at the dc (full / resumed) |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---|"]
     base = results["rates"][0]["per_second"] if results["rates"] else None
     for r in results["rates"]:
         cpu = r["cpu_ms_per_connection"]
-        rows.append("| %s | %.0f | %s | %d/%d | %s | %s | %d | %s |" % (
+        tls = r.get("tls_handshakes")
+        rows.append("| %s | %.0f | %s | %d/%d | %s | %s | %d | %s | %s |" % (
             r["label"], r["per_second"], "%.2fx" % (r["per_second"] / base) if base else "-",
             r["verified"], r["count"], r["latency_ms_median"], r["latency_ms_p99"], r["over_900_ms"],
-            " / ".join("%.2f" % cpu[b] if b in cpu else "-" for b in ("branch", "dc"))))
+            " / ".join("%.2f" % cpu[b] if b in cpu else "-" for b in ("branch", "dc")),
+            "%d / %d" % (tls["full"], tls["resumed"]) if tls and any(tls.values()) else "-"))
     for h in results["holds"]:
         pc = h["per_connection"]
         rows += ["", "| %d concurrent connections, %s | branch | dc |" % (h["count"], h["label"]),

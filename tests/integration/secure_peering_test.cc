@@ -81,6 +81,10 @@ TEST_CASE("certificates: the second connection resumes the first's TLS session, 
   CHECK(error.empty());
   CHECK(Noted(*pair.branch, "peer authenticated as 'dc' (session resumed)"));
   CHECK(Noted(*pair.datacenter, "peer authenticated as 'branch' (session resumed)"));
+  for (Daemon* box : {pair.branch.get(), pair.datacenter.get()}) {
+    CHECK(box->counters().tls_full == 1);
+    CHECK(box->counters().tls_resumed == 1);
+  }
 }
 
 TEST_CASE("a branch whose certificate is from another CA: pass-through, the datacenter serves nothing") {

@@ -125,6 +125,15 @@ def lab_one(work, origin, digest):
               d and any("TLS 1.3" in n and "'branch'" in n for n in d["notes"]), (b, d))
         check("reduction: the WAN carried fewer bytes than the LAN (a 2 MiB text file, F policy)",
               b and b["wan_in"] < b["lan_out"], b)
+        # The next connection to the same dc resumes the TLS session: no certificates again.
+        start, dc_start = lab.last_id("branch"), lab.last_id("dc")
+        r = lab.curl(f"http://{SERVER}/file.bin?again")
+        b2 = lab.wait_ended("branch", 80, start)
+        d2 = lab.wait_ended("dc", 80, dc_start)
+        check("second fetch: TLS session resumed on both boxes, bytes verified",
+              r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == digest and
+              b2 and any("'dc' (session resumed)" in n for n in b2["notes"]) and
+              d2 and any("'branch' (session resumed)" in n for n in d2["notes"]), (b2, d2))
         syn = [p for p in packets if p["tcp.dstport"] == "80" and p["tcp.flags.syn"] in ("1", "True")
                and p["tcp.flags.ack"] in ("0", "False")]
         synack = [p for p in packets if p["tcp.srcport"] == "80" and p["tcp.flags.syn"] in ("1", "True")

@@ -1,15 +1,15 @@
 // Private to wanopt/channel/: the opening side's TLS 1.3 session tickets, one per
 // peer, so that a box authenticates each peer with certificates once per lifetime
 // and resumes from then on (an ECDHE exchange and no certificate work: with
-// OpenSSL 3.0 that is a third of the CPU of a full handshake, which was most of what
-// a new optimized connection cost).
+// OpenSSL 3.0 that is about a third of the CPU of a full handshake, which was most
+// of what a new optimized connection cost).
 //
-// A ticket is offered only while the full handshake it descends from is younger
-// than kLifetime: a resumed handshake yields a new ticket, and without that bound a
-// peer could be resumed forever on one certificate check. The accepting side's
-// tickets expire after the same time (SSL_CTX_set_timeout in secure_context.cc), and
-// its ticket key lives only as long as its process: a restarted box, or one with a
-// new CA, makes every peer authenticate it in full again.
+// Tickets come only from full handshakes (the accepting side issues none on a
+// resumed one), so a ticket's age is that of the certificate check behind it, and
+// one is offered only while that is younger than kLifetime. The accepting side keeps
+// each session in OpenSSL's cache for the same time (SSL_CTX_set_timeout in
+// secure_context.cc), in memory only: a restarted box, or one with a new CA, makes
+// every peer authenticate it in full again.
 //
 // The cache never shares a session object with a connection: it keeps copies, and
 // hands out copies. OpenSSL marks a session not resumable when a connection that

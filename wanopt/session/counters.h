@@ -22,6 +22,10 @@ struct Counters {
   std::atomic<uint64_t> protocol_errors{0};  // malformed inner-channel input
   std::atomic<uint64_t> codec_bytes_released{0};  // codec memory idle connections gave back
   std::atomic<uint64_t> refused_peers{0};    // plaintext inner channels from outside plaintext_peers
+  // TLS inner channels up: full handshakes (certificates checked, or the PSK) and
+  // sessions resumed from a ticket.
+  std::atomic<uint64_t> tls_full{0};
+  std::atomic<uint64_t> tls_resumed{0};
 };
 
 }  // namespace wanopt

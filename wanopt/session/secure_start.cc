@@ -27,11 +27,12 @@ void SecureInnerChannel(SessionEnvironment& env, boost::asio::ip::tcp::socket in
   if (opening && options.resumption_key.empty()) options.resumption_key = peer;
   channel::StartSecureChannel(
       *env.security, std::move(inner), /*client=*/opening, timeout,
-      [opening, peer, done = std::move(done)](channel::SecureChannelResult result,
-                                              boost::asio::ip::tcp::socket plain) {
+      [&env, opening, peer, done = std::move(done)](channel::SecureChannelResult result,
+                                                    boost::asio::ip::tcp::socket plain) {
         SecureOutcome outcome;
         if (!result.ec) {
           outcome.ok = true;
+          ++(result.resumed ? env.counters.tls_resumed : env.counters.tls_full);
           outcome.text = "inner channel: TLS 1.3, peer authenticated as '" + result.peer_name + "'" +
                          (result.resumed ? " (session resumed)" : "");
           return done(std::move(outcome), std::move(plain));

@@ -321,6 +321,12 @@ std::string Metrics(const Model& m) {
   family("wanopt_protocol_errors_total", "counter", "Malformed inner-channel input.");
   for (const Daemon* b : m.boxes)
     out << "wanopt_protocol_errors_total{box=\"" << PromLabel(b->config().name) << "\"} " << b->counters().protocol_errors << "\n";
+  family("wanopt_tls_handshakes_total", "counter",
+         "TLS inner channels up: kind full (certificates checked, or the PSK) or resumed (from a ticket).");
+  for (const Daemon* b : m.boxes) {
+    out << "wanopt_tls_handshakes_total{box=\"" << PromLabel(b->config().name) << "\",kind=\"full\"} " << b->counters().tls_full << "\n";
+    out << "wanopt_tls_handshakes_total{box=\"" << PromLabel(b->config().name) << "\",kind=\"resumed\"} " << b->counters().tls_resumed << "\n";
+  }
   family("wanopt_refused_peers_total", "counter", "Plaintext inner channels refused: not from [datacenter] plaintext_peers.");
   for (const Daemon* b : m.boxes)
     out << "wanopt_refused_peers_total{box=\"" << PromLabel(b->config().name) << "\"} " << b->counters().refused_peers << "\n";
