@@ -214,7 +214,9 @@ def run_hold(lab, args, boxes_pid, results, port, label, fds_per_conn):
     socketpair)."""
     before = {b: box_reading(pid) for b, pid in boxes_pid.items()}
     limits = {b: int(proc_nofile_limit(pid)["soft"]) for b, pid in boxes_pid.items()}
-    room = min((limits[b] - before[b]["fds"] - 64) // fds_per_conn for b in boxes_pid)
+    # 64 spare for the boxes' own use, and 64 more the status server keeps for the data
+    # plane (it refuses a request that would eat into them: the API reading below).
+    room = min((limits[b] - before[b]["fds"] - 128) // fds_per_conn for b in boxes_pid)
     count = min(args.hold, room)
     if count < args.hold:
         print("[intercept_scale] hold %s: %d connections, not %d: the boxes' RLIMIT_NOFILE is %s and each "
