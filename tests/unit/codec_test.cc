@@ -161,6 +161,23 @@ TEST_CASE("an edited file is sent as references and small deltas") {
   CHECK(reduction > 95.0);
 }
 
+namespace {
+
+// `encoder` encodes `bytes` (which its peer map says the peer knows) into one frame,
+// and `decoder`, on a box that lacks them, stalls on it: true when it named chunks
+// and the decoder now lists them in missing().
+bool NamedThenMissed(Encoder& encoder, std::span<const uint8_t> bytes, Decoder& decoder, Buffer& out) {
+  encoder.Append(bytes);
+  encoder.Flush();
+  if (encoder.stats().chunks_hit == 0) return false;
+  Buffer payload;
+  uint8_t flags = 0;
+  encoder.TakePayload(payload, &flags);
+  return decoder.Decode(flags, payload.span(), out) == Decoder::Status::kMissing;
+}
+
+}  // namespace
+
 TEST_CASE("a NACK that arrives after the peer's store was found new is still repaired") {
   Box a("a"), b("b");
   auto data = Text(1 << 20, 31);
@@ -171,16 +188,10 @@ TEST_CASE("a NACK that arrives after the peer's store was found new is still rep
   auto peer = a.peers->Get(b.name, kSeed);
   REQUIRE(peer->SetPeerInstance(1) == false);  // first sight of the peer
   Encoder encoder({true, true}, peer, a.store.get());
-  encoder.Append(std::span(data).first(64 * 1024));
-  encoder.Flush();
-  REQUIRE(encoder.stats().chunks_hit > 0);
-  Buffer payload;
-  uint8_t flags;
-  encoder.TakePayload(payload, &flags);
   Box c("c");  // the peer, its store wiped
   Decoder decoder({true, true}, c.peers->Get(a.name, kSeed), c.store.get());
   Buffer out;
-  REQUIRE(decoder.Decode(flags, payload.span(), out) == Decoder::Status::kMissing);
+  REQUIRE(NamedThenMissed(encoder, std::span(data).first(64 * 1024), decoder, out));
   REQUIRE(peer->SetPeerInstance(2) == true);  // the hello-ack: a new store
   for (const auto& fp : decoder.missing()) {
     auto chunk = encoder.Repair(fp);
@@ -209,15 +220,10 @@ TEST_CASE("two connections of one peering answer NACKs for the same chunks at on
   REQUIRE(first.Send(data) == data);
   auto peer = a.peers->Get(b.name, kSeed);
   Encoder named({true, true}, peer, a.store.get());
-  named.Append(std::span(data).first(256 * 1024));
-  named.Flush();
-  Buffer payload;
-  uint8_t flags;
-  named.TakePayload(payload, &flags);
   Box c("c");  // a peer that lacks them all: its decoder says which it needs
   Decoder decoder({true, true}, c.peers->Get(a.name, kSeed), c.store.get());
   Buffer out;
-  REQUIRE(decoder.Decode(flags, payload.span(), out) == Decoder::Status::kMissing);
+  REQUIRE(NamedThenMissed(named, std::span(data).first(256 * 1024), decoder, out));
   std::vector<Fingerprint> missing(decoder.missing().begin(), decoder.missing().end());
   REQUIRE(!missing.empty());
 

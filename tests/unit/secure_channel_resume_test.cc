@@ -8,9 +8,6 @@
 
 #include <sys/socket.h>
 
-#include <boost/asio/read.hpp>
-#include <boost/asio/write.hpp>
-
 #include "tests/unit/secure_channel_test_util.h"
 #include "wanopt/channel/resumption.h"
 #include "wanopt/channel/secure_channel.h"
@@ -42,16 +39,7 @@ Channel OneChannel(const SecureContext& client, const SecureContext& server, Sec
   REQUIRE(RunUntil(boxes.io, [&] { return boxes.client.calls > 0 && boxes.server.calls > 0; }));
   Channel channel{boxes.client.result, boxes.server.result};
   if (!boxes.client.result.ec && !boxes.server.result.ec) {
-    const std::string request = "from the branch", reply = "from the datacenter";
-    std::string got_request(request.size(), '\0'), got_reply(reply.size(), '\0');
-    asio::write(boxes.client.plain, asio::buffer(request));
-    asio::write(boxes.server.plain, asio::buffer(reply));
-    int steps = 0;
-    asio::async_read(boxes.server.plain, asio::buffer(got_request), [&](error_code ec, size_t) { steps += !ec; });
-    asio::async_read(boxes.client.plain, asio::buffer(got_reply), [&](error_code ec, size_t) { steps += !ec; });
-    REQUIRE(RunUntil(boxes.io, [&] { return steps == 2; }));
-    CHECK(got_request == request);
-    CHECK(got_reply == reply);
+    ExchangeMessages(boxes, "from the branch", "from the datacenter");
   }
   boxes.client.plain.close();
   boxes.server.plain.close();

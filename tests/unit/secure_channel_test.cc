@@ -83,22 +83,7 @@ TEST_CASE("PSK: a round trip, and each side names the identity") {
   CHECK(boxes.client.result.peer_name == "paris-dc");
   CHECK(boxes.server.result.peer_name == "paris-dc");
 
-  std::string request = "ping from the branch", reply = "pong from the datacenter";
-  std::string got_request(request.size(), '\0'), got_reply(reply.size(), '\0');
-  int steps = 0;
-  asio::async_write(boxes.client.plain, asio::buffer(request), [&](error_code ec, size_t) { CHECK(!ec); });
-  asio::async_read(boxes.server.plain, asio::buffer(got_request), [&](error_code ec, size_t) {
-    CHECK(!ec);
-    ++steps;
-    asio::async_write(boxes.server.plain, asio::buffer(reply), [&](error_code ec, size_t) { CHECK(!ec); });
-  });
-  asio::async_read(boxes.client.plain, asio::buffer(got_reply), [&](error_code ec, size_t) {
-    CHECK(!ec);
-    ++steps;
-  });
-  REQUIRE(RunUntil(boxes.io, [&] { return steps == 2; }));
-  CHECK(got_request == request);
-  CHECK(got_reply == reply);
+  ExchangeMessages(boxes, "ping from the branch", "pong from the datacenter");
   boxes.client.plain.close();
   boxes.server.plain.close();
   CHECK(Drains(boxes.io));

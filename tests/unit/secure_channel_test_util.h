@@ -21,6 +21,8 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 
 #include "wanopt/channel/secure_channel.h"
 #include "util/sha256.h"
@@ -149,6 +151,20 @@ struct Boxes {
     return RunUntil(io, [&] { return client.calls > 0 && server.calls > 0; });
   }
 };
+
+// One message each way through two channels that are up (client writes `request`,
+// server `reply`); checks both arrived intact.
+inline void ExchangeMessages(Boxes& boxes, const std::string& request, const std::string& reply) {
+  std::string got_request(request.size(), '\0'), got_reply(reply.size(), '\0');
+  asio::write(boxes.client.plain, asio::buffer(request));
+  asio::write(boxes.server.plain, asio::buffer(reply));
+  int steps = 0;
+  asio::async_read(boxes.server.plain, asio::buffer(got_request), [&](error_code ec, size_t) { steps += !ec; });
+  asio::async_read(boxes.client.plain, asio::buffer(got_reply), [&](error_code ec, size_t) { steps += !ec; });
+  REQUIRE(RunUntil(boxes.io, [&] { return steps == 2; }));
+  CHECK(got_request == request);
+  CHECK(got_reply == reply);
+}
 
 inline std::vector<uint8_t> PseudoRandom(size_t n, uint64_t seed) {
   std::vector<uint8_t> out(n);
