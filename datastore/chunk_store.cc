@@ -1,56 +1,50 @@
-// The RocksDB-backed ChunkStore.
+// The ChunkStore on segment files and RocksDB.
 //
-// On disk, one RocksDB database with three column families:
-//   chunks   seq (8 bytes, big-endian) -> the chunk's bytes
-//   index    seq                       -> id (16 bytes) + size (4 bytes, big-endian)
-//   default  "format" -> "1", "secret-check" -> IdOf(kSecretCheck)
-// plus SECRET, the 192-byte hash key. A Put writes its two entries in one WriteBatch:
-// both are on disk or neither is. `seq` counts the chunks ever stored and is never
-// reused, so it is also the age that eviction goes by.
+// On disk:
+//   segments/NNNN.seg  the chunks' bytes, back to back, in the order stored (segment_log.h)
+//   RocksDB, two column families:
+//     index    seq (8 bytes, big-endian) -> id (16), size (4), segment (8), offset (4)
+//     default  "format" -> "2", "secret-check" -> IdOf(kSecretCheck)
+//   SECRET, the 192-byte hash key.
+// `seq` counts the chunks stored, in order: it is the age eviction goes by.
 //
-// Why chunks are keyed by sequence number rather than by id: keys then arrive in
-// increasing order and leave only from the front, so the chunks family's files
-// never overlap and compaction moves them down the levels without rewriting them
-// (datastore_bench: 1.6 GB through an 80 MB store, 23 trivial moves, no byte
-// rewritten). Keyed by id, every compaction would merge random keys into the older
-// data: on a full 4 GiB store with new chunks arriving all the time, leveled
-// compaction writes about ten bytes per byte stored, on a 2-core box that also runs
-// the proxy. Evicting deletes
-// only the small index entry; the bytes go a file at a time (DeleteFilesInRange) once
-// every key in a file is older than the eviction cursor, so the chunks family never
-// holds a tombstone. A chunk evicted and stored again also gets a new key, so a late
-// eviction can never delete the newer copy.
+// Why the bytes are not RocksDB values (format 1 kept them in a "chunks" family):
+// every new chunk was then copied into a write batch, into a memtable, into table
+// blocks with their checksums, and written out by a flush, on both boxes. On novel
+// data that was about a third of the CPU the whole pipeline spends per box
+// (pipeline_bench, F on random data: 202 -> 292 MB/s with the bytes appended to a
+// file instead). A segment is written with one pwritev per batch, read with one
+// pread per chunk, and released whole once every chunk in it is evicted (chunks are
+// evicted oldest first): no compaction, no byte rewritten. RocksDB keeps what it is
+// good at, the ordered, crash-safe index (36 bytes a chunk).
 //
-// Open rebuilds the in-memory index from the index family alone: 20 bytes a chunk
-// to read, whatever the chunks' sizes.
+// Open rebuilds the in-memory index from the index family alone: 32 bytes a chunk
+// to read, whatever the chunks' sizes. A format 1 store is emptied on open (a cache:
+// its chunks are learnt again as they cross) and its chunks family dropped.
 //
 // Write-behind. Put claims a sequence number, enters the chunk in the index (with
 // kPending), in its shard's pending map (id -> the shared bytes) and in the write
 // queue, and returns. One writer thread takes the queue's front, up to
-// kWriteBatchBytes at a time, writes it as one WriteBatch, then clears kPending and
-// the pending entries. Sequence numbers are claimed and queued under the queue's
-// lock, so the writer writes them in increasing order: on disk there is always a
-// prefix of the chunks stored, and the eviction cursor, which only follows entries
-// on disk, cannot pass a chunk still queued. The queue is bounded (a Put that finds
-// it full waits) and capped at max_bytes / 4: eviction, which only sees written
-// chunks, can then always bring the store back within max_bytes.
+// kWriteBatchBytes at a time, appends it to the segment log, writes the index
+// entries as one WriteBatch, then clears kPending and the pending entries. Sequence
+// numbers are claimed and queued under the queue's lock, so the writer writes them
+// in increasing order: on disk there is always a prefix of the chunks stored, and
+// the eviction cursor, which only follows entries on disk, cannot pass a chunk still
+// queued. The queue is bounded (a Put that finds it full waits) and capped at
+// max_bytes / 4: eviction, which only sees written chunks, can then always bring the
+// store back within max_bytes.
 //
 // Lock order: evict_mu_, then a shard's mu, then queue_mu_. The writer holds
 // queue_mu_ alone, and a shard's mu alone.
 //
-// The write-ahead log is off for chunks (on, and synced, only with sync_writes). A
-// chunk the writer wrote is in a memtable until RocksDB flushes the memtables to
-// table files (16 MiB of chunks at a time, synced): a kill -9 or a power loss loses
-// what is not flushed yet, at most the two chunk memtables (32 MiB) plus the write
-// queue, the most recent chunks. That is a cache's loss - each lost chunk costs its
-// peer one resend (a NACK) - and the log cost more than it saved: it wrote every
-// new chunk twice and, on novel data, took 30% of the CPU the whole pipeline
-// spends (pipeline_bench: F on random data 146 -> 203 MB/s, 6.2 -> 4.3 CPU s/GB per
-// box). atomic_flush keeps the families in step: the chunks and index entries
-// flushed together are the ones written together, so what survives a crash is
-// everything stored before some point, as it was with the log. The meta family's
-// two entries are written once, with the log, synced. Bytes damaged some other way
-// are caught by RocksDB's block checksums or by the re-hash in Get, and dropped.
+// Durability. Index entries go through RocksDB's log (36 bytes a chunk), synced only
+// with sync_writes; a segment's bytes are in the page cache once appended. So a
+// kill -9 loses only the write queue, and what survives is everything stored before
+// some point (the log is replayed up to its first torn record). Against a power
+// loss, the writer syncs the segments and then the log every kSyncEveryBytes of
+// chunks (Flush, closing and sync_writes do it at once). An index entry whose bytes
+// did not reach the disk anyway (written back before them) fails Get's re-hash and
+// is dropped: a miss, one resend by the peer, never wrong bytes.
 #include "datastore/chunk_store_impl.h"
 
 #include <algorithm>
@@ -75,12 +69,12 @@ ChunkStoreImpl::ChunkStoreImpl(const ChunkStoreOptions& options)
       max_bytes_(options.max_bytes),
       evict_to_(options.max_bytes - std::min<uint64_t>(options.max_bytes / 64, 8 << 20)),
       reclaim_every_(std::clamp<uint64_t>(options.max_bytes / 8, 1 << 20, 64 << 20)),
+      segment_bytes_(std::clamp<uint64_t>(options.max_bytes / 8, 1 << 20, kMaxSegmentBytes)),
       queue_limit_(std::min(options.write_queue_bytes, options.max_bytes / 4)),
       sync_writes_(options.sync_writes),
       caching_(options.cache_bytes > 0),
       read_ahead_bytes_(std::min<uint64_t>(kReadAheadBytes, options.cache_bytes / 8)) {
-  write_options_.sync = options.sync_writes;
-  write_options_.disableWAL = !options.sync_writes;  // why: the comment at the top
+  write_options_.sync = options.sync_writes;  // else synced every kSyncEveryBytes (the top)
   for (auto& shard : shards_) {
     shard.cache.set_capacity(options.cache_bytes / kShards);
     if (caching_) shard.read_tags = std::make_unique<uint64_t[]>(kReadTags);
@@ -97,9 +91,9 @@ ChunkStoreImpl::~ChunkStoreImpl() {
     writer_.join();  // after it wrote the queue out
   }
   if (!db_) return;
-  // The memtables hold the chunks written since the last flush, and no log has
-  // them: a clean close keeps them. (RocksDB's own close would flush them too; this
-  // one is explicit and logged.) Not on a degraded store.
+  SyncWritten();
+  // Written out so that the next Open need not replay the log. Not on a degraded
+  // store.
   rocksdb::Status s = Writing([&] { return db_->Flush({}, handles_); });
   if (!s.ok() && !s.IsAborted()) WANOPT_LOG(kWarn, kComponent) << path_ << ": flush at close: " << s.ToString();
   for (auto* handle : handles_) db_->DestroyColumnFamilyHandle(handle);

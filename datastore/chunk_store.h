@@ -3,8 +3,8 @@
 //
 // A ChunkStore maps a ContentId to a chunk's bytes. It knows nothing of connections,
 // peers or directions: one store serves every peer and both directions. Chunks live
-// in RocksDB under `path`; an in-memory index of every stored id answers Contains()
-// with no disk I/O.
+// in segment files under `path`, indexed in a RocksDB database beside them; an
+// in-memory index of every stored id answers Contains() with no disk I/O.
 //
 // Ids. The store computes ids itself: XXH3-128 of the chunk's bytes keyed with a
 // 192-byte secret drawn from getrandom() when the store is first created and kept in
@@ -14,26 +14,26 @@
 // box, or this one after its directory was wiped, computes other ids for the same
 // bytes. Ids are not wire names.
 //
-// Integrity. Get re-hashes every chunk it reads from RocksDB. Bytes that do not
+// Integrity. Get re-hashes every chunk it reads from disk. Bytes that do not
 // match their id (a damaged disk block, a torn write) are dropped from the store,
 // counted in corrupt_dropped, logged, and reported as a miss: a corrupted chunk is
 // never served. Bytes served from memory (the write queue or the read cache, below)
 // are not hashed again: they were checked when they entered memory, hashed by Put
-// or re-hashed on their RocksDB read, and memory is not a disk block.
+// or re-hashed on their disk read, and memory is not a disk block.
 //
 // Memory. Besides the index, two bounded byte stores:
 //  - the write queue (write_queue_bytes): Put hands its chunk to a writer thread and
-//    returns; the writer stores queued chunks in RocksDB in batches. Get, GetInto
+//    returns; the writer stores queued chunks on disk in batches. Get, GetInto
 //    and Contains see a queued chunk like any other. When the queue is full, Put
-//    waits for the writer (backpressure): the callers then go at RocksDB's pace, as
+//    waits for the writer (backpressure): the callers then go at the disk's pace, as
 //    they did when every Put wrote its chunk itself. The queue never grows past its
 //    bound (but for one chunk bigger than the bound, which goes in alone) and never
 //    drops a chunk.
 //  - the read cache (cache_bytes): the chunks most recently stored or read, so that
 //    a chunk named again within seconds (a file sent twice, an attachment in the
-//    next mail) is served from memory. A chunk read from RocksDB enters it on its
+//    next mail) is served from memory. A chunk read from disk enters it on its
 //    second read in a while (a one-off read pushes nothing out). A read from
-//    RocksDB that continues a run of reads in storage order also reads the next few
+//    disk that continues a run of reads in storage order also reads the next few
 //    hundred KiB of chunks into the cache: a long repeat comes back in the order it
 //    was stored, whatever its size.
 // Neither changes what the store holds: an evicted chunk is gone from the queue and
@@ -52,37 +52,40 @@
 //    again.
 //
 // Durability. Put leaves its chunk in the write queue, and the writer writes it
-// about a millisecond later while it keeps up, into RocksDB's memtables; RocksDB
-// writes them to table files (synced) every 16 MiB of chunks. A chunk in a
-// table file survives a kill -9 and a power loss. Flush waits for the writer and
-// has RocksDB write the memtables out: every chunk Put before it survives both.
-// With sync_writes, every Put does so for its own chunk (through RocksDB's log).
-// Closing the store (its destructor) writes the queue and the memtables out, so a
-// clean restart loses nothing. A crash (kill -9, power loss) loses the chunks still
-// queued or in memtables, at most write_queue_bytes + 32 MiB of the last ones
-// stored: a cache's loss, one resend each (chunk_store.cc says why there is no
-// log). Chunks are written in the order they were stored, and the chunk and index
-// entries flushed together, so what survives a crash is everything stored before
-// some point. A lost chunk is a miss on the next Get, never wrong bytes (the peer
+// about a millisecond later while it keeps up: its bytes appended to a segment
+// file, its index entry through RocksDB's log. A chunk written survives a kill -9;
+// every 16 MiB of chunks the writer syncs both, and a chunk synced survives a power
+// loss too. Flush waits for the writer and syncs: every chunk Put before it
+// survives both. With sync_writes, every Put does so for its own chunk. Closing the
+// store (its destructor) writes the queue out and syncs, so a clean restart loses
+// nothing. A kill -9 loses the chunks still queued, at most write_queue_bytes of
+// the last ones stored; a power loss, also those written since the last sync (16
+// MiB): a cache's loss, one resend each. Chunks are written in the order they were
+// stored, so what survives a crash is everything stored before some point (but
+// for a chunk whose index entry reached the disk before its bytes did: it fails
+// verification on its first Get and is dropped). A lost chunk is a miss on the next Get, never wrong bytes (the peer
 // that named it resends it: wanopt/dre/codec.h), and a crash never makes the store
 // refuse to open. Deleting `path` while the store is closed gives an empty store
 // on the next Open.
 //
-// Opening reads the ids back from RocksDB into the in-memory index: 0.5 s for 1M
-// chunks, whatever their sizes (2-core VM, warm page cache). With sync_writes, after
-// a crash RocksDB first replays its log, at most 256 MiB: up to a second or two more.
+// Opening reads the ids back from the RocksDB index into the in-memory index: 0.5 s
+// for 1M chunks, whatever their sizes (2-core VM, warm page cache), plus the replay
+// of RocksDB's log after a crash (at most 64 MiB, 36 bytes a chunk). An index entry
+// whose bytes are not in their segment (cut short by a crash, or the file lost) is
+// forgotten then, and a segment with no indexed chunk deleted.
 //
-// A failing disk. The first write RocksDB fails (a full disk, a read-only remount,
-// an I/O error; a Put's batch, an eviction, or a flush or compaction in RocksDB's
-// background) degrades the store for good, until it is reopened: it logs one error
-// line, healthy() turns false with the reason, and from then on nothing is written
-// to RocksDB again (after a failed write, RocksDB 7.8 as Debian builds it asserts
-// on the next write or sync of that file: rocksdb_hooks.h). A degraded store
+// A failing disk. The first write that fails (a full disk, a read-only remount,
+// an I/O error; a segment append or sync, a Put's index batch, an eviction, or a
+// flush or compaction in RocksDB's background) degrades the store for good, until
+// it is reopened: it logs one error line, healthy() turns false with the reason,
+// and from then on nothing is written to disk again (after a failed write, RocksDB
+// 7.8 as Debian builds it asserts on the next write or sync of that file:
+// rocksdb_hooks.h). A degraded store
 // stores nothing (Put returns the id, Contains stays false, counted in
 // write_errors) and evicts nothing; it still serves the chunks it holds. Its
 // callers fall back to not using it (the daemon turns DRE off for new
 // connections). Closing a degraded store writes nothing either: the chunks still
-// queued or in memtables are lost (a cache's loss, as on a crash). RocksDB logs
+// queued are lost (a cache's loss, as on a crash). RocksDB logs
 // into the journal, never into a file on the store's disk.
 //
 // Thread-safety: every method may be called from any number of threads at once. The
@@ -109,16 +112,16 @@ struct ChunkStoreOptions {
   // The store's directory; created, with its parents, if missing.
   std::string path;
   // Bound on the bytes of the chunks stored (kept uncompressed). The disk holds
-  // that plus the files of evicted chunks not yet reclaimed: a few hundred MiB more.
+  // that plus the segments of evicted chunks not yet released (up to an eighth of
+  // max_bytes, at most 64 MiB a segment) and the index (about 40 bytes a chunk).
   uint64_t max_bytes = uint64_t{4} << 30;
-  // RocksDB's block cache (recently read chunks and the on-disk index blocks).
+  // RocksDB's block cache: the index's blocks, read by Get for a chunk on disk.
   uint64_t block_cache_bytes = uint64_t{64} << 20;
   // Makes every Put wait until its chunk is written and synced to disk: no chunk is
-  // lost on a power loss or a kill -9, at the price of RocksDB's log (every chunk
-  // written twice), an fsync per batch the writer writes (concurrent Puts share
-  // one) and of Put waiting for it.
+  // lost on a power loss or a kill -9, at the price of two syncs per batch the
+  // writer writes (concurrent Puts share them) and of Put waiting for them.
   bool sync_writes = false;
-  // Bound on the chunks Put but not yet written to RocksDB (their sizes plus 128
+  // Bound on the chunks Put but not yet written to disk (their sizes plus 128
   // bytes each); a Put that finds it full waits. Capped at max_bytes / 4, so that
   // evicting written chunks always suffices to keep within max_bytes.
   uint64_t write_queue_bytes = uint64_t{64} << 20;
@@ -167,8 +170,8 @@ class ChunkStore {
 
   ChunkStore(const ChunkStore&) = delete;
   ChunkStore& operator=(const ChunkStore&) = delete;
-  // Closes the store: writes out the queue, then closes RocksDB. Chunks already
-  // stored stay on disk.
+  // Closes the store: writes out the queue, syncs, then closes RocksDB. Chunks
+  // already stored stay on disk.
   virtual ~ChunkStore() = default;
 
   // The id `chunk` has in this store, stored or not. Only hashes.
@@ -179,7 +182,7 @@ class ChunkStore {
   // bytes until the chunk is evicted; the chunk may still be in the write queue
   // (see Durability). Waits while the write queue is full (and, with sync_writes,
   // until the chunk is synced). A chunk larger than max_bytes (or than 4 GiB) is not
-  // stored. If RocksDB fails to write, the chunk is not stored either (counted in
+  // stored. If the disk fails the write, the chunk is not stored either (counted in
   // write_errors and logged; from then on a miss), and the store degrades; a
   // degraded store stores nothing (Contains stays false): the store is a cache, so
   // Put does not fail.
@@ -187,11 +190,11 @@ class ChunkStore {
 
   // The bytes of chunk `id`, verified against `id`; nullopt if the chunk is unknown,
   // evicted, or failed to verify (then it is dropped from the store). Served from
-  // the read cache or the write queue when there, else read from RocksDB.
+  // the read cache or the write queue when there, else read from its segment.
   virtual std::optional<std::vector<uint8_t>> Get(const ContentId& id) = 0;
   // As Get, but appends the bytes to `out`, straight from the cache, the queue or
-  // RocksDB's block cache with no vector in between; returns false, leaving `out`
-  // alone, where Get returns nullopt.
+  // the bytes read from disk with no vector in between; returns false, leaving
+  // `out` alone, where Get returns nullopt.
   virtual bool GetInto(const ContentId& id, Buffer& out) = 0;
 
   // Whether chunk `id` is stored (queued included, or being stored by a concurrent
@@ -216,15 +219,15 @@ class ChunkStore {
 
   // False once the store degraded (see A failing disk): it stores nothing more.
   virtual bool healthy() const = 0;
-  // Why it degraded, one line ("cannot write: IO error: No space left on device:
-  // ..."); "" while healthy.
+  // Why it degraded, one line ("cannot write chunks: No space left on device");
+  // "" while healthy.
   virtual std::string degraded_reason() const = 0;
 
   // Makes every chunk whose Put returned before this call survive a kill -9 and a
-  // power loss: waits for the writer to write the queue out, then has RocksDB write
-  // its memtables to table files (or, with sync_writes, nothing more: the log is
-  // synced). Costs a table file per call: for shutdowns and tests, not per chunk.
-  // On a degraded store, only waits for the writer.
+  // power loss: waits for the writer to write the queue out, then syncs the
+  // segments and RocksDB's log (with sync_writes, nothing more: both are synced).
+  // Costs two syncs per call: for shutdowns and tests, not per chunk. On a degraded
+  // store, only waits for the writer.
   virtual void Flush() = 0;
 
  protected:

@@ -1,4 +1,4 @@
-// ChunkStoreImpl, the RocksDB-backed ChunkStore (chunk_store.cc says how it works),
+// ChunkStoreImpl, the ChunkStore on segment files and RocksDB (chunk_store.cc says how it works),
 // and what its source files share. Private to datastore/: only its own .cc files include it.
 //
 // Its methods are spread by job:
@@ -6,11 +6,13 @@
 //   chunk_store_open.cc   Open: the directory, the secret, the database, the index
 //   write_queue.cc        Put, the write queue and its writer thread, Flush
 //   read_path.cc          Get, GetInto: the read cache, read-ahead, dropping bad chunks
-//   eviction.cc           eviction and reclaiming the evicted chunks' files
+//   eviction.cc           eviction and releasing the evicted chunks' segments
+// and segment_log.{h,cc} keeps the chunks' bytes.
 #pragma once
 
 #include <array>
 #include <atomic>
+#include <cstring>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -27,6 +29,7 @@
 #include "datastore/chunk_cache.h"
 #include "datastore/chunk_index.h"
 #include "datastore/chunk_store.h"
+#include "datastore/segment_log.h"
 #include "datastore/turnover.h"
 #include "util/bytes.h"
 #include "util/hex.h"
@@ -46,21 +49,58 @@ inline constexpr size_t kShards = 16;
 // come back later than a quarter of a 64 MiB store's turnover (about 1 s there).
 inline constexpr std::chrono::seconds kRepairWindow{5};
 
-inline constexpr size_t kIndexValueSize = 20;
+// An index entry's value: id (16 bytes), size (4), segment (8), offset (4), big-endian.
+inline constexpr size_t kIndexValueSize = 32;
+struct IndexEntry {
+  ContentId id;
+  uint32_t size = 0;
+  SegmentLog::Location at;
 
-// A chunk read from RocksDB enters the read cache on its second read within a while:
-// each shard remembers the ids of its last reads from RocksDB, one in each of
+  // False for a value this code does not write.
+  bool Parse(const rocksdb::Slice& value) {
+    if (value.size() != kIndexValueSize) return false;
+    const auto* p = reinterpret_cast<const uint8_t*>(value.data());
+    std::memcpy(id.data(), p, id.size());
+    size = bytes::GetBe32(p + 16);
+    at = {bytes::GetBe64(p + 20), bytes::GetBe32(p + 28)};
+    return true;
+  }
+  struct Encoded {
+    rocksdb::Slice slice() const { return {bytes, sizeof bytes}; }
+    char bytes[kIndexValueSize];
+  };
+  Encoded Encode() const {
+    Encoded e;
+    auto* p = reinterpret_cast<uint8_t*>(e.bytes);
+    std::memcpy(p, id.data(), id.size());
+    bytes::PutBe32(p + 16, size);
+    bytes::PutBe64(p + 20, at.segment);
+    bytes::PutBe32(p + 28, at.offset);
+    return e;
+  }
+};
+
+// Chunks go into segment files of up to this size (an eighth of the store, at
+// least 1 MiB): the granularity at which evicted chunks' bytes leave the disk.
+inline constexpr uint64_t kMaxSegmentBytes = 64 << 20;
+// Without sync_writes the writer makes the chunks durable (the segments, then
+// RocksDB's log of their index entries) every this many bytes of chunks: what a
+// power loss can take beyond the write queue.
+inline constexpr uint64_t kSyncEveryBytes = 16 << 20;
+
+// A chunk read from disk enters the read cache on its second read within a while:
+// each shard remembers the ids of its last reads from disk, one in each of
 // kReadTags slots (8 KiB a shard). A read that is the only one of its chunk (random
 // access over a store much larger than the cache) then costs no copy into the cache
 // and pushes nothing out of it.
 inline constexpr size_t kReadTags = 1024;
 
-// Read-ahead: a RocksDB read that continues a run of reads in storage order reads up
+// Read-ahead: a disk read that continues a run of reads in storage order reads up
 // to this many following sequence numbers, and at most kReadAheadBytes of them
 // (capped at an eighth of the cache), into the read cache.
 inline constexpr uint64_t kReadAheadChunks = 128;
 inline constexpr uint64_t kReadAheadBytes = 512 << 10;
-// A RocksDB read continues a run if it is at most this many sequence numbers
+// A disk read continues a run if it is at most this many sequence numbers
 // before or after where the run's next read was expected (chunks of other traffic
 // stored in between, or one pushed out of the cache before its turn). A run reads
 // ahead from its third read on: random reads pass for a run about
@@ -121,7 +161,7 @@ class ChunkStoreImpl final : public ChunkStore {
     };
     std::unordered_map<ContentId, Pending, IdHash> pending;
     ChunkCache cache;
-    // The ids of recent reads from RocksDB, by their first 8 bytes (| 1: 0 is free),
+    // The ids of recent reads from disk, by their first 8 bytes (| 1: 0 is free),
     // each at tag % kReadTags; empty when the cache is off.
     std::unique_ptr<uint64_t[]> read_tags;
   };
@@ -148,19 +188,24 @@ class ChunkStoreImpl final : public ChunkStore {
   bool CreateSecret(const std::string& file, bool* lost_race, std::string* why);
   bool OpenDatabase(const ChunkStoreOptions& options, std::string* why);
   bool CheckMeta(std::string* why);
+  // Deletes a format 1 store's index entries and drops its chunks family.
+  bool EmptyFormat1(std::string* why);
   bool Rebuild(std::string* why);
 
   // Reads chunk `id`, verifies it and hands its bytes to `sink` (perhaps under a
   // shard's lock: `sink` only copies them); false on a miss.
   template <typename Sink>
   bool Read(const ContentId& id, Sink&& sink);
-  // Caches the bytes of chunk `id` just read from RocksDB under `seq`, unless it
-  // was evicted or dropped meanwhile.
-  void CacheRead(const ContentId& id, uint64_t seq, std::span<const uint8_t> bytes);
-  // Whether chunk `id`, just read from RocksDB, was read from it recently too (and
+  // The index entry of `seq` (its chunk's id, size and place); false if there is
+  // none or it cannot be read (*status says which).
+  bool ReadEntry(uint64_t seq, IndexEntry* entry, rocksdb::Status* status);
+  // Caches the bytes of chunk `id` just read from disk under `seq`, unless it was
+  // evicted or dropped meanwhile.
+  void CacheRead(const ContentId& id, uint64_t seq, Blob blob);
+  // Whether chunk `id`, just read from disk, was read from it recently too (and
   // so goes in the cache); remembers this read either way.
   bool ReadBefore(const ContentId& id);
-  // Where to read ahead from after reading `seq` from RocksDB: seq + 1 if that read
+  // Where to read ahead from after reading `seq` from disk: seq + 1 if that read
   // continues a run of reads in storage order, else 0.
   uint64_t ReadAheadFrom(uint64_t seq);
   // Reads the chunks from `seq` on into the cache, those still stored under the
@@ -185,19 +230,21 @@ class ChunkStoreImpl final : public ChunkStore {
   // Evicts the oldest chunks until bytes_ <= evict_to_ (if still over max_bytes once
   // it has the eviction lock: the thread before may have done it already).
   void Evict();
-  // Flushes the memtables (so that the index deletes below `cursor`, written without
-  // a log, are on disk), then deletes the chunks family's files whose keys are all
-  // below `cursor`. Skipped when another thread is at it: the next round covers these
-  // files too. REQUIRES: the index entries below `cursor` are deleted (in a memtable
-  // at least).
+  // Syncs RocksDB's log (so that the index deletes below `cursor` are on disk), then
+  // releases the segments whose chunks are all below `cursor`. Skipped when another
+  // thread is at it: the next round covers these segments too. REQUIRES: the index
+  // entries below `cursor` are deleted.
   void Reclaim(uint64_t cursor);
+  // Makes every chunk written so far durable: the segments, then RocksDB's log of
+  // their index entries. A failure degrades the store.
+  void SyncWritten();
 
   const std::string path_;
   const uint64_t max_bytes_;
   // Each eviction round frees a little more than needed (1/64 of the store, at most
   // 8 MiB) so that its iterator and write are amortized over many Puts.
   const uint64_t evict_to_;
-  // Reclaiming rewrites RocksDB's manifest; done once per this many evicted bytes.
+  // Reclaiming syncs RocksDB's log; done once per this many evicted bytes.
   const uint64_t reclaim_every_;
 
   alignas(64) std::array<uint8_t, kSecretSize> secret_{};
@@ -205,9 +252,13 @@ class ChunkStoreImpl final : public ChunkStore {
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
-  rocksdb::ColumnFamilyHandle* chunks_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* index_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* format1_chunks_cf_ = nullptr;  // open only to be dropped
   rocksdb::WriteOptions write_options_;
+  // The chunks' bytes. Appended to and synced by the writer thread only.
+  SegmentLog segments_;
+  const uint64_t segment_bytes_;
+  uint64_t unsynced_bytes_ = 0;  // the writer's: appended since the last sync
 
   mutable std::array<Shard, kShards> shards_;
   std::atomic<uint64_t> next_seq_{1};
@@ -247,11 +298,11 @@ class ChunkStoreImpl final : public ChunkStore {
   std::string degraded_reason_;  // guarded by degraded_mu_
 
   const bool caching_;  // cache_bytes > 0
-  // Runs of RocksDB reads in storage order, for read-ahead.
+  // Runs of disk reads in storage order, for read-ahead.
   const uint64_t read_ahead_bytes_;
   struct Run {
     uint64_t next = 0;  // the sequence number a read continuing it is expected near
-    int reads = 0;      // RocksDB reads that made it so far
+    int reads = 0;      // disk reads that made it so far
     uint64_t used = 0;  // run_clock_ when last continued, for replacing the oldest
   };
   std::mutex runs_mu_;

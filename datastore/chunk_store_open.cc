@@ -24,10 +24,13 @@ namespace wanopt::datastore {
 namespace {
 
 constexpr char kSecretFile[] = "SECRET";
-constexpr char kChunksFamily[] = "chunks";
+constexpr char kSegmentsDir[] = "segments";
+// Format 1 kept the chunks' bytes in this family (chunk_store.cc).
+constexpr char kFormat1ChunksFamily[] = "chunks";
 constexpr char kIndexFamily[] = "index";
 constexpr char kFormatKey[] = "format";
-constexpr char kFormat[] = "1";
+constexpr char kFormat[] = "2";
+constexpr char kFormat1[] = "1";
 constexpr char kSecretCheckKey[] = "secret-check";
 // Hashed with the secret and kept in the database: a SECRET file that is not the one
 // the chunks were stored with (restored from elsewhere, regenerated) fails Open
@@ -95,7 +98,11 @@ bool ChunkStoreImpl::Init(const ChunkStoreOptions& options, std::string* why) {
   }
   if (!LoadOrCreateSecret(why) || !OpenDatabase(options, why) || !CheckMeta(why)) return false;
   auto rebuild_start = std::chrono::steady_clock::now();
-  if (!Rebuild(why)) return false;
+  if (!segments_.Open(path_ + "/" + kSegmentsDir, segment_bytes_, why) || !Rebuild(why)) return false;
+  if (size_t dropped = segments_.DropUnindexed()) {
+    WANOPT_LOG(kInfo, kComponent) << path_ << ": removed " << dropped
+                                  << " segment(s) with no indexed chunk (evicted, or written just before a crash)";
+  }
   auto rebuild_end = std::chrono::steady_clock::now();
   if (bytes_.load() > max_bytes_) Evict();  // max_bytes may have been lowered
   uint64_t cursor;
@@ -193,15 +200,12 @@ bool ChunkStoreImpl::OpenDatabase(const ChunkStoreOptions& options, std::string*
   db_options.paranoid_checks = true;
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   db_options.max_background_jobs = 2;
-  // Chunks are written without the log (chunk_store.cc): the chunks and index
-  // families must flush together, so that a crash keeps matching prefixes of both.
-  db_options.atomic_flush = true;
   // Closing flushes the memtables itself when healthy (the destructor); a degraded
   // store must write nothing more, and RocksDB's own close would try to.
   db_options.avoid_flush_during_shutdown = true;
-  // With sync_writes the log has every chunk: this bound makes RocksDB flush so that
-  // old log files can go.
-  db_options.max_total_wal_size = 256 << 20;
+  // The log has every index entry (36 bytes a chunk): this bound makes RocksDB
+  // flush so that old log files can go.
+  db_options.max_total_wal_size = 64 << 20;
   db_options.bytes_per_sync = 1 << 20;  // write back gradually, not in flush-sized bursts
   db_options.wal_bytes_per_sync = 1 << 20;
   // RocksDB's messages go to the journal, not to a LOG file on the store's disk,
@@ -212,23 +216,11 @@ bool ChunkStoreImpl::OpenDatabase(const ChunkStoreOptions& options, std::string*
 
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
-  // Index blocks of the table files (one entry per chunk-sized block) are charged to
-  // the block cache rather than held outside any bound.
+  // The table files' own index blocks are charged to the block cache rather than
+  // held outside any bound.
   table.cache_index_and_filter_blocks = true;
   table.pin_l0_filter_and_index_blocks_in_cache = true;
   auto table_factory = std::shared_ptr<rocksdb::TableFactory>(rocksdb::NewBlockBasedTableFactory(table));
-
-  rocksdb::ColumnFamilyOptions chunk_options;
-  chunk_options.table_factory = table_factory;
-  // Stored as they are: compressing text chunks with LZ4 as RocksDB writes them
-  // cost a tenth of the pipeline's CPU on novel text (pipeline_bench), and the disk
-  // then holds about max_bytes of chunks, whatever they are.
-  chunk_options.compression = rocksdb::kNoCompression;
-  // Chunks are in memtables until flushed (no log): 16 MiB memtables bound what a
-  // crash loses to 32 MiB, and a full or failing disk shows within 16 MiB of new
-  // chunks. Their keys are sequential, so small flushes cost no compaction.
-  chunk_options.write_buffer_size = 16 << 20;
-  chunk_options.level_compaction_dynamic_level_bytes = true;
 
   rocksdb::ColumnFamilyOptions index_options;
   index_options.table_factory = table_factory;
@@ -241,9 +233,14 @@ bool ChunkStoreImpl::OpenDatabase(const ChunkStoreOptions& options, std::string*
 
   std::vector<rocksdb::ColumnFamilyDescriptor> families = {
       {rocksdb::kDefaultColumnFamilyName, meta_options},
-      {kChunksFamily, chunk_options},
       {kIndexFamily, index_options},
   };
+  // A format 1 store has a chunks family, which must be opened to be dropped.
+  std::vector<std::string> existing;
+  if (rocksdb::DB::ListColumnFamilies(db_options, path_, &existing).ok() &&
+      std::find(existing.begin(), existing.end(), kFormat1ChunksFamily) != existing.end()) {
+    families.push_back({kFormat1ChunksFamily, {}});
+  }
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, path_, families, &handles_, &db);
   if (!s.ok()) {
@@ -261,8 +258,10 @@ bool ChunkStoreImpl::OpenDatabase(const ChunkStoreOptions& options, std::string*
   }
   db_.reset(db);
   meta_cf_ = handles_[0];
-  chunks_cf_ = handles_[1];
-  index_cf_ = handles_[2];
+  index_cf_ = handles_[1];
+  if (handles_.size() > 2) {
+    format1_chunks_cf_ = handles_[2];
+  }
   return true;
 }
 
@@ -277,7 +276,10 @@ bool ChunkStoreImpl::CheckMeta(std::string* why) {
     *why = "cannot read the store's format: " + (s1.ok() ? s2 : s1).ToString();
     return false;
   }
-  if (s1.ok() && format != kFormat) {
+  if (s1.ok() && format == kFormat1) {
+    if (!EmptyFormat1(why)) return false;
+    s1 = rocksdb::Status::NotFound();  // written below
+  } else if (s1.ok() && format != kFormat) {
     *why = "unknown store format '" + format + "' (this version reads format " + kFormat + ")";
     return false;
   }
@@ -302,6 +304,30 @@ bool ChunkStoreImpl::CheckMeta(std::string* why) {
   return true;
 }
 
+bool ChunkStoreImpl::EmptyFormat1(std::string* why) {
+  // Its index entries name chunks in the chunks family: all go, and the family with
+  // them. A cache's loss, once, at the upgrade.
+  const std::string all_keys_end(sizeof(SeqKey::bytes) + 1, '\xff');
+  rocksdb::WriteOptions sync;
+  sync.sync = true;
+  rocksdb::Status s = Writing([&] { return db_->DeleteRange(sync, index_cf_, "", all_keys_end); });
+  if (s.ok() && format1_chunks_cf_) {
+    s = Writing([&] { return db_->DropColumnFamily(format1_chunks_cf_); });
+    if (s.ok()) {
+      handles_.erase(std::find(handles_.begin(), handles_.end(), format1_chunks_cf_));
+      db_->DestroyColumnFamilyHandle(format1_chunks_cf_);
+      format1_chunks_cf_ = nullptr;
+    }
+  }
+  if (!s.ok()) {
+    *why = "cannot empty the format 1 store: " + s.ToString();
+    return false;
+  }
+  WANOPT_LOG(kWarn, kComponent) << path_ << ": a format 1 store (chunks inside RocksDB, from an earlier version): "
+                                << "emptied for format 2 (segment files); its chunks are learnt again as they cross";
+  return true;
+}
+
 bool ChunkStoreImpl::Rebuild(std::string* why) {
   uint64_t estimate = 0;
   if (db_->GetIntProperty(index_cf_, "rocksdb.estimate-num-keys", &estimate)) {
@@ -312,28 +338,33 @@ bool ChunkStoreImpl::Rebuild(std::string* why) {
   scan.readahead_size = 4 << 20;     // one sequential pass
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(scan, index_cf_));
   rocksdb::WriteBatch fix;
-  uint64_t first = 0, last = 0, bytes = 0;
+  uint64_t first = 0, last = 0, bytes = 0, gone = 0;
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    rocksdb::Slice key = it->key(), value = it->value();
-    if (key.size() != sizeof(SeqKey::bytes) || value.size() != kIndexValueSize) {
+    rocksdb::Slice key = it->key();
+    IndexEntry entry;
+    if (key.size() != sizeof(SeqKey::bytes) || !entry.Parse(it->value())) {
       fix.Delete(index_cf_, key);  // not something this code writes; forget it
       continue;
     }
     uint64_t seq = bytes::GetBe64(reinterpret_cast<const uint8_t*>(key.data()));
-    ContentId id;
-    std::memcpy(id.data(), value.data(), id.size());
-    uint32_t size = bytes::GetBe32(reinterpret_cast<const uint8_t*>(value.data()) + id.size());
     if (seq == 0 || (seq & ChunkIndex::kPending)) {
       fix.Delete(index_cf_, key);
       continue;
     }
-    ChunkIndex& index = ShardOf(id).index;
-    if (index.Find(id) != 0) {  // the same chunk twice: keep the older entry
+    // Its bytes are gone: a segment lost with the disk, or cut short by a crash.
+    if (!segments_.Holds(entry.at, entry.size)) {
+      fix.Delete(index_cf_, key);
+      ++gone;
+      continue;
+    }
+    ChunkIndex& index = ShardOf(entry.id).index;
+    if (index.Find(entry.id) != 0) {  // the same chunk twice: keep the older entry
       fix.Delete(index_cf_, key);
       continue;
     }
-    index.Insert(id, seq);
-    bytes += size;
+    index.Insert(entry.id, seq);
+    segments_.NoteIndexed(entry.at.segment, seq);
+    bytes += entry.size;
     if (first == 0) first = seq;
     last = seq;
   }
@@ -346,16 +377,12 @@ bool ChunkStoreImpl::Rebuild(std::string* why) {
   }
   it.reset();
   if (fix.Count() > 0) {
-    WANOPT_LOG(kWarn, kComponent) << path_ << ": removing " << fix.Count() << " malformed or repeated index entries";
+    WANOPT_LOG(kWarn, kComponent) << path_ << ": removing " << fix.Count() << " index entries: " << gone
+                                  << " whose bytes are gone, the others malformed or repeated";
     Writing([&] { return db_->Write(write_options_, &fix); });
   }
-  // Chunk bytes may outlive their index entry (evicted, not yet reclaimed): new
-  // sequence numbers start above both, so no key is ever written twice.
-  std::unique_ptr<rocksdb::Iterator> chunks(db_->NewIterator({}, chunks_cf_));
-  chunks->SeekToLast();
-  if (chunks->Valid() && chunks->key().size() == sizeof(SeqKey::bytes)) {
-    last = std::max(last, bytes::GetBe64(reinterpret_cast<const uint8_t*>(chunks->key().data())));
-  }
+  // Segments are never appended to after a restart (Open starts a new one), so new
+  // sequence numbers need only start above the indexed ones.
   next_seq_ = last + 1;
   bytes_ = bytes;
   std::lock_guard lock(evict_mu_);

@@ -1,9 +1,8 @@
-// ChunkStore eviction: the oldest chunks go first, their files a file at a time.
+// ChunkStore eviction: the oldest chunks go first, their bytes a segment at a time.
 #include "datastore/chunk_store_impl.h"
 
 #include <cstring>
 
-#include <rocksdb/convenience.h>
 #include <rocksdb/write_batch.h>
 
 namespace wanopt::datastore {
@@ -45,25 +44,23 @@ void ChunkStoreImpl::Evict() {
   for (it->Seek(lower_slice); it->Valid(); it->Next(), ++entries) {
     uint64_t bytes = bytes_.load();
     if (bytes <= evict_to_ || (bytes <= max_bytes_ && entries >= kMaxRoundEntries)) break;
-    rocksdb::Slice key = it->key(), value = it->value();
+    rocksdb::Slice key = it->key();
     batch.Delete(index_cf_, key);
     if (key.size() != sizeof(SeqKey::bytes)) continue;
     uint64_t seq = bytes::GetBe64(reinterpret_cast<const uint8_t*>(key.data()));
     evict_cursor_ = seq + 1;
-    if (value.size() != kIndexValueSize) continue;
-    ContentId id;
-    std::memcpy(id.data(), value.data(), id.size());
-    uint32_t size = bytes::GetBe32(reinterpret_cast<const uint8_t*>(value.data()) + id.size());
-    Shard& shard = ShardOf(id);
+    IndexEntry entry;
+    if (!entry.Parse(it->value())) continue;
+    Shard& shard = ShardOf(entry.id);
     bool erased;
     {
       std::lock_guard shard_lock(shard.mu);
-      erased = RemoveLocked(shard, id, seq);
+      erased = RemoveLocked(shard, entry.id, seq);
     }
     if (erased) {  // else dropped as corrupt meanwhile; its dropper counted it
-      bytes_.fetch_sub(size);
+      bytes_.fetch_sub(entry.size);
       evictions_.fetch_add(1, std::memory_order_relaxed);
-      freed += size;
+      freed += entry.size;
     }
   }
   rocksdb::Status s = it->status();
@@ -72,7 +69,7 @@ void ChunkStoreImpl::Evict() {
   if (!s.ok()) {
     // The chunks are out of the in-memory index already. Their entries stay on disk
     // (the next round deletes them; a restart before that brings them back as stored
-    // chunks), and so must their bytes: the cursor goes back.
+    // chunks), and so must their segments: the cursor goes back.
     evict_cursor_ = round_start;
     uint64_t n = write_errors_.fetch_add(1) + 1;
     if (!s.IsAborted() && WorthLogging(n)) {
@@ -91,21 +88,12 @@ void ChunkStoreImpl::Evict() {
 void ChunkStoreImpl::Reclaim(uint64_t cursor) {
   std::unique_lock lock(reclaim_mu_, std::try_to_lock);
   if (!lock) return;
-  SeqKey end(cursor);
-  rocksdb::Slice end_slice = end.slice();
-  // The evictions' index deletes are written without a log: flush them (with the
-  // chunks written alongside, atomic_flush) before the bytes go, or a crash would
-  // bring back index entries whose chunk files are already deleted.
-  rocksdb::FlushOptions wait;
-  wait.wait = true;
-  rocksdb::Status s = Writing([&] { return db_->Flush(wait, {chunks_cf_, index_cf_}); });
-  if (!s.ok()) return;  // the store degraded (logged once there): keep the files
-  s = Writing([&] {
-    return rocksdb::DeleteFilesInRange(db_.get(), chunks_cf_, nullptr, &end_slice, /*include_end=*/false);
-  });
-  if (!s.ok() && !s.IsAborted()) {
-    WANOPT_LOG(kWarn, kComponent) << path_ << ": cannot delete evicted chunk files: " << s.ToString();
-  }
+  // The evictions' index deletes are in RocksDB's log, not synced: sync it before
+  // the bytes go, or a power loss could bring back entries whose segment is gone
+  // (a miss on Get, but the peer would be sent their names meanwhile).
+  rocksdb::Status s = Writing([&] { return db_->SyncWAL(); });
+  if (!s.ok()) return;  // the store degraded (logged once there): keep the segments
+  segments_.ReleaseBelow(cursor);
 }
 
 }  // namespace wanopt::datastore

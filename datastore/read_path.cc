@@ -1,10 +1,24 @@
 // ChunkStore::Get and GetInto: from the read cache or the write queue, else from
-// RocksDB, verified; read-ahead into the cache; dropping chunks that fail to verify.
+// its segment, verified; read-ahead into the cache; dropping chunks that fail to
+// verify.
 #include "datastore/chunk_store_impl.h"
 
+#include <cerrno>
 #include <cstring>
 
 namespace wanopt::datastore {
+namespace {
+
+// Reads the bytes `entry` names from the segment log into a new blob; 0 or the errno.
+int ReadBlob(const SegmentLog& log, const IndexEntry& entry, Blob* blob) {
+  auto data = std::make_shared_for_overwrite<uint8_t[]>(entry.size);
+  int error = log.Read(entry.at, entry.size, data.get());
+  blob->data = std::move(data);
+  blob->size = entry.size;
+  return error;
+}
+
+}  // namespace
 
 template <typename Sink>
 bool ChunkStoreImpl::Read(const ContentId& id, Sink&& sink) {
@@ -23,7 +37,7 @@ bool ChunkStoreImpl::Read(const ContentId& id, Sink&& sink) {
       }
       if (blob) {
         // Not hashed again: bytes enter the cache and the queue verified (hashed by
-        // Put, or re-hashed on their RocksDB read below), and memory is not a disk
+        // Put, or re-hashed on their disk read below), and memory is not a disk
         // block. Copied out under the lock: a few microseconds at most, and no
         // reference counting on the hot path.
         hits_.fetch_add(1, std::memory_order_relaxed);
@@ -38,38 +52,54 @@ bool ChunkStoreImpl::Read(const ContentId& id, Sink&& sink) {
     misses_.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
-  SeqKey key(seq);
-  rocksdb::PinnableSlice value;  // pins the cached block: hashed and copied in place
-  rocksdb::Status s = db_->Get({}, chunks_cf_, key.slice(), &value);
-  if (s.ok() && IdOf(Bytes(value)) == id) {
-    hits_.fetch_add(1, std::memory_order_relaxed);
-    sink(Bytes(value));
-    if (caching_) {
-      if (ReadBefore(id)) CacheRead(id, seq, Bytes(value));
-      value.Reset();
-      if (uint64_t from = read_ahead_bytes_ > 0 ? ReadAheadFrom(seq) : 0) ContinueRun(seq, ReadAhead(from));
+  IndexEntry entry;
+  rocksdb::Status s;
+  int error = 0;
+  if (ReadEntry(seq, &entry, &s) && entry.id == id) {
+    Blob blob;
+    error = ReadBlob(segments_, entry, &blob);
+    if (error == 0 && IdOf(blob.span()) == id) {
+      hits_.fetch_add(1, std::memory_order_relaxed);
+      sink(blob.span());
+      if (caching_) {
+        if (ReadBefore(id)) CacheRead(id, seq, std::move(blob));
+        if (uint64_t from = read_ahead_bytes_ > 0 ? ReadAheadFrom(seq) : 0) ContinueRun(seq, ReadAhead(from));
+      }
+      return true;
     }
-    return true;
   }
   misses_.fetch_add(1, std::memory_order_relaxed);
-  if (s.ok()) {
-    Drop(id, seq, "its bytes do not match its id (" + std::to_string(value.size()) + " bytes read)");
-  } else if (s.IsNotFound()) {
-    Drop(id, seq, "its bytes are missing");
+  if (s.IsNotFound()) {
+    Drop(id, seq, "its index entry is missing");
   } else if (s.IsCorruption()) {
     Drop(id, seq, s.ToString());
-  } else {  // an I/O error may pass; the chunk stays
+  } else if (!s.ok() || (error != 0 && error != ENOENT && error != ENODATA)) {
+    // An I/O error may pass; the chunk stays.
     uint64_t n = read_errors_.fetch_add(1) + 1;
     if (WorthLogging(n)) {
-      WANOPT_LOG(kError, kComponent) << path_ << ": cannot read chunk " << Hex(id) << " ("
-                                     << n << " read errors so far): " << s.ToString();
+      WANOPT_LOG(kError, kComponent) << path_ << ": cannot read chunk " << Hex(id) << " (" << n
+                                     << " read errors so far): " << (s.ok() ? std::strerror(error) : s.ToString());
     }
+  } else if (entry.id != id) {
+    Drop(id, seq, "its index entry names another chunk");
+  } else if (error != 0) {
+    Drop(id, seq, "its bytes are missing");
+  } else {
+    Drop(id, seq, "its bytes do not match its id (" + std::to_string(entry.size) + " bytes read)");
   }
   return false;
 }
 
-void ChunkStoreImpl::CacheRead(const ContentId& id, uint64_t seq, std::span<const uint8_t> bytes) {
-  Blob blob = Blob::Copy(bytes);
+bool ChunkStoreImpl::ReadEntry(uint64_t seq, IndexEntry* entry, rocksdb::Status* status) {
+  rocksdb::PinnableSlice value;
+  *status = db_->Get({}, index_cf_, SeqKey(seq).slice(), &value);
+  if (!status->ok()) return false;
+  if (entry->Parse(value)) return true;
+  *status = rocksdb::Status::Corruption("its index entry is malformed");
+  return false;
+}
+
+void ChunkStoreImpl::CacheRead(const ContentId& id, uint64_t seq, Blob blob) {
   Shard& shard = ShardOf(id);
   std::lock_guard lock(shard.mu);
   if (shard.index.Find(id) == seq) shard.cache.Insert(id, std::move(blob));
@@ -119,30 +149,29 @@ uint64_t ChunkStoreImpl::ReadAhead(uint64_t seq) {
   rocksdb::Slice upper_slice = upper.slice();
   rocksdb::ReadOptions options;
   options.iterate_upper_bound = &upper_slice;
-  options.fill_cache = false;  // the bytes go to the read cache, not twice in memory
-  options.readahead_size = read_ahead_bytes_;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, chunks_cf_));
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, index_cf_));
   uint64_t bytes = 0, next = seq + kReadAheadChunks;
   for (it->Seek(lower.slice()); it->Valid(); it->Next()) {
     rocksdb::Slice key = it->key();
-    if (key.size() != sizeof(SeqKey::bytes)) continue;
+    IndexEntry entry;
+    if (key.size() != sizeof(SeqKey::bytes) || !entry.Parse(it->value())) continue;
     uint64_t at = bytes::GetBe64(reinterpret_cast<const uint8_t*>(key.data()));
     if (bytes >= read_ahead_bytes_) {
       next = at;
       break;
     }
-    std::span<const uint8_t> value = Bytes(it->value());
-    bytes += value.size();
-    // The verification: the bytes' id must be stored under this very sequence
-    // number. Damaged bytes hash to an id that is not (a Get of the real id reads
-    // and drops them); so do the bytes of an evicted chunk not yet reclaimed.
-    ContentId id = IdOf(value);
-    Shard& shard = ShardOf(id);
+    Shard& shard = ShardOf(entry.id);
     {
       std::lock_guard lock(shard.mu);
-      if (shard.index.Find(id) != at || shard.cache.Contains(id)) continue;
+      // Evicted, dropped or stored again meanwhile, or in the cache already.
+      if (shard.index.Find(entry.id) != at || shard.cache.Contains(entry.id)) continue;
     }
-    CacheRead(id, at, value);
+    bytes += entry.size;
+    // Verified as any read: bytes that are not the chunk's are left for a Get of it
+    // to find and drop.
+    Blob blob;
+    if (ReadBlob(segments_, entry, &blob) != 0 || IdOf(blob.span()) != entry.id) continue;
+    CacheRead(entry.id, at, std::move(blob));
   }
   return next;
 }
@@ -159,8 +188,9 @@ bool ChunkStoreImpl::GetInto(const ContentId& id, Buffer& out) {
 
 void ChunkStoreImpl::Drop(const ContentId& id, uint64_t seq, const std::string& reason) {
   SeqKey key(seq);
-  std::string entry;
-  rocksdb::Status s = db_->Get({}, index_cf_, key.slice(), &entry);
+  IndexEntry entry;
+  rocksdb::Status s;
+  bool sized = ReadEntry(seq, &entry, &s);
   {
     Shard& shard = ShardOf(id);
     std::lock_guard lock(shard.mu);
@@ -169,10 +199,8 @@ void ChunkStoreImpl::Drop(const ContentId& id, uint64_t seq, const std::string& 
   }
   // The size is in the index entry; if that is unreadable too, bytes_ stays too high
   // (evicting a little early) until the next Open recounts.
-  if (s.ok() && entry.size() == kIndexValueSize) {
-    bytes_.fetch_sub(bytes::GetBe32(reinterpret_cast<const uint8_t*>(entry.data()) + id.size()));
-  }
-  // Only the index entry goes: the bytes are reclaimed with their file.
+  if (sized) bytes_.fetch_sub(entry.size);
+  // Only the index entry goes: the bytes are released with their segment.
   Writing([&] { return db_->Delete(write_options_, index_cf_, key.slice()); });
   uint64_t n = corrupt_dropped_.fetch_add(1) + 1;
   if (WorthLogging(n)) {

@@ -1,5 +1,6 @@
-// ChunkStore::Put and the write queue: the writer thread writes queued chunks to
-// RocksDB in batches (Write-behind in chunk_store.cc).
+// ChunkStore::Put and the write queue: the writer thread appends queued chunks to
+// the segment log and writes their index entries to RocksDB, in batches
+// (Write-behind in chunk_store.cc).
 #include "datastore/chunk_store_impl.h"
 
 #include <pthread.h>
@@ -16,9 +17,9 @@ namespace {
 // What a queued chunk costs the write queue's bound beyond its bytes: the queue and
 // pending-map entries and the shared block.
 constexpr uint64_t kQueueEntryOverhead = 128;
-// The most the writer puts in one WriteBatch: large enough that the per-write costs
-// (the write thread's handoff, the log's write()) are spread over many chunks, small
-// enough that the memtable insert does not hold up the readers' view for long.
+// The most the writer takes in one batch: large enough that the per-write costs (a
+// pwritev, RocksDB's write thread handoff and log write) are spread over many
+// chunks, small enough that a batch is done within a few milliseconds.
 constexpr uint64_t kWriteBatchBytes = 4 << 20;
 // A writer that finds less than kLingerBytes queued waits up to kLinger for more
 // (unless a Put, or Flush, is waiting for it): when Puts come one at a time, a
@@ -144,17 +145,30 @@ void ChunkStoreImpl::WriterLoop() {
 
 void ChunkStoreImpl::WriteBatchOut(std::vector<Queued>& batch) {
   uint64_t bytes = 0;
-  for (const auto& q : batch) bytes += q.blob.size;
-  rocksdb::WriteBatch write(bytes + batch.size() * 64 + 64);
+  std::vector<SegmentLog::Record> records;
+  records.reserve(batch.size());
   for (const auto& q : batch) {
-    SeqKey key(q.seq);
-    char entry[kIndexValueSize];
-    std::memcpy(entry, q.id.data(), q.id.size());
-    bytes::PutBe32(reinterpret_cast<uint8_t*>(entry) + q.id.size(), q.blob.size);
-    write.Put(chunks_cf_, key.slice(), {reinterpret_cast<const char*>(q.blob.data.get()), q.blob.size});
-    write.Put(index_cf_, key.slice(), {entry, sizeof entry});
+    bytes += q.blob.size;
+    records.push_back({q.seq, q.blob.span()});
   }
-  rocksdb::Status s = Writing([&] { return db_->Write(write_options_, &write); });
+  std::vector<SegmentLog::Location> where(batch.size());
+  // The bytes first: an index entry is written only for bytes appended.
+  rocksdb::Status s = rocksdb::Status::Aborted("the datastore is degraded");
+  if (!degraded()) {
+    int error = segments_.Append(records, where.data());
+    if (error == 0 && sync_writes_) error = segments_.Sync();
+    if (error != 0) {
+      s = rocksdb::Status::IOError("segment " + std::string(std::strerror(error)));
+      Degrade("cannot write chunks: " + std::string(std::strerror(error)));
+    } else {
+      rocksdb::WriteBatch write(batch.size() * (sizeof(SeqKey::bytes) + kIndexValueSize + 16) + 64);
+      for (size_t i = 0; i < batch.size(); ++i) {
+        IndexEntry entry{batch[i].id, batch[i].blob.size, where[i]};
+        write.Put(index_cf_, SeqKey(batch[i].seq).slice(), entry.Encode().slice());
+      }
+      s = Writing([&] { return db_->Write(write_options_, &write); });
+    }
+  }
   uint64_t charge = 0;
   for (const auto& q : batch) {
     charge += q.blob.size + kQueueEntryOverhead;
@@ -165,18 +179,31 @@ void ChunkStoreImpl::WriteBatchOut(std::vector<Queued>& batch) {
       if (RemoveLocked(shard, q.id, q.seq)) bytes_.fetch_sub(q.blob.size);
       continue;
     }
-    // On disk: Get reads it from RocksDB (or the cache) from now on. Evicted
+    // On disk: Get reads it from its segment (or the cache) from now on. Evicted
     // meanwhile (once on disk, eviction may take it before this), nothing to do.
     if (shard.index.Update(q.id, q.seq | ChunkIndex::kPending, q.seq)) shard.pending.erase(q.id);
   }
   // Logged once, by Degrade.
   if (!s.ok()) write_errors_.fetch_add(batch.size());
+  if (s.ok() && !sync_writes_ && (unsynced_bytes_ += bytes) >= kSyncEveryBytes) {
+    SyncWritten();
+    unsynced_bytes_ = 0;
+  }
   {
     std::lock_guard lock(queue_mu_);
     queued_bytes_ -= charge;
     written_ += batch.size();
   }
   progress_cv_.notify_all();
+}
+
+void ChunkStoreImpl::SyncWritten() {
+  if (degraded()) return;
+  if (int error = segments_.Sync()) {
+    Degrade("cannot sync chunks: " + std::string(std::strerror(error)));
+    return;
+  }
+  Writing([&] { return db_->SyncWAL(); });
 }
 
 void ChunkStoreImpl::Flush() {
@@ -186,12 +213,9 @@ void ChunkStoreImpl::Flush() {
     target = enqueued_;
   }
   WaitForWriter(target);
-  // A failure degrades the store, which logs it. With sync_writes every batch is in
-  // the synced log already; without, the memtables go to (synced) table files.
-  if (sync_writes_) return;
-  rocksdb::FlushOptions wait;
-  wait.wait = true;
-  Writing([&] { return db_->Flush(wait, {chunks_cf_, index_cf_}); });
+  // A failure degrades the store, which logs it. With sync_writes every batch is
+  // synced already.
+  if (!sync_writes_) SyncWritten();
 }
 
 }  // namespace wanopt::datastore

@@ -122,8 +122,8 @@ TEST_CASE("datastore disk full mid-transfer: correct bytes, the store degrades, 
   CHECK(Send(pair, 1, data));
   datastore::ChunkStore* dc = pair.datacenter->store();
   REQUIRE(dc);
-  // Chunks reach the disk when RocksDB flushes a memtable, in its own thread: the
-  // failure may be reported a moment after the transfer.
+  // Chunks reach the disk in the store's writer thread: the failure may be
+  // reported a moment after the transfer.
   for (int i = 0; i < 5000 && dc->healthy(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));  // bounded wait for a condition
   }
@@ -139,7 +139,7 @@ TEST_CASE("datastore disk full mid-transfer: correct bytes, the store degrades, 
   auto c = DatacenterConnection(pair, 3);
   REQUIRE(c.policy.applied);
   CHECK(*c.policy.applied == Policy::kLz);
-  CHECK(Noted(c, "datastore degraded: cannot write: IO error: No space left on device"));
+  CHECK(Noted(c, "datastore degraded: cannot write chunks: No space left on device"));
   // Closing the degraded store writes nothing; starting again on the still-full
   // disk runs without DRE.
   REQUIRE_NOTHROW(pair.Restart());

@@ -11,8 +11,8 @@
 //   datastore_crash_child put-forever DIR BASE  Puts BASE+0, BASE+1, ... and
 //       Flushes after every fourth; reports i (uint32) after each Flush.
 //   datastore_crash_child evict-forever DIR   Puts chunks 0, 1, 2, ... into a 32 MiB
-//       store, twice a memtable (so evicted chunks' files are flushed, then deleted,
-//       all along); reports i after every 16th, never Flushes.
+//       store (so evicted chunks' segments are released all along); reports i
+//       after every 16th, never Flushes.
 // Reports are native-endian 32-bit integers on stdout. After its report the first
 // two wait to be killed; every mode ends itself after 30 s (alarm).
 #define DOCTEST_CONFIG_DISABLE  // the helpers' REQUIREs are the tests', not ours

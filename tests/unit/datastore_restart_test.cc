@@ -1,5 +1,5 @@
 // The DRE chunk store across restarts and damage: reopening, a deleted directory,
-// corrupted values and table blocks, a kill -9 mid-write. Every test works in a
+// corrupted chunks, cut and lost segments, a format 1 store, a kill -9 mid-write. Every test works in a
 // fresh directory under /tmp, removed at its end.
 #include <doctest/doctest.h>
 
@@ -12,6 +12,8 @@
 #include <fstream>
 #include <iterator>
 #include <random>
+
+#include <rocksdb/db.h>
 
 #include "datastore/chunk_store.h"
 #include "tests/unit/datastore_test_util.h"
@@ -132,37 +134,94 @@ TEST_CASE("a corrupted value is dropped on Get, counted, logged, and can be stor
   CHECK(store->stats().bytes == flipped.size() + intact.size());
 }
 
-TEST_CASE("a damaged block in a table file is caught by RocksDB's checksum and dropped") {
+TEST_CASE("a segment cut short by a crash: Open forgets the chunks whose bytes are gone, keeps the others") {
   TempDir dir;
   std::mt19937_64 rng(11);
-  Chunk damaged = RandomChunk(rng, 30000), intact = RandomChunk(rng, 30000);
-  ContentId damaged_id, intact_id;
+  Chunk intact = RandomChunk(rng, 30000), cut = RandomChunk(rng, 30000);
+  ContentId intact_id, cut_id;
   {
     auto store = OpenStore(dir.store());
-    damaged_id = store->Put(damaged);
     intact_id = store->Put(intact);
-  }  // closing flushes the chunks into a table file
-  // Random bytes do not compress, so the chunk is in the file as it is.
-  std::string needle(damaged.begin() + 10000, damaged.begin() + 10064);
-  int flipped = 0;
-  for (const auto& entry : fs::directory_iterator(dir.store())) {
-    if (entry.path().extension() != ".sst") continue;
-    std::fstream f(entry.path(), std::ios::in | std::ios::out | std::ios::binary);
-    std::string content((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    auto at = content.find(needle);
-    if (at == std::string::npos) continue;
-    f.seekp(static_cast<std::streamoff>(at + 10));
-    f.put(static_cast<char>(content[at + 10] ^ 1));
-    ++flipped;
+    cut_id = store->Put(cut);
   }
-  REQUIRE(flipped == 1);
+  // Both are in the one segment, in the order stored: cut the second one's tail.
+  std::vector<fs::path> segments;
+  for (const auto& entry : fs::directory_iterator(dir.store() + "/segments")) segments.push_back(entry.path());
+  REQUIRE(segments.size() == 1);
+  REQUIRE(fs::file_size(segments[0]) == intact.size() + cut.size());
+  fs::resize_file(segments[0], intact.size() + 1000);
+
+  log::StartCapture();
   auto store = OpenStore(dir.store());
-  CHECK_FALSE(store->Get(damaged_id));
-  CHECK(store->stats().corrupt_dropped == 1);
-  CHECK_FALSE(store->Contains(damaged_id));
+  CHECK(log::Captured().find("removing 1 index entries: 1 whose bytes are gone") != std::string::npos);
+  CHECK_FALSE(store->Contains(cut_id));  // never offered to a peer
   CHECK(store->Get(intact_id) == intact);
-  CHECK(store->Put(damaged) == damaged_id);
-  CHECK(store->Get(damaged_id) == damaged);
+  CHECK(store->stats().chunks == 1);
+  CHECK(store->stats().bytes == intact.size());
+  CHECK(store->stats().corrupt_dropped == 0);
+  CHECK(store->Put(cut) == cut_id);
+  CHECK(store->Get(cut_id) == cut);
+}
+
+TEST_CASE("a segment file lost: its chunks are forgotten on Open, a new store's segments start after it") {
+  TempDir dir;
+  std::mt19937_64 rng(12);
+  Chunk a = RandomChunk(rng, 5000), b = RandomChunk(rng, 7000);
+  ContentId a_id, b_id;
+  {
+    auto store = OpenStore(dir.store());
+    a_id = store->Put(a);
+  }
+  {
+    auto store = OpenStore(dir.store());  // a new segment for each run
+    b_id = store->Put(b);
+  }
+  std::vector<fs::path> segments;
+  for (const auto& entry : fs::directory_iterator(dir.store() + "/segments")) segments.push_back(entry.path());
+  std::sort(segments.begin(), segments.end());
+  REQUIRE(segments.size() == 2);
+  fs::remove(segments[0]);
+  auto store = OpenStore(dir.store());
+  CHECK_FALSE(store->Contains(a_id));
+  CHECK(store->Get(b_id) == b);
+  CHECK(store->stats().bytes == b.size());
+}
+
+TEST_CASE("a format 1 store (chunks inside RocksDB) is emptied on Open, its chunks family dropped") {
+  TempDir dir;
+  std::mt19937_64 rng(13);
+  Chunk chunk = RandomChunk(rng, 4000);
+  OpenStore(dir.store()).reset();  // SECRET and the secret check, as format 1 had them
+  {
+    // What format 1 left: a chunks family (seq -> bytes), 20-byte index entries.
+    rocksdb::Options options;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families = {{rocksdb::kDefaultColumnFamilyName, options},
+                                                             {"index", options}};
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* db = nullptr;
+    REQUIRE(rocksdb::DB::Open(options, dir.store(), families, &handles, &db).ok());
+    rocksdb::ColumnFamilyHandle* chunks = nullptr;
+    REQUIRE(db->CreateColumnFamily(options, "chunks", &chunks).ok());
+    const std::string key("\0\0\0\0\0\0\0\1", 8);
+    REQUIRE(db->Put({}, chunks, key, std::string(chunk.begin(), chunk.end())).ok());
+    REQUIRE(db->Put({}, handles[1], key, std::string(20, 'x')).ok());
+    REQUIRE(db->Put({}, handles[0], "format", "1").ok());
+    handles.push_back(chunks);
+    for (auto* handle : handles) db->DestroyColumnFamilyHandle(handle);
+    delete db;
+  }
+  log::StartCapture();
+  auto store = OpenStore(dir.store());
+  CHECK(log::Captured().find("a format 1 store") != std::string::npos);
+  CHECK(store->stats().chunks == 0);
+  ContentId id = store->Put(chunk);
+  CHECK(store->Get(id) == chunk);
+  store.reset();
+  std::vector<std::string> names;
+  REQUIRE(rocksdb::DB::ListColumnFamilies({}, dir.store(), &names).ok());
+  CHECK(std::find(names.begin(), names.end(), "chunks") == names.end());
+  store = OpenStore(dir.store());  // format 2 now: nothing emptied
+  CHECK(store->Get(id) == chunk);
 }
 
 TEST_CASE("a store killed with SIGKILL mid-write reopens and serves only verified chunks") {
@@ -171,10 +230,10 @@ TEST_CASE("a store killed with SIGKILL mid-write reopens and serves only verifie
   // then reports the last one flushed on a pipe; the parent kills it while it is
   // still writing. Twice on the same store: the second time RocksDB's newest log
   // also gets a torn, scribbled tail, as a power loss could leave it. The contract:
-  // what Flush covered survives a kill -9, and the torn log too (chunks are
-  // written without it: the log never held them); chunks Put since may be lost
-  // (they were still in the write queue or a memtable), but what survives is
-  // everything stored before some point.
+  // what Flush covered survives a kill -9, and a torn log too (Flush synced the
+  // log, and RocksDB replays it up to the tear); chunks Put since may be lost
+  // (they were still in the write queue), but what survives is everything stored
+  // before some point.
   uint64_t first_round = 0;  // chunks the first round left (a prefix of its sequence)
   for (int round = 0; round < 2; ++round) {
     CAPTURE(round);

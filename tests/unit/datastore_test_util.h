@@ -1,6 +1,6 @@
 // Helpers for the DRE chunk store's tests (datastore_*_test.cc): a fresh directory
 // under /tmp removed at the end, random and numbered chunks, opening a store (a
-// failure fails the test), and damaging a stored value through RocksDB itself.
+// failure fails the test), and damaging a stored chunk in its segment file.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -13,13 +13,13 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <random>
 #include <string>
 #include <system_error>
 #include <vector>
-
-#include <rocksdb/db.h>
 
 #include "datastore/chunk_store.h"
 
@@ -27,8 +27,8 @@ namespace wanopt::datastore::test_helpers {
 
 using Chunk = std::vector<uint8_t>;
 
-// The store size of datastore_crash_child's evict-forever: twice a chunk memtable
-// (16 MiB), so that evicted chunks' files are flushed before they are deleted.
+// The store size of datastore_crash_child's evict-forever: segments of 4 MiB (an
+// eighth of it), so that evicted chunks' segments are released all along.
 inline constexpr uint64_t kEvictStoreBytes = uint64_t{32} << 20;
 
 #ifdef WANOPT_DATASTORE_CHILD
@@ -121,30 +121,26 @@ inline std::string OpenError(const std::string& path) {
   return error;
 }
 
-// Rewrites, straight through RocksDB, the stored value equal to `original`, as a
-// failing disk or a torn write would. The store must be closed.
+// Overwrites, in its segment file, the stored bytes equal to `original` with
+// `replacement`, zero-filled to the original length if shorter (as a torn write
+// leaves them): what a failing disk would do. The store must be closed.
 inline void RewriteStoredValue(const std::string& path, const Chunk& original, const Chunk& replacement) {
-  std::vector<std::string> names;
-  REQUIRE(rocksdb::DB::ListColumnFamilies({}, path, &names).ok());
-  std::vector<rocksdb::ColumnFamilyDescriptor> families;
-  for (const auto& name : names) families.emplace_back(name, rocksdb::ColumnFamilyOptions());
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* db = nullptr;
-  REQUIRE(rocksdb::DB::Open({}, path, families, &handles, &db).ok());
-  rocksdb::Slice wanted(reinterpret_cast<const char*>(original.data()), original.size());
+  REQUIRE(replacement.size() <= original.size());
+  const std::string needle(original.begin(), original.end());
+  std::string bytes(replacement.begin(), replacement.end());
+  bytes.resize(original.size(), '\0');
   int rewritten = 0;
-  for (auto* handle : handles) {
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, handle));
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      if (it->value() != wanted) continue;
-      REQUIRE(db->Put({}, handle, it->key(),
-                      rocksdb::Slice(reinterpret_cast<const char*>(replacement.data()), replacement.size()))
-                  .ok());
+  for (const auto& entry : std::filesystem::directory_iterator(path + "/segments")) {
+    std::fstream f(entry.path(), std::ios::in | std::ios::out | std::ios::binary);
+    std::string content((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    for (auto at = content.find(needle); at != std::string::npos; at = content.find(needle, at + 1)) {
+      f.clear();
+      f.seekp(static_cast<std::streamoff>(at));
+      f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+      REQUIRE(f.good());
       ++rewritten;
     }
   }
-  for (auto* handle : handles) db->DestroyColumnFamilyHandle(handle);
-  delete db;
   REQUIRE(rewritten == 1);
 }
 
