@@ -68,8 +68,7 @@ ChunkStoreImpl::ChunkStoreImpl(const ChunkStoreOptions& options)
     : path_(options.path),
       max_bytes_(options.max_bytes),
       evict_to_(options.max_bytes - std::min<uint64_t>(options.max_bytes / 64, 8 << 20)),
-      reclaim_every_(std::clamp<uint64_t>(options.max_bytes / 8, 1 << 20, 64 << 20)),
-      segment_bytes_(std::clamp<uint64_t>(options.max_bytes / 8, 1 << 20, kMaxSegmentBytes)),
+      segment_bytes_(std::clamp<uint64_t>(options.max_bytes / 8, 64 << 10, kMaxSegmentBytes)),
       queue_limit_(std::min(options.write_queue_bytes, options.max_bytes / 4)),
       sync_writes_(options.sync_writes),
       caching_(options.cache_bytes > 0),
@@ -157,6 +156,7 @@ ChunkStore::Stats ChunkStoreImpl::stats() const {
   s.degraded = degraded();
   s.memory_hits = memory_hits_.load();
   s.queue_waits = queue_waits_.load();
+  s.disk_bytes = segments_.disk_bytes();
   return s;
 }
 

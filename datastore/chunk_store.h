@@ -147,6 +147,7 @@ class ChunkStore {
     uint64_t cache_bytes = 0;   // the read cache now: <= cache_bytes; not in index_memory_bytes
     uint64_t queued_bytes = 0;  // the write queue now: <= write_queue_bytes (or one chunk)
     uint64_t queue_waits = 0;   // Puts that waited for room in the write queue
+    uint64_t disk_bytes = 0;    // the segment files: bytes, plus evicted chunks not yet released
   };
 
   // Opens the store in options.path, creating it if needed. On failure returns

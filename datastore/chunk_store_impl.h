@@ -81,7 +81,8 @@ struct IndexEntry {
 };
 
 // Chunks go into segment files of up to this size (an eighth of the store, at
-// least 1 MiB): the granularity at which evicted chunks' bytes leave the disk.
+// least 64 KiB): the granularity at which evicted chunks' bytes leave the disk.
+// Reclaiming (a sync of RocksDB's log) runs once a segment's worth is evicted.
 inline constexpr uint64_t kMaxSegmentBytes = 64 << 20;
 // Without sync_writes the writer makes the chunks durable (the segments, then
 // RocksDB's log of their index entries) every this many bytes of chunks: what a
@@ -244,8 +245,7 @@ class ChunkStoreImpl final : public ChunkStore {
   // Each eviction round frees a little more than needed (1/64 of the store, at most
   // 8 MiB) so that its iterator and write are amortized over many Puts.
   const uint64_t evict_to_;
-  // Reclaiming syncs RocksDB's log; done once per this many evicted bytes.
-  const uint64_t reclaim_every_;
+  const uint64_t segment_bytes_;  // see kMaxSegmentBytes
 
   alignas(64) std::array<uint8_t, kSecretSize> secret_{};
 
@@ -255,9 +255,8 @@ class ChunkStoreImpl final : public ChunkStore {
   rocksdb::ColumnFamilyHandle* index_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* format1_chunks_cf_ = nullptr;  // open only to be dropped
   rocksdb::WriteOptions write_options_;
-  // The chunks' bytes. Appended to and synced by the writer thread only.
+  // The chunks' bytes.
   SegmentLog segments_;
-  const uint64_t segment_bytes_;
   uint64_t unsynced_bytes_ = 0;  // the writer's: appended since the last sync
 
   mutable std::array<Shard, kShards> shards_;

@@ -78,7 +78,7 @@ void ChunkStoreImpl::Evict() {
     return;
   }
   evicted_since_reclaim_ += freed;
-  if (evicted_since_reclaim_ < reclaim_every_) return;
+  if (evicted_since_reclaim_ < segment_bytes_) return;
   evicted_since_reclaim_ = 0;
   uint64_t cursor = evict_cursor_;
   lock.unlock();

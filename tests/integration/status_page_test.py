@@ -109,9 +109,10 @@ try:
     summary = json.loads(body)
     check("/api/summary totals", summary["totals"]["connections_total"] >= 5 and summary["totals"]["lan_bytes"] > 0, summary)
     stores = summary["datastore"]
-    check("/api/summary: each lab box's datastore with its chunks",
+    check("/api/summary: each lab box's datastore with its chunks, its segment files holding them",
           isinstance(stores, list) and {d["box"] for d in stores} == {"lab-branch", "lab-datacenter"}
-          and all(d["chunks"] > 0 and d["bytes"] <= d["max_bytes"] for d in stores), stores)
+          and all(d["chunks"] > 0 and d["bytes"] <= d["max_bytes"] and d["disk_bytes"] >= d["bytes"]
+                  for d in stores), stores)
     check("/api/summary has history", len(summary["history"]) >= 2, summary)
     # Each box: what it is and how its inner channels are secured, from its config
     # (the lab's boxes have no [peering]: plaintext, and the surfaces must say so).

@@ -145,8 +145,7 @@ TEST_CASE("a segment cut short by a crash: Open forgets the chunks whose bytes a
     cut_id = store->Put(cut);
   }
   // Both are in the one segment, in the order stored: cut the second one's tail.
-  std::vector<fs::path> segments;
-  for (const auto& entry : fs::directory_iterator(dir.store() + "/segments")) segments.push_back(entry.path());
+  auto segments = SegmentFiles(dir.store());
   REQUIRE(segments.size() == 1);
   REQUIRE(fs::file_size(segments[0]) == intact.size() + cut.size());
   fs::resize_file(segments[0], intact.size() + 1000);
@@ -176,9 +175,7 @@ TEST_CASE("a segment file lost: its chunks are forgotten on Open, a new store's 
     auto store = OpenStore(dir.store());  // a new segment for each run
     b_id = store->Put(b);
   }
-  std::vector<fs::path> segments;
-  for (const auto& entry : fs::directory_iterator(dir.store() + "/segments")) segments.push_back(entry.path());
-  std::sort(segments.begin(), segments.end());
+  auto segments = SegmentFiles(dir.store());
   REQUIRE(segments.size() == 2);
   fs::remove(segments[0]);
   auto store = OpenStore(dir.store());

@@ -121,6 +121,14 @@ inline std::string OpenError(const std::string& path) {
   return error;
 }
 
+// The store's segment files, oldest first.
+inline std::vector<std::filesystem::path> SegmentFiles(const std::string& path) {
+  std::vector<std::filesystem::path> files;
+  for (const auto& entry : std::filesystem::directory_iterator(path + "/segments")) files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
 // Overwrites, in its segment file, the stored bytes equal to `original` with
 // `replacement`, zero-filled to the original length if shorter (as a torn write
 // leaves them): what a failing disk would do. The store must be closed.
@@ -130,8 +138,8 @@ inline void RewriteStoredValue(const std::string& path, const Chunk& original, c
   std::string bytes(replacement.begin(), replacement.end());
   bytes.resize(original.size(), '\0');
   int rewritten = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(path + "/segments")) {
-    std::fstream f(entry.path(), std::ios::in | std::ios::out | std::ios::binary);
+  for (const auto& file : SegmentFiles(path)) {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
     std::string content((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     for (auto at = content.find(needle); at != std::string::npos; at = content.find(needle, at + 1)) {
       f.clear();

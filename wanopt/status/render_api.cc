@@ -21,6 +21,7 @@ void WriteStores(json::Writer& w, const Model& m) {
     w.Field("box", s.box);
     w.Field("bytes", s.stats.bytes);
     w.Field("max_bytes", s.max_bytes);
+    w.Field("disk_bytes", s.stats.disk_bytes);  // segment files: evicted chunks stay until their segment goes
     w.Field("chunks", s.stats.chunks);
     w.Field("hits", s.stats.hits);
     w.Field("misses", s.stats.misses);
@@ -356,6 +357,8 @@ std::string Metrics(const Model& m) {
   auto stores = Stores(m);
   family("wanopt_datastore_bytes", "gauge", "Bytes of chunks in the DRE datastore.");
   for (const auto& s : stores) out << "wanopt_datastore_bytes{box=\"" << PromLabel(s.box) << "\"} " << s.stats.bytes << "\n";
+  family("wanopt_datastore_disk_bytes", "gauge", "Bytes of the DRE datastore's segment files (evicted chunks included until their segment is released).");
+  for (const auto& s : stores) out << "wanopt_datastore_disk_bytes{box=\"" << PromLabel(s.box) << "\"} " << s.stats.disk_bytes << "\n";
   family("wanopt_datastore_chunks", "gauge", "Chunks in the DRE datastore.");
   for (const auto& s : stores) out << "wanopt_datastore_chunks{box=\"" << PromLabel(s.box) << "\"} " << s.stats.chunks << "\n";
   family("wanopt_datastore_hits_total", "counter", "Datastore reads that found their chunk.");
