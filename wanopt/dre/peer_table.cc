@@ -42,23 +42,23 @@ PeerState::PeerState(std::string path, const Seed& seed, const datastore::ChunkS
 
 std::optional<datastore::ContentId> PeerState::Find(const Fingerprint& fingerprint) const {
   std::lock_guard lock(mu_);
-  auto it = index_.find(fingerprint);
-  if (it == index_.end()) return std::nullopt;
-  return it->second;
+  const datastore::ContentId* id = index_.find(fingerprint);
+  if (!id) return std::nullopt;
+  return *id;
 }
 
 std::optional<datastore::ContentId> PeerState::FindForRepair(const Fingerprint& fingerprint) const {
   std::lock_guard lock(mu_);
-  if (auto it = index_.find(fingerprint); it != index_.end()) return it->second;
-  if (auto it = retired_.find(fingerprint); it != retired_.end()) return it->second;
+  if (const datastore::ContentId* id = index_.find(fingerprint)) return *id;
+  if (const datastore::ContentId* id = retired_.find(fingerprint)) return *id;
   return std::nullopt;
 }
 
 std::optional<Fingerprint> PeerState::Next(const Fingerprint& fingerprint) const {
   std::lock_guard lock(mu_);
-  auto it = next_.find(fingerprint);
-  if (it == next_.end()) return std::nullopt;
-  return it->second;
+  const Fingerprint* next = next_.find(fingerprint);
+  if (!next) return std::nullopt;
+  return *next;
 }
 
 void PeerState::SetNext(const Fingerprint& fingerprint, const Fingerprint& next) {
@@ -66,11 +66,11 @@ void PeerState::SetNext(const Fingerprint& fingerprint, const Fingerprint& next)
   // A guess, not knowledge. Guesses about chunks no longer named are useless: each
   // time the map doubles (from 64Ki) they go; past a hard bound it starts over.
   if (next_.size() >= next_prune_at_) {
-    std::erase_if(next_, [this](const auto& entry) { return !index_.contains(entry.first); });
+    next_.Prune([this](const Fingerprint& named, const Fingerprint&) { return index_.contains(named); });
     next_prune_at_ = std::max(kPruneFloor, 2 * next_.size());
   }
   if (next_.size() >= (size_t{1} << 20)) next_.clear();
-  next_[fingerprint] = next;
+  next_.insert_or_assign(fingerprint, next);
 }
 
 void PeerState::AppendLocked(uint8_t kind, const uint8_t* a, size_t alen) {
@@ -96,7 +96,7 @@ void PeerState::Learn(const Fingerprint& fingerprint, const datastore::ContentId
 
 void PeerState::Forget(const Fingerprint& fingerprint) {
   std::lock_guard lock(mu_);
-  if (index_.erase(fingerprint) == 0) return;
+  if (!index_.erase(fingerprint)) return;
   auto fp = FingerprintBytes(fingerprint);
   AppendLocked(kForget, fp.data(), 16);
 }
@@ -149,8 +149,9 @@ void PeerState::Rekey(const Seed& seed) {
 void PeerState::PruneLocked() {
   size_t before = index_.size();
   auto start = std::chrono::steady_clock::now();
-  std::erase_if(index_, [this](const auto& entry) { return !store_->Contains(entry.second); });
-  std::erase_if(retired_, [this](const auto& entry) { return !store_->Contains(entry.second); });
+  auto stored = [this](const Fingerprint&, const datastore::ContentId& id) { return store_->Contains(id); };
+  index_.Prune(stored);
+  retired_.Prune(stored);
   prune_at_ = std::max(kPruneFloor, 2 * index_.size());
   RewriteLocked();
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
@@ -177,12 +178,12 @@ void PeerState::RewriteLocked() {
   AppendLocked(kInstance, payload, 8);
   payload[0] = last_applied_ < 0 ? 0xff : static_cast<uint8_t>(last_applied_.load());
   AppendLocked(kApplied, payload, 1);
-  for (const auto& [fingerprint, id] : index_) {
+  index_.ForEach([&](const Fingerprint& fingerprint, const datastore::ContentId& id) {
     auto fp = FingerprintBytes(fingerprint);
     std::memcpy(payload, fp.data(), 16);
     std::memcpy(payload + 16, id.data(), 16);
     AppendLocked(kLearn, payload, 32);
-  }
+  });
   std::fflush(out);
   std::rename(temp.c_str(), path_.c_str());
 }
@@ -227,7 +228,7 @@ std::shared_ptr<PeerState> PeerTable::Get(const std::string& name, const std::op
             case kLearn: {
               datastore::ContentId id;
               std::memcpy(id.data(), record + 17, 16);
-              peer->index_[fp] = id;
+              peer->index_.insert_or_assign(fp, id);
               break;
             }
             case kForget: peer->index_.erase(fp); break;

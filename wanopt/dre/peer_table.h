@@ -32,9 +32,9 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <unordered_map>
 
 #include "datastore/chunk_store.h"
+#include "util/flat_hash_map.h"
 #include "wanopt/channel/policy.h"
 #include "wanopt/dre/fingerprint.h"
 
@@ -92,9 +92,9 @@ class PeerState {
   Seed seed_;
   std::unique_ptr<FingerprintKey> key_;
   uint64_t peer_instance_ = 0;
-  std::unordered_map<Fingerprint, datastore::ContentId> index_;
-  std::unordered_map<Fingerprint, datastore::ContentId> retired_;  // index_ before the last instance change
-  std::unordered_map<Fingerprint, Fingerprint> next_;
+  FlatHashMap<Fingerprint, datastore::ContentId> index_;
+  FlatHashMap<Fingerprint, datastore::ContentId> retired_;  // index_ before the last instance change
+  FlatHashMap<Fingerprint, Fingerprint> next_;
   std::atomic<int> last_applied_{-1};
   std::FILE* log_ = nullptr;
   size_t records_ = 0;

@@ -1,0 +1,101 @@
+// FlatHashMap (util/flat_hash_map.h) against std::unordered_map, through growth,
+// erasure with long probe runs that wrap around the table, Prune, clear and moves.
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <random>
+#include <unordered_map>
+#include <vector>
+
+#include "util/flat_hash_map.h"
+
+using wanopt::FlatHashMap;
+
+namespace {
+
+// Spreads keys over 64 bits, as a keyed fingerprint is.
+struct GoodHash {
+  uint64_t operator()(uint64_t key) const { return key * 0x9e3779b97f4a7c15ull; }
+};
+// Only 8 homes whatever the capacity, some at the very end of the table: long runs
+// that wrap around, which is where backward-shift deletion goes wrong if it does.
+struct ClusteringHash {
+  uint64_t operator()(uint64_t key) const { return (key % 8) << 61 | (key % 8 == 7 ? (uint64_t{1} << 61) - 1 : 0); }
+};
+
+template <typename Hash>
+void MatchReference(uint64_t seed, uint64_t key_space) {
+  FlatHashMap<uint64_t, uint32_t, Hash> map;
+  std::unordered_map<uint64_t, uint32_t> reference;
+  std::mt19937_64 rng(seed);
+  auto check_all = [&] {
+    REQUIRE(map.size() == reference.size());
+    for (const auto& [key, value] : reference) {
+      const uint32_t* got = map.find(key);
+      REQUIRE(got);
+      REQUIRE(*got == value);
+    }
+    size_t seen = 0;
+    map.ForEach([&](uint64_t key, uint32_t value) {
+      ++seen;
+      REQUIRE(reference.at(key) == value);
+    });
+    REQUIRE(seen == reference.size());
+  };
+  for (int phase = 0; phase < 3; ++phase) {
+    for (int step = 0; step < 20000; ++step) {
+      uint64_t key = rng() % key_space;
+      uint64_t dice = rng() % 10;
+      bool growing = phase != 1;
+      if (growing ? dice < 6 : dice < 2) {
+        auto value = static_cast<uint32_t>(rng());
+        map.insert_or_assign(key, value);
+        reference[key] = value;
+      } else {
+        REQUIRE(map.erase(key) == (reference.erase(key) == 1));
+        REQUIRE_FALSE(map.contains(key));
+      }
+    }
+    check_all();
+  }
+  size_t before = map.size();
+  size_t gone = map.Prune([](uint64_t key, uint32_t) { return key % 3 == 0; });
+  std::erase_if(reference, [](const auto& entry) { return entry.first % 3 != 0; });
+  CHECK(gone == before - reference.size());
+  check_all();
+  FlatHashMap<uint64_t, uint32_t, Hash> moved = std::move(map);
+  CHECK(map.empty());
+  CHECK_FALSE(map.contains(3));
+  map.insert_or_assign(3, 4);  // a moved-from map is an empty one
+  CHECK(*map.find(3) == 4);
+  map = std::move(moved);
+  check_all();
+  map.clear();
+  CHECK(map.empty());
+  CHECK(map.memory_bytes() == 0);
+  CHECK_FALSE(map.erase(0));
+}
+
+}  // namespace
+
+TEST_SUITE("util") {
+
+TEST_CASE("FlatHashMap matches a reference map: uniform hashes, and clustered ones that wrap around") {
+  SUBCASE("uniform") { MatchReference<GoodHash>(1, 1 << 20); }
+  SUBCASE("clustered, few keys (runs longer than the table is wide)") { MatchReference<ClusteringHash>(2, 300); }
+  SUBCASE("clustered, many keys") { MatchReference<ClusteringHash>(3, 5000); }
+}
+
+TEST_CASE("FlatHashMap stays within twice its entries' size, and Prune gives memory back") {
+  FlatHashMap<uint64_t, uint64_t, GoodHash> map;
+  for (uint64_t i = 0; i < 100000; ++i) map.insert_or_assign(i, i);
+  size_t slot = map.memory_bytes() / 131072;  // 100k entries: 128Ki slots
+  CHECK(map.memory_bytes() <= 100000 * slot * 2);
+  size_t full = map.memory_bytes();
+  map.Prune([](uint64_t key, uint64_t) { return key < 1000; });
+  CHECK(map.size() == 1000);
+  CHECK(map.memory_bytes() * 32 <= full);
+  for (uint64_t i = 0; i < 1000; ++i) REQUIRE(*map.find(i) == i);
+}
+
+}  // TEST_SUITE

@@ -1,0 +1,144 @@
+// A hash map for keys that are already uniform hashes (keyed fingerprints, content
+// ids) and small trivially copyable values, held in one array: no allocation per
+// entry, one cache line per lookup.
+//
+// What it is for: the per-chunk maps on the data path (what a peering knows), where
+// std::unordered_map's node per entry cost a malloc and a free per chunk crossing,
+// and its prime-modulo bucket a division per lookup. The datastore's in-memory index
+// (datastore/chunk_index.h) is the same idea specialised to 24-byte slots, since it
+// holds every stored chunk.
+//
+// Open addressing with linear probing and backward-shift deletion (no tombstones).
+// `Hash` must spread keys over 64 bits by itself (std::hash<Fingerprint> returns 64
+// bits of the fingerprint); the table takes the high bits by multiply-shift. It
+// grows by doubling past 3/4 full; Prune (and clear) give memory back.
+//
+// Iteration order is unspecified. Pointers returned by find are valid until the next
+// insertion or erasure. Not thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+namespace wanopt {
+
+template <typename Key, typename Value, typename Hash = std::hash<Key>>
+class FlatHashMap {
+  static_assert(std::is_trivially_copyable_v<Key> && std::is_trivially_copyable_v<Value>);
+
+ public:
+  FlatHashMap() = default;
+  FlatHashMap(const FlatHashMap&) = delete;
+  FlatHashMap& operator=(const FlatHashMap&) = delete;
+  FlatHashMap(FlatHashMap&& other) noexcept { *this = std::move(other); }
+  // Leaves `other` empty.
+  FlatHashMap& operator=(FlatHashMap&& other) noexcept {
+    slots_ = std::move(other.slots_);
+    capacity_ = std::exchange(other.capacity_, 0);
+    size_ = std::exchange(other.size_, 0);
+    return *this;
+  }
+
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  // Bytes of the table itself.
+  size_t memory_bytes() const { return capacity_ * sizeof(Slot); }
+
+  const Value* find(const Key& key) const {
+    if (size_ == 0) return nullptr;
+    const Slot& slot = slots_[Probe(key)];
+    return slot.used ? &slot.value : nullptr;
+  }
+  Value* find(const Key& key) { return const_cast<Value*>(std::as_const(*this).find(key)); }
+  bool contains(const Key& key) const { return find(key) != nullptr; }
+
+  void insert_or_assign(const Key& key, const Value& value) {
+    if ((size_ + 1) * 4 > capacity_ * 3) Rehash(capacity_ == 0 ? kMinCapacity : capacity_ * 2);
+    Slot& slot = slots_[Probe(key)];
+    if (!slot.used) ++size_;
+    slot = {key, value, true};
+  }
+
+  // Returns whether `key` was there.
+  bool erase(const Key& key) {
+    if (size_ == 0) return false;
+    size_t hole = Probe(key);
+    if (!slots_[hole].used) return false;
+    // Backward shift: entries after the hole that may live in it move up, so that
+    // every entry stays reachable from its home slot without tombstones.
+    const size_t mask = capacity_ - 1;
+    for (size_t j = (hole + 1) & mask; slots_[j].used; j = (j + 1) & mask) {
+      size_t home = Home(slots_[j].key);
+      // `home` is not cyclically within (hole, j]: the entry may move to the hole.
+      if (((j - home) & mask) >= ((j - hole) & mask)) {
+        slots_[hole] = slots_[j];
+        hole = j;
+      }
+    }
+    slots_[hole].used = false;
+    --size_;
+    return true;
+  }
+
+  // Keeps the entries `keep(key, value)` says to, in a table sized for them; returns
+  // how many went.
+  template <typename Keep>
+  size_t Prune(Keep&& keep) {
+    FlatHashMap kept;
+    ForEach([&](const Key& key, const Value& value) {
+      if (keep(key, value)) kept.insert_or_assign(key, value);
+    });
+    size_t gone = size_ - kept.size_;
+    *this = std::move(kept);
+    return gone;
+  }
+
+  void clear() { *this = FlatHashMap(); }
+
+  template <typename F>
+  void ForEach(F&& f) const {
+    for (size_t i = 0; i < capacity_; ++i) {
+      if (slots_[i].used) f(slots_[i].key, slots_[i].value);
+    }
+  }
+
+ private:
+  static constexpr size_t kMinCapacity = 16;
+  struct Slot {
+    Key key;
+    Value value;
+    bool used;
+  };
+
+  size_t Home(const Key& key) const {
+    __extension__ using Uint128 = unsigned __int128;
+    return static_cast<size_t>((Uint128{static_cast<uint64_t>(Hash{}(key))} * capacity_) >> 64);
+  }
+  // The slot holding `key`, or the free slot where it would go. REQUIRES: capacity_ > 0.
+  size_t Probe(const Key& key) const {
+    const size_t mask = capacity_ - 1;
+    size_t i = Home(key);
+    while (slots_[i].used && !(slots_[i].key == key)) i = (i + 1) & mask;
+    return i;
+  }
+  void Rehash(size_t capacity) {
+    auto old = std::move(slots_);
+    size_t old_capacity = capacity_;
+    slots_ = std::make_unique<Slot[]>(capacity);  // value-initialized: every used == false
+    capacity_ = capacity;
+    size_ = 0;
+    for (size_t i = 0; i < old_capacity; ++i) {
+      if (old[i].used) insert_or_assign(old[i].key, old[i].value);
+    }
+  }
+
+  std::unique_ptr<Slot[]> slots_;
+  size_t capacity_ = 0;  // 0 or a power of two
+  size_t size_ = 0;
+};
+
+}  // namespace wanopt
