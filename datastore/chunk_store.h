@@ -63,9 +63,9 @@
 // MiB): a cache's loss, one resend each. Chunks are written in the order they were
 // stored, so what survives a crash is everything stored before some point (but
 // for a chunk whose index entry reached the disk before its bytes did: it fails
-// verification on its first Get and is dropped). A lost chunk is a miss on the next Get, never wrong bytes (the peer
-// that named it resends it: wanopt/dre/codec.h), and a crash never makes the store
-// refuse to open. Deleting `path` while the store is closed gives an empty store
+// verification on its first Get and is dropped). A lost chunk is a miss on the
+// next Get, never wrong bytes (the peer that named it resends it:
+// wanopt/dre/codec.h), and a crash never makes the store refuse to open. Deleting `path` while the store is closed gives an empty store
 // on the next Open.
 //
 // Opening reads the ids back from the RocksDB index into the in-memory index: 0.5 s

@@ -119,10 +119,6 @@ struct SeqKey {
 
 inline std::string Hex(const ContentId& id) { return HexLower(id); }
 
-inline std::span<const uint8_t> Bytes(const rocksdb::Slice& s) {
-  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
-
 // The first ten of a kind, then one in a thousand: a failing disk must not flood
 // the journal. `count` is the number of events so far, this one included.
 inline bool WorthLogging(uint64_t count) { return count <= 10 || count % 1000 == 0; }
@@ -219,7 +215,9 @@ class ChunkStoreImpl final : public ChunkStore {
   // Returns whether the index held it. REQUIRES: shard.mu held.
   static bool RemoveLocked(Shard& shard, const ContentId& id, uint64_t seq);
   // Removes chunk `id` stored under `seq` after it failed to verify.
-  void Drop(const ContentId& id, uint64_t seq, const std::string& reason);
+  // `size`: the chunk's, from its index entry (0 if that is gone or unreadable:
+  // bytes_ then stays too high, evicting a little early, until the next Open).
+  void Drop(const ContentId& id, uint64_t seq, uint32_t size, const std::string& reason);
   // Waits for room for `charge` bytes in the write queue, and takes it.
   void ReserveQueue(uint64_t charge);
   void ReleaseQueue(uint64_t charge);

@@ -359,19 +359,18 @@ bool ChunkStoreImpl::Rebuild(std::string* why) {
       fix.Delete(index_cf_, key);
       continue;
     }
-    // Its bytes are gone: a segment lost with the disk, or cut short by a crash.
-    if (!segments_.Holds(entry.at, entry.size)) {
-      fix.Delete(index_cf_, key);
-      ++gone;
-      continue;
-    }
     ChunkIndex& index = ShardOf(entry.id).index;
     if (index.Find(entry.id) != 0) {  // the same chunk twice: keep the older entry
       fix.Delete(index_cf_, key);
       continue;
     }
+    // Its bytes are gone: a segment lost with the disk, or cut short by a crash.
+    if (!segments_.NoteIndexed(entry.at, entry.size, seq)) {
+      fix.Delete(index_cf_, key);
+      ++gone;
+      continue;
+    }
     index.Insert(entry.id, seq);
-    segments_.NoteIndexed(entry.at.segment, seq);
     bytes += entry.size;
     if (first == 0) first = seq;
     last = seq;

@@ -70,9 +70,9 @@ bool ChunkStoreImpl::Read(const ContentId& id, Sink&& sink) {
   }
   misses_.fetch_add(1, std::memory_order_relaxed);
   if (s.IsNotFound()) {
-    Drop(id, seq, "its index entry is missing");
+    Drop(id, seq, 0, "its index entry is missing");
   } else if (s.IsCorruption()) {
-    Drop(id, seq, s.ToString());
+    Drop(id, seq, 0, s.ToString());
   } else if (!s.ok() || (error != 0 && error != ENOENT && error != ENODATA)) {
     // An I/O error may pass; the chunk stays.
     uint64_t n = read_errors_.fetch_add(1) + 1;
@@ -81,11 +81,11 @@ bool ChunkStoreImpl::Read(const ContentId& id, Sink&& sink) {
                                      << " read errors so far): " << (s.ok() ? std::strerror(error) : s.ToString());
     }
   } else if (entry.id != id) {
-    Drop(id, seq, "its index entry names another chunk");
+    Drop(id, seq, 0, "its index entry names another chunk");
   } else if (error != 0) {
-    Drop(id, seq, "its bytes are missing");
+    Drop(id, seq, entry.size, "its bytes are missing");
   } else {
-    Drop(id, seq, "its bytes do not match its id (" + std::to_string(entry.size) + " bytes read)");
+    Drop(id, seq, entry.size, "its bytes do not match its id (" + std::to_string(entry.size) + " bytes read)");
   }
   return false;
 }
@@ -186,20 +186,15 @@ bool ChunkStoreImpl::GetInto(const ContentId& id, Buffer& out) {
   return Read(id, [&](std::span<const uint8_t> bytes) { out.Append(bytes); });
 }
 
-void ChunkStoreImpl::Drop(const ContentId& id, uint64_t seq, const std::string& reason) {
+void ChunkStoreImpl::Drop(const ContentId& id, uint64_t seq, uint32_t size, const std::string& reason) {
   SeqKey key(seq);
-  IndexEntry entry;
-  rocksdb::Status s;
-  bool sized = ReadEntry(seq, &entry, &s);
   {
     Shard& shard = ShardOf(id);
     std::lock_guard lock(shard.mu);
     // Evicted, or dropped by another reader, in the meantime: theirs to count.
     if (!RemoveLocked(shard, id, seq)) return;
   }
-  // The size is in the index entry; if that is unreadable too, bytes_ stays too high
-  // (evicting a little early) until the next Open recounts.
-  if (sized) bytes_.fetch_sub(entry.size);
+  bytes_.fetch_sub(size);
   // Only the index entry goes: the bytes are released with their segment.
   Writing([&] { return db_->Delete(write_options_, index_cf_, key.slice()); });
   uint64_t n = corrupt_dropped_.fetch_add(1) + 1;

@@ -99,7 +99,6 @@ int SegmentLog::StartSegment() {
   segments_.emplace(next_number_, segment);
   ++next_number_;
   current_ = std::move(segment);
-  unsynced_.push_back(current_);
   dir_unsynced_ = true;
   return 0;
 }
@@ -150,6 +149,7 @@ int SegmentLog::Append(std::span<const Record> records, Location* where) {
     }
     current_->size = end_size;
     current_->last_seq = records[end - 1].seq;
+    if (unsynced_.empty() || unsynced_.back() != current_) unsynced_.push_back(current_);
     // Write-back starts now, a MiB at a time, so that Sync finds little left to
     // wait for (what RocksDB's bytes_per_sync does for its files).
     if (end_size - current_->submitted >= kWriteBackBytes) {
@@ -168,7 +168,6 @@ int SegmentLog::Sync() {
     if (::fdatasync(segment->fd) != 0) return errno;
   }
   unsynced_.clear();
-  if (current_) unsynced_.push_back(current_);  // appended to again, soon
   if (dir_unsynced_) {
     int fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return errno;
@@ -200,13 +199,11 @@ int SegmentLog::Read(Location at, uint32_t size, uint8_t* out) const {
   return 0;
 }
 
-bool SegmentLog::Holds(Location at, uint32_t size) const {
+bool SegmentLog::NoteIndexed(Location at, uint32_t size, uint64_t seq) {
   auto segment = Find(at.segment);
-  return segment && uint64_t{at.offset} + size <= segment->size;
-}
-
-void SegmentLog::NoteIndexed(uint64_t segment, uint64_t seq) {
-  if (auto s = Find(segment)) s->last_seq = std::max(s->last_seq.load(), seq);
+  if (!segment || uint64_t{at.offset} + size > segment->size) return false;
+  segment->last_seq = std::max(segment->last_seq.load(), seq);
+  return true;
 }
 
 size_t SegmentLog::DropUnindexed() {

@@ -16,8 +16,9 @@
 // no byte ever rewritten.
 //
 // Thread-safety: every method may be called from any thread; Append and Sync take
-// turns, and NoteIndexed and DropUnindexed are for Open, before anything else. A segment released while a Read is in it stays readable for that
-// Read (the file is unlinked, its descriptor lives until the Read is done).
+// turns, and NoteIndexed and DropUnindexed are for Open, before anything else. A
+// segment released while a Read is in it stays readable for that Read (the file is
+// unlinked, its descriptor lives until the Read is done).
 #pragma once
 
 #include <cstdint>
@@ -59,9 +60,9 @@ class SegmentLog {
   // REQUIRES: every record is at most 4 GiB - 1; where has records.size() slots.
   int Append(std::span<const Record> records, Location* where);
 
-  // Makes every byte appended so far durable (fdatasync of the segments written
-  // since the last Sync, and of the directory if a segment was created). Returns 0
-  // or an errno.
+  // Makes every byte appended so far durable (fdatasync of the segments appended
+  // to since the last Sync, and of the directory if a segment was created). Returns
+  // 0 or an errno.
   int Sync();
 
   // Reads `size` bytes at `at` into `out`. Returns 0, ENOENT if the segment is gone
@@ -69,10 +70,10 @@ class SegmentLog {
   // errno of the read.
   int Read(Location at, uint32_t size, uint8_t* out) const;
 
-  // While the store opens: whether the segment files hold `size` bytes at `at`, and
-  // that the index has a chunk in segment `segment` with sequence number `seq`.
-  bool Holds(Location at, uint32_t size) const;
-  void NoteIndexed(uint64_t segment, uint64_t seq);
+  // While the store opens: notes that the index has a chunk of `size` bytes at `at`
+  // with sequence number `seq`, if the segment files hold those bytes; returns
+  // whether they do (if not, the entry must go: a segment lost, or cut short).
+  bool NoteIndexed(Location at, uint32_t size, uint64_t seq);
   // While the store opens, after NoteIndexed for every index entry: deletes the
   // segments the index has no chunk in (written before a crash, their entries lost
   // or all evicted). Returns how many it deleted.
@@ -101,7 +102,7 @@ class SegmentLog {
   // Append and Sync, one at a time. Lock order: append_mu_, then mu_.
   std::mutex append_mu_;
   std::shared_ptr<Segment> current_;  // guarded by append_mu_ (and set under mu_ too)
-  std::vector<std::shared_ptr<Segment>> unsynced_;
+  std::vector<std::shared_ptr<Segment>> unsynced_;  // appended to since the last Sync
   bool dir_unsynced_ = false;
   uint64_t next_number_ = 1;
 };

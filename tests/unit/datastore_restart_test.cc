@@ -91,13 +91,8 @@ TEST_CASE("a corrupted value is dropped on Get, counted, logged, and can be stor
   TempDir dir;
   std::mt19937_64 rng(7);
   Chunk flipped = RandomChunk(rng, 5000), torn = RandomChunk(rng, 9000), intact = RandomChunk(rng, 3000);
-  ContentId flipped_id, torn_id, intact_id;
-  {
-    auto store = OpenStore(dir.store());
-    flipped_id = store->Put(flipped);
-    torn_id = store->Put(torn);
-    intact_id = store->Put(intact);
-  }
+  auto ids = PutAndClose(dir.store(), {flipped, torn, intact});
+  const ContentId flipped_id = ids[0], torn_id = ids[1], intact_id = ids[2];
   Chunk bad = flipped;
   bad[1234] ^= 0x10;
   RewriteStoredValue(dir.store(), flipped, bad);
@@ -138,12 +133,8 @@ TEST_CASE("a segment cut short by a crash: Open forgets the chunks whose bytes a
   TempDir dir;
   std::mt19937_64 rng(11);
   Chunk intact = RandomChunk(rng, 30000), cut = RandomChunk(rng, 30000);
-  ContentId intact_id, cut_id;
-  {
-    auto store = OpenStore(dir.store());
-    intact_id = store->Put(intact);
-    cut_id = store->Put(cut);
-  }
+  auto ids = PutAndClose(dir.store(), {intact, cut});
+  const ContentId intact_id = ids[0], cut_id = ids[1];
   // Both are in the one segment, in the order stored: cut the second one's tail.
   auto segments = SegmentFiles(dir.store());
   REQUIRE(segments.size() == 1);
@@ -166,15 +157,8 @@ TEST_CASE("a segment file lost: its chunks are forgotten on Open, a new store's 
   TempDir dir;
   std::mt19937_64 rng(12);
   Chunk a = RandomChunk(rng, 5000), b = RandomChunk(rng, 7000);
-  ContentId a_id, b_id;
-  {
-    auto store = OpenStore(dir.store());
-    a_id = store->Put(a);
-  }
-  {
-    auto store = OpenStore(dir.store());  // a new segment for each run
-    b_id = store->Put(b);
-  }
+  const ContentId a_id = PutAndClose(dir.store(), {a})[0];
+  const ContentId b_id = PutAndClose(dir.store(), {b})[0];  // a new segment for each run
   auto segments = SegmentFiles(dir.store());
   REQUIRE(segments.size() == 2);
   fs::remove(segments[0]);

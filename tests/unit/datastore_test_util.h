@@ -121,6 +121,14 @@ inline std::string OpenError(const std::string& path) {
   return error;
 }
 
+// Opens a store at `path`, puts `chunks` and closes it; returns their ids.
+inline std::vector<ContentId> PutAndClose(const std::string& path, const std::vector<Chunk>& chunks) {
+  auto store = OpenStore(path);
+  std::vector<ContentId> ids;
+  for (const auto& chunk : chunks) ids.push_back(store->Put(chunk));
+  return ids;
+}
+
 // The store's segment files, oldest first.
 inline std::vector<std::filesystem::path> SegmentFiles(const std::string& path) {
   std::vector<std::filesystem::path> files;
