@@ -13,8 +13,12 @@
 // bits of the fingerprint); the table takes the high bits by multiply-shift. It
 // grows by doubling past 3/4 full; Prune (and clear) give memory back.
 //
-// Iteration order is unspecified. Pointers returned by find are valid until the next
-// insertion or erasure. Not thread-safe.
+// Iteration order is by home slot, so it is sorted by hash. That is a trap: keys fed
+// in another table's order into a table that grows meanwhile land in the first part
+// of it, one probe run as long as the table so far (a Prune of 130k entries took
+// seconds that way). Whoever inserts in such an order calls reserve first; Prune
+// does. Pointers returned by find are valid until the next insertion or erasure.
+// Not thread-safe.
 #pragma once
 
 #include <cstddef>
@@ -63,6 +67,11 @@ class FlatHashMap {
     slot = {key, value, true};
   }
 
+  // Sizes the table so that `n` entries fit without growing.
+  void reserve(size_t n) {
+    if (CapacityFor(n) > capacity_) Rehash(CapacityFor(n));
+  }
+
   // Returns whether `key` was there.
   bool erase(const Key& key) {
     if (size_ == 0) return false;
@@ -89,9 +98,15 @@ class FlatHashMap {
   template <typename Keep>
   size_t Prune(Keep&& keep) {
     FlatHashMap kept;
+    kept.reserve(size_);  // filled in this table's order: it must not grow meanwhile
     ForEach([&](const Key& key, const Value& value) {
       if (keep(key, value)) kept.insert_or_assign(key, value);
     });
+    if (kept.size_ == 0) {
+      kept.clear();
+    } else if (CapacityFor(kept.size_) < kept.capacity_) {
+      kept.Rehash(CapacityFor(kept.size_));
+    }
     size_t gone = size_ - kept.size_;
     *this = std::move(kept);
     return gone;
@@ -114,6 +129,12 @@ class FlatHashMap {
     bool used;
   };
 
+  // The smallest capacity that holds `n` entries at most 3/4 full.
+  static size_t CapacityFor(size_t n) {
+    size_t capacity = kMinCapacity;
+    while (n * 4 > capacity * 3) capacity *= 2;
+    return capacity;
+  }
   size_t Home(const Key& key) const {
     __extension__ using Uint128 = unsigned __int128;
     return static_cast<size_t>((Uint128{static_cast<uint64_t>(Hash{}(key))} * capacity_) >> 64);

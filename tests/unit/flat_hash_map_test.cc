@@ -23,6 +23,19 @@ struct ClusteringHash {
   uint64_t operator()(uint64_t key) const { return (key % 8) << 61 | (key % 8 == 7 ? (uint64_t{1} << 61) - 1 : 0); }
 };
 
+// A key that counts the comparisons made with it: how long the probe runs were.
+uint64_t comparisons = 0;
+struct CountedKey {
+  uint64_t value;
+  friend bool operator==(const CountedKey& a, const CountedKey& b) {
+    ++comparisons;
+    return a.value == b.value;
+  }
+};
+struct CountedKeyHash {
+  uint64_t operator()(const CountedKey& key) const { return GoodHash{}(key.value); }
+};
+
 template <typename Hash>
 void MatchReference(uint64_t seed, uint64_t key_space) {
   FlatHashMap<uint64_t, uint32_t, Hash> map;
@@ -100,6 +113,26 @@ TEST_CASE("FlatHashMap holds at most 8/3 slots an entry, and Prune gives memory 
   CHECK(map.size() == 1000);
   CHECK(map.memory_bytes() * 32 <= full);
   for (uint64_t i = 0; i < 1000; ++i) REQUIRE(*map.find(i) == i);
+}
+
+TEST_CASE("FlatHashMap filled in another table's order keeps its probe runs short: Prune, and a reserved copy") {
+  // Iteration is in hash order; fed into a table that grows meanwhile, such keys all
+  // land in its first part, one run as long as the table so far (quadratic).
+  constexpr uint64_t kEntries = 50000;
+  using Map = FlatHashMap<CountedKey, uint64_t, CountedKeyHash>;
+  Map map;
+  for (uint64_t i = 0; i < kEntries; ++i) map.insert_or_assign({i}, i);
+  comparisons = 0;
+  CHECK(map.Prune([](const CountedKey&, uint64_t) { return true; }) == 0);
+  // A run at most 3/4 full averages a couple of comparisons an insertion.
+  CHECK(comparisons < 10 * kEntries);
+  Map copy;
+  copy.reserve(map.size());
+  comparisons = 0;
+  map.ForEach([&](const CountedKey& key, uint64_t value) { copy.insert_or_assign(key, value); });
+  CHECK(comparisons < 10 * kEntries);
+  CHECK(copy.size() == kEntries);
+  for (uint64_t i = 0; i < kEntries; ++i) REQUIRE(*copy.find({i}) == i);
 }
 
 }  // TEST_SUITE

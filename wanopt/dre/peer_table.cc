@@ -221,6 +221,10 @@ std::shared_ptr<PeerState> PeerTable::Get(const std::string& name, const std::op
       if (std::fread(magic, 1, 8, in) == 8 && std::memcmp(magic, kMagic, 8) == 0 &&
           std::fread(stored.data(), 1, stored.size(), in) == stored.size()) {
         peer.reset(new PeerState(path, stored, store_));
+        // A rewritten file lists the entries in table order: reserve, or they pile up
+        // in one probe run while the table grows (flat_hash_map.h).
+        std::error_code ec;
+        if (uintmax_t bytes = std::filesystem::file_size(path, ec); !ec) peer->index_.reserve(bytes / kRecordSize);
         uint8_t record[kRecordSize];
         while (std::fread(record, 1, kRecordSize, in) == kRecordSize) {
           auto fp = FingerprintFromBytes(std::span<const uint8_t, 16>(record + 1, 16));
