@@ -121,7 +121,8 @@ def run_lab(work, origin, digest):
         print("  tshark SYN:    ", syn[0]["_ws.col.Info"] if syn else None, syn[0]["tcp.option_kind"] if syn else "")
         print("  tshark SYN-ACK:", synack[0]["_ws.col.Info"] if synack else None)
         check("tshark: the IPv6 SYN carries option 0x21, the branch's id and the client's IPv6 address",
-              syn and syn[0]["wanopt.disc.device_id"] == IDS["branch"] and "[wanopt offer F" in syn[0]["_ws.col.Info"],
+              syn and syn[0]["wanopt.disc.device_id"] == IDS["branch"] and "[wanopt offer F" in syn[0]["_ws.col.Info"]
+              and syn[0]["wanopt.disc.client6"] == CLIENT6,
               syn[:1])
         # (tshark lists the options it decodes itself: ours goes to the dissector.)
         check("tshark: that SYN gave up its timestamps for it (MSS, SACK permitted, window scale; no kind 8)",

@@ -38,9 +38,9 @@ class Lab:
     `up --one-arm` (the boxes "branch" and "dc" hang off the routers "branch-router"
     and "dc-router", which own the WAN and policy-route TCP to them); the box node
     names, addresses of the client and server, and status pages are the same.
-    ipv6: `up --ipv6` (dual-stack, in path only: the client 2001:2:0:1::10 and the
-    server 2001:2:0:2::10 beside their IPv4 addresses; interception rules for both
-    families)."""
+    ipv6: `up --ipv6` (dual-stack, in path or one-arm: the client 2001:2:0:1::10 and
+    the server 2001:2:0:2::10 beside their IPv4 addresses; interception rules for
+    both families)."""
 
     def __init__(self, prefix, work, wanopt, netlab, delayline, middle=False, delay_ms=10, one_arm=False,
                  ipv6=False):
@@ -181,14 +181,17 @@ key = "{pki}/{cert}.key"
 
 def start_http_origin(lab, root, ports, address, stderr=subprocess.DEVNULL):
     """python3's http.server serving directory `root` on address:port in the server
-    namespace, one per port (processes "http<port>" of `lab`); returns once each
-    answers. stderr: where the servers log (each request with its source address)."""
+    namespace, one per port (processes "http<port>" of `lab`, "http6-<port>" for an
+    IPv6 address); returns once each answers. stderr: where the servers log (each
+    request with its source address)."""
+    v6 = ":" in address
     for port in ports:
-        lab.spawn(f"http{port}", "server", "/usr/bin/python3", "-m", "http.server", str(port), "--bind", address,
-                  "--directory", root, stdout=subprocess.DEVNULL, stderr=stderr)
+        lab.spawn(f"http6-{port}" if v6 else f"http{port}", "server", "/usr/bin/python3", "-m", "http.server",
+                  str(port), "--bind", address, "--directory", root, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.monotonic() + 30
+    host = f"[{address}]" if v6 else address
     for port in ports:
-        while lab.run("server", "curl", "-s", "-o", "/dev/null", "-m", "1", f"http://{address}:{port}/").returncode != 0:
+        while lab.run("server", "curl", "-s", "-o", "/dev/null", "-m", "1", f"http://{host}:{port}/").returncode != 0:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"origin did not start on port {port}")
             time.sleep(0.05)  # polling a condition with a deadline
@@ -230,7 +233,7 @@ class Capture:
     after the constructor returns is missed. stop() returns the non-ICMP packets,
     each a dict of FIELDS."""
     FIELDS = ["tcp.srcport", "tcp.dstport", "tcp.flags.syn", "tcp.flags.ack", "wanopt.disc.device_id", "wanopt.hello.opener",
-              "wanopt.disc.client", "wanopt.disc.answer", "tcp.option_kind", "_ws.col.Protocol", "_ws.col.Info"]
+              "wanopt.disc.client", "wanopt.disc.client6", "wanopt.disc.answer", "tcp.option_kind", "_ws.col.Protocol", "_ws.col.Info"]
 
     def __init__(self, lab, node, iface, peer_ip, dissector, ports=(80,), decode_as=()):
         capture_filter = " or ".join([f"tcp port {p}" for p in ports] + ["icmp"])

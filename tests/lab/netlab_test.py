@@ -598,10 +598,9 @@ try:
         r = netlab("--prefix", a.prefix + "q", "up", "--queue", "5")
         check("up --queue without --intercept is refused", r.returncode != 0 and "--intercept" in r.stderr,
               r.stdout + r.stderr)
-        for other in ("--middle", "--one-arm"):
-            r = netlab("--prefix", a.prefix + "q", "up", "--ipv6", other)
-            check(f"up --ipv6 {other} is refused", r.returncode != 0 and "in-path lab only" in r.stderr
-                  and not lab_namespaces(a.prefix + "q"), r.stdout + r.stderr)
+        r = netlab("--prefix", a.prefix + "q", "up", "--ipv6", "--middle")
+        check("up --ipv6 --middle is refused", r.returncode != 0 and "does not go with --middle" in r.stderr
+              and not lab_namespaces(a.prefix + "q"), r.stdout + r.stderr)
         r = a.exec("client", "sh", "-c", "cat /proc/sys/net/ipv6/conf/all/disable_ipv6; ip -6 addr")
         check("without --ipv6, IPv6 is disabled (no IPv6 address)", r.stdout.strip() == "1", r.stdout + r.stderr)
 

@@ -28,6 +28,13 @@ certificates from make-pki. Every fetch is SHA-256 verified.
      client's address is not answered; it retries from its own address (noted:
      "asymmetric routing"), the fetch succeeds, and the server sees the branch
      box's address, as deploy/README.md says.
+  5. IPv6 through the same boxes (the lab is dual-stack), between the IPv4 fetches:
+     an optimized fetch (both boxes name each other, the dc lists the client
+     bracketed, the server saw the client's IPv6 address), option 0x21 with the
+     client's IPv6 address on the SYN on the WAN and the dc's answer on the SYN-ACK,
+     and the IPv4 rule's pass-through by port over IPv6. In 3b, the same fallback
+     over IPv6 (the IPv6 return policy removed: the server sees the branch box's
+     IPv6 address).
   4. Exact reductions, for each box: /api/summary totals equal the sums over
      /api/connections, the Prometheus counters equal them too, `wanopt show summary`
      prints the same bytes and reduction, every pass-through connection has WAN
@@ -54,6 +61,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(NETLAB), "..", ".."))
 DISSECTOR = os.path.join(REPO, "deploy", "wireshark", "wanopt.lua")
 MAKE_PKI = os.path.join(REPO, "tests", "lab", "make-pki")
 SERVER, CLIENT, BRANCH_BOX = "198.18.2.10", "198.18.1.10", "198.18.4.2"
+SERVER6, CLIENT6, BRANCH_BOX6 = "2001:2:0:2::10", "2001:2:0:1::10", "2001:2:0:4::2"
 IDS = {"branch": "02:00:00:00:0b:01", "dc": "02:00:00:00:0d:01"}
 RULES = """
 [intercept]
@@ -73,7 +81,7 @@ check = Checks()
 
 class OneArmLab(Lab):
     def __init__(self, prefix, work):
-        super().__init__(prefix, work, WANOPT, NETLAB, DELAYLINE, one_arm=True)
+        super().__init__(prefix, work, WANOPT, NETLAB, DELAYLINE, one_arm=True, ipv6=True)
 
     def start_box(self, box):
         super().start_box(box, self.box_config(box, IDS[box], box, extra=RULES if box == "branch" else "[intercept]\n"))
@@ -145,9 +153,49 @@ def accounting(lab, box):
     return summary, conns, passed, r.stdout
 
 
+def is_syn(p, ack):
+    return is_set(p["tcp.flags.syn"]) and is_set(p["tcp.flags.ack"]) == ack
+
+
+def ipv6_through_one_arm(lab, fetch, server6_log):
+    """5: IPv6 through the same policy-routed boxes, the WAN captured."""
+    cap = Capture(lab, lab.wan_node(), "wan0", "198.18.0.2", DISSECTOR)
+    start_b, start_d = lab.last_id("branch"), lab.last_id("dc")
+    fetch(80, "v6-optimized", SERVER6)
+    packets = cap.stop()
+    b = lab.wait_ended("branch", 80, start_b)
+    d = lab.wait_ended("dc", 80, start_d)
+    check("IPv6 one-arm: branch optimized with the dc, the server listed bracketed",
+          b and b["peer"] == IDS["dc"] and b["server"] == f"[{SERVER6}]:80"
+          and not any("pass-through" in n for n in b["notes"]), b)
+    check("IPv6 one-arm: dc optimized with the branch, the client's IPv6 address kept and bracketed",
+          d and d["peer"] == IDS["branch"] and d["client"].startswith(f"[{CLIENT6}]:"), d)
+    check("IPv6 one-arm: the dc names the branch at the branch box's own IPv6 address",
+          d and d["peer_address"].startswith(f"[{BRANCH_BOX6}]:"), d and d["peer_address"])
+    check("IPv6 one-arm: the server saw the client's IPv6 address",
+          seen_from(server6_log, "v6-optimized") == CLIENT6, seen_from(server6_log, "v6-optimized"))
+    syn = [p for p in packets if p["tcp.dstport"] == "80" and is_syn(p, False) and f"client {CLIENT6}" in p["_ws.col.Info"]]
+    print("  tshark IPv6 SYN:", syn[0]["_ws.col.Info"] if syn else None)
+    check("tshark on the WAN: the IPv6 SYN carries option 0x21, the branch's id and the client's IPv6 address",
+          syn and syn[0]["wanopt.disc.device_id"] == IDS["branch"] and syn[0]["wanopt.disc.client6"] == CLIENT6
+          and "[wanopt offer" in syn[0]["_ws.col.Info"], syn[:1])
+    answer = [p for p in packets if syn and p["tcp.srcport"] == "80" and is_syn(p, True)
+              and p["tcp.dstport"] == syn[0]["tcp.srcport"]]
+    check("tshark on the WAN: the SYN-ACK to it carries the dc's answer",
+          answer and answer[0]["wanopt.disc.device_id"] == IDS["dc"] and "[wanopt answer" in answer[0]["_ws.col.Info"],
+          answer[:1])
+    start_b = lab.last_id("branch")
+    fetch(8082, "v6-rule-pass-through", SERVER6)
+    b = lab.wait_ended("branch", 8082, start_b)
+    check("IPv6 one-arm: the port rule's pass-through applies to IPv6 too, the server saw the client",
+          b and any("pass-through" in n for n in b["notes"])
+          and seen_from(server6_log, "v6-rule-pass-through") == CLIENT6, b)
+
+
 def run_lab(work, origin, digest):
     lab = OneArmLab(f"oa{os.getpid() % 100000}", work)
     server_log = os.path.join(work, f"{lab.prefix}-http.log")
+    server6_log = os.path.join(work, f"{lab.prefix}-http6.log")
     try:
         r = subprocess.run([NETLAB, "--prefix", lab.prefix, "up", "--one-arm", "--middle"], env=lab.env,
                            capture_output=True, text=True, timeout=60)
@@ -161,11 +209,14 @@ def run_lab(work, origin, digest):
               r.stdout + r.stderr)
         with open(server_log, "w") as log:
             start_http_origin(lab, origin, PORTS, SERVER, stderr=log)
+        with open(server6_log, "w") as log:
+            start_http_origin(lab, origin, PORTS, SERVER6, stderr=log)
         lab.start_box("branch")
         lab.start_box("dc")
 
-        def fetch(port, tag):
-            r = lab.curl(f"http://{SERVER}:{port}/file.bin?{tag}")
+        def fetch(port, tag, server=SERVER):
+            host = f"[{server}]" if ":" in server else server
+            r = lab.curl(f"http://{host}:{port}/file.bin?{tag}")
             ok = r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == digest
             check(f"fetch {tag} (port {port}): curl succeeds, SHA-256 verified", ok,
                   f"rc={r.returncode} {r.stderr[-300:]!r}")
@@ -214,6 +265,7 @@ def run_lab(work, origin, digest):
         fetch(80, "optimized-2")
         b = lab.wait_ended("branch", 80, start)
         check("second optimized fetch: optimized with the dc", b and b["peer"] == IDS["dc"], b)
+        ipv6_through_one_arm(lab, fetch, server6_log)
         lab.wait_ended("dc", 8082, 0)
         accounting(lab, "dc")
 
@@ -262,6 +314,17 @@ def run_lab(work, origin, digest):
         check("no return policy: the server saw the branch box's address (the documented fallback)",
               seen_from(server_log, "asymmetric") == BRANCH_BOX, seen_from(server_log, "asymmetric"))
         lab.run("branch-router", "ip", "rule", "add", *return_policy, check_rc=True)
+        # The same over IPv6, its own return policy removed.
+        return_policy6 = ("iif", "wan0", "ipproto", "tcp", "to", "2001:2:0:1::/64", "lookup", "200")
+        lab.run("branch-router", "ip", "-6", "rule", "del", *return_policy6, check_rc=True)
+        start = lab.last_id("branch")
+        fetch(80, "v6-asymmetric", SERVER6)
+        b = lab.wait_ended("branch", 80, start)
+        check("IPv6, no return policy: pass-through from the branch box's own IPv6 address, 'asymmetric routing' noted",
+              b and not b["peer"] and any("asymmetric routing" in n for n in b["notes"]), b)
+        check("IPv6, no return policy: the server saw the branch box's IPv6 address",
+              seen_from(server6_log, "v6-asymmetric") == BRANCH_BOX6, seen_from(server6_log, "v6-asymmetric"))
+        lab.run("branch-router", "ip", "-6", "rule", "add", *return_policy6, check_rc=True)
     except Exception:
         lab.print_logs()
         raise
