@@ -62,6 +62,7 @@ static_assert(kSecretSize >= XXH3_SECRET_SIZE_MIN);
 namespace testing {
 void HoldWriter(ChunkStore& store, bool hold) { static_cast<ChunkStoreImpl&>(store).HoldWriter(hold); }
 void IgnoreTurnover(ChunkStore& store) { static_cast<ChunkStoreImpl&>(store).IgnoreTurnover(); }
+void FailSegmentReads(ChunkStore& store, int error) { static_cast<ChunkStoreImpl&>(store).FailSegmentReads(error); }
 }  // namespace testing
 
 ChunkStoreImpl::ChunkStoreImpl(const ChunkStoreOptions& options)
@@ -152,6 +153,7 @@ ChunkStore::Stats ChunkStoreImpl::stats() const {
   s.misses = misses_.load();
   s.evictions = evictions_.load();
   s.corrupt_dropped = corrupt_dropped_.load();
+  s.read_errors = read_errors_.load();
   s.write_errors = write_errors_.load();
   s.degraded = degraded();
   s.memory_hits = memory_hits_.load();

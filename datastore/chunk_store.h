@@ -140,6 +140,7 @@ class ChunkStore {
     uint64_t misses = 0;           // ... that did not (unknown, evicted or dropped)
     uint64_t evictions = 0;        // chunks evicted for space
     uint64_t corrupt_dropped = 0;  // chunks dropped because their bytes failed to verify
+    uint64_t read_errors = 0;      // reads the disk failed (EIO...): a miss, the chunk kept
     uint64_t write_errors = 0;     // Puts that could not store their chunk (degraded included)
     bool degraded = false;         // !healthy()
     uint64_t index_memory_bytes = 0;  // the in-memory index: 32 to 60 bytes a chunk (24 KiB minimum)

@@ -144,6 +144,7 @@ class ChunkStoreImpl final : public ChunkStore {
 
   void HoldWriter(bool hold);
   void IgnoreTurnover() { ignore_turnover_ = true; }
+  void FailSegmentReads(int error) { segments_.FailReads(error); }
 
  private:
   struct alignas(64) Shard {

@@ -186,6 +186,7 @@ std::shared_ptr<SegmentLog::Segment> SegmentLog::Find(uint64_t number) const {
 }
 
 int SegmentLog::Read(Location at, uint32_t size, uint8_t* out) const {
+  if (int error = fail_reads_.load(std::memory_order_relaxed)) return error;
   std::shared_ptr<Segment> segment = Find(at.segment);
   if (!segment) return ENOENT;
   size_t done = 0;

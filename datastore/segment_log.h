@@ -21,6 +21,7 @@
 // unlinked, its descriptor lives until the Read is done).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -88,6 +89,10 @@ class SegmentLog {
   // The bytes in segment files now (chunks evicted but not yet released included).
   uint64_t disk_bytes() const;
 
+  // For tests (datastore/testing.h): every Read fails with `error` until called
+  // with 0.
+  void FailReads(int error) { fail_reads_.store(error, std::memory_order_relaxed); }
+
  private:
   struct Segment;
   std::shared_ptr<Segment> Find(uint64_t number) const;
@@ -105,6 +110,7 @@ class SegmentLog {
   std::vector<std::shared_ptr<Segment>> unsynced_;  // appended to since the last Sync
   bool dir_unsynced_ = false;
   uint64_t next_number_ = 1;
+  std::atomic<int> fail_reads_{0};
 };
 
 }  // namespace wanopt::datastore

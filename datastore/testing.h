@@ -12,6 +12,10 @@ namespace wanopt::datastore::testing {
 // the store writes the queue out, held or not.
 void HoldWriter(ChunkStore& store, bool hold);
 
+// Makes every read of a chunk's bytes from its segment fail with `error` (an errno;
+// 0: reads work again), as a failing disk would.
+void FailSegmentReads(ChunkStore& store, int error);
+
 // Makes Lasting ignore the rate chunks arrived at (as if they had come slowly), so
 // that its quarter-of-the-store margin can be seen alone.
 void IgnoreTurnover(ChunkStore& store);

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -16,6 +17,7 @@
 #include <rocksdb/db.h>
 
 #include "datastore/chunk_store.h"
+#include "datastore/testing.h"
 #include "tests/unit/datastore_test_util.h"
 #include "util/log.h"
 
@@ -127,6 +129,49 @@ TEST_CASE("a corrupted value is dropped on Get, counted, logged, and can be stor
   CHECK(store->Get(flipped_id) == flipped);
   CHECK_FALSE(store->Contains(torn_id));
   CHECK(store->stats().bytes == flipped.size() + intact.size());
+}
+
+TEST_CASE("a disk that fails reads: each a miss, counted and logged, the chunks kept and served once reads work") {
+  TempDir dir;
+  std::mt19937_64 rng(9);
+  std::vector<Chunk> chunks;
+  for (int i = 0; i < 40; ++i) chunks.push_back(RandomChunk(rng, 2000 + i));
+  auto ids = PutAndClose(dir.store(), chunks);
+  auto store = OpenStore(dir.store());  // nothing cached: every Get reads its segment
+
+  log::StartCapture();
+  testing::FailSegmentReads(*store, EIO);
+  // In order, so that read-ahead would start too: it must not drop or cache anything.
+  for (const auto& id : ids) CHECK_FALSE(store->Get(id));
+  Buffer out;
+  CHECK_FALSE(store->GetInto(ids[0], out));
+  CHECK(out.empty());
+  auto stats = store->stats();
+  CHECK(stats.read_errors == ids.size() + 1);
+  CHECK(stats.misses == ids.size() + 1);
+  CHECK(stats.corrupt_dropped == 0);
+  CHECK(stats.chunks == ids.size());
+  for (const auto& id : ids) CHECK(store->Contains(id));
+  std::string logged = log::Captured();
+  CHECK(logged.find("ERROR datastore: ") != std::string::npos);
+  CHECK(logged.find("Input/output error") != std::string::npos);
+
+  testing::FailSegmentReads(*store, 0);
+  for (size_t i = 0; i < ids.size(); ++i) CHECK(store->Get(ids[i]) == chunks[i]);
+  CHECK(store->stats().read_errors == ids.size() + 1);
+
+  // A segment that ends before a chunk's bytes (ENODATA) is not an I/O error: the
+  // bytes are gone, and the chunk with them.
+  store.reset();
+  store = OpenStore(dir.store());
+  testing::FailSegmentReads(*store, ENODATA);
+  CHECK_FALSE(store->Get(ids[5]));
+  testing::FailSegmentReads(*store, 0);
+  stats = store->stats();
+  CHECK(stats.read_errors == 0);
+  CHECK(stats.corrupt_dropped == 1);
+  CHECK_FALSE(store->Contains(ids[5]));
+  CHECK(store->Get(ids[6]) == chunks[6]);
 }
 
 TEST_CASE("a segment cut short by a crash: Open forgets the chunks whose bytes are gone, keeps the others") {

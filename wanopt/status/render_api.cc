@@ -28,6 +28,7 @@ void WriteStores(json::Writer& w, const Model& m) {
     w.Field("hit_rate", s.hit_rate());
     w.Field("evictions", s.stats.evictions);
     w.Field("corrupt_dropped", s.stats.corrupt_dropped);
+    w.Field("read_errors", s.stats.read_errors);  // the disk failed a read: a miss, the chunk kept
     w.Field("degraded", s.stats.degraded);  // a write failed: storing stopped, DRE off for new connections
     w.Field("write_errors", s.stats.write_errors);
     w.Field("index_bytes_per_chunk", s.stats.chunks ? s.stats.index_memory_bytes / s.stats.chunks : 0);
@@ -359,6 +360,8 @@ std::string Metrics(const Model& m) {
   for (const auto& s : stores) out << "wanopt_datastore_bytes{box=\"" << PromLabel(s.box) << "\"} " << s.stats.bytes << "\n";
   family("wanopt_datastore_disk_bytes", "gauge", "Bytes of the DRE datastore's segment files (evicted chunks included until their segment is released).");
   for (const auto& s : stores) out << "wanopt_datastore_disk_bytes{box=\"" << PromLabel(s.box) << "\"} " << s.stats.disk_bytes << "\n";
+  family("wanopt_datastore_read_errors_total", "counter", "Datastore reads the disk failed (each a miss; the chunk is kept).");
+  for (const auto& s : stores) out << "wanopt_datastore_read_errors_total{box=\"" << PromLabel(s.box) << "\"} " << s.stats.read_errors << "\n";
   family("wanopt_datastore_chunks", "gauge", "Chunks in the DRE datastore.");
   for (const auto& s : stores) out << "wanopt_datastore_chunks{box=\"" << PromLabel(s.box) << "\"} " << s.stats.chunks << "\n";
   family("wanopt_datastore_hits_total", "counter", "Datastore reads that found their chunk.");
