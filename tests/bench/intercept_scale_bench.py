@@ -23,6 +23,8 @@ its bytes came back right.
      codecs' idle release), the status API's active count, a second token
      through every connection (all verified while all are open); then all
      closed, and RSS and descriptors once the boxes counted them gone.
+  3. The floor under the TLS figure: tests/bench/tls_memory_floor (built with the
+     tests) on the lab's PKI: what OpenSSL itself keeps per idle channel per box.
 
 Results: a Markdown table on stdout and tests/bench/results/intercept_scale.{md,json}.
 Targets (printed, never asserted): 10,000 concurrent; >= 1,000 new optimized
@@ -266,6 +268,18 @@ def run_hold(lab, args, boxes_pid, results, port, label, fds_per_conn):
         active, second["second_token_verified"], per_conn, gone), flush=True)
 
 
+def tls_floor_note(results, worst):
+    """The floor beside the TLS figure: OpenSSL's own memory per resumed channel plus
+    what a plaintext channel takes."""
+    floor, plain = results.get("tls_floor"), worst.get("plaintext channel")
+    if not floor or plain is None:
+        return ""
+    openssl = max(floor["resumed"].values())
+    return ("; with TLS the floor is %.1f KiB: OpenSSL alone keeps %.1f KiB per resumed channel per box (%s, "
+            "tls_memory_floor), above the target by itself, plus the plaintext channel's %.1f KiB" % (
+                (openssl + plain) / 1024, openssl / 1024, floor["openssl"], plain / 1024))
+
+
 def render(results):
     rows = ["# Connections through the intercepting pair (namespace lab)", "",
             "- date: %s; git commit: %s; nproc %s; WAN delay 1 ms one way; policy F; peering by %s" % (
@@ -319,6 +333,8 @@ def main():
     ap.add_argument("--rate-port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--hold-port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--wanopt", default=str(REPO / "build-release/wanopt/wanopt"))
+    ap.add_argument("--tls-memory-floor", default=str(REPO / "build-release/tests/bench/tls_memory_floor"),
+                    help="the tls_memory_floor tool (OpenSSL's own memory per idle TLS channel)")
     ap.add_argument("--peering", choices=("certificates", "psk"), default="certificates",
                     help="how the boxes authenticate each other (default: the lab PKI's certificates)")
     ap.add_argument("--log-level", default="warn", help="the boxes' log_level (default warn)")
@@ -380,6 +396,12 @@ def main():
             results["rates"].append(run_rate(lab, args, OPT_PORT, "pass-through, no peer (dc stopped)", pids))
             results["rates"].append(run_rate(lab, args, OPT_PORT, "pass-through, no peer, again", pids))
             results["branch_metrics_end"] = metrics(lab, "branch")
+            # The floor under the idle TLS figure: what OpenSSL alone keeps per channel.
+            r = subprocess.run([args.tls_memory_floor, os.path.join(work, "pki")], capture_output=True, text=True,
+                               timeout=120)
+            if r.returncode != 0:
+                raise RuntimeError("tls_memory_floor: %s" % r.stderr.strip())
+            results["tls_floor"] = json.loads(r.stdout)
         except Exception as e:  # reported, and the lab still comes down
             results["errors"].append(repr(e))
         finally:
@@ -398,7 +420,8 @@ def main():
             r["per_second"], r["label"], "met" if r["per_second"] >= 1000 else "missed") for r in opt)
             or "not measured"),
         "<= 16 KiB per idle connection per box: %s" % (", ".join("%.1f KiB %s (%s)" % (
-            w / 1024, label, "met" if w <= 16384 else "missed") for label, w in worst.items()) or "not measured")]
+            w / 1024, label, "met" if w <= 16384 else "missed") for label, w in worst.items()) or "not measured")
+        + tls_floor_note(results, worst)]
     for r in results["rates"]:
         if r["verified"] != r["count"]:
             results["errors"].append("%s: %d of %d verified: %s" % (r["label"], r["verified"], r["count"],
