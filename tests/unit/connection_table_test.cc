@@ -71,3 +71,34 @@ TEST_CASE("a figure kept current: SetNote replaces the note with its key, in pla
   r->SetNote("x", std::string(300, 'x'));
   CHECK(r->Snapshot().notes.back().size() == 200);
 }
+
+TEST_CASE("with nobody reading it (the status page off), the table prunes itself as connections come and go") {
+  constexpr size_t kMaxClosed = 10;
+  ConnectionTable table(std::chrono::seconds(3600), kMaxClosed);
+  std::vector<std::shared_ptr<ConnectionRecord>> live;
+  for (int i = 0; i < 500; ++i) live.push_back(table.Add("box", "branch", Policy::kFull));
+  std::vector<std::weak_ptr<ConnectionRecord>> closed;
+  constexpr uint64_t kClosed = 100000;
+  for (uint64_t i = 0; i < kClosed; ++i) {
+    auto r = table.Add("box", "branch", Policy::kFull);
+    r->lan_in = 3;
+    r->End(false);
+    closed.push_back(r);
+  }
+  size_t held = 0;
+  for (const auto& r : closed) held += r.expired() ? 0 : 1;
+  // Pruned at doublings from 2 * max_closed + 1024: never more than twice that.
+  CHECK(held + live.size() <= 2 * (2 * kMaxClosed + 1024));
+  uint64_t pruned = 0, pruned_bytes = 0;
+  for (const auto& [application, totals] : table.PrunedByApplication()) {
+    pruned += totals.connections;
+    pruned_bytes += totals.lan_bytes;
+  }
+  CHECK(pruned == kClosed - held);  // what went is counted, nothing lost from the totals
+  CHECK(pruned_bytes == 3 * pruned);
+  auto rows = table.Connections();
+  size_t live_rows = 0;
+  for (const auto& row : rows) live_rows += row.state != ConnectionState::kClosed ? 1 : 0;
+  CHECK(live_rows == live.size());  // a live connection is never pruned
+  CHECK(rows.size() == live.size() + kMaxClosed);
+}

@@ -1,5 +1,7 @@
 #include "wanopt/session/connection_table.h"
 
+#include <algorithm>
+
 namespace wanopt {
 
 const char* StateName(ConnectionState state) {
@@ -115,11 +117,21 @@ std::optional<SystemTime> ConnectionRecord::ended_at() const {
   return data_.ended;
 }
 
+namespace {
+// The smallest table Add prunes: the closed records it may keep, and room beside them.
+size_t PruneFloor(size_t max_closed) { return 2 * max_closed + 1024; }
+}  // namespace
+
 ConnectionTable::ConnectionTable(std::chrono::seconds closed_window, size_t max_closed)
-    : closed_window_(closed_window), max_closed_(max_closed) {}
+    : closed_window_(closed_window), max_closed_(max_closed), prune_at_(PruneFloor(max_closed)) {}
 
 std::shared_ptr<ConnectionRecord> ConnectionTable::Add(std::string box, std::string side, Policy ours) {
   std::lock_guard lock(mu_);
+  // A prune costs a pass over the table; at doublings it is a constant per Add.
+  if (records_.size() >= prune_at_) {
+    Prune(std::chrono::system_clock::now());
+    prune_at_ = std::max(PruneFloor(max_closed_), 2 * records_.size());
+  }
   auto record = std::make_shared<ConnectionRecord>(++next_id_, std::move(box), std::move(side), ours);
   records_.emplace(record->id(), record);
   return record;

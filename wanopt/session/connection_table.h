@@ -110,6 +110,9 @@ struct PeerSnapshot {
 class ConnectionTable {
  public:
   // Closed connections stay visible this long (and at most `max_closed` of them).
+  // Reading the table (Connections) prunes it, and so does Add each time the table
+  // has doubled since the last prune: with nobody reading the status page (it is off
+  // by default) it holds at most about twice the live plus max_closed records.
   explicit ConnectionTable(std::chrono::seconds closed_window = std::chrono::seconds(300), size_t max_closed = 10000);
 
   std::shared_ptr<ConnectionRecord> Add(std::string box, std::string side, Policy ours);
@@ -140,6 +143,7 @@ class ConnectionTable {
   std::map<std::string, Totals> pruned_by_application_;
   std::map<std::string, Totals> pruned_by_peer_;
   uint64_t next_id_ = 0;
+  size_t prune_at_;  // records_ size at which Add prunes
 };
 
 }  // namespace wanopt
