@@ -340,9 +340,7 @@ FlowAdvice MapiBox::OnNewFlow(const tcp::endpoint& client, const tcp::endpoint& 
       return {true, "mode = pass-through: the endpoint mapper is left alone", std::nullopt};
     }
     // A session's first connection decides for all of them (session affinity).
-    // Bounded: what expired goes when the table grows.
-    if (sessions_.size() > 65536) std::erase_if(sessions_, [&](const auto& e) { return e.second.expires < now; });
-    Affinity& a = sessions_[{c, s}];
+    AffinityTable::Entry& a = sessions_.At(c, s, now);
     if (a.expires < now) {
       a.pass_through = connections_.load() >= settings_.admission_connections;
       a.expires = now + settings_.binding_ttl;
@@ -362,8 +360,8 @@ FlowAdvice MapiBox::OnNewFlow(const tcp::endpoint& client, const tcp::endpoint& 
   // A real port this box knows for this server: the session's decision holds.
   for (const auto& [key, b] : bindings_) {
     if (key.first == s && b.real_port == server.port() && b.expires > now) {
-      auto a = sessions_.find({c, s});
-      if (a != sessions_.end() && a->second.expires > now && a->second.pass_through) {
+      const AffinityTable::Entry* a = sessions_.Find(c, s);
+      if (a != nullptr && a->expires > now && a->pass_through) {
         return {true, "session affinity: this client's MAPI session with this server passes through", std::nullopt};
       }
     }
@@ -383,7 +381,6 @@ bool MapiBox::Bind(uint32_t server, uint16_t proxy_port, uint16_t real_port, std
     b.expires = now + settings_.binding_ttl;
     // Bounded: forget what expired.
     if (bindings_.size() > 4096) std::erase_if(bindings_, [&](const auto& e) { return e.second.expires < now; });
-    if (sessions_.size() > 65536) std::erase_if(sessions_, [&](const auto& e) { return e.second.expires < now; });
   }
   Persist();
   return true;

@@ -49,6 +49,7 @@
 #include <string>
 #include <vector>
 
+#include "protocols/common/affinity/affinity.h"
 #include "protocols/common/dcerpc/dcerpc.h"
 #include "protocols/module.h"
 
@@ -111,10 +112,6 @@ class MapiBox final : public BoxModule {
   void ConnectionEnded() { --connections_; }
 
  private:
-  struct Affinity {
-    bool pass_through = false;
-    Clock::time_point expires;
-  };
   // Writes the state file and the kernel rules when the live bindings differ from
   // what was last written (a new binding, a changed port, one expired) or their
   // expiry moved on by a tenth of the TTL. Takes persist_mu_, then mu_: call it
@@ -130,7 +127,7 @@ class MapiBox final : public BoxModule {
   std::atomic<Clock::rep> next_expiry_{Clock::time_point::max().time_since_epoch().count()};
   mutable std::mutex mu_;
   std::map<std::pair<uint32_t, uint16_t>, Binding> bindings_;     // (server, proxy port)
-  std::map<std::pair<uint32_t, uint32_t>, Affinity> sessions_;    // (client, server)
+  AffinityTable sessions_;                                        // (client, server)
   std::atomic<size_t> connections_{0};
 };
 

@@ -155,8 +155,7 @@ FlowAdvice RpchBox::OnNewFlow(const tcp::endpoint& client, const tcp::endpoint& 
   uint32_t c = client.address().to_v4().to_uint(), s = server.address().to_v4().to_uint();
   auto now = Clock::now();
   std::lock_guard lock(mu_);
-  if (sessions_.size() > 65536) std::erase_if(sessions_, [&](const auto& e) { return e.second.expires < now; });
-  Affinity& a = sessions_[{c, s}];
+  AffinityTable::Entry& a = sessions_.At(c, s, now);
   if (a.expires < now) a.pass_through = channels.load() >= settings_.admission_channels;
   // Every connection of the session keeps it alive: its channels, their recycled
   // successors and the client's next session decide alike.

@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "protocols/common/affinity/affinity.h"
 #include "protocols/common/dcerpc/dcerpc.h"
 #include "protocols/group.h"
 #include "protocols/module.h"
@@ -127,14 +128,10 @@ class RpchBox final : public BoxModule {
   std::atomic<uint64_t> pairing_resets{0};  // channels reset for finding no partner
 
  private:
-  struct Affinity {
-    bool pass_through = false;
-    Clock::time_point expires;
-  };
   const RpchSettings settings_;
   Groups<Uuid, VirtualConnection> virtual_connections_;
   mutable std::mutex mu_;
-  std::map<std::pair<uint32_t, uint32_t>, Affinity> sessions_;  // (client, server), guarded by mu_
+  AffinityTable sessions_;  // (client, server), guarded by mu_
 };
 
 }  // namespace wanopt::protocols::rpch
