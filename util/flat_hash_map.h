@@ -21,6 +21,7 @@
 // Not thread-safe.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -75,22 +76,35 @@ class FlatHashMap {
   // Returns whether `key` was there.
   bool erase(const Key& key) {
     if (size_ == 0) return false;
-    size_t hole = Probe(key);
-    if (!slots_[hole].used) return false;
-    // Backward shift: entries after the hole that may live in it move up, so that
-    // every entry stays reachable from its home slot without tombstones.
-    const size_t mask = capacity_ - 1;
-    for (size_t j = (hole + 1) & mask; slots_[j].used; j = (j + 1) & mask) {
-      size_t home = Home(slots_[j].key);
-      // `home` is not cyclically within (hole, j]: the entry may move to the hole.
-      if (((j - home) & mask) >= ((j - hole) & mask)) {
-        slots_[hole] = slots_[j];
-        hole = j;
+    size_t slot = Probe(key);
+    if (!slots_[slot].used) return false;
+    EraseAt(slot);
+    return true;
+  }
+
+  // Slots in the table: a pass of PruneSlice calls covers this many.
+  size_t capacity() const { return capacity_; }
+
+  // One step of a prune spread over many calls, so that no call holds its caller
+  // long: looks at up to `slots` slots from *cursor on, erases the entries
+  // `keep(key, value)` says to drop, and moves *cursor on. Returns true when the
+  // step reached the end of the table (*cursor is then 0 again). Every entry there
+  // at the start of a pass (*cursor == 0) is looked at, at least once, by the pass's
+  // end, provided capacity() did not change meanwhile (growth reorders the table:
+  // start the pass again). The table never shrinks here; Prune does that.
+  template <typename Keep>
+  bool PruneSlice(size_t* cursor, size_t slots, Keep&& keep) {
+    size_t i = *cursor;
+    for (size_t end = std::min(capacity_, i + slots); i < end;) {
+      if (slots_[i].used && !keep(slots_[i].key, slots_[i].value)) {
+        EraseAt(i);  // a later entry may have moved into slot i: look at it again
+        --end;       // (bounded: at most `slots` looks an erasure shortens)
+      } else {
+        ++i;
       }
     }
-    slots_[hole].used = false;
-    --size_;
-    return true;
+    *cursor = i >= capacity_ ? 0 : i;
+    return *cursor == 0;
   }
 
   // Keeps the entries `keep(key, value)` says to, in a table sized for them; returns
@@ -138,6 +152,22 @@ class FlatHashMap {
   size_t Home(const Key& key) const {
     __extension__ using Uint128 = unsigned __int128;
     return static_cast<size_t>((Uint128{static_cast<uint64_t>(Hash{}(key))} * capacity_) >> 64);
+  }
+  // Empties slot `hole` (REQUIRES: used). Backward shift: entries after the hole that
+  // may live in it move up, so that every entry stays reachable from its home slot
+  // without tombstones.
+  void EraseAt(size_t hole) {
+    const size_t mask = capacity_ - 1;
+    for (size_t j = (hole + 1) & mask; slots_[j].used; j = (j + 1) & mask) {
+      size_t home = Home(slots_[j].key);
+      // `home` is not cyclically within (hole, j]: the entry may move to the hole.
+      if (((j - home) & mask) >= ((j - hole) & mask)) {
+        slots_[hole] = slots_[j];
+        hole = j;
+      }
+    }
+    slots_[hole].used = false;
+    --size_;
   }
   // The slot holding `key`, or the free slot where it would go. REQUIRES: capacity_ > 0.
   size_t Probe(const Key& key) const {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -133,6 +134,42 @@ TEST_CASE("FlatHashMap filled in another table's order keeps its probe runs shor
   CHECK(comparisons < 10 * kEntries);
   CHECK(copy.size() == kEntries);
   for (uint64_t i = 0; i < kEntries; ++i) REQUIRE(*copy.find({i}) == i);
+}
+
+TEST_CASE("FlatHashMap::PruneSlice: a pass in slices drops what a whole Prune would, keeps the rest, wraps included") {
+  for (uint64_t seed : {1, 2, 3}) {
+    SUBCASE(("seed " + std::to_string(seed)).c_str()) {
+      // Clustered keys make long runs that wrap around the end: erasures there pull
+      // entries back across the slice boundaries and across the wrap.
+      FlatHashMap<uint64_t, uint64_t, ClusteringHash> clustered;
+      FlatHashMap<uint64_t, uint64_t, GoodHash> uniform;
+      std::unordered_map<uint64_t, uint64_t> reference;
+      std::mt19937_64 rng(seed);
+      for (int i = 0; i < 3000; ++i) {
+        uint64_t key = rng() % 100000;
+        clustered.insert_or_assign(key, key * 3);
+        uniform.insert_or_assign(key, key * 3);
+        reference[key] = key * 3;
+      }
+      auto keep = [](uint64_t key, uint64_t) { return key % 5 != 0; };
+      size_t cursor_c = 0, cursor_u = 0, looks = 0;
+      bool done_c = false, done_u = false;
+      while (!done_c || !done_u) {
+        size_t slots = 1 + rng() % 40;
+        if (!done_c) done_c = clustered.PruneSlice(&cursor_c, slots, keep);
+        if (!done_u) done_u = uniform.PruneSlice(&cursor_u, slots, keep);
+        REQUIRE(++looks < 100000);
+      }
+      std::erase_if(reference, [&](const auto& e) { return !keep(e.first, e.second); });
+      CHECK(clustered.size() == reference.size());
+      CHECK(uniform.size() == reference.size());
+      for (const auto& [key, value] : reference) {
+        REQUIRE(clustered.find(key));
+        REQUIRE(*clustered.find(key) == value);
+        REQUIRE(uniform.find(key));
+      }
+    }
+  }
 }
 
 }  // TEST_SUITE

@@ -29,8 +29,12 @@ std::string SafeName(const std::string& name) {
 
 }  // namespace
 
-// The smallest map PruneLocked runs on: below it a peering's whole map is a few MiB.
+// The smallest map a prune pass runs on: below it a peering's whole map is a few MiB.
 constexpr size_t kPruneFloor = 64 << 10;
+// Slots of the map a Learn looks at while a pass is under way: a few hundred store
+// lookups, some tens of microseconds. A pass over a map of N names takes about
+// N / 256 Learns (the map is 3/8 to 3/4 full), which is what it grows meanwhile.
+constexpr size_t kPruneSlice = 512;
 
 PeerState::PeerState(std::string path, const Seed& seed, const datastore::ChunkStore* store)
     : path_(std::move(path)),
@@ -85,13 +89,14 @@ void PeerState::AppendLocked(uint8_t kind, const uint8_t* a, size_t alen) {
 void PeerState::Learn(const Fingerprint& fingerprint, const datastore::ContentId& id) {
   std::lock_guard lock(mu_);
   index_.insert_or_assign(fingerprint, id);
-  if (store_ && index_.size() >= prune_at_) return PruneLocked();  // rewrites the file, this entry included
-  if (!log_) return;
-  uint8_t payload[32];
-  auto fp = FingerprintBytes(fingerprint);
-  std::memcpy(payload, fp.data(), 16);
-  std::memcpy(payload + 16, id.data(), 16);
-  AppendLocked(kLearn, payload, 32);
+  if (log_) {
+    uint8_t payload[32];
+    auto fp = FingerprintBytes(fingerprint);
+    std::memcpy(payload, fp.data(), 16);
+    std::memcpy(payload + 16, id.data(), 16);
+    AppendLocked(kLearn, payload, 32);
+  }
+  if (store_ && (pruning_ || index_.size() >= prune_at_)) PruneStepLocked();
 }
 
 void PeerState::Forget(const Fingerprint& fingerprint) {
@@ -146,17 +151,40 @@ void PeerState::Rekey(const Seed& seed) {
   RewriteLocked();
 }
 
-void PeerState::PruneLocked() {
-  size_t before = index_.size();
-  auto start = std::chrono::steady_clock::now();
-  auto stored = [this](const Fingerprint&, const datastore::ContentId& id) { return store_->Contains(id); };
-  index_.Prune(stored);
-  retired_.Prune(stored);
+void PeerState::PruneStepLocked() {
+  if (!pruning_) {
+    pruning_ = true;
+    prune_cursor_ = pruned_ = 0;
+    prune_capacity_ = index_.capacity();
+    prune_started_ = std::chrono::steady_clock::now();
+  }
+  if (index_.capacity() != prune_capacity_) {  // grew: reordered, start over
+    prune_cursor_ = 0;
+    prune_capacity_ = index_.capacity();
+  }
+  Fingerprint dropped[kPruneSlice];
+  size_t n = 0;
+  bool done = index_.PruneSlice(&prune_cursor_, kPruneSlice, [&](const Fingerprint& fingerprint,
+                                                                  const datastore::ContentId& id) {
+    if (store_->Contains(id)) return true;
+    dropped[n++] = fingerprint;
+    return false;
+  });
+  // Logged once out of the table (a record may rewrite the file from it).
+  for (size_t i = 0; i < n; ++i) {
+    auto fp = FingerprintBytes(dropped[i]);
+    AppendLocked(kForget, fp.data(), 16);
+  }
+  pruned_ += n;
+  if (!done) return;
+  pruning_ = false;
+  // Names kept only to answer repairs after the peer's store changed: rarely any.
+  retired_.Prune([this](const Fingerprint&, const datastore::ContentId& id) { return store_->Contains(id); });
   prune_at_ = std::max(kPruneFloor, 2 * index_.size());
-  RewriteLocked();
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
-  WANOPT_LOG(kDebug, "dre") << path_ << ": dropped " << before - index_.size() << " of " << before
-                            << " names of chunks the store evicted, in " << ms << " ms";
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - prune_started_)
+                .count();
+  WANOPT_LOG(kDebug, "dre") << path_ << ": dropped " << pruned_ << " names of chunks the store evicted, "
+                            << index_.size() << " left, in a pass over " << ms << " ms";
 }
 
 void PeerState::RewriteLocked() {

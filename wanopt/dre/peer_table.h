@@ -15,16 +15,20 @@
 // grown to twice what it holds.
 //
 // Bounded by the chunk store: a chunk the store evicted is no use to name, so each
-// time a peering's map has doubled (from 64Ki entries up) the entries whose chunk
-// the store no longer holds are dropped and the file rewritten. Without it the map
-// grew with every chunk that ever crossed (a 30-minute soak: +400 MiB per box). The
-// guesses of which chunk follows which (Next) go the same way, at most 1Mi of them.
+// time a peering's map has doubled (from 64Ki entries up) a pass drops the entries
+// whose chunk the store no longer holds (a forget record each in the file). The pass
+// is spread over the Learns that follow, a slice of the table each: done at once, it
+// held the peering's lock for 0.4 s at 2Mi names (one store lookup a name), and
+// every session of the peering with it. Without the bound the map grew with every
+// chunk that ever crossed (a 30-minute soak: +400 MiB per box). The guesses of
+// which chunk follows which (Next) go the same way, at most 1Mi of them.
 //
 // Thread-safe: the sessions of one peering share its PeerState.
 #pragma once
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <map>
@@ -84,8 +88,9 @@ class PeerState {
   PeerState(std::string path, const Seed& seed, const datastore::ChunkStore* store);
   void AppendLocked(uint8_t kind, const uint8_t* a, size_t alen);
   void RewriteLocked();
-  // Drops the entries whose chunk the store no longer holds (see the top).
-  void PruneLocked();
+  // One slice of the pass that drops the entries whose chunk the store no longer
+  // holds (see the top); starts a pass when the map has doubled.
+  void PruneStepLocked();
 
   const std::string path_;
   mutable std::mutex mu_;
@@ -99,7 +104,12 @@ class PeerState {
   std::FILE* log_ = nullptr;
   size_t records_ = 0;
   const datastore::ChunkStore* const store_;  // null: not bounded (tests, no store)
-  size_t prune_at_;                           // index_ size that triggers PruneLocked
+  size_t prune_at_;                           // index_ size that starts a prune pass
+  bool pruning_ = false;                      // a pass is under way: prune_cursor_ is in index_
+  size_t prune_cursor_ = 0;
+  size_t prune_capacity_ = 0;                 // index_.capacity() when the pass (re)started
+  size_t pruned_ = 0;                         // names the pass dropped so far
+  std::chrono::steady_clock::time_point prune_started_;
   size_t next_prune_at_;                      // next_ size that drops guesses about unnamed chunks
 };
 
