@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <optional>
 
 #include "datastore/chunk_store.h"
@@ -45,4 +46,57 @@ TEST_CASE("a peering forgets the chunks the store evicted: its map, its guesses 
   uintmax_t bytes = 0;
   for (const auto& entry : std::filesystem::directory_iterator(file)) bytes += entry.file_size();
   CHECK(bytes < 160000 * 33 / 2);
+}
+
+TEST_CASE("a peering's file across restarts: appended to as it is, a torn last record ignored, read back whole") {
+  TempDir dir;
+  const std::string peers = dir.path() + "/peers";
+  auto name = [](uint64_t i) { return dre::Fingerprint{i * 0x9e3779b97f4a7c15ull, i}; };
+  auto id = [](uint64_t i) {
+    datastore::ContentId c{};
+    c[0] = static_cast<uint8_t>(i);
+    c[15] = 0x42;
+    return c;
+  };
+  dre::Seed seed;
+  {
+    dre::PeerTable table(peers);
+    auto peer = table.Get("peer-b", std::nullopt);
+    seed = peer->seed();
+    peer->SetPeerInstance(77);
+    for (uint64_t i = 1; i <= 10; ++i) peer->Learn(name(i), id(i));
+    peer->Forget(name(3));
+  }
+  const auto file = std::filesystem::path(peers) / "peer-b.idx";
+  const auto written = std::filesystem::file_size(file);
+  {
+    dre::PeerTable table(peers);
+    auto peer = table.Get("peer-b", std::nullopt);
+    CHECK(peer->seed() == seed);
+    CHECK(peer->peer_instance() == 77);
+    CHECK(peer->size() == 9);
+    CHECK_FALSE(peer->Find(name(3)));
+    CHECK(peer->Find(name(10)) == id(10));
+    for (uint64_t i = 11; i <= 15; ++i) peer->Learn(name(i), id(i));
+  }
+  // Appended to, not rewritten: what was there is still there, five records more.
+  CHECK(std::filesystem::file_size(file) == written + 5 * 33);
+  {
+    std::ofstream torn(file, std::ios::app | std::ios::binary);
+    torn.write("\x01torn", 5);  // a record cut short by a kill -9
+  }
+  {
+    dre::PeerTable table(peers);
+    auto peer = table.Get("peer-b", std::nullopt);
+    CHECK(peer->size() == 14);
+    peer->Learn(name(16), id(16));
+  }
+  // Rewritten once (the torn bytes gone, the forgotten name with them), then appended.
+  CHECK((std::filesystem::file_size(file) - 8 - 32) % 33 == 0);
+  dre::PeerTable table(peers);
+  auto peer = table.Get("peer-b", std::nullopt);
+  CHECK(peer->size() == 15);
+  CHECK(peer->Find(name(16)) == id(16));
+  CHECK(peer->Find(name(1)) == id(1));
+  CHECK(peer->peer_instance() == 77);
 }

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <vector>
 
 #include "util/bytes.h"
 #include "util/log.h"
@@ -225,23 +226,39 @@ PeerTable::PeerTable(std::string directory, const datastore::ChunkStore* store)
 }
 
 PeerTable::~PeerTable() {
-  for (auto& [name, peer] : peers_) {
-    std::lock_guard lock(peer->mu_);
-    if (peer->log_) std::fclose(peer->log_);
-    peer->log_ = nullptr;
+  for (auto& [name, entry] : peers_) {
+    if (!entry->peer) continue;
+    std::lock_guard lock(entry->peer->mu_);
+    if (entry->peer->log_) std::fclose(entry->peer->log_);
+    entry->peer->log_ = nullptr;
   }
 }
 
 std::shared_ptr<PeerState> PeerTable::Get(const std::string& name, const std::optional<Seed>& seed) {
-  std::lock_guard lock(mu_);
-  auto it = peers_.find(name);
-  if (it != peers_.end()) {
-    if (seed && *seed != it->second->seed()) it->second->Rekey(*seed);
-    return it->second;
+  std::shared_ptr<Entry> entry;
+  {
+    std::lock_guard lock(mu_);
+    std::shared_ptr<Entry>& slot = peers_[name];
+    if (!slot) slot = std::make_shared<Entry>();
+    entry = slot;
   }
+  // Read outside the table's lock: a peering with a large file (66 MB for 2Mi names
+  // takes a few hundred ms) holds up only its own sessions, not every peering's.
+  bool loaded_now = false;
+  std::call_once(entry->loaded, [&] {
+    entry->peer = Load(name, seed);
+    loaded_now = true;
+  });
+  if (!loaded_now && seed && *seed != entry->peer->seed()) entry->peer->Rekey(*seed);
+  return entry->peer;
+}
+
+std::shared_ptr<PeerState> PeerTable::Load(const std::string& name, const std::optional<Seed>& seed) const {
   std::string path = directory_.empty() ? "" : directory_ + "/" + SafeName(name) + ".idx";
   // Read back what this box knew of the peering.
   std::shared_ptr<PeerState> peer;
+  size_t records = 0;
+  bool whole_records = false;
   if (!path.empty()) {
     if (std::FILE* in = std::fopen(path.c_str(), "rb")) {
       char magic[8];
@@ -253,26 +270,35 @@ std::shared_ptr<PeerState> PeerTable::Get(const std::string& name, const std::op
         // in one probe run while the table grows (flat_hash_map.h).
         std::error_code ec;
         if (uintmax_t bytes = std::filesystem::file_size(path, ec); !ec) peer->index_.reserve(bytes / kRecordSize);
-        uint8_t record[kRecordSize];
-        while (std::fread(record, 1, kRecordSize, in) == kRecordSize) {
-          auto fp = FingerprintFromBytes(std::span<const uint8_t, 16>(record + 1, 16));
-          switch (record[0]) {
-            case kLearn: {
-              datastore::ContentId id;
-              std::memcpy(id.data(), record + 17, 16);
-              peer->index_.insert_or_assign(fp, id);
-              break;
+        // Read in blocks of whole records.
+        std::vector<uint8_t> block(kRecordSize * 4096);
+        size_t got;
+        while ((got = std::fread(block.data(), 1, block.size(), in)) > 0) {
+          whole_records = got % kRecordSize == 0;  // a torn last record: kill -9 mid-append
+          for (size_t at = 0; at + kRecordSize <= got; at += kRecordSize, ++records) {
+            const uint8_t* record = block.data() + at;
+            auto fp = FingerprintFromBytes(std::span<const uint8_t, 16>(record + 1, 16));
+            switch (record[0]) {
+              case kLearn: {
+                datastore::ContentId id;
+                std::memcpy(id.data(), record + 17, 16);
+                peer->index_.insert_or_assign(fp, id);
+                break;
+              }
+              case kForget: peer->index_.erase(fp); break;
+              case kInstance: peer->peer_instance_ = bytes::GetBe64(record + 1); break;
+              case kForgetAll: peer->index_.clear(); break;
+              case kApplied: peer->last_applied_ = record[1] > 3 ? -1 : record[1]; break;
             }
-            case kForget: peer->index_.erase(fp); break;
-            case kInstance: peer->peer_instance_ = bytes::GetBe64(record + 1); break;
-            case kForgetAll: peer->index_.clear(); break;
-            case kApplied: peer->last_applied_ = record[1] > 3 ? -1 : record[1]; break;
           }
+          if (got < block.size()) break;
         }
+        if (records == 0) whole_records = true;
       }
       std::fclose(in);
     }
   }
+  bool compact = false;
   if (!peer) {
     Seed fresh{};
     if (seed) {
@@ -286,12 +312,17 @@ std::shared_ptr<PeerState> PeerTable::Get(const std::string& name, const std::op
     peer->key_ = std::make_unique<FingerprintKey>(*seed);
     peer->index_.clear();
     peer->peer_instance_ = 0;
+  } else {
+    // Appended to as it is, unless it is worth compacting or ends in a torn record.
+    compact = whole_records && records <= 2 * peer->index_.size() + 100000;
   }
-  {
-    std::lock_guard plock(peer->mu_);
-    peer->RewriteLocked();  // compact, and open the log for appending
+  std::lock_guard plock(peer->mu_);
+  if (compact) peer->log_ = std::fopen(path.c_str(), "ab");
+  if (peer->log_) {
+    peer->records_ = records;
+  } else {
+    peer->RewriteLocked();  // compact (or start), and open the log for appending
   }
-  peers_.emplace(name, peer);
   return peer;
 }
 

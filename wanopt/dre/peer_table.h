@@ -126,10 +126,18 @@ class PeerTable {
   std::shared_ptr<PeerState> Get(const std::string& name, const std::optional<Seed>& seed);
 
  private:
+  // A peering, read from its file by the first Get (the others wait for that one).
+  struct Entry {
+    std::once_flag loaded;
+    std::shared_ptr<PeerState> peer;
+  };
+  // Reads the peering's file (or starts it) and opens it for appending.
+  std::shared_ptr<PeerState> Load(const std::string& name, const std::optional<Seed>& seed) const;
+
   const std::string directory_;
   const datastore::ChunkStore* const store_;
   std::mutex mu_;
-  std::map<std::string, std::shared_ptr<PeerState>> peers_;
+  std::map<std::string, std::shared_ptr<Entry>> peers_;  // guarded by mu_; an Entry's peer by its once_flag
 };
 
 }  // namespace wanopt::dre
