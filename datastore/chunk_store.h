@@ -226,8 +226,9 @@ class ChunkStore {
   virtual std::string degraded_reason() const = 0;
 
   // Makes every chunk whose Put returned before this call survive a kill -9 and a
-  // power loss: waits for the writer to write the queue out, then syncs the
-  // segments and RocksDB's log (with sync_writes, nothing more: both are synced).
+  // power loss: waits for the writer to write the queue out (and to release the
+  // segments of chunks evicted before the call), then syncs the segments and
+  // RocksDB's log (with sync_writes, nothing more: both are synced).
   // Costs two syncs per call: for shutdowns and tests, not per chunk. On a degraded
   // store, only waits for the writer.
   virtual void Flush() = 0;

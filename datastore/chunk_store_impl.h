@@ -231,9 +231,10 @@ class ChunkStoreImpl final : public ChunkStore {
   // it has the eviction lock: the thread before may have done it already).
   void Evict();
   // Syncs RocksDB's log (so that the index deletes below `cursor` are on disk), then
-  // releases the segments whose chunks are all below `cursor`. Skipped when another
-  // thread is at it: the next round covers these segments too. REQUIRES: the index
-  // entries below `cursor` are deleted.
+  // releases the segments whose chunks are all below `cursor`. Run by the writer
+  // thread, which Evict asks (the sync would otherwise stall the Put that evicted,
+  // on a connection's event loop), and by Open before the writer starts. REQUIRES:
+  // the index entries below `cursor` are deleted.
   void Reclaim(uint64_t cursor);
   // Makes every chunk written so far durable: the segments, then RocksDB's log of
   // their index entries. A failure degrades the store.
@@ -271,13 +272,12 @@ class ChunkStoreImpl final : public ChunkStore {
   // Every seq below is evicted. Written under evict_mu_; Lasting reads it without.
   std::atomic<uint64_t> evict_cursor_{0};
   uint64_t evicted_since_reclaim_ = 0;  // guarded by evict_mu_
-  std::mutex reclaim_mu_;
 
   // The write queue. Sequence numbers are claimed under queue_mu_ (see the top).
   const uint64_t queue_limit_;
   const bool sync_writes_;
   mutable std::mutex queue_mu_;
-  std::condition_variable work_cv_;      // the writer waits for chunks (or stop_)
+  std::condition_variable work_cv_;      // the writer waits for chunks, a reclaim, or stop_
   std::condition_variable progress_cv_;  // Puts wait for room, Flush for written_
   std::deque<Queued> queue_;             // guarded by queue_mu_
   uint64_t queued_bytes_ = 0;            // guarded: reserved, queued or being written
@@ -285,6 +285,9 @@ class ChunkStoreImpl final : public ChunkStore {
   int urgent_ = 0;                       // guarded: threads waiting for the writer
   uint64_t enqueued_ = 0;                // guarded: chunks ever queued
   uint64_t written_ = 0;                 // guarded: ... whose write finished (or failed)
+  uint64_t reclaim_to_ = 0;              // guarded: a Reclaim asked of the writer (0: none)
+  uint64_t reclaims_asked_ = 0;          // guarded: ... ever asked (Flush waits for them)
+  uint64_t reclaims_done_ = 0;           // guarded: ... of those, done
   bool stop_ = false;                    // guarded
   bool held_ = false;                    // guarded: testing::HoldWriter
   std::thread writer_;

@@ -1,6 +1,7 @@
 // ChunkStore eviction: the oldest chunks go first, their bytes a segment at a time.
 #include "datastore/chunk_store_impl.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <rocksdb/write_batch.h>
@@ -82,12 +83,15 @@ void ChunkStoreImpl::Evict() {
   evicted_since_reclaim_ = 0;
   uint64_t cursor = evict_cursor_;
   lock.unlock();
-  Reclaim(cursor);
+  {
+    std::lock_guard queue_lock(queue_mu_);
+    reclaim_to_ = std::max(reclaim_to_, cursor);
+    ++reclaims_asked_;
+  }
+  work_cv_.notify_one();
 }
 
 void ChunkStoreImpl::Reclaim(uint64_t cursor) {
-  std::unique_lock lock(reclaim_mu_, std::try_to_lock);
-  if (!lock) return;
   // The evictions' index deletes are in RocksDB's log, not synced: sync it before
   // the bytes go, or a power loss could bring back entries whose segment is gone
   // (a miss on Get, but the peer would be sent their names meanwhile).

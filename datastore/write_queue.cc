@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 #include <limits>
+#include <utility>
 
 #include <rocksdb/write_batch.h>
 
@@ -122,21 +123,38 @@ void ChunkStoreImpl::WriterLoop() {
   pthread_setname_np(pthread_self(), "chunk-writer");
   std::vector<Queued> batch;
   for (;;) {
+    uint64_t reclaim, asked;
+    bool reclaim_due;
     {
       std::unique_lock lock(queue_mu_);
       // Closing writes the queue out, held or not.
-      work_cv_.wait(lock, [&] { return stop_ || (!held_ && !queue_.empty()); });
-      if (queue_.empty()) return;  // stop_
-      work_cv_.wait_for(lock, kLinger,
-                        [&] { return stop_ || urgent_ > 0 || held_ || waiting_bytes_ >= kLingerBytes; });
-      if (held_ && !stop_) continue;
-      uint64_t bytes = 0;
-      while (!queue_.empty() && (batch.empty() || bytes + queue_.front().blob.size <= kWriteBatchBytes)) {
-        bytes += queue_.front().blob.size;
-        batch.push_back(std::move(queue_.front()));
-        queue_.pop_front();
+      work_cv_.wait(lock, [&] { return stop_ || reclaims_asked_ != reclaims_done_ || (!held_ && !queue_.empty()); });
+      // A reclaim first: it gives evicted segments back to the disk.
+      reclaim_due = reclaims_asked_ != reclaims_done_;
+      reclaim = std::exchange(reclaim_to_, 0);
+      asked = reclaims_asked_;
+      if (!reclaim_due) {
+        if (queue_.empty()) return;  // stop_
+        work_cv_.wait_for(lock, kLinger,
+                          [&] { return stop_ || urgent_ > 0 || held_ || waiting_bytes_ >= kLingerBytes; });
+        if (held_ && !stop_) continue;
+        uint64_t bytes = 0;
+        while (!queue_.empty() && (batch.empty() || bytes + queue_.front().blob.size <= kWriteBatchBytes)) {
+          bytes += queue_.front().blob.size;
+          batch.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+        waiting_bytes_ -= bytes;
       }
-      waiting_bytes_ -= bytes;
+    }
+    if (reclaim_due) {
+      if (reclaim != 0) Reclaim(reclaim);
+      {
+        std::lock_guard lock(queue_mu_);
+        reclaims_done_ = asked;
+      }
+      progress_cv_.notify_all();
+      continue;
     }
     WriteBatchOut(batch);
     batch.clear();
@@ -207,12 +225,17 @@ void ChunkStoreImpl::SyncWritten() {
 }
 
 void ChunkStoreImpl::Flush() {
-  uint64_t target;
+  uint64_t target, reclaims;
   {
     std::lock_guard lock(queue_mu_);
     target = enqueued_;
+    reclaims = reclaims_asked_;
   }
   WaitForWriter(target);
+  {
+    std::unique_lock lock(queue_mu_);
+    progress_cv_.wait(lock, [&] { return reclaims_done_ >= reclaims; });
+  }
   // A failure degrades the store, which logs it. With sync_writes every batch is
   // synced already.
   if (!sync_writes_) SyncWritten();
