@@ -1,8 +1,10 @@
 #include "util/log.h"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <ctime>
 #include <mutex>
@@ -28,6 +30,26 @@ const char* Name(Level level) {
 void SetLevel(Level level) { g_level = static_cast<int>(level); }
 bool Enabled(Level level) { return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed); }
 
+namespace {
+std::atomic<uint64_t> g_dropped{0};
+// The last record sent went only in part: the next one starts on a new line.
+std::atomic<bool> g_cut{false};
+
+// Sends `line` on stderr without waiting if it is a socket, else writes it. False
+// when the socket was full (the record dropped).
+bool WriteLine(std::string_view line) {
+  ssize_t n = ::send(STDERR_FILENO, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n < 0 && errno == ENOTSOCK) {
+    ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
+    (void)ignored;
+    return true;
+  }
+  if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK;  // other errors: nowhere to say so
+  if (static_cast<size_t>(n) < line.size()) g_cut.store(true, std::memory_order_relaxed);
+  return true;
+}
+}  // namespace
+
 void Write(Level level, std::string_view component, std::string_view message) {
   using namespace std::chrono;
   auto now = system_clock::now();
@@ -40,10 +62,15 @@ void Write(Level level, std::string_view component, std::string_view message) {
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(millis));
   std::string line;
   line.reserve(64 + message.size());
+  if (g_cut.exchange(false, std::memory_order_relaxed)) line.append("\n");
   line.append(stamp).append(" ").append(Name(level)).append(" ");
-  line.append(component).append(": ").append(message).append("\n");
-  ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
-  (void)ignored;
+  line.append(component).append(": ");
+  uint64_t dropped = g_dropped.exchange(0, std::memory_order_relaxed);
+  if (dropped > 0) {
+    line.append("(").append(std::to_string(dropped)).append(" log records dropped: the journal did not keep up) ");
+  }
+  line.append(message).append("\n");
+  if (!WriteLine(line)) g_dropped.fetch_add(dropped + 1, std::memory_order_relaxed);
   std::lock_guard lock(g_capture_mu);
   if (g_capturing) g_captured += line;
 }
