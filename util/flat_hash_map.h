@@ -91,7 +91,9 @@ class FlatHashMap {
   // step reached the end of the table (*cursor is then 0 again). Every entry there
   // at the start of a pass (*cursor == 0) is looked at, at least once, by the pass's
   // end, provided capacity() did not change meanwhile (growth reorders the table:
-  // start the pass again). The table never shrinks here; Prune does that.
+  // start the pass again) and nothing else was erased (an erasure behind the cursor
+  // may pull an entry not yet looked at behind it: it waits for the next pass). The
+  // table never shrinks here: shrink_to_fit does that.
   template <typename Keep>
   bool PruneSlice(size_t* cursor, size_t slots, Keep&& keep) {
     size_t i = *cursor;
@@ -103,8 +105,18 @@ class FlatHashMap {
         ++i;
       }
     }
-    *cursor = i >= capacity_ ? 0 : i;
-    return *cursor == 0;
+    bool done = i >= capacity_;  // not i == 0: erasures at slot 0 leave it there
+    *cursor = done ? 0 : i;
+    return done;
+  }
+
+  // Gives back the slots beyond what the entries need (3/8 to 3/4 full); one pass.
+  void shrink_to_fit() {
+    if (size_ == 0) {
+      clear();
+    } else if (CapacityFor(size_) < capacity_) {
+      Rehash(CapacityFor(size_));
+    }
   }
 
   // Keeps the entries `keep(key, value)` says to, in a table sized for them; returns
@@ -116,11 +128,7 @@ class FlatHashMap {
     ForEach([&](const Key& key, const Value& value) {
       if (keep(key, value)) kept.insert_or_assign(key, value);
     });
-    if (kept.size_ == 0) {
-      kept.clear();
-    } else if (CapacityFor(kept.size_) < kept.capacity_) {
-      kept.Rehash(CapacityFor(kept.size_));
-    }
+    kept.shrink_to_fit();
     size_t gone = size_ - kept.size_;
     *this = std::move(kept);
     return gone;

@@ -31,22 +31,23 @@ void SetLevel(Level level) { g_level = static_cast<int>(level); }
 bool Enabled(Level level) { return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed); }
 
 namespace {
-std::atomic<uint64_t> g_dropped{0};
-// The last record sent went only in part: the next one starts on a new line.
-std::atomic<bool> g_cut{false};
+// Records go out one at a time, so that the two below describe what the journal got.
+std::mutex g_write_mu;
+uint64_t g_dropped = 0;  // guarded: records dropped since the last one that went out
+bool g_cut = false;      // guarded: the last one went out only in part
 
-// Sends `line` on stderr without waiting if it is a socket, else writes it. False
-// when the socket was full (the record dropped).
-bool WriteLine(std::string_view line) {
+enum class Sent { kWhole, kPart, kNone };
+
+// Sends `line` on stderr without waiting if it is a socket, else writes it.
+Sent WriteLine(std::string_view line) {
   ssize_t n = ::send(STDERR_FILENO, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   if (n < 0 && errno == ENOTSOCK) {
     ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
     (void)ignored;
-    return true;
+    return Sent::kWhole;
   }
-  if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK;  // other errors: nowhere to say so
-  if (static_cast<size_t>(n) < line.size()) g_cut.store(true, std::memory_order_relaxed);
-  return true;
+  if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? Sent::kNone : Sent::kWhole;  // else: nowhere to say so
+  return static_cast<size_t>(n) < line.size() ? Sent::kPart : Sent::kWhole;
 }
 }  // namespace
 
@@ -61,16 +62,22 @@ void Write(Level level, std::string_view component, std::string_view message) {
   std::snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(millis));
   std::string line;
-  line.reserve(64 + message.size());
-  if (g_cut.exchange(false, std::memory_order_relaxed)) line.append("\n");
-  line.append(stamp).append(" ").append(Name(level)).append(" ");
-  line.append(component).append(": ");
-  uint64_t dropped = g_dropped.exchange(0, std::memory_order_relaxed);
-  if (dropped > 0) {
-    line.append("(").append(std::to_string(dropped)).append(" log records dropped: the journal did not keep up) ");
+  line.reserve(128 + message.size());
+  {
+    std::lock_guard lock(g_write_mu);
+    if (g_cut) line.append("\n");
+    line.append(stamp).append(" ").append(Name(level)).append(" ");
+    line.append(component).append(": ");
+    if (g_dropped > 0) {
+      line.append("(").append(std::to_string(g_dropped)).append(" log records dropped: the journal did not keep up) ");
+    }
+    line.append(message).append("\n");
+    switch (WriteLine(line)) {
+      case Sent::kWhole: g_cut = false, g_dropped = 0; break;
+      case Sent::kPart: g_cut = true, g_dropped = 0; break;
+      case Sent::kNone: ++g_dropped; break;
+    }
   }
-  line.append(message).append("\n");
-  if (!WriteLine(line)) g_dropped.fetch_add(dropped + 1, std::memory_order_relaxed);
   std::lock_guard lock(g_capture_mu);
   if (g_capturing) g_captured += line;
 }

@@ -7,7 +7,8 @@
 // under systemd) a record is sent without waiting, and one that finds the socket
 // full is dropped, counted, and the count is reported at the head of the next record
 // that goes through ("(N log records dropped: the journal did not keep up)"); a
-// record the socket took only part of ends there, the next starting a new line. A
+// record the socket took only part of ends there, the next starting a new line;
+// records go out one at a time (a lock around a send that never waits). A
 // busy box at info level writes a few records per connection; a journal that stops
 // reading (a slow disk under journald) must not hold up every connection on the
 // thread that logs. Other stderrs (a file, a terminal, a pipe) are written as

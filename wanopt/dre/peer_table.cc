@@ -144,6 +144,7 @@ void PeerState::set_last_applied(std::optional<Policy> p) {
 
 void PeerState::Rekey(const Seed& seed) {
   std::lock_guard lock(mu_);
+  if (seed == seed_) return;  // two sessions brought the same new seed: the first rekeyed
   seed_ = seed;
   key_ = std::make_unique<FingerprintKey>(seed);
   index_.clear();
@@ -179,6 +180,9 @@ void PeerState::PruneStepLocked() {
   pruned_ += n;
   if (!done) return;
   pruning_ = false;
+  // The slices erase in place: give back what a pass that dropped most names left
+  // empty (one rehash, seldom: only when under an eighth of the slots are used).
+  if (index_.capacity() > 8 * index_.size()) index_.shrink_to_fit();
   // Names kept only to answer repairs after the peer's store changed: rarely any.
   retired_.Prune([this](const Fingerprint&, const datastore::ContentId& id) { return store_->Contains(id); });
   prune_at_ = std::max(kPruneFloor, 2 * index_.size());
@@ -249,7 +253,7 @@ std::shared_ptr<PeerState> PeerTable::Get(const std::string& name, const std::op
     entry->peer = Load(name, seed);
     loaded_now = true;
   });
-  if (!loaded_now && seed && *seed != entry->peer->seed()) entry->peer->Rekey(*seed);
+  if (!loaded_now && seed) entry->peer->Rekey(*seed);
   return entry->peer;
 }
 
@@ -298,7 +302,7 @@ std::shared_ptr<PeerState> PeerTable::Load(const std::string& name, const std::o
       std::fclose(in);
     }
   }
-  bool compact = false;
+  bool append = false;
   if (!peer) {
     Seed fresh{};
     if (seed) {
@@ -314,10 +318,11 @@ std::shared_ptr<PeerState> PeerTable::Load(const std::string& name, const std::o
     peer->peer_instance_ = 0;
   } else {
     // Appended to as it is, unless it is worth compacting or ends in a torn record.
-    compact = whole_records && records <= 2 * peer->index_.size() + 100000;
+    append = whole_records && records <= 2 * peer->index_.size() + 100000;
   }
   std::lock_guard plock(peer->mu_);
-  if (compact) peer->log_ = std::fopen(path.c_str(), "ab");
+  peer->index_.shrink_to_fit();  // reserved for every record in the file, forgets included
+  if (append) peer->log_ = std::fopen(path.c_str(), "ab");
   if (peer->log_) {
     peer->records_ = records;
   } else {

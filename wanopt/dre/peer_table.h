@@ -71,7 +71,8 @@ class PeerState {
   // Records the peer's instance; when it changed, forgets every chunk. Returns true
   // when it changed.
   bool SetPeerInstance(uint64_t instance);
-  // A new seed from the peer (it lost its state): new key, nothing known.
+  // A new seed from the peer (it lost its state): new key, nothing known. Nothing
+  // happens when `seed` is the one it has.
   void Rekey(const Seed& seed);
 
   // The policy the last connection of this peering applied (nullopt: none yet). The
