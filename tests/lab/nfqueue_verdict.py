@@ -1,16 +1,17 @@
 """A minimal netlink-queue reader for netlab_test's lab m: the kernel's
 nfnetlink_queue protocol spoken over a raw socket (no library), to give one queued
-packet a verdict with a mark. netlab_test.py runs it in the branch namespace as
-`netlab_test.py --verdict QUEUE MARK`."""
+packet a verdict with a mark. netlab_intercept_checks.py runs it in the branch
+namespace as `nfqueue_verdict.py QUEUE MARK`."""
 import socket
 import struct
+import sys
 import time
 
 
 def verdict_helper(queue, mark):
-    """--verdict QUEUE MARK: bind netlink queue QUEUE, print 'bound', then give the
-    first packet NF_ACCEPT with MARK ('hold': no verdict for 1.5 s), print
-    it, exit. Nothing but the kernel's nfnetlink_queue protocol (no library)."""
+    """Binds netlink queue QUEUE, prints 'bound', then gives the
+    first packet NF_ACCEPT with MARK ('hold': no verdict for 1.5 s), prints
+    it, exits. Nothing but the kernel's nfnetlink_queue protocol (no library)."""
     def attr(kind, payload):
         n = 4 + len(payload)
         return struct.pack("=HH", n, kind) + payload + b"\0" * (-n % 4)
@@ -50,3 +51,7 @@ def verdict_helper(queue, mark):
                                    + attr(3, struct.pack("!I", int(mark, 0)))))
                 return
             off += (length + 3) & ~3
+
+
+if __name__ == "__main__":
+    verdict_helper(int(sys.argv[1]), sys.argv[2])
