@@ -285,9 +285,8 @@ class ChunkStoreImpl final : public ChunkStore {
   int urgent_ = 0;                       // guarded: threads waiting for the writer
   uint64_t enqueued_ = 0;                // guarded: chunks ever queued
   uint64_t written_ = 0;                 // guarded: ... whose write finished (or failed)
-  uint64_t reclaim_to_ = 0;              // guarded: a Reclaim asked of the writer (0: none)
-  uint64_t reclaims_asked_ = 0;          // guarded: ... ever asked (Flush waits for them)
-  uint64_t reclaims_done_ = 0;           // guarded: ... of those, done
+  uint64_t reclaim_to_ = 0;              // guarded: the highest cursor Evict asked the writer to reclaim to
+  uint64_t reclaimed_to_ = 0;            // guarded: ... and the one it last did (Flush waits for it)
   bool stop_ = false;                    // guarded
   bool held_ = false;                    // guarded: testing::HoldWriter
   std::thread writer_;

@@ -86,7 +86,6 @@ void ChunkStoreImpl::Evict() {
   {
     std::lock_guard queue_lock(queue_mu_);
     reclaim_to_ = std::max(reclaim_to_, cursor);
-    ++reclaims_asked_;
   }
   work_cv_.notify_one();
 }

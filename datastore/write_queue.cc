@@ -123,17 +123,15 @@ void ChunkStoreImpl::WriterLoop() {
   pthread_setname_np(pthread_self(), "chunk-writer");
   std::vector<Queued> batch;
   for (;;) {
-    uint64_t reclaim, asked;
-    bool reclaim_due;
+    uint64_t reclaim = 0;  // a cursor to reclaim to, or 0
     {
       std::unique_lock lock(queue_mu_);
       // Closing writes the queue out, held or not.
-      work_cv_.wait(lock, [&] { return stop_ || reclaims_asked_ != reclaims_done_ || (!held_ && !queue_.empty()); });
+      work_cv_.wait(lock, [&] { return stop_ || reclaim_to_ > reclaimed_to_ || (!held_ && !queue_.empty()); });
       // A reclaim first: it gives evicted segments back to the disk.
-      reclaim_due = reclaims_asked_ != reclaims_done_;
-      reclaim = std::exchange(reclaim_to_, 0);
-      asked = reclaims_asked_;
-      if (!reclaim_due) {
+      if (reclaim_to_ > reclaimed_to_) {
+        reclaim = reclaim_to_;
+      } else {
         if (queue_.empty()) return;  // stop_
         work_cv_.wait_for(lock, kLinger,
                           [&] { return stop_ || urgent_ > 0 || held_ || waiting_bytes_ >= kLingerBytes; });
@@ -147,11 +145,11 @@ void ChunkStoreImpl::WriterLoop() {
         waiting_bytes_ -= bytes;
       }
     }
-    if (reclaim_due) {
-      if (reclaim != 0) Reclaim(reclaim);
+    if (reclaim != 0) {
+      Reclaim(reclaim);
       {
         std::lock_guard lock(queue_mu_);
-        reclaims_done_ = asked;
+        reclaimed_to_ = reclaim;
       }
       progress_cv_.notify_all();
       continue;
@@ -225,16 +223,16 @@ void ChunkStoreImpl::SyncWritten() {
 }
 
 void ChunkStoreImpl::Flush() {
-  uint64_t target, reclaims;
+  uint64_t target, reclaim;
   {
     std::lock_guard lock(queue_mu_);
     target = enqueued_;
-    reclaims = reclaims_asked_;
+    reclaim = reclaim_to_;
   }
   WaitForWriter(target);
   {
     std::unique_lock lock(queue_mu_);
-    progress_cv_.wait(lock, [&] { return reclaims_done_ >= reclaims; });
+    progress_cv_.wait(lock, [&] { return reclaimed_to_ >= reclaim; });
   }
   // A failure degrades the store, which logs it. With sync_writes every batch is
   // synced already.
