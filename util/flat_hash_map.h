@@ -15,9 +15,10 @@
 //
 // Iteration order is by home slot, so it is sorted by hash. That is a trap: keys fed
 // in another table's order into a table that grows meanwhile land in the first part
-// of it, one probe run as long as the table so far (a Prune of 130k entries took
-// seconds that way). Whoever inserts in such an order calls reserve first; Prune
-// does. Pointers returned by find are valid until the next insertion or erasure.
+// of it, one probe run as long as the table so far (a Prune that built its result
+// that way took seconds at 130k entries). Whoever inserts in such an order calls
+// reserve first. Pointers returned by find are valid until the next insertion or
+// erasure.
 // Not thread-safe.
 #pragma once
 
@@ -120,18 +121,16 @@ class FlatHashMap {
   }
 
   // Keeps the entries `keep(key, value)` says to, in a table sized for them; returns
-  // how many went.
+  // how many went. One whole pass of PruneSlice (`keep` may see an entry twice), then
+  // shrink_to_fit.
   template <typename Keep>
   size_t Prune(Keep&& keep) {
-    FlatHashMap kept;
-    kept.reserve(size_);  // filled in this table's order: it must not grow meanwhile
-    ForEach([&](const Key& key, const Value& value) {
-      if (keep(key, value)) kept.insert_or_assign(key, value);
-    });
-    kept.shrink_to_fit();
-    size_t gone = size_ - kept.size_;
-    *this = std::move(kept);
-    return gone;
+    const size_t before = size_;
+    size_t cursor = 0;
+    while (!PruneSlice(&cursor, capacity_, keep)) {
+    }
+    shrink_to_fit();
+    return before - size_;
   }
 
   void clear() { *this = FlatHashMap(); }
