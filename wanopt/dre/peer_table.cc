@@ -87,24 +87,30 @@ void PeerState::AppendLocked(uint8_t kind, const uint8_t* a, size_t alen) {
   if (++records_ > 2 * index_.size() + 100000) RewriteLocked();
 }
 
+void PeerState::AppendLearnLocked(const Fingerprint& fingerprint, const datastore::ContentId& id) {
+  uint8_t payload[32];
+  auto fp = FingerprintBytes(fingerprint);
+  std::memcpy(payload, fp.data(), 16);
+  std::memcpy(payload + 16, id.data(), 16);
+  AppendLocked(kLearn, payload, 32);
+}
+
+void PeerState::AppendForgetLocked(const Fingerprint& fingerprint) {
+  auto fp = FingerprintBytes(fingerprint);
+  AppendLocked(kForget, fp.data(), 16);
+}
+
 void PeerState::Learn(const Fingerprint& fingerprint, const datastore::ContentId& id) {
   std::lock_guard lock(mu_);
   index_.insert_or_assign(fingerprint, id);
-  if (log_) {
-    uint8_t payload[32];
-    auto fp = FingerprintBytes(fingerprint);
-    std::memcpy(payload, fp.data(), 16);
-    std::memcpy(payload + 16, id.data(), 16);
-    AppendLocked(kLearn, payload, 32);
-  }
+  AppendLearnLocked(fingerprint, id);
   if (store_ && (pruning_ || index_.size() >= prune_at_)) PruneStepLocked();
 }
 
 void PeerState::Forget(const Fingerprint& fingerprint) {
   std::lock_guard lock(mu_);
   if (!index_.erase(fingerprint)) return;
-  auto fp = FingerprintBytes(fingerprint);
-  AppendLocked(kForget, fp.data(), 16);
+  AppendForgetLocked(fingerprint);
 }
 
 size_t PeerState::size() const {
@@ -173,10 +179,7 @@ void PeerState::PruneStepLocked() {
     return false;
   });
   // Logged once out of the table (a record may rewrite the file from it).
-  for (size_t i = 0; i < n; ++i) {
-    auto fp = FingerprintBytes(dropped[i]);
-    AppendLocked(kForget, fp.data(), 16);
-  }
+  for (size_t i = 0; i < n; ++i) AppendForgetLocked(dropped[i]);
   pruned_ += n;
   if (!done) return;
   pruning_ = false;
@@ -212,10 +215,7 @@ void PeerState::RewriteLocked() {
   payload[0] = last_applied_ < 0 ? 0xff : static_cast<uint8_t>(last_applied_.load());
   AppendLocked(kApplied, payload, 1);
   index_.ForEach([&](const Fingerprint& fingerprint, const datastore::ContentId& id) {
-    auto fp = FingerprintBytes(fingerprint);
-    std::memcpy(payload, fp.data(), 16);
-    std::memcpy(payload + 16, id.data(), 16);
-    AppendLocked(kLearn, payload, 32);
+    AppendLearnLocked(fingerprint, id);
   });
   std::fflush(out);
   std::rename(temp.c_str(), path_.c_str());

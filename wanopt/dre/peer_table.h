@@ -87,7 +87,10 @@ class PeerState {
  private:
   friend class PeerTable;
   PeerState(std::string path, const Seed& seed, const datastore::ChunkStore* store);
+  // Appends a record to the peer file (nothing without one).
   void AppendLocked(uint8_t kind, const uint8_t* a, size_t alen);
+  void AppendLearnLocked(const Fingerprint& fingerprint, const datastore::ContentId& id);
+  void AppendForgetLocked(const Fingerprint& fingerprint);
   void RewriteLocked();
   // One slice of the pass that drops the entries whose chunk the store no longer
   // holds (see the top); starts a pass when the map has doubled.
