@@ -112,7 +112,7 @@ try:
     check("/api/summary: each lab box's datastore with its chunks, its segment files holding them",
           isinstance(stores, list) and {d["box"] for d in stores} == {"lab-branch", "lab-datacenter"}
           and all(d["chunks"] > 0 and d["bytes"] <= d["max_bytes"] and d["disk_bytes"] >= d["bytes"]
-                  for d in stores), stores)
+                  and d["read_errors"] == 0 and d["corrupt_dropped"] == 0 for d in stores), stores)
     check("/api/summary has history", len(summary["history"]) >= 2, summary)
     # Each box: what it is and how its inner channels are secured, from its config
     # (the lab's boxes have no [peering]: plaintext, and the surfaces must say so).
@@ -157,6 +157,9 @@ try:
     check("metrics: per application and per peer",
           'wanopt_application_lan_bytes_total{box="lab-branch",application="TCP"}' in metrics
           and 'peer="02:00:00:00:00:02"' in metrics, metrics[:500])
+    check("metrics: the datastore's read errors, none here",
+          'wanopt_datastore_read_errors_total{box="lab-branch"} 0' in metrics
+          and 'wanopt_datastore_read_errors_total{box="lab-datacenter"} 0' in metrics, metrics[-800:])
     try:
         urllib.request.urlopen(urllib.request.Request(url + "api/connections", method="POST", data=b"x"), timeout=5)
         check("read-only: POST refused", False)

@@ -154,6 +154,7 @@ def accounting(lab, box):
 
 
 def is_syn(p, ack):
+    """A SYN (ack False) or a SYN-ACK (ack True) in a Capture's packets."""
     return is_set(p["tcp.flags.syn"]) and is_set(p["tcp.flags.ack"]) == ack
 
 
@@ -242,10 +243,8 @@ def run_lab(work, origin, digest):
         check("one-arm: TLS 1.3 inner channel", b and any("TLS 1.3" in n for n in b["notes"]), b)
         check("one-arm: the server saw the client's address on the optimized fetch",
               seen_from(server_log, "optimized-1") == CLIENT, seen_from(server_log, "optimized-1"))
-        syn = [p for p in packets if p["tcp.dstport"] == "80" and is_set(p["tcp.flags.syn"])
-               and not is_set(p["tcp.flags.ack"])]
-        synack = [p for p in packets if p["tcp.srcport"] == "80" and is_set(p["tcp.flags.syn"])
-                  and is_set(p["tcp.flags.ack"])]
+        syn = [p for p in packets if p["tcp.dstport"] == "80" and is_syn(p, False)]
+        synack = [p for p in packets if p["tcp.srcport"] == "80" and is_syn(p, True)]
         print("  tshark SYN:    ", syn[0]["_ws.col.Info"] if syn else None)
         print("  tshark SYN-ACK:", synack[0]["_ws.col.Info"] if synack else None)
         check("tshark on the WAN: option 0x21 on the SYN, the branch's id and the client's address",
