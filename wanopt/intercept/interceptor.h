@@ -44,6 +44,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include "wanopt/intercept/marks.h"
 #include "wanopt/session/session.h"
 
 namespace wanopt::channel {
@@ -51,14 +52,6 @@ class SecureContext;
 }
 
 namespace wanopt::intercept {
-
-// Packet and socket marks: the contract with the rules in deploy/intercept.
-inline constexpr uint32_t kMarkLocal = 0x1;         // policy routing delivers it locally
-inline constexpr uint32_t kMarkIntercept = 0x2100;  // held SYN -> TPROXY to our listener
-inline constexpr uint32_t kMarkBypass = 0x2200;     // held SYN -> routed on, untouched
-inline constexpr uint32_t kMarkDeny = 0x2300;       // held SYN -> answered with a reset
-inline constexpr uint32_t kMarkProbe = 0x2400;      // our probe sockets: SYNs get the option
-inline constexpr uint32_t kMarkListener = 0x2500;   // the listener: SYN-ACKs get the answer
 
 class Interceptor {
  public:

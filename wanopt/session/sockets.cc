@@ -1,6 +1,8 @@
 // Socket options and addresses for a session's sockets.
 #include "wanopt/session/session_impl.h"
 
+#include "wanopt/intercept/marks.h"
+
 namespace wanopt::session_internal {
 
 channel::HelloStatus StatusFor(const error_code& ec) {
@@ -54,7 +56,9 @@ void BindTransparent(tcp::socket& socket, const boost::asio::ip::address& source
   error_code ec;
   int set = source.is_v6() ? ::setsockopt(socket.native_handle(), SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof one)
                            : ::setsockopt(socket.native_handle(), SOL_IP, IP_TRANSPARENT, &one, sizeof one);
-  if (set == 0) {
+  // Marked as the daemon's own: the rules deliver the server's replies to it.
+  uint32_t mark = intercept::kMarkTransparent;
+  if (set == 0 && ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_MARK, &mark, sizeof mark) == 0) {
     socket.bind(tcp::endpoint(source, 0), ec);
   }
 }
