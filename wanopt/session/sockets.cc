@@ -59,6 +59,8 @@ void BindTransparent(tcp::socket& socket, const boost::asio::ip::address& source
   // Marked as the daemon's own: the rules deliver the server's replies to it.
   uint32_t mark = intercept::kMarkTransparent;
   if (set == 0 && ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_MARK, &mark, sizeof mark) == 0) {
+    // The port is the connect's to choose, as for the probes (probes.cc says why).
+    ::setsockopt(socket.native_handle(), SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
     socket.bind(tcp::endpoint(source, 0), ec);
   }
 }
