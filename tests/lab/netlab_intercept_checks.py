@@ -18,7 +18,7 @@ VERDICT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nfqueue_verd
 SERVER = "198.18.2.10"
 CLIENT6, SERVER6 = "2001:2:0:1::10", "2001:2:0:2::10"  # with up --ipv6
 
-# What deploy/intercept install makes (iptables-save lines): 11 rules in its chains, 6 jumps: 17 lines
+# What deploy/intercept install makes (iptables-save lines): 12 rules in its chains, 6 jumps: 18 lines
 # (nat WANOPT_MAPI is empty until a daemon's mapi module fills it).
 INTERCEPT_RULES = [
     "-A PREROUTING -j WANOPT_PRE",
@@ -31,6 +31,7 @@ INTERCEPT_RULES = [
     "-A WANOPT_DIVERT -j MARK --set-xmark 0x1/0xffffffff",
     "-A WANOPT_DIVERT -j ACCEPT",
     "-A OUTPUT -j WANOPT_OUT",
+    "-A WANOPT_OUT -p tcp -m tcp --tcp-flags SYN,RST,ACK SYN -m mark --mark 0x2400/0xfc00 -j CONNMARK --set-xmark 0x2100/0xffffffff",
     "-A WANOPT_OUT -p tcp -m tcp --tcp-flags SYN,RST,ACK SYN -m mark --mark 0x2400 -j NFQUEUE --queue-num 7821 --queue-bypass",
     "-A WANOPT_OUT -p tcp -m tcp --tcp-flags SYN,RST,ACK SYN,ACK -m mark --mark 0x2500 -j NFQUEUE --queue-num 7821 --queue-bypass",
     "-A INPUT -j WANOPT_IN",
@@ -119,7 +120,7 @@ def middle_lab(m, t):
     # Fail open: rules in all three boxes, no daemon.
     for box in ("branch", "mid", "dc"):
         got = ours(iptables_save(m, box))
-        t.check(f"--intercept: {box} has the 17 rules", sorted(got) == sorted(INTERCEPT_RULES), "\n".join(got))
+        t.check(f"--intercept: {box} has the 18 rules", sorted(got) == sorted(INTERCEPT_RULES), "\n".join(got))
     server, out = m.start("server", "python3", "-c", ECHO_SERVER, ready="listening")
     try:
         t.check("echo server listens", "listening" in out, out)
@@ -182,8 +183,8 @@ def middle_lab(m, t):
     t.check("install where IPv6 is disabled: a note, IPv4 only (no ip6tables rule)",
           "IPv6 skipped: IPv6 is disabled here" in r.stderr and "installed (IPv4)" in r.stdout
           and "WANOPT" not in ip6tables_save(m, "mid"), r.stdout + r.stderr)
-    t.check("install twice: exactly one copy of each of the 17 rules",
-          len(got) == 17 and sorted(got) == sorted(INTERCEPT_RULES), "\n".join(got))
+    t.check("install twice: exactly one copy of each of the 18 rules",
+          len(got) == 18 and sorted(got) == sorted(INTERCEPT_RULES), "\n".join(got))
     rules = m.exec("mid", "ip", "rule").stdout
     t.check("install twice: one `fwmark 0x1 lookup 100` (the lab's; none added)",
           rules.count("fwmark 0x1 lookup 100") == 1, rules)
@@ -289,7 +290,7 @@ def ipv6_lab(l6, t):
     # deploy/intercept made both families' rules (no --ipv4-only with --ipv6).
     for box in ("branch", "dc"):
         got4, got6 = ours(iptables_save(l6, box)), ours(ip6tables_save(l6, box))
-        t.check(f"--ipv6 --intercept: {box} has the 17 iptables and 16 ip6tables rules",
+        t.check(f"--ipv6 --intercept: {box} has the 18 iptables and 17 ip6tables rules",
               sorted(got4) == sorted(INTERCEPT_RULES) and sorted(got6) == sorted(INTERCEPT_RULES6),
               "\n".join(got4 + got6))
     server, out = l6.start("server", "python3", "-c", ECHO_SERVER, SERVER6, ready="listening")

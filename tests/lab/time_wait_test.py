@@ -29,7 +29,11 @@ SYNs and SYN-ACKs (one each means nobody waited for a retransmission).
   2. Intercepted, then the port reused (both daemons): the client fetches from port
      7001 from port P, the server closes first, so the branch holds the TIME_WAIT
      socket; again from P: optimized both times, one SYN each.
-  3. The branch daemon stopped, port P once more: routed through the branch past its
+  3. A probe on the client connection's own 4-tuple (the branch's port range cut to
+     the client's port, so the probe's connect must take it): the two share a
+     conntrack entry, and the client's handshake must still reach the branch:
+     optimized, bytes verified, one SYN.
+  4. The branch daemon stopped, port P once more: routed through the branch past its
      TIME_WAIT socket, bytes verified, one SYN.
 The lab and every process are removed in a `finally`.
 """
@@ -162,6 +166,27 @@ def reused_port(lab, name, client, server, tool, port):
     return syn
 
 
+def shared_tuple(lab, name, client, server, tool, port):
+    syn = ("--sport", str(port), "--tcp-flags", "SYN,ACK,RST,FIN", "SYN")
+    count_rule(lab, "client", tool, "OUTPUT", *syn)
+    saved = lab.run("branch", "sysctl", "-n", "net.ipv4.ip_local_port_range").stdout.split()
+    start = lab.last_id("branch")
+    # Only while the client connects: the status API's curl needs ports too.
+    lab.run("branch", "sysctl", "-q", "-w", f"net.ipv4.ip_local_port_range={port} {port}", check_rc=True)
+    try:
+        got = connect(lab, client, port, server, 7001)
+    finally:
+        lab.run("branch", "sysctl", "-q", "-w", f"net.ipv4.ip_local_port_range={' '.join(saved)}", check_rc=True)
+    c = lab.wait_ended("branch", 7001, start)
+    # The dc names the probe's source as the client: the same port, so the same 4-tuple.
+    d = lab.connection_to("dc", 7001)
+    check(f"{name} a probe on the client connection's own 4-tuple (the dc saw port {port}): optimized, "
+          "bytes verified, one SYN",
+          got == ANSWER and c and c["peer"] == IDS["dc"] and c["client"].endswith(f":{port}") and
+          d and d["client"].endswith(f":{port}") and counted(lab, "client", tool, "OUTPUT", *syn) == 1,
+          (got, c, d, counted(lab, "client", tool, "OUTPUT", *syn)))
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="wanopt-tw-") as work:
         subprocess.run([MAKE_PKI, os.path.join(work, "pki")], check=True, capture_output=True)
@@ -183,6 +208,8 @@ def main():
             syns = {}
             for i, (name, (client, srv, tool)) in enumerate(FAMILIES.items()):
                 syns[name] = reused_port(lab, name, client, srv, tool, 42000 + i)
+            for i, (name, (client, srv, tool)) in enumerate(FAMILIES.items()):
+                shared_tuple(lab, name, client, srv, tool, 43001 + 2 * i)
             lab.stop("branch")
             for i, (name, (client, srv, tool)) in enumerate(FAMILIES.items()):
                 port = 42000 + i
