@@ -187,6 +187,27 @@ def tls_handshakes(lab, box):
     return out
 
 
+def prepare_lab(lab):
+    """After lab.up(): every namespace tuned for many short connections (ports, backlogs,
+    TIME_WAIT reuse by the client), and the echo server started."""
+    for node in ("client", "server", "branch", "dc"):
+        lab.run(node, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=10000 65000",
+                "-w", "net.ipv4.tcp_tw_reuse=1", "-w", "net.core.somaxconn=8192",
+                "-w", "net.ipv4.tcp_max_syn_backlog=8192")
+    server = lab.spawn("echo", "server", *client_cmd("--serve"), stdout=subprocess.PIPE, text=True)
+    if server.stdout.readline().strip() != "ready":
+        raise RuntimeError("the echo server did not start")
+
+
+def start_boxes(lab):
+    """Both boxes with RULES, log level warn; returns their pids by name."""
+    pids = {}
+    for box in ("dc", "branch"):
+        lab.start_box(box, box_config(lab, box, RULES, "warn", keepalive_ms=2000))
+        pids[box] = lab.procs[box].pid
+    return pids
+
+
 def run_rate(lab, args, port, label, pids=None):
     """pids: the running boxes, whose CPU per connection is recorded."""
     pids = {b: p for b, p in (pids or {}).items() if lab.procs.get(b) and lab.procs[b].poll() is None}
@@ -357,13 +378,7 @@ def main():
         lab = open_lab("ws%d" % (os.getpid() % 100000), work, wanopt, delay_ms=1)
         try:
             lab.up()
-            for node in ("client", "server", "branch", "dc"):
-                lab.run(node, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=10000 65000",
-                        "-w", "net.ipv4.tcp_tw_reuse=1", "-w", "net.core.somaxconn=8192",
-                        "-w", "net.ipv4.tcp_max_syn_backlog=8192")
-            server = lab.spawn("echo", "server", *client_cmd("--serve"), stdout=subprocess.PIPE, text=True)
-            if server.stdout.readline().strip() != "ready":
-                raise RuntimeError("the echo server did not start")
+            prepare_lab(lab)
             results["rates"].append(run_rate(lab, args, OPT_PORT, "without boxes"))
             pids, configs = {}, {}
             for box in ("dc", "branch"):

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,17 +42,8 @@ def run_rows(args, wanopt):
         lab = scale.open_lab("wr%d" % (os.getpid() % 100000), work, os.path.abspath(wanopt), delay_ms=1)
         try:
             lab.up()
-            for node in ("client", "server", "branch", "dc"):
-                lab.run(node, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=10000 65000",
-                        "-w", "net.ipv4.tcp_tw_reuse=1", "-w", "net.core.somaxconn=8192",
-                        "-w", "net.ipv4.tcp_max_syn_backlog=8192")
-            server = lab.spawn("echo", "server", *scale.client_cmd("--serve"), stdout=subprocess.PIPE, text=True)
-            if server.stdout.readline().strip() != "ready":
-                raise RuntimeError("the echo server did not start")
-            pids = {}
-            for box in ("dc", "branch"):
-                lab.start_box(box, scale.box_config(lab, box, scale.RULES, "warn", keepalive_ms=2000))
-                pids[box] = lab.procs[box].pid
+            scale.prepare_lab(lab)
+            pids = scale.start_boxes(lab)
             for i in range(args.rows):
                 r = scale.run_rate(lab, args, args.port, f"row {i + 1}", pids)
                 r["time_wait"] = {b: time_waits(lab, b) for b in ("branch", "dc")}
