@@ -41,6 +41,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from labkit import Checks, Lab  # noqa: E402
@@ -154,7 +155,10 @@ def reused_port(lab, name, client, server, tool, port):
     count_rule(lab, "client", tool, "OUTPUT", *syn)
     start = lab.last_id("branch")
     first = connect(lab, client, port, server, 7001)
-    held = time_wait_sockets(lab, "branch", client, port)
+    # The client's FIN reaches the branch just after the client's close: poll for it.
+    deadline = time.monotonic() + 5
+    while not (held := time_wait_sockets(lab, "branch", client, port)) and time.monotonic() < deadline:
+        time.sleep(0.01)
     second = connect(lab, client, port, server, 7001)
     lab.wait_ended("branch", 7001, start)  # the second, so both
     ended = [c for c in lab.connections("branch") if c["id"] > start and c["server"].endswith(":7001")]
