@@ -2,6 +2,8 @@
 // closed, what the box remembers swept, and the public Interceptor.
 #include "wanopt/intercept/interceptor_impl.h"
 
+#include "util/socket_options.h"
+
 namespace wanopt::intercept {
 
 namespace {
@@ -12,17 +14,10 @@ error_code OpenTransparentListener(tcp::acceptor& acceptor, tcp protocol, uint16
   error_code ec;
   acceptor.open(protocol, ec);
   int fd = ec ? -1 : acceptor.native_handle();
-  int one = 1;
   bool v6 = protocol == tcp::v6();
   if (!ec && v6) acceptor.set_option(asio::ip::v6_only(true), ec);
-  if (!ec && (v6 ? ::setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof one)
-                 : ::setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one)) != 0) {
-    ec = error_code(errno, boost::system::system_category());
-  }
-  uint32_t mark = kMarkListener;
-  if (!ec && ::setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
-    ec = error_code(errno, boost::system::system_category());
-  }
+  if (int error = ec ? 0 : SetTransparent(fd, v6)) ec = error_code(error, boost::system::system_category());
+  if (int error = ec ? 0 : SetSocketMark(fd, kMarkListener)) ec = error_code(error, boost::system::system_category());
   if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
   if (!ec) acceptor.bind(tcp::endpoint(protocol, port), ec);
   if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);

@@ -4,6 +4,8 @@
 #include "wanopt/intercept/interceptor_impl.h"
 #include "wanopt/intercept/probe_timing.h"
 
+#include "util/socket_options.h"
+
 namespace wanopt::intercept {
 
 // probe_timing.h has the rules; these supply what this box measured.
@@ -36,30 +38,18 @@ void Interceptor::Impl::StartProbe(std::unique_ptr<Held> held) {
   tcp family = held->key.server.is_v6() ? tcp::v6() : tcp::v4();
   probe.open(family, ec);
   int fd = probe.native_handle();
-  uint32_t mark = kMarkProbe;
-  if (!ec && ::setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
-    ec = error_code(errno, boost::system::system_category());
-  }
+  if (int error = ec ? 0 : SetSocketMark(fd, kMarkProbe)) ec = error_code(error, boost::system::system_category());
   if (!ec && !held->upstream) TuneInnerSocket(probe, env_.config);  // it may become the inner channel
   tcp::endpoint local(family, 0);
-  int one = 1;
   // The client's address is the probe's source only in the server's family (an
   // upstream box's option could name one of the other).
   if (held->transparent && held->client_address().is_v6() != held->key.server.is_v6()) held->transparent = false;
-  if (!ec && held->transparent &&
-      (family == tcp::v6() ? ::setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof one)
-                           : ::setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one)) != 0) {
-    WANOPT_LOG(kWarn, "intercept") << "IP_TRANSPARENT: " << std::strerror(errno) << ": probing from this box's address";
+  if (int error = !ec && held->transparent ? SetTransparent(fd, family == tcp::v6()) : 0) {
+    WANOPT_LOG(kWarn, "intercept") << "IP_TRANSPARENT: " << std::strerror(error) << ": probing from this box's address";
     held->transparent = false;
   }
   if (!ec && held->transparent) local = tcp::endpoint(held->client_address(), 0);
-  // The source port is left to the connect, which needs it unique only for the
-  // four addresses and ports. A bind to port 0 picks one unused by any socket of
-  // that address, TIME_WAIT ones included, scanning for it: once a client's address
-  // had some 27,000 probes in TIME_WAIT (half the port range, as bind prefers even
-  // ports) each probe cost the box 4 ms of CPU, and new connections fell from
-  // 2,700/s to 130/s. (Best effort: without it, the bind picks as before.)
-  if (!ec) ::setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+  if (!ec) LeavePortToConnect(fd);  // best effort: without it the bind picks, as before
   if (!ec) probe.bind(local, ec);
   if (ec) {
     WANOPT_LOG(kWarn, "intercept") << "probe socket: " << ec.message() << ": passing the connection through";

@@ -1,6 +1,7 @@
 // Socket options and addresses for a session's sockets.
 #include "wanopt/session/session_impl.h"
 
+#include "util/socket_options.h"
 #include "wanopt/intercept/marks.h"
 
 namespace wanopt::session_internal {
@@ -52,15 +53,11 @@ void TuneLanSocket(tcp::socket& socket) {
 // server sees the client. Only where a probe from that address was answered, which
 // proves the replies come back through the box. Failing that, the box's own address.
 void BindTransparent(tcp::socket& socket, const boost::asio::ip::address& source) {
-  int one = 1;
-  error_code ec;
-  int set = source.is_v6() ? ::setsockopt(socket.native_handle(), SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof one)
-                           : ::setsockopt(socket.native_handle(), SOL_IP, IP_TRANSPARENT, &one, sizeof one);
+  int fd = socket.native_handle();
   // Marked as the daemon's own: the rules deliver the server's replies to it.
-  uint32_t mark = intercept::kMarkTransparent;
-  if (set == 0 && ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_MARK, &mark, sizeof mark) == 0) {
-    // The port is the connect's to choose, as for the probes (probes.cc says why).
-    ::setsockopt(socket.native_handle(), SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+  if (SetTransparent(fd, source.is_v6()) == 0 && SetSocketMark(fd, intercept::kMarkTransparent) == 0) {
+    LeavePortToConnect(fd);
+    error_code ec;
     socket.bind(tcp::endpoint(source, 0), ec);
   }
 }
