@@ -2,10 +2,15 @@
 // pumps that never outlive it.
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <chrono>
+#include <cstdio>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -20,6 +25,35 @@
 using namespace wanopt;
 using namespace wanopt::channel;
 using namespace wanopt::channel::test_helpers;
+
+namespace {
+
+uint16_t LocalPort(int fd) {
+  sockaddr_in address{};
+  socklen_t length = sizeof(address);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  return ntohs(address.sin_port);
+}
+
+// True when the kernel holds the loopback connection local_port -> remote_port in
+// TIME_WAIT (state 06 in /proc/net/tcp; ports in hex).
+bool InTimeWait(uint16_t local_port, uint16_t remote_port) {
+  std::ifstream table("/proc/net/tcp");
+  std::string line;
+  std::getline(table, line);  // the header
+  char local[16], remote[16];
+  std::snprintf(local, sizeof(local), ":%04X", local_port);
+  std::snprintf(remote, sizeof(remote), ":%04X", remote_port);
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot, from, to, state;
+    fields >> slot >> from >> to >> state;
+    if (from.ends_with(local) && to.ends_with(remote) && state == "06") return true;
+  }
+  return false;
+}
+
+}  // namespace
 
 TEST_CASE("a box that closes its end: the other session reads everything sent, then EOF") {
   auto mid = CertContext("mid");
@@ -71,7 +105,8 @@ TEST_CASE("a session that shuts down sending, then closes, ends its pump while t
   auto branch = CertContext("branch");
   auto dc = CertContext("dc");
   Boxes boxes;
-  REQUIRE(boxes.Handshake(*branch, *dc));
+  // The pump waits for the peer's close_notify as long as for a handshake: 1 s here.
+  REQUIRE(boxes.Handshake(*branch, *dc, 1s));
   REQUIRE(!boxes.client.result.ec);
   boxes.client.plain.shutdown(tcp::socket::shutdown_send);
   Reader at_server(boxes.server.plain);
@@ -84,6 +119,27 @@ TEST_CASE("a session that shuts down sending, then closes, ends its pump while t
   boxes.client.plain.close();
   CHECK(RunUntil(boxes.io, [&] { return OpenDescriptors() == before - 3; }, 5s));
   boxes.server.plain.close();
+  CHECK(Drains(boxes.io));
+}
+
+TEST_CASE("a session that closes its end first: its pump takes the peer's close_notify, no reset") {
+  auto branch = CertContext("branch");
+  auto dc = CertContext("dc");
+  Boxes boxes;
+  REQUIRE(boxes.Handshake(*branch, *dc));
+  REQUIRE(!boxes.client.result.ec);
+  uint16_t client_port = LocalPort(boxes.client.tcp_fd), server_port = LocalPort(boxes.server.tcp_fd);
+  boxes.client.plain.close();
+  Reader at_server(boxes.server.plain);
+  at_server.Start();
+  REQUIRE(RunUntil(boxes.io, [&] { return at_server.ended; }));
+  CHECK(at_server.end == asio::error::eof);
+  // The server's session closes in turn: its close_notify and FIN reach a client
+  // socket still open, which closes in order into TIME_WAIT. Had the client's pump
+  // closed at once, its kernel would have answered them with a reset, leaving no
+  // TIME_WAIT (and, were the reset lost, a server socket resending its FIN).
+  boxes.server.plain.close();
+  CHECK(RunUntil(boxes.io, [&] { return InTimeWait(client_port, server_port); }, 5s));
   CHECK(Drains(boxes.io));
 }
 

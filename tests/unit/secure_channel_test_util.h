@@ -146,8 +146,9 @@ struct Boxes {
     };
   }
 
-  bool Handshake(const SecureContext& client_context, const SecureContext& server_context) {
-    Start(client_context, server_context);
+  bool Handshake(const SecureContext& client_context, const SecureContext& server_context,
+                 std::chrono::milliseconds timeout = 5s) {
+    Start(client_context, server_context, timeout);
     return RunUntil(io, [&] { return client.calls > 0 && server.calls > 0; });
   }
 };

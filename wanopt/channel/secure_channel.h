@@ -127,9 +127,11 @@ struct SecureChannelResult {
 //     (SO_SNDBUFFORCE; unprivileged, what net.core.wmem_max allows).
 //   - the session shutting down sending (or closing) its end: the pump sends
 //     close_notify and a FIN once everything before it is sent. If the session closed
-//     its end, the pump then closes the TCP socket; after a shutdown only, it keeps
-//     relaying the other direction, until the peer's close_notify or the session
-//     closing its end too.
+//     its end, the pump then waits for the peer's close_notify, at most
+//     `handshake_timeout`, and closes the TCP socket (closed at once, it would answer
+//     the peer's close_notify with a reset); after a shutdown only, it keeps relaying
+//     the other direction, until the peer's close_notify or the session closing its
+//     end too.
 //   - close_notify from the peer: the pump shuts down sending on the session's end
 //     (the session reads EOF after the last byte) and keeps relaying the other way.
 //   - anything else on the network side (EOF without close_notify, TCP error, TLS
@@ -137,9 +139,10 @@ struct SecureChannelResult {
 //     the session's end failing (closed with bytes unread, or closed while the pump
 //     still had bytes for it), the way a TCP socket closed with unread data resets.
 //   - both directions ended: both sockets are closed and the pump is destroyed. Once
-//     the session has closed its end, the pump waits for the peer only to take the
-//     bytes it still holds (as the kernel does for a closed TCP socket; the caller's
-//     TCP_USER_TIMEOUT bounds that), never for the peer to close.
+//     the session has closed its end, the pump waits for the peer to take the bytes
+//     it still holds (as the kernel does for a closed TCP socket; the caller's
+//     TCP_USER_TIMEOUT bounds that) and for its close_notify (`handshake_timeout`
+//     bounds that), no longer.
 //
 // The executor must run its handlers one at a time (an io_context run by one thread,
 // or a strand), like everything else in a session.

@@ -126,6 +126,9 @@ class Pump final : public std::enable_shared_from_this<Pump> {
   // silent: nothing would wake the pump, so it waits for the hangup itself. Asio
   // completes an error wait on a hangup; anything else is checked and waited again.
   void WatchForSessionClose();
+  // The session closed its end and our close_notify is sent: the TCP socket stays
+  // open for the peer's, at most `timeout_` (secure_relay.cc says why).
+  void AwaitPeerCloseNotify();
   void Down();
   // The ends. Closing both sockets completes every pending wait, and with the last
   // handler the last reference to the pump goes. Finish: an orderly end.
@@ -139,7 +142,7 @@ class Pump final : public std::enable_shared_from_this<Pump> {
   const SecureContext& context_;
   tcp::socket tcp_;
   asio::local::stream_protocol::socket plain_;  // the pump's end of the socketpair
-  asio::steady_timer timer_;
+  asio::steady_timer timer_;  // the handshake's timeout, then AwaitPeerCloseNotify's
   const bool client_;
   const std::chrono::milliseconds timeout_;
   Done done_;

@@ -88,9 +88,9 @@ void Pump::SendCloseNotify() {
   error_code ignored;
   tcp_.shutdown(tcp::socket::shutdown_send, ignored);
   up_ended_ = true;
-  // Closed: nobody will read what the peer still sends. Shut down only: relay on.
-  if (session_closed_ || down_ended_) Finish();
-  else WatchForSessionClose();
+  if (down_ended_) Finish();
+  else if (session_closed_) AwaitPeerCloseNotify();
+  else WatchForSessionClose();  // shut down only: relay on
 }
 
 // A session that shut down sending may close its end later while the peer stays
@@ -99,8 +99,25 @@ void Pump::SendCloseNotify() {
 void Pump::WatchForSessionClose() {
   plain_.async_wait(tcp::socket::wait_error, [self = shared_from_this()](error_code ec) {
     if (self->ended_ || ec) return;
-    if (SessionEndClosed(self->plain_.native_handle())) self->Finish();
-    else self->WatchForSessionClose();
+    if (SessionEndClosed(self->plain_.native_handle())) {
+      self->session_closed_ = true;
+      self->AwaitPeerCloseNotify();
+    } else {
+      self->WatchForSessionClose();
+    }
+  });
+}
+
+// Closing the TCP socket now would make our kernel answer the peer's close_notify
+// with a reset; a reset lost on the way leaves the peer's socket resending its FIN
+// for minutes, and on a box that routes what no socket of its own takes, that FIN
+// reaches whatever else uses the 4-tuple. So Down keeps reading: the peer's
+// close_notify finishes the channel; data the closed session can no longer take
+// aborts it (Down's write fails); a peer silent for the timeout gets the reset.
+void Pump::AwaitPeerCloseNotify() {
+  timer_.expires_after(timeout_);
+  timer_.async_wait([self = shared_from_this()](error_code ec) {
+    if (!ec && !self->ended_) self->Finish();
   });
 }
 
@@ -176,6 +193,7 @@ void Pump::Finish() {
   ended_ = true;
   ERR_clear_error();
   error_code ignored;
+  timer_.cancel();
   tcp_.close(ignored);
   plain_.close(ignored);
 }
@@ -186,6 +204,7 @@ void Pump::Abort() {
   ended_ = true;
   ERR_clear_error();
   error_code ignored;
+  timer_.cancel();
   tcp_.set_option(asio::socket_base::linger(true, 0), ignored);
   tcp_.close(ignored);
   plain_.close(ignored);
