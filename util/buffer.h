@@ -64,6 +64,8 @@ class Buffer {
     if (size_ == 0) head_ = 0;
   }
   void Clear() { head_ = size_ = 0; }
+  // Keeps only the first n readable bytes. REQUIRES: n <= size().
+  void Truncate(size_t n) { size_ = n; }
   // Replaces `length` bytes at `offset` with `with` (sizes may differ).
   // REQUIRES: offset + length <= size().
   void Replace(size_t offset, size_t length, std::span<const uint8_t> with);

@@ -94,6 +94,29 @@ TEST_CASE("an unresolvable reference is repaired, never guessed") {
   CHECK(third.decoder.stats().nacks == 0);
 }
 
+TEST_CASE("a stored chunk that is not the one referenced is asked for again, none of it delivered") {
+  Box a("a"), b("b");
+  auto data = Text(1 << 20, 8);
+  Link first(a, b);
+  REQUIRE(first.Send(data) == data);
+  // b's name for the second chunk now leads to the first chunk's bytes: valid for
+  // their own id in the store, wrong for the reference. The decoder appends them to
+  // the frame's output after the first chunk, finds the mismatch and must take
+  // them back out.
+  Chunker chunker;
+  std::span<const uint8_t> all(data);
+  auto one = all.first(chunker.NextBoundary(all, false));
+  auto rest = all.subspan(one.size());
+  auto two = rest.first(chunker.NextBoundary(rest, false));
+  auto peer = b.peers->Get("a", kSeed);
+  auto id_one = peer->Find(FingerprintOf(one, peer->key()));
+  REQUIRE(id_one);
+  peer->Learn(FingerprintOf(two, peer->key()), *id_one);
+  Link second(a, b);
+  CHECK(second.Send(data) == data);
+  CHECK(second.decoder.stats().nacks == 1);
+}
+
 TEST_CASE("a corrupted frame is refused whole") {
   Box a("a"), b("b");
   auto data = Text(1 << 20, 7);

@@ -205,7 +205,9 @@ class Decoder {
 
  private:
   Status Run(Buffer& out);
-  bool Resolve(const Fingerprint& fingerprint, Buffer& chunk);
+  // Appends the chunk `fingerprint` names to `into` (a repair, else the store's
+  // bytes, checked against the fingerprint). False, `into` unchanged, when neither has it.
+  bool Resolve(const Fingerprint& fingerprint, Buffer& into);
   void StoreChunk();
 
   CodecOptions options_;
@@ -219,6 +221,7 @@ class Decoder {
   size_t position_ = 0;  // ... up to here
   uint64_t expected_check_ = 0;
   Buffer frame_output_;  // what this frame decoded to so far
+  Buffer chunk_;         // a referenced chunk that continues RAW bytes, or a delta's base
   std::vector<Fingerprint> missing_;
   std::unordered_map<Fingerprint, std::vector<uint8_t>> repairs_;
   std::string error_;

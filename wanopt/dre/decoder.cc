@@ -109,13 +109,15 @@ void Decoder::ReleaseIdle() {
   position_ = 0;
   frame_output_.Clear();
   frame_output_.ShrinkToFit();
+  chunk_.Clear();
+  chunk_.ShrinkToFit();
   prefix_.ShrinkToFit();
   missing_.clear();
   missing_.shrink_to_fit();
 }
 
 size_t Decoder::HeldBytes() const {
-  size_t held = prefix_.capacity() + instructions_.capacity() + frame_output_.capacity() +
+  size_t held = prefix_.capacity() + instructions_.capacity() + frame_output_.capacity() + chunk_.capacity() +
                 missing_.capacity() * sizeof(Fingerprint);
   for (const auto& [fingerprint, chunk] : repairs_) held += chunk.capacity();
   if (lz_) held += sizeof(Lz) + ZSTD_sizeof_DCtx(lz_->dctx);
@@ -135,28 +137,25 @@ bool Decoder::AddRepair(const Fingerprint& fingerprint, std::span<const uint8_t>
   return true;
 }
 
-bool Decoder::Resolve(const Fingerprint& fingerprint, Buffer& chunk) {
-  chunk.Clear();
+bool Decoder::Resolve(const Fingerprint& fingerprint, Buffer& into) {
   if (auto it = repairs_.find(fingerprint); it != repairs_.end()) {
-    chunk.Append(it->second);
+    into.Append(it->second);
     repairs_.erase(it);
     return true;
   }
   if (!store_) return false;
   auto id = peer_->Find(fingerprint);
-  if (!id || !store_->GetInto(*id, chunk)) return false;
+  size_t before = into.size();
+  if (!id || !store_->GetInto(*id, into)) return false;
   // The store verified its own id; this checks the peering's name for the bytes too.
-  Fingerprint actual = FingerprintOf(chunk.span(), peer_->key());
+  Fingerprint actual = FingerprintOf(into.span().subspan(before), peer_->key());
   if (actual != fingerprint) {
-    auto want = FingerprintBytes(fingerprint);
-    auto got = FingerprintBytes(actual);
+    into.Truncate(before);
     char text[80];
     std::snprintf(text, sizeof text, "%016llx%016llx != %016llx%016llx",
                   static_cast<unsigned long long>(fingerprint.hi), static_cast<unsigned long long>(fingerprint.lo),
                   static_cast<unsigned long long>(actual.hi), static_cast<unsigned long long>(actual.lo));
     WANOPT_LOG(kWarn, "dre") << "stored chunk does not match its reference (" << text << "): asking the peer again";
-    (void)want;
-    (void)got;
     peer_->Forget(fingerprint);
     return false;
   }
@@ -173,7 +172,6 @@ void Decoder::StoreChunk() {
 
 Decoder::Status Decoder::Run(Buffer& out) {
   std::span<const uint8_t> in = instructions_.span();
-  Buffer chunk;
   while (position_ < in.size()) {
     size_t pos = position_;
     uint8_t op = in[pos++];
@@ -217,19 +215,36 @@ Decoder::Status Decoder::Run(Buffer& out) {
         error_ = "truncated reference";
         return Status::kCorrupt;
       }
-      if (!Resolve(fingerprint, chunk)) {
-        // Stop here; the caller asks the peer for the bytes and calls Resume().
+      if (prefix_.empty()) {
+        // A whole chunk, the common case: straight into the output, no copy between.
+        size_t start = frame_output_.size();
+        if (!Resolve(fingerprint, frame_output_)) {
+          // Stop here; the caller asks the peer for the bytes and calls Resume().
+          missing_.push_back(fingerprint);
+          ++stats_.nacks;
+          return Status::kMissing;
+        }
+        if (frame_output_.size() - start != n) {
+          error_ = "referenced chunk does not continue the bytes already received";
+          return Status::kCorrupt;
+        }
+        ++stats_.chunks_hit;
+        position_ = pos;
+        continue;
+      }
+      chunk_.Clear();
+      if (!Resolve(fingerprint, chunk_)) {
         missing_.push_back(fingerprint);
         ++stats_.nacks;
         return Status::kMissing;
       }
       // Not prefix_.size() + n: a 64-bit n from the peer could wrap the sum.
-      if (chunk.size() < prefix_.size() || chunk.size() - prefix_.size() != n ||
-          !std::equal(prefix_.data(), prefix_.data() + prefix_.size(), chunk.data())) {
+      if (chunk_.size() < prefix_.size() || chunk_.size() - prefix_.size() != n ||
+          !std::equal(prefix_.data(), prefix_.data() + prefix_.size(), chunk_.data())) {
         error_ = "referenced chunk does not continue the bytes already received";
         return Status::kCorrupt;
       }
-      frame_output_.Append(chunk.span().subspan(prefix_.size()));
+      frame_output_.Append(chunk_.span().subspan(prefix_.size()));
       prefix_.Clear();
       ++stats_.chunks_hit;
       position_ = pos;
@@ -249,17 +264,18 @@ Decoder::Status Decoder::Run(Buffer& out) {
         error_ = "truncated prefix";
         return Status::kCorrupt;
       }
-      if (!Resolve(fingerprint, chunk)) {
+      chunk_.Clear();
+      if (!Resolve(fingerprint, chunk_)) {
         missing_.push_back(fingerprint);
         ++stats_.nacks;
         return Status::kMissing;
       }
-      if (chunk.size() <= prefix_.size() || chunk.size() - prefix_.size() < n || n == 0 ||
-          !std::equal(prefix_.data(), prefix_.data() + prefix_.size(), chunk.data())) {
+      if (chunk_.size() <= prefix_.size() || chunk_.size() - prefix_.size() < n || n == 0 ||
+          !std::equal(prefix_.data(), prefix_.data() + prefix_.size(), chunk_.data())) {
         error_ = "prefix chunk does not continue the bytes already received";
         return Status::kCorrupt;
       }
-      auto bytes = chunk.span().subspan(prefix_.size(), n);
+      auto bytes = chunk_.span().subspan(prefix_.size(), n);
       frame_output_.Append(bytes);
       prefix_.Append(bytes);
       position_ = pos;
@@ -279,7 +295,8 @@ Decoder::Status Decoder::Run(Buffer& out) {
         error_ = "truncated or oversized delta";
         return Status::kCorrupt;
       }
-      if (!Resolve(base, chunk)) {
+      chunk_.Clear();
+      if (!Resolve(base, chunk_)) {
         missing_.push_back(base);
         ++stats_.nacks;
         return Status::kMissing;
@@ -287,7 +304,7 @@ Decoder::Status Decoder::Run(Buffer& out) {
       if (!delta_) delta_ = std::make_unique<Delta>();
       size_t start = prefix_.size();
       prefix_.Reserve(start + n);
-      ZSTD_DCtx_refPrefix(delta_->dctx, chunk.data(), chunk.size());
+      ZSTD_DCtx_refPrefix(delta_->dctx, chunk_.data(), chunk_.size());
       size_t got = ZSTD_decompressDCtx(delta_->dctx, prefix_.data() + start, n, in.data() + pos, m);
       if (ZSTD_isError(got) || got != n) {
         ZSTD_DCtx_reset(delta_->dctx, ZSTD_reset_session_only);
@@ -312,7 +329,8 @@ Decoder::Status Decoder::Run(Buffer& out) {
     error_ = std::string("reconstructed bytes fail their check: ") + text;
     return Status::kCorrupt;
   }
-  out.Append(frame_output_.span());
+  if (out.empty()) out.Swap(frame_output_);  // moved, not copied: the next frame reuses out's storage
+  else out.Append(frame_output_.span());
   frame_output_.Clear();
   return Status::kDone;
 }

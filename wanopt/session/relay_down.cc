@@ -148,9 +148,13 @@ bool Session::HandleFrame(const channel::DecodedFrame& frame, std::span<const ui
         ProtocolError("data after half-close");
         return false;
       }
-      decoded_.Clear();
-      auto status = decoder_->Decode(frame.header.flags, frame.payload, decoded_);
-      return AfterDecode(status);
+      // Without modules the frame decodes straight into this batch's LAN write (the
+      // decoder moves its output there when it is the batch's first, else copies it
+      // once); modules take each frame's bytes on their own.
+      Buffer& out = modules_->empty() ? module_output_ : decoded_;
+      if (&out == &decoded_) decoded_.Clear();
+      auto status = decoder_->Decode(frame.header.flags, frame.payload, out);
+      return AfterDecode(status, out);
     }
     case FrameType::kHalfClose:
       if (down_phase_ != DownPhase::kRelaying) {

@@ -229,7 +229,8 @@ class Session final : public std::enable_shared_from_this<Session>,
   bool ProcessFrames();
   static bool InStreamOrder(FrameType type);
   bool HandleFrame(const channel::DecodedFrame& frame, std::span<const uint8_t> raw_frame);
-  bool AfterDecode(dre::Decoder::Status status);
+  // `out`: where the decoder appended the frame's bytes (module_output_ or decoded_).
+  bool AfterDecode(dre::Decoder::Status status, Buffer& out);
   bool HandleNack(std::span<const uint8_t> payload);
   bool HandleRepair(std::span<const uint8_t> payload);
   void EmitDown(std::span<const uint8_t> bytes);

@@ -5,11 +5,11 @@
 
 namespace wanopt::session_internal {
 
-bool Session::AfterDecode(dre::Decoder::Status status) {
+bool Session::AfterDecode(dre::Decoder::Status status, Buffer& out) {
   UpdateCodecStats();
   switch (status) {
     case dre::Decoder::Status::kDone:
-      EmitDown(decoded_.span());
+      if (&out != &module_output_) EmitDown(out.span());
       return true;
     case dre::Decoder::Status::kMissing: {
       // Ask the peer for the chunks; everything after waits in order behind them.
@@ -67,7 +67,7 @@ bool Session::HandleRepair(std::span<const uint8_t> payload) {
   if (--awaited_repairs_ > 0) return true;
   stalled_ = false;
   decoded_.Clear();
-  if (!AfterDecode(decoder_->Resume(decoded_))) return false;
+  if (!AfterDecode(decoder_->Resume(decoded_), decoded_)) return false;
   if (stalled_) return true;  // another reference of the same frame is missing
   // Replay what waited, in order; it may stall again.
   Buffer replay;
