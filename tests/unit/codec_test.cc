@@ -415,6 +415,54 @@ TEST_CASE("a reference whose declared length wraps around is corrupt, not a wild
   CHECK_MESSAGE(decoder.error().find("continue") != std::string::npos, decoder.error());
 }
 
+TEST_CASE("a frame stands for at most 1 MiB, and one that decodes to more than 8 MiB is refused") {
+  Box a("a"), b("b");
+  auto data = Text(6 << 20, 10);
+  Link first(a, b);
+  REQUIRE(first.Send(data) == data);
+  // The second pass is references, ~20 bytes each: without the budget one frame
+  // would stand for all 6 MiB, held whole by the decoder until its check passed.
+  Link second(a, b);
+  second.encoder.Append(data);
+  second.encoder.Flush();
+  size_t frames = 0, largest = 0;
+  std::vector<uint8_t> got;
+  while (second.encoder.HasPayload()) {
+    Buffer payload, out;
+    uint8_t flags = 0;
+    second.encoder.TakePayload(payload, &flags);
+    REQUIRE(second.decoder.Decode(flags, payload.span(), out) == Decoder::Status::kDone);
+    ++frames;
+    largest = std::max(largest, out.size());
+    got.insert(got.end(), out.data(), out.data() + out.size());
+  }
+  CHECK(got == data);
+  CHECK(frames >= 6);
+  CHECK(largest <= (1 << 20) + 64 * 1024);
+  // A peer's frame of the same reference over and over, past 8 MiB.
+  Chunker chunker;
+  std::span<const uint8_t> all(data);
+  auto one = all.first(chunker.NextBoundary(all, false));
+  auto peer = b.peers->Get("a", kSeed);
+  Buffer hostile;
+  const uint8_t check[8] = {}, ref = 0x03;
+  hostile.Append(check);
+  for (size_t decoded = 0; decoded <= (8 << 20); decoded += one.size()) {
+    hostile.Append({&ref, 1});
+    hostile.Append(FingerprintBytes(FingerprintOf(one, peer->key())));
+    for (uint64_t v = one.size(); ; v >>= 7) {
+      const uint8_t byte = static_cast<uint8_t>((v & 0x7f) | (v >> 7 ? 0x80 : 0));
+      hostile.Append({&byte, 1});
+      if (!(v >> 7)) break;
+    }
+  }
+  Decoder decoder({true, false}, peer, b.store.get());
+  Buffer out;
+  CHECK(decoder.Decode(0, hostile.span(), out) == Decoder::Status::kCorrupt);
+  CHECK(out.empty());
+  CHECK_MESSAGE(decoder.error().find("8 MiB") != std::string::npos, decoder.error());
+}
+
 TEST_CASE("a repeat paced by the peer's window crosses as prefixes and references, not as RAW") {
   // A sender that pauses every few kilobytes (RPC over HTTP's receive window): every
   // pause flushes the chunk begun so far. On the repeat those bytes are named as the

@@ -22,6 +22,13 @@ constexpr size_t kBlockBudget = 120 * 1024;
 constexpr size_t kMaxRawOp = 32 * 1024;
 // A frame's instructions never decompress to more than this.
 constexpr size_t kMaxInstructions = 256 * 1024;
+// A block closes once its instructions decode to this much: references are ~20
+// bytes each, so without it a block of them would stand for tens of MiB, all of it
+// held by the decoder (a frame is checked whole before any of it is delivered).
+constexpr size_t kBlockDecodedBudget = 1024 * 1024;
+// A frame decoding to more than this is refused (the sender's budget plus one
+// instruction is far below it).
+constexpr size_t kMaxFrameOutput = 8 * 1024 * 1024;
 
 inline void PutVarint(Buffer& out, uint64_t v) {
   uint8_t bytes[10];

@@ -173,6 +173,10 @@ void Decoder::StoreChunk() {
 Decoder::Status Decoder::Run(Buffer& out) {
   std::span<const uint8_t> in = instructions_.span();
   while (position_ < in.size()) {
+    if (frame_output_.size() > kMaxFrameOutput) {
+      error_ = "dre frame decodes to more than 8 MiB";
+      return Status::kCorrupt;
+    }
     size_t pos = position_;
     uint8_t op = in[pos++];
     if (op == kRaw || op == kLiteral) {
@@ -321,6 +325,10 @@ Decoder::Status Decoder::Run(Buffer& out) {
     error_ = "unknown instruction " + std::to_string(op);
     return Status::kCorrupt;
   }
+  if (frame_output_.size() > kMaxFrameOutput) {
+    error_ = "dre frame decodes to more than 8 MiB";
+    return Status::kCorrupt;
+  }
   uint64_t actual = XXH3_64bits(frame_output_.data(), frame_output_.size());
   if (actual != expected_check_) {
     char text[64];
@@ -329,7 +337,9 @@ Decoder::Status Decoder::Run(Buffer& out) {
     error_ = std::string("reconstructed bytes fail their check: ") + text;
     return Status::kCorrupt;
   }
-  if (out.empty()) out.Swap(frame_output_);  // moved, not copied: the next frame reuses out's storage
+  // Moved rather than copied when `out` has nothing and no more room (the next frame
+  // then reuses its storage); else copied, and a larger buffer stays the caller's.
+  if (out.empty() && out.capacity() <= frame_output_.capacity()) out.Swap(frame_output_);
   else out.Append(frame_output_.span());
   frame_output_.Clear();
   return Status::kDone;

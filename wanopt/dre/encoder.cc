@@ -66,6 +66,7 @@ struct Encoder::Delta {
 
 struct Encoder::Block {
   Buffer instructions;
+  size_t decoded = 0;  // what the instructions decode to
   XXH3_state_t check;
   bool lz_end = false;  // the empty frame that ends the zstd stream (ReleaseIdle)
   Block() { XXH3_64bits_reset(&check); }
@@ -91,7 +92,8 @@ void Encoder::EmitOp(uint8_t op, std::span<const uint8_t> bytes, std::span<const
   PutVarint(out, by_reference ? decoded.size() : bytes.size());
   if (!by_reference) out.Append(bytes);
   XXH3_64bits_update(&current_->check, decoded.data(), decoded.size());
-  if (out.size() >= block_target_) CloseBlock();
+  current_->decoded += decoded.size();
+  if (out.size() >= block_target_ || current_->decoded >= kBlockDecodedBudget) CloseBlock();
 }
 
 void Encoder::CloseBlock() {
@@ -166,8 +168,9 @@ bool Encoder::EmitDelta(const Fingerprint& base, std::span<const uint8_t> rest) 
   PutVarint(out, n);
   out.Append(delta_->out.span());
   XXH3_64bits_update(&current_->check, rest.data(), rest.size());
+  current_->decoded += rest.size();
   ++stats_.chunks_delta;
-  if (out.size() >= block_target_) CloseBlock();
+  if (out.size() >= block_target_ || current_->decoded >= kBlockDecodedBudget) CloseBlock();
   return true;
 }
 

@@ -101,6 +101,10 @@ bool Session::ProcessFrames() {
       continue;
     }
     if (!HandleFrame(frame, input.first(frame.size))) return false;
+    // A buffer of references can decode to tens of MiB: written a batch at a time,
+    // the LAN write stays in cache and the connection's memory bounded. The frames
+    // left are processed when this write completes.
+    if (module_output_.size() >= kMaxDownBatch) break;
   }
   if (!module_output_.empty()) lan_write_.push_back(asio::buffer(module_output_.data(), module_output_.size()));
   down_consumed_ = consumed;

@@ -313,6 +313,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   std::unique_ptr<Buffer> down_buffer_;
   std::vector<asio::const_buffer> lan_write_;
   Buffer module_output_;
+  static constexpr size_t kMaxDownBatch = size_t{1} << 20;  // module_output_ written once it holds this much
   size_t down_consumed_ = 0;
   bool down_waiting_ = false;
   DownPhase down_phase_ = DownPhase::kRelaying;
