@@ -13,6 +13,7 @@
 
 #include "tests/unit/codec_test_util.h"
 #include "wanopt/dre/codec.h"
+#include "wanopt/dre/codec_format.h"
 #include "wanopt/lab/echo.h"
 
 using namespace wanopt;
@@ -450,11 +451,7 @@ TEST_CASE("a frame stands for at most 1 MiB, and one that decodes to more than 8
   for (size_t decoded = 0; decoded <= (8 << 20); decoded += one.size()) {
     hostile.Append({&ref, 1});
     hostile.Append(FingerprintBytes(FingerprintOf(one, peer->key())));
-    for (uint64_t v = one.size(); ; v >>= 7) {
-      const uint8_t byte = static_cast<uint8_t>((v & 0x7f) | (v >> 7 ? 0x80 : 0));
-      hostile.Append({&byte, 1});
-      if (!(v >> 7)) break;
-    }
+    codec_format::PutVarint(hostile, one.size());
   }
   Decoder decoder({true, false}, peer, b.store.get());
   Buffer out;
