@@ -147,6 +147,9 @@ class Encoder {
   bool EmitDelta(const Fingerprint& base, std::span<const uint8_t> rest);
   bool EmitPredictedPrefix(std::span<const uint8_t> tail);
   void EmitOp(uint8_t op, std::span<const uint8_t> bytes, std::span<const uint8_t> decoded);
+  // After an instruction was added to current_: `decoded` (what it decodes to) joins
+  // the block's check and size, and the block closes once it is full either way.
+  void Account(std::span<const uint8_t> decoded);
   void CloseBlock();
 
   CodecOptions options_;
@@ -208,6 +211,7 @@ class Decoder {
   // Appends the chunk `fingerprint` names to `into` (a repair, else the store's
   // bytes, checked against the fingerprint). False, `into` unchanged, when neither has it.
   bool Resolve(const Fingerprint& fingerprint, Buffer& into);
+  Status Missing(const Fingerprint& fingerprint);
   void StoreChunk();
 
   CodecOptions options_;

@@ -162,6 +162,14 @@ bool Decoder::Resolve(const Fingerprint& fingerprint, Buffer& into) {
   return true;
 }
 
+// Stops the frame at a reference this box cannot resolve: the caller asks the peer
+// for the bytes and calls Resume(), which starts again at this instruction.
+Decoder::Status Decoder::Missing(const Fingerprint& fingerprint) {
+  missing_.push_back(fingerprint);
+  ++stats_.nacks;
+  return Status::kMissing;
+}
+
 // prefix_ now holds a whole new chunk: store it and remember the peering's name for it.
 void Decoder::StoreChunk() {
   Fingerprint fingerprint = FingerprintOf(prefix_.span(), peer_->key());
@@ -172,11 +180,13 @@ void Decoder::StoreChunk() {
 
 Decoder::Status Decoder::Run(Buffer& out) {
   std::span<const uint8_t> in = instructions_.span();
-  while (position_ < in.size()) {
+  for (;;) {
+    // Checked as the output grows, not only at the end: that is what bounds it.
     if (frame_output_.size() > kMaxFrameOutput) {
       error_ = "dre frame decodes to more than 8 MiB";
       return Status::kCorrupt;
     }
+    if (position_ >= in.size()) break;
     size_t pos = position_;
     uint8_t op = in[pos++];
     if (op == kRaw || op == kLiteral) {
@@ -222,12 +232,7 @@ Decoder::Status Decoder::Run(Buffer& out) {
       if (prefix_.empty()) {
         // A whole chunk, the common case: straight into the output, no copy between.
         size_t start = frame_output_.size();
-        if (!Resolve(fingerprint, frame_output_)) {
-          // Stop here; the caller asks the peer for the bytes and calls Resume().
-          missing_.push_back(fingerprint);
-          ++stats_.nacks;
-          return Status::kMissing;
-        }
+        if (!Resolve(fingerprint, frame_output_)) return Missing(fingerprint);
         if (frame_output_.size() - start != n) {
           error_ = "referenced chunk does not continue the bytes already received";
           return Status::kCorrupt;
@@ -237,11 +242,7 @@ Decoder::Status Decoder::Run(Buffer& out) {
         continue;
       }
       chunk_.Clear();
-      if (!Resolve(fingerprint, chunk_)) {
-        missing_.push_back(fingerprint);
-        ++stats_.nacks;
-        return Status::kMissing;
-      }
+      if (!Resolve(fingerprint, chunk_)) return Missing(fingerprint);
       // Not prefix_.size() + n: a 64-bit n from the peer could wrap the sum.
       if (chunk_.size() < prefix_.size() || chunk_.size() - prefix_.size() != n ||
           !std::equal(prefix_.data(), prefix_.data() + prefix_.size(), chunk_.data())) {
@@ -269,11 +270,7 @@ Decoder::Status Decoder::Run(Buffer& out) {
         return Status::kCorrupt;
       }
       chunk_.Clear();
-      if (!Resolve(fingerprint, chunk_)) {
-        missing_.push_back(fingerprint);
-        ++stats_.nacks;
-        return Status::kMissing;
-      }
+      if (!Resolve(fingerprint, chunk_)) return Missing(fingerprint);
       if (chunk_.size() <= prefix_.size() || chunk_.size() - prefix_.size() < n || n == 0 ||
           !std::equal(prefix_.data(), prefix_.data() + prefix_.size(), chunk_.data())) {
         error_ = "prefix chunk does not continue the bytes already received";
@@ -300,11 +297,7 @@ Decoder::Status Decoder::Run(Buffer& out) {
         return Status::kCorrupt;
       }
       chunk_.Clear();
-      if (!Resolve(base, chunk_)) {
-        missing_.push_back(base);
-        ++stats_.nacks;
-        return Status::kMissing;
-      }
+      if (!Resolve(base, chunk_)) return Missing(base);
       if (!delta_) delta_ = std::make_unique<Delta>();
       size_t start = prefix_.size();
       prefix_.Reserve(start + n);
@@ -323,10 +316,6 @@ Decoder::Status Decoder::Run(Buffer& out) {
       continue;
     }
     error_ = "unknown instruction " + std::to_string(op);
-    return Status::kCorrupt;
-  }
-  if (frame_output_.size() > kMaxFrameOutput) {
-    error_ = "dre frame decodes to more than 8 MiB";
     return Status::kCorrupt;
   }
   uint64_t actual = XXH3_64bits(frame_output_.data(), frame_output_.size());

@@ -91,9 +91,13 @@ void Encoder::EmitOp(uint8_t op, std::span<const uint8_t> bytes, std::span<const
   if (by_reference) out.Append(bytes);  // the fingerprint; the length follows
   PutVarint(out, by_reference ? decoded.size() : bytes.size());
   if (!by_reference) out.Append(bytes);
+  Account(decoded);
+}
+
+void Encoder::Account(std::span<const uint8_t> decoded) {
   XXH3_64bits_update(&current_->check, decoded.data(), decoded.size());
   current_->decoded += decoded.size();
-  if (out.size() >= block_target_ || current_->decoded >= kBlockDecodedBudget) CloseBlock();
+  if (current_->instructions.size() >= block_target_ || current_->decoded >= kBlockDecodedBudget) CloseBlock();
 }
 
 void Encoder::CloseBlock() {
@@ -167,10 +171,8 @@ bool Encoder::EmitDelta(const Fingerprint& base, std::span<const uint8_t> rest) 
   PutVarint(out, rest.size());
   PutVarint(out, n);
   out.Append(delta_->out.span());
-  XXH3_64bits_update(&current_->check, rest.data(), rest.size());
-  current_->decoded += rest.size();
   ++stats_.chunks_delta;
-  if (out.size() >= block_target_ || current_->decoded >= kBlockDecodedBudget) CloseBlock();
+  Account(rest);
   return true;
 }
 

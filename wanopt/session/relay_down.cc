@@ -152,11 +152,7 @@ bool Session::HandleFrame(const channel::DecodedFrame& frame, std::span<const ui
         ProtocolError("data after half-close");
         return false;
       }
-      // Without modules the frame decodes straight into this batch's LAN write (the
-      // decoder moves its output there when it is the batch's first, else copies it
-      // once); modules take each frame's bytes on their own.
-      Buffer& out = modules_->empty() ? module_output_ : decoded_;
-      if (&out == &decoded_) decoded_.Clear();
+      Buffer& out = DecodeTarget();
       auto status = decoder_->Decode(frame.header.flags, frame.payload, out);
       return AfterDecode(status, out);
     }
@@ -207,6 +203,15 @@ bool Session::HandleFrame(const channel::DecodedFrame& frame, std::span<const ui
 
 // Bytes for the LAN socket, in order. Zero-copy (a view into down_buffer_) when no
 // module and no codec touches them; otherwise copied into module_output_.
+// Without modules a frame decodes straight into this batch's LAN write (the decoder
+// moves its output there when it is the batch's first, else copies it once); modules
+// take each frame's bytes on their own, from decoded_.
+Buffer& Session::DecodeTarget() {
+  if (modules_->empty()) return module_output_;
+  decoded_.Clear();
+  return decoded_;
+}
+
 void Session::EmitDown(std::span<const uint8_t> bytes) {
   if (modules_->empty() && !decoder_) {
     lan_write_.push_back(asio::buffer(bytes.data(), bytes.size()));

@@ -229,7 +229,10 @@ class Session final : public std::enable_shared_from_this<Session>,
   bool ProcessFrames();
   static bool InStreamOrder(FrameType type);
   bool HandleFrame(const channel::DecodedFrame& frame, std::span<const uint8_t> raw_frame);
-  // `out`: where the decoder appended the frame's bytes (module_output_ or decoded_).
+  // Where the decoder appends a frame's bytes: module_output_, or decoded_ (cleared)
+  // when modules take them.
+  Buffer& DecodeTarget();
+  // `out`: the DecodeTarget() the decoder appended the frame's bytes to.
   bool AfterDecode(dre::Decoder::Status status, Buffer& out);
   bool HandleNack(std::span<const uint8_t> payload);
   bool HandleRepair(std::span<const uint8_t> payload);

@@ -66,8 +66,8 @@ bool Session::HandleRepair(std::span<const uint8_t> payload) {
   }
   if (--awaited_repairs_ > 0) return true;
   stalled_ = false;
-  decoded_.Clear();
-  if (!AfterDecode(decoder_->Resume(decoded_), decoded_)) return false;
+  Buffer& out = DecodeTarget();
+  if (!AfterDecode(decoder_->Resume(out), out)) return false;
   if (stalled_) return true;  // another reference of the same frame is missing
   // Replay what waited, in order; it may stall again.
   Buffer replay;
