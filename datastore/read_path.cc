@@ -150,6 +150,30 @@ uint64_t ChunkStoreImpl::ReadAhead(uint64_t seq) {
   rocksdb::ReadOptions options;
   options.iterate_upper_bound = &upper_slice;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, index_cf_));
+  // Chunks that follow each other on disk (appended one after another, none skipped
+  // in between) are read with one system call, each straight into its own blob: a
+  // pread each cost more in system-call overhead than in copying.
+  struct Wanted {
+    uint64_t seq;
+    IndexEntry entry;
+    std::shared_ptr<uint8_t[]> bytes;
+  };
+  std::vector<Wanted> run;
+  std::vector<std::span<uint8_t>> parts;
+  auto read_run = [&] {
+    if (run.empty()) return;
+    parts.clear();
+    for (auto& wanted : run) parts.push_back({wanted.bytes.get(), wanted.entry.size});
+    if (segments_.Read(run.front().entry.at, parts) == 0) {
+      // Verified as any read: bytes that are not the chunk's are left for a Get of
+      // it to find and drop.
+      for (auto& wanted : run) {
+        Blob blob{std::move(wanted.bytes), wanted.entry.size};
+        if (IdOf(blob.span()) == wanted.entry.id) CacheRead(wanted.entry.id, wanted.seq, std::move(blob));
+      }
+    }
+    run.clear();
+  };
   uint64_t bytes = 0, next = seq + kReadAheadChunks;
   for (it->Seek(lower.slice()); it->Valid(); it->Next()) {
     rocksdb::Slice key = it->key();
@@ -167,12 +191,14 @@ uint64_t ChunkStoreImpl::ReadAhead(uint64_t seq) {
       if (shard.index.Find(entry.id) != at || shard.cache.Contains(entry.id)) continue;
     }
     bytes += entry.size;
-    // Verified as any read: bytes that are not the chunk's are left for a Get of it
-    // to find and drop.
-    Blob blob;
-    if (ReadBlob(segments_, entry, &blob) != 0 || IdOf(blob.span()) != entry.id) continue;
-    CacheRead(entry.id, at, std::move(blob));
+    if (!run.empty()) {
+      const IndexEntry& last = run.back().entry;
+      bool follows = entry.at.segment == last.at.segment && entry.at.offset == uint64_t{last.at.offset} + last.size;
+      if (!follows || run.size() == SegmentLog::kMaxReadParts) read_run();
+    }
+    run.push_back({at, entry, std::make_shared_for_overwrite<uint8_t[]>(entry.size)});
   }
+  read_run();
   return next;
 }
 

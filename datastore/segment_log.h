@@ -70,6 +70,11 @@ class SegmentLog {
   // (released, or its file was lost), ENODATA if the file ends before them, or the
   // errno of the read.
   int Read(Location at, uint32_t size, uint8_t* out) const;
+  // The same for bytes that follow each other in one segment from `at` on, into
+  // `outs` in order (chunks appended one after another): one system call for all.
+  // REQUIRES: outs.size() <= kMaxReadParts.
+  static constexpr size_t kMaxReadParts = 256;
+  int Read(Location at, std::span<const std::span<uint8_t>> outs) const;
 
   // While the store opens: notes that the index has a chunk of `size` bytes at `at`
   // with sequence number `seq`, if the segment files hold those bytes; returns
