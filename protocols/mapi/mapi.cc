@@ -42,10 +42,16 @@ class MapiModule final : public Module {
     context_ = &context;
     box_ = dynamic_cast<MapiBox*>(context.box());
     const ConnectionInfo& c = context.connection();
-    server_ = c.server.address().is_v4() ? c.server.address().to_v4().to_uint() : 0;
+    ipv4_ = c.server.address().is_v4();
+    server_ = ipv4_ ? c.server.address().to_v4().to_uint() : 0;
     if (c.server.port() == kEpmPort) {
       role_ = Role::kEpm;
       context.SetApplication("EPM");
+      // A client told the proxy port over IPv6 would connect to it over IPv6, and
+      // only IPv4 connections are redirected (MapiBox::OnNewFlow): that connection
+      // would be refused. Its answers keep the real ports; connections to them are
+      // still optimized where the rules intercept them.
+      if (!ipv4_ && RemapConfigured()) context.AddNote("mapi: IPv6: ept_map answers left as they are (ports are remapped over IPv4 only)");
     }
     if (box_ && server_) {
       if (auto found = box_->FindByRealPort(server_, c.server.port())) {
@@ -97,10 +103,12 @@ class MapiModule final : public Module {
  private:
   enum class Role { kUnknown, kEpm, kRpc };
 
-  bool Rewriting() const {
-    return box_ && box_->settings().mode == MapiSettings::Mode::kRemap &&
-           context_->connection().side == Side::kBranch && !stopped_;
+  // This box remaps the endpoint mapper's answers (the branch, mode remap)...
+  bool RemapConfigured() const {
+    return box_ && box_->settings().mode == MapiSettings::Mode::kRemap && context_->connection().side == Side::kBranch;
   }
+  // ... and this connection's, now.
+  bool Rewriting() const { return RemapConfigured() && ipv4_ && !stopped_; }
 
   void Stop(const std::string& why) {
     if (stopped_) return;
@@ -247,7 +255,8 @@ class MapiModule final : public Module {
 
   ModuleContext* context_ = nullptr;
   MapiBox* box_ = nullptr;
-  uint32_t server_ = 0;
+  bool ipv4_ = false;     // the connection's server address is IPv4
+  uint32_t server_ = 0;   // that address (host order), if so
   Role role_ = Role::kUnknown;
   bool stopped_ = false;
   bool counted_ = false;

@@ -8,7 +8,9 @@
 // (server, proxy port) -> real port for `binding_ttl_s`. The client then connects
 // to server:7830; the box-wide part (MapiBox) redirects that connection to the real
 // port before interception sets it up, so the datacenter box connects to the real
-// dynamic port and the client never learns it.
+// dynamic port and the client never learns it. IPv4 only: over IPv6 the answers are
+// left as they are (a note says so), since a client told the proxy port would
+// connect to it over IPv6, which is not redirected.
 //
 // Never a broken connection: a PDU that does not parse, a context bound with
 // integrity or privacy, NDR64, anything unexpected makes the module stop touching

@@ -20,6 +20,9 @@ EMSMDB; LSARPC is not remapped.
   3. rpcclient (which asks 135 itself, then connects to what it is told):
      enumdomains gives the same domains through the proxies.
   4. An endpoint mapper bound with integrity: the port is left as the server says.
+     4b. The lab is dual-stack: over IPv6 the branch leaves ept_map answers as they
+     are (ports are remapped over IPv4 only) and the call at the real port is
+     optimized.
   5. Restart: the branch keeps the binding in its state file and has a DNAT rule for
      it in nat WANOPT_MAPI; restarted, it restores the binding (log line), and a
      call through server:7830 is again optimized and redirected by the daemon; the
@@ -45,6 +48,7 @@ from labkit import Checks, Lab  # noqa: E402
 
 WANOPT, NETLAB, DELAYLINE = (os.path.abspath(a) for a in sys.argv[1:4])
 SERVER = "198.18.2.10"
+SERVER6 = "2001:2:0:2::10"  # the same server in the dual-stack lab
 IDS = {"branch": "02:00:00:00:0b:01", "dc": "02:00:00:00:0d:01"}
 
 if os.geteuid() != 0:
@@ -110,11 +114,11 @@ def poke(lab, port):
 def main():
     with tempfile.TemporaryDirectory(prefix="wanopt-mapi-") as work:
         subprocess.run([os.path.join(HERE, "make-pki"), os.path.join(work, "pki")], check=True, capture_output=True)
-        lab = Lab(f"wp{os.getpid() % 100000}", work, WANOPT, NETLAB, DELAYLINE)
+        lab = Lab(f"wp{os.getpid() % 100000}", work, WANOPT, NETLAB, DELAYLINE, ipv6=True)
         peer = None
         try:
             lab.up()
-            peer = samba_peer.start(lab.ns("server"), os.path.join(work, "samba"))
+            peer = samba_peer.start(lab.ns("server"), os.path.join(work, "samba"), also=[SERVER6])
             client = lab.ns("client")
             # The server's own view, from the dc's namespace (no module on that path).
             direct = samba_peer.ept_map(SERVER, samba_peer.SAMR_UUID, "1.0", ns=lab.ns("dc"))
@@ -164,6 +168,21 @@ def main():
             check("EPM with integrity: the client sees the real port, untouched",
                   towers and towers[0][0] == real_samr and epm and
                   any("integrity or privacy" in n for n in epm["notes"]), (towers, epm))
+
+            # 4b. The same endpoint mapper over IPv6: only IPv4 connections to a proxy
+            # port are redirected, so the answer keeps the real port (impacket connects
+            # to the address it asked with the port it is told: 7830 would be refused).
+            start = lab.last_id("branch")
+            towers = samba_peer.ept_map(SERVER6, samba_peer.SAMR_UUID, "1.0", ns=client)
+            epm = lab.wait_ended("branch", 135, start)
+            check("IPv6: ept_map through the boxes keeps SAMR's real port, with a note",
+                  towers and towers[0][0] == real_samr and epm and epm["peer"] == IDS["dc"] and
+                  any("IPv6: ept_map answers left as they are" in n for n in epm["notes"]), (towers, epm))
+            names = samba_peer.samr_enumerate_domains(SERVER6, real_samr, ns=client)
+            samr6 = lab.wait_ended("branch", real_samr, start)
+            check("IPv6: the call at the real port answers, optimized by the dc",
+                  set(names) == EXPECTED and samr6 and samr6["peer"] == IDS["dc"] and
+                  samr6["server"].startswith("[2001:2:0:2::10]"), (names, samr6))
 
             # 5. Restart: the binding comes back from the state file.
             state = read(state_file(lab, "branch"))

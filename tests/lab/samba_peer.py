@@ -191,8 +191,8 @@ class SambaPeer:
     process group id), log (samba's output: -i logs to stdout), template, provision_s (0.0 if cached),
     copy_s, ready_s (from exec to the first ept_map answer), start_s (all of start)."""
 
-    def __init__(self, ns, workdir, ip):
-        self.ns, self.workdir, self.ip = ns, os.path.abspath(workdir), ip
+    def __init__(self, ns, workdir, ip, also=()):
+        self.ns, self.workdir, self.ip, self.also = ns, os.path.abspath(workdir), ip, tuple(also)
         self.proc = None
         self.pid = None
         self.log = os.path.join(self.workdir, "log", "samba.stdout")  # -i logs to stdout
@@ -211,8 +211,8 @@ class SambaPeer:
             os.makedirs(os.path.join(self.workdir, sub), exist_ok=True)
         conf = os.path.join(self.workdir, "etc", "smb.conf")
         with open(conf, "w") as f:
-            f.write(SMB_CONF.format(d=self.workdir, host=HOST_NAME, domain=DOMAIN, realm=REALM, ip=self.ip,
-                                    log_level=log_level))
+            f.write(SMB_CONF.format(d=self.workdir, host=HOST_NAME, domain=DOMAIN, realm=REALM,
+                                    ip=" ".join((self.ip,) + self.also), log_level=log_level))
         self.copy_s = time.monotonic() - t1
         t2 = time.monotonic()
         out = open(self.log, "w")
@@ -294,12 +294,13 @@ class SambaPeer:
         self.stop()
 
 
-def start(ns, workdir, ip=SERVER_IP, timeout=30, log_level=1, log=None):
+def start(ns, workdir, ip=SERVER_IP, timeout=30, log_level=1, log=None, also=()):
     """Provisions (or copies the cached template) into workdir (must not exist or be
-    empty), starts `samba -i` in network namespace ns (None: this one) listening on ip,
-    and returns a SambaPeer once ip:135 answers an ept_map for SAMR. On failure nothing
-    is left running (the work dir stays, for its logs)."""
-    peer = SambaPeer(ns, workdir, ip)
+    empty), starts `samba -i` in network namespace ns (None: this one) listening on ip
+    (and on the addresses in `also`, e.g. an IPv6 one), and returns a SambaPeer once
+    ip:135 answers an ept_map for SAMR. On failure nothing is left running (the work
+    dir stays, for its logs)."""
+    peer = SambaPeer(ns, workdir, ip, also)
     try:
         return peer._start(timeout, log_level, log)
     except BaseException:

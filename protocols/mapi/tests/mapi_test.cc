@@ -3,6 +3,7 @@
 // the branch only, on PDUs captured from Outlook talking to Exchange.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 #include <vector>
@@ -38,10 +39,12 @@ MapiSettings Settings(ModuleSettings s = {}) {
 
 class Host final : public ModuleChain::Host {
  public:
-  Host(Side side, BoxModule* box, uint16_t port = 135) : box_(box) {
+  Host(Side side, BoxModule* box, uint16_t port = 135, const char* client = "198.18.1.10",
+       const char* server = "198.18.2.10")
+      : box_(box) {
     info.side = side;
-    info.client = tcp::endpoint(make_address("198.18.1.10"), 50000);
-    info.server = tcp::endpoint(make_address("198.18.2.10"), port);
+    info.client = tcp::endpoint(make_address(client), 50000);
+    info.server = tcp::endpoint(make_address(server), port);
   }
   const ConnectionInfo& connection() const override { return info; }
   bool SendModuleMessage(uint16_t, std::span<const uint8_t>) override { return false; }
@@ -59,9 +62,9 @@ class Host final : public ModuleChain::Host {
 // Runs a captured exchange through a chain with the mapi module, `step` bytes at a
 // time; returns what the client receives.
 Bytes Exchange(Side side, MapiBox& box, const std::string& name, size_t step, Host** host_out = nullptr,
-               uint16_t port = 135) {
+               uint16_t port = 135, const char* client = "198.18.1.10", const char* server = "198.18.2.10") {
   static std::vector<std::unique_ptr<Host>> hosts;  // kept for the notes
-  hosts.push_back(std::make_unique<Host>(side, &box, port));
+  hosts.push_back(std::make_unique<Host>(side, &box, port, client, server));
   Host& host = *hosts.back();
   if (host_out) *host_out = &host;
   ModuleChain chain(host, {"mapi"});
@@ -244,6 +247,22 @@ TEST_CASE("mapi module: Outlook's ept_map answers are remapped on the branch, by
   size_t at = FindPort(original, 4997);
   REQUIRE(at != 0);
   CHECK(PortAt(Exchange(Side::kBranch, box, "epm_map_nspi", 13), at) == 7840);
+}
+
+TEST_CASE("mapi module: an endpoint mapper reached over IPv6 keeps its ports, with a note") {
+  // Only IPv4 connections to a proxy port are redirected: a client told 7830 over
+  // IPv6 would be refused there.
+  MapiBox box(Settings());
+  Host* host = nullptr;
+  Bytes original = Fixture("epm_map_emsmdb.s2c.bin");
+  CHECK(Exchange(Side::kBranch, box, "epm_map_emsmdb", 9, &host, 135, "2001:2:1::10", "2001:2:2::10") == original);
+  CHECK(host->application == "EPM");
+  CHECK(std::find(host->notes.begin(), host->notes.end(),
+                  "mapi: IPv6: ept_map answers left as they are (ports are remapped over IPv4 only)") != host->notes.end());
+  CHECK_FALSE(box.Lookup(TowerAddress(original), 7830));  // nothing handed out
+  // The same answer over IPv4 is remapped (the control).
+  CHECK(Exchange(Side::kBranch, box, "epm_map_emsmdb", 9) != original);
+  CHECK(box.Lookup(TowerAddress(original), 7830));
 }
 
 TEST_CASE("mapi module: the datacenter side and no-remap mode change nothing") {
