@@ -341,15 +341,13 @@ FlowAdvice MapiBox::OnNewFlow(const tcp::endpoint& client, const tcp::endpoint& 
   Load();
   auto now = Clock::now();
   if (now.time_since_epoch().count() >= next_expiry_.load()) Persist();  // a binding expired: out of the file and kernel
-  if (!client.address().is_v4() || !server.address().is_v4()) return {};
-  uint32_t c = client.address().to_v4().to_uint(), s = server.address().to_v4().to_uint();
   std::lock_guard lock(mu_);
   if (server.port() == kEpmPort) {
     if (settings_.mode == MapiSettings::Mode::kPassThrough) {
       return {true, "mode = pass-through: the endpoint mapper is left alone", std::nullopt};
     }
     // A session's first connection decides for all of them (session affinity).
-    AffinityTable::Entry& a = sessions_.At(c, s, now);
+    AffinityTable::Entry& a = sessions_.At(client.address(), server.address(), now);
     if (a.expires < now) {
       a.pass_through = connections_.load() >= settings_.admission_connections;
       a.expires = now + settings_.binding_ttl;
@@ -362,6 +360,9 @@ FlowAdvice MapiBox::OnNewFlow(const tcp::endpoint& client, const tcp::endpoint& 
     }
     return {};
   }
+  // Bindings are IPv4 only (an IPv6 client is told the real ports).
+  if (!server.address().is_v4()) return {};
+  uint32_t s = server.address().to_v4().to_uint();
   auto binding = bindings_.find({s, server.port()});
   if (binding != bindings_.end() && binding->second.expires > now) {
     return {false, "", binding->second.real_port};
@@ -369,7 +370,7 @@ FlowAdvice MapiBox::OnNewFlow(const tcp::endpoint& client, const tcp::endpoint& 
   // A real port this box knows for this server: the session's decision holds.
   for (const auto& [key, b] : bindings_) {
     if (key.first == s && b.real_port == server.port() && b.expires > now) {
-      const AffinityTable::Entry* a = sessions_.Find(c, s);
+      const AffinityTable::Entry* a = sessions_.Find(client.address(), server.address());
       if (a != nullptr && a->expires > now && a->pass_through) {
         return {true, "session affinity: this client's MAPI session with this server passes through", std::nullopt};
       }

@@ -151,11 +151,10 @@ std::optional<RpchSettings> ParseRpchSettings(const ModuleSettings& settings, st
 }
 
 FlowAdvice RpchBox::OnNewFlow(const tcp::endpoint& client, const tcp::endpoint& server) {
-  if (!settings_.ports.count(server.port()) || !client.address().is_v4() || !server.address().is_v4()) return {};
-  uint32_t c = client.address().to_v4().to_uint(), s = server.address().to_v4().to_uint();
+  if (!settings_.ports.count(server.port())) return {};
   auto now = Clock::now();
   std::lock_guard lock(mu_);
-  AffinityTable::Entry& a = sessions_.At(c, s, now);
+  AffinityTable::Entry& a = sessions_.At(client.address(), server.address(), now);
   if (a.expires < now) a.pass_through = channels.load() >= settings_.admission_channels;
   // Every connection of the session keeps it alive: its channels, their recycled
   // successors and the client's next session decide alike.

@@ -11,8 +11,8 @@
 // past a fixed size made each new connection a full pass as soon as more sessions
 // than that were alive: 7 ms per connection at 150,000.)
 //
-// IPv4 addresses (what the modules' kernel rules handle). Not thread-safe: the module
-// holds its own lock around every call.
+// IPv4 and IPv6 addresses. Not thread-safe: the module holds its own lock around
+// every call.
 #pragma once
 
 #include <algorithm>
@@ -22,11 +22,14 @@
 #include <map>
 #include <utility>
 
+#include <boost/asio/ip/address.hpp>
+
 namespace wanopt::protocols {
 
 class AffinityTable {
  public:
   using Clock = std::chrono::steady_clock;
+  using Address = boost::asio::ip::address;
   struct Entry {
     bool pass_through = false;
     Clock::time_point expires{};  // a new entry has expired already
@@ -36,7 +39,7 @@ class AffinityTable {
 
   // The entry of (client, server); a new (expired) one if there was none. The
   // reference is valid until the next call to At.
-  Entry& At(uint32_t client, uint32_t server, Clock::time_point now) {
+  Entry& At(const Address& client, const Address& server, Clock::time_point now) {
     if (entries_.size() >= sweep_at_) {
       std::erase_if(entries_, [&](const auto& e) { return e.second.expires < now; });
       sweep_at_ = std::max(sweep_floor_, 2 * entries_.size());
@@ -46,7 +49,7 @@ class AffinityTable {
   }
 
   // The entry of (client, server) if there is one (expired or not).
-  const Entry* Find(uint32_t client, uint32_t server) const {
+  const Entry* Find(const Address& client, const Address& server) const {
     auto it = entries_.find({client, server});
     return it == entries_.end() ? nullptr : &it->second;
   }
@@ -58,7 +61,7 @@ class AffinityTable {
   const size_t sweep_floor_;
   size_t sweep_at_;
   size_t sweeps_ = 0;
-  std::map<std::pair<uint32_t, uint32_t>, Entry> entries_;
+  std::map<std::pair<Address, Address>, Entry> entries_;
 };
 
 }  // namespace wanopt::protocols

@@ -213,6 +213,21 @@ TEST_CASE("mapi box: admission control passes new sessions through whole, decide
   CHECK(box.OnNewFlow(late, epm).pass_through);
 }
 
+TEST_CASE("mapi box: admission control and mode pass-through hold for endpoint mappers reached over IPv6") {
+  MapiBox box(Settings({{"admission_connections", "1"}}));
+  tcp::endpoint early(make_address("2001:2:0:1::10"), 40000), late(make_address("2001:2:0:1::11"), 40000);
+  tcp::endpoint epm(make_address("2001:2:0:2::10"), 135);
+  CHECK_FALSE(box.OnNewFlow(early, epm).pass_through);
+  box.ConnectionStarted();
+  auto advice = box.OnNewFlow(late, epm);
+  CHECK(advice.pass_through);
+  CHECK(advice.reason.find("admission control") != std::string::npos);
+  CHECK_FALSE(box.OnNewFlow(early, epm).pass_through);
+  CHECK_FALSE(box.OnNewFlow(late, tcp::endpoint(epm.address(), 7830)).port);  // no binding over IPv6
+  MapiBox off(Settings({{"mode", "pass-through"}}));
+  CHECK(off.OnNewFlow(early, epm).pass_through);
+}
+
 TEST_CASE("mapi box: mode pass-through leaves the endpoint mapper alone") {
   MapiBox box(Settings({{"mode", "pass-through"}}));
   auto advice = box.OnNewFlow(tcp::endpoint(make_address("198.18.1.10"), 1), tcp::endpoint(make_address("198.18.2.10"), 135));

@@ -332,4 +332,15 @@ TEST_CASE("rpch: settings, admission control and session affinity") {
   box.channels = 0;
   CHECK(box.OnNewFlow(other, proxy).pass_through);  // that session passes through whole, while it lasts
   CHECK_FALSE(box.OnNewFlow(other, elsewhere).pass_through);  // not an RPC proxy port
+
+  // Over IPv6 alike: a full box passes a new session through, an optimized one goes on.
+  RpchBox box6(s);
+  tcp::endpoint client6(make_address("2001:2:0:1::10"), 40000), other6(make_address("2001:2:0:1::11"), 40000);
+  tcp::endpoint proxy6(make_address("2001:2:0:2::10"), 80);
+  CHECK_FALSE(box6.OnNewFlow(client6, proxy6).pass_through);
+  box6.channels = 1;
+  CHECK_FALSE(box6.OnNewFlow(client6, proxy6).pass_through);
+  CHECK(box6.OnNewFlow(other6, proxy6).pass_through);
+  box6.channels = 0;
+  CHECK(box6.OnNewFlow(other6, proxy6).pass_through);
 }
