@@ -54,6 +54,18 @@ struct IdHash {
   }
 };
 
+// Two 8-byte compares: std::array's == calls memcmp, a few percent of a busy box.
+struct IdEqual {
+  bool operator()(const ContentId& a, const ContentId& b) const {
+    uint64_t a0, a1, b0, b1;
+    std::memcpy(&a0, a.data(), 8);
+    std::memcpy(&a1, a.data() + 8, 8);
+    std::memcpy(&b0, b.data(), 8);
+    std::memcpy(&b1, b.data() + 8, 8);
+    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+  }
+};
+
 class ChunkCache {
  public:
   // About what an entry costs beyond its bytes: its slot in the id table (at 3/8 to
@@ -157,7 +169,7 @@ class ChunkCache {
   uint64_t charged_ = 0;
   std::vector<Node> nodes_;
   uint32_t free_ = 0;  // the first free node (0: none)
-  FlatHashMap<ContentId, uint32_t, IdHash> map_;
+  FlatHashMap<ContentId, uint32_t, IdHash, IdEqual> map_;
 };
 
 }  // namespace wanopt::datastore

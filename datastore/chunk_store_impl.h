@@ -157,7 +157,7 @@ class ChunkStoreImpl final : public ChunkStore {
       uint64_t seq;
       Blob blob;
     };
-    std::unordered_map<ContentId, Pending, IdHash> pending;
+    std::unordered_map<ContentId, Pending, IdHash, IdEqual> pending;
     ChunkCache cache;
     // The ids of recent reads from disk, by their first 8 bytes (| 1: 0 is free),
     // each at tag % kReadTags; empty when the cache is off.

@@ -10,7 +10,8 @@
 //
 // Open addressing with linear probing and backward-shift deletion (no tombstones).
 // `Hash` must spread keys over 64 bits by itself (std::hash<Fingerprint> returns 64
-// bits of the fingerprint); the table takes the high bits by multiply-shift. It
+// bits of the fingerprint); the table takes the high bits by multiply-shift. `Equal`
+// compares keys (std::array's == calls memcmp, which a 16-byte key need not). It
 // grows by doubling past 3/4 full; Prune (and clear) give memory back.
 //
 // Iteration order is by home slot, so it is sorted by hash. That is a trap: keys fed
@@ -32,7 +33,7 @@
 
 namespace wanopt {
 
-template <typename Key, typename Value, typename Hash = std::hash<Key>>
+template <typename Key, typename Value, typename Hash = std::hash<Key>, typename Equal = std::equal_to<Key>>
 class FlatHashMap {
   static_assert(std::is_trivially_copyable_v<Key> && std::is_trivially_copyable_v<Value>);
 
@@ -180,7 +181,7 @@ class FlatHashMap {
   size_t Probe(const Key& key) const {
     const size_t mask = capacity_ - 1;
     size_t i = Home(key);
-    while (slots_[i].used && !(slots_[i].key == key)) i = (i + 1) & mask;
+    while (slots_[i].used && !Equal{}(slots_[i].key, key)) i = (i + 1) & mask;
     return i;
   }
   void Rehash(size_t capacity) {

@@ -144,3 +144,20 @@ TEST_CASE("chunk cache: a long random sequence matches a plain LRU model") {
   }
   for (const auto& [n, entry] : model) CHECK(cache.Contains(Id(n)));
 }
+
+TEST_CASE("chunk cache: ids that differ in one byte only, anywhere, are different entries") {
+  ChunkCache cache(64 * kEntry);
+  ContentId base = Id(1);
+  cache.Insert(base, Bytes(1000, 0xaa));
+  for (size_t at = 0; at < base.size(); ++at) {
+    ContentId other = base;
+    other[at] ^= 0x01;
+    CAPTURE(at);
+    CHECK(cache.Lookup(other) == nullptr);
+    cache.Insert(other, Bytes(1000, static_cast<uint8_t>(at)));
+    REQUIRE(cache.Lookup(other));
+    CHECK(cache.Lookup(other)->span()[0] == at);
+    CHECK(cache.Lookup(base)->span()[0] == 0xaa);
+  }
+  CHECK(cache.size() == 17);
+}
