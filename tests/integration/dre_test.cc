@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "datastore/chunk_store.h"
+#include "wanopt/dre/peer_table.h"
 #include "tests/integration/pair.h"
 
 using namespace wanopt;
@@ -79,6 +80,33 @@ TEST_CASE("datacenter datastore wiped between transfers: bytes still correct") {
   }
   CHECK(noted);
   CHECK(Send(pair, 3, data).reduction() > 99.0);
+}
+
+TEST_CASE("a peering file unused for 90 days is deleted at start, and the peering still carries correct bytes") {
+  TempDir dir;
+  Pair pair({.branch_store = dir.path + "/branch", .datacenter_store = dir.path + "/dc"});
+  auto data = lab::SampleText(4 << 20, 13);
+  REQUIRE(Send(pair, 1, data).verified);
+  const std::string peers = dir.path + "/dc/peers";
+  auto files = [&] {
+    size_t n = 0;
+    for (const auto& f : std::filesystem::directory_iterator(peers)) n += f.path().extension() == ".idx";
+    return n;
+  };
+  REQUIRE(files() == 1);
+  pair.Restart([&] {
+    for (const auto& f : std::filesystem::directory_iterator(peers)) {
+      std::filesystem::last_write_time(f.path(), std::filesystem::file_time_type::clock::now() -
+                                                     dre::kIdlePeeringAge - std::chrono::hours(24));
+    }
+  });
+  // Deleted when the datacenter started, before any connection.
+  CHECK(files() == 0);
+  // The branch still names what it sent: the datacenter asks for every chunk again.
+  Transfer after = Send(pair, 2, data);
+  CHECK(after.verified);
+  CHECK(Nacks(pair) > 0);
+  CHECK(files() == 1);
 }
 
 TEST_CASE("chunks the datacenter evicted are NACKed and re-sent: correct bytes, NACK counter > 0") {

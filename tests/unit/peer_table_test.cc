@@ -100,3 +100,49 @@ TEST_CASE("a peering's file across restarts: appended to as it is, a torn last r
   CHECK(peer->Find(name(1)) == id(1));
   CHECK(peer->peer_instance() == 77);
 }
+
+TEST_CASE("a peering unused for kIdlePeeringAge loses its file, one in use or read since keeps it") {
+  TempDir dir;
+  const std::string peers = dir.path() + "/peers";
+  const auto fp = dre::Fingerprint{0x1234, 0x5678};
+  datastore::ContentId id{};
+  id[0] = 9;
+  {
+    dre::PeerTable table(peers);
+    for (const char* name : {"gone", "idle-read", "in-use", "recent"}) table.Get(name, std::nullopt)->Learn(fp, id);
+  }
+  auto file = [&](const char* name) { return std::filesystem::path(peers) / (std::string(name) + ".idx"); };
+  auto age = [&](const char* name, std::chrono::hours by) {
+    std::filesystem::last_write_time(file(name), std::filesystem::file_time_type::clock::now() - by);
+  };
+  age("gone", dre::kIdlePeeringAge + std::chrono::hours(1));
+  age("idle-read", dre::kIdlePeeringAge + std::chrono::hours(1));
+  age("in-use", dre::kIdlePeeringAge + std::chrono::hours(1));
+  age("recent", dre::kIdlePeeringAge - std::chrono::hours(24));
+  {
+    dre::PeerTable table(peers);
+    // Read in this run, nothing appended since (redundant traffic learns nothing).
+    auto read = table.Get("idle-read", std::nullopt);
+    CHECK(read->Find(fp) == id);
+    // In use, and its file made to look old meanwhile: marked used by the sweep.
+    auto used = table.Get("in-use", std::nullopt);
+    age("in-use", dre::kIdlePeeringAge + std::chrono::hours(1));
+    CHECK(table.ForgetIdleFiles() == 1);
+    CHECK_FALSE(std::filesystem::exists(file("gone")));
+    CHECK(std::filesystem::exists(file("idle-read")));
+    CHECK(std::filesystem::exists(file("in-use")));
+    CHECK(std::filesystem::exists(file("recent")));
+  }
+  // The next run: what the sweep marked survives a sweep at start.
+  dre::PeerTable table(peers);
+  CHECK(table.ForgetIdleFiles() == 0);
+  CHECK(table.Get("in-use", std::nullopt)->Find(fp) == id);
+  // A peering whose file went starts afresh.
+  auto fresh = table.Get("gone", std::nullopt);
+  CHECK(fresh->size() == 0);
+  // With no grace at all, the two not read in this run go ("in-use" and "gone" are).
+  CHECK(table.ForgetIdleFiles(std::chrono::seconds(0)) == 2);
+  CHECK_FALSE(std::filesystem::exists(file("recent")));
+  CHECK_FALSE(std::filesystem::exists(file("idle-read")));
+  CHECK(std::filesystem::exists(file("in-use")));
+}

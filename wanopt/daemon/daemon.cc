@@ -55,6 +55,17 @@ void TrimMemoryPeriodically(std::shared_ptr<asio::steady_timer> timer, std::chro
   });
 }
 
+// Peering files unused for dre::kIdlePeeringAge go, at start and then once a day
+// (peer_table.h says why).
+void ForgetIdlePeeringsDaily(std::shared_ptr<asio::steady_timer> timer, dre::PeerTable* peers) {
+  timer->expires_after(std::chrono::hours(24));
+  timer->async_wait([timer, peers](error_code ec) {
+    if (ec) return;
+    peers->ForgetIdleFiles();
+    ForgetIdlePeeringsDaily(timer, peers);
+  });
+}
+
 // Inner channels refused (failed authentication): one line each would let anyone who
 // can connect write the journal full.
 log::RateLimit g_refused_log(5);
@@ -166,6 +177,7 @@ bool Daemon::Start(std::string* error) {
     if (!store_ && misconfigured) return fail();
     if (store_) {
       peers_ = std::make_unique<dre::PeerTable>(config_.dre.datastore + "/peers", store_.get());
+      peers_->ForgetIdleFiles();
     } else {
       // A full, read-only or failing disk must not keep the box from relaying: it
       // runs with a store that holds nothing, so DRE is off for its connections
@@ -257,6 +269,7 @@ bool Daemon::Start(std::string* error) {
   running_ = true;
   // Stopped with the loops: the timer goes with its pending wait.
   TrimMemoryPeriodically(std::make_shared<asio::steady_timer>(*loops_[0]), kTrimInterval);
+  if (peers_) ForgetIdlePeeringsDaily(std::make_shared<asio::steady_timer>(*loops_[0]), peers_.get());
   for (auto& loop : loops_) {
     threads_.emplace_back([&loop] {
       auto work = asio::make_work_guard(*loop);

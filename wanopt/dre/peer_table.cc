@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <set>
 #include <vector>
 
 #include "util/bytes.h"
@@ -257,6 +258,38 @@ std::shared_ptr<PeerState> PeerTable::Get(const std::string& name, const std::op
   return entry->peer;
 }
 
+size_t PeerTable::ForgetIdleFiles(std::chrono::seconds max_age) {
+  if (directory_.empty()) return 0;
+  // Held throughout: a Get that starts meanwhile waits, so a file is never deleted
+  // while its peering is being read from it (a few ms, once a day).
+  std::lock_guard lock(mu_);
+  std::set<std::string> loaded;
+  for (const auto& [name, entry] : peers_) loaded.insert(SafeName(name) + ".idx");
+  const auto now = std::filesystem::file_time_type::clock::now();
+  size_t deleted = 0;
+  std::error_code ec;
+  for (const auto& file : std::filesystem::directory_iterator(directory_, ec)) {
+    std::string name = file.path().filename().string();
+    if (!name.ends_with(".idx")) continue;
+    std::error_code file_ec;
+    if (loaded.count(name)) {
+      // In use in this run: its file may not have changed (redundant traffic only
+      // learns nothing), so its use is written down here.
+      std::filesystem::last_write_time(file.path(), now, file_ec);
+      continue;
+    }
+    auto written = std::filesystem::last_write_time(file.path(), file_ec);
+    if (file_ec || now - written < max_age) continue;
+    if (std::filesystem::remove(file.path(), file_ec)) {
+      ++deleted;
+      auto days = std::chrono::duration_cast<std::chrono::hours>(now - written).count() / 24;
+      WANOPT_LOG(kInfo, "dre") << "peering file " << file.path().string() << " unused for " << days
+                               << " days: deleted (the peering starts afresh if it comes back)";
+    }
+  }
+  return deleted;
+}
+
 std::shared_ptr<PeerState> PeerTable::Load(const std::string& name, const std::optional<Seed>& seed) const {
   std::string path = directory_.empty() ? "" : directory_ + "/" + SafeName(name) + ".idx";
   // Read back what this box knew of the peering.
@@ -300,6 +333,9 @@ std::shared_ptr<PeerState> PeerTable::Load(const std::string& name, const std::o
         if (records == 0) whole_records = true;
       }
       std::fclose(in);
+      // Used now (ForgetIdleFiles goes by this), even if nothing is appended.
+      std::error_code ec;
+      std::filesystem::last_write_time(path, std::filesystem::file_time_type::clock::now(), ec);
     }
   }
   bool append = false;

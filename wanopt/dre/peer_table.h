@@ -12,7 +12,10 @@
 // (peers/<name>.idx): its seed, the peer's store instance, then one fixed-size
 // record per learned or forgotten chunk, appended. A torn last record (kill -9) is
 // ignored when the file is read back; the file is rewritten compactly when it has
-// grown to twice what it holds.
+// grown to twice what it holds. A peering unused for kIdlePeeringAge loses its file
+// (ForgetIdleFiles): a branch replaced or renumbered would otherwise leave one
+// behind for ever, tens of MB each. Should it come back, it starts afresh, as a
+// peer that lost its state does (a new seed: nothing known).
 //
 // Bounded by the chunk store: a chunk the store evicted is no use to name, so each
 // time a peering's map has doubled (from 64Ki entries up) a pass drops the entries
@@ -117,6 +120,9 @@ class PeerState {
   size_t next_prune_at_;                      // next_ size that drops guesses about unnamed chunks
 };
 
+// A peering's file not used for this long is deleted (see the top).
+inline constexpr std::chrono::hours kIdlePeeringAge{24 * 90};
+
 class PeerTable {
  public:
   // `directory`: where peer files live (created if missing). Empty: memory only.
@@ -128,6 +134,12 @@ class PeerTable {
   // random seed is drawn (the opening side) or `seed` is taken (the accepting side).
   // When `seed` differs from the known one, the peering is rekeyed.
   std::shared_ptr<PeerState> Get(const std::string& name, const std::optional<Seed>& seed);
+
+  // Deletes the files of peerings last used more than `max_age` ago (used: loaded
+  // by a Get, in this run or an earlier one); the files of peerings loaded in this
+  // run are marked used now instead. Returns how many it deleted. The daemon calls
+  // it at start and once a day.
+  size_t ForgetIdleFiles(std::chrono::seconds max_age = kIdlePeeringAge);
 
  private:
   // A peering, read from its file by the first Get (the others wait for that one).
