@@ -255,8 +255,50 @@ void MapiBox::Load() {
     }
     WANOPT_LOG(kInfo, "mapi") << "restored " << restored << " port bindings from " << settings_.state_file << " ("
                               << saved->size() - restored << " expired)";
-    Persist(/*force=*/true);  // the kernel rules as the file says, without what expired
+    RequestPersist(/*force=*/true);  // the kernel rules as the file says, without what expired
   });
+}
+
+MapiBox::~MapiBox() {
+  {
+    std::lock_guard lock(writer_mu_);
+    stopping_ = true;
+  }
+  writer_cv_.notify_all();
+  if (writer_.joinable()) writer_.join();
+}
+
+void MapiBox::RequestPersist(bool force) {
+  if (settings_.state_file.empty() && settings_.fail_open_chain.empty()) return;
+  {
+    std::lock_guard lock(writer_mu_);
+    ++requested_;
+    force_ |= force;
+    if (!writer_.joinable()) writer_ = std::thread([this] { WriterLoop(); });
+  }
+  writer_cv_.notify_all();
+}
+
+void MapiBox::WaitPersisted() {
+  std::unique_lock lock(writer_mu_);
+  uint64_t asked = requested_;
+  writer_cv_.wait(lock, [&] { return written_ >= asked || !writer_.joinable(); });
+}
+
+void MapiBox::WriterLoop() {
+  std::unique_lock lock(writer_mu_);
+  for (;;) {
+    // What was asked before stopping is still written: the last bindings survive.
+    writer_cv_.wait(lock, [&] { return requested_ > written_ || stopping_; });
+    if (requested_ == written_) return;
+    uint64_t asked = requested_;
+    bool force = std::exchange(force_, false);
+    lock.unlock();
+    Persist(force);  // requests meanwhile are folded into the next round
+    lock.lock();
+    written_ = asked;
+    writer_cv_.notify_all();
+  }
 }
 
 void MapiBox::Persist(bool force) {
@@ -280,7 +322,8 @@ void MapiBox::Persist(bool force) {
     }
   }
   bool stale = !keys.empty() && now - persisted_at_ >= settings_.binding_ttl / 10;
-  if (!force && !stale && keys == persisted_) {
+  // A write that failed is tried again at the next request, not taken for done.
+  if (!force && !stale && !file_failed_ && !rules_failed_ && keys == persisted_) {
     next_expiry_ = next.time_since_epoch().count();  // refreshed: look again when this one is due
     return;
   }

@@ -340,7 +340,11 @@ std::optional<MapiSettings> ParseMapiSettings(const ModuleSettings& settings, st
 FlowAdvice MapiBox::OnNewFlow(const tcp::endpoint& client, const tcp::endpoint& server) {
   Load();
   auto now = Clock::now();
-  if (now.time_since_epoch().count() >= next_expiry_.load()) Persist();  // a binding expired: out of the file and kernel
+  if (now.time_since_epoch().count() >= next_expiry_.load()) {
+    // A binding expired: out of the file and kernel. Not asked again until written.
+    next_expiry_ = Clock::time_point::max().time_since_epoch().count();
+    RequestPersist();
+  }
   std::lock_guard lock(mu_);
   if (server.port() == kEpmPort) {
     if (settings_.mode == MapiSettings::Mode::kPassThrough) {
@@ -392,7 +396,7 @@ bool MapiBox::Bind(uint32_t server, uint16_t proxy_port, uint16_t real_port, std
     // Bounded: forget what expired.
     if (bindings_.size() > 4096) std::erase_if(bindings_, [&](const auto& e) { return e.second.expires < now; });
   }
-  Persist();
+  RequestPersist();
   return true;
 }
 

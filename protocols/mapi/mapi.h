@@ -44,11 +44,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "protocols/common/affinity/affinity.h"
@@ -86,6 +88,8 @@ class MapiBox final : public BoxModule {
  public:
   using Clock = std::chrono::steady_clock;
   explicit MapiBox(MapiSettings settings) : settings_(std::move(settings)) {}
+  // Writes what was asked for before it returns (the last bindings kept).
+  ~MapiBox() override;
   const MapiSettings& settings() const { return settings_; }
 
   FlowAdvice OnNewFlow(const boost::asio::ip::tcp::endpoint& client,
@@ -109,15 +113,26 @@ class MapiBox final : public BoxModule {
   // with one log line. Called by the first OnNewFlow or Bind; public for tests.
   void Load();
 
+  // The state file and the kernel rules are written by a thread of the box's own
+  // (started by the first write asked for), never by the caller: writing them runs
+  // iptables-nft-restore, tens of ms, which would hold up every connection of the
+  // interception thread or the session's loop that asked. Blocks until what was
+  // asked before this call is written: for tests.
+  void WaitPersisted();
+
   // MAPI/EPM connections alive on this box (admission control counts them).
   void ConnectionStarted() { ++connections_; }
   void ConnectionEnded() { --connections_; }
 
  private:
+  // Asks the writer thread to Persist (starting it the first time).
+  void RequestPersist(bool force = false);
+  void WriterLoop();
   // Writes the state file and the kernel rules when the live bindings differ from
   // what was last written (a new binding, a changed port, one expired) or their
   // expiry moved on by a tenth of the TTL. Takes persist_mu_, then mu_: call it
   // holding neither. Runs iptables-nft-restore (waits for it) when the rules change.
+  // The writer thread's.
   void Persist(bool force = false);
 
   const MapiSettings settings_;
@@ -127,6 +142,13 @@ class MapiBox final : public BoxModule {
   Clock::time_point persisted_at_{};                             // guarded by persist_mu_
   bool file_failed_ = false, rules_failed_ = false;              // guarded by persist_mu_
   std::atomic<Clock::rep> next_expiry_{Clock::time_point::max().time_since_epoch().count()};
+  // The writer thread and what it is asked: requests are numbered, `written_` is the
+  // last one whose Persist has run.
+  std::mutex writer_mu_;
+  std::condition_variable writer_cv_;
+  std::thread writer_;                          // guarded by writer_mu_
+  uint64_t requested_ = 0, written_ = 0;        // guarded by writer_mu_
+  bool force_ = false, stopping_ = false;       // guarded by writer_mu_
   mutable std::mutex mu_;
   std::map<std::pair<uint32_t, uint16_t>, Binding> bindings_;     // (server, proxy port)
   AffinityTable sessions_;                                        // (client, server)

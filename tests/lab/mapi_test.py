@@ -96,6 +96,16 @@ def dnat_packets(lab):
     return sum(int(line.split()[0]) for line in mapi_rules(lab).splitlines() if " DNAT " in line)
 
 
+def eventually(condition, timeout=5.0):
+    """condition() once it holds, or its last value after `timeout` s: the branch
+    writes its bindings (state file, DNAT rules) on a thread of its own, just after
+    the answer that made them has gone to the client."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
 def read(path):
     try:
         with open(path) as f:
@@ -185,6 +195,7 @@ def main():
                   samr6["server"].startswith("[2001:2:0:2::10]"), (names, samr6))
 
             # 5. Restart: the binding comes back from the state file.
+            eventually(lambda: f"{SERVER} 7830 {real_samr} SAMR " in read(state_file(lab, "branch")))
             state = read(state_file(lab, "branch"))
             check("branch: the binding is in its state file", f"{SERVER} 7830 {real_samr} SAMR " in state, state)
             rules = mapi_rules(lab)
@@ -220,7 +231,8 @@ def main():
             restart_branch(lab)
             names = samba_peer.samr_enumerate_domains(SERVER, 7830, ns=client)
             check("restarted again: the call works and the daemon put the rule back",
-                  set(names) == EXPECTED and f"to:{SERVER}:{real_samr}" in mapi_rules(lab), (names, mapi_rules(lab)))
+                  set(names) == EXPECTED and eventually(lambda: f"to:{SERVER}:{real_samr}" in mapi_rules(lab)),
+                  (names, mapi_rules(lab)))
 
             # 7. Port remap off.
             start_boxes(lab, "no-remap")
@@ -235,7 +247,7 @@ def main():
             start_boxes(lab, "remap", "binding_ttl_s = 3")
             towers = samba_peer.ept_map(SERVER, samba_peer.SAMR_UUID, "1.0", ns=client)
             check("ttl 3 s: told 7830, with a DNAT rule", towers and towers[0][0] == 7830 and
-                  f"to:{SERVER}:{real_samr}" in mapi_rules(lab), (towers, mapi_rules(lab)))
+                  eventually(lambda: f"to:{SERVER}:{real_samr}" in mapi_rules(lab)), (towers, mapi_rules(lab)))
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline and f"to:{SERVER}" in mapi_rules(lab):
                 poke(lab, 80)

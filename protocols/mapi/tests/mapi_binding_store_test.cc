@@ -4,6 +4,10 @@
 // fallback's DNAT rules as text (the namespace lab applies them for real).
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -169,7 +173,9 @@ TEST_CASE("mapi box: bindings survive a restart, expired ones do not") {
   CHECK(nspi->expires > MapiBox::Clock::now() + std::chrono::seconds(7100));
 
   // A file with one binding expired and one live: only the live one comes back, and
-  // the file is written again without the expired one.
+  // the file is written again without the expired one. (`after` wrote what it loaded
+  // back, on its own thread: done first.)
+  after.WaitPersisted();
   std::string error;
   REQUIRE(SaveBindings(file,
                        {{Ip("198.18.2.10"), 7830, 49153, "EMSMDB", UnixNow() - 5},
@@ -183,6 +189,7 @@ TEST_CASE("mapi box: bindings survive a restart, expired ones do not") {
   auto live = third.Lookup(Ip("198.18.2.11"), 7830);
   REQUIRE(live);
   CHECK(live->expires < MapiBox::Clock::now() + std::chrono::seconds(602));
+  third.WaitPersisted();
   std::string text = Read(file);
   CHECK(text.find("198.18.2.10") == std::string::npos);
   CHECK(text.find("198.18.2.11 7830 50000 EMSMDB") != std::string::npos);
@@ -197,6 +204,7 @@ TEST_CASE("mapi box: a corrupt or truncated bindings file is ignored, and replac
     MapiBox box = BoxKeepingIn(file);
     CHECK_FALSE(Redirect(box, "198.18.2.10", 7830));  // nothing restored, nothing broken
     CHECK(box.Bind(Ip("198.18.2.12"), 7830, 1032, "EMSMDB"));
+    box.WaitPersisted();
     std::string error;
     auto rewritten = LoadBindings(file, &error);
     REQUIRE_MESSAGE(rewritten, error);
@@ -223,4 +231,35 @@ TEST_CASE("mapi kernel fallback: one DNAT rule a binding, not for intercepted SY
         "2026-09-21T14:14:20 -j DNAT --to-destination 198.18.2.10:49154\n"
         "COMMIT\n");
   CHECK(NatRules("C", {}) == "*nat\n-F C\nCOMMIT\n");  // no bindings: the chain emptied
+}
+
+TEST_CASE("mapi box: a write of the bindings that does not finish holds up no connection") {
+  // The state file's temporary name is a FIFO nobody reads: the box's writer blocks
+  // opening it, as it would on a hung disk or a slow iptables-nft-restore. Before
+  // the writer had a thread of its own, Bind (on a session's loop) blocked with it.
+  TempDir dir;
+  std::string file = dir.File("mapi-bindings");
+  std::string tmp = file + ".tmp";
+  REQUIRE(::mkfifo(tmp.c_str(), 0600) == 0);
+  MapiBox box = BoxKeepingIn(file);
+  CHECK(box.Bind(Ip("198.18.2.10"), 7830, 49153, "EMSMDB"));
+  auto port = Redirect(box, "198.18.2.10", 7830);
+  REQUIRE(port);
+  CHECK(*port == 49153);
+  CHECK(box.Bind(Ip("198.18.2.10"), 7840, 49154, "NSPI"));
+  // Let the writer through: it cannot fsync a FIFO, so that write fails (logged).
+  int fd = ::open(tmp.c_str(), O_RDONLY);
+  REQUIRE(fd >= 0);
+  char sink[4096];
+  while (::read(fd, sink, sizeof sink) > 0) {
+  }
+  ::close(fd);
+  box.WaitPersisted();
+  // A failed write is not taken for done: the next change writes every binding.
+  CHECK(box.Bind(Ip("198.18.2.11"), 7830, 50000, "EMSMDB"));
+  box.WaitPersisted();
+  std::string text = Read(file);
+  CHECK(text.find("198.18.2.10 7830 49153 EMSMDB") != std::string::npos);
+  CHECK(text.find("198.18.2.10 7840 49154 NSPI") != std::string::npos);
+  CHECK(text.find("198.18.2.11 7830 50000 EMSMDB") != std::string::npos);
 }
