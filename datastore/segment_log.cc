@@ -44,6 +44,20 @@ void SkipAccessTime(int fd) {
   if (flags >= 0) ::fcntl(fd, F_SETFL, flags | O_NOATIME);
 }
 
+// After a pwritev or preadv that moved `n` bytes: the `*count` buffers from `*next`
+// on are moved past them, so that the call can be made again for the rest.
+void SkipDone(iovec** next, int* count, size_t n) {
+  while (*count > 0 && n >= (*next)->iov_len) {
+    n -= (*next)->iov_len;
+    ++*next;
+    --*count;
+  }
+  if (*count > 0) {
+    (*next)->iov_base = static_cast<uint8_t*>((*next)->iov_base) + n;
+    (*next)->iov_len -= n;
+  }
+}
+
 }  // namespace
 
 struct SegmentLog::Segment {
@@ -147,16 +161,7 @@ int SegmentLog::Append(std::span<const Record> records, Location* where) {
       if (n < 0) return errno;
       if (n == 0) return EIO;
       at += n;
-      auto left = static_cast<size_t>(n);
-      while (count > 0 && left >= next->iov_len) {
-        left -= next->iov_len;
-        ++next;
-        --count;
-      }
-      if (count > 0) {
-        next->iov_base = static_cast<uint8_t*>(next->iov_base) + left;
-        next->iov_len -= left;
-      }
+      SkipDone(&next, &count, static_cast<size_t>(n));
     }
     current_->size = end_size;
     current_->last_seq = records[end - 1].seq;
@@ -219,16 +224,7 @@ int SegmentLog::Read(Location at, std::span<const std::span<uint8_t>> outs) cons
     if (n < 0) return errno;
     if (n == 0) return ENODATA;
     offset += n;
-    auto left = static_cast<size_t>(n);
-    while (count > 0 && left >= next->iov_len) {
-      left -= next->iov_len;
-      ++next;
-      --count;
-    }
-    if (count > 0) {
-      next->iov_base = static_cast<uint8_t*>(next->iov_base) + left;
-      next->iov_len -= left;
-    }
+    SkipDone(&next, &count, static_cast<size_t>(n));
   }
   return 0;
 }
