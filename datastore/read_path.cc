@@ -158,6 +158,7 @@ uint64_t ChunkStoreImpl::ReadAhead(uint64_t seq) {
     IndexEntry entry;
     std::shared_ptr<uint8_t[]> bytes;
   };
+  static_assert(kReadAheadChunks <= SegmentLog::kMaxReadParts, "a run is read with one call");
   std::vector<Wanted> run;
   std::vector<std::span<uint8_t>> parts;
   auto read_run = [&] {
@@ -194,7 +195,7 @@ uint64_t ChunkStoreImpl::ReadAhead(uint64_t seq) {
     if (!run.empty()) {
       const IndexEntry& last = run.back().entry;
       bool follows = entry.at.segment == last.at.segment && entry.at.offset == uint64_t{last.at.offset} + last.size;
-      if (!follows || run.size() == SegmentLog::kMaxReadParts) read_run();
+      if (!follows) read_run();
     }
     run.push_back({at, entry, std::make_shared_for_overwrite<uint8_t[]>(entry.size)});
   }

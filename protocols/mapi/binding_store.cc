@@ -282,7 +282,7 @@ void MapiBox::RequestPersist(bool force) {
 void MapiBox::WaitPersisted() {
   std::unique_lock lock(writer_mu_);
   uint64_t asked = requested_;
-  writer_cv_.wait(lock, [&] { return written_ >= asked || !writer_.joinable(); });
+  writer_cv_.wait(lock, [&] { return written_ >= asked; });
 }
 
 void MapiBox::WriterLoop() {
@@ -302,7 +302,6 @@ void MapiBox::WriterLoop() {
 }
 
 void MapiBox::Persist(bool force) {
-  if (settings_.state_file.empty() && settings_.fail_open_chain.empty()) return;
   // The snapshot is taken under persist_mu_ too: a later snapshot is never
   // overwritten by an earlier one. (Lock order: persist_mu_, then mu_.)
   std::lock_guard persist_lock(persist_mu_);

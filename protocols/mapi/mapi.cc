@@ -42,8 +42,7 @@ class MapiModule final : public Module {
     context_ = &context;
     box_ = dynamic_cast<MapiBox*>(context.box());
     const ConnectionInfo& c = context.connection();
-    ipv4_ = c.server.address().is_v4();
-    server_ = ipv4_ ? c.server.address().to_v4().to_uint() : 0;
+    server_ = c.server.address().is_v4() ? c.server.address().to_v4().to_uint() : 0;
     if (c.server.port() == kEpmPort) {
       role_ = Role::kEpm;
       context.SetApplication("EPM");
@@ -51,7 +50,7 @@ class MapiModule final : public Module {
       // only IPv4 connections are redirected (MapiBox::OnNewFlow): that connection
       // would be refused. Its answers keep the real ports; connections to them are
       // still optimized where the rules intercept them.
-      if (!ipv4_ && RemapConfigured()) context.AddNote("mapi: IPv6: ept_map answers left as they are (ports are remapped over IPv4 only)");
+      if (!c.server.address().is_v4() && RemapConfigured()) context.AddNote("mapi: IPv6: ept_map answers left as they are (ports are remapped over IPv4 only)");
     }
     if (box_ && server_) {
       if (auto found = box_->FindByRealPort(server_, c.server.port())) {
@@ -108,7 +107,7 @@ class MapiModule final : public Module {
     return box_ && box_->settings().mode == MapiSettings::Mode::kRemap && context_->connection().side == Side::kBranch;
   }
   // ... and this connection's, now.
-  bool Rewriting() const { return RemapConfigured() && ipv4_ && !stopped_; }
+  bool Rewriting() const { return RemapConfigured() && context_->connection().server.address().is_v4() && !stopped_; }
 
   void Stop(const std::string& why) {
     if (stopped_) return;
@@ -255,8 +254,7 @@ class MapiModule final : public Module {
 
   ModuleContext* context_ = nullptr;
   MapiBox* box_ = nullptr;
-  bool ipv4_ = false;     // the connection's server address is IPv4
-  uint32_t server_ = 0;   // that address (host order), if so
+  uint32_t server_ = 0;  // the connection's server address (host order), if IPv4
   Role role_ = Role::kUnknown;
   bool stopped_ = false;
   bool counted_ = false;

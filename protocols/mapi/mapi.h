@@ -125,7 +125,8 @@ class MapiBox final : public BoxModule {
   void ConnectionEnded() { --connections_; }
 
  private:
-  // Asks the writer thread to Persist (starting it the first time).
+  // Asks the writer thread to Persist (starting it the first time); nothing when
+  // neither a state file nor a chain is configured.
   void RequestPersist(bool force = false);
   void WriterLoop();
   // Writes the state file and the kernel rules when the live bindings differ from

@@ -57,6 +57,7 @@ struct Link {
   uint64_t wire_bytes = 0;
   bool release_while_stalled = false;  // the decoder's ReleaseIdle() while it waits for repairs
   int lz_end_frames = 0;
+  size_t frames = 0, largest_frame = 0;  // frames decoded, and the most one decoded to
   Link(Box& from, Box& to, CodecOptions options = {})
       : encoder(options, from.peers->Get(to.name, kSeed), from.store.get()),
         decoder(options, to.peers->Get(from.name, kSeed), to.store.get()) {}
@@ -83,6 +84,7 @@ struct Link {
       REQUIRE(payload.size() <= 128 * 1024 - 16);
       wire_bytes += payload.size() + 16;
       if (flags & kFlagLzEnd) ++lz_end_frames;
+      const size_t before = out.size();
       auto status = decoder.Decode(flags, payload.span(), out);
       while (status == Decoder::Status::kMissing) {
         if (release_while_stalled) decoder.ReleaseIdle();
@@ -95,6 +97,8 @@ struct Link {
         status = decoder.Resume(out);
       }
       REQUIRE_MESSAGE(status == Decoder::Status::kDone, decoder.error());
+      ++frames;
+      largest_frame = std::max(largest_frame, out.size() - before);
     }
   }
 

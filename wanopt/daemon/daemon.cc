@@ -269,7 +269,7 @@ bool Daemon::Start(std::string* error) {
   running_ = true;
   // Stopped with the loops: the timer goes with its pending wait.
   TrimMemoryPeriodically(std::make_shared<asio::steady_timer>(*loops_[0]), kTrimInterval);
-  if (peers_) ForgetIdlePeeringsDaily(std::make_shared<asio::steady_timer>(*loops_[0]), peers_.get());
+  ForgetIdlePeeringsDaily(std::make_shared<asio::steady_timer>(*loops_[0]), peers_.get());
   for (auto& loop : loops_) {
     threads_.emplace_back([&loop] {
       auto work = asio::make_work_guard(*loop);
