@@ -20,7 +20,15 @@ namespace (one per family), tshark on the WAN link with the shipped dissector.
      port (refused, as without the boxes).
   5. The dc box stopped: curl -6 still succeeds, pass-through ("peer gone": it
      answered for this server a moment ago).
-The lab and every process are removed in a `finally`.
+Lab 2, three boxes (`netlab up --middle --ipv6 --intercept`: client -- branch --
+mid == WAN == dc -- server), IPv6 and IPv4 fetches at the same time:
+  6. Both verified; only the outer two optimize: the branch pairs with the dc, the
+     dc with the branch (the client bracketed), mid relays with "middle box" naming
+     both and lists the client bracketed too.
+  7. tshark between the branch and mid: the IPv6 SYN carries the branch's offer
+     and the client's IPv6 address, its SYN-ACK the dc's answer marked relayed (mid
+     passed it on).
+Every lab and process is removed in a `finally`.
 """
 import hashlib
 import os
@@ -40,7 +48,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(NETLAB), "..", ".."))
 DISSECTOR = os.path.join(REPO, "deploy", "wireshark", "wanopt.lua")
 MAKE_PKI = os.path.join(REPO, "tests", "lab", "make-pki")
 SERVER6, CLIENT6, SERVER4 = "2001:2:0:2::10", "2001:2:0:1::10", "198.18.2.10"
-IDS = {"branch": "02:00:00:00:0b:06", "dc": "02:00:00:00:0d:06"}
+IDS = {"branch": "02:00:00:00:0b:06", "dc": "02:00:00:00:0d:06", "mid": "02:00:00:00:0e:06"}
 RULES = """
 [intercept]
 [[intercept.rule]]
@@ -78,7 +86,7 @@ def fetched(r, digest):
     return r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == digest
 
 
-def run_lab(work, origin, digest):
+def lab_one(work, origin, digest):
     lab = Lab(f"w6{os.getpid() % 100000}", work, WANOPT, NETLAB, DELAYLINE, ipv6=True)
     server_log = os.path.join(work, f"{lab.prefix}-http.log")
     try:
@@ -165,14 +173,65 @@ def run_lab(work, origin, digest):
         lab.down()
 
 
+def lab_two(work, origin, digest):
+    lab = Lab(f"w7{os.getpid() % 100000}", work, WANOPT, NETLAB, DELAYLINE, middle=True, ipv6=True)
+    try:
+        lab.up()
+        with open(os.path.join(work, f"{lab.prefix}-http.log"), "w") as log:
+            start_origins(lab, origin, log)
+        for box in ("branch", "mid", "dc"):
+            lab.start_box(box, lab.box_config(box, IDS[box], box, extra=RULES))
+        cap = Capture(lab, "branch", "mid0", "198.18.0.2", DISSECTOR, ports=(80,))
+        results = {}
+        v4 = threading.Thread(target=lambda: results.update(v4=lab.curl(f"http://{SERVER4}/file.bin?three-v4")))
+        v4.start()
+        r6 = lab.curl(f"http://[{SERVER6}]/file.bin?three-v6")
+        v4.join(90)
+        packets = cap.stop()
+        check("three boxes, IPv6: curl -6 succeeds, bytes verified", fetched(r6, digest),
+              f"rc={r6.returncode} {r6.stderr[-300:]!r}")
+        check("three boxes, IPv4 at the same time: bytes verified", "v4" in results and fetched(results["v4"], digest),
+              results.get("v4") and results["v4"].stderr[-300:])
+        six = {}
+        for box in ("branch", "mid", "dc"):
+            ended = [c for c in lab.connections(box) if c.get("ended") and c["server"] == f"[{SERVER6}]:80"]
+            six[box] = ended[0] if len(ended) == 1 else ended
+        b, m, d = six["branch"], six["mid"], six["dc"]
+        check("three boxes, IPv6: the branch pairs with the dc", isinstance(b, dict) and b["peer"] == IDS["dc"], b)
+        check("three boxes, IPv6: the dc pairs with the branch, the client bracketed",
+              isinstance(d, dict) and d["peer"] == IDS["branch"] and d["client"].startswith(f"[{CLIENT6}]:"), d)
+        check("three boxes, IPv6: mid relays ('middle box' naming both), the client bracketed",
+              isinstance(m, dict) and not m["peer"] and m["client"].startswith(f"[{CLIENT6}]:") and
+              any("middle box" in n and IDS["branch"] in n and IDS["dc"] in n for n in m["notes"]), m)
+        four = [c for c in lab.connections("mid") if c.get("ended") and c["server"] == f"{SERVER4}:80"]
+        check("three boxes, IPv4 beside it: mid relays that one too",
+              len(four) == 1 and any("middle box" in n for n in four[0]["notes"]), four)
+        syn = [p for p in packets if p["tcp.dstport"] == "80" and p["tcp.flags.syn"] in ("1", "True") and
+               p["tcp.flags.ack"] in ("0", "False") and f"client {CLIENT6}" in p["_ws.col.Info"]]
+        check("tshark branch -> mid: the IPv6 SYN carries the branch's offer and the client's IPv6 address",
+              syn and syn[0]["wanopt.disc.device_id"] == IDS["branch"] and syn[0]["wanopt.disc.client6"] == CLIENT6,
+              syn[:1])
+        answer = [p for p in packets if syn and p["tcp.srcport"] == "80" and p["tcp.dstport"] == syn[0]["tcp.srcport"]
+                  and p["tcp.flags.syn"] in ("1", "True") and p["tcp.flags.ack"] in ("1", "True")]
+        print("  tshark SYN-ACK (mid -> branch):", answer[0]["_ws.col.Info"] if answer else None)
+        check("tshark mid -> branch: that SYN-ACK carries the dc's answer, marked relayed",
+              answer and answer[0]["wanopt.disc.device_id"] == IDS["dc"] and "relayed" in answer[0]["_ws.col.Info"],
+              answer[:1])
+    finally:
+        if check.failed:
+            lab.print_logs()
+        lab.down()
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="wanopt-ipv6-") as work:
         subprocess.run([MAKE_PKI, os.path.join(work, "pki")], check=True, capture_output=True)
         origin, digest = make_origin(work)
-        try:
-            run_lab(work, origin, digest)
-        except Exception as e:  # a broken lab is a failure, never a skip
-            check("the lab ran to the end", False, repr(e))
+        for name, fn in (("lab 1", lab_one), ("lab 2", lab_two)):
+            try:
+                fn(work, origin, digest)
+            except Exception as e:  # a broken lab is a failure, never a skip
+                check(f"{name} ran to the end", False, repr(e))
     return check.summary()
 
 

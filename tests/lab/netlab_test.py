@@ -5,15 +5,15 @@ Usage: netlab_test.py PATH_TO_WANOPT_DELAYLINE PATH_TO_NETLAB
 Needs root (exits 77, which ctest reports as skipped, otherwise). Prints
 'N passed, N failed'; exit 1 on failure. Takes about 20 s.
 
-Five labs, each with its own prefix (wt<PID>a, b, c, m, 6) so they never meet another run's:
+Six labs, each with its own prefix (wt<PID>a, b, c, m, 6, n) so they never meet another run's:
   a: 20 ms one way. The median of 5 pings client -> server must be in [40, 55] ms:
      40 ms is the floor the delay line imposes (2 x 20 ms; less means packets skip
      it), and 15 ms above it is room for a busy 2-core VM (timer wakeups, ping
      itself, other builds); a median of 5 ignores one slow sample. Also: TTL 62 (both
      boxes route), the interception hooks, status, IPv6 disabled (no --ipv6), a
      second `up` with the same prefix refused without harming the running lab, `exec
-     mid` refused (no --middle), `up --queue` without --intercept and `up --ipv6`
-     with --middle or --one-arm refused.
+     mid` refused (no --middle), `up --queue` without --intercept and `up --middle`
+     with --one-arm refused.
   b: 20 ms one way and 20 Mbit/s, up while lab a is still up (two labs coexist).
      iperf3 TCP goodput client -> server over 3 s must be in [12, 21] Mbit/s: the
      ceiling is 20 Mbit/s of IP bytes, i.e. 19.3 Mbit/s of TCP payload (1448 of 1500
@@ -55,6 +55,10 @@ Five labs, each with its own prefix (wt<PID>a, b, c, m, 6) so they never meet an
      lands on an IPv6 transparent listener on [::]:7801 with the original addresses;
      remove takes both families away and keeps the lab's hooks; in the client's
      namespace install adds the IPv6 rule and route (proto 87) and remove takes them.
+  n: `up --middle --ipv6`, 5 ms one way: ping -6 and ping client -> server both
+     answered through three routers (hop limit 61); the branch reaches the dc's
+     IPv6 WAN address from its own (2001:2:0:3::1); the mid box has the IPv6 hook;
+     status shows mid's IPv6 addresses.
 Each lab is taken down in a `finally`, after which no namespace of it may remain, its
 state dir must be gone and its delay line PID must have exited; `down` again is a
 no-op. Last, an `up` whose delay line fails must leave nothing behind. Labs m and 6
@@ -71,7 +75,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from testkit import Checks  # noqa: E402
-from netlab_intercept_checks import SERVER, Tools, ipv6_lab, middle_lab  # noqa: E402
+from netlab_intercept_checks import SERVER, SERVER6, Tools, ipv6_lab, middle_lab  # noqa: E402
 
 DELAYLINE = os.path.abspath(sys.argv[1])
 NETLAB = os.path.abspath(sys.argv[2])
@@ -252,8 +256,8 @@ try:
         r = netlab("--prefix", a.prefix + "q", "up", "--queue", "5")
         check("up --queue without --intercept is refused", r.returncode != 0 and "--intercept" in r.stderr,
               r.stdout + r.stderr)
-        r = netlab("--prefix", a.prefix + "q", "up", "--ipv6", "--middle")
-        check("up --ipv6 --middle is refused", r.returncode != 0 and "does not go with --middle" in r.stderr
+        r = netlab("--prefix", a.prefix + "q", "up", "--one-arm", "--middle")
+        check("up --one-arm --middle is refused", r.returncode != 0 and "do not go together" in r.stderr
               and not lab_namespaces(a.prefix + "q"), r.stdout + r.stderr)
         r = a.exec("client", "sh", "-c", "cat /proc/sys/net/ipv6/conf/all/disable_ipv6; ip -6 addr")
         check("without --ipv6, IPv6 is disabled (no IPv6 address)", r.stdout.strip() == "1", r.stdout + r.stderr)
@@ -278,6 +282,19 @@ try:
         middle_lab(m, TOOLS)
     with Lab("6", "--delay-ms", "20", "--ipv6", "--intercept") as l6:
         ipv6_lab(l6, TOOLS)
+    with Lab("n", "--delay-ms", "5", "--middle", "--ipv6") as m6:
+        for family, dest in (("IPv6", SERVER6), ("IPv4", SERVER)):
+            r, rtts, _, received = ping(m6, 2, 0.2, dest)
+            check(f"--middle --ipv6: {family} ping client -> server answered, three routers (ttl=61)",
+                  received == 2 and "ttl=61" in r.stdout and rtts and min(rtts) >= 10, r.stdout + r.stderr)
+        r = m6.exec("branch", "ping", "-n", "-c", "1", "-W", "2", "2001:2::2")
+        check("--middle --ipv6: branch (2001:2:0:3::1) reaches dc's WAN address", " 0% packet loss" in r.stdout,
+              r.stdout + r.stderr)
+        r = m6.exec("mid", "ip", "-6", "rule")
+        check("--middle --ipv6: mid has the IPv6 interception hook", "fwmark 0x1 lookup 100" in r.stdout, r.stdout)
+        r = netlab("--prefix", m6.prefix, "status")
+        check("--middle --ipv6: status shows mid's IPv6 addresses",
+              r.returncode == 0 and "2001:2:0:3::2" in r.stdout and "a = mid wan0" in r.stdout, r.stdout + r.stderr)
 except Exception as e:  # a lab that did not come up has been checked and taken down already
     check("no exception", False, repr(e))
 

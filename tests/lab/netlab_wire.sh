@@ -45,20 +45,32 @@ wire_in_path() {
   fi
 }
 
-# --ipv6 (in path, without --middle): the IPv6 addresses and routes, beside the IPv4
-# ones wire_in_path made. Addresses `nodad`: usable at once, no duplicate detection
-# to wait for. Uses cmd_up's locals C B D S.
+# --ipv6 (in path, and with --middle): the IPv6 addresses and routes, beside the
+# IPv4 ones wire_in_path made, on the same links and with the same next hops.
+# Addresses `nodad`: usable at once, no duplicate detection to wait for. Uses
+# cmd_up's locals C B D S M W.
 wire_ipv6() {
   ip -n "$C" addr add "$CLIENT_IP6/64" dev eth0 nodad
   ip -n "$B" addr add "$BRANCH_LAN_IP6/64" dev lan0 nodad
-  ip -n "$B" addr add "$BRANCH_WAN_IP6/64" dev wan0 nodad
+  ip -n "$W" addr add "$BRANCH_WAN_IP6/64" dev wan0 nodad
   ip -n "$D" addr add "$DC_WAN_IP6/64" dev wan0 nodad
   ip -n "$D" addr add "$DC_LAN_IP6/64" dev lan0 nodad
   ip -n "$S" addr add "$SERVER_IP6/64" dev eth0 nodad
   ip -n "$C" -6 route add default via "$BRANCH_LAN_IP6"
   ip -n "$S" -6 route add default via "$DC_LAN_IP6"
-  ip -n "$B" -6 route add "$LAN_B_NET6" via "$DC_WAN_IP6" dev wan0
-  ip -n "$D" -6 route add "$LAN_A_NET6" via "$BRANCH_WAN_IP6" dev wan0
+  if [[ -n $M ]]; then
+    ip -n "$B" addr add "$BRANCH_MID_IP6/64" dev mid0 nodad
+    ip -n "$M" addr add "$MID_LAN_IP6/64" dev lan0 nodad
+    ip -n "$B" -6 route add "$LAN_B_NET6" via "$MID_LAN_IP6" dev mid0
+    ip -n "$B" -6 route add "$WAN_NET6" via "$MID_LAN_IP6" dev mid0
+    ip -n "$M" -6 route add "$LAN_A_NET6" via "$BRANCH_MID_IP6" dev lan0
+    ip -n "$M" -6 route add "$LAN_B_NET6" via "$DC_WAN_IP6" dev wan0
+    ip -n "$D" -6 route add "$LAN_A_NET6" via "$BRANCH_WAN_IP6" dev wan0
+    ip -n "$D" -6 route add "$MID_NET6" via "$BRANCH_WAN_IP6" dev wan0
+  else
+    ip -n "$B" -6 route add "$LAN_B_NET6" via "$DC_WAN_IP6" dev wan0
+    ip -n "$D" -6 route add "$LAN_A_NET6" via "$BRANCH_WAN_IP6" dev wan0
+  fi
 }
 
 # --one-arm: the routers route between the LANs and the WAN and send TCP to their
