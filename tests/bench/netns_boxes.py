@@ -17,6 +17,7 @@ from benchkit import proc_status  # noqa: E402
 from labkit import Lab  # noqa: E402
 
 SERVER = "198.18.2.10"
+SERVER6 = "2001:2:0:2::10"  # in a lab opened with ipv6=True
 IDS = {"branch": "02:00:00:00:0b:01", "dc": "02:00:00:00:0d:01"}
 
 
@@ -35,12 +36,13 @@ async def echo(reader, writer):
         writer.close()
 
 
-def open_lab(prefix, work, wanopt, delay_ms):
-    """A Lab (not up yet) for `wanopt`, with the lab PKI made in `work`."""
+def open_lab(prefix, work, wanopt, delay_ms, ipv6=False):
+    """A Lab (not up yet) for `wanopt`, with the lab PKI made in `work`; dual-stack
+    with `ipv6`."""
     subprocess.run([str(REPO / "tests/lab/make-pki"), os.path.join(work, "pki")], check=True, capture_output=True)
     build = Path(wanopt).parent.parent
     return Lab(prefix, work, wanopt, str(REPO / "tests/lab/netlab"), str(build / "tests/lab/wanopt_delayline"),
-               delay_ms=delay_ms)
+               delay_ms=delay_ms, ipv6=ipv6)
 
 
 def box_config(lab, box, extra, log_level, keepalive_ms=None):

@@ -2,22 +2,26 @@
 """A soak of the intercepting pair: mixed sizes, contents and policies for a while,
 every transfer verified, memory, descriptors and the datastore watched.
 
-client -- branch == WAN (5 ms) == dc -- server, `netlab up --intercept`, both boxes
-with a 64 MiB datastore (so eviction runs) and rules by port:
+client -- branch == WAN (5 ms) == dc -- server, `netlab up --intercept --ipv6`
+(dual-stack), both boxes with a 64 MiB datastore (so eviction runs) and rules by
+port:
   9000 F over TLS   9002 F, plaintext channel   9003 L   9004 D   9001 pass-through
 W client workers (default 16) loop for --seconds: each picks a port (weighted), a
-size (log-uniform, 1 KiB .. --max-kib), and a content (novel random bytes, text,
-or a repeat of a recent payload: DRE hits), sends it to an echo server and checks
-what comes back byte for byte. Every --sample seconds: each box's RSS and open
+family (IPv6 for --ipv6-share percent of the transfers, default 25; 0 brings the lab
+up IPv4 only), a size (log-uniform, 1 KiB .. --max-kib), and a content (novel random
+bytes, text, or a repeat of a recent payload: DRE hits, across families too), sends
+it to an echo server and checks what comes back byte for byte. Every --sample seconds: each box's RSS and open
 descriptors, its datastore's size on disk, its active connections.
 
 At the end (traffic stopped, connections closed): active connections back to 0,
 sockets back to what they were after start-up, every transfer verified, both boxes
-alive. --check makes those the exit status (the CI runs a 60 s version:
+alive, and with IPv6 both families carried verified transfers. --check makes those
+the exit status (the CI runs a 60 s version:
 tests/lab/CMakeLists.txt); the RSS curve is printed, and with --svg drawn.
 
 Usage (root; /usr/bin/python3):
-  tests/bench/soak_bench.py [--seconds 1800] [--workers 16] [--max-kib 4096] [--svg docs/soak-rss.svg]
+  tests/bench/soak_bench.py [--seconds 1800] [--workers 16] [--max-kib 4096] [--ipv6-share 25]
+                            [--svg docs/soak-rss.svg]
 Results: tests/bench/results/soak.{md,json} (--json/--markdown elsewhere). The lab
 and every process started are removed at the end.
 """
@@ -39,7 +43,7 @@ sys.dont_write_bytecode = True
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import benchkit  # noqa: E402
-from netns_boxes import (REPO, SERVER, box_config, box_reading, echo, keep_logs, metrics, open_lab,  # noqa: E402
+from netns_boxes import (REPO, SERVER, SERVER6, box_config, box_reading, echo, keep_logs, metrics, open_lab,  # noqa: E402
                          wait_metric)
 
 FAILED_DIR = os.environ.get("WANOPT_SOAK_FAILED_DIR")  # where the workers keep payloads that failed
@@ -67,9 +71,11 @@ policy = "D"
 # Children: the echo server (server namespace), the workers (client namespace)
 # ---------------------------------------------------------------------------
 
-async def serve():
+async def serve(ipv6):
     for port in PORTS:
         await asyncio.start_server(echo, SERVER, port, backlog=1024)
+        if ipv6:
+            await asyncio.start_server(echo, SERVER6, port, backlog=1024)
     print("ready", flush=True)
     await asyncio.Event().wait()
 
@@ -82,8 +88,8 @@ def text_base():
     return bytes(out) or b"lorem ipsum dolor sit amet " * 100000
 
 
-async def transfer(port, payload):
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(SERVER, port), 30)
+async def transfer(server, port, payload):
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(server, port), 30)
     try:
         async def send():
             writer.write(payload)
@@ -103,11 +109,12 @@ async def transfer(port, payload):
         writer.close()
 
 
-async def workers(seconds, count, max_kib, seed):
+async def workers(seconds, count, max_kib, seed, ipv6_share):
     rng = random.Random(seed)
     text = text_base()
     recent = []
-    totals = {"transfers": 0, "verified": 0, "bytes": 0, "failures": [], "by_port": {}, "by_content": {}}
+    totals = {"transfers": 0, "verified": 0, "bytes": 0, "failures": [], "by_port": {}, "by_content": {},
+              "by_family": {}}
     deadline = time.monotonic() + seconds
     ports, weights = list(PORTS), [w for _, w in PORTS.values()]
 
@@ -130,9 +137,10 @@ async def workers(seconds, count, max_kib, seed):
     async def worker():
         while time.monotonic() < deadline:
             port = rng.choices(ports, weights)[0]
+            family = "IPv6" if rng.uniform(0, 100) < ipv6_share else "IPv4"
             kind, data = payload()
             try:
-                ok = await transfer(port, data)
+                ok = await transfer(SERVER6 if family == "IPv6" else SERVER, port, data)
                 err = None if ok else "wrong bytes"
             except (OSError, asyncio.TimeoutError) as e:
                 ok, err = False, type(e).__name__
@@ -140,14 +148,15 @@ async def workers(seconds, count, max_kib, seed):
             totals["bytes"] += len(data)
             p = totals["by_port"].setdefault(str(port), [0, 0])
             c = totals["by_content"].setdefault(kind, [0, 0])
-            p[0] += 1
-            c[0] += 1
+            f = totals["by_family"].setdefault(family, [0, 0])
+            for counts in (p, c, f):
+                counts[0] += 1
             if ok:
                 totals["verified"] += 1
-                p[1] += 1
-                c[1] += 1
+                for counts in (p, c, f):
+                    counts[1] += 1
             elif len(totals["failures"]) < 20:
-                totals["failures"].append("port %d, %s, %d bytes: %s" % (port, kind, len(data), err))
+                totals["failures"].append("%s port %d, %s, %d bytes: %s" % (family, port, kind, len(data), err))
                 if FAILED_DIR:
                     Path(FAILED_DIR, "failed-%d-%d.bin" % (port, len(totals["failures"]))).write_bytes(data)
 
@@ -205,11 +214,13 @@ def render(r):
     rows = ["# Soak: mixed traffic through the intercepting pair (namespace lab)", "",
             "- date %s, git commit %s, %d s, %d workers, sizes 1 KiB .. %d KiB, 64 MiB datastores" % (
                 r["date"], (r["machine"]["git_commit"] or "?")[:7], r["seconds"], r["workers"], r["max_kib"]),
-            "- transfers %d, verified %d, %.1f MB each way; by port: %s; by content: %s" % (
+            "- transfers %d, verified %d, %.1f MB each way; by port: %s; by content: %s; by family: %s" % (
                 r["totals"]["transfers"], r["totals"]["verified"], r["totals"]["bytes"] / 1e6,
                 ", ".join("%s (%s) %d/%d" % (p, PORTS[int(p)][0], v[1], v[0])
                           for p, v in sorted(r["totals"]["by_port"].items())),
-                ", ".join("%s %d/%d" % (k, v[1], v[0]) for k, v in sorted(r["totals"]["by_content"].items()))), "",
+                ", ".join("%s %d/%d" % (k, v[1], v[0]) for k, v in sorted(r["totals"]["by_content"].items())),
+                ", ".join("%s %d/%d" % (k, v[1], v[0]) for k, v in sorted(r["totals"].get("by_family", {}).items()))
+                or "IPv4 only"), "",
             "| t (s) | branch RSS MiB | dc RSS MiB | branch fds | dc fds | branch store MiB | dc store MiB "
             "| active (branch / dc) |", "|---:|---:|---:|---:|---:|---:|---:|---|"]
     for s in r["samples"]:
@@ -233,6 +244,8 @@ def main():
     ap.add_argument("--max-kib", type=int, default=4096)
     ap.add_argument("--sample", type=float, default=None, help="seconds between samples (default seconds/30)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--ipv6-share", type=float, default=25,
+                    help="percent of the transfers over IPv6 (default 25; 0: an IPv4-only lab)")
     ap.add_argument("--check", action="store_true", help="exit 1 unless every check passed (the CI version)")
     ap.add_argument("--svg", help="draw the RSS curve into this SVG file")
     ap.add_argument("--log-level", default="info", help="the boxes' log_level (default info)")
@@ -240,25 +253,30 @@ def main():
     ap.add_argument("--json", default=str(HERE / "results/soak.json"))
     ap.add_argument("--markdown", default=str(HERE / "results/soak.md"))
     args = ap.parse_args()
+    if not 0 <= args.ipv6_share <= 100:
+        ap.error("--ipv6-share is a percentage, 0 to 100")
+    ipv6 = args.ipv6_share > 0
     if args.serve:
-        return asyncio.run(serve())
+        return asyncio.run(serve(ipv6))
     if args.work:
-        return asyncio.run(workers(args.work, args.workers, args.max_kib, args.seed))
+        return asyncio.run(workers(args.work, args.workers, args.max_kib, args.seed, args.ipv6_share))
     if os.geteuid() != 0:
         print("SKIP: the namespace lab needs root")
         return 77
     wanopt = os.path.abspath(args.wanopt)
     every = args.sample or max(2.0, args.seconds / 30)
     r = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": benchkit.machine_basics(),
-         "seconds": args.seconds, "workers": args.workers, "max_kib": args.max_kib, "samples": [], "errors": [],
+         "seconds": args.seconds, "workers": args.workers, "max_kib": args.max_kib, "ipv6_share": args.ipv6_share,
+         "samples": [], "errors": [],
          "checks": [], "totals": {"transfers": 0, "verified": 0, "bytes": 0, "by_port": {}, "by_content": {}}}
     ok = False
     with tempfile.TemporaryDirectory(prefix="wanopt-soak-") as work:
-        lab = open_lab("wk%d" % (os.getpid() % 100000), work, wanopt, delay_ms=5)
+        lab = open_lab("wk%d" % (os.getpid() % 100000), work, wanopt, delay_ms=5, ipv6=ipv6)
         me = str(Path(__file__).resolve())
         try:
             lab.up()
-            server = lab.spawn("echo", "server", "/usr/bin/python3", me, "--serve", stdout=subprocess.PIPE, text=True)
+            server = lab.spawn("echo", "server", "/usr/bin/python3", me, "--serve", "--ipv6-share",
+                               str(args.ipv6_share), stdout=subprocess.PIPE, text=True)
             if server.stdout.readline().strip() != "ready":
                 raise RuntimeError("the echo server did not start")
             pids = {}
@@ -269,7 +287,8 @@ def main():
             r["samples"].append(sample(lab, pids, work, t0))
             client = lab.spawn("workers", "client", "/usr/bin/python3", me, "--work", str(args.seconds),
                                "--workers", str(args.workers), "--max-kib", str(args.max_kib),
-                               "--seed", str(args.seed), stdout=subprocess.PIPE, text=True)
+                               "--seed", str(args.seed), "--ipv6-share", str(args.ipv6_share),
+                               stdout=subprocess.PIPE, text=True)
             while client.poll() is None:
                 try:
                     client.wait(timeout=every)
@@ -303,6 +322,9 @@ def main():
                 ("every port carried verified transfers", all(str(p) in t["by_port"] and t["by_port"][str(p)][1] > 0
                                                             for p in PORTS), t["by_port"]),
             ]
+            if ipv6:
+                checks.append(("both families carried verified transfers",
+                               all(t["by_family"].get(f, [0, 0])[1] > 0 for f in ("IPv4", "IPv6")), t["by_family"]))
             for name, good, detail in checks:
                 r["checks"].append("%s: %s%s" % (name, "ok" if good else "FAILED", "" if good else " (%s)" % (detail,)))
                 print("%s: %s %s" % ("ok" if good else "FAIL", name, "" if good else detail), flush=True)

@@ -38,7 +38,7 @@ class Lab:
     `up --one-arm` (the boxes "branch" and "dc" hang off the routers "branch-router"
     and "dc-router", which own the WAN and policy-route TCP to them); the box node
     names, addresses of the client and server, and status pages are the same.
-    ipv6: `up --ipv6` (dual-stack, in path or one-arm: the client 2001:2:0:1::10 and
+    ipv6: `up --ipv6` (dual-stack, in any topology: the client 2001:2:0:1::10 and
     the server 2001:2:0:2::10 beside their IPv4 addresses; interception rules for
     both families)."""
 
