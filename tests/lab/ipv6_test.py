@@ -18,14 +18,24 @@ namespace (one per family), tshark on the WAN link with the shipped dissector.
   3. The same file over IPv4 through the same boxes at the same time: optimized too.
   4. Rules over IPv6: pass-through (routed, not proxied), deny (refused), a closed
      port (refused, as without the boxes).
-  5. The dc box stopped: curl -6 still succeeds, pass-through ("peer gone": it
+  5. The hard cases over IPv6, each fetch verified: option 0x21 stripped in the WAN
+     both ways (ip6tables TCPOPTSTRIP): pass-through naming the stripped option and
+     the dc, the server saw the client; asymmetric routing (the server's replies to
+     the client's address dropped before the dc): the dc connects from its own IPv6
+     address, says why, and the server saw that address.
+  6. The dc box stopped: curl -6 still succeeds, pass-through ("peer gone": it
      answered for this server a moment ago).
+  7. A fake dc (certificate from another CA) over IPv6: pass-through "failed
+     authentication", remembered for the next connection; it served nothing
+     optimized. Then (branch restarted, so it forgets) a server dropping IPv6 SYNs
+     that carry option 33: retried without, remembered the second time in a row,
+     passed by at once the third; the server saw the client every time.
 Lab 2, three boxes (`netlab up --middle --ipv6 --intercept`: client -- branch --
 mid == WAN == dc -- server), IPv6 and IPv4 fetches at the same time:
-  6. Both verified; only the outer two optimize: the branch pairs with the dc, the
+  8. Both verified; only the outer two optimize: the branch pairs with the dc, the
      dc with the branch (the client bracketed), mid relays with "middle box" naming
      both and lists the client bracketed too.
-  7. tshark between the branch and mid: the IPv6 SYN carries the branch's offer
+  9. tshark between the branch and mid: the IPv6 SYN carries the branch's offer
      and the client's IPv6 address, its SYN-ACK the dc's answer marked relayed (mid
      passed it on).
 Every lab and process is removed in a `finally`.
@@ -48,7 +58,12 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(NETLAB), "..", ".."))
 DISSECTOR = os.path.join(REPO, "deploy", "wireshark", "wanopt.lua")
 MAKE_PKI = os.path.join(REPO, "tests", "lab", "make-pki")
 SERVER6, CLIENT6, SERVER4 = "2001:2:0:2::10", "2001:2:0:1::10", "198.18.2.10"
-IDS = {"branch": "02:00:00:00:0b:06", "dc": "02:00:00:00:0d:06", "mid": "02:00:00:00:0e:06"}
+IDS = {"branch": "02:00:00:00:0b:06", "dc": "02:00:00:00:0d:06", "mid": "02:00:00:00:0e:06",
+       "fake": "02:00:00:00:0f:06"}
+# A WAN middlebox stripping TCP option 33 both ways, on the branch's wan0 (ip6tables, mangle).
+STRIP6 = [("POSTROUTING", "-o", "wan0", "-p", "tcp", "-j", "TCPOPTSTRIP", "--strip-options", "33"),
+          ("PREROUTING", "-i", "wan0", "-p", "tcp", "-j", "TCPOPTSTRIP", "--strip-options", "33")]
+DROP_OPTION6 = ("INPUT", "-p", "tcp", "--syn", "-m", "tcp", "--tcp-option", "33", "-j", "DROP")
 RULES = """
 [intercept]
 [[intercept.rule]]
@@ -158,7 +173,10 @@ def lab_one(work, origin, digest):
         check("IPv6 closed port: the client's connect() is refused, as without the boxes",
               outcome == "ConnectionRefusedError", outcome)
 
-        # 5. No box on the server's side.
+        # 5. The hard cases over IPv6.
+        hard_cases(lab, server_log, digest)
+
+        # 6. No box on the server's side.
         lab.stop("dc")
         start = lab.last_id("branch")
         r = lab.curl(f"http://[{SERVER6}]/file.bin?v6-no-peer")
@@ -167,10 +185,74 @@ def lab_one(work, origin, digest):
               "the server saw the client",
               fetched(r, digest) and b and any("peer gone" in n and IDS["dc"] in n for n in b["notes"]) and
               seen_from(server_log, "v6-no-peer") == CLIENT6, b)
+
+        # 7. A fake dc, then a server that drops SYNs with options.
+        fake_peer_and_option_dropper(lab, server_log, digest)
     finally:
         if check.failed:
             lab.print_logs()
         lab.down()
+
+
+def fetch6(lab, tag, port=80):
+    """curl -6 of file.bin?tag; returns (the result, the branch's entry for it)."""
+    start = lab.last_id("branch")
+    r = lab.curl(f"http://[{SERVER6}]:{port}/file.bin?{tag}")
+    return r, lab.wait_ended("branch", port, start)
+
+
+def hard_cases(lab, server_log, digest):
+    for rule in STRIP6:
+        lab.run("branch", "ip6tables", "-t", "mangle", "-I", *rule, check_rc=True)
+    r, b = fetch6(lab, "v6-option-stripped")
+    for rule in STRIP6:
+        lab.run("branch", "ip6tables", "-t", "mangle", "-D", *rule, check_rc=True)
+    check("IPv6, option stripped in the WAN: curl succeeds, pass-through naming the stripped option and the dc, "
+          "the server saw the client",
+          fetched(r, digest) and b and any("option stripped" in n and IDS["dc"] in n for n in b["notes"]) and
+          seen_from(server_log, "v6-option-stripped") == CLIENT6, b)
+
+    # The server's replies to the client's address do not come back through the dc.
+    asym = ("PREROUTING", "-s", SERVER6, "-d", CLIENT6, "-p", "tcp", "-j", "DROP")
+    lab.run("dc", "ip6tables", "-t", "raw", "-I", *asym, check_rc=True)
+    start = lab.last_id("dc")
+    r, _ = fetch6(lab, "v6-asymmetric")
+    d = lab.wait_ended("dc", 80, start)
+    lab.run("dc", "ip6tables", "-t", "raw", "-D", *asym, check_rc=True)
+    check("IPv6, asymmetric routing: curl succeeds, the dc connects from its own IPv6 address and says why",
+          fetched(r, digest) and d and any("asymmetric routing" in n and "remembered" in n for n in d["notes"]) and
+          seen_from(server_log, "v6-asymmetric") == "2001:2:0:2::1", (d, seen_from(server_log, "v6-asymmetric")))
+
+
+def fake_peer_and_option_dropper(lab, server_log, digest):
+    lab.start_box("fake", lab.box_config("fake", IDS["fake"], "rogue", ca="rogue-ca", extra=RULES), node="dc")
+    r, b = fetch6(lab, "v6-fake")
+    check("IPv6, fake dc: curl succeeds, pass-through 'failed authentication'",
+          fetched(r, digest) and b and not b["peer"] and any("failed authentication" in n for n in b["notes"]), b)
+    r, b = fetch6(lab, "v6-fake-again")
+    check("IPv6, fake dc, next connection: passed by at once, the failure remembered",
+          fetched(r, digest) and b and any("failed authentication" in n and "remembered" in n for n in b["notes"]), b)
+    served = [c for c in lab.connections("dc") if c["peer"] or c["state"] == "optimized"]  # the fake runs in dc
+    check("IPv6, fake dc: served no optimized connection", not served, served)
+    lab.stop("fake")
+    lab.stop("branch")  # what it learned lives in memory: a restart forgets it
+    lab.start_box("branch", lab.box_config("branch", IDS["branch"], "branch", extra=RULES))
+
+    lab.run("server", "ip6tables", "-I", *DROP_OPTION6, check_rc=True)
+    r, b = fetch6(lab, "v6-option-dropped")
+    check("IPv6, option-dropping server: curl succeeds (retried without), not remembered after one",
+          fetched(r, digest) and b and any("retransmission without it" in n and "remembered if it happens again" in n
+                                           for n in b["notes"]), b)
+    r, b = fetch6(lab, "v6-option-dropped-twice")
+    check("IPv6, option-dropping server, twice in a row: remembered",
+          fetched(r, digest) and b and any("twice in a row: remembered for" in n for n in b["notes"]), b)
+    r, b = fetch6(lab, "v6-option-dropped-again")
+    check("IPv6, option-dropping server, next connection: passed by at once as remembered",
+          fetched(r, digest) and b and any("drops SYNs carrying TCP options" in n for n in b["notes"]), b)
+    lab.run("server", "ip6tables", "-D", *DROP_OPTION6, check_rc=True)
+    for tag in ("v6-fake", "v6-fake-again", "v6-option-dropped", "v6-option-dropped-twice", "v6-option-dropped-again"):
+        check(f"IPv6: the server saw fetch {tag} from the client's address", seen_from(server_log, tag) == CLIENT6,
+              seen_from(server_log, tag))
 
 
 def lab_two(work, origin, digest):
