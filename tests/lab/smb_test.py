@@ -28,6 +28,9 @@ With signing disabled, also:
   8. smbget killed mid-read while the branch keeps answers for it: the branch's
      kept bytes (/metrics, wanopt_module_gauge) go back to where they were;
   9. smbget over the NetBIOS session service (port 139): byte-identical, read ahead.
+ 10. over IPv6 (the lab is dual-stack, smbd also on 2001:2:0:2::10): smbget,
+     impacket and smbclient byte-identical, optimized with the dc (the branch lists
+     the server bracketed), the serial readers' READs answered at the branch.
 """
 import os
 import re
@@ -46,6 +49,7 @@ WANOPT, NETLAB, DELAYLINE = (os.path.abspath(a) for a in sys.argv[1:4])
 DISSECTOR = os.path.join(HERE, "..", "..", "deploy", "wireshark", "wanopt.lua")
 IDS = {"branch": "02:00:00:00:0b:01", "dc": "02:00:00:00:0d:01"}
 SIZE = 4 << 20
+SERVER6 = "2001:2:0:2::10"  # the lab is dual-stack
 
 if os.geteuid() != 0:
     print("SKIP: the namespace lab needs root")
@@ -224,10 +228,26 @@ def netbios_fetch(lab, work, digest):
           "answered here" in notes(conn) and "hit rate 100%" in notes(conn), conn)
 
 
+def ipv6_fetches(lab, work, digest):
+    """10: every client over IPv6."""
+    for client in CLIENTS:
+        out = os.path.join(work, f"out6-{client}.bin")
+        since = lab.last_id("branch")
+        r = CLIENTS[client](lab.ns("client"), SERVER6, "f.bin", out)
+        check(f"IPv6: {client} gets a byte-identical copy ({r.seconds:.2f} s)",
+              r.ok and smbd_peer.sha256_file(out) == digest, r.output)
+        conn = lab.wait_ended("branch", 445, since) or {}
+        check(f"IPv6: {client}: the branch optimized [{SERVER6}]:445 with the dc ({notes(conn)})",
+              conn.get("server") == f"[{SERVER6}]:445" and conn.get("peer") == IDS["dc"], conn)
+        if client != "smbclient":
+            check(f"IPv6: {client}: READs answered at the branch", "answered here" in notes(conn) and
+                  "hit rate 100%" in notes(conn), conn)
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="wanopt-smb-") as work:
         subprocess.run([os.path.join(HERE, "make-pki"), os.path.join(work, "pki")], check=True, capture_output=True)
-        lab = Lab(f"ws{os.getpid() % 100000}", work, WANOPT, NETLAB, DELAYLINE)
+        lab = Lab(f"ws{os.getpid() % 100000}", work, WANOPT, NETLAB, DELAYLINE, ipv6=True)
         server = None
         try:
             lab.up()
@@ -235,7 +255,8 @@ def main():
                 lab.start_box(box, lab.box_config(box, IDS[box], box, "ca", "[intercept]\n"))
             for label, setting, aside in SETTINGS:
                 server = smbd_peer.start(lab.ns("server"), os.path.join(work, "smbd"), **setting,
-                                         extra_ports=(139,) if aside is None else ())
+                                         extra_ports=(139,) if aside is None else (),
+                                         ip6=SERVER6 if aside is None else None)
                 data = smbd_peer.test_file(SIZE, seed=len(label))
                 digest = server.write("f.bin", data)
                 capture = SmbCapture(lab, "server", "eth0", "198.18.2.1", DISSECTOR, ports=(445,))
@@ -268,6 +289,7 @@ def main():
                     rewritten_while_open(lab, work, server)
                     aborted_reader(lab, work, server)
                     netbios_fetch(lab, work, digest)
+                    ipv6_fetches(lab, work, digest)
                 changed = smbd_peer.test_file(SIZE, seed=100 + len(label))
                 digest = server.write("f.bin", changed)
                 fetch(lab, work, "smbget", "f.bin", digest, f"{label}, rewritten on the server")

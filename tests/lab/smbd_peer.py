@@ -87,8 +87,8 @@ class SmbdPeer:
     """A running `smbd -F` in a namespace; smbd makes itself a session and process
     group leader, so its PID is the group every child of it is in."""
 
-    def __init__(self, ns, workdir, ip, port):
-        self.ns, self.workdir, self.ip, self.port = ns, os.path.abspath(workdir), ip, port
+    def __init__(self, ns, workdir, ip, port, ip6=None):
+        self.ns, self.workdir, self.ip, self.port, self.ip6 = ns, os.path.abspath(workdir), ip, port, ip6
         self.proc = None
         self.share_dir = os.path.join(self.workdir, "share")
         self.log = os.path.join(self.workdir, "log", "smbd.log")
@@ -101,7 +101,8 @@ class SmbdPeer:
         self.conf = os.path.join(self.workdir, "smb.conf")
         with open(self.conf, "w") as f:
             ports = " ".join(str(p) for p in (self.port, *extra_ports))
-            f.write(SMB_CONF.format(d=self.workdir, ip=self.ip, port=ports, signing=signing, encrypt=encrypt,
+            interfaces = self.ip + (f" {self.ip6}" if self.ip6 else "")
+            f.write(SMB_CONF.format(d=self.workdir, ip=interfaces, port=ports, signing=signing, encrypt=encrypt,
                                     extra=extra, log_level=log_level, share=SHARE))
         r = subprocess.run(["smbpasswd", "-c", self.conf, "-s", "-a", USER], input=f"{PASSWORD}\n{PASSWORD}\n",
                            capture_output=True, text=True, env=_env(), timeout=30)
@@ -123,7 +124,8 @@ class SmbdPeer:
 
     def _listening(self):
         r = subprocess.run(_in_ns(self.ns, ["ss", "-Htln", f"sport = :{self.port}"]), capture_output=True, text=True)
-        return r.returncode == 0 and f"{self.ip}:{self.port}" in r.stdout
+        return r.returncode == 0 and f"{self.ip}:{self.port}" in r.stdout and (
+            not self.ip6 or f"[{self.ip6}]:{self.port}" in r.stdout)
 
     def write(self, name, data):
         """Puts `data` in the share as `name` (replacing it); returns its SHA-256."""
@@ -175,11 +177,12 @@ class SmbdPeer:
 
 
 def start(ns, workdir, ip=SERVER_IP, port=445, signing="disabled", encrypt="off", extra="", log_level=1,
-          timeout=30, extra_ports=()):
+          timeout=30, extra_ports=(), ip6=None):
     """Starts smbd in namespace `ns` serving DIR/share at ip:port (and `extra_ports`,
-    e.g. (139,) for the NetBIOS session service); returns a SmbdPeer once it listens
-    on `port`. On failure nothing is left running (the work dir stays, for its logs)."""
-    peer = SmbdPeer(ns, workdir, ip, port)
+    e.g. (139,) for the NetBIOS session service; and at [ip6]:port too if given);
+    returns a SmbdPeer once it listens on `port`. On failure nothing is left running
+    (the work dir stays, for its logs)."""
+    peer = SmbdPeer(ns, workdir, ip, port, ip6)
     try:
         return peer._start(signing, encrypt, extra, log_level, timeout, extra_ports)
     except BaseException:
@@ -214,8 +217,12 @@ def _run(ns, cmd, out_path, timeout):
 
 
 def smbget(ns, ip, name, out_path, port=445, options=(), timeout=300):
-    """smbget (serial 64000-byte READs); `options` e.g. ("--encrypt",)."""
-    url = f"smb://{ip}{'' if port == 445 else ':%d' % port}/{SHARE}/{name}"
+    """smbget (serial 64000-byte READs); `options` e.g. ("--encrypt",). `ip` may be
+    an IPv6 address: libsmbclient's URLs take none in brackets ("smbc_open: Invalid
+    argument"), so it goes in Samba's ipv6-literal.net form, which Samba decodes
+    itself (no DNS)."""
+    host = ip.replace(":", "-") + ".ipv6-literal.net" if ":" in ip else ip
+    url = f"smb://{host}{'' if port == 445 else ':%d' % port}/{SHARE}/{name}"
     return _run(ns, ["smbget", "-q", "-U", f"{USER}%{PASSWORD}", "-o", out_path, *options, url], out_path, timeout)
 
 
