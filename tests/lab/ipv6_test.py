@@ -16,8 +16,10 @@ namespace (one per family), tshark on the WAN link with the shipped dissector.
   2. tshark: the probe SYN carries option 0x21 with the client's IPv6 address (28
      bytes: the SYN's timestamps made room for it), an IPv6 SYN-ACK the dc's answer.
   3. The same file over IPv4 through the same boxes at the same time: optimized too.
-  4. Rules over IPv6: pass-through (routed, not proxied), deny (refused), a closed
-     port (refused, as without the boxes).
+  4. Rules over IPv6: pass-through (routed, not proxied), fixed-target to a peer at
+     an IPv6 address (configured bracketed; an IPv4 connection through it too; the
+     server sees the dc's own address, as over any explicit channel),
+     deny (refused), a closed port (refused, as without the boxes).
   5. The hard cases over IPv6, each fetch verified: option 0x21 stripped in the WAN
      both ways (ip6tables TCPOPTSTRIP): pass-through naming the stripped option and
      the dc, the server saw the client; asymmetric routing (the server's replies to
@@ -73,8 +75,13 @@ action = "deny"
 destination = "2001:2:0:2::/64"
 ports = "8082"
 action = "pass-through"
+[[intercept.rule]]
+ports = "8083"
+action = "fixed-target"
+peer = "[2001:2::2]:7800"
 """
-PORTS = (80, 8082)  # the origin's ports in each family (8081: denied by a rule)
+DC_LISTEN = '[datacenter]\nlisten = "[2001:2::2]:7800"\n'  # the fixed-target rule's peer
+PORTS = (80, 8082, 8083)  # the origin's ports in each family (8081: denied by a rule)
 
 if os.geteuid() != 0:
     print("SKIP: the namespace lab needs root")
@@ -109,7 +116,7 @@ def lab_one(work, origin, digest):
         with open(server_log, "w") as log:
             start_origins(lab, origin, log)
         for box in ("branch", "dc"):
-            lab.start_box(box, lab.box_config(box, IDS[box], box, extra=RULES))
+            lab.start_box(box, lab.box_config(box, IDS[box], box, extra=RULES + (DC_LISTEN if box == "dc" else "")))
 
         # 1-3: IPv6 and IPv4 fetches at the same time, the WAN captured.
         cap = Capture(lab, "branch", "wan0", "198.18.0.2", DISSECTOR, ports=(80,))
@@ -167,6 +174,20 @@ def lab_one(work, origin, digest):
         b = lab.wait_ended("branch", 8082, start)
         check("IPv4 to the same port: the IPv6 subnet's rule does not apply, optimized",
               fetched(r, digest) and b and b["peer"] == IDS["dc"], b)
+        # A fixed-target peer at an IPv6 address, for both families' connections.
+        for family, url in (("IPv6", f"http://[{SERVER6}]:8083/file.bin?v6-fixed"),
+                            ("IPv4", f"http://{SERVER4}:8083/file.bin?v4-over-v6-fixed")):
+            start = lab.last_id("branch")
+            r = lab.curl(url)
+            b = lab.wait_ended("branch", 8083, start)
+            # An explicit channel: the dc connects to the server from its own address.
+            dc_address = "2001:2:0:2::1" if family == "IPv6" else "198.18.2.1"
+            seen = seen_from(server_log, url.rsplit("?", 1)[1])
+            check(f"fixed-target peer [2001:2::2]:7800, an {family} connection: optimized through it, TLS 1.3, "
+                  "the server saw the dc's own address",
+                  fetched(r, digest) and b and b["peer"] == IDS["dc"] and b["peer_address"] == "[2001:2::2]:7800" and
+                  any("fixed-target" in n for n in b["notes"]) and any("TLS 1.3" in n for n in b["notes"]) and
+                  seen == dc_address, (b, seen))
         outcome = lab.connect_outcome(SERVER6, 8081)
         check("IPv6 rule deny: the client's connect() is refused", outcome == "ConnectionRefusedError", outcome)
         outcome = lab.connect_outcome(SERVER6, 81)
