@@ -69,14 +69,16 @@ def call(ns, req, timeout=60):
     return res["result"]
 
 
-def start_proxy(lab, log, node="server", listen="198.18.2.10:80", backend="198.18.2.10", extra=(), timeout=10):
-    """Starts rpch_proxy.py in `node`'s namespace of labkit Lab `lab` (process "rpch-proxy",
+def start_proxy(lab, log, node="server", listen="198.18.2.10:80", backend="198.18.2.10", extra=(), timeout=10,
+                name="rpch-proxy"):
+    """Starts rpch_proxy.py in `node`'s namespace of labkit Lab `lab` (process `name`,
     stopped by lab.stop or lab.down) logging to `log`; returns the Popen once it has
-    printed READY. Raises PeerError if it exits or stays silent."""
+    printed READY. Raises PeerError if it exits or stays silent. `listen` may be
+    "[ipv6]:port"."""
     import select
     import subprocess
     import time
-    proc = lab.spawn("rpch-proxy", node, PY, os.path.join(HERE, "rpch_proxy.py"), "--listen", listen,
+    proc = lab.spawn(name, node, PY, os.path.join(HERE, "rpch_proxy.py"), "--listen", listen,
                      "--backend", backend, "--log", log, *extra,
                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + timeout

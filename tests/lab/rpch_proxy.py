@@ -4,7 +4,7 @@ and server role at once, over plain HTTP (no TLS). No such server is packaged fo
 Debian, so the rpch tests bring their own; the clients (impacket, Samba) and the
 back end (Samba's RPC servers) stay real.
 
-    rpch_proxy.py --listen ADDR:PORT --backend HOST [--echo-port 6001] [--log FILE]
+    rpch_proxy.py --listen ADDR:PORT|[ADDR6]:PORT --backend HOST [--echo-port 6001] [--log FILE]
                   [--path /rpc/rpcproxy.dll] [--window 65536] [--ack-every BYTES]
 
 Prints READY on stdout once listening. One thread per HTTP connection.
@@ -321,7 +321,9 @@ class Proxy:
 
     def serve(self, listen):
         host, port = listen.rsplit(":", 1)
-        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if host.startswith("[") else socket.AF_INET
+        host = host.strip("[]")
+        ls = socket.socket(family, socket.SOCK_STREAM)
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         ls.bind((host, int(port)))
         ls.listen(128)
@@ -474,7 +476,7 @@ class Proxy:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--listen", required=True, help="ADDR:PORT")
+    ap.add_argument("--listen", required=True, help="ADDR:PORT ([ADDR]:PORT for IPv6)")
     ap.add_argument("--backend", required=True, help="the RPC server's host (ports 135 and dynamic)")
     ap.add_argument("--echo-port", type=int, default=6001)
     ap.add_argument("--log", default=None)

@@ -72,11 +72,17 @@ def wait_end(sock, deadline):
     return "open", time.monotonic() - t0
 
 
+def split_proxy(proxy):
+    """"host:port" or "[ipv6]:port" -> (address, port, the Host header's host)."""
+    host, port = proxy.rsplit(":", 1)
+    return host.strip("[]"), int(port), host
+
+
 class EchoClient:
     def __init__(self, req):
         self.req = req
-        host, port = req["proxy"].rsplit(":", 1)
-        self.addr = (host, int(port))
+        host, port, self.host_header = split_proxy(req["proxy"])
+        self.addr = (host, port)
         self.query = f"{req['server']}:{req.get('port', 6001)}"
         self.vc, self.assoc = w.new_cookie(), w.new_cookie()
         self.out_cookie = w.new_cookie()
@@ -105,7 +111,7 @@ class EchoClient:
                     f"Content-Length: 1073741824\r\nAuthorization: Basic {auth}\r\n\r\n")
         else:
             te = "Transfer-Encoding: chunked\r\n" if self.req.get("chunked") else "Content-Length: 1073741824\r\n"
-            head = (f"RPC_IN_DATA /rpc/rpcproxy.dll?{self.query} HTTP/1.1\r\nHost: {self.addr[0]}\r\n"
+            head = (f"RPC_IN_DATA /rpc/rpcproxy.dll?{self.query} HTTP/1.1\r\nHost: {self.host_header}\r\n"
                     f"User-Agent: MSRPC\r\nAccept: application/rpc\r\nConnection: Keep-Alive\r\n{te}"
                     f"Expect: 100-continue\r\nAuthorization: Basic {auth}\r\n\r\n")
         s.sendall(head.encode())
@@ -141,7 +147,7 @@ class EchoClient:
         o.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         auth = _basic(self.req.get("user", "Administrator"), self.req.get("password", "x"), self.req.get("domain", "WANOPT"))
         ver = "1.0" if self.req.get("http10") else "1.1"
-        o.sendall((f"RPC_OUT_DATA /rpc/rpcproxy.dll?{self.query} HTTP/{ver}\r\nHost: {self.addr[0]}\r\n"
+        o.sendall((f"RPC_OUT_DATA /rpc/rpcproxy.dll?{self.query} HTTP/{ver}\r\nHost: {self.host_header}\r\n"
                    f"User-Agent: MSRPC\r\nAccept: application/rpc\r\nContent-Length: {len(first_pdu)}\r\n"
                    f"Authorization: Basic {auth}\r\n\r\n").encode() + first_pdu)
         return o
@@ -356,7 +362,7 @@ def echo(req):
 
 def hostile(req):
     """Malformed inputs, each on a connection of its own; how each ended."""
-    host, port = req["proxy"].rsplit(":", 1)
+    host, port, _ = split_proxy(req["proxy"])
     q = f"/rpc/rpcproxy.dll?{req['server']}:{req.get('port', 6001)}"
     auth = "Authorization: Basic " + _basic("Administrator", "x", "WANOPT") + "\r\n"
     vc, ch, assoc = w.new_cookie(), w.new_cookie(), w.new_cookie()

@@ -37,6 +37,10 @@ datacenter box intercept between them, both running every module.
      streamed.
   9. tshark on the server's LAN reads RTS PDUs (dcerpc.pkt_type == 20) that crossed
      the pair, CONN/A1 among them.
+ 10. Over IPv6 (the lab is dual-stack; a second proxy on [2001:2:0:2::10]:80): the
+     scripted client's 4 MiB echo twice, identical; on the branch both channels of
+     the second virtual connection optimized with the dc, named one virtual
+     connection, the server listed bracketed, reduced by 90 % or more.
 """
 import json
 import os
@@ -53,6 +57,7 @@ WANOPT, NETLAB, DELAYLINE = (os.path.abspath(a) for a in sys.argv[1:4])
 SERVER = "198.18.2.10"
 CLIENT_IP = "198.18.1.10"
 PROXY = f"{SERVER}:80"
+PROXY6 = "[2001:2:0:2::10]:80"
 NAME = "WSDC"
 IDS = {"branch": "02:00:00:00:0b:01", "dc": "02:00:00:00:0d:01"}
 PY = "/usr/bin/python3"
@@ -151,10 +156,28 @@ def reduction(c):
     return 1 - wan / lan if lan else 0
 
 
+def ipv6_echo(lab, client):
+    first = rc.call(client, {"op": "echo", "proxy": PROXY6, "server": NAME, "size": 4 << 20, "seed": 11})
+    since = lab.last_id("branch")
+    second = rc.call(client, {"op": "echo", "proxy": PROXY6, "server": NAME, "size": 4 << 20, "seed": 11})
+    check("IPv6: 4 MiB echoed identically through the pair, twice",
+          first["identical"] and second["identical"] and first["sha256"] == second["sha256"], (first, second))
+    vc = second["vc"]
+    lines = wait_for(lambda: [c for c in vc_connections(lab, "branch", vc) if c["id"] > since]
+                     if sum(1 for c in vc_connections(lab, "branch", vc) if c.get("ended")) == 2 else [])
+    lan = sum(c["lan_in"] + c["lan_out"] for c in lines)
+    wan = sum(c["wan_in"] + c["wan_out"] for c in lines)
+    print(f"  IPv6: the second 4 MiB echo, virtual connection {vc}: LAN {lan} bytes, WAN {wan}")
+    check("IPv6, branch: both channels of the virtual connection optimized with the dc, the server bracketed, "
+          "reduced by 90 % or more",
+          len(lines) == 2 and all(c["peer"] == IDS["dc"] and c["server"] == PROXY6 and c["application"] == "RPC-OA"
+                                  for c in lines) and lan and 1 - wan / lan >= 0.90, lines)
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="wanopt-rpch-") as work:
         subprocess.run([os.path.join(HERE, "make-pki"), os.path.join(work, "pki")], check=True, capture_output=True)
-        lab = Lab(f"wr{os.getpid() % 100000}", work, WANOPT, NETLAB, DELAYLINE)
+        lab = Lab(f"wr{os.getpid() % 100000}", work, WANOPT, NETLAB, DELAYLINE, ipv6=True)
         peer = None
         log = os.path.join(work, "proxy.log")
         client = lab.ns("client")
@@ -162,6 +185,7 @@ def main():
             lab.up()
             peer = samba_peer.start(lab.ns("server"), os.path.join(work, "samba"))
             rc.start_proxy(lab, log, listen=PROXY, backend=SERVER, extra=("--keep-partner",))
+            rc.start_proxy(lab, os.path.join(work, "proxy6.log"), listen=PROXY6, backend=SERVER, name="rpch-proxy6")
             for box in ("branch", "dc"):
                 lab.start_box(box, lab.box_config(box, IDS[box], box, "ca", MODULE_CONFIG))
             cap = RtsCapture(lab, "server", "eth0", CLIENT_IP, os.path.join(HERE, "../../deploy/wireshark/wanopt.lua"))
@@ -324,6 +348,9 @@ def main():
             rts_in = [p for p in pkts if p["dcerpc.pkt_type"] == "20" and p["tcp.dstport"] == "80"]
             check("tshark on the server's LAN: RTS PDUs (dcerpc.pkt_type == 20) came through the pair, CONN/A1 among them",
                   any("CONN/A1" in p["_ws.col.Info"] for p in rts_in), [p["_ws.col.Info"] for p in rts_in][:20])
+
+            # 10. Over IPv6.
+            ipv6_echo(lab, client)
         except Exception as e:  # a broken lab is a failure, never a skip
             check("the lab ran to the end", False, repr(e))
         finally:
