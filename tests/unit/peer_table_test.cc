@@ -8,6 +8,7 @@
 
 #include "datastore/chunk_store.h"
 #include "tests/unit/datastore_test_util.h"
+#include "util/log.h"
 #include "wanopt/dre/fingerprint.h"
 #include "wanopt/dre/peer_table.h"
 
@@ -145,4 +146,28 @@ TEST_CASE("a peering unused for kIdlePeeringAge loses its file, one in use or re
   CHECK_FALSE(std::filesystem::exists(file("recent")));
   CHECK_FALSE(std::filesystem::exists(file("idle-read")));
   CHECK(std::filesystem::exists(file("in-use")));
+}
+
+TEST_CASE("a peering file the sweep cannot delete is kept and named, the other idle ones still go") {
+  TempDir dir;
+  const std::string peers = dir.path() + "/peers";
+  {
+    dre::PeerTable table(peers);
+    for (const char* name : {"a", "b"}) table.Get(name, std::nullopt)->Learn(dre::Fingerprint{1, 2}, {});
+  }
+  // Not a file at all: a directory with something in it, under a peering file's name.
+  const auto stuck = std::filesystem::path(peers) / "stuck.idx";
+  std::filesystem::create_directory(stuck);
+  std::ofstream(stuck / "inside").put('x');
+  const auto old = std::filesystem::file_time_type::clock::now() - dre::kIdlePeeringAge - std::chrono::hours(1);
+  for (const char* name : {"a.idx", "b.idx", "stuck.idx"}) {
+    std::filesystem::last_write_time(std::filesystem::path(peers) / name, old);
+  }
+  log::StartCapture();
+  dre::PeerTable table(peers);
+  CHECK(table.ForgetIdleFiles() == 2);
+  CHECK_FALSE(std::filesystem::exists(std::filesystem::path(peers) / "a.idx"));
+  CHECK_FALSE(std::filesystem::exists(std::filesystem::path(peers) / "b.idx"));
+  CHECK(std::filesystem::exists(stuck));
+  CHECK(log::Captured().find("stuck.idx unused for 90 days: cannot delete it") != std::string::npos);
 }

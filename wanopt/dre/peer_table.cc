@@ -280,11 +280,15 @@ size_t PeerTable::ForgetIdleFiles(std::chrono::seconds max_age) {
     }
     auto written = std::filesystem::last_write_time(file.path(), file_ec);
     if (file_ec || now - written < max_age) continue;
+    auto days = std::chrono::duration_cast<std::chrono::hours>(now - written).count() / 24;
     if (std::filesystem::remove(file.path(), file_ec)) {
       ++deleted;
-      auto days = std::chrono::duration_cast<std::chrono::hours>(now - written).count() / 24;
       WANOPT_LOG(kInfo, "dre") << "peering file " << file.path().string() << " unused for " << days
                                << " days: deleted (the peering starts afresh if it comes back)";
+    } else {
+      // Kept, and tried again at the next sweep; the others still go.
+      WANOPT_LOG(kWarn, "dre") << "peering file " << file.path().string() << " unused for " << days
+                               << " days: cannot delete it: " << file_ec.message();
     }
   }
   return deleted;
