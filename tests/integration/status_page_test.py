@@ -113,6 +113,11 @@ try:
           isinstance(stores, list) and {d["box"] for d in stores} == {"lab-branch", "lab-datacenter"}
           and all(d["chunks"] > 0 and d["bytes"] <= d["max_bytes"] and d["disk_bytes"] >= d["bytes"]
                   and d["read_errors"] == 0 and d["corrupt_dropped"] == 0 for d in stores), stores)
+    check("/api/summary: each datastore's read cache within its bound ([dre] read_cache_mb, 32 by default), "
+          "hits from memory among the hits",
+          isinstance(stores, list) and all(d["read_cache_max_bytes"] == 32 << 20 and
+                                           0 < d["read_cache_bytes"] <= d["read_cache_max_bytes"] and
+                                           0 <= d["memory_hits"] <= d["hits"] for d in stores), stores)
     check("/api/summary has history", len(summary["history"]) >= 2, summary)
     # Each box: what it is and how its inner channels are secured, from its config
     # (the lab's boxes have no [peering]: plaintext, and the surfaces must say so).

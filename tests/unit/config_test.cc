@@ -149,6 +149,16 @@ TEST_CASE("dre section: datastore, sizes, chunking, and what the box can do") {
   CHECK(fixed->dre.lz_adaptive_memory_bytes == uint64_t{64} << 20);
   CHECK(ErrorOf("[datacenter]\nlisten = \"127.0.0.1\"\n[dre]\nlz_level = 9\nlz_level_max = 6\n") ==
         "test.toml:5: dre.lz_level_max: must be at least lz_level (9); equal to it turns adapting off");
+  // The store's read cache: 32 MiB unless said, 0 turns it off.
+  CHECK(config->dre.read_cache_bytes == uint64_t{32} << 20);
+  auto cached = ParseConfig("[datacenter]\nlisten = \"127.0.0.1\"\n[dre]\nread_cache_mb = 1024\n", "t.toml", &error);
+  REQUIRE_MESSAGE(cached, error);
+  CHECK(cached->dre.read_cache_bytes == uint64_t{1} << 30);
+  auto uncached = ParseConfig("[datacenter]\nlisten = \"127.0.0.1\"\n[dre]\nread_cache_mb = 0\n", "t.toml", &error);
+  REQUIRE_MESSAGE(uncached, error);
+  CHECK(uncached->dre.read_cache_bytes == 0);
+  CHECK(ErrorOf("[datacenter]\nlisten = \"127.0.0.1\"\n[dre]\nread_cache_mb = -1\n") ==
+        "test.toml:4: dre.read_cache_mb: must be between 0 and 1048576");
 }
 
 TEST_CASE("wan section: congestion control and buffers from the bandwidth-delay product") {

@@ -89,6 +89,9 @@ struct StatusConfig {
 struct DreConfig {
   std::string datastore;                         // directory; "" = no DRE
   uint64_t max_bytes = uint64_t{4} << 30;        // chunk store bound
+  // The store's read cache (datastore/chunk_store.h): a repeat that fits it is
+  // decoded from memory, a longer one read back from the segment files; 0: off.
+  uint64_t read_cache_bytes = uint64_t{32} << 20;
   bool sync_writes = false;
   int lz_level = 3;                              // zstd level, 1..19: what a fast WAN gets
   // A connection whose WAN is the bottleneck raises its level up to this

@@ -74,6 +74,7 @@ void ReadDre(TableReader& r, Config& config) {
     }
   }
   if (auto mb = r.Integer("max_size_mb", 16, 16 * 1024 * 1024)) dre.max_bytes = static_cast<uint64_t>(*mb) << 20;
+  if (auto mb = r.Integer("read_cache_mb", 0, 1024 * 1024)) dre.read_cache_bytes = static_cast<uint64_t>(*mb) << 20;
   if (auto level = r.Integer("lz_level", 1, 19)) dre.lz_level = static_cast<int>(*level);
   if (auto level = r.Integer("lz_level_max", 1, 19)) {
     if (*level < dre.lz_level) {

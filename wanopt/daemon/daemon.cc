@@ -172,6 +172,7 @@ bool Daemon::Start(std::string* error) {
     options.path = config_.dre.datastore;
     options.max_bytes = config_.dre.max_bytes;
     options.sync_writes = config_.dre.sync_writes;
+    options.cache_bytes = config_.dre.read_cache_bytes;
     bool misconfigured = false;
     store_ = datastore::ChunkStore::Open(options, error, &misconfigured);
     if (!store_ && misconfigured) return fail();

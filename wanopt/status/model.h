@@ -105,6 +105,7 @@ struct StoreView {
   std::string box;
   datastore::ChunkStore::Stats stats;
   uint64_t max_bytes = 0;
+  uint64_t read_cache_max_bytes = 0;  // [dre] read_cache_mb
   double hit_rate() const {
     uint64_t lookups = stats.hits + stats.misses;
     return lookups ? 100.0 * static_cast<double>(stats.hits) / static_cast<double>(lookups) : 0.0;

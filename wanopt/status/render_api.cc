@@ -26,6 +26,9 @@ void WriteStores(json::Writer& w, const Model& m) {
     w.Field("hits", s.stats.hits);
     w.Field("misses", s.stats.misses);
     w.Field("hit_rate", s.hit_rate());
+    w.Field("memory_hits", s.stats.memory_hits);  // hits served from memory (the read cache, the write queue)
+    w.Field("read_cache_bytes", s.stats.cache_bytes);
+    w.Field("read_cache_max_bytes", s.read_cache_max_bytes);  // [dre] read_cache_mb
     w.Field("evictions", s.stats.evictions);
     w.Field("corrupt_dropped", s.stats.corrupt_dropped);
     w.Field("read_errors", s.stats.read_errors);  // the disk failed a read: a miss, the chunk kept
