@@ -104,6 +104,18 @@ def start_origins(lab, root, log):
             time.sleep(0.05)  # polling a condition with a deadline
 
 
+def both_families(lab, iface, tag6, tag4):
+    """curl -6 and curl of file.bin at the same time, tshark on the branch's `iface`;
+    returns (the IPv6 result, the IPv4 one or None if it did not end, the packets)."""
+    cap = Capture(lab, "branch", iface, "198.18.0.2", DISSECTOR, ports=(80,))
+    results = {}
+    v4 = threading.Thread(target=lambda: results.update(v4=lab.curl(f"http://{SERVER4}/file.bin?{tag4}")))
+    v4.start()
+    r6 = lab.curl(f"http://[{SERVER6}]/file.bin?{tag6}")
+    v4.join(90)
+    return r6, results.get("v4"), cap.stop()
+
+
 def fetched(r, digest):
     return r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == digest
 
@@ -119,16 +131,10 @@ def lab_one(work, origin, digest):
             lab.start_box(box, lab.box_config(box, IDS[box], box, extra=RULES + (DC_LISTEN if box == "dc" else "")))
 
         # 1-3: IPv6 and IPv4 fetches at the same time, the WAN captured.
-        cap = Capture(lab, "branch", "wan0", "198.18.0.2", DISSECTOR, ports=(80,))
-        results = {}
-        v4 = threading.Thread(target=lambda: results.update(v4=lab.curl(f"http://{SERVER4}/file.bin?v4")))
-        v4.start()
-        r6 = lab.curl(f"http://[{SERVER6}]/file.bin?v6-optimized")
-        v4.join(90)
-        packets = cap.stop()
+        r6, r4, packets = both_families(lab, "wan0", "v6-optimized", "v4")
         check("IPv6: curl -6 succeeds, bytes verified", fetched(r6, digest), f"rc={r6.returncode} {r6.stderr[-300:]!r}")
-        check("IPv4 at the same time through the same boxes: bytes verified", "v4" in results and
-              fetched(results["v4"], digest), results.get("v4") and results["v4"].stderr[-300:])
+        check("IPv4 at the same time through the same boxes: bytes verified", r4 and fetched(r4, digest),
+              r4 and r4.stderr[-300:])
         ended = {box: [c for c in lab.connections(box) if c.get("ended") and c["server"].endswith(":80")]
                  for box in ("branch", "dc")}
         b6 = next((c for c in ended["branch"] if c["server"] == f"[{SERVER6}]:80"), None)
@@ -284,17 +290,10 @@ def lab_two(work, origin, digest):
             start_origins(lab, origin, log)
         for box in ("branch", "mid", "dc"):
             lab.start_box(box, lab.box_config(box, IDS[box], box, extra=RULES))
-        cap = Capture(lab, "branch", "mid0", "198.18.0.2", DISSECTOR, ports=(80,))
-        results = {}
-        v4 = threading.Thread(target=lambda: results.update(v4=lab.curl(f"http://{SERVER4}/file.bin?three-v4")))
-        v4.start()
-        r6 = lab.curl(f"http://[{SERVER6}]/file.bin?three-v6")
-        v4.join(90)
-        packets = cap.stop()
+        r6, r4, packets = both_families(lab, "mid0", "three-v6", "three-v4")
         check("three boxes, IPv6: curl -6 succeeds, bytes verified", fetched(r6, digest),
               f"rc={r6.returncode} {r6.stderr[-300:]!r}")
-        check("three boxes, IPv4 at the same time: bytes verified", "v4" in results and fetched(results["v4"], digest),
-              results.get("v4") and results["v4"].stderr[-300:])
+        check("three boxes, IPv4 at the same time: bytes verified", r4 and fetched(r4, digest), r4 and r4.stderr[-300:])
         six = {}
         for box in ("branch", "mid", "dc"):
             ended = [c for c in lab.connections(box) if c.get("ended") and c["server"] == f"[{SERVER6}]:80"]
