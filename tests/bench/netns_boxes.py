@@ -36,13 +36,13 @@ async def echo(reader, writer):
         writer.close()
 
 
-def open_lab(prefix, work, wanopt, delay_ms, ipv6=False):
+def open_lab(prefix, work, wanopt, delay_ms, ipv6=False, one_arm=False):
     """A Lab (not up yet) for `wanopt`, with the lab PKI made in `work`; dual-stack
-    with `ipv6`."""
+    with `ipv6`, the boxes policy-routed by their routers with `one_arm`."""
     subprocess.run([str(REPO / "tests/lab/make-pki"), os.path.join(work, "pki")], check=True, capture_output=True)
     build = Path(wanopt).parent.parent
     return Lab(prefix, work, wanopt, str(REPO / "tests/lab/netlab"), str(build / "tests/lab/wanopt_delayline"),
-               delay_ms=delay_ms, ipv6=ipv6)
+               delay_ms=delay_ms, ipv6=ipv6, one_arm=one_arm)
 
 
 def box_config(lab, box, extra, log_level, keepalive_ms=None):
