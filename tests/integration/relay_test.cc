@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -199,36 +200,26 @@ TEST_CASE("a WAN read of highly compressed frames goes to the LAN a MiB at a tim
   constexpr size_t kZeros = size_t{512} << 20;
   int fd = ConnectTo(pair.entry());
   REQUIRE(fd >= 0);
-  std::thread writer([fd] {
-    std::vector<char> zeros(1 << 20, 0);
-    std::string id("\0\0\0\0\0\0\0\x42", 8);
-    bool ok = SendAll(fd, id);
-    for (size_t sent = 0; ok && sent < kZeros; sent += zeros.size()) ok = SendAll(fd, {zeros.data(), zeros.size()});
-    ::shutdown(fd, SHUT_WR);
-  });
-  writer.join();
-  // Everything went up and the origin's echo reached the datacenter box, which
-  // encodes and writes it at once (a few hundred KiB of frames: the sockets hold them).
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (pair.datacenter->counters().lan_in.load() < kZeros + 8 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::yield();  // bounded polling of a condition
-  }
-  REQUIRE(pair.datacenter->counters().lan_in.load() == kZeros + 8);
+  // Written whole before reading: the echo comes back as a few hundred KiB of
+  // frames, which the sockets hold.
+  const std::string id("\0\0\0\0\0\0\0\x42", 8);
+  const std::vector<char> zeros(1 << 20, 0);
+  bool sent_all = SendAll(fd, id);
+  for (size_t sent = 0; sent_all && sent < kZeros; sent += zeros.size()) sent_all = SendAll(fd, {zeros.data(), zeros.size()});
+  REQUIRE(sent_all);
+  ::shutdown(fd, SHUT_WR);
+  // The origin's echo reached the datacenter box, which encodes and writes it at once.
+  REQUIRE(WaitFor([&] { return pair.datacenter->counters().lan_in.load() == kZeros + 8; }, std::chrono::seconds(60)));
   {
     std::ofstream reset("/proc/self/clear_refs");
     reset << "5";  // VmHWM := VmRSS
   }
   uint64_t rss_before = StatusKib("VmRSS");
+  bool only_zeros = ReadExactly(fd, id.size()) == id;
+  size_t received = id.size();
   std::vector<char> buffer(1 << 20);
-  size_t received = 0;
-  bool only_zeros = true;
-  for (;;) {
-    ssize_t n = ::read(fd, buffer.data(), buffer.size());
-    if (n <= 0) break;
-    for (ssize_t i = 0; i < n; ++i) {
-      if (received + static_cast<size_t>(i) >= 8 && buffer[static_cast<size_t>(i)] != 0) only_zeros = false;
-    }
-    received += static_cast<size_t>(n);
+  for (ssize_t n; (n = ::read(fd, buffer.data(), buffer.size())) > 0; received += static_cast<size_t>(n)) {
+    only_zeros = only_zeros && std::all_of(buffer.begin(), buffer.begin() + n, [](char c) { return c == 0; });
   }
   ::close(fd);
   uint64_t peak_growth_mib = (StatusKib("VmHWM") - rss_before) / 1024;
