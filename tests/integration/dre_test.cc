@@ -64,6 +64,22 @@ TEST_CASE("second pass reduces, and still does after both proxies restart") {
                    << after.reduction() << "%");
 }
 
+// [dre] read_cache_mb reaches the store: a datacenter without a read cache decodes the
+// second pass from its segment files, the branch (the default cache) keeps chunks in memory.
+TEST_CASE("read_cache_mb = 0: the datacenter's store caches nothing and still decodes the second pass") {
+  TempDir dir;
+  Pair pair({.branch_store = dir.path + "/branch",
+             .datacenter_store = dir.path + "/dc",
+             .datacenter_read_cache_bytes = 0});
+  auto data = lab::SampleText(4 << 20, 12);
+  CHECK(Send(pair, 1, data).verified);
+  Transfer second = Send(pair, 2, data);
+  CHECK(second.verified);
+  CHECK(second.reduction() > 99.0);
+  CHECK(pair.datacenter->store()->stats().cache_bytes == 0);
+  CHECK(pair.branch->store()->stats().cache_bytes > 0);
+}
+
 TEST_CASE("datacenter datastore wiped between transfers: bytes still correct") {
   TempDir dir;
   Pair pair({.branch_store = dir.path + "/branch", .datacenter_store = dir.path + "/dc"});

@@ -59,6 +59,7 @@ void Pair::Start() {
     dc.datacenter->serves = options.datacenter_serves;
     dc.dre.datastore = options.datacenter_store;
     dc.dre.max_bytes = options.datacenter_store_bytes;
+    dc.dre.read_cache_bytes = options.datacenter_read_cache_bytes;
     dc.wan.congestion = options.congestion;
     dc.peering = options.datacenter_security;
     datacenter = std::make_unique<Daemon>(dc);

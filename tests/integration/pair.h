@@ -27,6 +27,7 @@ struct PairOptions {
   std::string branch_store;
   std::string datacenter_store;
   uint64_t datacenter_store_bytes = uint64_t{1} << 30;
+  uint64_t datacenter_read_cache_bytes = DreConfig{}.read_cache_bytes;  // [dre] read_cache_mb
   std::string branch_device_id = "02:00:00:00:00:01";
   // [datacenter]: where it listens (loopback unless given), plaintext_peers, serves.
   boost::asio::ip::address datacenter_listen = boost::asio::ip::address_v4::loopback();
