@@ -20,12 +20,15 @@
 namespace wanopt::bench {
 namespace {
 
+// A box's read cache unless [dre] read_cache_mb says otherwise.
+const uint64_t kDefaultReadCache = datastore::ChunkStoreOptions{}.cache_bytes;
+
 struct CodecBox {
   std::string dir;
   std::unique_ptr<datastore::ChunkStore> store;
   std::unique_ptr<dre::PeerTable> peers;
   // `cache_bytes`: the store's read cache (a box's [dre] read_cache_mb).
-  CodecBox(const std::string& path, uint64_t cache_bytes = datastore::ChunkStoreOptions{}.cache_bytes) : dir(path) {
+  CodecBox(const std::string& path, uint64_t cache_bytes = kDefaultReadCache) : dir(path) {
     std::string error;
     datastore::ChunkStoreOptions options;
     options.path = dir + "/store";
@@ -233,10 +236,9 @@ void DreBench::RunMicro() {
               micro_repeats);
   std::fflush(stdout);
   MicroResult micro, cached;
-  const uint64_t default_cache = datastore::ChunkStoreOptions{}.cache_bytes;
   {
     Bytes text = TextOf(corpus, std::min(micro_size, distinct), 0);
-    micro = CodecMicro(text, micro_repeats, default_cache);
+    micro = CodecMicro(text, micro_repeats, kDefaultReadCache);
     // The same with a read cache that holds the whole repeat ([dre] read_cache_mb).
     cached = CodecMicro(text, micro_repeats, 2 * text.size() + (uint64_t{8} << 20));
     for (const MicroResult* m : {&micro, &cached}) {
@@ -268,7 +270,7 @@ void DreBench::RunMicro() {
                        {{"encode redundant", "≥ 1000 MB/s", Num(er, 0) + " MB/s", ok && er >= 1000}});
     r3.wan = Count(static_cast<uint64_t>(micro.redundant_wire * micro.bytes));
     r3.reduction = Pct(100 * (1 - micro.redundant_wire));
-    Row r4 = micro_row("M4. codec decode, fully redundant (read cache " + MiB(default_cache) +
+    Row r4 = micro_row("M4. codec decode, fully redundant (read cache " + MiB(kDefaultReadCache) +
                            ": the rest read back from the segment files)",
                        dr, Median(micro.dec_redundant_cpu),
                        {{"decode redundant faster than encode", "> encode (" + Num(er, 0) + " MB/s)", Num(dr, 0) + " MB/s",
@@ -295,7 +297,7 @@ void DreBench::RunMicro() {
     j.Dbl("decode_novel_mbps_median", dn, 1).Raw("decode_novel_mbps", arr(micro.dec_novel));
     j.Dbl("encode_redundant_mbps_median", er, 1).Raw("encode_redundant_mbps", arr(micro.enc_redundant));
     j.Dbl("decode_redundant_mbps_median", dr, 1).Raw("decode_redundant_mbps", arr(micro.dec_redundant));
-    j.Int("read_cache_bytes", default_cache);
+    j.Int("read_cache_bytes", kDefaultReadCache);
     j.Dbl("decode_redundant_whole_repeat_cached_mbps_median", dc, 1)
         .Raw("decode_redundant_whole_repeat_cached_mbps", arr(cached.dec_redundant));
     j.Raw("encode_novel_mb_per_process_cpu_s", arr(micro.enc_novel_cpu));

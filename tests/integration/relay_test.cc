@@ -205,7 +205,9 @@ TEST_CASE("a WAN read of highly compressed frames goes to the LAN a MiB at a tim
   const std::string id("\0\0\0\0\0\0\0\x42", 8);
   const std::vector<char> zeros(1 << 20, 0);
   bool sent_all = SendAll(fd, id);
-  for (size_t sent = 0; sent_all && sent < kZeros; sent += zeros.size()) sent_all = SendAll(fd, {zeros.data(), zeros.size()});
+  for (size_t sent = 0; sent_all && sent < kZeros; sent += zeros.size()) {
+    sent_all = SendAll(fd, {zeros.data(), zeros.size()});
+  }
   REQUIRE(sent_all);
   ::shutdown(fd, SHUT_WR);
   // The origin's echo reached the datacenter box, which encodes and writes it at once.

@@ -243,7 +243,8 @@ std::vector<StoreView> Stores(const Model& m) {
   std::vector<StoreView> stores;
   for (const Daemon* b : m.boxes) {
     if (!b->store()) continue;
-    stores.push_back({b->config().name, b->store()->stats(), b->config().dre.max_bytes, b->config().dre.read_cache_bytes});
+    const DreConfig& dre = b->config().dre;
+    stores.push_back({b->config().name, b->store()->stats(), dre.max_bytes, dre.read_cache_bytes});
   }
   return stores;
 }
