@@ -49,13 +49,14 @@ from netns_boxes import (REPO, SERVER, SERVER6, box_config, box_reading, echo, k
                          wait_metric)
 
 FAILED_DIR = os.environ.get("WANOPT_SOAK_FAILED_DIR")  # where the workers keep payloads that failed
+PASS_THROUGH_PORT = 9001  # RULES pass it through; every other port is optimized
 # port -> (what it is, weight)
 PORTS = {9000: ("F, TLS", 45), 9002: ("F, plaintext channel", 10), 9003: ("L", 15), 9004: ("D", 15),
-         9001: ("pass-through by rule", 15)}
-RULES = """
+         PASS_THROUGH_PORT: ("pass-through by rule", 15)}
+RULES = f"""
 [intercept]
 [[intercept.rule]]
-ports = "9001"
+ports = "{PASS_THROUGH_PORT}"
 action = "pass-through"
 [[intercept.rule]]
 ports = "9002"
@@ -329,7 +330,7 @@ def main():
             ]
             # Optimized, not merely relayed: the branch's inner channels to the dc
             # carried the transfers of every port but the pass-through one.
-            optimized = sum(v[0] for p, v in t["by_port"].items() if p != "9001")
+            optimized = sum(v[0] for p, v in t["by_port"].items() if int(p) != PASS_THROUGH_PORT)
             peered = int(metrics(lab, "branch").get("wanopt_peer_connections_total", 0))
             r["optimized"] = {"transfers_on_optimized_ports": optimized, "branch_peer_connections": peered}
             checks.append(("the optimized ports' transfers went through the dc box (>= 99%)",

@@ -11,6 +11,13 @@ class Malformed(Exception):
     pass
 
 
+def split_host_port(text):
+    """"host:port" or "[ipv6]:port" -> (the address, the port, the host as a Host
+    header writes it: IPv6 bracketed)."""
+    host, port = text.rsplit(":", 1)
+    return host.strip("[]"), int(port), host
+
+
 class HttpStream:
     """A socket with a read buffer: heads, then a Content-Length or chunked body."""
 

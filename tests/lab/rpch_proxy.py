@@ -69,7 +69,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rpch_wire as w  # noqa: E402
-from rpch_http import HttpStream, Malformed  # noqa: E402
+from rpch_http import HttpStream, Malformed, split_host_port  # noqa: E402
 
 OUT_CONTENT_LENGTH = 1 << 30
 OUT_HEAD = b"HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\nContent-Length: %d\r\n\r\n" % OUT_CONTENT_LENGTH
@@ -320,12 +320,10 @@ class Proxy:
                 del self.vcs[vc.cookie]
 
     def serve(self, listen):
-        host, port = listen.rsplit(":", 1)
-        family = socket.AF_INET6 if host.startswith("[") else socket.AF_INET
-        host = host.strip("[]")
-        ls = socket.socket(family, socket.SOCK_STREAM)
+        host, port, _ = split_host_port(listen)
+        ls = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ls.bind((host, int(port)))
+        ls.bind((host, port))
         ls.listen(128)
         self.log("listening", addr=listen, backend=self.backend, echo_port=self.echo_port)
         print("READY", flush=True)

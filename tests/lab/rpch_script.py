@@ -34,6 +34,7 @@ import threading
 import time
 
 import rpch_wire as w
+from rpch_http import split_host_port
 
 
 def _basic(user, password, domain):
@@ -72,16 +73,10 @@ def wait_end(sock, deadline):
     return "open", time.monotonic() - t0
 
 
-def split_proxy(proxy):
-    """"host:port" or "[ipv6]:port" -> (address, port, the Host header's host)."""
-    host, port = proxy.rsplit(":", 1)
-    return host.strip("[]"), int(port), host
-
-
 class EchoClient:
     def __init__(self, req):
         self.req = req
-        host, port, self.host_header = split_proxy(req["proxy"])
+        host, port, self.host_header = split_host_port(req["proxy"])
         self.addr = (host, port)
         self.query = f"{req['server']}:{req.get('port', 6001)}"
         self.vc, self.assoc = w.new_cookie(), w.new_cookie()
@@ -362,7 +357,7 @@ def echo(req):
 
 def hostile(req):
     """Malformed inputs, each on a connection of its own; how each ended."""
-    host, port, _ = split_proxy(req["proxy"])
+    host, port, _ = split_host_port(req["proxy"])
     q = f"/rpc/rpcproxy.dll?{req['server']}:{req.get('port', 6001)}"
     auth = "Authorization: Basic " + _basic("Administrator", "x", "WANOPT") + "\r\n"
     vc, ch, assoc = w.new_cookie(), w.new_cookie(), w.new_cookie()
@@ -394,7 +389,7 @@ def hostile(req):
     ]
     out = []
     for name, data, half_close in cases:
-        s = socket.create_connection((host, int(port)), timeout=5)
+        s = socket.create_connection((host, port), timeout=5)
         try:
             s.sendall(data)
             if half_close:

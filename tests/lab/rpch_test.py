@@ -156,6 +156,16 @@ def reduction(c):
     return 1 - wan / lan if lan else 0
 
 
+def ended_pair(lab, box, vc, since):
+    """Both channels of virtual connection `vc` on `box` (ids above `since`) once both
+    ended, and their LAN and WAN bytes together."""
+    lines = wait_for(lambda: [c for c in vc_connections(lab, box, vc) if c["id"] > since]
+                     if sum(1 for c in vc_connections(lab, box, vc) if c.get("ended")) == 2 else [])
+    lan = sum(c["lan_in"] + c["lan_out"] for c in lines)
+    wan = sum(c["wan_in"] + c["wan_out"] for c in lines)
+    return lines, lan, wan
+
+
 def ipv6_echo(lab, client):
     first = rc.call(client, {"op": "echo", "proxy": PROXY6, "server": NAME, "size": 4 << 20, "seed": 11})
     since = lab.last_id("branch")
@@ -163,10 +173,7 @@ def ipv6_echo(lab, client):
     check("IPv6: 4 MiB echoed identically through the pair, twice",
           first["identical"] and second["identical"] and first["sha256"] == second["sha256"], (first, second))
     vc = second["vc"]
-    lines = wait_for(lambda: [c for c in vc_connections(lab, "branch", vc) if c["id"] > since]
-                     if sum(1 for c in vc_connections(lab, "branch", vc) if c.get("ended")) == 2 else [])
-    lan = sum(c["lan_in"] + c["lan_out"] for c in lines)
-    wan = sum(c["wan_in"] + c["wan_out"] for c in lines)
+    lines, lan, wan = ended_pair(lab, "branch", vc, since)
     print(f"  IPv6: the second 4 MiB echo, virtual connection {vc}: LAN {lan} bytes, WAN {wan}")
     check("IPv6, branch: both channels of the virtual connection optimized with the dc, the server bracketed, "
           "reduced by 90 % or more",
@@ -243,10 +250,7 @@ def main():
             # The call is its request (IN channel) and its answer (OUT channel): the
             # virtual connection's bytes together, on each box.
             for box in ("branch", "dc"):
-                lines = wait_for(lambda: [c for c in vc_connections(lab, box, vc2) if c["id"] > since[box]]
-                                 if sum(1 for c in vc_connections(lab, box, vc2) if c.get("ended")) == 2 else [])
-                lan = sum(c["lan_in"] + c["lan_out"] for c in lines)
-                wan = sum(c["wan_in"] + c["wan_out"] for c in lines)
+                lines, lan, wan = ended_pair(lab, box, vc2, since[box])
                 r = 1 - wan / lan if lan else 0
                 print(f"  {box}: the second 4 MiB echo, virtual connection {vc2}: LAN {lan} bytes, WAN {wan}, "
                       f"reduction {r:.1%}")

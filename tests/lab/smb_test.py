@@ -97,10 +97,10 @@ def wire_view(packets):
     return len(reads), sum(m["signed"] for m in reads), transforms
 
 
-def fetch(lab, work, client, name, expected, label):
+def fetch(lab, work, client, name, expected, label, ip=smbd_peer.SERVER_IP):
     out = os.path.join(work, f"out-{client}.bin")
     since = lab.last_id("branch")
-    r = CLIENTS[client](lab.ns("client"), smbd_peer.SERVER_IP, name, out)
+    r = CLIENTS[client](lab.ns("client"), ip, name, out)
     same = r.ok and smbd_peer.sha256_file(out) == expected
     check(f"{label}: {client} gets a byte-identical copy ({r.seconds:.2f} s)", same, r.output)
     conn = lab.wait_ended("branch", 445, since)
@@ -231,17 +231,10 @@ def netbios_fetch(lab, work, digest):
 def ipv6_fetches(lab, work, digest):
     """10: every client over IPv6."""
     for client in CLIENTS:
-        out = os.path.join(work, f"out6-{client}.bin")
-        since = lab.last_id("branch")
-        r = CLIENTS[client](lab.ns("client"), SERVER6, "f.bin", out)
-        check(f"IPv6: {client} gets a byte-identical copy ({r.seconds:.2f} s)",
-              r.ok and smbd_peer.sha256_file(out) == digest, r.output)
-        conn = lab.wait_ended("branch", 445, since) or {}
-        check(f"IPv6: {client}: the branch optimized [{SERVER6}]:445 with the dc ({notes(conn)})",
-              conn.get("server") == f"[{SERVER6}]:445" and conn.get("peer") == IDS["dc"], conn)
-        if client != "smbclient":
-            check(f"IPv6: {client}: READs answered at the branch", "answered here" in notes(conn) and
-                  "hit rate 100%" in notes(conn), conn)
+        branch, dc = fetch(lab, work, client, "f.bin", digest, "IPv6", ip=SERVER6)
+        check(f"IPv6: {client}: the branch lists the server bracketed", branch.get("server") == f"[{SERVER6}]:445",
+              branch)
+        check_read_ahead("IPv6", client, branch, dc, None)
 
 
 def main():
