@@ -3,7 +3,6 @@ intercepting lab with a branch and a datacenter box, an asyncio echo server to
 stand behind it, readings of a box process and of its metrics, and keeping the
 boxes' logs. The lab itself is tests/lab/labkit.py's."""
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -51,7 +50,8 @@ def box_config(lab, box, extra, log_level, keepalive_ms=None):
     text = Path(path).read_text().replace("threads = 1", "threads = 2")
     text = text.replace('log_level = "debug"', 'log_level = "%s"' % log_level)
     if keepalive_ms is not None:
-        text = text.replace("connect_ms = 3000", "connect_ms = 3000\nkeepalive_ms = %d" % keepalive_ms)
+        text = text.replace("\n[dre]\n", "\n[timeouts]\nkeepalive_ms = %d\n[dre]\n" % keepalive_ms, 1)
+        assert "keepalive_ms" in text, "labkit's box config has no [dre] table to put [timeouts] before"
     Path(path).write_text(text)
     return path
 

@@ -224,7 +224,12 @@ def render(r):
                           for p, v in sorted(r["totals"]["by_port"].items())),
                 ", ".join("%s %d/%d" % (k, v[1], v[0]) for k, v in sorted(r["totals"]["by_content"].items())),
                 ", ".join("%s %d/%d" % (k, v[1], v[0]) for k, v in sorted(r["totals"].get("by_family", {}).items()))
-                or "IPv4 only"), "",
+                or "IPv4 only"),
+            "- optimized: %s of %s transfers on the optimizing ports went through the dc box; the WAN's TUNs "
+            "dropped %s packets" % (
+                r.get("optimized", {}).get("branch_peer_connections", "?"),
+                r.get("optimized", {}).get("transfers_on_optimized_ports", "?"),
+                ", ".join("%s %d" % kv for kv in sorted(r.get("wan_tun_drops", {}).items())) or "?"), "",
             "| t (s) | branch RSS MiB | dc RSS MiB | branch fds | dc fds | branch store MiB | dc store MiB "
             "| active (branch / dc) |", "|---:|---:|---:|---:|---:|---:|---:|---|"]
     for s in r["samples"]:
@@ -333,6 +338,9 @@ def main():
             optimized = sum(v[0] for p, v in t["by_port"].items() if int(p) != PASS_THROUGH_PORT)
             peered = int(metrics(lab, "branch").get("wanopt_peer_connections_total", 0))
             r["optimized"] = {"transfers_on_optimized_ports": optimized, "branch_peer_connections": peered}
+            # A packet lost on the WAN can cost a connection its optimization (a lost SYN
+            # carrying the offer, then its retransmission too): what the lab's TUNs dropped.
+            r["wan_tun_drops"] = lab.tun_drops()
             checks.append(("the optimized ports' transfers went through the dc box (>= 99%)",
                            optimized > 0 and peered >= 0.99 * optimized, r["optimized"]))
             if ipv6:

@@ -8,6 +8,7 @@ connection record that ended), never by sleeping a fixed time."""
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -77,6 +78,13 @@ class Lab:
             self.stop(name)
         subprocess.run([self.netlab, "--prefix", self.prefix, "down"], env=self.env, capture_output=True, timeout=60)
 
+    def tun_drops(self):
+        """{node: packets} its WAN TUN dropped before the delay line read them, from `netlab status`."""
+        r = subprocess.run([self.netlab, "--prefix", self.prefix, "status"], env=self.env, capture_output=True,
+                           text=True, timeout=30)
+        return {m.group(1): int(m.group(2))
+                for m in re.finditer(r"(\S+) wan0 \(TUN\): sent \d+ packets .* dropped (\d+) ", r.stdout)}
+
     def spawn(self, name, node, *cmd, **kw):
         p = subprocess.Popen(["ip", "netns", "exec", self.ns(node), *cmd], **kw)
         self.procs[name] = p
@@ -104,8 +112,6 @@ name = "{box}"
 device_id = "{device_id}"
 threads = 1
 log_level = "debug"
-[timeouts]
-connect_ms = 3000
 [dre]
 datastore = "{self.work}/{self.prefix}-{box}-store"
 max_size_mb = 64
@@ -161,6 +167,12 @@ key = "{pki}/{cert}.key"
     def last_id(self, node):
         cs = self.connections(node)
         return max([c["id"] for c in cs], default=0)
+
+    def rule_packets(self, node, table, chain, comment, tool="iptables"):
+        """Packets counted by the rule in NODE's TABLE CHAIN tagged `-m comment --comment COMMENT`."""
+        out = self.run(node, tool, "-w", "5", "-t", table, "-L", chain, "-v", "-x", "-n", check_rc=True).stdout
+        counts = [int(line.split()[0]) for line in out.splitlines() if f"/* {comment} */" in line]
+        return counts[0] if counts else None
 
     def print_logs(self):
         for log in sorted(os.listdir(self.work)):

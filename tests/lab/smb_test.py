@@ -132,12 +132,15 @@ def wire_consistency(lab, work, data_digest):
     client_cap = SmbCapture(lab, "client", "eth0", "198.18.1.1", DISSECTOR, ports=(445,))
     server_cap = SmbCapture(lab, "server", "eth0", "198.18.2.1", DISSECTOR, ports=(445,))
     branch, _ = fetch(lab, work, "smbget", "f.bin", data_digest, "signing disabled, both LANs captured")
-    client_ms, server_ms = messages(client_cap.stop()), messages(server_cap.stop())
+    client_packets = client_cap.stop()
+    client_ms, server_ms = messages(client_packets), messages(server_cap.stop())
     requests = [m["id"] for m in client_ms if not m["response"] and m["cmd"] != 12]  # CANCEL reuses an id
     finals = [m["id"] for m in client_ms if m["response"] and m["status"] != 0x103 and m["id"] != 2**64 - 1]
+    odd = set(requests) ^ set(finals)
     check(f"client's LAN: each of the client's {len(requests)} requests got exactly one final answer",
           sorted(requests) == sorted(finals) and len(set(requests)) == len(requests),
-          (sorted(set(requests) ^ set(finals)), len(requests), len(finals)))
+          (sorted(odd), len(requests), len(finals),
+           [p for p in client_packets if odd & {int(i) for i in p["smb2.msg_id"].split(",") if i.isdigit()}]))
     server_requests = [m["id"] for m in server_ms if not m["response"] and m["cmd"] != 12]
     check(f"server's LAN: no MessageId used twice ({len(server_requests)} requests, read-ahead's included)",
           len(server_requests) == len(set(server_requests)) and len(server_requests) >= len(requests),
