@@ -16,9 +16,13 @@ of deploy/intercept. Lab 1 (client -- branch == WAN == dc -- server, 10 ms one w
      inner channel's hello and hello-ack.
   3. A closed port: curl says "Connection refused" (exit 7), as without the boxes.
   4. The option stripped in the WAN (TCPOPTSTRIP): pass-through, reason names it.
+     A SYN lost on the WAN (the first one carrying the option, dropped as it
+     leaves the branch): optimized all the same, the retransmission carried it.
   5. A server that drops SYNs carrying options: the connection still succeeds
-     (retried without); the second time in a row the server is remembered (one
-     lost SYN is not enough), and the next one is passed by as remembered.
+     (two SYNs with the option, iptables on the server counts them, then one
+     without); the second time in a row (one SYN with the option: the server is
+     suspected) the server is remembered (one lost SYN is not enough), and the
+     next one is passed by as remembered (none with the option).
   6. A fake datacenter box whose certificate is not from our CA: pass-through with
      "failed authentication", bytes still right, the fake box served nothing.
   7. The datacenter box stopped: curl still succeeds, pass-through "no peer".
@@ -200,6 +204,25 @@ def lab_one(work, origin, digest):
         for rule in STRIP:
             lab.run("branch", "iptables", "-t", "mangle", "-D", *rule, check_rc=True)
 
+        # 4b. A SYN lost on the WAN: the first SYN carrying the option is dropped as it
+        #     leaves the branch. Its retransmission carries the option again (the
+        #     server is not suspected), so the connection is optimized all the same.
+        lost = ("POSTROUTING", "-o", "wan0", "-p", "tcp", "--syn", "-m", "tcp", "--tcp-option", "33",
+                "-m", "recent", "!", "--rcheck", "--name", "wanopt_lost", "-m", "recent", "--set", "--name",
+                "wanopt_lost", "-m", "comment", "--comment", "lost-syn", "-j", "DROP")
+        lab.run("branch", "iptables", "-t", "mangle", "-I", *lost, check_rc=True)
+        start = lab.last_id("branch")
+        r = lab.curl(f"http://{SERVER}/file.bin?lost-syn")
+        b = lab.wait_ended("branch", 80, start)
+        dropped = lab.rule_packets("branch", "mangle", "POSTROUTING", "lost-syn")
+        lab.run("branch", "iptables", "-t", "mangle", "-D", *lost, check_rc=True)
+        check("a lost SYN: curl succeeds, bytes verified", r.returncode == 0 and
+              hashlib.sha256(r.stdout).hexdigest() == digest, r.stderr)
+        check("a lost SYN: exactly one SYN with the option dropped, the connection optimized with the dc "
+              "(the retransmission carried the option)",
+              dropped == 1 and b and b["peer"] == IDS["dc"] and
+              not any("pass-through" in n for n in b["notes"]), (dropped, b))
+
         # Asymmetric routing: the server's replies to the client's address do not
         # come back through the dc (dropped there, as if they took another path).
         # After the other cases with this dc: it remembers the server for an hour.
@@ -252,33 +275,42 @@ def lab_one(work, origin, digest):
               b and any("no peer on the path" in n for n in b["notes"]), b)
 
         # 5. A server that drops SYNs carrying TCP option 33 (no dc on the path).
-        lab.run("server", "iptables", "-I", "INPUT", "-p", "tcp", "--syn", "-m", "tcp", "--tcp-option", "33",
-                "-j", "DROP", check_rc=True)
+        dropper = ("INPUT", "-p", "tcp", "--syn", "-m", "tcp", "--tcp-option", "33",
+                   "-m", "comment", "--comment", "option-dropper", "-j", "DROP")
+        lab.run("server", "iptables", "-I", *dropper, check_rc=True)
         start = lab.last_id("branch")
         r = lab.curl(f"http://{SERVER}/file.bin?option-dropped")
         b = lab.wait_ended("branch", 80, start)
+        first = lab.rule_packets("server", "filter", "INPUT", "option-dropper")
         check("option-dropping server: curl succeeds (the SYN was retried without the option)",
               r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == digest, r.stderr)
-        check("option-dropping server, once: reason says so, not remembered yet (one lost SYN is not enough)",
-              b and any("retransmission without it" in n and "remembered if it happens again" in n
-                        for n in b["notes"]), b)
+        check("option-dropping server, once: two SYNs with the option dropped (the first retransmission "
+              "carried it too), reason says so, not remembered yet (one lost SYN is not enough)",
+              first == 2 and b and any("the two SYNs carrying option 0x21" in n and "retransmission without it" in n
+                                       and "remembered if it happens again" in n for n in b["notes"]),
+              (first, b))
         start = lab.last_id("branch")
         r = lab.curl(f"http://{SERVER}/file.bin?option-dropped-twice")
         b = lab.wait_ended("branch", 80, start)
-        check("option-dropping server, twice in a row: curl succeeds, the server is remembered",
-              r.returncode == 0 and b and any("twice in a row: remembered for" in n for n in b["notes"]), b)
+        second = lab.rule_packets("server", "filter", "INPUT", "option-dropper")
+        check("option-dropping server, twice in a row: one SYN with the option (suspected: the first "
+              "retransmission went without), curl succeeds, the server is remembered",
+              second == first + 1 and r.returncode == 0 and b and
+              any("twice in a row: remembered for" in n for n in b["notes"]), (second, b))
         start = lab.last_id("branch")
         r = lab.curl(f"http://{SERVER}/file.bin?option-dropped-again")
         b = lab.wait_ended("branch", 80, start)
-        check("option-dropping server, next connection: passed by at once as remembered",
-              r.returncode == 0 and b and any("drops SYNs carrying TCP options" in n for n in b["notes"]), b)
-        lab.run("server", "iptables", "-D", "INPUT", "-p", "tcp", "--syn", "-m", "tcp", "--tcp-option", "33",
-                "-j", "DROP", check_rc=True)
+        third = lab.rule_packets("server", "filter", "INPUT", "option-dropper")
+        check("option-dropping server, next connection: passed by at once as remembered, no SYN with the option",
+              third == second and r.returncode == 0 and b and
+              any("drops SYNs carrying TCP options" in n for n in b["notes"]), (third, b))
+        lab.run("server", "iptables", "-D", *dropper, check_rc=True)
 
         # Transparency: in every case of the hard-cases table but asymmetric routing
         # the server saw the client's address, as without the boxes (the branch's
         # probe, which carries pass-through connections, comes from it too).
-        for tag in ("optimized", "plaintext", "rule-pass-through", "option-stripped", "fake", "again", "no-peer",
+        for tag in ("optimized", "plaintext", "rule-pass-through", "option-stripped", "lost-syn", "fake", "again",
+                    "no-peer",
                     "option-dropped", "option-dropped-twice", "option-dropped-again"):
             check(f"the server saw fetch {tag} from the client's address",
                   seen_from(server_log, tag) == CLIENT, seen_from(server_log, tag))

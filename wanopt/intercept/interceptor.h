@@ -23,8 +23,9 @@
 // port or a dead server looks the same through the boxes as without them. Holding
 // the SYN costs no round trip: the client gets its SYN-ACK when the server's comes.
 //
-// Hard cases: a server that drops SYNs carrying options (the probe's retransmitted
-// SYN goes without; the second time in a row the server is remembered for
+// Hard cases: a server that drops SYNs carrying options (the branch's probe sends
+// the option on its first retransmission too, since a SYN lost on the WAN looks the
+// same, then goes without; the second time in a row the server is remembered for
 // option_drop_memory: one lost SYN is not enough), an option
 // stripped on the way (pass-through; named so when a peer had answered for that
 // server before), a peer that fails authentication (pass-through, remembered),

@@ -151,6 +151,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     std::optional<tcp::socket> probe;
     ProbeKey probe_key;
     int syns_seen = 0;                        // our probe's SYN and its retransmissions
+    int syns_with_option = 1;                 // how many of them carry the offer (SynsWithOption)
     bool retried_without_option = false;
     bool synack_seen = false;
     std::optional<DiscoveryOption> answer;    // a box answered in the SYN-ACK

@@ -17,7 +17,7 @@ Clock::duration Interceptor::Impl::AsymmetryTimeout(const address& server) const
 }
 
 Clock::duration Interceptor::Impl::ProbeTimeout(const Held& h) const {
-  return ProbeWait(h.transparent, !h.upstream, AsymmetryTimeout(h.key.server), config_timeout());
+  return ProbeWait(h.transparent, !h.upstream, AsymmetryTimeout(h.key.server), config_timeout(), h.syns_with_option);
 }
 
 // The kernel's smoothed RTT of a connected probe: what AsymmetryTimeout scales by.
@@ -33,6 +33,10 @@ void Interceptor::Impl::RecordServerRtt(const address& server, tcp::socket& prob
 
 void Interceptor::Impl::StartProbe(std::unique_ptr<Held> held) {
   Decide(held->key, Verdict::kHeld, config_timeout() + std::chrono::seconds(5)).sequence = held->sequence;
+  auto suspect = option_drop_suspects_.find(held->key.server);
+  held->syns_with_option =
+      SynsWithOption(!held->upstream, suspect != option_drop_suspects_.end() && suspect->second.until > Clock::now(),
+                     AsymmetryTimeout(held->key.server), config_timeout());
   tcp::socket probe(loop_);
   error_code ec;
   tcp family = held->key.server.is_v6() ? tcp::v6() : tcp::v4();
@@ -80,21 +84,22 @@ void Interceptor::Impl::StartProbe(std::unique_ptr<Held> held) {
   probes_[h->probe_key] = h;
 }
 
-// Our probe's SYN on its way out: add the offer to the first transmission only.
+// Our probe's SYN on its way out: add the offer to the first transmissions only
+// (SynsWithOption).
 void Interceptor::Impl::OnProbeSyn(const QueuedPacket& p, const TcpSegment& s) {
   auto it = probes_.find(ProbeKey{address(), s.source_port, s.destination, s.destination_port});
   if (it == probes_.end()) it = probes_.find(ProbeKey{s.source, s.source_port, s.destination, s.destination_port});
   if (it == probes_.end() || p.mark != kMarkProbe) return queue_->Accept(p.id);
   Held& h = *it->second;
   ++h.syns_seen;
-  if (h.offer && h.syns_seen == 1) {
+  if (h.offer && h.syns_seen <= h.syns_with_option) {
     if (auto with_option = AddOption(p.bytes, *h.offer)) return queue_->Accept(p.id, std::nullopt, *with_option);
     WANOPT_LOG(kInfo, "intercept") << "no room for option 0x21 in the SYN to " << FormatEndpoint(h.key.server, h.key.server_port)
                                    << ": probing without it";
     h.offer.reset();
   } else if (h.offer) {
-    // No answer to the SYN with the option: some servers and firewalls drop SYNs
-    // carrying options they do not know. The retransmission goes without.
+    // No answer to the SYNs with the option: some servers and firewalls drop SYNs
+    // carrying options they do not know. This retransmission goes without.
     h.retried_without_option = true;
   }
   queue_->Accept(p.id);

@@ -173,8 +173,9 @@ bool Interceptor::Impl::ConfirmOptionDropper(const address& server, Clock::time_
 std::string Interceptor::Impl::NoAnswerReason(const Held& h, const FlowKey& key) {
   if (!h.offer) return "no room for option 0x21 in the SYN";
   if (h.retried_without_option) {
-    std::string what = "server " + key.server.to_string() +
-                       " did not answer the SYN carrying option 0x21, only the retransmission without it";
+    std::string what = "server " + key.server.to_string() + " did not answer " +
+                       (h.syns_with_option > 1 ? "the two SYNs" : "the SYN") +
+                       " carrying option 0x21, only the retransmission without it";
     if (!ConfirmOptionDropper(key.server, h.started)) return what + ": a lost SYN, or a server that drops options (remembered if it happens again)";
     return what + ", twice in a row: remembered for " + Minutes(config_.option_drop_memory);
   }
