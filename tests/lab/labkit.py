@@ -252,7 +252,11 @@ class Capture:
         # A 64 MiB kernel buffer (the default is 2): decoding with the Lua dissector
         # lags behind a 2 MiB transfer on a loaded machine, and dumpcap drops what
         # does not fit (seen in CI: a whole connection missing from a capture).
-        cmd = ["tshark", "-l", "-n", "-B", "64", "-i", iface, "-f", capture_filter, "-X", f"lua_script:{dissector}"]
+        # Out-of-order reassembly: a veth reorders segments when the sender moves to the
+        # other CPU (per-CPU backlogs); without it tshark loses the PDU they carry (seen:
+        # an SMB2 READ response missing from a capture while the client got it).
+        cmd = ["tshark", "-l", "-n", "-B", "64", "-o", "tcp.reassemble_out_of_order:TRUE", "-i", iface,
+               "-f", capture_filter, "-X", f"lua_script:{dissector}"]
         for port in decode_as:
             cmd += ["-d", f"tcp.port=={port},wanopt"]
         cmd += ["-T", "fields", "-E", "separator=|"]

@@ -65,7 +65,8 @@ SETTINGS = [("signing disabled", dict(signing="disabled", encrypt="off"), None),
 class SmbCapture(Capture):
     """tshark on a LAN, one line per frame; a frame may carry several SMB2 messages."""
     FIELDS = ["smb2.cmd", "smb2.flags.response", "smb2.flags.signature", "smb2.nt_status", "smb2.msg_id",
-              "smb2.credits.granted", "smb2.header.transform.msg_size", "_ws.col.Protocol"]
+              "smb2.credits.granted", "smb2.header.transform.msg_size", "_ws.col.Protocol", "frame.number",
+              "tcp.srcport", "tcp.len", "tcp.seq", "_ws.col.Info"]
 
 
 def messages(packets):
@@ -127,6 +128,12 @@ def check_read_ahead(label, client, branch, dc, aside):
         check(f"{label}: {client}: read-ahead stepped aside, and the dc says why ({aside})", aside in notes(dc), dc)
 
 
+def around(packets, ids):
+    """The frames near those carrying any of `ids` (to tell a capture gap from a lost answer)."""
+    hits = [n for n, p in enumerate(packets) if ids & {int(i) for i in p["smb2.msg_id"].split(",") if i.isdigit()}]
+    return [packets[n] for n in sorted({m for h in hits for m in range(h - 2, h + 12) if 0 <= m < len(packets)})]
+
+
 def wire_consistency(lab, work, data_digest):
     """6: both LANs during one read-ahead fetch by smbget."""
     client_cap = SmbCapture(lab, "client", "eth0", "198.18.1.1", DISSECTOR, ports=(445,))
@@ -140,7 +147,7 @@ def wire_consistency(lab, work, data_digest):
     check(f"client's LAN: each of the client's {len(requests)} requests got exactly one final answer",
           sorted(requests) == sorted(finals) and len(set(requests)) == len(requests),
           (sorted(odd), len(requests), len(finals),
-           [p for p in client_packets if odd & {int(i) for i in p["smb2.msg_id"].split(",") if i.isdigit()}]))
+           around(client_packets, odd)))
     server_requests = [m["id"] for m in server_ms if not m["response"] and m["cmd"] != 12]
     check(f"server's LAN: no MessageId used twice ({len(server_requests)} requests, read-ahead's included)",
           len(server_requests) == len(set(server_requests)) and len(server_requests) >= len(requests),
