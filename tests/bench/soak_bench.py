@@ -45,8 +45,8 @@ sys.dont_write_bytecode = True
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import benchkit  # noqa: E402
-from netns_boxes import (REPO, SERVER, SERVER6, box_config, box_reading, echo, keep_logs, metrics, open_lab,  # noqa: E402
-                         wait_metric)
+from netns_boxes import (REPO, SERVER, SERVER6, box_config, box_reading, echo, keep_logs, metrics,  # noqa: E402
+                         open_lab, series, wait_metric)
 
 FAILED_DIR = os.environ.get("WANOPT_SOAK_FAILED_DIR")  # where the workers keep payloads that failed
 PASS_THROUGH_PORT = 9001  # RULES pass it through; every other port is optimized
@@ -226,10 +226,12 @@ def render(r):
                 ", ".join("%s %d/%d" % (k, v[1], v[0]) for k, v in sorted(r["totals"].get("by_family", {}).items()))
                 or "IPv4 only"),
             "- optimized: %s of %s transfers on the optimizing ports went through the dc box; the WAN's TUNs "
-            "dropped %s packets" % (
+            "dropped %s packets; the branch's %s probes sent %s SYNs again with option 0x21 and %s without" % (
                 r.get("optimized", {}).get("branch_peer_connections", "?"),
                 r.get("optimized", {}).get("transfers_on_optimized_ports", "?"),
-                ", ".join("%s %d" % kv for kv in sorted(r.get("wan_tun_drops", {}).items())) or "?"), "",
+                ", ".join("%s %d" % kv for kv in sorted(r.get("wan_tun_drops", {}).items())) or "?",
+                *(r.get("discovery", {}).get(k, "?") for k in ("probes", "syns_resent_with_option",
+                                                               "syns_resent_without_option"))), "",
             "| t (s) | branch RSS MiB | dc RSS MiB | branch fds | dc fds | branch store MiB | dc store MiB "
             "| active (branch / dc) |", "|---:|---:|---:|---:|---:|---:|---:|---|"]
     for s in r["samples"]:
@@ -341,6 +343,13 @@ def main():
             # A packet lost on the WAN can cost a connection its optimization (a lost SYN
             # carrying the offer, then its retransmission too): what the lab's TUNs dropped.
             r["wan_tun_drops"] = lab.tun_drops()
+            # ... and the branch's probe SYNs sent again unanswered (with the option: lost).
+            branch_series = series(lab, "branch")
+            r["discovery"] = {k: int(branch_series.get(
+                'wanopt_discovery_%s{box="branch"%s}' % (name, labels), -1)) for k, name, labels in (
+                    ("probes", "probes_total", ""),
+                    ("syns_resent_with_option", "syn_retransmissions_total", ',option="with"'),
+                    ("syns_resent_without_option", "syn_retransmissions_total", ',option="without"'))}
             checks.append(("the optimized ports' transfers went through the dc box (>= 99%)",
                            optimized > 0 and peered >= 0.99 * optimized, r["optimized"]))
             if ipv6:

@@ -165,6 +165,15 @@ try:
     check("metrics: the datastore's read errors, none here",
           'wanopt_datastore_read_errors_total{box="lab-branch"} 0' in metrics
           and 'wanopt_datastore_read_errors_total{box="lab-datacenter"} 0' in metrics, metrics[-800:])
+    # No interception in this pair: the discovery counters are there, at zero
+    # (discovery_test counts real ones).
+    check("metrics and totals: discovery probes and their resent SYNs, none here",
+          'wanopt_discovery_probes_total{box="lab-branch"} 0' in metrics and
+          'wanopt_discovery_syn_retransmissions_total{box="lab-branch",option="with"} 0' in metrics and
+          'wanopt_discovery_syn_retransmissions_total{box="lab-branch",option="without"} 0' in metrics and
+          all(summary["totals"].get(k) == 0 for k in ("discovery_probes", "probe_syns_resent_with_option",
+                                                       "probe_syns_resent_without_option")),
+          (summary["totals"], [l for l in lines if "discovery" in l]))
     try:
         urllib.request.urlopen(urllib.request.Request(url + "api/connections", method="POST", data=b"x"), timeout=5)
         check("read-only: POST refused", False)

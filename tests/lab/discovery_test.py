@@ -17,12 +17,14 @@ of deploy/intercept. Lab 1 (client -- branch == WAN == dc -- server, 10 ms one w
   3. A closed port: curl says "Connection refused" (exit 7), as without the boxes.
   4. The option stripped in the WAN (TCPOPTSTRIP): pass-through, reason names it.
      A SYN lost on the WAN (the first one carrying the option, dropped as it
-     leaves the branch): optimized all the same, the retransmission carried it.
+     leaves the branch): optimized all the same, the retransmission carried it;
+     /metrics counts one SYN sent again with the option.
   5. A server that drops SYNs carrying options: the connection still succeeds
      (two SYNs with the option, iptables on the server counts them, then one
      without); the second time in a row (one SYN with the option: the server is
      suspected) the server is remembered (one lost SYN is not enough), and the
-     next one is passed by as remembered (none with the option).
+     next one is passed by as remembered (none with the option). /metrics counts
+     the SYNs sent again: one with the option and one without, then one without.
   6. A fake datacenter box whose certificate is not from our CA: pass-through with
      "failed authentication", bytes still right, the fake box served nothing.
   7. The datacenter box stopped: curl still succeeds, pass-through "no peer".
@@ -35,6 +37,7 @@ Every lab and process is removed in a `finally`.
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -90,6 +93,18 @@ class DiscoveryLab(Lab):
         datacenter = '[datacenter]\nlisten = "198.18.0.2:7800"\n' if box in ("dc", "fake") and not self.middle else ""
         config = self.box_config(box, IDS[box], cert or box, ca, RULES + datacenter)
         super().start_box(box, config, node)
+
+
+def resent(lab):
+    """The branch's probe SYNs sent again unanswered (/metrics): (with option 0x21, without)."""
+    out = lab.run("branch", "curl", "-s", "-m", "3", "http://127.0.0.1:7880/metrics", check_rc=True).stdout
+    vals = dict(re.findall(r'^wanopt_discovery_syn_retransmissions_total\{box="branch",option="(with|without)"\} (\d+)$',
+                           out, re.M))
+    return int(vals.get("with", -1)), int(vals.get("without", -1))
+
+
+def delta(after, before):
+    return tuple(a - b for a, b in zip(after, before))
 
 
 def lab_one(work, origin, digest):
@@ -211,10 +226,12 @@ def lab_one(work, origin, digest):
                 "-m", "recent", "!", "--rcheck", "--name", "wanopt_lost", "-m", "recent", "--set", "--name",
                 "wanopt_lost", "-m", "comment", "--comment", "lost-syn", "-j", "DROP")
         lab.run("branch", "iptables", "-t", "mangle", "-I", *lost, check_rc=True)
-        start = lab.last_id("branch")
+        start, before = lab.last_id("branch"), resent(lab)
         r = lab.curl(f"http://{SERVER}/file.bin?lost-syn")
         b = lab.wait_ended("branch", 80, start)
         dropped = lab.rule_packets("branch", "mangle", "POSTROUTING", "lost-syn")
+        check("a lost SYN: /metrics counts one probe SYN sent again with the option, none without",
+              delta(resent(lab), before) == (1, 0), (before, resent(lab)))
         lab.run("branch", "iptables", "-t", "mangle", "-D", *lost, check_rc=True)
         check("a lost SYN: curl succeeds, bytes verified", r.returncode == 0 and
               hashlib.sha256(r.stdout).hexdigest() == digest, r.stderr)
@@ -278,10 +295,12 @@ def lab_one(work, origin, digest):
         dropper = ("INPUT", "-p", "tcp", "--syn", "-m", "tcp", "--tcp-option", "33",
                    "-m", "comment", "--comment", "option-dropper", "-j", "DROP")
         lab.run("server", "iptables", "-I", *dropper, check_rc=True)
-        start = lab.last_id("branch")
+        start, before = lab.last_id("branch"), resent(lab)
         r = lab.curl(f"http://{SERVER}/file.bin?option-dropped")
         b = lab.wait_ended("branch", 80, start)
         first = lab.rule_packets("server", "filter", "INPUT", "option-dropper")
+        check("option-dropping server, once: /metrics counts a SYN sent again with the option, then one without",
+              delta(resent(lab), before) == (1, 1), (before, resent(lab)))
         check("option-dropping server: curl succeeds (the SYN was retried without the option)",
               r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == digest, r.stderr)
         check("option-dropping server, once: two SYNs with the option dropped (the first retransmission "
@@ -289,10 +308,12 @@ def lab_one(work, origin, digest):
               first == 2 and b and any("the two SYNs carrying option 0x21" in n and "retransmission without it" in n
                                        and "remembered if it happens again" in n for n in b["notes"]),
               (first, b))
-        start = lab.last_id("branch")
+        start, before = lab.last_id("branch"), resent(lab)
         r = lab.curl(f"http://{SERVER}/file.bin?option-dropped-twice")
         b = lab.wait_ended("branch", 80, start)
         second = lab.rule_packets("server", "filter", "INPUT", "option-dropper")
+        check("option-dropping server, twice: /metrics counts one SYN sent again, without the option",
+              delta(resent(lab), before) == (0, 1), (before, resent(lab)))
         check("option-dropping server, twice in a row: one SYN with the option (suspected: the first "
               "retransmission went without), curl succeeds, the server is remembered",
               second == first + 1 and r.returncode == 0 and b and

@@ -33,6 +33,7 @@ void Interceptor::Impl::RecordServerRtt(const address& server, tcp::socket& prob
 
 void Interceptor::Impl::StartProbe(std::unique_ptr<Held> held) {
   Decide(held->key, Verdict::kHeld, config_timeout() + std::chrono::seconds(5)).sequence = held->sequence;
+  ++env_.counters.discovery_probes;
   auto suspect = option_drop_suspects_.find(held->key.server);
   held->syns_with_option =
       SynsWithOption(!held->upstream, suspect != option_drop_suspects_.end() && suspect->second.until > Clock::now(),
@@ -93,7 +94,10 @@ void Interceptor::Impl::OnProbeSyn(const QueuedPacket& p, const TcpSegment& s) {
   Held& h = *it->second;
   ++h.syns_seen;
   if (h.offer && h.syns_seen <= h.syns_with_option) {
-    if (auto with_option = AddOption(p.bytes, *h.offer)) return queue_->Accept(p.id, std::nullopt, *with_option);
+    if (auto with_option = AddOption(p.bytes, *h.offer)) {
+      if (h.syns_seen > 1) ++env_.counters.probe_syns_resent_with_option;
+      return queue_->Accept(p.id, std::nullopt, *with_option);
+    }
     WANOPT_LOG(kInfo, "intercept") << "no room for option 0x21 in the SYN to " << FormatEndpoint(h.key.server, h.key.server_port)
                                    << ": probing without it";
     h.offer.reset();
@@ -101,6 +105,7 @@ void Interceptor::Impl::OnProbeSyn(const QueuedPacket& p, const TcpSegment& s) {
     // No answer to the SYNs with the option: some servers and firewalls drop SYNs
     // carrying options they do not know. This retransmission goes without.
     h.retried_without_option = true;
+    ++env_.counters.probe_syns_resent_without_option;
   }
   queue_->Accept(p.id);
 }

@@ -26,6 +26,12 @@ struct Counters {
   // sessions resumed from a ticket.
   std::atomic<uint64_t> tls_full{0};
   std::atomic<uint64_t> tls_resumed{0};
+  // Auto-discovery (the interceptor): probes started, and their SYNs sent again
+  // unanswered, with option 0x21 (a SYN lost on the WAN, or a server that drops
+  // options) and without it (the try for a server that may drop options).
+  std::atomic<uint64_t> discovery_probes{0};
+  std::atomic<uint64_t> probe_syns_resent_with_option{0};
+  std::atomic<uint64_t> probe_syns_resent_without_option{0};
 };
 
 }  // namespace wanopt

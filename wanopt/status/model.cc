@@ -157,6 +157,9 @@ Model Read(const std::vector<const Daemon*>& boxes, const std::deque<HistorySamp
     m.resets += c.resets;
     m.protocol_errors += c.protocol_errors;
     m.refused_peers += c.refused_peers;
+    m.discovery_probes += c.discovery_probes;
+    m.probe_syns_resent_with_option += c.probe_syns_resent_with_option;
+    m.probe_syns_resent_without_option += c.probe_syns_resent_without_option;
     for (auto& s : box->table().Connections()) m.connections.push_back(std::move(s));
     for (auto& p : box->table().Peers()) m.peers.emplace_back(box->config().name, std::move(p));
     if (const wccp::Agent* agent = box->wccp()) {

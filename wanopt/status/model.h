@@ -72,6 +72,8 @@ struct Model {
   std::map<std::string, AppSummary> applications;           // live and recent connections
   uint64_t lan = 0, wan = 0, active = 0, opened = 0, pass_through = 0, resets = 0, protocol_errors = 0,
            refused_peers = 0;
+  // Auto-discovery: probes, and their SYNs sent again with and without option 0x21.
+  uint64_t discovery_probes = 0, probe_syns_resent_with_option = 0, probe_syns_resent_without_option = 0;
   std::vector<HistorySample> history;
   // Boxes running WCCP.
   struct WccpBox {

@@ -216,6 +216,9 @@ std::string SummaryJson(const Model& m) {
   w.Field("resets", m.resets);
   w.Field("protocol_errors", m.protocol_errors);
   w.Field("refused_peers", m.refused_peers);  // plaintext inner channels from outside plaintext_peers
+  w.Field("discovery_probes", m.discovery_probes);
+  w.Field("probe_syns_resent_with_option", m.probe_syns_resent_with_option);
+  w.Field("probe_syns_resent_without_option", m.probe_syns_resent_without_option);
   w.EndObject();
   w.Key("applications");
   w.BeginArray();
@@ -335,6 +338,19 @@ std::string Metrics(const Model& m) {
   family("wanopt_refused_peers_total", "counter", "Plaintext inner channels refused: not from [datacenter] plaintext_peers.");
   for (const Daemon* b : m.boxes)
     out << "wanopt_refused_peers_total{box=\"" << PromLabel(b->config().name) << "\"} " << b->counters().refused_peers << "\n";
+  family("wanopt_discovery_probes_total", "counter",
+         "Auto-discovery probes: connections to a server that carry or pass on option 0x21.");
+  for (const Daemon* b : m.boxes)
+    out << "wanopt_discovery_probes_total{box=\"" << PromLabel(b->config().name) << "\"} " << b->counters().discovery_probes << "\n";
+  family("wanopt_discovery_syn_retransmissions_total", "counter",
+         "Probe SYNs sent again unanswered: with option 0x21 (a SYN lost on the WAN, or a server that drops options), "
+         "or without it (the try for a server that may drop options).");
+  for (const Daemon* b : m.boxes) {
+    out << "wanopt_discovery_syn_retransmissions_total{box=\"" << PromLabel(b->config().name) << "\",option=\"with\"} "
+        << b->counters().probe_syns_resent_with_option << "\n";
+    out << "wanopt_discovery_syn_retransmissions_total{box=\"" << PromLabel(b->config().name) << "\",option=\"without\"} "
+        << b->counters().probe_syns_resent_without_option << "\n";
+  }
 
   // Per application and per peer: connections gone from the table plus those in it,
   // so the counters never go backwards.
