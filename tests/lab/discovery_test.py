@@ -103,8 +103,15 @@ def resent(lab):
     return int(vals.get("with", -1)), int(vals.get("without", -1))
 
 
-def delta(after, before):
-    return tuple(a - b for a, b in zip(after, before))
+def counted_fetch(lab, tag, rule_node, table, chain, comment):
+    """curl ?TAG through the pair: (curl's result, the branch's record of the
+    connection, packets the rule tagged COMMENT has counted so far, the branch's probe
+    SYNs sent again meanwhile as (with the option, without))."""
+    start, before = lab.last_id("branch"), resent(lab)
+    r = lab.curl(f"http://{SERVER}/file.bin?{tag}")
+    b = lab.wait_ended("branch", 80, start)
+    after = resent(lab)
+    return r, b, lab.rule_packets(rule_node, table, chain, comment), (after[0] - before[0], after[1] - before[1])
 
 
 def lab_one(work, origin, digest):
@@ -226,12 +233,9 @@ def lab_one(work, origin, digest):
                 "-m", "recent", "!", "--rcheck", "--name", "wanopt_lost", "-m", "recent", "--set", "--name",
                 "wanopt_lost", "-m", "comment", "--comment", "lost-syn", "-j", "DROP")
         lab.run("branch", "iptables", "-t", "mangle", "-I", *lost, check_rc=True)
-        start, before = lab.last_id("branch"), resent(lab)
-        r = lab.curl(f"http://{SERVER}/file.bin?lost-syn")
-        b = lab.wait_ended("branch", 80, start)
-        dropped = lab.rule_packets("branch", "mangle", "POSTROUTING", "lost-syn")
+        r, b, dropped, again = counted_fetch(lab, "lost-syn", "branch", "mangle", "POSTROUTING", "lost-syn")
         check("a lost SYN: /metrics counts one probe SYN sent again with the option, none without",
-              delta(resent(lab), before) == (1, 0), (before, resent(lab)))
+              again == (1, 0), again)
         lab.run("branch", "iptables", "-t", "mangle", "-D", *lost, check_rc=True)
         check("a lost SYN: curl succeeds, bytes verified", r.returncode == 0 and
               hashlib.sha256(r.stdout).hexdigest() == digest, r.stderr)
@@ -295,12 +299,10 @@ def lab_one(work, origin, digest):
         dropper = ("INPUT", "-p", "tcp", "--syn", "-m", "tcp", "--tcp-option", "33",
                    "-m", "comment", "--comment", "option-dropper", "-j", "DROP")
         lab.run("server", "iptables", "-I", *dropper, check_rc=True)
-        start, before = lab.last_id("branch"), resent(lab)
-        r = lab.curl(f"http://{SERVER}/file.bin?option-dropped")
-        b = lab.wait_ended("branch", 80, start)
-        first = lab.rule_packets("server", "filter", "INPUT", "option-dropper")
+        counted = ("server", "filter", "INPUT", "option-dropper")
+        r, b, first, again = counted_fetch(lab, "option-dropped", *counted)
         check("option-dropping server, once: /metrics counts a SYN sent again with the option, then one without",
-              delta(resent(lab), before) == (1, 1), (before, resent(lab)))
+              again == (1, 1), again)
         check("option-dropping server: curl succeeds (the SYN was retried without the option)",
               r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == digest, r.stderr)
         check("option-dropping server, once: two SYNs with the option dropped (the first retransmission "
@@ -308,24 +310,23 @@ def lab_one(work, origin, digest):
               first == 2 and b and any("the two SYNs carrying option 0x21" in n and "retransmission without it" in n
                                        and "remembered if it happens again" in n for n in b["notes"]),
               (first, b))
-        start, before = lab.last_id("branch"), resent(lab)
-        r = lab.curl(f"http://{SERVER}/file.bin?option-dropped-twice")
-        b = lab.wait_ended("branch", 80, start)
-        second = lab.rule_packets("server", "filter", "INPUT", "option-dropper")
+        r, b, second, again = counted_fetch(lab, "option-dropped-twice", *counted)
         check("option-dropping server, twice: /metrics counts one SYN sent again, without the option",
-              delta(resent(lab), before) == (0, 1), (before, resent(lab)))
+              again == (0, 1), again)
         check("option-dropping server, twice in a row: one SYN with the option (suspected: the first "
               "retransmission went without), curl succeeds, the server is remembered",
               second == first + 1 and r.returncode == 0 and b and
               any("twice in a row: remembered for" in n for n in b["notes"]), (second, b))
-        start = lab.last_id("branch")
-        r = lab.curl(f"http://{SERVER}/file.bin?option-dropped-again")
-        b = lab.wait_ended("branch", 80, start)
-        third = lab.rule_packets("server", "filter", "INPUT", "option-dropper")
-        check("option-dropping server, next connection: passed by at once as remembered, no SYN with the option",
-              third == second and r.returncode == 0 and b and
+        r, b, third, again = counted_fetch(lab, "option-dropped-again", *counted)
+        check("option-dropping server, next connection: passed by at once as remembered, no SYN with the option, "
+              "none sent again", third == second and again == (0, 0) and r.returncode == 0 and b and
               any("drops SYNs carrying TCP options" in n for n in b["notes"]), (third, b))
         lab.run("server", "iptables", "-D", *dropper, check_rc=True)
+        page = lab.run("branch", "curl", "-s", "-m", "3", "http://127.0.0.1:7880/", check_rc=True).stdout
+        with_option, without = resent(lab)
+        check("the status page shows the discovery probes and their resent SYNs",
+              f"SYNs resent <b>{with_option}</b> with option 0x21, <b>{without}</b> without" in page and without >= 2,
+              [l for l in page.split("<div") if "discovery" in l])
 
         # Transparency: in every case of the hard-cases table but asymmetric routing
         # the server saw the client's address, as without the boxes (the branch's

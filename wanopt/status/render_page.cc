@@ -75,7 +75,16 @@ std::string Live(const Model& m, const View& v, const std::string& token) {
     << "<div>reduction <b>" << Percent(Reduction(m.lan, m.wan)) << "</b></div>"
     << "<div>pass-through <b>" << m.pass_through << "</b></div>"
     << "<div>resets <b>" << m.resets << "</b></div>"
-    << "<div>protocol errors <b>" << m.protocol_errors << "</b></div></section>";
+    << "<div>protocol errors <b>" << m.protocol_errors << "</b></div>";
+  // Boxes that intercept: a probe SYN sent again with the option was lost on the WAN
+  // or dropped by a server that drops options.
+  if (m.discovery_probes > 0) {
+    h << "<div title=\"auto-discovery probes, and their SYNs sent again unanswered: with option 0x21 (lost on the "
+         "WAN, or a server that drops options), then without\">discovery probes <b>"
+      << m.discovery_probes << "</b>, SYNs resent <b>" << m.probe_syns_resent_with_option << "</b> with option 0x21, <b>"
+      << m.probe_syns_resent_without_option << "</b> without</div>";
+  }
+  h << "</section>";
   h << "<section class=\"row\"><div><h2>Throughput (LAN vs WAN), last hour</h2>" << Chart(m)
     << "<p class=\"legend\"><span class=\"lan\">&#9632;</span> LAN <span class=\"wan\">&#9632;</span> WAN</p></div>";
   h << "<div><h2>Applications</h2><table id=\"applications\"><tr><th>application</th><th>connections</th><th>active</th>"
