@@ -78,17 +78,10 @@ def box_reading(pid):
     return reading
 
 
-def series(lab, box):
-    """The box's Prometheus samples: {'name{labels}': value}."""
-    r = lab.run(box, "curl", "-s", "-m", "3", "http://127.0.0.1:7880/metrics")
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in r.stdout.splitlines()
-            if line.startswith("wanopt_") and "{" in line}
-
-
 def metrics(lab, box):
     """The box's Prometheus metrics, each summed over its labels."""
     vals = {}
-    for sample, value in series(lab, box).items():
+    for sample, value in lab.series(box).items():
         name = sample.split("{")[0]
         vals[name] = vals.get(name, 0) + value
     return vals

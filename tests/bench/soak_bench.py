@@ -45,8 +45,8 @@ sys.dont_write_bytecode = True
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import benchkit  # noqa: E402
-from netns_boxes import (REPO, SERVER, SERVER6, box_config, box_reading, echo, keep_logs, metrics,  # noqa: E402
-                         open_lab, series, wait_metric)
+from netns_boxes import (REPO, SERVER, SERVER6, box_config, box_reading, echo, keep_logs, metrics, open_lab,  # noqa: E402
+                         wait_metric)
 
 FAILED_DIR = os.environ.get("WANOPT_SOAK_FAILED_DIR")  # where the workers keep payloads that failed
 PASS_THROUGH_PORT = 9001  # RULES pass it through; every other port is optimized
@@ -344,12 +344,11 @@ def main():
             # carrying the offer, then its retransmission too): what the lab's TUNs dropped.
             r["wan_tun_drops"] = lab.tun_drops()
             # ... and the branch's probe SYNs sent again unanswered (with the option: lost).
-            branch_series = series(lab, "branch")
-            r["discovery"] = {k: int(branch_series.get(
-                'wanopt_discovery_%s{box="branch"%s}' % (name, labels), -1)) for k, name, labels in (
-                    ("probes", "probes_total", ""),
-                    ("syns_resent_with_option", "syn_retransmissions_total", ',option="with"'),
-                    ("syns_resent_without_option", "syn_retransmissions_total", ',option="without"'))}
+            samples = lab.series("branch")
+            resent = 'wanopt_discovery_syn_retransmissions_total{box="branch",option="%s"}'
+            r["discovery"] = {"probes": int(samples.get('wanopt_discovery_probes_total{box="branch"}', -1)),
+                              "syns_resent_with_option": int(samples.get(resent % "with", -1)),
+                              "syns_resent_without_option": int(samples.get(resent % "without", -1))}
             checks.append(("the optimized ports' transfers went through the dc box (>= 99%)",
                            optimized > 0 and peered >= 0.99 * optimized, r["optimized"]))
             if ipv6:

@@ -37,7 +37,6 @@ Every lab and process is removed in a `finally`.
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -97,10 +96,9 @@ class DiscoveryLab(Lab):
 
 def resent(lab):
     """The branch's probe SYNs sent again unanswered (/metrics): (with option 0x21, without)."""
-    out = lab.run("branch", "curl", "-s", "-m", "3", "http://127.0.0.1:7880/metrics", check_rc=True).stdout
-    vals = dict(re.findall(r'^wanopt_discovery_syn_retransmissions_total\{box="branch",option="(with|without)"\} (\d+)$',
-                           out, re.M))
-    return int(vals.get("with", -1)), int(vals.get("without", -1))
+    samples = lab.series("branch")
+    return tuple(int(samples.get(f'wanopt_discovery_syn_retransmissions_total{{box="branch",option="{o}"}}', -1))
+                 for o in ("with", "without"))
 
 
 def counted_fetch(lab, tag, rule_node, table, chain, comment):

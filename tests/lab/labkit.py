@@ -82,8 +82,13 @@ class Lab:
         """{node: packets} its WAN TUN dropped before the delay line read them, from `netlab status`."""
         r = subprocess.run([self.netlab, "--prefix", self.prefix, "status"], env=self.env, capture_output=True,
                            text=True, timeout=30)
-        return {m.group(1): int(m.group(2))
-                for m in re.finditer(r"(\S+) wan0 \(TUN\): sent \d+ packets .* dropped (\d+) ", r.stdout)}
+        return {node: dropped for node, (_, dropped) in tun_counters(r.stdout).items()}
+
+    def series(self, node):
+        """NODE's box's Prometheus samples: {'name{labels}': value}."""
+        r = self.run(node, "curl", "-s", "-m", "3", "http://127.0.0.1:7880/metrics")
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in r.stdout.splitlines()
+                if line.startswith("wanopt_") and "{" in line}
 
     def spawn(self, name, node, *cmd, **kw):
         p = subprocess.Popen(["ip", "netns", "exec", self.ns(node), *cmd], **kw)
@@ -189,6 +194,12 @@ key = "{pki}/{cert}.key"
     def curl(self, url, *extra, timeout=60):
         return subprocess.run(["ip", "netns", "exec", self.ns("client"), "curl", "-s", "-S", "-o", "-",
                                "--max-time", "30", *extra, url], capture_output=True, timeout=timeout)
+
+
+def tun_counters(status_text):
+    """{node: (sent, dropped)} of the WAN's TUN devices, from `netlab status`'s output."""
+    return {m.group(1): (int(m.group(2)), int(m.group(3)))
+            for m in re.finditer(r"(\S+) wan0 \(TUN\): sent (\d+) packets .* dropped (\d+) ", status_text)}
 
 
 def start_http_origin(lab, root, ports, address, stderr=subprocess.DEVNULL):

@@ -76,6 +76,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from testkit import Checks  # noqa: E402
+from labkit import tun_counters  # noqa: E402
 from netlab_intercept_checks import SERVER, SERVER6, Tools, ipv6_lab, middle_lab  # noqa: E402
 
 DELAYLINE = os.path.abspath(sys.argv[1])
@@ -251,8 +252,7 @@ try:
         # kernel's default depth of 500 a fifth were).
         mbit = iperf_goodput(a, 3, streams=8)
         r = netlab("--prefix", a.prefix, "status")
-        tuns = {m.group(1): (int(m.group(2)), int(m.group(3)))
-                for m in re.finditer(r"(\S+) wan0 \(TUN\): sent (\d+) packets .* dropped (\d+) ", r.stdout)}
+        tuns = tun_counters(r.stdout)
         print(f"unlimited WAN, iperf3 -P 8 for 3 s: {mbit} Mbit/s, TUN (sent, dropped): {tuns}")
         check("unlimited WAN under eight iperf3 streams: both TUNs carried packets and dropped none",
               mbit is not None and set(tuns) == {"branch", "dc"} and

@@ -152,13 +152,14 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     ProbeKey probe_key;
     int syns_seen = 0;                        // our probe's SYN and its retransmissions
     int syns_with_option = 1;                 // how many of them carry the offer (SynsWithOption)
-    bool retried_without_option = false;
     bool synack_seen = false;
     std::optional<DiscoveryOption> answer;    // a box answered in the SYN-ACK
     bool transparent = false;                 // the probe uses the client's address
     Clock::duration early_timeout{};          // a retry from our address after a give-up this quick
     // The client's address: the SYN's source at a branch, the option's further on.
     address client_address() const { return upstream && upstream->client ? *upstream->client : key.client; }
+    // A SYN went out without the offer after those that carried it went unanswered.
+    bool retried_without_option() const { return offer && syns_seen > syns_with_option; }
     Clock::time_point started;
     std::unique_ptr<asio::steady_timer> timer;
   };

@@ -104,7 +104,6 @@ void Interceptor::Impl::OnProbeSyn(const QueuedPacket& p, const TcpSegment& s) {
   } else if (h.offer) {
     // No answer to the SYNs with the option: some servers and firewalls drop SYNs
     // carrying options they do not know. This retransmission goes without.
-    h.retried_without_option = true;
     ++env_.counters.probe_syns_resent_without_option;
   }
   queue_->Accept(p.id);
@@ -172,7 +171,7 @@ void Interceptor::Impl::OnProbeConnected(FlowKey key, error_code ec) {
   // The SYN carrying the option was answered: whatever lost one before, the server
   // does not drop options.
   // (An answer proves it too, whichever SYN it came on.)
-  if (h.offer && (!h.retried_without_option || h.answer)) option_drop_suspects_.erase(key.server);
+  if (h.offer && (!h.retried_without_option() || h.answer)) option_drop_suspects_.erase(key.server);
   std::optional<uint16_t> redirected;
   if (h.target_port != key.server_port) redirected = h.target_port;
   // Remembered only when the server answered our own address faster than it was
@@ -217,7 +216,7 @@ void Interceptor::Impl::OnProbeConnected(FlowKey key, error_code ec) {
       d.peer = *h.upstream;
       if (asymmetric) {
         d.reason = asymmetry;
-      } else if (h.retried_without_option) {
+      } else if (h.retried_without_option()) {
         d.reason = "server " + key.server.to_string() + " answered only the SYN without option 0x21: " +
                    (ConfirmOptionDropper(key.server, h.started)
                         ? "twice in a row, probed without it from now on (remembered for " +

@@ -172,7 +172,7 @@ bool Interceptor::Impl::ConfirmOptionDropper(const address& server, Clock::time_
 
 std::string Interceptor::Impl::NoAnswerReason(const Held& h, const FlowKey& key) {
   if (!h.offer) return "no room for option 0x21 in the SYN";
-  if (h.retried_without_option) {
+  if (h.retried_without_option()) {
     std::string what = "server " + key.server.to_string() + " did not answer " +
                        (h.syns_with_option > 1 ? "the two SYNs" : "the SYN") +
                        " carrying option 0x21, only the retransmission without it";
