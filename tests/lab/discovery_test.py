@@ -18,13 +18,19 @@ of deploy/intercept. Lab 1 (client -- branch == WAN == dc -- server, 10 ms one w
   4. The option stripped in the WAN (TCPOPTSTRIP): pass-through, reason names it.
      A SYN lost on the WAN (the first one carrying the option, dropped as it
      leaves the branch): optimized all the same, the retransmission carried it;
-     /metrics counts one SYN sent again with the option.
+     /metrics counts one SYN sent again with the option. A SYN lost on the dc's
+     LAN (its probe's first, from the client's address): the dc retries from its
+     own address and only suspects the server; the next connection reaches the
+     server from the client's address.
   5. A server that drops SYNs carrying options: the connection still succeeds
      (two SYNs with the option, iptables on the server counts them, then one
      without); the second time in a row (one SYN with the option: the server is
      suspected) the server is remembered (one lost SYN is not enough), and the
      next one is passed by as remembered (none with the option). /metrics counts
      the SYNs sent again: one with the option and one without, then one without.
+     Asymmetric routing (the server's replies to the client's address dropped at
+     the dc): the dc connects from its own address within a second; the first time
+     suspected (a lost SYN looks the same), the second time in a row remembered.
   6. A fake datacenter box whose certificate is not from our CA: pass-through with
      "failed authentication", bytes still right, the fake box served nothing.
   7. The datacenter box stopped: curl still succeeds, pass-through "no peer".
@@ -242,23 +248,55 @@ def lab_one(work, origin, digest):
               dropped == 1 and b and b["peer"] == IDS["dc"] and
               not any("pass-through" in n for n in b["notes"]), (dropped, b))
 
+        # 4c. A SYN lost on the dc's LAN: the dc's probe from the client's address
+        #     (its first SYN, carrying the branch's offer on) is dropped as it leaves
+        #     the dc. Within its asymmetry wait the dc retries from its own address,
+        #     which looks like asymmetric routing once: suspected, not remembered, so
+        #     the next connection reaches the server from the client's address again.
+        lost_dc = ("POSTROUTING", "-o", "lan0", "-p", "tcp", "--syn", "-s", CLIENT, "-d", SERVER,
+                   "-m", "recent", "!", "--rcheck", "--name", "wanopt_lost_dc", "-m", "recent", "--set", "--name",
+                   "wanopt_lost_dc", "-m", "comment", "--comment", "lost-syn-dc", "-j", "DROP")
+        lab.run("dc", "iptables", "-t", "mangle", "-I", *lost_dc, check_rc=True)
+        start = lab.last_id("dc")
+        r = lab.curl(f"http://{SERVER}/file.bin?lost-syn-dc")
+        d = lab.wait_ended("dc", 80, start)
+        dropped = lab.rule_packets("dc", "mangle", "POSTROUTING", "lost-syn-dc")
+        lab.run("dc", "iptables", "-t", "mangle", "-D", *lost_dc, check_rc=True)
+        check("a SYN lost on the dc's LAN: curl succeeds, one SYN dropped, the dc retried from its own address and "
+              "suspects the server, not remembered",
+              r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == digest and dropped == 1 and d and
+              any("asymmetric routing, or a lost SYN (remembered if it happens again)" in n for n in d["notes"]),
+              (dropped, d))
+        start = lab.last_id("dc")
+        r = lab.curl(f"http://{SERVER}/file.bin?after-lost-syn-dc")
+        d = lab.wait_ended("dc", 80, start)
+        check("after the lost SYN: the next connection goes from the client's address, nothing noted",
+              r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == digest and d and
+              not any("asymmetric" in n for n in d["notes"]) and
+              seen_from(server_log, "after-lost-syn-dc") == CLIENT, (d, seen_from(server_log, "after-lost-syn-dc")))
+
         # Asymmetric routing: the server's replies to the client's address do not
         # come back through the dc (dropped there, as if they took another path).
-        # After the other cases with this dc: it remembers the server for an hour.
+        # The first time could be a lost SYN: suspected; the second time in a row,
+        # remembered. After the other cases with this dc: it remembers the server
+        # for an hour.
         asym = ("PREROUTING", "-s", SERVER, "-d", "198.18.1.10", "-p", "tcp", "-j", "DROP")
         lab.run("dc", "iptables", "-t", "raw", "-I", *asym, check_rc=True)
-        start = lab.last_id("dc")
-        r = lab.curl(f"http://{SERVER}/file.bin?asymmetric", "-w", "%{stderr}connect %{time_connect}")
-        d = lab.wait_ended("dc", 80, start)
+        for tag, says in (("asymmetric", "asymmetric routing, or a lost SYN (remembered if it happens again)"),
+                          ("asymmetric-again", "twice in a row), so it connects from its own address (remembered for")):
+            start = lab.last_id("dc")
+            r = lab.curl(f"http://{SERVER}/file.bin?{tag}", "-w", "%{stderr}connect %{time_connect}")
+            d = lab.wait_ended("dc", 80, start)
+            check(f"asymmetric routing, fetch {tag}: curl succeeds, the dc connects from its own address and "
+                  f"says '{says}'", r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == digest and d and
+                  any(says in n for n in d["notes"]), d)
+            # Detected within a few round trips to the server (measured on the
+            # connections above), not after half the connect timeout (5 s): the
+            # client's connect shows it.
+            connect = float(r.stderr.decode().rsplit("connect ", 1)[-1] or "99")
+            check(f"asymmetric routing, fetch {tag}: detected in well under a second (the client's connect took "
+                  f"{connect:.3f} s)", connect < 1.0, r.stderr)
         lab.run("dc", "iptables", "-t", "raw", "-D", *asym, check_rc=True)
-        check("asymmetric routing: curl succeeds, the dc connects from its own address and says why",
-              r.returncode == 0 and hashlib.sha256(r.stdout).hexdigest() == digest and d and
-              any("asymmetric routing" in n and "remembered" in n for n in d["notes"]), d)
-        # Detected within a few round trips to the server (measured on the connections
-        # above), not after half the connect timeout (5 s): the client's connect shows it.
-        connect = float(r.stderr.decode().rsplit("connect ", 1)[-1] or "99")
-        check("asymmetric routing: detected in well under a second (the client's connect took "
-              f"{connect:.3f} s)", connect < 1.0, r.stderr)
 
         # 6. A fake datacenter box: answers the option, but its certificate is not ours.
         lab.stop("dc")
@@ -334,8 +372,9 @@ def lab_one(work, origin, digest):
                     "option-dropped", "option-dropped-twice", "option-dropped-again"):
             check(f"the server saw fetch {tag} from the client's address",
                   seen_from(server_log, tag) == CLIENT, seen_from(server_log, tag))
-        check("asymmetric routing: the server saw the dc box's address (the documented exception)",
-              seen_from(server_log, "asymmetric") == "198.18.2.1", seen_from(server_log, "asymmetric"))
+        for tag in ("asymmetric", "asymmetric-again"):
+            check(f"asymmetric routing, fetch {tag}: the server saw the dc box's address (the documented exception)",
+                  seen_from(server_log, tag) == "198.18.2.1", seen_from(server_log, tag))
     finally:
         lab.down()
 

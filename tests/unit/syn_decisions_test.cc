@@ -134,7 +134,9 @@ struct SynDecisionsTest {
   }
   bool Holding() const { return !impl->held_.empty(); }
   void RememberOptionDropper(std::array<uint8_t, 4> server) {
-    impl->option_droppers_[address_v4(server)] = Clock::now() + std::chrono::minutes(10);
+    auto now = Clock::now();
+    for (int i = 0; i < 2; ++i) impl->option_droppers_.Saw(address_v4(server), now, now);
+    REQUIRE(impl->option_droppers_.Remembered(address_v4(server), now));
   }
 
   std::optional<Config> config;

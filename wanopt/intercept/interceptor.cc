@@ -96,10 +96,9 @@ void Interceptor::Impl::Sweep() {
         ++it;
       }
     }
-    std::erase_if(self->option_droppers_, [now](const auto& e) { return e.second < now; });
-    std::erase_if(self->option_drop_suspects_, [now](const auto& e) { return e.second.until < now; });
+    self->option_droppers_.Expire(now);
     std::erase_if(self->unauthenticated_, [now](const auto& e) { return e.second.until < now; });
-    std::erase_if(self->asymmetric_, [now](const auto& e) { return e.second < now; });
+    self->asymmetric_.Expire(now);
     std::erase_if(self->learned_, [&](const auto& e) { return now - e.second.at > self->config_.peer_memory; });
     self->Sweep();
   });

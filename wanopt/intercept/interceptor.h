@@ -30,7 +30,8 @@
 // stripped on the way (pass-through; named so when a peer had answered for that
 // server before), a peer that fails authentication (pass-through, remembered),
 // replies that do not come back through the datacenter box when it connects with
-// the client's address (retried from the box's own address: asymmetric routing).
+// the client's address (retried from the box's own address; the second time in a
+// row asymmetric routing, remembered for peer_memory: a lost SYN is not enough).
 // Every pass-through gets a reason on the status page.
 //
 // Threading: all discovery state lives on `loop`'s thread. Sessions are started on

@@ -33,6 +33,7 @@
 #include "wanopt/session/secure_start.h"
 #include "wanopt/intercept/netlink_queue.h"
 #include "wanopt/intercept/packet.h"
+#include "wanopt/intercept/twice_in_a_row.h"
 #include "util/close_with_reset.h"
 #include "util/endpoint.h"
 #include "util/log.h"
@@ -181,11 +182,6 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
   // ---- Probe outcomes ----
 
   void OnProbeConnected(FlowKey key, error_code ec);
-  // The SYN with option 0x21 to `server` of a probe started at `started` went
-  // unanswered and its retransmission without it was answered: true when that
-  // happened twice in a row (the server is then remembered in option_droppers_),
-  // false the first time (suspected).
-  bool ConfirmOptionDropper(const address& server, Clock::time_point started);
   std::string NoAnswerReason(const Held& h, const FlowKey& key);
 
   // ---- Verdicts ----
@@ -263,14 +259,12 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
   std::set<FlowKey> retry_from_box_;
   // What the box learned about servers, each with its expiry.
   std::map<address, Learned> learned_;                  // a peer answered for this server
-  std::map<address, Clock::time_point> option_droppers_;  // drops SYNs with options
-  struct OptionDropSuspect {
-    Clock::time_point seen;   // when the first unanswered SYN was known
-    Clock::time_point until;  // forgotten after
-  };
-  std::map<address, OptionDropSuspect> option_drop_suspects_;  // ... once so far (ConfirmOptionDropper)
+  // Answered only the SYN without option 0x21 (or a SYN carrying it was lost).
+  TwiceInARow option_droppers_{config_.option_drop_memory};
   std::map<address, Unauthenticated> unauthenticated_;  // a box on the path failed authentication
-  std::map<address, Clock::time_point> asymmetric_;     // replies to clients bypass this box
+  // Answered this box's address but not the client's: replies to clients bypass
+  // this box (or a SYN from the client's address was lost).
+  TwiceInARow asymmetric_{config_.peer_memory};
   std::map<address, Clock::duration> server_rtt_;       // measured by connected probes
   AcceptBackoff accept_backoff_;                          // the transparent listener's
   Clock::duration last_server_rtt_{};

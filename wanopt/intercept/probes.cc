@@ -34,10 +34,8 @@ void Interceptor::Impl::RecordServerRtt(const address& server, tcp::socket& prob
 void Interceptor::Impl::StartProbe(std::unique_ptr<Held> held) {
   Decide(held->key, Verdict::kHeld, config_timeout() + std::chrono::seconds(5)).sequence = held->sequence;
   ++env_.counters.discovery_probes;
-  auto suspect = option_drop_suspects_.find(held->key.server);
-  held->syns_with_option =
-      SynsWithOption(!held->upstream, suspect != option_drop_suspects_.end() && suspect->second.until > Clock::now(),
-                     AsymmetryTimeout(held->key.server), config_timeout());
+  held->syns_with_option = SynsWithOption(!held->upstream, option_droppers_.Suspected(held->key.server, Clock::now()),
+                                          AsymmetryTimeout(held->key.server), config_timeout());
   tcp::socket probe(loop_);
   error_code ec;
   tcp family = held->key.server.is_v6() ? tcp::v6() : tcp::v4();
@@ -171,23 +169,32 @@ void Interceptor::Impl::OnProbeConnected(FlowKey key, error_code ec) {
   // The SYN carrying the option was answered: whatever lost one before, the server
   // does not drop options.
   // (An answer proves it too, whichever SYN it came on.)
-  if (h.offer && (!h.retried_without_option() || h.answer)) option_drop_suspects_.erase(key.server);
+  if (h.offer && (!h.retried_without_option() || h.answer)) option_droppers_.Cleared(key.server);
   std::optional<uint16_t> redirected;
   if (h.target_port != key.server_port) redirected = h.target_port;
-  // Remembered only when the server answered our own address faster than it was
-  // given to answer the client's: then that answer went round this box. A server
-  // that was merely slow is not held against the next connection.
-  bool confirmed = asymmetric && Clock::now() - h.started < h.early_timeout;
-  if (confirmed) asymmetric_[key.server] = Clock::now() + config_.peer_memory;
+  // Only an answer to our own address faster than the wait the client's went
+  // unanswered for counts: then that answer went round this box, or the SYN from
+  // the client's address was lost; a server that was merely slow counts for nothing.
+  // The same seen twice in a row is asymmetric routing, and remembered (TwiceInARow).
+  auto now = Clock::now();
+  bool answered_faster = asymmetric && now - h.started < h.early_timeout;
+  // (This probe is the retry: the one from the client's address started a wait earlier.)
+  bool remembered = answered_faster && asymmetric_.Saw(key.server, h.started - h.early_timeout, now);
+  if (h.transparent) asymmetric_.Cleared(key.server);  // the client's address was answered
   std::string asymmetry;
   if (asymmetric) {
-    auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(h.early_timeout).count();
-    asymmetry = confirmed ? "asymmetric routing: the server's replies to the client's address do not come back "
-                            "through this box (no answer in " + std::to_string(waited) +
-                                " ms), so it connects from its own address (remembered for " +
-                                Minutes(config_.peer_memory) + ")"
-                          : "no answer to the client's address in " + std::to_string(waited) +
-                                " ms: connected from this box's address (the server was slow: not remembered)";
+    auto waited = std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(h.early_timeout).count());
+    if (remembered) {
+      asymmetry = "asymmetric routing: the server's replies to the client's address do not come back through this "
+                  "box (no answer in " + waited + " ms, twice in a row), so it connects from its own address "
+                  "(remembered for " + Minutes(config_.peer_memory) + ")";
+    } else if (answered_faster) {
+      asymmetry = "no answer to the client's address in " + waited + " ms, a faster one to this box's: asymmetric "
+                  "routing, or a lost SYN (remembered if it happens again): connected from this box's address";
+    } else {
+      asymmetry = "no answer to the client's address in " + waited +
+                  " ms: connected from this box's address (the server was slow: not remembered)";
+    }
   }
   Decision& d = Decide(key, Verdict::kIntercept, std::chrono::seconds(30));
   d.sequence = h.sequence;
@@ -218,7 +225,7 @@ void Interceptor::Impl::OnProbeConnected(FlowKey key, error_code ec) {
         d.reason = asymmetry;
       } else if (h.retried_without_option()) {
         d.reason = "server " + key.server.to_string() + " answered only the SYN without option 0x21: " +
-                   (ConfirmOptionDropper(key.server, h.started)
+                   (option_droppers_.Saw(key.server, h.started, Clock::now())
                         ? "twice in a row, probed without it from now on (remembered for " +
                               Minutes(config_.option_drop_memory) + ")"
                         : "a lost SYN, or a server that drops options (remembered if it happens again)");

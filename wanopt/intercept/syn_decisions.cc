@@ -89,7 +89,7 @@ void Interceptor::Impl::OnSyn(uint32_t id, const TcpSegment& s) {
     d.sequence = sequence;
     queue_->Accept(id, kMarkIntercept);
   };
-  if (auto it = option_droppers_.find(key.server); it != option_droppers_.end() && it->second > Clock::now()) {
+  if (option_droppers_.Remembered(key.server, Clock::now())) {
     return pass("server " + key.server.to_string() + " drops SYNs carrying TCP options (remembered for " +
                 Minutes(config_.option_drop_memory) + ")");
   }
@@ -112,7 +112,7 @@ void Interceptor::Impl::OnSyn(uint32_t id, const TcpSegment& s) {
   held->offer = offer;
   // The probe becomes the server connection when no box answers: from the client's
   // address, the server sees no difference from a connection without the box.
-  held->transparent = rule.server_source == ServerSource::kClient && !asymmetric_.count(key.server);
+  held->transparent = rule.server_source == ServerSource::kClient && !asymmetric_.Remembered(key.server, Clock::now());
   if (target_port) held->target_port = *target_port;
   StartProbe(std::move(held));
 }
@@ -141,33 +141,10 @@ void Interceptor::Impl::OnProbeFromUpstream(uint32_t id, const FlowKey& key, con
   held->offer = upstream;
   // A server known to drop SYNs with options is probed without: no box beyond it
   // could answer anyway.
-  if (auto it = option_droppers_.find(key.server); it != option_droppers_.end() && it->second > Clock::now()) {
-    held->offer.reset();
-  }
+  if (option_droppers_.Remembered(key.server, Clock::now())) held->offer.reset();
   held->transparent = rule.server_source == ServerSource::kClient && upstream.client &&
-                      !asymmetric_.count(key.server);
+                      !asymmetric_.Remembered(key.server, Clock::now());
   StartProbe(std::move(held));
-}
-
-// One unanswered SYN is as likely a packet lost on the WAN as a server (or a
-// firewall before it) that drops SYNs carrying options; remembering the server at
-// once would turn optimization off towards it for option_drop_memory over one lost
-// packet (intercept_scale_bench saw it under load). A real option dropper drops
-// every such SYN: the second time in a row it is remembered. In a row means a probe
-// started after the first loss was known (probes under way at the same moment
-// share one cause: a path that lost packets for a second), with no SYN carrying the
-// option answered in between (OnProbeConnected clears the suspicion).
-bool Interceptor::Impl::ConfirmOptionDropper(const address& server, Clock::time_point started) {
-  auto now = Clock::now();
-  auto it = option_drop_suspects_.find(server);
-  if (it == option_drop_suspects_.end() || it->second.until < now) {
-    option_drop_suspects_[server] = {now, now + config_.option_drop_memory};
-    return false;
-  }
-  if (started < it->second.seen) return false;  // under way when the first was lost: the same event
-  option_drop_suspects_.erase(it);
-  option_droppers_[server] = now + config_.option_drop_memory;
-  return true;
 }
 
 std::string Interceptor::Impl::NoAnswerReason(const Held& h, const FlowKey& key) {
@@ -176,7 +153,7 @@ std::string Interceptor::Impl::NoAnswerReason(const Held& h, const FlowKey& key)
     std::string what = "server " + key.server.to_string() + " did not answer " +
                        (h.syns_with_option > 1 ? "the two SYNs" : "the SYN") +
                        " carrying option 0x21, only the retransmission without it";
-    if (!ConfirmOptionDropper(key.server, h.started)) return what + ": a lost SYN, or a server that drops options (remembered if it happens again)";
+    if (!option_droppers_.Saw(key.server, h.started, Clock::now())) return what + ": a lost SYN, or a server that drops options (remembered if it happens again)";
     return what + ", twice in a row: remembered for " + Minutes(config_.option_drop_memory);
   }
   auto it = learned_.find(key.server);
