@@ -186,8 +186,12 @@ def sample(lab, pids, work, t0):
     s = {"t": round(time.monotonic() - t0, 1)}
     for b, pid in pids.items():
         m = box_reading(pid)
+        series = lab.series(b)
+        heap = 'wanopt_process_heap_bytes{state="%s"}'
         s[b] = {"rss_kib": m["VmRSS"] // 1024, "fds": m["fds"], "sockets": m["fd_kinds"].get("socket", 0), "store_bytes": du(os.path.join(work, "%s-%s-store" % (
-            lab.prefix, b))), "active": metrics(lab, b).get("wanopt_connections_active")}
+            lab.prefix, b))), "active": metrics(lab, b).get("wanopt_connections_active"),
+            # Where the RSS is: the heap the daemon uses, and what glibc keeps freed.
+            "heap_in_use_kib": series.get(heap % "in_use", 0) // 1024, "heap_free_kib": series.get(heap % "free", 0) // 1024}
     return s
 
 
@@ -232,11 +236,14 @@ def render(r):
                 ", ".join("%s %d" % kv for kv in sorted(r.get("wan_tun_drops", {}).items())) or "?",
                 *(r.get("discovery", {}).get(k, "?") for k in ("probes", "syns_resent_with_option",
                                                                "syns_resent_without_option"))), "",
-            "| t (s) | branch RSS MiB | dc RSS MiB | branch fds | dc fds | branch store MiB | dc store MiB "
-            "| active (branch / dc) |", "|---:|---:|---:|---:|---:|---:|---:|---|"]
+            "| t (s) | branch RSS MiB | dc RSS MiB | heap in use MiB (branch / dc) | heap free MiB (branch / dc) "
+            "| branch fds | dc fds | branch store MiB | dc store MiB | active (branch / dc) |",
+            "|---:|---:|---:|---|---|---:|---:|---:|---:|---|"]
     for s in r["samples"]:
-        rows.append("| %.0f | %.1f | %.1f | %d | %d | %.1f | %.1f | %s / %s |" % (
-            s["t"], s["branch"]["rss_kib"] / 1024, s["dc"]["rss_kib"] / 1024, s["branch"]["fds"], s["dc"]["fds"],
+        heap = ["%.1f / %.1f" % tuple(s[b].get(k, 0) / 1024 for b in ("branch", "dc"))
+                for k in ("heap_in_use_kib", "heap_free_kib")]
+        rows.append("| %.0f | %.1f | %.1f | %s | %s | %d | %d | %.1f | %.1f | %s / %s |" % (
+            s["t"], s["branch"]["rss_kib"] / 1024, s["dc"]["rss_kib"] / 1024, *heap, s["branch"]["fds"], s["dc"]["fds"],
             s["branch"]["store_bytes"] / 2**20, s["dc"]["store_bytes"] / 2**20,
             s["branch"]["active"], s["dc"]["active"]))
     rows += ["", "Checks: " + "; ".join(r["checks"])]
@@ -359,9 +366,11 @@ def main():
                 print("%s: %s %s" % ("ok" if good else "FAIL", name, "" if good else detail), flush=True)
             mid = r["samples"][len(r["samples"]) // 3]
             for b in pids:
-                r["checks"].append("%s RSS at a third %.1f MiB, at the end %.1f MiB (%+.0f%%)" % (
+                r["checks"].append("%s RSS at a third %.1f MiB, at the end %.1f MiB (%+.0f%%; heap in use %.1f then "
+                                   "%.1f MiB, free %.1f then %.1f MiB)" % (
                     b, mid[b]["rss_kib"] / 1024, end[b]["rss_kib"] / 1024,
-                    100 * (end[b]["rss_kib"] - mid[b]["rss_kib"]) / max(1, mid[b]["rss_kib"])))
+                    100 * (end[b]["rss_kib"] - mid[b]["rss_kib"]) / max(1, mid[b]["rss_kib"]),
+                    *(x[b].get(k, 0) / 1024 for k in ("heap_in_use_kib", "heap_free_kib") for x in (mid, end))))
             ok = all(good for _, good, _ in checks)
         except Exception as e:  # reported; the lab still comes down
             r["errors"].append(repr(e))

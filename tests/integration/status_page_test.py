@@ -174,6 +174,18 @@ try:
           all(summary["totals"].get(k) == 0 for k in ("discovery_probes", "probe_syns_resent_with_option",
                                                        "probe_syns_resent_without_option")),
           (summary["totals"], [l for l in lines if "discovery" in l]))
+    # The process's memory: the kernel's resident figure (read here too, at about the
+    # same moment) and the heap in use and kept free, in /metrics and the summary.
+    with open(f"/proc/{lab.pid}/status") as f:
+        vm_rss = int(next(l for l in f if l.startswith("VmRSS:")).split()[1]) * 1024
+    series = {l.rsplit(" ", 1)[0]: int(l.rsplit(" ", 1)[1]) for l in lines}
+    resident, in_use = series.get("wanopt_process_resident_bytes", 0), series.get(
+        'wanopt_process_heap_bytes{state="in_use"}', 0)
+    check("metrics and summary: the process's resident memory (as /proc says, within a quarter), its heap in use "
+          "and free", abs(resident - vm_rss) < vm_rss / 4 and in_use > 0 and
+          'wanopt_process_heap_bytes{state="free"}' in series and
+          set(summary.get("memory", {})) == {"resident_bytes", "heap_in_use_bytes", "heap_free_bytes"} and
+          summary["memory"]["heap_in_use_bytes"] > 0, (vm_rss, [l for l in lines if "process" in l], summary.get("memory")))
     try:
         urllib.request.urlopen(urllib.request.Request(url + "api/connections", method="POST", data=b"x"), timeout=5)
         check("read-only: POST refused", False)

@@ -42,6 +42,16 @@ namespace {
 constexpr auto kTrimInterval = std::chrono::seconds(10);
 constexpr int kTrimDutyDivisor = 1000;
 
+// Blocks this large come straight from the kernel and go back to it when freed: a
+// busy connection's zstd context (1 to 3 MiB) and other large buffers. glibc's
+// default threshold starts at 128 KiB but rises to the largest block freed, so after
+// the first context freed every later one was carved from a session thread's arena,
+// where the small blocks allocated around it kept its pages: in a soak the arenas
+// held 90-100 MiB freed (mallinfo2) beside 60-75 MiB in use, and the resident size
+// grew with it (+16% and +33% in 2.5 minutes); with the threshold fixed, 26-28 MiB
+// freed and flat. Setting it also stops glibc raising it again.
+constexpr int kMmapThreshold = 256 * 1024;
+
 void TrimMemoryPeriodically(std::shared_ptr<asio::steady_timer> timer, std::chrono::steady_clock::duration wait) {
   timer->expires_after(wait);
   timer->async_wait([timer](error_code ec) {
@@ -268,6 +278,7 @@ bool Daemon::Start(std::string* error) {
     }
   }
   running_ = true;
+  mallopt(M_MMAP_THRESHOLD, kMmapThreshold);
   // Stopped with the loops: the timer goes with its pending wait.
   TrimMemoryPeriodically(std::make_shared<asio::steady_timer>(*loops_[0]), kTrimInterval);
   ForgetIdlePeeringsDaily(std::make_shared<asio::steady_timer>(*loops_[0]), peers_.get());

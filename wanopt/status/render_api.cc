@@ -5,6 +5,7 @@
 #include "wanopt/status/model.h"
 #include "wanopt/status/render.h"
 #include "util/json.h"
+#include "util/process_memory.h"
 
 namespace wanopt::status {
 namespace {
@@ -220,6 +221,14 @@ std::string SummaryJson(const Model& m) {
   w.Field("probe_syns_resent_with_option", m.probe_syns_resent_with_option);
   w.Field("probe_syns_resent_without_option", m.probe_syns_resent_without_option);
   w.EndObject();
+  // The process (every box in it): util/process_memory.h says how to read these.
+  ProcessMemory memory = ReadProcessMemory();
+  w.Key("memory");
+  w.BeginObject();
+  w.Field("resident_bytes", memory.resident_bytes);
+  w.Field("heap_in_use_bytes", memory.heap_in_use_bytes);
+  w.Field("heap_free_bytes", memory.heap_free_bytes);
+  w.EndObject();
   w.Key("applications");
   w.BeginArray();
   for (const auto& [name, a] : m.applications) {
@@ -351,6 +360,14 @@ std::string Metrics(const Model& m) {
     out << "wanopt_discovery_syn_retransmissions_total{box=\"" << PromLabel(b->config().name) << "\",option=\"without\"} "
         << b->counters().probe_syns_resent_without_option << "\n";
   }
+
+  ProcessMemory memory = ReadProcessMemory();
+  family("wanopt_process_resident_bytes", "gauge", "Resident memory of the process (every box in it).");
+  out << "wanopt_process_resident_bytes " << memory.resident_bytes << "\n";
+  family("wanopt_process_heap_bytes", "gauge",
+         "The heap: in_use by the program, or free (kept by the allocator, not handed back to the system).");
+  out << "wanopt_process_heap_bytes{state=\"in_use\"} " << memory.heap_in_use_bytes << "\n";
+  out << "wanopt_process_heap_bytes{state=\"free\"} " << memory.heap_free_bytes << "\n";
 
   // Per application and per peer: connections gone from the table plus those in it,
   // so the counters never go backwards.
