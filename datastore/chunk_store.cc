@@ -159,6 +159,11 @@ ChunkStore::Stats ChunkStoreImpl::stats() const {
   s.memory_hits = memory_hits_.load();
   s.queue_waits = queue_waits_.load();
   s.disk_bytes = segments_.disk_bytes();
+  for (rocksdb::ColumnFamilyHandle* family : {meta_cf_, index_cf_}) {
+    uint64_t bytes = 0;
+    if (family && db_->GetIntProperty(family, "rocksdb.cur-size-all-mem-tables", &bytes)) s.index_db_memory_bytes += bytes;
+  }
+  if (block_cache_) s.index_db_memory_bytes += block_cache_->GetUsage();
   return s;
 }
 

@@ -149,6 +149,7 @@ class ChunkStore {
     uint64_t queued_bytes = 0;  // the write queue now: <= write_queue_bytes (or one chunk)
     uint64_t queue_waits = 0;   // Puts that waited for room in the write queue
     uint64_t disk_bytes = 0;    // the segment files: bytes, plus evicted chunks not yet released
+    uint64_t index_db_memory_bytes = 0;  // RocksDB's memtables and block cache (the index's database)
   };
 
   // Opens the store in options.path, creating it if needed. On failure returns

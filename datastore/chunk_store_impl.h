@@ -24,6 +24,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 
 #include "datastore/chunk_cache.h"
@@ -250,6 +251,7 @@ class ChunkStoreImpl final : public ChunkStore {
   alignas(64) std::array<uint8_t, kSecretSize> secret_{};
 
   std::unique_ptr<rocksdb::DB> db_;
+  std::shared_ptr<rocksdb::Cache> block_cache_;  // db_'s: its usage is in stats()
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* index_cf_ = nullptr;

@@ -215,7 +215,8 @@ bool ChunkStoreImpl::OpenDatabase(const ChunkStoreOptions& options, std::string*
       MakeErrorListener([this](const rocksdb::Status& s) { Degrade("cannot write: " + s.ToString()); }));
 
   rocksdb::BlockBasedTableOptions table;
-  table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  block_cache_ = rocksdb::NewLRUCache(options.block_cache_bytes);
+  table.block_cache = block_cache_;
   // The table files' own index blocks are charged to the block cache rather than
   // held outside any bound.
   table.cache_index_and_filter_blocks = true;

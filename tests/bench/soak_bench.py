@@ -191,7 +191,9 @@ def sample(lab, pids, work, t0):
         s[b] = {"rss_kib": m["VmRSS"] // 1024, "fds": m["fds"], "sockets": m["fd_kinds"].get("socket", 0), "store_bytes": du(os.path.join(work, "%s-%s-store" % (
             lab.prefix, b))), "active": metrics(lab, b).get("wanopt_connections_active"),
             # Where the RSS is: the heap the daemon uses, and what glibc keeps freed.
-            "heap_in_use_kib": series.get(heap % "in_use", 0) // 1024, "heap_free_kib": series.get(heap % "free", 0) // 1024}
+            "heap_in_use_kib": series.get(heap % "in_use", 0) // 1024, "heap_free_kib": series.get(heap % "free", 0) // 1024,
+            # ... of which the DRE state: read cache, chunk index, RocksDB, write queue, peerings.
+            "dre_state_kib": sum(v for k, v in series.items() if k.startswith("wanopt_memory_bytes{")) // 1024}
     return s
 
 
@@ -236,13 +238,14 @@ def render(r):
                 ", ".join("%s %d" % kv for kv in sorted(r.get("wan_tun_drops", {}).items())) or "?",
                 *(r.get("discovery", {}).get(k, "?") for k in ("probes", "syns_resent_with_option",
                                                                "syns_resent_without_option"))), "",
-            "| t (s) | branch RSS MiB | dc RSS MiB | heap in use MiB (branch / dc) | heap free MiB (branch / dc) "
-            "| branch fds | dc fds | branch store MiB | dc store MiB | active (branch / dc) |",
-            "|---:|---:|---:|---|---|---:|---:|---:|---:|---|"]
+            "| t (s) | branch RSS MiB | dc RSS MiB | heap in use MiB (branch / dc) | of which DRE state MiB "
+            "| heap free MiB (branch / dc) | branch fds | dc fds | branch store MiB | dc store MiB "
+            "| active (branch / dc) |",
+            "|---:|---:|---:|---|---|---|---:|---:|---:|---:|---|"]
     for s in r["samples"]:
         heap = ["%.1f / %.1f" % tuple(s[b].get(k, 0) / 1024 for b in ("branch", "dc"))
-                for k in ("heap_in_use_kib", "heap_free_kib")]
-        rows.append("| %.0f | %.1f | %.1f | %s | %s | %d | %d | %.1f | %.1f | %s / %s |" % (
+                for k in ("heap_in_use_kib", "dre_state_kib", "heap_free_kib")]
+        rows.append("| %.0f | %.1f | %.1f | %s | %s | %s | %d | %d | %.1f | %.1f | %s / %s |" % (
             s["t"], s["branch"]["rss_kib"] / 1024, s["dc"]["rss_kib"] / 1024, *heap, s["branch"]["fds"], s["dc"]["fds"],
             s["branch"]["store_bytes"] / 2**20, s["dc"]["store_bytes"] / 2**20,
             s["branch"]["active"], s["dc"]["active"]))

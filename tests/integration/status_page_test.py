@@ -186,6 +186,19 @@ try:
           'wanopt_process_heap_bytes{state="free"}' in series and
           set(summary.get("memory", {})) == {"resident_bytes", "heap_in_use_bytes", "heap_free_bytes"} and
           summary["memory"]["heap_in_use_bytes"] > 0, (vm_rss, [l for l in lines if "process" in l], summary.get("memory")))
+    # Where each box's DRE state is: every part listed, the datastore's as /api/datastore
+    # says (the lab is idle by now, so the two readings agree).
+    parts = {p: {b: series.get(f'wanopt_memory_bytes{{box="{b}",part="{p}"}}') for b in ("lab-branch", "lab-datacenter")}
+             for p in ("read_cache", "chunk_index", "index_db", "write_queue", "peerings")}
+    _, _, body = get(url + "api/datastore")
+    stores = {s["box"]: s for s in json.loads(body)["datastore"]}
+    check("metrics: each box's memory by part, the datastore's parts as /api/datastore says",
+          all(v is not None for by_box in parts.values() for v in by_box.values()) and
+          all(parts["read_cache"][b] == stores[b]["read_cache_bytes"] and
+              parts["chunk_index"][b] == stores[b]["index_memory_bytes"] and
+              # (RocksDB's own housekeeping may move its figure between the two readings)
+              0 < parts["index_db"][b] <= 2 * stores[b]["index_db_memory_bytes"] and parts["peerings"][b] > 0
+              for b in stores), (parts, stores))
     try:
         urllib.request.urlopen(urllib.request.Request(url + "api/connections", method="POST", data=b"x"), timeout=5)
         check("read-only: POST refused", False)

@@ -62,6 +62,8 @@ class Daemon {
   std::string status_url() const;
   // The chunk store, or null without [dre] datastore.
   datastore::ChunkStore* store() const { return store_.get(); }
+  // What the box knows of each peering's chunks, or null before Start.
+  const dre::PeerTable* peers() const { return peers_.get(); }
   // The WCCP agent when [wccp] is configured and running, else null.
   const wccp::Agent* wccp() const { return wccp_.get(); }
   // The address a listener actually bound (port 0 in the config gets a free port).

@@ -114,6 +114,18 @@ void PeerState::Forget(const Fingerprint& fingerprint) {
   AppendForgetLocked(fingerprint);
 }
 
+size_t PeerState::memory_bytes() const {
+  std::lock_guard lock(mu_);
+  return index_.memory_bytes() + retired_.memory_bytes() + next_.memory_bytes();
+}
+
+size_t PeerTable::memory_bytes() const {
+  std::lock_guard lock(mu_);
+  size_t bytes = 0;
+  for (const auto& peer : loaded_) bytes += peer->memory_bytes();
+  return bytes;
+}
+
 size_t PeerState::size() const {
   std::lock_guard lock(mu_);
   return index_.size();
@@ -253,6 +265,8 @@ std::shared_ptr<PeerState> PeerTable::Get(const std::string& name, const std::op
   std::call_once(entry->loaded, [&] {
     entry->peer = Load(name, seed);
     loaded_now = true;
+    std::lock_guard lock(mu_);
+    loaded_.push_back(entry->peer);
   });
   if (!loaded_now && seed) entry->peer->Rekey(*seed);
   return entry->peer;

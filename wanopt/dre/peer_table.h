@@ -39,6 +39,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "datastore/chunk_store.h"
 #include "util/flat_hash_map.h"
@@ -67,6 +68,8 @@ class PeerState {
   void Learn(const Fingerprint& fingerprint, const datastore::ContentId& id);
   void Forget(const Fingerprint& fingerprint);
   size_t size() const;
+  // What its maps take: the names, those kept for repairs, the guesses.
+  size_t memory_bytes() const;
 
   // The peer's chunk store instance as last seen (0: unknown). A different one means
   // the peer's store was wiped or replaced: everything it knew is gone.
@@ -141,6 +144,9 @@ class PeerTable {
   // it at start and once a day.
   size_t ForgetIdleFiles(std::chrono::seconds max_age = kIdlePeeringAge);
 
+  // What every peering loaded in this run takes in memory (PeerState::memory_bytes).
+  size_t memory_bytes() const;
+
  private:
   // A peering, read from its file by the first Get (the others wait for that one).
   struct Entry {
@@ -152,8 +158,9 @@ class PeerTable {
 
   const std::string directory_;
   const datastore::ChunkStore* const store_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Entry>> peers_;  // guarded by mu_; an Entry's peer by its once_flag
+  std::vector<std::shared_ptr<PeerState>> loaded_;       // guarded by mu_: each peer once loaded
 };
 
 }  // namespace wanopt::dre

@@ -6,6 +6,7 @@
 #include "wanopt/status/render.h"
 #include "util/json.h"
 #include "util/process_memory.h"
+#include "wanopt/dre/peer_table.h"
 
 namespace wanopt::status {
 namespace {
@@ -36,6 +37,8 @@ void WriteStores(json::Writer& w, const Model& m) {
     w.Field("degraded", s.stats.degraded);  // a write failed: storing stopped, DRE off for new connections
     w.Field("write_errors", s.stats.write_errors);
     w.Field("index_bytes_per_chunk", s.stats.chunks ? s.stats.index_memory_bytes / s.stats.chunks : 0);
+    w.Field("index_memory_bytes", s.stats.index_memory_bytes);
+    w.Field("index_db_memory_bytes", s.stats.index_db_memory_bytes);  // RocksDB's memtables and block cache
     w.EndObject();
   }
   w.EndArray();
@@ -408,6 +411,22 @@ std::string Metrics(const Model& m) {
   for (const auto& s : stores) out << "wanopt_datastore_degraded{box=\"" << PromLabel(s.box) << "\"} " << (s.stats.degraded ? 1 : 0) << "\n";
   family("wanopt_datastore_evictions_total", "counter", "Chunks evicted for space.");
   for (const auto& s : stores) out << "wanopt_datastore_evictions_total{box=\"" << PromLabel(s.box) << "\"} " << s.stats.evictions << "\n";
+  family("wanopt_memory_bytes", "gauge",
+         "What the box's DRE state holds in memory, by part: the datastore's read_cache, chunk_index, index_db "
+         "(RocksDB's memtables and block cache) and write_queue, and the peerings' chunk names and guesses.");
+  for (const auto& s : stores) {
+    const std::pair<const char*, uint64_t> parts[] = {{"read_cache", s.stats.cache_bytes},
+                                                      {"chunk_index", s.stats.index_memory_bytes},
+                                                      {"index_db", s.stats.index_db_memory_bytes},
+                                                      {"write_queue", s.stats.queued_bytes}};
+    for (const auto& [part, bytes] : parts)
+      out << "wanopt_memory_bytes{box=\"" << PromLabel(s.box) << "\",part=\"" << part << "\"} " << bytes << "\n";
+  }
+  for (const Daemon* b : m.boxes) {
+    if (!b->peers()) continue;
+    out << "wanopt_memory_bytes{box=\"" << PromLabel(b->config().name) << "\",part=\"peerings\"} "
+        << b->peers()->memory_bytes() << "\n";
+  }
   family("wanopt_application_connections_total", "counter", "Connections by application.");
   for (const auto& [k, s] : by_app)
     out << "wanopt_application_connections_total{box=\"" << PromLabel(k.first) << "\",application=\"" << PromLabel(k.second) << "\"} " << s.connections << "\n";
