@@ -1,7 +1,7 @@
 // Where this process's memory is, for the status API and /metrics: what the kernel
 // counts as resident, and how much of the heap the program uses against what the
-// allocator (glibc malloc) keeps free without handing it back. A resident size that
-// grows while the heap in use stays flat is the allocator's, not a leak.
+// allocator (glibc malloc) holds freed. A resident size that grows while the heap in
+// use stays flat is the allocator's, not a leak.
 //
 // Linux and glibc only. Reading it walks the allocator's free lists under its
 // locks: for a scrape, not for a hot path.
@@ -18,7 +18,9 @@ namespace wanopt {
 struct ProcessMemory {
   uint64_t resident_bytes = 0;     // /proc/self/statm's resident pages
   uint64_t heap_in_use_bytes = 0;  // allocated and not freed (mmapped blocks included)
-  uint64_t heap_free_bytes = 0;    // freed, kept by the allocator in its arenas
+  // Freed, held in the allocator's free lists: an upper bound on what it keeps, as
+  // the daemon's periodic malloc_trim may already have handed their whole pages back.
+  uint64_t heap_free_bytes = 0;
 };
 
 inline ProcessMemory ReadProcessMemory() {

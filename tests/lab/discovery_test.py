@@ -22,15 +22,15 @@ of deploy/intercept. Lab 1 (client -- branch == WAN == dc -- server, 10 ms one w
      LAN (its probe's first, from the client's address): the dc retries from its
      own address and only suspects the server; the next connection reaches the
      server from the client's address.
+     Asymmetric routing (the server's replies to the client's address dropped at
+     the dc): the dc connects from its own address within a second; the first time
+     suspected (a lost SYN looks the same), the second time in a row remembered.
   5. A server that drops SYNs carrying options: the connection still succeeds
      (two SYNs with the option, iptables on the server counts them, then one
      without); the second time in a row (one SYN with the option: the server is
      suspected) the server is remembered (one lost SYN is not enough), and the
      next one is passed by as remembered (none with the option). /metrics counts
      the SYNs sent again: one with the option and one without, then one without.
-     Asymmetric routing (the server's replies to the client's address dropped at
-     the dc): the dc connects from its own address within a second; the first time
-     suspected (a lost SYN looks the same), the second time in a row remembered.
   6. A fake datacenter box whose certificate is not from our CA: pass-through with
      "failed authentication", bytes still right, the fake box served nothing.
   7. The datacenter box stopped: curl still succeeds, pass-through "no peer".

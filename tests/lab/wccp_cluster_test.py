@@ -264,7 +264,7 @@ def main():
             got = fetch(lab, source)
             check(f"after the kill: a fetch from {source} (was box a's) is byte-identical", got == digest, got)
             c = wait_for(lambda: connection_from(lab, "b", source), timeout=10)
-            check(f"... and box b carried it, optimized with the dc", c and c.get("peer") == IDS["dc"], c)
+            check("... and box b carried it, optimized with the dc", c and c.get("peer") == IDS["dc"], c)
         try:
             _, err = slow.communicate(timeout=30)
         except subprocess.TimeoutExpired:

@@ -34,6 +34,7 @@ TEST_CASE("probes under way when the first time was seen share its cause: not a 
   // Started before the first was known (a burst of lost packets): still suspected.
   CHECK_FALSE(memory.Saw(kServer, t0 + seconds(0), t0 + seconds(2)));
   CHECK(memory.Suspected(kServer, t0 + seconds(2)));
+  // Started the moment the first was known: after it, so the second time.
   CHECK(memory.Saw(kServer, t0 + seconds(1), t0 + seconds(3)));
 }
 
@@ -57,5 +58,5 @@ TEST_CASE("a suspicion older than the memory is forgotten: the next time is a fi
   CHECK(memory.Suspected(kServer, t0 + minutes(11)));
   memory.Expire(t0 + minutes(22));
   CHECK_FALSE(memory.Suspected(kServer, t0 + minutes(12)));  // expired entries are gone, whatever the time asked
-  CHECK(memory.Saw(kServer, t0 + minutes(22), t0 + minutes(22)) == false);
+  CHECK_FALSE(memory.Saw(kServer, t0 + minutes(22), t0 + minutes(22)));
 }

@@ -48,8 +48,9 @@ constexpr int kTrimDutyDivisor = 1000;
 // the first context freed every later one was carved from a session thread's arena,
 // where the small blocks allocated around it kept its pages: in a soak the arenas
 // held 90-100 MiB freed (mallinfo2) beside 60-75 MiB in use, and the resident size
-// grew with it (+16% and +33% in 2.5 minutes); with the threshold fixed, 26-28 MiB
-// freed and flat. Setting it also stops glibc raising it again.
+// grew with it (+16% and +33% in 2.5 minutes); with the threshold fixed, 27-34 MiB
+// freed. Setting it also stops glibc raising it again. Process-wide: set by each
+// box's Start, to the same value (`wanopt lab` runs two).
 constexpr int kMmapThreshold = 256 * 1024;
 
 void TrimMemoryPeriodically(std::shared_ptr<asio::steady_timer> timer, std::chrono::steady_clock::duration wait) {

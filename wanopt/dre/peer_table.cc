@@ -120,9 +120,15 @@ size_t PeerState::memory_bytes() const {
 }
 
 size_t PeerTable::memory_bytes() const {
-  std::lock_guard lock(mu_);
+  std::vector<std::shared_ptr<PeerState>> loaded;
+  {
+    // Copied, so that a peering busy rewriting its file holds up this reading
+    // only, not every new session's Get.
+    std::lock_guard lock(mu_);
+    loaded = loaded_;
+  }
   size_t bytes = 0;
-  for (const auto& peer : loaded_) bytes += peer->memory_bytes();
+  for (const auto& peer : loaded) bytes += peer->memory_bytes();
   return bytes;
 }
 

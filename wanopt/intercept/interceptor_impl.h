@@ -162,6 +162,7 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     // A SYN went out without the offer after those that carried it went unanswered.
     bool retried_without_option() const { return offer && syns_seen > syns_with_option; }
     Clock::time_point started;
+    Clock::time_point first_started;  // of this SYN's first probe (a retry's predecessor), for TwiceInARow
     std::unique_ptr<asio::steady_timer> timer;
   };
 

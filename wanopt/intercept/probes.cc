@@ -66,6 +66,7 @@ void Interceptor::Impl::StartProbe(std::unique_ptr<Held> held) {
   held_[key] = std::move(held);
   auto self = shared_from_this();
   h->started = Clock::now();
+  if (h->first_started == Clock::time_point{}) h->first_started = h->started;
   h->timer->expires_after(ProbeTimeout(*h));
   h->timer->async_wait([self, key](error_code ec) {
     if (ec) return;
@@ -155,6 +156,7 @@ void Interceptor::Impl::OnProbeConnected(FlowKey key, error_code ec) {
       retry->offer = h.offer;
       retry->transparent = false;
       retry->early_timeout = Clock::now() - h.started;
+      retry->first_started = h.started;
       retry_from_box_.insert(key);
       return StartProbe(std::move(retry));
     }
@@ -178,8 +180,7 @@ void Interceptor::Impl::OnProbeConnected(FlowKey key, error_code ec) {
   // The same seen twice in a row is asymmetric routing, and remembered (TwiceInARow).
   auto now = Clock::now();
   bool answered_faster = asymmetric && now - h.started < h.early_timeout;
-  // (This probe is the retry: the one from the client's address started a wait earlier.)
-  bool remembered = answered_faster && asymmetric_.Saw(key.server, h.started - h.early_timeout, now);
+  bool remembered = answered_faster && asymmetric_.Saw(key.server, h.first_started, now);
   if (h.transparent) asymmetric_.Cleared(key.server);  // the client's address was answered
   std::string asymmetry;
   if (asymmetric) {
@@ -225,7 +226,7 @@ void Interceptor::Impl::OnProbeConnected(FlowKey key, error_code ec) {
         d.reason = asymmetry;
       } else if (h.retried_without_option()) {
         d.reason = "server " + key.server.to_string() + " answered only the SYN without option 0x21: " +
-                   (option_droppers_.Saw(key.server, h.started, Clock::now())
+                   (option_droppers_.Saw(key.server, h.first_started, now)
                         ? "twice in a row, probed without it from now on (remembered for " +
                               Minutes(config_.option_drop_memory) + ")"
                         : "a lost SYN, or a server that drops options (remembered if it happens again)");

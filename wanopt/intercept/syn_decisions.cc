@@ -153,7 +153,7 @@ std::string Interceptor::Impl::NoAnswerReason(const Held& h, const FlowKey& key)
     std::string what = "server " + key.server.to_string() + " did not answer " +
                        (h.syns_with_option > 1 ? "the two SYNs" : "the SYN") +
                        " carrying option 0x21, only the retransmission without it";
-    if (!option_droppers_.Saw(key.server, h.started, Clock::now())) return what + ": a lost SYN, or a server that drops options (remembered if it happens again)";
+    if (!option_droppers_.Saw(key.server, h.first_started, Clock::now())) return what + ": a lost SYN, or a server that drops options (remembered if it happens again)";
     return what + ", twice in a row: remembered for " + Minutes(config_.option_drop_memory);
   }
   auto it = learned_.find(key.server);

@@ -4,12 +4,13 @@
 // server that answers only the SYN without option 0x21 (or a lost SYN carrying it),
 // and a server that answers the box's own address but not the client's (asymmetric
 // routing, or a lost SYN from the client's address). Holding either against a
-// server changes every connection to it for an hour (probed without the option;
-// the server sees the box's address instead of the client's), so one lost packet
-// must not do it: the first time the server is suspected, the second time in a row
-// it is remembered. "In a row" means seen by a probe started after the first time
-// was known (probes under way at that moment share its cause: a path that lost
-// packets for a second), with no probe since that showed the opposite (Cleared).
+// server changes every connection to it for the memory (option_drop_memory or
+// peer_memory, an hour by default: not optimized towards it; the server sees the
+// box's address instead of the client's), so one lost packet must not do it: the
+// first time the server is suspected, the second time in a row it is remembered.
+// "In a row" means seen by a probe started no earlier than the first time was known
+// (probes under way at that moment share its cause: a path that lost packets for a
+// second), with no probe since that showed the opposite (Cleared).
 //
 // A pure value (the caller supplies the clock): tests/unit/twice_in_a_row_test.cc.
 // Threading: none of its own; the interceptor's loop only.

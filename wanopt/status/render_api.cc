@@ -368,7 +368,8 @@ std::string Metrics(const Model& m) {
   family("wanopt_process_resident_bytes", "gauge", "Resident memory of the process (every box in it).");
   out << "wanopt_process_resident_bytes " << memory.resident_bytes << "\n";
   family("wanopt_process_heap_bytes", "gauge",
-         "The heap: in_use by the program, or free (kept by the allocator, not handed back to the system).");
+         "The heap: in_use by the program, or free (held in the allocator's free lists; an upper bound, as "
+         "some of their pages may already be handed back).");
   out << "wanopt_process_heap_bytes{state=\"in_use\"} " << memory.heap_in_use_bytes << "\n";
   out << "wanopt_process_heap_bytes{state=\"free\"} " << memory.heap_free_bytes << "\n";
 

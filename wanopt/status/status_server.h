@@ -5,7 +5,8 @@
 //                      datastore, and the connections table (filter, sort); a plain
 //                      server-rendered page that refreshes itself when JavaScript is on
 //   /api/connections   JSON ({"connections":[...]}); ?format=text for a terminal table
-//   /api/summary       JSON totals, per application, datastore, history; ?format=text
+//   /api/summary       JSON totals, per application, datastore, the process's memory,
+//                      history; ?format=text
 //   /api/peers         JSON peers; ?format=text
 //   /metrics           Prometheus text format
 //
