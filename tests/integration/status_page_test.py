@@ -11,6 +11,7 @@ Prints 'N passed, N failed'; exit 1 on failure.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -219,6 +220,9 @@ try:
           r.returncode == 0 and "box lab-branch (02:00:00:00:00:01): branch (1 forward rule), up " in r.stdout
           and "box lab-datacenter (02:00:00:00:00:02): datacenter, up " in r.stdout
           and r.stdout.count("inner channels: none: inner channels are plaintext") == 2, r.stdout + r.stderr)
+    check("show summary: the process's memory, the DRE state's share of the heap",
+          re.search(r"^memory: resident {0}; heap in use {0} \(DRE state {0}\), freed and held by the allocator up to "
+                    r"{0}$".format(r"[0-9.]+ (?:B|[KMGT]iB)"), r.stdout, re.M), r.stdout)
     r = subprocess.run([WANOPT, "show", "datastore", "--api", url], capture_output=True, text=True, timeout=30)
     check("show datastore lists both stores", r.returncode == 0 and "lab-branch" in r.stdout and "HIT RATE" in r.stdout,
           r.stdout)

@@ -305,6 +305,16 @@ std::string SummaryText(const Model& m) {
   out << "connections: " << m.active << " active, " << m.opened << " since start; pass-through " << m.pass_through
       << ", resets " << m.resets << ", protocol errors " << m.protocol_errors << "\n";
   out << "LAN " << Bytes(m.lan) << ", WAN " << Bytes(m.wan) << ", reduction " << Percent(Reduction(m.lan, m.wan)) << "\n";
+  // The heap's DRE share: what each box's datastore and peerings hold (as /metrics'
+  // wanopt_memory_bytes), summed over the boxes of this process.
+  uint64_t dre_state = 0;
+  for (const auto& s : Stores(m))
+    dre_state += s.stats.cache_bytes + s.stats.index_memory_bytes + s.stats.index_db_memory_bytes + s.stats.queued_bytes;
+  for (const Daemon* b : m.boxes) dre_state += b->peers() ? b->peers()->memory_bytes() : 0;
+  ProcessMemory memory = ReadProcessMemory();
+  out << "memory: resident " << Bytes(memory.resident_bytes) << "; heap in use " << Bytes(memory.heap_in_use_bytes)
+      << " (DRE state " << Bytes(dre_state) << "), freed and held by the allocator up to "
+      << Bytes(memory.heap_free_bytes) << "\n";
   out << StoresText(m);
   return out.str();
 }
