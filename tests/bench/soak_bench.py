@@ -370,10 +370,11 @@ def main():
             mid = r["samples"][len(r["samples"]) // 3]
             for b in pids:
                 r["checks"].append("%s RSS at a third %.1f MiB, at the end %.1f MiB (%+.0f%%; heap in use %.1f then "
-                                   "%.1f MiB, free %.1f then %.1f MiB)" % (
+                                   "%.1f MiB, of which DRE state %.1f then %.1f MiB; free %.1f then %.1f MiB)" % (
                     b, mid[b]["rss_kib"] / 1024, end[b]["rss_kib"] / 1024,
                     100 * (end[b]["rss_kib"] - mid[b]["rss_kib"]) / max(1, mid[b]["rss_kib"]),
-                    *(x[b].get(k, 0) / 1024 for k in ("heap_in_use_kib", "heap_free_kib") for x in (mid, end))))
+                    *(x[b].get(k, 0) / 1024 for k in ("heap_in_use_kib", "dre_state_kib", "heap_free_kib")
+                      for x in (mid, end))))
             ok = all(good for _, good, _ in checks)
         except Exception as e:  # reported; the lab still comes down
             r["errors"].append(repr(e))
