@@ -3,8 +3,9 @@
 // allocator (glibc malloc) holds freed. A resident size that grows while the heap in
 // use stays flat is the allocator's, not a leak.
 //
-// Linux and glibc only. Reading it walks the allocator's free lists under its
-// locks: for a scrape, not for a hot path.
+// Linux. The heap figures are glibc malloc's (mallinfo2): under another allocator
+// (a sanitizer's) they are not known, and heap_known is false. Reading them walks
+// the allocator's free lists under its locks: for a scrape, not for a hot path.
 #pragma once
 
 #include <malloc.h>
@@ -21,6 +22,7 @@ struct ProcessMemory {
   // Freed, held in the allocator's free lists: an upper bound on what it keeps, as
   // the daemon's periodic malloc_trim may already have handed their whole pages back.
   uint64_t heap_free_bytes = 0;
+  bool heap_known = false;  // glibc reported a heap (a replaced malloc reports none)
 };
 
 inline ProcessMemory ReadProcessMemory() {
@@ -35,6 +37,7 @@ inline ProcessMemory ReadProcessMemory() {
   struct mallinfo2 info = ::mallinfo2();
   m.heap_in_use_bytes = info.uordblks + info.hblkhd;
   m.heap_free_bytes = info.fordblks;
+  m.heap_known = info.arena + info.hblkhd > 0;  // a running daemon always has one
   return m;
 }
 

@@ -229,8 +229,13 @@ std::string SummaryJson(const Model& m) {
   w.Key("memory");
   w.BeginObject();
   w.Field("resident_bytes", memory.resident_bytes);
-  w.Field("heap_in_use_bytes", memory.heap_in_use_bytes);
-  w.Field("heap_free_bytes", memory.heap_free_bytes);
+  // null: not known under this allocator (util/process_memory.h).
+  for (auto [key, bytes] : {std::pair{"heap_in_use_bytes", memory.heap_in_use_bytes},
+                            std::pair{"heap_free_bytes", memory.heap_free_bytes}}) {
+    w.Key(key);
+    if (memory.heap_known) w.Value(bytes);
+    else w.Null();
+  }
   w.EndObject();
   w.Key("applications");
   w.BeginArray();
@@ -312,9 +317,13 @@ std::string SummaryText(const Model& m) {
     dre_state += s.stats.cache_bytes + s.stats.index_memory_bytes + s.stats.index_db_memory_bytes + s.stats.queued_bytes;
   for (const Daemon* b : m.boxes) dre_state += b->peers() ? b->peers()->memory_bytes() : 0;
   ProcessMemory memory = ReadProcessMemory();
-  out << "memory: resident " << Bytes(memory.resident_bytes) << "; heap in use " << Bytes(memory.heap_in_use_bytes)
-      << " (DRE state " << Bytes(dre_state) << "), freed and held by the allocator up to "
-      << Bytes(memory.heap_free_bytes) << "\n";
+  out << "memory: resident " << Bytes(memory.resident_bytes);
+  if (memory.heap_known) {
+    out << "; heap in use " << Bytes(memory.heap_in_use_bytes) << " (DRE state " << Bytes(dre_state)
+        << "), freed and held by the allocator up to " << Bytes(memory.heap_free_bytes) << "\n";
+  } else {
+    out << "; DRE state " << Bytes(dre_state) << " (no heap figures from this allocator)\n";
+  }
   out << StoresText(m);
   return out.str();
 }
@@ -380,8 +389,10 @@ std::string Metrics(const Model& m) {
   family("wanopt_process_heap_bytes", "gauge",
          "The heap: in_use by the program, or free (held in the allocator's free lists; an upper bound, as "
          "some of their pages may already be handed back).");
-  out << "wanopt_process_heap_bytes{state=\"in_use\"} " << memory.heap_in_use_bytes << "\n";
-  out << "wanopt_process_heap_bytes{state=\"free\"} " << memory.heap_free_bytes << "\n";
+  if (memory.heap_known) {  // else no samples: not known under this allocator
+    out << "wanopt_process_heap_bytes{state=\"in_use\"} " << memory.heap_in_use_bytes << "\n";
+    out << "wanopt_process_heap_bytes{state=\"free\"} " << memory.heap_free_bytes << "\n";
+  }
 
   // Per application and per peer: connections gone from the table plus those in it,
   // so the counters never go backwards.
