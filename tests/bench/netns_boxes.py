@@ -78,13 +78,18 @@ def box_reading(pid):
     return reading
 
 
-def metrics(lab, box):
-    """The box's Prometheus metrics, each summed over its labels."""
+def summed(series):
+    """Prometheus samples ({'name{labels}': value}, Lab.series) summed by name."""
     vals = {}
-    for sample, value in lab.series(box).items():
+    for sample, value in series.items():
         name = sample.split("{")[0]
         vals[name] = vals.get(name, 0) + value
     return vals
+
+
+def metrics(lab, box):
+    """The box's Prometheus metrics, each summed over its labels."""
+    return summed(lab.series(box))
 
 
 def wait_metric(lab, box, name, pred, timeout=60):

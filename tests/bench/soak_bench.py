@@ -45,7 +45,7 @@ sys.dont_write_bytecode = True
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import benchkit  # noqa: E402
-from netns_boxes import (REPO, SERVER, SERVER6, box_config, box_reading, echo, keep_logs, metrics, open_lab,  # noqa: E402
+from netns_boxes import (REPO, SERVER, SERVER6, box_config, box_reading, echo, keep_logs, metrics, open_lab, summed,  # noqa: E402
                          wait_metric)
 
 FAILED_DIR = os.environ.get("WANOPT_SOAK_FAILED_DIR")  # where the workers keep payloads that failed
@@ -186,14 +186,15 @@ def sample(lab, pids, work, t0):
     s = {"t": round(time.monotonic() - t0, 1)}
     for b, pid in pids.items():
         m = box_reading(pid)
-        series = lab.series(b)
+        series = lab.series(b)  # one /metrics read per box per sample
+        totals = summed(series)
         heap = 'wanopt_process_heap_bytes{state="%s"}'
         s[b] = {"rss_kib": m["VmRSS"] // 1024, "fds": m["fds"], "sockets": m["fd_kinds"].get("socket", 0), "store_bytes": du(os.path.join(work, "%s-%s-store" % (
-            lab.prefix, b))), "active": metrics(lab, b).get("wanopt_connections_active"),
+            lab.prefix, b))), "active": totals.get("wanopt_connections_active"),
             # Where the RSS is: the heap the daemon uses, and what glibc keeps freed.
             "heap_in_use_kib": series.get(heap % "in_use", 0) // 1024, "heap_free_kib": series.get(heap % "free", 0) // 1024,
             # ... of which the DRE state: read cache, chunk index, RocksDB, write queue, peerings.
-            "dre_state_kib": sum(v for k, v in series.items() if k.startswith("wanopt_memory_bytes{")) // 1024}
+            "dre_state_kib": totals.get("wanopt_memory_bytes", 0) // 1024}
     return s
 
 

@@ -11,6 +11,27 @@
 namespace wanopt::status {
 namespace {
 
+// What each box's DRE state holds in memory, by part: the one list /metrics prints
+// (wanopt_memory_bytes) and `show summary` adds up.
+struct MemoryPart {
+  std::string box;
+  const char* part;
+  uint64_t bytes;
+};
+std::vector<MemoryPart> DreMemoryParts(const Model& m) {
+  std::vector<MemoryPart> parts;
+  for (const auto& s : Stores(m)) {
+    parts.push_back({s.box, "read_cache", s.stats.cache_bytes});
+    parts.push_back({s.box, "chunk_index", s.stats.index_memory_bytes});
+    parts.push_back({s.box, "index_db", s.stats.index_db_memory_bytes});
+    parts.push_back({s.box, "write_queue", s.stats.queued_bytes});
+  }
+  for (const Daemon* b : m.boxes) {
+    if (b->peers()) parts.push_back({b->config().name, "peerings", b->peers()->memory_bytes()});
+  }
+  return parts;
+}
+
 void WriteStores(json::Writer& w, const Model& m) {
   auto stores = Stores(m);
   if (stores.empty()) {
@@ -313,9 +334,7 @@ std::string SummaryText(const Model& m) {
   // The heap's DRE share: what each box's datastore and peerings hold (as /metrics'
   // wanopt_memory_bytes), summed over the boxes of this process.
   uint64_t dre_state = 0;
-  for (const auto& s : Stores(m))
-    dre_state += s.stats.cache_bytes + s.stats.index_memory_bytes + s.stats.index_db_memory_bytes + s.stats.queued_bytes;
-  for (const Daemon* b : m.boxes) dre_state += b->peers() ? b->peers()->memory_bytes() : 0;
+  for (const MemoryPart& p : DreMemoryParts(m)) dre_state += p.bytes;
   ProcessMemory memory = ReadProcessMemory();
   out << "memory: resident " << Bytes(memory.resident_bytes);
   if (memory.heap_known) {
@@ -436,19 +455,8 @@ std::string Metrics(const Model& m) {
   family("wanopt_memory_bytes", "gauge",
          "What the box's DRE state holds in memory, by part: the datastore's read_cache, chunk_index, index_db "
          "(RocksDB's memtables and block cache) and write_queue, and the peerings' chunk names and guesses.");
-  for (const auto& s : stores) {
-    const std::pair<const char*, uint64_t> parts[] = {{"read_cache", s.stats.cache_bytes},
-                                                      {"chunk_index", s.stats.index_memory_bytes},
-                                                      {"index_db", s.stats.index_db_memory_bytes},
-                                                      {"write_queue", s.stats.queued_bytes}};
-    for (const auto& [part, bytes] : parts)
-      out << "wanopt_memory_bytes{box=\"" << PromLabel(s.box) << "\",part=\"" << part << "\"} " << bytes << "\n";
-  }
-  for (const Daemon* b : m.boxes) {
-    if (!b->peers()) continue;
-    out << "wanopt_memory_bytes{box=\"" << PromLabel(b->config().name) << "\",part=\"peerings\"} "
-        << b->peers()->memory_bytes() << "\n";
-  }
+  for (const MemoryPart& p : DreMemoryParts(m))
+    out << "wanopt_memory_bytes{box=\"" << PromLabel(p.box) << "\",part=\"" << p.part << "\"} " << p.bytes << "\n";
   family("wanopt_application_connections_total", "counter", "Connections by application.");
   for (const auto& [k, s] : by_app)
     out << "wanopt_application_connections_total{box=\"" << PromLabel(k.first) << "\",application=\"" << PromLabel(k.second) << "\"} " << s.connections << "\n";
