@@ -10,14 +10,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <ctime>
 #include <fstream>
 #include <sstream>
-
-#include <boost/asio/ip/address_v4.hpp>
 
 extern char** environ;
 
@@ -52,7 +51,15 @@ std::vector<std::string_view> Fields(std::string_view line) {
   return fields;
 }
 
-std::string Ip(uint32_t address) { return boost::asio::ip::address_v4(address).to_string(); }
+// A link-local IPv6 server would need its interface (scope) in the file and the
+// rules; such a binding lives in memory only.
+bool Storable(const boost::asio::ip::address& address) {
+  return !address.is_unspecified() && (address.is_v4() || address.to_v6().scope_id() == 0);
+}
+
+bool IsFamily(const boost::asio::ip::address& address, Family family) {
+  return address.is_v4() == (family == Family::kIpv4);
+}
 
 std::string Utc(int64_t unix_seconds) {
   std::time_t t = static_cast<std::time_t>(unix_seconds);
@@ -70,9 +77,9 @@ std::string FormatBindings(const std::vector<SavedBinding>& bindings) {
   out << kMagic << "\n";
   size_t n = 0;
   for (const auto& b : bindings) {
-    if (n == kMaxSavedBindings || !ValidInterface(b.interface)) continue;
-    out << Ip(b.server) << " " << b.proxy_port << " " << b.real_port << " " << b.interface << " " << b.expires_unix
-        << "\n";
+    if (n == kMaxSavedBindings || !ValidInterface(b.interface) || !Storable(b.server)) continue;
+    out << b.server.to_string() << " " << b.proxy_port << " " << b.real_port << " " << b.interface << " "
+        << b.expires_unix << "\n";
     ++n;
   }
   out << "end " << n << "\n";  // a truncated file lacks it
@@ -109,14 +116,15 @@ std::optional<std::vector<SavedBinding>> ParseBindings(std::string_view text, st
     auto f = Fields(lines[i]);
     SavedBinding b;
     boost::system::error_code ec;
-    auto address = f.size() == 5 ? boost::asio::ip::make_address_v4(std::string(f[0]), ec)
-                                 : boost::asio::ip::address_v4();
-    if (f.size() != 5 || ec || !Parse(f[1], &b.proxy_port) || !Parse(f[2], &b.real_port) || b.proxy_port == 0 ||
-        b.real_port == 0 || !ValidInterface(f[3]) || !Parse(f[4], &b.expires_unix)) {
+    auto address = f.size() == 5 && f[0].find('%') == std::string_view::npos
+                       ? boost::asio::ip::make_address(std::string(f[0]), ec)
+                       : boost::asio::ip::address();
+    if (f.size() != 5 || ec || !Storable(address) || !Parse(f[1], &b.proxy_port) || !Parse(f[2], &b.real_port) ||
+        b.proxy_port == 0 || b.real_port == 0 || !ValidInterface(f[3]) || !Parse(f[4], &b.expires_unix)) {
       *error = "line " + std::to_string(i + 1) + " is not 'SERVER PROXY_PORT REAL_PORT INTERFACE EXPIRES'";
       return std::nullopt;
     }
-    b.server = address.to_uint();
+    b.server = address;
     b.interface = std::string(f[3]);
     bindings.push_back(std::move(b));
   }
@@ -168,18 +176,22 @@ std::optional<std::vector<SavedBinding>> LoadBindings(const std::string& path, s
   return parsed;
 }
 
-std::string NatRules(const std::string& chain, const std::vector<SavedBinding>& bindings) {
+std::string NatRules(Family family, const std::string& chain, const std::vector<SavedBinding>& bindings) {
+  bool v4 = family == Family::kIpv4;
   std::string rules = "*nat\n-F " + chain + "\n";
   for (const auto& b : bindings) {
+    if (!IsFamily(b.server, family) || !Storable(b.server)) continue;
+    std::string server = b.server.to_string();
     // mark 0x1: what interception's TPROXY rule gives a SYN the daemon takes.
-    rules += "-A " + chain + " -d " + Ip(b.server) + "/32 -p tcp --dport " + std::to_string(b.proxy_port) +
-             " -m mark ! --mark 0x1 -m time --datestop " + Utc(b.expires_unix) + " -j DNAT --to-destination " +
-             Ip(b.server) + ":" + std::to_string(b.real_port) + "\n";
+    rules += "-A " + chain + " -d " + server + (v4 ? "/32" : "/128") + " -p tcp --dport " +
+             std::to_string(b.proxy_port) + " -m mark ! --mark 0x1 -m time --datestop " + Utc(b.expires_unix) +
+             " -j DNAT --to-destination " + (v4 ? server : "[" + server + "]") + ":" + std::to_string(b.real_port) +
+             "\n";
   }
   return rules + "COMMIT\n";
 }
 
-bool ApplyNatRules(const std::string& rules, std::string* error) {
+bool ApplyNatRules(Family family, const std::string& rules, std::string* error) {
   // The rules go in on stdin (a memory file), the messages come back in another.
   int in = ::memfd_create("wanopt-mapi-rules", MFD_CLOEXEC);
   int out = ::memfd_create("wanopt-mapi-errors", MFD_CLOEXEC);
@@ -197,15 +209,16 @@ bool ApplyNatRules(const std::string& rules, std::string* error) {
   posix_spawn_file_actions_adddup2(&actions, out, 2);
   // The daemon's sockets are not the child's (Asio does not open them close-on-exec).
   posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-  char arg0[] = "iptables-nft-restore", arg1[] = "--noflush", arg2[] = "-w", arg3[] = "5";
-  char* argv[] = {arg0, arg1, arg2, arg3, nullptr};
+  std::string program = family == Family::kIpv4 ? "iptables-nft-restore" : "ip6tables-nft-restore";
+  char arg1[] = "--noflush", arg2[] = "-w", arg3[] = "5";
+  char* argv[] = {program.data(), arg1, arg2, arg3, nullptr};
   pid_t pid = 0;
-  int rc = posix_spawnp(&pid, arg0, &actions, nullptr, argv, environ);
+  int rc = posix_spawnp(&pid, program.c_str(), &actions, nullptr, argv, environ);
   posix_spawn_file_actions_destroy(&actions);
   ::close(in);
   if (rc != 0) {
     ::close(out);
-    *error = std::string("iptables-nft-restore: ") + std::strerror(rc);
+    *error = program + ": " + std::strerror(rc);
     return false;
   }
   int status = 0;
@@ -220,7 +233,7 @@ bool ApplyNatRules(const std::string& rules, std::string* error) {
   ::close(out);
   std::string message(text, n > 0 ? static_cast<size_t>(n) : 0);
   for (char& c : message) if (c == '\n') c = ' ';
-  *error = "iptables-nft-restore failed (" + std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1) +
+  *error = program + " failed (" + std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1) +
            "): " + message;
   return false;
 }
@@ -308,7 +321,7 @@ void MapiBox::Persist(bool force) {
   auto now = Clock::now();
   auto wall = std::chrono::system_clock::now().time_since_epoch();
   std::vector<SavedBinding> live;
-  std::map<std::pair<uint32_t, uint16_t>, uint16_t> keys;
+  std::map<Key, uint16_t> keys;
   Clock::time_point next = Clock::time_point::max();
   {
     std::lock_guard lock(mu_);
@@ -322,7 +335,7 @@ void MapiBox::Persist(bool force) {
   }
   bool stale = !keys.empty() && now - persisted_at_ >= settings_.binding_ttl / 10;
   // A write that failed is tried again at the next request, not taken for done.
-  if (!force && !stale && !file_failed_ && !rules_failed_ && keys == persisted_) {
+  if (!force && !stale && !file_failed_ && !rules_failed_[0] && !rules_failed_[1] && keys == persisted_) {
     next_expiry_ = next.time_since_epoch().count();  // refreshed: look again when this one is due
     return;
   }
@@ -334,14 +347,32 @@ void MapiBox::Persist(bool force) {
     file_failed_ = !ok;
   }
   if (!settings_.fail_open_chain.empty()) {
-    std::string error;
-    bool ok = ApplyNatRules(NatRules(settings_.fail_open_chain, live), &error);
-    if (!ok && !rules_failed_) {
-      WANOPT_LOG(kWarn, "mapi") << "no kernel fallback for remapped ports (clients told " << settings_.mapi_port
-                                << " fail while the daemon is stopped): " << error;
+    auto has_v6 = [](const auto& bindings) {
+      return std::any_of(bindings.begin(), bindings.end(), [](const auto& b) { return !b.first.first.is_v4(); });
+    };
+    // IPv6 rules are written once a binding to an IPv6 server exists (and once more
+    // when the last one is gone, to empty the chain): a box used over IPv4 only never
+    // needs the ip6tables chain.
+    bool v6 = has_v6(keys) || has_v6(persisted_);
+    for (Family family : {Family::kIpv4, Family::kIpv6}) {
+      int i = family == Family::kIpv4 ? 0 : 1;
+      if (family == Family::kIpv6 && !v6) {
+        rules_failed_[i] = false;  // nothing to write
+        continue;
+      }
+      std::string error;
+      bool ok = ApplyNatRules(family, NatRules(family, settings_.fail_open_chain, live), &error);
+      if (!ok && !rules_failed_[i]) {
+        WANOPT_LOG(kWarn, "mapi") << "no kernel fallback for remapped ports" << (i ? " of IPv6 servers" : "")
+                                  << " (clients told " << settings_.mapi_port
+                                  << " fail while the daemon is stopped): " << error;
+      }
+      if (ok && rules_failed_[i]) {
+        WANOPT_LOG(kInfo, "mapi") << "kernel fallback rules in " << settings_.fail_open_chain
+                                  << (i ? " (IPv6)" : "") << " again";
+      }
+      rules_failed_[i] = !ok;
     }
-    if (ok && rules_failed_) WANOPT_LOG(kInfo, "mapi") << "kernel fallback rules in " << settings_.fail_open_chain << " again";
-    rules_failed_ = !ok;
   }
   WANOPT_LOG(kDebug, "mapi") << live.size() << " port bindings written";
   persisted_ = std::move(keys);

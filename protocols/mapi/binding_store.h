@@ -5,8 +5,9 @@
 // was told 7830 working when that memory is gone:
 //   - the state file: the live bindings, with their expiry as wall-clock time,
 //     written atomically (temp file + rename) and reloaded at the next start;
-//   - kernel DNAT rules, one per live binding, in an iptables nat chain that
-//     deploy/intercept creates (WANOPT_MAPI, jumped to from PREROUTING):
+//   - kernel DNAT rules, one per live binding, in a nat chain that deploy/intercept
+//     creates in both families (WANOPT_MAPI, jumped to from PREROUTING; an IPv6
+//     server's rules go to ip6tables, its destination written [SERVER]:REAL):
 //       -d SERVER -p tcp --dport 7830 -m mark ! --mark 0x1
 //       -m time --datestop EXPIRY -j DNAT --to-destination SERVER:REAL
 //     An intercepted SYN leaves mangle PREROUTING with mark 0x1 (TPROXY) before nat
@@ -25,13 +26,15 @@
 #include <string_view>
 #include <vector>
 
+#include <boost/asio/ip/address.hpp>
+
 namespace wanopt::protocols::epm {
 
 // The longest interface name a binding may carry.
 constexpr size_t kMaxInterfaceChars = 64;
 
 struct SavedBinding {
-  uint32_t server = 0;  // IPv4, host order
+  boost::asio::ip::address server;  // IPv4 or IPv6
   uint16_t proxy_port = 0;
   uint16_t real_port = 0;
   std::string interface;    // "EMSMDB", "NSPI", a UUID: [A-Za-z0-9-], at most kMaxInterfaceChars
@@ -43,8 +46,10 @@ struct SavedBinding {
 constexpr size_t kMaxSavedBindings = 4096;
 
 // The longest binding line FormatBindings writes, from the fields' limits:
-// "255.255.255.255 65535 65535 INTERFACE -9223372036854775808\n".
-constexpr size_t kMaxBindingLineBytes = 15 + 1 + 5 + 1 + 5 + 1 + kMaxInterfaceChars + 1 + 20 + 1;
+// "SERVER 65535 65535 INTERFACE -9223372036854775808\n", SERVER at most 39 characters:
+// an IPv6 address as written (eight groups of four hex digits; an IPv4 address in an
+// IPv6 one is written only for ::ffff:0:0/96 and ::/96, shorter).
+constexpr size_t kMaxBindingLineBytes = 39 + 1 + 5 + 1 + 5 + 1 + kMaxInterfaceChars + 1 + 20 + 1;
 // The largest file LoadBindings reads (a larger one is refused): the version line,
 // kMaxSavedBindings of the longest lines and "end N" (N at most 20 digits). Any file
 // SaveBindings writes fits.
@@ -62,12 +67,16 @@ bool SaveBindings(const std::string& path, const std::vector<SavedBinding>& bind
 // cannot be read or does not parse (the caller ignores it).
 std::optional<std::vector<SavedBinding>> LoadBindings(const std::string& path, std::string* error);
 
-// iptables-restore input that replaces the contents of nat chain `chain` with one
-// DNAT rule per binding (the caller passes the live ones).
-std::string NatRules(const std::string& chain, const std::vector<SavedBinding>& bindings);
-// Runs `iptables-nft-restore --noflush -w 5` with `rules` on its input, waiting for
-// it. False and *error (with its message) when it fails: no iptables, no such chain
-// (deploy/intercept not installed), no CAP_NET_ADMIN.
-bool ApplyNatRules(const std::string& rules, std::string* error);
+enum class Family { kIpv4, kIpv6 };
+
+// iptables-restore input (ip6tables-restore for kIpv6) that replaces the contents
+// of nat chain `chain` with one DNAT rule per binding of that family (the caller
+// passes the live ones; the other family's are skipped).
+std::string NatRules(Family family, const std::string& chain, const std::vector<SavedBinding>& bindings);
+// Runs `iptables-nft-restore --noflush -w 5` (ip6tables-nft-restore for kIpv6) with
+// `rules` on its input, waiting for it. False and *error (with its message) when it
+// fails: no iptables, no such chain (deploy/intercept not installed, or installed
+// --ipv4-only), no CAP_NET_ADMIN.
+bool ApplyNatRules(Family family, const std::string& rules, std::string* error);
 
 }  // namespace wanopt::protocols::epm

@@ -13,6 +13,7 @@ namespace wanopt::protocols::epm {
 namespace {
 
 using boost::asio::ip::tcp;
+using Address = MapiBox::Address;
 constexpr uint16_t kEpmPort = 135;
 
 std::optional<uint64_t> Number(const std::string& text, uint64_t min, uint64_t max) {
@@ -42,17 +43,12 @@ class MapiModule final : public Module {
     context_ = &context;
     box_ = dynamic_cast<MapiBox*>(context.box());
     const ConnectionInfo& c = context.connection();
-    server_ = c.server.address().is_v4() ? c.server.address().to_v4().to_uint() : 0;
+    server_ = c.server.address();
     if (c.server.port() == kEpmPort) {
       role_ = Role::kEpm;
       context.SetApplication("EPM");
-      // A client told the proxy port over IPv6 would connect to it over IPv6, and
-      // only IPv4 connections are redirected (MapiBox::OnNewFlow): that connection
-      // would be refused. Its answers keep the real ports; connections to them are
-      // still optimized where the rules intercept them.
-      if (!c.server.address().is_v4() && RemapConfigured()) context.AddNote("mapi: IPv6: ept_map answers left as they are (ports are remapped over IPv4 only)");
     }
-    if (box_ && server_) {
+    if (box_) {
       if (auto found = box_->FindByRealPort(server_, c.server.port())) {
         context.AddNote("remapped: the client was told port " + std::to_string(found->first) + " for " +
                         found->second.interface + ", the server's port is " + std::to_string(c.server.port()));
@@ -107,7 +103,7 @@ class MapiModule final : public Module {
     return box_ && box_->settings().mode == MapiSettings::Mode::kRemap && context_->connection().side == Side::kBranch;
   }
   // ... and this connection's, now.
-  bool Rewriting() const { return RemapConfigured() && context_->connection().server.address().is_v4() && !stopped_; }
+  bool Rewriting() const { return RemapConfigured() && !stopped_; }
 
   void Stop(const std::string& why) {
     if (stopped_) return;
@@ -232,7 +228,10 @@ class MapiModule final : public Module {
       }
       std::vector<Uuid> refused;
       for (const PortRewrite& r : *rewrites) {
-        uint32_t server = r.ipv4 && *r.ipv4 ? *r.ipv4 : server_;
+        // Over IPv4 the tower's address, where it names one (0.0.0.0: the one asked).
+        // Over IPv6 the address asked: a tower carries IPv4 only, and a client keeps
+        // the address it asked the endpoint mapper at, taking only the port.
+        Address server = server_.is_v4() && r.ipv4 && *r.ipv4 ? Address(boost::asio::ip::address_v4(*r.ipv4)) : server_;
         if (!box_->Bind(server, r.new_port, r.old_port, Name(r.interface.uuid))) refused.push_back(r.interface.uuid);
       }
       if (refused.empty()) {
@@ -254,7 +253,7 @@ class MapiModule final : public Module {
 
   ModuleContext* context_ = nullptr;
   MapiBox* box_ = nullptr;
-  uint32_t server_ = 0;  // the connection's server address (host order), if IPv4
+  Address server_;  // the connection's server address
   Role role_ = Role::kUnknown;
   bool stopped_ = false;
   bool counted_ = false;
@@ -362,9 +361,7 @@ FlowAdvice MapiBox::OnNewFlow(const tcp::endpoint& client, const tcp::endpoint& 
     }
     return {};
   }
-  // Bindings are IPv4 only (an IPv6 client is told the real ports).
-  if (!server.address().is_v4()) return {};
-  uint32_t s = server.address().to_v4().to_uint();
+  const Address& s = server.address();
   auto binding = bindings_.find({s, server.port()});
   if (binding != bindings_.end() && binding->second.expires > now) {
     return {false, "", binding->second.real_port};
@@ -381,7 +378,7 @@ FlowAdvice MapiBox::OnNewFlow(const tcp::endpoint& client, const tcp::endpoint& 
   return {};
 }
 
-bool MapiBox::Bind(uint32_t server, uint16_t proxy_port, uint16_t real_port, std::string interface) {
+bool MapiBox::Bind(const Address& server, uint16_t proxy_port, uint16_t real_port, std::string interface) {
   Load();
   {
     std::lock_guard lock(mu_);
@@ -398,14 +395,14 @@ bool MapiBox::Bind(uint32_t server, uint16_t proxy_port, uint16_t real_port, std
   return true;
 }
 
-std::optional<MapiBox::Binding> MapiBox::Lookup(uint32_t server, uint16_t proxy_port) const {
+std::optional<MapiBox::Binding> MapiBox::Lookup(const Address& server, uint16_t proxy_port) const {
   std::lock_guard lock(mu_);
   auto it = bindings_.find({server, proxy_port});
   if (it == bindings_.end() || it->second.expires < Clock::now()) return std::nullopt;
   return it->second;
 }
 
-std::optional<std::pair<uint16_t, MapiBox::Binding>> MapiBox::FindByRealPort(uint32_t server, uint16_t real_port) const {
+std::optional<std::pair<uint16_t, MapiBox::Binding>> MapiBox::FindByRealPort(const Address& server, uint16_t real_port) const {
   std::lock_guard lock(mu_);
   for (const auto& [key, b] : bindings_) {
     if (key.first == server && b.real_port == real_port && b.expires > Clock::now()) return std::pair{key.second, b};

@@ -8,9 +8,8 @@
 // (server, proxy port) -> real port for `binding_ttl_s`. The client then connects
 // to server:7830; the box-wide part (MapiBox) redirects that connection to the real
 // port before interception sets it up, so the datacenter box connects to the real
-// dynamic port and the client never learns it. IPv4 only: over IPv6 the answers are
-// left as they are (a note says so), since a client told the proxy port would
-// connect to it over IPv6, which is not redirected.
+// dynamic port and the client never learns it. IPv4 and IPv6 alike: a binding is
+// kept for the address the client asked the endpoint mapper at.
 //
 // Never a broken connection: a PDU that does not parse, a context bound with
 // integrity or privacy, NDR64, anything unexpected makes the module stop touching
@@ -32,7 +31,7 @@
 //                             where the live bindings are kept across restarts
 //                             ("" = not kept); binding_store.h
 //   fail_open_chain = "WANOPT_MAPI"
-//                             the iptables nat chain (deploy/intercept makes it)
+//                             the nat chain (deploy/intercept makes it, IPv4 and IPv6)
 //                             the box fills with one DNAT rule per live binding,
 //                             so a client told 7830 still reaches the server while
 //                             the daemon is stopped ("" = none); binding_store.h
@@ -52,6 +51,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <boost/asio/ip/address.hpp>
 
 #include "protocols/common/affinity/affinity.h"
 #include "protocols/common/dcerpc/dcerpc.h"
@@ -100,13 +101,14 @@ class MapiBox final : public BoxModule {
     std::string interface;  // "EMSMDB", "NSPI", or the UUID
     Clock::time_point expires;
   };
-  // Records that clients are told `proxy_port` for `interface` on `server` (IPv4,
-  // host order), whose real port is `real_port`. False when that proxy port on that
-  // server already stands for another real port (then nothing changes).
-  bool Bind(uint32_t server, uint16_t proxy_port, uint16_t real_port, std::string interface);
-  std::optional<Binding> Lookup(uint32_t server, uint16_t proxy_port) const;
+  using Address = boost::asio::ip::address;
+  // Records that clients are told `proxy_port` for `interface` on `server`, whose
+  // real port is `real_port`. False when that proxy port on that server already
+  // stands for another real port (then nothing changes).
+  bool Bind(const Address& server, uint16_t proxy_port, uint16_t real_port, std::string interface);
+  std::optional<Binding> Lookup(const Address& server, uint16_t proxy_port) const;
   // The binding whose real port this is, if any: (proxy port, binding).
-  std::optional<std::pair<uint16_t, Binding>> FindByRealPort(uint32_t server, uint16_t real_port) const;
+  std::optional<std::pair<uint16_t, Binding>> FindByRealPort(const Address& server, uint16_t real_port) const;
 
   // Reads the state file once (later calls do nothing): its unexpired bindings are
   // added, and the kernel rules set to them. A file that does not parse is ignored
@@ -129,19 +131,23 @@ class MapiBox final : public BoxModule {
   // neither a state file nor a chain is configured.
   void RequestPersist(bool force = false);
   void WriterLoop();
+  using Key = std::pair<Address, uint16_t>;  // (server, proxy port)
+
   // Writes the state file and the kernel rules when the live bindings differ from
   // what was last written (a new binding, a changed port, one expired) or their
   // expiry moved on by a tenth of the TTL. Takes persist_mu_, then mu_: call it
-  // holding neither. Runs iptables-nft-restore (waits for it) when the rules change.
+  // holding neither. Runs iptables-nft-restore (ip6tables-nft-restore too, once an
+  // IPv6 server has a binding) and waits for it when the rules change.
   // The writer thread's.
   void Persist(bool force = false);
 
   const MapiSettings settings_;
   std::once_flag loaded_;
   std::mutex persist_mu_;                                        // one writer at a time
-  std::map<std::pair<uint32_t, uint16_t>, uint16_t> persisted_;  // guarded by persist_mu_
+  std::map<Key, uint16_t> persisted_;                            // guarded by persist_mu_
   Clock::time_point persisted_at_{};                             // guarded by persist_mu_
-  bool file_failed_ = false, rules_failed_ = false;              // guarded by persist_mu_
+  bool file_failed_ = false;                                     // guarded by persist_mu_
+  bool rules_failed_[2] = {false, false};                        // IPv4, IPv6; guarded by persist_mu_
   std::atomic<Clock::rep> next_expiry_{Clock::time_point::max().time_since_epoch().count()};
   // The writer thread and what it is asked: requests are numbered, `written_` is the
   // last one whose Persist has run.
@@ -151,7 +157,7 @@ class MapiBox final : public BoxModule {
   uint64_t requested_ = 0, written_ = 0;        // guarded by writer_mu_
   bool force_ = false, stopping_ = false;       // guarded by writer_mu_
   mutable std::mutex mu_;
-  std::map<std::pair<uint32_t, uint16_t>, Binding> bindings_;     // (server, proxy port)
+  std::map<Key, Binding> bindings_;
   AffinityTable sessions_;                                        // (client, server)
   std::atomic<size_t> connections_{0};
 };

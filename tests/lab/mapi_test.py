@@ -20,16 +20,19 @@ EMSMDB; LSARPC is not remapped.
   3. rpcclient (which asks 135 itself, then connects to what it is told):
      enumdomains gives the same domains through the proxies.
   4. An endpoint mapper bound with integrity: the port is left as the server says.
-     4b. The lab is dual-stack: over IPv6 the branch leaves ept_map answers as they
-     are (ports are remapped over IPv4 only) and the call at the real port is
-     optimized.
+     4b. The lab is dual-stack: over IPv6 the branch remaps too. impacket asks at
+     [2001:2:0:2::10]:135, is told 7830 and calls there (the tower carries IPv4
+     only; impacket keeps the address it asked at): the branch redirects the
+     connection to the real port, optimized; the binding is in the state file
+     under the IPv6 address, and its DNAT rule in ip6tables' WANOPT_MAPI.
   5. Restart: the branch keeps the binding in its state file and has a DNAT rule for
-     it in nat WANOPT_MAPI; restarted, it restores the binding (log line), and a
+     it in nat WANOPT_MAPI; restarted, it restores both bindings (log line), and a
      call through server:7830 is again optimized and redirected by the daemon; the
      DNAT rule counted no packet while the daemon ran (it leaves intercepted SYNs
      alone).
   6. Fail-open: the branch stopped, the call through server:7830 still answers (the
-     kernel's DNAT rule counted it); with the rule flushed it is refused (so the
+     kernel's DNAT rule counted it), over IPv4 and over IPv6; with the IPv4 rule
+     flushed it is refused (so the
      rule is what made it work); restarted, the daemon puts the rule back.
   7. mode = "no-remap" on the branch: the client sees the real port and the call
      still goes through the proxies (optimized, peer = the dc).
@@ -87,13 +90,13 @@ def restart_branch(lab):
     lab.start_box("branch", os.path.join(lab.work, f"{lab.prefix}-branch.toml"))
 
 
-def mapi_rules(lab):
-    """The branch's nat WANOPT_MAPI chain, with packet counters."""
-    return lab.run("branch", "iptables-nft", "-w", "5", "-t", "nat", "-L", "WANOPT_MAPI", "-v", "-n", "-x").stdout
+def mapi_rules(lab, iptables="iptables-nft"):
+    """The branch's nat WANOPT_MAPI chain, with packet counters (ip6tables-nft: IPv6's)."""
+    return lab.run("branch", iptables, "-w", "5", "-t", "nat", "-L", "WANOPT_MAPI", "-v", "-n", "-x").stdout
 
 
-def dnat_packets(lab):
-    return sum(int(line.split()[0]) for line in mapi_rules(lab).splitlines() if " DNAT " in line)
+def dnat_packets(lab, iptables="iptables-nft"):
+    return sum(int(line.split()[0]) for line in mapi_rules(lab, iptables).splitlines() if " DNAT " in line)
 
 
 def eventually(condition, timeout=5.0):
@@ -179,20 +182,28 @@ def main():
                   towers and towers[0][0] == real_samr and epm and
                   any("integrity or privacy" in n for n in epm["notes"]), (towers, epm))
 
-            # 4b. The same endpoint mapper over IPv6: only IPv4 connections to a proxy
-            # port are redirected, so the answer keeps the real port (impacket connects
-            # to the address it asked with the port it is told: 7830 would be refused).
+            # 4b. The same endpoint mapper over IPv6: remapped too, the binding kept
+            # for the IPv6 address asked (impacket connects to the address it asked
+            # with the port it is told).
             start = lab.last_id("branch")
             towers = samba_peer.ept_map(SERVER6, samba_peer.SAMR_UUID, "1.0", ns=client)
             epm = lab.wait_ended("branch", 135, start)
-            check("IPv6: ept_map through the boxes keeps SAMR's real port, with a note",
-                  towers and towers[0][0] == real_samr and epm and epm["peer"] == IDS["dc"] and
-                  any("IPv6: ept_map answers left as they are" in n for n in epm["notes"]), (towers, epm))
-            names = samba_peer.samr_enumerate_domains(SERVER6, real_samr, ns=client)
+            check("IPv6: ept_map through the boxes: SAMR is told at 7830",
+                  towers and towers[0][0] == 7830 and epm and epm["peer"] == IDS["dc"] and
+                  epm["server"].startswith(f"[{SERVER6}]") and
+                  any(f"SAMR at port {real_samr}, told as 7830" in n for n in epm["notes"]), (towers, epm))
+            names = samba_peer.samr_enumerate_domains(SERVER6, 7830, ns=client)
             samr6 = lab.wait_ended("branch", real_samr, start)
-            check("IPv6: the call at the real port answers, optimized by the dc",
+            check("IPv6: the call at [server]:7830 answers, redirected to the real port, optimized by the dc",
                   set(names) == EXPECTED and samr6 and samr6["peer"] == IDS["dc"] and
-                  samr6["server"].startswith("[2001:2:0:2::10]"), (names, samr6))
+                  samr6["server"] == f"[{SERVER6}]:{real_samr}" and
+                  any("remapped: the client was told port 7830" in n for n in samr6["notes"]), (names, samr6))
+            check("IPv6: the binding is in the state file under the IPv6 address",
+                  eventually(lambda: f"{SERVER6} 7830 {real_samr} SAMR " in read(state_file(lab, "branch"))),
+                  read(state_file(lab, "branch")))
+            check("IPv6: its DNAT rule in ip6tables' nat WANOPT_MAPI",
+                  eventually(lambda: f"to:[{SERVER6}]:{real_samr}" in mapi_rules(lab, "ip6tables-nft")),
+                  mapi_rules(lab, "ip6tables-nft"))
 
             # 5. Restart: the binding comes back from the state file.
             eventually(lambda: f"{SERVER} 7830 {real_samr} SAMR " in read(state_file(lab, "branch")))
@@ -211,9 +222,13 @@ def main():
                   set(names) == EXPECTED and remapped and remapped["peer"] == IDS["dc"] and
                   any("remapped: the client was told port 7830" in n for n in remapped["notes"]), (names, remapped))
             log = read(os.path.join(lab.work, f"{lab.prefix}-branch.log"))
-            check("restarted branch: 'restored 1 port bindings' logged", "restored 1 port bindings" in log, log[-2000:])
-            check("the DNAT rule was not used while the daemon ran (intercepted SYNs carry mark 0x1)",
-                  dnat_packets(lab) == 0, mapi_rules(lab))
+            check("restarted branch: 'restored 2 port bindings' logged (IPv4 and IPv6)",
+                  "restored 2 port bindings" in log, log[-2000:])
+            names = samba_peer.samr_enumerate_domains(SERVER6, 7830, ns=client)
+            check("restarted branch: the call through [server]:7830 answers", set(names) == EXPECTED, names)
+            check("the DNAT rules were not used while the daemon ran (intercepted SYNs carry mark 0x1)",
+                  dnat_packets(lab) == 0 and dnat_packets(lab, "ip6tables-nft") == 0,
+                  mapi_rules(lab) + mapi_rules(lab, "ip6tables-nft"))
 
             # 6. Fail-open: the branch stopped, the kernel translates 7830.
             lab.stop("branch")
@@ -222,6 +237,10 @@ def main():
             print(f"branch stopped: SAMR call through server:7830 in {time.monotonic() - t:.2f} s")
             check("branch stopped: the call through server:7830 still answers", set(names) == EXPECTED, names)
             check("branch stopped: the kernel's DNAT rule carried it", dnat_packets(lab) >= 1, mapi_rules(lab))
+            names = samba_peer.samr_enumerate_domains(SERVER6, 7830, ns=client)
+            check("branch stopped: the call through [server]:7830 answers, carried by ip6tables' DNAT rule",
+                  set(names) == EXPECTED and dnat_packets(lab, "ip6tables-nft") >= 1,
+                  (names, mapi_rules(lab, "ip6tables-nft")))
             lab.run("branch", "iptables-nft", "-w", "5", "-t", "nat", "-F", "WANOPT_MAPI", check_rc=True)
             try:
                 names = samba_peer.samr_enumerate_domains(SERVER, 7830, ns=client, timeout=15)

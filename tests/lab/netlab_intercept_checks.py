@@ -40,8 +40,8 @@ INTERCEPT_RULES = [
     "-A FORWARD -j WANOPT_FWD",
     "-A WANOPT_FWD -p tcp -m mark --mark 0x2300 -j REJECT --reject-with tcp-reset",
 ]
-# ip6tables-save lines: the same, but for TPROXY's address and without WANOPT_MAPI (IPv4 only).
-INTERCEPT_RULES6 = [l.replace("--on-ip 0.0.0.0", "--on-ip ::") for l in INTERCEPT_RULES if "WANOPT_MAPI" not in l]
+# ip6tables-save lines: the same, but for TPROXY's address.
+INTERCEPT_RULES6 = [l.replace("--on-ip 0.0.0.0", "--on-ip ::") for l in INTERCEPT_RULES]
 # The echo server and client take the server's address (default 198.18.2.10).
 ECHO_SERVER = """
 import socket, sys, threading
@@ -247,10 +247,11 @@ def middle_lab(m, t):
                        capture_output=True, text=True, timeout=30)
     t.check("--dry-run works as non-root", r.returncode == 0 and "-X WANOPT_PRE" in r.stdout, r.stdout + r.stderr)
     if os.path.exists("/proc/sys/net/ipv6/conf/lo") and open("/proc/sys/net/ipv6/conf/lo/disable_ipv6").read().strip() == "0":
-        t.check("--dry-run remove (IPv6 on here) prints the IPv6 commands too",
+        t.check("--dry-run remove (IPv6 on here) prints the IPv6 commands too, WANOPT_MAPI's with them",
               "ip6tables-nft -w 5 -t raw -n -L WANOPT_PRE && ip6tables-nft -w 5 -t raw -X WANOPT_PRE" in r.stdout
               and "ip -6 rule del fwmark 0x1 lookup 100 protocol 87" in r.stdout
-              and "ip6tables-nft -w 5 -t nat" not in r.stdout, r.stdout)
+              and "ip6tables-nft -w 5 -t nat -n -L WANOPT_MAPI && ip6tables-nft -w 5 -t nat -X WANOPT_MAPI" in r.stdout,
+              r.stdout)
         r = subprocess.run([t.intercept, "install", "--dry-run", "--port", "9000"], capture_output=True, text=True)
         t.check("--dry-run install prints IPv6's TPROXY, hook and sysctl",
               "ip6tables-nft -w 5 -t mangle -A WANOPT_TPROXY -p tcp -m mark --mark 0x2100 -j TPROXY --on-port 9000 --on-ip :: --tproxy-mark 0x1/0xffffffff" in r.stdout
@@ -290,7 +291,7 @@ def ipv6_lab(l6, t):
     # deploy/intercept made both families' rules (no --ipv4-only with --ipv6).
     for box in ("branch", "dc"):
         got4, got6 = ours(iptables_save(l6, box)), ours(ip6tables_save(l6, box))
-        t.check(f"--ipv6 --intercept: {box} has the 18 iptables and 17 ip6tables rules",
+        t.check(f"--ipv6 --intercept: {box} has the 18 iptables and 18 ip6tables rules",
               sorted(got4) == sorted(INTERCEPT_RULES) and sorted(got6) == sorted(INTERCEPT_RULES6),
               "\n".join(got4 + got6))
     server, out = l6.start("server", "python3", "-c", ECHO_SERVER, SERVER6, ready="listening")

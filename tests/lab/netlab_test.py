@@ -50,7 +50,7 @@ Six labs, each with its own prefix (wt<PID>a, b, c, m, 6, n) so they never meet 
      (2001:2:0:2::10): median of 5 in [40, 55] ms (the delay line carries IPv6),
      hop limit 62; IPv4 still works; the IPv6 hooks (ip -6 rule fwmark 0x1 lookup
      100, local ::/0 in table 100) in both boxes; status shows ipv6=1. deploy/intercept
-     made both families' rules (15 iptables, 14 ip6tables: no WANOPT_MAPI) and its
+     made both families' rules (the same in both) and its
      status says both are installed; fail open over IPv6 (TCP echo, the IPv6 queue
      rule counted the SYN); verdict 0x2100 on an IPv6 SYN (the same queue 7821)
      lands on an IPv6 transparent listener on [::]:7801 with the original addresses;

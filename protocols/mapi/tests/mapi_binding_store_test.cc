@@ -44,7 +44,7 @@ int64_t UnixNow() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-uint32_t Ip(const char* text) { return make_address(text).to_v4().to_uint(); }
+boost::asio::ip::address Ip(const char* text) { return make_address(text); }
 
 MapiBox BoxKeepingIn(const std::string& file) {
   MapiSettings s;
@@ -69,8 +69,10 @@ std::optional<uint16_t> Redirect(MapiBox& box, const char* server, uint16_t port
 TEST_CASE("mapi bindings file: round trip, and every truncation or damage is refused") {
   std::vector<SavedBinding> bindings = {{Ip("198.18.2.10"), 7830, 49153, "EMSMDB", 1790000000},
                                         {Ip("10.0.0.1"), 7840, 1025, "NSPI", 1790000100},
-                                        {Ip("10.0.0.1"), 7830, 6001, "12345778-1234-abcd-ef00-0123456789ac", 1}};
+                                        {Ip("10.0.0.1"), 7830, 6001, "12345778-1234-abcd-ef00-0123456789ac", 1},
+                                        {Ip("2001:2:0:2::10"), 7830, 49155, "EMSMDB", 1790000200}};
   std::string text = FormatBindings(bindings);
+  CHECK(text.find("\n2001:2:0:2::10 7830 49155 EMSMDB 1790000200\n") != std::string::npos);
   std::string error;
   auto parsed = ParseBindings(text, &error);
   REQUIRE_MESSAGE(parsed, error);
@@ -89,10 +91,13 @@ TEST_CASE("mapi bindings file: round trip, and every truncation or damage is ref
     return ParseBindings(t, &error);
   };
   CHECK_FALSE(damaged("198.18.2.10", "198.18.2.300"));
+  CHECK_FALSE(damaged("2001:2:0:2::10", "2001:2:0:2::1g"));
+  CHECK_FALSE(damaged("2001:2:0:2::10", "fe80::10%1"));  // a scoped address is never written
+  CHECK_FALSE(damaged("2001:2:0:2::10", "::"));
   CHECK_FALSE(damaged("49153", "70000"));
   CHECK_FALSE(damaged(" EMSMDB", " EMS MDB"));
   CHECK_FALSE(damaged("1790000100", "soon"));
-  CHECK_FALSE(damaged("end 3", "end 2"));
+  CHECK_FALSE(damaged("end 4", "end 3"));
   CHECK_FALSE(damaged("wanopt-mapi-bindings 1", "wanopt-mapi-bindings 2"));
   CHECK(error.starts_with("not a bindings file"));
   CHECK_FALSE(ParseBindings(std::string("\0\1\2garbage\n", 12), &error));
@@ -101,12 +106,18 @@ TEST_CASE("mapi bindings file: round trip, and every truncation or damage is ref
   auto capped = ParseBindings(FormatBindings(many), &error);
   REQUIRE(capped);
   CHECK(capped->size() == kMaxSavedBindings);
+  // A link-local server's binding lives in memory only: its scope has no place here.
+  auto scoped = boost::asio::ip::make_address_v6("fe80::10");
+  scoped.scope_id(2);
+  auto kept = ParseBindings(FormatBindings({{scoped, 7830, 49153, "EMSMDB", 1}, bindings[3]}), &error);
+  REQUIRE(kept);
+  CHECK(*kept == std::vector<SavedBinding>{bindings[3]});
 }
 
 TEST_CASE("mapi bindings file: a full table of the longest lines is saved and loaded back whole") {
   TempDir dir;
   std::string error;
-  SavedBinding longest{Ip("255.255.255.255"), 65535, 65535, std::string(kMaxInterfaceChars, 'x'),
+  SavedBinding longest{Ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), 65535, 65535, std::string(kMaxInterfaceChars, 'x'),
                        std::numeric_limits<int64_t>::min()};
   std::vector<SavedBinding> full(kMaxSavedBindings, longest);
   for (size_t i = 0; i < full.size(); ++i) full[i].interface[0] = "ABCDEFGHIJ"[i % 10];  // not all alike
@@ -160,6 +171,10 @@ TEST_CASE("mapi box: bindings survive a restart, expired ones do not") {
     CHECK(before.Bind(Ip("198.18.2.10"), 7840, 49154, "NSPI"));
   }
   CHECK(Read(file).find("198.18.2.10 7830 49153 EMSMDB ") != std::string::npos);
+  {
+    MapiBox v6 = BoxKeepingIn(file);  // adds an IPv6 server's binding to the file
+    CHECK(v6.Bind(Ip("2001:2:0:2::10"), 7830, 49155, "EMSMDB"));
+  }
   MapiBox after = BoxKeepingIn(file);  // the daemon started again
   auto port = Redirect(after, "198.18.2.10", 7830);
   REQUIRE(port);
@@ -171,6 +186,9 @@ TEST_CASE("mapi box: bindings survive a restart, expired ones do not") {
   // The restored expiry is the saved one, not a fresh TTL: within the TTL from now.
   CHECK(nspi->expires <= MapiBox::Clock::now() + std::chrono::seconds(7200) + std::chrono::seconds(2));
   CHECK(nspi->expires > MapiBox::Clock::now() + std::chrono::seconds(7100));
+  port = Redirect(after, "2001:2:0:2::10", 7830);
+  REQUIRE(port);
+  CHECK(*port == 49155);
 
   // A file with one binding expired and one live: only the live one comes back, and
   // the file is written again without the expired one. (`after` wrote what it loaded
@@ -220,8 +238,10 @@ TEST_CASE("mapi box: a corrupt or truncated bindings file is ignored, and replac
 }
 
 TEST_CASE("mapi kernel fallback: one DNAT rule a binding, not for intercepted SYNs, inert at expiry") {
-  std::string rules = NatRules("WANOPT_MAPI", {{Ip("198.18.2.10"), 7830, 49153, "EMSMDB", 1790000000},
-                                               {Ip("198.18.2.10"), 7840, 49154, "NSPI", 1790000060}});
+  std::vector<SavedBinding> bindings = {{Ip("198.18.2.10"), 7830, 49153, "EMSMDB", 1790000000},
+                                        {Ip("2001:2:0:2::10"), 7830, 49155, "EMSMDB", 1790000000},
+                                        {Ip("198.18.2.10"), 7840, 49154, "NSPI", 1790000060}};
+  std::string rules = NatRules(Family::kIpv4, "WANOPT_MAPI", bindings);
   CHECK(rules ==
         "*nat\n"
         "-F WANOPT_MAPI\n"
@@ -230,7 +250,15 @@ TEST_CASE("mapi kernel fallback: one DNAT rule a binding, not for intercepted SY
         "-A WANOPT_MAPI -d 198.18.2.10/32 -p tcp --dport 7840 -m mark ! --mark 0x1 -m time --datestop "
         "2026-09-21T14:14:20 -j DNAT --to-destination 198.18.2.10:49154\n"
         "COMMIT\n");
-  CHECK(NatRules("C", {}) == "*nat\n-F C\nCOMMIT\n");  // no bindings: the chain emptied
+  // IPv6 servers' bindings, for ip6tables: the destination in brackets.
+  CHECK(NatRules(Family::kIpv6, "WANOPT_MAPI", bindings) ==
+        "*nat\n"
+        "-F WANOPT_MAPI\n"
+        "-A WANOPT_MAPI -d 2001:2:0:2::10/128 -p tcp --dport 7830 -m mark ! --mark 0x1 -m time --datestop "
+        "2026-09-21T14:13:20 -j DNAT --to-destination [2001:2:0:2::10]:49155\n"
+        "COMMIT\n");
+  CHECK(NatRules(Family::kIpv4, "C", {}) == "*nat\n-F C\nCOMMIT\n");  // no bindings: the chain emptied
+  CHECK(NatRules(Family::kIpv6, "C", {bindings[0]}) == "*nat\n-F C\nCOMMIT\n");
 }
 
 TEST_CASE("mapi box: a write of the bindings that does not finish holds up no connection") {

@@ -98,13 +98,13 @@ size_t FindPort(const Bytes& s2c, uint16_t port) {
 }
 
 // The IP floor's address (host order) in a one-tower answer.
-uint32_t TowerAddress(const Bytes& s2c) {
+MapiBox::Address TowerAddress(const Bytes& s2c) {
   for (size_t i = 0; i + 7 < s2c.size(); ++i) {
     if (s2c[i] == 0x09 && s2c[i + 1] == 4 && s2c[i + 2] == 0) {
-      return uint32_t{s2c[i + 3]} << 24 | uint32_t{s2c[i + 4]} << 16 | uint32_t{s2c[i + 5]} << 8 | s2c[i + 6];
+      return boost::asio::ip::address_v4({s2c[i + 3], s2c[i + 4], s2c[i + 5], s2c[i + 6]});
     }
   }
-  return 0;
+  return {};
 }
 
 // A hand-built bind (little endian) for one interface, with an NTLM trailer at
@@ -176,7 +176,7 @@ TEST_CASE("mapi settings: defaults, every key, and one-line errors") {
 
 TEST_CASE("mapi box: a handed-out port redirects to the real one, a taken proxy port is not reused") {
   MapiBox box(Settings());
-  uint32_t server = make_address("198.18.2.10").to_v4().to_uint();
+  auto server = make_address("198.18.2.10");
   tcp::endpoint client(make_address("198.18.1.10"), 40000);
   CHECK_FALSE(box.OnNewFlow(client, tcp::endpoint(make_address("198.18.2.10"), 7830)).port);
   CHECK(box.Bind(server, 7830, 1032, "EMSMDB"));
@@ -204,8 +204,7 @@ TEST_CASE("mapi box: admission control passes new sessions through whole, decide
   CHECK(advice.reason.find("admission control") != std::string::npos);
   CHECK_FALSE(box.OnNewFlow(early, epm).pass_through);  // the early client's session goes on
   // The late client's MAPI connections to a real port this box knows pass through too.
-  uint32_t server = epm.address().to_v4().to_uint();
-  CHECK(box.Bind(server, 7830, 1032, "EMSMDB"));
+  CHECK(box.Bind(epm.address(), 7830, 1032, "EMSMDB"));
   CHECK(box.OnNewFlow(late, tcp::endpoint(epm.address(), 1032)).pass_through);
   CHECK_FALSE(box.OnNewFlow(early, tcp::endpoint(epm.address(), 1032)).pass_through);
   box.ConnectionEnded();
@@ -223,7 +222,9 @@ TEST_CASE("mapi box: admission control and mode pass-through hold for endpoint m
   CHECK(advice.pass_through);
   CHECK(advice.reason.find("admission control") != std::string::npos);
   CHECK_FALSE(box.OnNewFlow(early, epm).pass_through);
-  CHECK_FALSE(box.OnNewFlow(late, tcp::endpoint(epm.address(), 7830)).port);  // no binding over IPv6
+  CHECK(box.Bind(epm.address(), 7830, 1032, "EMSMDB"));
+  CHECK(box.OnNewFlow(late, tcp::endpoint(epm.address(), 1032)).pass_through);
+  CHECK_FALSE(box.OnNewFlow(early, tcp::endpoint(epm.address(), 1032)).pass_through);
   MapiBox off(Settings({{"mode", "pass-through"}}));
   CHECK(off.OnNewFlow(early, epm).pass_through);
 }
@@ -264,20 +265,30 @@ TEST_CASE("mapi module: Outlook's ept_map answers are remapped on the branch, by
   CHECK(PortAt(Exchange(Side::kBranch, box, "epm_map_nspi", 13), at) == 7840);
 }
 
-TEST_CASE("mapi module: an endpoint mapper reached over IPv6 keeps its ports, with a note") {
-  // Only IPv4 connections to a proxy port are redirected: a client told 7830 over
-  // IPv6 would be refused there.
+TEST_CASE("mapi module: over IPv6 the answer is remapped and the binding kept for the address asked") {
+  // A tower carries an IPv4 address only (here the Exchange server's); a client that
+  // asked over IPv6 keeps the IPv6 address it asked at and takes only the port.
   MapiBox box(Settings());
   Host* host = nullptr;
   Bytes original = Fixture("epm_map_emsmdb.s2c.bin");
-  CHECK(Exchange(Side::kBranch, box, "epm_map_emsmdb", 9, &host, 135, "2001:2:1::10", "2001:2:2::10") == original);
+  size_t at = FindPort(original, 1032);
+  Bytes got = Exchange(Side::kBranch, box, "epm_map_emsmdb", 9, &host, 135, "2001:2:1::10", "2001:2:2::10");
+  REQUIRE(got.size() == original.size());
+  CHECK(PortAt(got, at) == 7830);
   CHECK(host->application == "EPM");
-  CHECK(std::find(host->notes.begin(), host->notes.end(),
-                  "mapi: IPv6: ept_map answers left as they are (ports are remapped over IPv4 only)") != host->notes.end());
-  CHECK_FALSE(box.Lookup(TowerAddress(original), 7830));  // nothing handed out
-  // The same answer over IPv4 is remapped (the control).
-  CHECK(Exchange(Side::kBranch, box, "epm_map_emsmdb", 9) != original);
-  CHECK(box.Lookup(TowerAddress(original), 7830));
+  CHECK(std::none_of(host->notes.begin(), host->notes.end(), [](const std::string& n) { return n.find("IPv6") != std::string::npos; }));
+  CHECK_FALSE(box.Lookup(TowerAddress(original), 7830));  // not under the tower's IPv4 address
+  auto binding = box.Lookup(make_address("2001:2:2::10"), 7830);
+  REQUIRE(binding);
+  CHECK(binding->real_port == 1032);
+  // The client's next connection, to [2001:2:2::10]:7830, goes to the real port;
+  // the same port at another IPv6 server or at the tower's IPv4 address does not.
+  tcp::endpoint client(make_address("2001:2:1::10"), 40001);
+  auto advice = box.OnNewFlow(client, tcp::endpoint(make_address("2001:2:2::10"), 7830));
+  REQUIRE(advice.port);
+  CHECK(*advice.port == 1032);
+  CHECK_FALSE(box.OnNewFlow(client, tcp::endpoint(make_address("2001:2:2::11"), 7830)).port);
+  CHECK_FALSE(box.OnNewFlow(client, tcp::endpoint(TowerAddress(original), 7830)).port);
 }
 
 TEST_CASE("mapi module: the datacenter side and no-remap mode change nothing") {
