@@ -22,7 +22,6 @@
 #include <map>
 #include <mutex>
 #include <optional>
-#include <set>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/ip/v6_only.hpp>
@@ -156,7 +155,10 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
     bool synack_seen = false;
     std::optional<DiscoveryOption> answer;    // a box answered in the SYN-ACK
     bool transparent = false;                 // the probe uses the client's address
-    Clock::duration early_timeout{};          // a retry from our address after a give-up this quick
+    // A retry from our address: how long the client's address went unanswered before
+    // (zero: this probe is no such retry).
+    Clock::duration early_timeout{};
+    bool retry_from_box() const { return early_timeout > Clock::duration::zero(); }
     // The client's address: the SYN's source at a branch, the option's further on.
     address client_address() const { return upstream && upstream->client ? *upstream->client : key.client; }
     // A SYN went out without the offer after those that carried it went unanswered.
@@ -257,7 +259,6 @@ class Interceptor::Impl : public std::enable_shared_from_this<Impl> {
   std::map<FlowKey, Decision> decisions_;
   std::map<FlowKey, std::unique_ptr<Held>> held_;
   std::map<ProbeKey, Held*> probes_;
-  std::set<FlowKey> retry_from_box_;
   // What the box learned about servers, each with its expiry.
   std::map<address, Learned> learned_;                  // a peer answered for this server
   // Answered only the SYN without option 0x21 (or a SYN carrying it was lost).

@@ -157,16 +157,14 @@ void Interceptor::Impl::OnProbeConnected(FlowKey key, error_code ec) {
       retry->transparent = false;
       retry->early_timeout = Clock::now() - h.started;
       retry->first_started = h.started;
-      retry_from_box_.insert(key);
       return StartProbe(std::move(retry));
     }
     std::string what = ec == asio::error::operation_aborted ? "no answer" : ec.message();
     WANOPT_LOG(kInfo, "intercept") << FormatEndpoint(key.client, key.client_port) << " -> " << FormatEndpoint(server) << ": "
                                    << what << ": the SYN goes on to the server";
-    retry_from_box_.erase(key);
     return Release(h, Verdict::kBypass);
   }
-  bool asymmetric = retry_from_box_.erase(key) > 0;
+  bool asymmetric = h.retry_from_box();
   if (h.probe) RecordServerRtt(key.server, *h.probe);
   // The SYN carrying the option was answered: whatever lost one before, the server
   // does not drop options.
