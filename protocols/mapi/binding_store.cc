@@ -51,8 +51,8 @@ std::vector<std::string_view> Fields(std::string_view line) {
   return fields;
 }
 
-// A link-local IPv6 server would need its interface (scope) in the file and the
-// rules; such a binding lives in memory only.
+// A scoped IPv6 address (the module binds none: it drops a server's scope, as the
+// SYNs it steers have none) is neither written nor read.
 bool Storable(const boost::asio::ip::address& address) {
   return !address.is_unspecified() && (address.is_v4() || address.to_v6().scope_id() == 0);
 }
@@ -334,12 +334,17 @@ void MapiBox::Persist(bool force) {
     }
   }
   bool stale = !keys.empty() && now - persisted_at_ >= settings_.binding_ttl / 10;
-  // A write that failed is tried again at the next request, not taken for done.
-  if (!force && !stale && !file_failed_ && !rules_failed_[0] && !rules_failed_[1] && keys == persisted_) {
+  bool changed = force || stale || keys != persisted_;
+  bool first = persisted_at_ == Clock::time_point{};  // this process's first write
+  // A kernel write that failed is tried again with the next change, or at the first
+  // request a minute later: a chain that is missing for good (deploy/intercept not
+  // re-run after an upgrade) must not cost two iptables runs per ept_map answer.
+  auto retry_due = [&](int i) { return rules_failed_[i] && now >= rules_retry_at_[i]; };
+  if (!changed && !file_failed_ && !retry_due(0) && !retry_due(1)) {
     next_expiry_ = next.time_since_epoch().count();  // refreshed: look again when this one is due
     return;
   }
-  if (!settings_.state_file.empty()) {
+  if (!settings_.state_file.empty() && (changed || file_failed_)) {
     std::string error;
     bool ok = SaveBindings(settings_.state_file, live, &error);
     if (!ok && !file_failed_) WANOPT_LOG(kWarn, "mapi") << "port bindings not kept across restarts: " << error;
@@ -350,18 +355,21 @@ void MapiBox::Persist(bool force) {
     auto has_v6 = [](const auto& bindings) {
       return std::any_of(bindings.begin(), bindings.end(), [](const auto& b) { return !b.first.first.is_v4(); });
     };
-    // IPv6 rules are written once a binding to an IPv6 server exists (and once more
-    // when the last one is gone, to empty the chain): a box used over IPv4 only never
-    // needs the ip6tables chain.
-    bool v6 = has_v6(keys) || has_v6(persisted_);
+    // IPv6 rules matter while an IPv6 server has a binding (and once more when the
+    // last is gone). The first write of a process empties the IPv6 chain too, of what
+    // an earlier run left, quietly: a box used over IPv4 only may not have it.
+    bool v6_needed = has_v6(keys) || has_v6(persisted_);
     for (Family family : {Family::kIpv4, Family::kIpv6}) {
       int i = family == Family::kIpv4 ? 0 : 1;
-      if (family == Family::kIpv6 && !v6) {
+      bool needed = family == Family::kIpv4 || v6_needed;
+      if (!needed && !first) {
         rules_failed_[i] = false;  // nothing to write
         continue;
       }
+      if (!changed && !retry_due(i)) continue;
       std::string error;
       bool ok = ApplyNatRules(family, NatRules(family, settings_.fail_open_chain, live), &error);
+      if (!needed) continue;  // only emptying, at the start
       if (!ok && !rules_failed_[i]) {
         WANOPT_LOG(kWarn, "mapi") << "no kernel fallback for remapped ports" << (i ? " of IPv6 servers" : "")
                                   << " (clients told " << settings_.mapi_port
@@ -372,6 +380,7 @@ void MapiBox::Persist(bool force) {
                                   << (i ? " (IPv6)" : "") << " again";
       }
       rules_failed_[i] = !ok;
+      if (!ok) rules_retry_at_[i] = now + std::chrono::minutes(1);
     }
   }
   WANOPT_LOG(kDebug, "mapi") << live.size() << " port bindings written";

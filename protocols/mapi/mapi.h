@@ -8,8 +8,10 @@
 // (server, proxy port) -> real port for `binding_ttl_s`. The client then connects
 // to server:7830; the box-wide part (MapiBox) redirects that connection to the real
 // port before interception sets it up, so the datacenter box connects to the real
-// dynamic port and the client never learns it. IPv4 and IPv6 alike: a binding is
-// kept for the address the client asked the endpoint mapper at.
+// dynamic port and the client never learns it. The binding's server is the tower's
+// IPv4 address where it names one (0.0.0.0: the address asked); over IPv6, the
+// address the client asked the endpoint mapper at (a tower carries IPv4 only, and
+// a client keeps the address it asked at, taking the port).
 //
 // Never a broken connection: a PDU that does not parse, a context bound with
 // integrity or privacy, NDR64, anything unexpected makes the module stop touching
@@ -135,7 +137,8 @@ class MapiBox final : public BoxModule {
 
   // Writes the state file and the kernel rules when the live bindings differ from
   // what was last written (a new binding, a changed port, one expired) or their
-  // expiry moved on by a tenth of the TTL. Takes persist_mu_, then mu_: call it
+  // expiry moved on by a tenth of the TTL; what failed, again (the kernel rules at
+  // most once a minute without a change). Takes persist_mu_, then mu_: call it
   // holding neither. Runs iptables-nft-restore (ip6tables-nft-restore too, once an
   // IPv6 server has a binding) and waits for it when the rules change.
   // The writer thread's.
@@ -148,6 +151,7 @@ class MapiBox final : public BoxModule {
   Clock::time_point persisted_at_{};                             // guarded by persist_mu_
   bool file_failed_ = false;                                     // guarded by persist_mu_
   bool rules_failed_[2] = {false, false};                        // IPv4, IPv6; guarded by persist_mu_
+  Clock::time_point rules_retry_at_[2]{};                        // after a failure; guarded by persist_mu_
   std::atomic<Clock::rep> next_expiry_{Clock::time_point::max().time_since_epoch().count()};
   // The writer thread and what it is asked: requests are numbered, `written_` is the
   // last one whose Persist has run.

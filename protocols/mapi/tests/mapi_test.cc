@@ -97,7 +97,7 @@ size_t FindPort(const Bytes& s2c, uint16_t port) {
   return 0;
 }
 
-// The IP floor's address (host order) in a one-tower answer.
+// The IP floor's address in a one-tower answer.
 MapiBox::Address TowerAddress(const Bytes& s2c) {
   for (size_t i = 0; i + 7 < s2c.size(); ++i) {
     if (s2c[i] == 0x09 && s2c[i + 1] == 4 && s2c[i + 2] == 0) {
@@ -289,6 +289,14 @@ TEST_CASE("mapi module: over IPv6 the answer is remapped and the binding kept fo
   CHECK(*advice.port == 1032);
   CHECK_FALSE(box.OnNewFlow(client, tcp::endpoint(make_address("2001:2:2::11"), 7830)).port);
   CHECK_FALSE(box.OnNewFlow(client, tcp::endpoint(TowerAddress(original), 7830)).port);
+
+  // A link-local server: the session's address has a scope, the SYN the box is
+  // asked about next has none; the binding is found all the same.
+  MapiBox local(Settings());
+  (void)Exchange(Side::kBranch, local, "epm_map_emsmdb", 9, &host, 135, "fe80::1%1", "fe80::2%1");
+  auto steered = local.OnNewFlow(tcp::endpoint(make_address("fe80::1"), 40002), tcp::endpoint(make_address("fe80::2"), 7830));
+  REQUIRE(steered.port);
+  CHECK(*steered.port == 1032);
 }
 
 TEST_CASE("mapi module: the datacenter side and no-remap mode change nothing") {
