@@ -78,6 +78,19 @@ struct FlowAdvice {
   std::optional<uint16_t> port;     // set up the connection to this server port instead
 };
 
+// What a module's box-wide part holds, for operators (/api/modules, `wanopt show
+// modules`): e.g. the mapi module's port bindings. Column names are [a-z0-9_] (JSON
+// keys, text headings); a numeric column's cells are decimal integers (JSON numbers).
+struct ModuleTable {
+  struct Column {
+    std::string name;
+    bool numeric = false;
+  };
+  std::string name;  // [a-z0-9_]: "port_bindings"
+  std::vector<Column> columns;
+  std::vector<std::vector<std::string>> rows;  // each with one cell per column
+};
+
 // The box-wide part of a module: one per daemon, shared by every connection's
 // instance (which reaches it with ModuleContext::box()). It holds what outlives a
 // connection (bindings learned from one connection, used by the next) and may steer
@@ -96,6 +109,8 @@ class BoxModule {
   // Figures of the box-wide part for /metrics, as (name, value) gauges: names of
   // [a-z0-9_] (wanopt_module_gauge{module, name}). Any thread.
   virtual std::vector<std::pair<std::string, uint64_t>> Gauges() const { return {}; }
+  // Its state as tables (ModuleTable), at most a few thousand rows. Any thread.
+  virtual std::vector<ModuleTable> Tables() const { return {}; }
 };
 
 // What a module may ask of its connection. Owned by the connection; valid from

@@ -385,6 +385,21 @@ FlowAdvice MapiBox::OnNewFlow(const tcp::endpoint& client, const tcp::endpoint& 
   return {};
 }
 
+std::vector<ModuleTable> MapiBox::Tables() const {
+  ModuleTable t{"port_bindings",
+                {{"server"}, {"proxy_port", true}, {"real_port", true}, {"interface"}, {"expires_in_s", true}},
+                {}};
+  std::lock_guard lock(mu_);
+  auto now = Clock::now();
+  for (const auto& [key, b] : bindings_) {
+    if (b.expires <= now) continue;
+    auto left = std::chrono::duration_cast<std::chrono::seconds>(b.expires - now).count();
+    t.rows.push_back({key.first.to_string(), std::to_string(key.second), std::to_string(b.real_port), b.interface,
+                      std::to_string(left)});
+  }
+  return {std::move(t)};
+}
+
 bool MapiBox::Bind(const Address& server, uint16_t proxy_port, uint16_t real_port, std::string interface) {
   Load();
   {

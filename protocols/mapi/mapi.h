@@ -97,6 +97,9 @@ class MapiBox final : public BoxModule {
 
   FlowAdvice OnNewFlow(const boost::asio::ip::tcp::endpoint& client,
                        const boost::asio::ip::tcp::endpoint& server) override;
+  // "port_bindings": the live bindings (server, proxy_port, real_port, interface,
+  // expires_in_s), by server and proxy port.
+  std::vector<ModuleTable> Tables() const override;
 
   struct Binding {
     uint16_t real_port = 0;

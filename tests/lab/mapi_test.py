@@ -24,7 +24,8 @@ EMSMDB; LSARPC is not remapped.
      [2001:2:0:2::10]:135, is told 7830 and calls there (the tower carries IPv4
      only; impacket keeps the address it asked at): the branch redirects the
      connection to the real port, optimized; the binding is in the state file
-     under the IPv6 address, and its DNAT rule in ip6tables' WANOPT_MAPI.
+     under the IPv6 address, and its DNAT rule in ip6tables' WANOPT_MAPI; `wanopt
+     show modules` (and /api/modules) lists both bindings.
   5. Restart: the branch keeps the binding in its state file and has a DNAT rule for
      it in nat WANOPT_MAPI; restarted, it restores both bindings (log line), and a
      call through server:7830 is again optimized and redirected by the daemon; the
@@ -39,6 +40,7 @@ EMSMDB; LSARPC is not remapped.
   8. Expiry: with binding_ttl_s = 3 the binding's DNAT rule and state-file line go
      once it has expired (at the next connection through the branch).
 """
+import json
 import os
 import subprocess
 import sys
@@ -204,6 +206,18 @@ def main():
             check("IPv6: its DNAT rule in ip6tables' nat WANOPT_MAPI",
                   eventually(lambda: f"to:[{SERVER6}]:{real_samr}" in mapi_rules(lab, "ip6tables-nft")),
                   mapi_rules(lab, "ip6tables-nft"))
+            # What the branch tells clients, for the operator: both bindings.
+            shown = lab.run("branch", WANOPT, "show", "modules", check_rc=True).stdout
+            print(shown)
+            rows = [" ".join(line.split()[:4]) for line in shown.splitlines()]
+            check("wanopt show modules: the branch's port bindings, IPv4 and IPv6",
+                  f"{SERVER} 7830 {real_samr} SAMR" in rows and f"{SERVER6} 7830 {real_samr} SAMR" in rows, shown)
+            api = json.loads(lab.run("branch", WANOPT, "show", "modules", "--json", check_rc=True).stdout)
+            bindings = [m for m in api["modules"] if m["module"] == "mapi"][0]["tables"]["port_bindings"]
+            check("/api/modules: the bindings as objects, ports as numbers, expiring within the TTL",
+                  {(b["server"], b["proxy_port"], b["real_port"]) for b in bindings} ==
+                  {(SERVER, 7830, real_samr), (SERVER6, 7830, real_samr)} and
+                  all(0 < b["expires_in_s"] <= 7200 for b in bindings), api)
 
             # 5. Restart: the binding comes back from the state file.
             eventually(lambda: f"{SERVER} 7830 {real_samr} SAMR " in read(state_file(lab, "branch")))

@@ -14,10 +14,11 @@
 namespace wanopt::cli {
 
 const char kShowHelp[] =
-    "usage: wanopt show connections|peers|summary|datastore|wccp [--json] [--api URL] [--token TOKEN]\n"
-    "                   [--filter TEXT]\n"
+    "usage: wanopt show connections|peers|summary|datastore|wccp|modules [--json] [--api URL]\n"
+    "                   [--token TOKEN] [--filter TEXT]\n"
     "\n"
-    "Prints what a running daemon's status page shows, from its API.\n"
+    "Prints what a running daemon's status page shows, from its API. modules: what\n"
+    "the protocol modules' box-wide parts hold (e.g. mapi's port bindings).\n"
     "\n"
     "  --api URL      the daemon's [status] address (default http://127.0.0.1:7880)\n"
     "  --token TOKEN  the status token, when the daemon has one\n"
@@ -52,8 +53,10 @@ int Show(const std::vector<std::string_view>& args) {
       return 2;
     }
   }
-  if (what != "connections" && what != "peers" && what != "summary" && what != "datastore" && what != "wccp") {
-    std::fprintf(stderr, "wanopt: show: say what to show: connections, peers, summary, datastore or wccp\n\n%s", kShowHelp);
+  if (what != "connections" && what != "peers" && what != "summary" && what != "datastore" && what != "wccp" &&
+      what != "modules") {
+    std::fprintf(stderr, "wanopt: show: say what to show: connections, peers, summary, datastore, wccp or modules\n\n%s",
+                 kShowHelp);
     return 2;
   }
   // http://HOST:PORT[/]: the status server speaks plain HTTP on a management address.

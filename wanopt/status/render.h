@@ -3,8 +3,12 @@
 // Every string that came off the network is escaped for where it goes.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "protocols/module.h"
 #include "wanopt/status/model.h"
 
 namespace wanopt::json {
@@ -32,6 +36,18 @@ std::string Metrics(const Model& m);
 std::string WccpJson(const Model& m);
 std::string WccpText(const Model& m);
 std::string WccpMetrics(const Model& m);
+
+// The protocol modules' box-wide parts (render_modules.cc): /api/modules and
+// `wanopt show modules`. ModulesOf asks each running part now (Gauges, Tables);
+// the renderers are pure.
+struct ModuleState {
+  std::string box, module;
+  std::vector<std::pair<std::string, uint64_t>> gauges;
+  std::vector<protocols::ModuleTable> tables;
+};
+std::vector<ModuleState> ModulesOf(const Model& m);
+std::string ModulesJson(const std::vector<ModuleState>& modules);
+std::string ModulesText(const std::vector<ModuleState>& modules);
 
 // HTML (render_page.cc): the whole page, and the part of it that refreshes. `token`
 // is carried in the page's own links and form so that a reader who opened it with

@@ -233,6 +233,11 @@ struct StatusServer::Impl {
       status::Model m = Snapshot();
       return text ? reply(http::status::ok, kText, status::WccpText(m)) : reply(http::status::ok, kJson, status::WccpJson(m));
     }
+    if (path == "/api/modules") {
+      auto modules = status::ModulesOf(Snapshot());
+      return text ? reply(http::status::ok, kText, status::ModulesText(modules))
+                  : reply(http::status::ok, kJson, status::ModulesJson(modules));
+    }
     if (path == "/metrics") {
       status::Model m = Snapshot();
       return reply(http::status::ok, "text/plain; version=0.0.4", status::Metrics(m) + status::WccpMetrics(m));

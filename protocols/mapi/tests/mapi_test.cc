@@ -409,3 +409,23 @@ TEST_CASE("mapi module: an ept_map answer in three fragments, cut inside the por
   port = static_cast<uint16_t>(got[second_end - 1] << 8 | got[second_end + header]);
   CHECK(port == 7830);
 }
+
+TEST_CASE("mapi box: its table lists the live bindings for the status page") {
+  MapiBox box(Settings({{"binding_ttl_s", "600"}}));
+  CHECK(box.Bind(make_address("198.18.2.10"), 7830, 1032, "EMSMDB"));
+  CHECK(box.Bind(make_address("2001:2:0:2::10"), 7840, 4997, "NSPI"));
+  auto tables = box.Tables();
+  REQUIRE(tables.size() == 1);
+  const ModuleTable& t = tables[0];
+  CHECK(t.name == "port_bindings");
+  REQUIRE(t.columns.size() == 5);
+  CHECK(t.columns[0].name == "server");
+  CHECK(t.columns[4].name == "expires_in_s");
+  REQUIRE(t.rows.size() == 2);
+  CHECK(t.rows[0] == std::vector<std::string>{"198.18.2.10", "7830", "1032", "EMSMDB", t.rows[0][4]});
+  CHECK(t.rows[1][0] == "2001:2:0:2::10");
+  CHECK(t.rows[1][3] == "NSPI");
+  int left = std::stoi(t.rows[0][4]);
+  CHECK(left >= 598);
+  CHECK(left <= 600);
+}
