@@ -35,6 +35,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -194,8 +195,19 @@ def sample(lab, pids, work, t0):
             # Where the RSS is: the heap the daemon uses, and what glibc keeps freed.
             "heap_in_use_kib": series.get(heap % "in_use", 0) // 1024, "heap_free_kib": series.get(heap % "free", 0) // 1024,
             # ... of which the DRE state: read cache, chunk index, RocksDB, write queue, peerings.
-            "dre_state_kib": totals.get("wanopt_memory_bytes", 0) // 1024}
+            "dre_state_kib": totals.get("wanopt_memory_bytes", 0) // 1024,
+            "dre_parts_kib": dre_parts(series)}
     return s
+
+
+def dre_parts(series):
+    """The DRE state by part ({'read_cache': KiB, ...}), from wanopt_memory_bytes{box,part}."""
+    parts = {}
+    for key, value in series.items():
+        found = re.match(r'wanopt_memory_bytes\{.*part="(\w+)"', key)
+        if found:
+            parts[found.group(1)] = parts.get(found.group(1), 0) + int(value) // 1024
+    return parts
 
 
 def svg(samples, path):
@@ -376,6 +388,10 @@ def main():
                     100 * (end[b]["rss_kib"] - mid[b]["rss_kib"]) / max(1, mid[b]["rss_kib"]),
                     *(x[b].get(k, 0) / 1024 for k in ("heap_in_use_kib", "dre_state_kib", "heap_free_kib")
                       for x in (mid, end))))
+                parts = sorted(set(mid[b].get("dre_parts_kib", {})) | set(end[b].get("dre_parts_kib", {})))
+                r["checks"].append("%s DRE state by part, at a third and at the end: %s" % (b, ", ".join(
+                    "%s %.1f then %.1f MiB" % (p, mid[b]["dre_parts_kib"].get(p, 0) / 1024,
+                                               end[b]["dre_parts_kib"].get(p, 0) / 1024) for p in parts)))
             ok = all(good for _, good, _ in checks)
         except Exception as e:  # reported; the lab still comes down
             r["errors"].append(repr(e))
