@@ -21,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <utility>
+#include <vector>
 
 namespace wanopt::protocols {
 
@@ -61,6 +62,18 @@ class Groups {
   size_t size() const {
     std::lock_guard lock(state_->mutex);
     return state_->live.size();
+  }
+
+  // Up to `max` of the groups alive now, in key order (for the status page). The
+  // caller's references keep them alive; dropping them may destroy one.
+  std::vector<std::shared_ptr<Group>> Live(size_t max) const {
+    std::vector<std::shared_ptr<Group>> out;
+    std::lock_guard lock(state_->mutex);
+    for (const auto& [key, weak] : state_->live) {
+      if (out.size() == max) break;
+      if (auto group = weak.lock()) out.push_back(std::move(group));
+    }
+    return out;
   }
 
  private:

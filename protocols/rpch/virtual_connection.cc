@@ -168,6 +168,19 @@ FlowAdvice RpchBox::OnNewFlow(const tcp::endpoint& client, const tcp::endpoint& 
   return {};
 }
 
+std::vector<ModuleTable> RpchBox::Tables() const {
+  ModuleTable t{"virtual_connections", {{"cookie"}, {"application"}, {"channels"}, {"recycles", true}}, {}};
+  for (const auto& vc : virtual_connections_.Live(4096)) {
+    VirtualConnection::Snapshot s = vc->snapshot();
+    // The description without its "virtual connection {cookie}: " prefix.
+    std::string cookie = vc->cookie().ToString();
+    size_t at = s.description.find(": ");
+    std::string channels = at == std::string::npos ? s.description : s.description.substr(at + 2);
+    t.rows.push_back({cookie, s.application.empty() ? "-" : s.application, channels, std::to_string(s.recycles)});
+  }
+  return {std::move(t)};
+}
+
 std::vector<std::pair<std::string, uint64_t>> RpchBox::Gauges() const {
   return {{"channels", channels.load()},
           {"virtual_connections", virtual_connections_.size()},

@@ -115,6 +115,10 @@ class RpchBox final : public BoxModule {
   FlowAdvice OnNewFlow(const boost::asio::ip::tcp::endpoint& client,
                        const boost::asio::ip::tcp::endpoint& server) override;
   std::vector<std::pair<std::string, uint64_t>> Gauges() const override;
+  // "virtual_connections": each live one's cookie, application, channels (IN and OUT
+  // connection ids, interfaces bound, recycles as the status page's note says) and
+  // recycle count; at most 4096.
+  std::vector<ModuleTable> Tables() const override;
 
   std::shared_ptr<VirtualConnection> Join(const Uuid& cookie) {
     return virtual_connections_.Join(cookie, [&] { return std::make_unique<VirtualConnection>(cookie); });

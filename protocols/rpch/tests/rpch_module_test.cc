@@ -164,6 +164,13 @@ TEST_CASE("rpch: IN and OUT channels pair into one virtual connection, classifie
   CHECK(out.Note("RPC over HTTP v2 OUT channel") != "");
   auto gauges = box.Gauges();
   CHECK(std::find(gauges.begin(), gauges.end(), std::pair<std::string, uint64_t>{"virtual_connections", 1}) != gauges.end());
+  // The status page's table of virtual connections (/api/modules).
+  auto tables = box.Tables();
+  REQUIRE(tables.size() == 1);
+  CHECK(tables[0].name == "virtual_connections");
+  REQUIRE(tables[0].rows.size() == 1);
+  CHECK(tables[0].rows[0] == std::vector<std::string>{"11111111-2222-3333-4444-555555555555", "MAPI-OA",
+                                                      "IN #3, OUT #2; bound: EMSMDB", "0"});
   // Closed in order: nobody is reset.
   in.End();
   in.Close();
@@ -172,6 +179,14 @@ TEST_CASE("rpch: IN and OUT channels pair into one virtual connection, classifie
   CHECK(out.resets().empty());
   CHECK(in.resets().empty());
   CHECK(box.channels == 0);
+  // A virtual connection leaves the table with the last of its channels.
+  RpchBox scoped(Settings());
+  {
+    Connection o(30, &scoped);
+    o.Send(Direction::kClientToServer, out_c2s);
+    CHECK(scoped.Tables()[0].rows.size() == 1);
+  }
+  CHECK(scoped.Tables()[0].rows.empty());
 }
 
 TEST_CASE("rpch: MAPI bound with packet privacy inside the channel is eMAPI-OA, said to gain little") {
