@@ -25,7 +25,7 @@ EMSMDB; LSARPC is not remapped.
      only; impacket keeps the address it asked at): the branch redirects the
      connection to the real port, optimized; the binding is in the state file
      under the IPv6 address, and its DNAT rule in ip6tables' WANOPT_MAPI; `wanopt
-     show modules` (and /api/modules) lists both bindings.
+     show modules`, /api/modules and the status page list both bindings.
   5. Restart: the branch keeps the binding in its state file and has a DNAT rule for
      it in nat WANOPT_MAPI; restarted, it restores both bindings (log line), and a
      call through server:7830 is again optimized and redirected by the daemon; the
@@ -218,6 +218,12 @@ def main():
                   {(b["server"], b["proxy_port"], b["real_port"]) for b in bindings} ==
                   {(SERVER, 7830, real_samr), (SERVER6, 7830, real_samr)} and
                   all(0 < b["expires_in_s"] <= 7200 for b in bindings), api)
+            page = lab.run("branch", "curl", "-s", "--max-time", "10", "http://127.0.0.1:7880/").stdout
+            modules = page[page.find('<pre id="modules">'):]
+            modules = modules[:modules.find("</pre>")]
+            check("the status page's Modules section shows both bindings",
+                  f"{SERVER} " in modules and f"{SERVER6} " in modules and "port_bindings: 2 rows" in modules,
+                  modules or page[-3000:])
 
             # 5. Restart: the binding comes back from the state file.
             eventually(lambda: f"{SERVER} 7830 {real_samr} SAMR " in read(state_file(lab, "branch")))

@@ -46,4 +46,11 @@ TEST_CASE("status modules: text has a heading per box and module, and aligned co
         "  2001:2:0:2::10  7830        49154      SAMR       12\n"
         "dc: smb2: kept_bytes 0\n");
   CHECK(status::ModulesText({}) == "no module with a box-wide part is running\n");
+  // The page shows the first rows of each table and how many more there are.
+  CHECK(status::ModulesText({Mapi()}, 1) ==
+        "branch: mapi\n"
+        "  port_bindings: 2 rows\n"
+        "  SERVER          PROXY_PORT  REAL_PORT  INTERFACE  EXPIRES_IN_S\n"
+        "  198.18.2.10     7830        49154      SAMR       7199\n"
+        "  ... 1 more (/api/modules has them all)\n");
 }

@@ -47,7 +47,8 @@ struct ModuleState {
 };
 std::vector<ModuleState> ModulesOf(const Model& m);
 std::string ModulesJson(const std::vector<ModuleState>& modules);
-std::string ModulesText(const std::vector<ModuleState>& modules);
+// At most `max_rows` rows of each table, then how many more there are.
+std::string ModulesText(const std::vector<ModuleState>& modules, size_t max_rows = SIZE_MAX);
 
 // HTML (render_page.cc): the whole page, and the part of it that refreshes. `token`
 // is carried in the page's own links and form so that a reader who opened it with

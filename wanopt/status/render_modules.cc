@@ -58,7 +58,7 @@ std::string ModulesJson(const std::vector<ModuleState>& modules) {
   return w.str();
 }
 
-std::string ModulesText(const std::vector<ModuleState>& modules) {
+std::string ModulesText(const std::vector<ModuleState>& modules, size_t max_rows) {
   std::ostringstream out;
   if (modules.empty()) out << "no module with a box-wide part is running\n";
   for (const ModuleState& s : modules) {
@@ -89,7 +89,11 @@ std::string ModulesText(const std::vector<ModuleState>& modules) {
         std::transform(h.begin(), h.end(), h.begin(), [](char ch) { return ch >= 'a' && ch <= 'z' ? ch - 32 : ch; });
         return h;
       });
-      for (const auto& row : t.rows) line([&](size_t c) { return c < row.size() ? row[c] : std::string(); });
+      size_t shown = std::min(max_rows, t.rows.size());
+      for (size_t r = 0; r < shown; ++r) {
+        line([&](size_t c) { return c < t.rows[r].size() ? t.rows[r][c] : std::string(); });
+      }
+      if (shown < t.rows.size()) out << "  ... " << t.rows.size() - shown << " more (/api/modules has them all)\n";
     }
   }
   return out.str();

@@ -118,6 +118,10 @@ std::string Live(const Model& m, const View& v, const std::string& token) {
     // The WCCP text view as it is: routers, views, the designated cache, the split.
     h << "<h2>WCCP</h2><pre id=\"wccp\">" << HtmlEscape(WccpText(m)) << "</pre>";
   }
+  // What the protocol modules' box-wide parts hold (mapi's port bindings...).
+  if (auto modules = ModulesOf(m); !modules.empty()) {
+    h << "<h2>Modules</h2><pre id=\"modules\">" << HtmlEscape(ModulesText(modules, 50)) << "</pre>";
+  }
   h << "</div></section>";
 
   auto rows = Select(m, v);
