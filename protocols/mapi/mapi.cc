@@ -389,10 +389,17 @@ std::vector<ModuleTable> MapiBox::Tables() const {
   ModuleTable t{"port_bindings",
                 {{"server"}, {"proxy_port", true}, {"real_port", true}, {"interface"}, {"expires_in_s", true}},
                 {}};
-  std::lock_guard lock(mu_);
+  // Copied under the lock, formatted after it: the interception thread's OnNewFlow
+  // waits on that lock.
+  std::vector<std::pair<Key, Binding>> live;
   auto now = Clock::now();
-  for (const auto& [key, b] : bindings_) {
-    if (b.expires <= now) continue;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [key, b] : bindings_) {
+      if (b.expires > now) live.emplace_back(key, b);
+    }
+  }
+  for (const auto& [key, b] : live) {
     auto left = std::chrono::duration_cast<std::chrono::seconds>(b.expires - now).count();
     t.rows.push_back({key.first.to_string(), std::to_string(key.second), std::to_string(b.real_port), b.interface,
                       std::to_string(left)});

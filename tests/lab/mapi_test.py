@@ -32,7 +32,7 @@ EMSMDB; LSARPC is not remapped.
      DNAT rule counted no packet while the daemon ran (it leaves intercepted SYNs
      alone).
   6. Fail-open: the branch stopped, the call through server:7830 still answers (the
-     kernel's DNAT rule counted it), over IPv4 and over IPv6; with the IPv4 rule
+     kernel's DNAT rule counted it), over IPv4 and over IPv6; with the rules
      flushed it is refused (so the
      rule is what made it work); restarted, the daemon puts the rule back.
   7. mode = "no-remap" on the branch: the client sees the real port and the call
@@ -267,11 +267,18 @@ def main():
             except samba_peer.PeerError as e:
                 names = repr(e)
             check("control: without the rule, the same call fails", set(names) != EXPECTED, names)
+            lab.run("branch", "ip6tables-nft", "-w", "5", "-t", "nat", "-F", "WANOPT_MAPI", check_rc=True)
+            try:
+                names = samba_peer.samr_enumerate_domains(SERVER6, 7830, ns=client, timeout=15)
+            except samba_peer.PeerError as e:
+                names = repr(e)
+            check("control: without the IPv6 rule, the call through [server]:7830 fails", set(names) != EXPECTED, names)
             restart_branch(lab)
             names = samba_peer.samr_enumerate_domains(SERVER, 7830, ns=client)
-            check("restarted again: the call works and the daemon put the rule back",
-                  set(names) == EXPECTED and eventually(lambda: f"to:{SERVER}:{real_samr}" in mapi_rules(lab)),
-                  (names, mapi_rules(lab)))
+            check("restarted again: the call works and the daemon put both rules back",
+                  set(names) == EXPECTED and eventually(lambda: f"to:{SERVER}:{real_samr}" in mapi_rules(lab)) and
+                  eventually(lambda: f"to:[{SERVER6}]:{real_samr}" in mapi_rules(lab, "ip6tables-nft")),
+                  (names, mapi_rules(lab), mapi_rules(lab, "ip6tables-nft")))
 
             # 7. Port remap off.
             start_boxes(lab, "no-remap")
