@@ -1,8 +1,9 @@
 #!/usr/bin/python3
-"""The data plane of the WCCPv2 test router (tests/lab/wccp_router.py): GRE redirection.
+"""The data plane of the WCCPv2 test router (tests/lab/wccp_router.py): GRE or L2
+redirection.
 
   wccp_forward.py --state STATE --router-ip ADDR --lan IFACE --wan IFACE
-                  [--lan-service N] [--wan-service N] [--mtu BYTES]
+                  [--box-iface IFACE] [--lan-service N] [--wan-service N] [--mtu BYTES]
                   [--no-redirect ADDR ...] [--counts FILE] [--log FILE]
 
 Run in the router's namespace next to wccp_router.py (whose --state it reads). It
@@ -17,7 +18,13 @@ router's current assignment (the state file is re-read whenever it is replaced):
                redirect header (flags 0x01 dynamic, service id, alternate bucket 0,
                primary bucket), by a raw IPPROTO_GRE socket bound to --router-ip:
                the kernel adds the outer header (router-ip -> cache) and fragments
-               it when the result exceeds the box segment's MTU
+               it when the result exceeds the box segment's MTU;
+               or, when the router offers L2 forwarding and the cache asked for it
+               (its Here_I_Am capabilities in the state file), and --box-iface names
+               the caches' segment: L2, the packet unchanged (TTL too) in a frame to
+               the cache's MAC address (from the neighbour table, which the router's
+               WCCP messages to the cache fill), by an AF_PACKET socket on that
+               interface
   no cache  -> forwarded as a router would (fail open): TTL decremented and written
                back through a raw IP_HDRINCL socket, which the kernel routes as a
                locally generated packet (OUTPUT, not FORWARD)
@@ -135,7 +142,7 @@ class Forwarder:
         self.log_file = open(args.log, "a", buffering=1) if args.log else None
         self.local = local_addresses()
         self.state, self.state_id, self.state_checked = {}, None, 0.0
-        self.counts = {"redirected": {}, "redirected_bytes": {}, "by_service": {}, "forwarded": 0,
+        self.counts = {"redirected": {}, "redirected_bytes": {}, "by_service": {}, "by_method": {}, "forwarded": 0,
                        "returned": 0, "dropped": {"ttl": 0, "send_error": 0, "malformed": 0}}
         self.dirty, self.counts_written = True, 0.0
         self.taps = {}
@@ -149,6 +156,12 @@ class Forwarder:
         self.gre.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.raw.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+        self.box_iface = args.box_iface
+        self.l2 = None
+        if self.box_iface:
+            self.l2 = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
+            self.l2.bind((self.box_iface, ETH_P_IP))
+        self.macs = {}  # cache address -> MAC, from the neighbour table
 
     def log(self, line):
         if self.log_file:
@@ -184,6 +197,7 @@ class Forwarder:
         in_view = sorted({c.get("ip") for g in state.get("services", {}).values() for c in g.get("caches", [])} - {None})
         if in_view != self.counts.get("caches_in_view"):
             self.counts["caches_in_view"] = in_view
+            self.macs.clear()  # a cache that came back may have another MAC address
             self.dirty = True
             self.write_counts(force=True)
 
@@ -195,6 +209,25 @@ class Forwarder:
             split = a.get("buckets_per_cache") or a.get("values_per_cache_count") or {}
             parts.append(f"{sid}:{a.get('method', '-')}:" + ",".join(f"{c}={n}" for c, n in split.items()))
         return " ".join(parts)
+
+    def method(self, service, cache):
+        """'l2' when the router offers L2 forwarding, the cache asked for it and the
+        caches' segment is known; else 'gre' (L2 when both can, as a cache picks)."""
+        g = self.state.get("services", {}).get(str(service), {})
+        asked = next((c.get("capabilities", {}).get("forwarding", []) for c in g.get("caches", [])
+                      if c.get("ip") == cache), [])
+        offered = self.state.get("capabilities", {}).get("forwarding", [])
+        return "l2" if self.l2 and "l2" in asked and "l2" in offered else "gre"
+
+    def mac(self, cache):
+        """The cache's MAC address on --box-iface, or None (not in the neighbour table)."""
+        if cache not in self.macs:
+            with open("/proc/net/arp") as f:
+                for line in f.read().splitlines()[1:]:
+                    cols = line.split()
+                    if len(cols) >= 6 and cols[0] == cache and cols[5] == self.box_iface and cols[3] != "00:00:00:00:00:00":
+                        self.macs[cache] = bytes.fromhex(cols[3].replace(":", ""))
+        return self.macs.get(cache)
 
     def decide(self, service, src, dst, sport, dport):
         """(cache, primary bucket) for a packet of service, or None: not redirected."""
@@ -243,16 +276,26 @@ class Forwarder:
                 self.log(f"forward to {dst} failed: {e}")
 
     def redirect(self, pkt, service, cache, bucket):
+        method = self.method(service, cache)
+        mac = self.mac(cache) if method == "l2" else None
+        if method == "l2" and mac is None:
+            self.counts["dropped"]["send_error"] += 1
+            self.log(f"L2 to {cache}: no MAC address for it on {self.box_iface}")
+            return
         header = struct.pack("!HHBBBB", 0, GRE_PROTO_WCCP, WCCP_FLAG_DYNAMIC, service, 0, bucket)
         for p in tcp_segments(pkt, self.mtu):
             try:
-                self.gre.sendto(header + p, (cache, 0))
+                if mac:
+                    self.l2.sendto(p, (self.box_iface, ETH_P_IP, 0, 0, mac))
+                else:
+                    self.gre.sendto(header + p, (cache, 0))
             except OSError as e:
                 self.counts["dropped"]["send_error"] += 1
-                self.log(f"GRE to {cache} failed: {e}")
+                self.log(f"{method} to {cache} failed: {e}")
                 continue
             if cache not in self.counts["redirected"]:
-                self.log(f"first packet redirected to {cache} service={service} bucket={bucket}")
+                self.log(f"first packet redirected to {cache} by {method} service={service} bucket={bucket}")
+            self.counts["by_method"][method] = self.counts["by_method"].get(method, 0) + 1
             for key, n in (("redirected", 1), ("redirected_bytes", len(p))):
                 self.counts[key][cache] = self.counts[key].get(cache, 0) + n
             self.counts["by_service"][str(service)] = self.counts["by_service"].get(str(service), 0) + 1
@@ -334,6 +377,7 @@ def main():
     p.add_argument("--wan", required=True, help="interface towards the servers")
     p.add_argument("--lan-service", type=int, default=61)
     p.add_argument("--wan-service", type=int, default=62)
+    p.add_argument("--box-iface", help="the caches' segment: L2 forwarding goes out there (without it, GRE only)")
     p.add_argument("--mtu", type=int, default=1500, help="largest inner packet sent on")
     p.add_argument("--no-redirect", action="append", default=[], metavar="ADDR",
                    help="never redirect packets to or from ADDR (repeatable)")

@@ -1,21 +1,25 @@
 #!/usr/bin/python3
-"""WCCPv2 GRE redirection end to end: client -> router -> GRE -> wanopt box -> server.
+"""WCCPv2 redirection end to end: client -> router -> GRE or L2 -> wanopt box -> server.
 
-Usage: wccp_gre_test.py WANOPT
+Usage: wccp_gre_test.py WANOPT [gre|l2]     (default gre)
 Needs root (exits 77, which ctest reports as skipped, otherwise). Prints
 'N passed, N failed'; exit 1 on failure.
 
 Namespaces of its own (198.18.70-72.0/24), removed at the end:
   client  eth0 198.18.70.10/24, default via .70.1
   router  lan 198.18.70.1/24 | br0 198.18.71.1/24 (the box segment) | wan 198.18.72.1/24
-          wccp_router.py (GRE forwarding offered, timeout 3 s) and wccp_forward.py (LAN
-          -> service 61, WAN -> service 62); FORWARD drops TCP in from lan and wan,
-          which the forwarder redirects or writes back itself
+          wccp_router.py (gre: GRE forwarding offered; l2: GRE and L2, GRE and L2
+          return; timeout 3 s) and wccp_forward.py (LAN -> service 61, WAN ->
+          service 62); FORWARD drops TCP in from lan and wan, which the forwarder
+          redirects or writes back itself
   box     eth0 198.18.71.2/24 on br0, default via .71.1; deploy/intercept install;
-          `wanopt run` with [intercept] and [wccp] forwarding = "gre"
+          `wanopt run` with [intercept] and [wccp] forwarding and return "gre" (or
+          both "l2": the router's packets arrive unchanged, addressed to the box's
+          MAC, and what the box sends back is routed to the router, as one-arm)
   server  eth0 198.18.72.10/24, default via .72.1; python3 -m http.server on :80
           serving a 2 MiB file of random bytes
-tshark on the router's br0 decodes the GRE.
+tshark on the router's br0 decodes the GRE (l2: sees plain TCP frames from the
+router's MAC to the box's, and no GRE at all).
 
   1. No box yet: the forwarder forwards (fail open), the fetch is byte-identical.
   2. The box registers: the router gives it all 256 buckets of 61 and 62.
@@ -46,6 +50,7 @@ from labkit import Checks  # noqa: E402
 import wccp_router  # noqa: E402
 
 WANOPT = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else None
+MODE = sys.argv[2] if len(sys.argv) > 2 else "gre"  # how the router forwards to the box
 PY = "/usr/bin/python3"
 CLIENT, SERVER, BOX = "198.18.70.10", "198.18.72.10", "198.18.71.2"
 R_LAN, R_BOX, R_WAN = "198.18.70.1", "198.18.71.1", "198.18.72.1"
@@ -55,8 +60,8 @@ FILE_SIZE = 2 << 20
 if os.geteuid() != 0:
     print("SKIP: network namespaces need root")
     sys.exit(77)
-if not WANOPT:
-    print("usage: wccp_gre_test.py WANOPT")
+if not WANOPT or MODE not in ("gre", "l2"):
+    print("usage: wccp_gre_test.py WANOPT [gre|l2]")
     sys.exit(2)
 
 check = Checks(detail_limit=2500)
@@ -113,6 +118,8 @@ def up():
     # not forward the originals as well. Traffic from the box segment it forwards.
     for iface in ("lan", "wan"):
         run_in("router", "iptables", "-A", "FORWARD", "-i", iface, "-p", "tcp", "-j", "DROP")
+    # Counts what the box routes back to port 8080 (its declined connection's packets).
+    run_in("router", "iptables", "-A", "FORWARD", "-i", "br0", "-p", "tcp", "--dport", "8080", "-j", "ACCEPT")
     out = run_in("box", os.path.join(REPO, "deploy", "intercept"), "install", check_rc=False)
     if out.returncode != 0:
         raise RuntimeError(f"deploy/intercept install in the box: {out.stderr}")
@@ -218,8 +225,8 @@ action = "pass-through"
 address = "{BOX}"
 routers = ["{R_BOX}"]
 password = "wanopt"
-forwarding = "gre"
-return = "gre"
+forwarding = "{MODE}"
+return = "{MODE}"
 assignment = "hash"
 here_i_am_interval_ms = 1000
 """)
@@ -242,17 +249,19 @@ def buckets(state, service):
 
 
 class Tshark:
-    """GRE on the router's box segment, one line per packet. What is judged is the
-    encapsulation (GRE, the redirect header, the inner IP and TCP headers): TCP
+    """GRE on the router's box segment, and plain TCP frames to the box's MAC (L2
+    forwarding), one line per packet. What is judged is the encapsulation (GRE, the
+    redirect header, the inner IP and TCP headers; the frames' MAC addresses): TCP
     reassembly and HTTP are off, so that a packet the capture dropped under load (it
     runs on a busy 2-core machine) cannot make a later one look malformed."""
 
-    FIELDS = ("ip.src", "ip.dst", "gre.proto", "gre.wccp.dynamic_service", "gre.wccp.service_id",
-              "gre.wccp.alternative_bucket", "gre.wccp.primary_bucket", "_ws.malformed")
+    FIELDS = ("eth.src", "eth.dst", "ip.src", "ip.dst", "gre.proto", "gre.wccp.dynamic_service", "gre.wccp.service_id",
+              "gre.wccp.alternative_bucket", "gre.wccp.primary_bucket", "tcp.srcport", "tcp.dstport", "_ws.malformed")
 
-    def __init__(self):
+    def __init__(self, box_mac):
         self.lines = []
-        cmd = ["tshark", "-l", "-n", "-i", "br0", "-f", "ip proto 47", "-T", "fields", "-E", "separator=|",
+        cmd = ["tshark", "-l", "-n", "-i", "br0", "-f", f"ip proto 47 or (tcp and ether dst {box_mac})", "-T", "fields",
+               "-E", "separator=|",
                "-E", "occurrence=f", "-o", "tcp.desegment_tcp_streams:FALSE", "--disable-protocol", "http"]
         for field in self.FIELDS:
             cmd += ["-e", field]
@@ -310,14 +319,18 @@ def main():
     try:
         up()
         digest = start_server(work)
-        cap = Tshark()
+        box_mac = run_in("box", "cat", "/sys/class/net/eth0/address").stdout.strip()
+        router_mac = run_in("router", "cat", "/sys/class/net/br0/address").stdout.strip()
+        cap = Tshark(box_mac)
         state, counts = os.path.join(work, "router.json"), os.path.join(work, "counts.json")
+        # L2: the router offers both methods, and the box's choice (l2) is what is used.
         start_ready("router", "router", PY, os.path.join(HERE, "wccp_router.py"), "--listen", R_BOX,
-                    "--password", "wanopt", "--service", "61", "--service", "62", "--forwarding", "gre",
+                    "--password", "wanopt", "--service", "61", "--service", "62",
+                    "--forwarding", "gre" if MODE == "gre" else "both",
                     "--return", "both", "--assignment", "hash", "--timeout-s", "3", "--state", state,
                     "--log", os.path.join(work, "router.log"), log=os.path.join(work, "router.err"))
         start_ready("forward", "router", PY, os.path.join(HERE, "wccp_forward.py"), "--state", state,
-                    "--router-ip", R_BOX, "--lan", "lan", "--wan", "wan", "--counts", counts,
+                    "--router-ip", R_BOX, "--lan", "lan", "--wan", "wan", "--box-iface", "br0", "--counts", counts,
                     "--log", os.path.join(work, "forward.log"), log=os.path.join(work, "forward.err"))
 
         # 1. No cache: forwarded normally.
@@ -346,7 +359,10 @@ def main():
         got = fetch(work)
         check("through the box: the client fetches the file, sha256 identical", got == digest, got)
         c = wait_for(lambda: read_json(counts).get("redirected", {}).get(BOX, 0) > 0 and read_json(counts), timeout=5)
-        check("the forwarder redirected packets to the box over GRE", c and c["redirected"][BOX] > 0, read_json(counts))
+        other = "l2" if MODE == "gre" else "gre"
+        check(f"the forwarder redirected packets to the box by {MODE}, none by {other}",
+              c and c["redirected"][BOX] > 0 and c["by_method"].get(MODE, 0) > 0 and not c["by_method"].get(other),
+              read_json(counts))
         c = wait_for(lambda: read_json(counts).get("by_service", {}).get("62", 0) > 100 and read_json(counts),
                      timeout=5)
         check("... in service 61 (client to server) and 62 (the 2 MiB back)",
@@ -354,24 +370,10 @@ def main():
         check("nothing forwarded past the box meanwhile",
               read_json(counts).get("forwarded") == before.get("forwarded"), (before, read_json(counts)))
 
-        flags = wccp_router.w.SERVICE_FLAGS["src_ip_hash"]
-        ci = int.from_bytes(bytes(map(int, CLIENT.split("."))), "big")
-        si = int.from_bytes(bytes(map(int, SERVER.split("."))), "big")
-        want_61 = str(wccp_router.bucket_hash(flags, ci, si))
-        gre = wait_for(lambda: [p for p in cap.packets() if p["gre.wccp.service_id"] == "61"], timeout=5)
-        print(f"tshark: {len(cap.packets())} GRE packets; first: {cap.packets()[:1]}")
-        check("tshark on the box segment: GRE 0x883e from the router to the box, redirect header dynamic, "
-              f"service 61, primary bucket {want_61} (the router's hash of the client)",
-              gre and all(p["ip.src"] == R_BOX and p["ip.dst"] == BOX and p["gre.proto"] == "0x883e" and
-                          p["gre.wccp.dynamic_service"] in ("1", "True") and p["gre.wccp.primary_bucket"] == want_61
-                          and p["gre.wccp.alternative_bucket"] == "0" and not p["_ws.malformed"] for p in gre),
-              gre[:3] if gre else cap.packets()[:3])
-        # tshark prints as it decodes, behind the capture on a busy machine (seen in the
-        # sanitized CI run: one packet printed when the service 61 wait returned).
-        gre62 = wait_for(lambda: [p for p in cap.packets() if p["gre.wccp.service_id"] == "62"], timeout=10)
-        check("tshark: service 62 GRE packets too, none malformed",
-              gre62 and not [p for p in cap.packets() if p["_ws.malformed"]],
-              (len(gre62), [(i, p) for i, p in enumerate(cap.packets()) if p["_ws.malformed"]][:5]))
+        if MODE == "gre":
+            gre_checks(cap)
+        else:
+            l2_checks(cap, box_mac, router_mac)
 
         conns = json.loads(run_in("box", "curl", "-s", "-m", "3", "http://127.0.0.1:7880/api/connections")
                            .stdout or "{}").get("connections", [])
@@ -382,28 +384,41 @@ def main():
               and mine[-1]["wan_in"] >= FILE_SIZE, conns)
         text = run_in("box", WANOPT, "show", "wccp", check_rc=False).stdout
         print(f"--- wanopt show wccp on the box\n{text}")
-        m = re.search(r"redirected packets\D*(\d+)", text, re.IGNORECASE)
-        check("`wanopt show wccp` counts the GRE-redirected packets it received", m and int(m.group(1)) > 0, text)
+        if MODE == "gre":
+            m = re.search(r"redirected packets\D*(\d+)", text, re.IGNORECASE)
+            check("`wanopt show wccp` counts the GRE-redirected packets it received", m and int(m.group(1)) > 0, text)
+        api = json.loads(run_in("box", "curl", "-s", "http://127.0.0.1:7880/api/wccp").stdout)
+        routers = [r for g in api["boxes"][0]["service_groups"] for r in g["routers"]]
+        check(f"the box negotiated {MODE} forwarding and {MODE} return with the router in both groups",
+              len(routers) == 2 and all(r["forwarding"] == MODE and r["return"] == MODE for r in routers), api)
 
         # Declined by the box (port 8080 passes through by rule): returned to the
-        # router in GRE (the negotiated return method), forwarded on by it.
+        # router by the negotiated return method (GRE: in GRE, which the forwarder
+        # takes back; L2: routed to it), forwarded on by it.
         before = read_json(counts).get("returned", 0)
         got = fetch(work, port=8080)
         check("port 8080, passed through by a box rule: the fetch works, sha256 identical", got == digest, got)
         api = json.loads(run_in("box", "curl", "-s", "http://127.0.0.1:7880/api/wccp").stdout)
-        gre_state = api["boxes"][0]["gre"]
-        check("the box returned the declined packets to the router in GRE (negotiated return: gre)",
-              gre_state["returned_gre"] > 0 and api["boxes"][0]["service_groups"][0]["routers"][0]["return"] == "gre",
-              api)
-        check("the router's forwarder took them back and forwarded them",
-              wait_for(lambda: read_json(counts).get("returned", 0) > before, timeout=5), read_json(counts))
+        gre_state = api["boxes"][0]["gre"] or {}  # null without a GRE receiver (l2 only)
+        if MODE == "gre":
+            check("the box returned the declined packets to the router in GRE (negotiated return: gre)",
+                  gre_state["returned_gre"] > 0, api)
+            check("the router's forwarder took them back and forwarded them",
+                  wait_for(lambda: read_json(counts).get("returned", 0) > before, timeout=5), read_json(counts))
 
-        # GRE return: a packet a cache hands back (GRE to the router) is forwarded.
-        before = read_json(counts).get("returned", 0)
-        r = run_in("box", PY, "-c", RETURN_SNIPPET, check_rc=False)
-        got = wait_for(lambda: read_json(counts).get("returned", 0) > before, timeout=5)
-        check("GRE return: a SYN the box sends back in GRE 0x883E is decapsulated and forwarded",
-              r.returncode == 0 and got, (r.stderr, read_json(counts)))
+            # GRE return: a packet a cache hands back (GRE to the router) is forwarded.
+            before = read_json(counts).get("returned", 0)
+            r = run_in("box", PY, "-c", RETURN_SNIPPET, check_rc=False)
+            got = wait_for(lambda: read_json(counts).get("returned", 0) > before, timeout=5)
+            check("GRE return: a SYN the box sends back in GRE 0x883E is decapsulated and forwarded",
+                  r.returncode == 0 and got, (r.stderr, read_json(counts)))
+        else:
+            fwd = run_in("router", "iptables", "-L", "FORWARD", "-v", "-n", "-x").stdout
+            routed = [int(line.split()[0]) for line in fwd.splitlines() if "dpt:8080" in line]
+            check("L2 return: the box routed the declined packets to the router (its FORWARD counted them), "
+                  "none in GRE, none through the forwarder",
+                  routed and routed[0] > 0 and not gre_state.get("returned_gre") and
+                  read_json(counts).get("returned", 0) == before, (fwd, gre_state, read_json(counts)))
 
         # 4. The box stopped: fail open.
         stop("box")
@@ -430,6 +445,46 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
     return check.summary()
 
+
+def gre_checks(cap):
+    """tshark: the redirected packets in GRE with the WCCP redirect header."""
+    flags = wccp_router.w.SERVICE_FLAGS["src_ip_hash"]
+    ci = int.from_bytes(bytes(map(int, CLIENT.split("."))), "big")
+    si = int.from_bytes(bytes(map(int, SERVER.split("."))), "big")
+    want_61 = str(wccp_router.bucket_hash(flags, ci, si))
+    gre = wait_for(lambda: [p for p in cap.packets() if p["gre.wccp.service_id"] == "61"], timeout=5)
+    print(f"tshark: {len(cap.packets())} packets; first: {cap.packets()[:1]}")
+    check("tshark on the box segment: GRE 0x883e from the router to the box, redirect header dynamic, "
+          f"service 61, primary bucket {want_61} (the router's hash of the client)",
+          gre and all(p["ip.src"] == R_BOX and p["ip.dst"] == BOX and p["gre.proto"] == "0x883e" and
+                      p["gre.wccp.dynamic_service"] in ("1", "True") and p["gre.wccp.primary_bucket"] == want_61
+                      and p["gre.wccp.alternative_bucket"] == "0" and not p["_ws.malformed"] for p in gre),
+          gre[:3] if gre else cap.packets()[:3])
+    # tshark prints as it decodes, behind the capture on a busy machine (seen in the
+    # sanitized CI run: one packet printed when the service 61 wait returned).
+    gre62 = wait_for(lambda: [p for p in cap.packets() if p["gre.wccp.service_id"] == "62"], timeout=10)
+    check("tshark: service 62 GRE packets too, none malformed",
+          gre62 and not [p for p in cap.packets() if p["_ws.malformed"]],
+          (len(gre62), [(i, p) for i, p in enumerate(cap.packets()) if p["_ws.malformed"]][:5]))
+
+
+def l2_checks(cap, box_mac, router_mac):
+    """tshark: the redirected packets as they were, in frames from the router's MAC to
+    the box's, both ways of the connection; no GRE on the segment."""
+    to_server = wait_for(lambda: [p for p in cap.packets() if p["ip.dst"] == SERVER and p["tcp.dstport"] == "80"],
+                         timeout=5)
+    from_server = wait_for(lambda: [p for p in cap.packets() if p["ip.src"] == SERVER and p["tcp.srcport"] == "80"],
+                           timeout=10)
+    print(f"tshark: {len(cap.packets())} packets; first: {cap.packets()[:1]}")
+    frames = to_server + from_server
+    check(f"tshark on the box segment: {CLIENT} -> {SERVER}:80 (service 61) and back (62) in plain frames from the "
+          f"router's MAC {router_mac} to the box's {box_mac}, addresses unchanged",
+          to_server and from_server and all(p["eth.src"] == router_mac and p["eth.dst"] == box_mac and
+                                            CLIENT in (p["ip.src"], p["ip.dst"]) for p in frames),
+          frames[:3] or cap.packets()[:3])
+    check("tshark: no GRE on the box segment, nothing malformed",
+          not [p for p in cap.packets() if p["gre.proto"]] and not [p for p in cap.packets() if p["_ws.malformed"]],
+          [p for p in cap.packets() if p["gre.proto"] or p["_ws.malformed"]][:5])
 
 if __name__ == "__main__":
     sys.exit(main())
