@@ -5,10 +5,11 @@
 // A module's BoxModule owns a Groups<Key, Group>; each connection's Module joins
 // the group of its key (in OnNewConnection or once its first bytes name the key)
 // and keeps the shared_ptr until OnClose. The group is made by the first connection
-// that joins and destroyed when the last one lets go of it, so a group lives exactly
-// as long as some connection uses it and nothing has to expire it.
+// that joins and destroyed when the last one lets go of it, so a group lives as long
+// as some connection uses it (or, a moment longer, the status page reading it:
+// Live) and nothing has to expire it.
 //
-// Threading: Join and size are thread-safe (connections of one client may run on
+// Threading: Join, size and Live are thread-safe (connections of one client may run on
 // different event loops). The Group object itself is shared by those threads: its
 // own methods must be thread-safe (a mutex inside it), and it must not keep a
 // ModuleContext or call into a connection's chain, whose calls belong to that
@@ -67,11 +68,19 @@ class Groups {
   // Up to `max` of the groups alive now, in key order (for the status page). The
   // caller's references keep them alive; dropping them may destroy one.
   std::vector<std::shared_ptr<Group>> Live(size_t max) const {
+    // Weak references under the lock, strong ones after it: a group whose last
+    // strong reference is dropped here runs its deleter, which takes the lock.
+    std::vector<std::weak_ptr<Group>> weak;
+    {
+      std::lock_guard lock(state_->mutex);
+      for (const auto& [key, w] : state_->live) {
+        if (weak.size() == max) break;
+        weak.push_back(w);
+      }
+    }
     std::vector<std::shared_ptr<Group>> out;
-    std::lock_guard lock(state_->mutex);
-    for (const auto& [key, weak] : state_->live) {
-      if (out.size() == max) break;
-      if (auto group = weak.lock()) out.push_back(std::move(group));
+    for (const auto& w : weak) {
+      if (auto group = w.lock()) out.push_back(std::move(group));
     }
     return out;
   }

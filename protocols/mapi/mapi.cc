@@ -5,6 +5,7 @@
 #include <set>
 
 #include "protocols/common/dcerpc/pdu_walker.h"
+#include "protocols/mapi/binding_store.h"
 #include "protocols/mapi/epm.h"
 #include "protocols/registry.h"
 #include "util/log.h"
@@ -386,6 +387,9 @@ FlowAdvice MapiBox::OnNewFlow(const tcp::endpoint& client, const tcp::endpoint& 
 }
 
 std::vector<ModuleTable> MapiBox::Tables() const {
+  // Asked by a running daemon's status page: the box is in use, so the bindings a
+  // restart kept are read now (not at the next connection), as the kernel has them.
+  const_cast<MapiBox*>(this)->Load();
   ModuleTable t{"port_bindings",
                 {{"server"}, {"proxy_port", true}, {"real_port", true}, {"interface"}, {"expires_in_s", true}},
                 {}};
@@ -396,7 +400,7 @@ std::vector<ModuleTable> MapiBox::Tables() const {
   {
     std::lock_guard lock(mu_);
     for (const auto& [key, b] : bindings_) {
-      if (b.expires > now) live.emplace_back(key, b);
+      if (b.expires > now && live.size() < kMaxSavedBindings) live.emplace_back(key, b);
     }
   }
   for (const auto& [key, b] : live) {

@@ -98,7 +98,8 @@ class MapiBox final : public BoxModule {
   FlowAdvice OnNewFlow(const boost::asio::ip::tcp::endpoint& client,
                        const boost::asio::ip::tcp::endpoint& server) override;
   // "port_bindings": the live bindings (server, proxy_port, real_port, interface,
-  // expires_in_s), by server and proxy port.
+  // expires_in_s), by server and proxy port, at most kMaxSavedBindings. Reads the
+  // state file first if nothing has (Load).
   std::vector<ModuleTable> Tables() const override;
 
   struct Binding {

@@ -159,8 +159,9 @@ class Forwarder:
         self.box_iface = args.box_iface
         self.l2 = None
         if self.box_iface:
-            self.l2 = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
-            self.l2.bind((self.box_iface, ETH_P_IP))
+            # Protocol 0 and unbound: it only sends (sendto names the interface and
+            # the protocol); bound to ETH_P_IP it would also receive every frame.
+            self.l2 = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
         self.macs = {}  # cache address -> MAC, from the neighbour table
 
     def log(self, line):

@@ -415,10 +415,16 @@ def main():
         else:
             fwd = run_in("router", "iptables", "-L", "FORWARD", "-v", "-n", "-x").stdout
             routed = [int(line.split()[0]) for line in fwd.splitlines() if "dpt:8080" in line]
-            check("L2 return: the box routed the declined packets to the router (its FORWARD counted them), "
-                  "none in GRE, none through the forwarder",
-                  routed and routed[0] > 0 and not gre_state.get("returned_gre") and
-                  read_json(counts).get("returned", 0) == before, (fwd, gre_state, read_json(counts)))
+            # Declined, not proxied: the box lists it as routed, with no byte relayed.
+            conns = json.loads(run_in("box", "curl", "-s", "-m", "3", "http://127.0.0.1:7880/api/connections")
+                               .stdout or "{}").get("connections", [])
+            to_8080 = [c for c in conns if c.get("server") == f"{SERVER}:8080"]
+            declined = to_8080 and all(any("routed, not proxied" in n for n in c["notes"]) and
+                                       c["lan_in"] == c["wan_in"] == 0 for c in to_8080)
+            check("L2 return: the box declined port 8080 (listed as routed, not proxied, no byte relayed) and routed "
+                  "its packets to the router (its FORWARD counted them), none in GRE, none through the forwarder",
+                  declined and routed and routed[0] > 0 and not gre_state.get("returned_gre") and
+                  read_json(counts).get("returned", 0) == before, (to_8080, fwd, gre_state, read_json(counts)))
 
         # 4. The box stopped: fail open.
         stop("box")

@@ -31,8 +31,12 @@ TEST_CASE("status modules: JSON has each box's module, its gauges, and its table
         "]}");
   // A numeric column's cell that is not an integer stays text: the JSON stays valid.
   status::ModuleState odd = Mapi();
-  odd.tables[0].rows[0][1] = "78\"30";
-  CHECK(status::ModulesJson({odd}).find("\"proxy_port\":\"78\\\"30\"") != std::string::npos);
+  // ... nor a lone minus sign, nor a number past int64.
+  odd.tables[0].rows[0] = {"198.18.2.10", "78\"30", "-", "SAMR", "99999999999999999999"};
+  std::string odd_json = status::ModulesJson({odd});
+  CHECK(odd_json.find("\"proxy_port\":\"78\\\"30\"") != std::string::npos);
+  CHECK(odd_json.find("\"real_port\":\"-\"") != std::string::npos);
+  CHECK(odd_json.find("\"expires_in_s\":\"99999999999999999999\"") != std::string::npos);
   CHECK(status::ModulesJson({}) == "{\"modules\":[]}");
 }
 
@@ -50,7 +54,10 @@ TEST_CASE("status modules: text has a heading per box and module, and aligned co
   CHECK(status::ModulesText({Mapi()}, 1) ==
         "branch: mapi\n"
         "  port_bindings: 2 rows\n"
-        "  SERVER          PROXY_PORT  REAL_PORT  INTERFACE  EXPIRES_IN_S\n"
-        "  198.18.2.10     7830        49154      SAMR       7199\n"
+        "  SERVER       PROXY_PORT  REAL_PORT  INTERFACE  EXPIRES_IN_S\n"
+        "  198.18.2.10  7830        49154      SAMR       7199\n"
         "  ... 1 more (/api/modules has them all)\n");
+  // On the page, in a <pre>: escaped, its lines kept (other control characters are not).
+  CHECK(status::HtmlEscape("a<b\nc\rd", /*keep_newlines=*/true) == "a&lt;b\nc&#xfffd;d");
+  CHECK(status::HtmlEscape("a\nb") == "a&#xfffd;b");
 }

@@ -35,8 +35,8 @@ const char kMainHelp[] =
     "  run --config FILE     run the daemon (branch, datacenter or both, as FILE says)\n"
     "  lab [options]         run origin, datacenter proxy, branch proxy and client on\n"
     "                        127.0.0.1 and report what crossed the pair\n"
-    "  show WHAT [options]   connections, peers, summary, datastore or wccp of a\n"
-    "                        running daemon, from its status API\n"
+    "  show WHAT [options]   connections, peers, summary, datastore, wccp or modules\n"
+    "                        of a running daemon, from its status API\n"
     "\n"
     "  wanopt --version      print the version\n"
     "  wanopt <command> --help\n";

@@ -16,7 +16,7 @@ using boost::asio::ip::tcp;
 
 // ---- Escaping: every string that came off the network goes through one of these ----
 
-std::string HtmlEscape(std::string_view text) {
+std::string HtmlEscape(std::string_view text, bool keep_newlines) {
   std::string out;
   out.reserve(text.size());
   for (char c : text) {
@@ -27,7 +27,7 @@ std::string HtmlEscape(std::string_view text) {
       case '"': out += "&quot;"; break;
       case '\'': out += "&#39;"; break;
       default:
-        if (static_cast<unsigned char>(c) < 0x20 && c != '\t') out += "&#xfffd;";
+        if (static_cast<unsigned char>(c) < 0x20 && c != '\t' && !(keep_newlines && c == '\n')) out += "&#xfffd;";
         else out += c;
     }
   }

@@ -33,7 +33,9 @@ namespace wanopt::status {
 using Clock = std::chrono::system_clock;
 
 // ---- Escaping ----
-std::string HtmlEscape(std::string_view text);
+// Control characters other than tab become U+FFFD; `keep_newlines` keeps '\n' too,
+// for text shown as it is in a <pre> block (our own multi-line views).
+std::string HtmlEscape(std::string_view text, bool keep_newlines = false);
 std::string PromLabel(std::string_view text);
 std::string UrlDecode(std::string_view text);
 std::map<std::string, std::string> ParseQuery(std::string_view target);

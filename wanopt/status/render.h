@@ -45,7 +45,7 @@ struct ModuleState {
   std::vector<std::pair<std::string, uint64_t>> gauges;
   std::vector<protocols::ModuleTable> tables;
 };
-std::vector<ModuleState> ModulesOf(const Model& m);
+std::vector<ModuleState> ModulesOf(const std::vector<const Daemon*>& boxes);
 std::string ModulesJson(const std::vector<ModuleState>& modules);
 // At most `max_rows` rows of each table, then how many more there are.
 std::string ModulesText(const std::vector<ModuleState>& modules, size_t max_rows = SIZE_MAX);

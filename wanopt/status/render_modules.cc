@@ -1,5 +1,6 @@
 // The modules' box-wide state: /api/modules (JSON), `wanopt show modules` (text).
 #include <algorithm>
+#include <charconv>
 #include <sstream>
 
 #include "util/json.h"
@@ -8,9 +9,9 @@
 
 namespace wanopt::status {
 
-std::vector<ModuleState> ModulesOf(const Model& m) {
+std::vector<ModuleState> ModulesOf(const std::vector<const Daemon*>& boxes) {
   std::vector<ModuleState> out;
-  for (const Daemon* b : m.boxes) {
+  for (const Daemon* b : boxes) {
     for (const auto& part : b->box_modules().parts()) {
       out.push_back({b->config().name, part.name, part.box->Gauges(), part.box->Tables()});
     }
@@ -40,11 +41,13 @@ std::string ModulesJson(const std::vector<ModuleState>& modules) {
         w.BeginObject();
         for (size_t c = 0; c < t.columns.size() && c < row.size(); ++c) {
           const std::string& cell = row[c];
-          bool number = t.columns[c].numeric && !cell.empty() && cell.size() <= 18 &&
-                        std::all_of(cell.begin() + (cell[0] == '-' && cell.size() > 1), cell.end(),
-                                    [](char ch) { return ch >= '0' && ch <= '9'; });
-          if (number) w.Field(t.columns[c].name, std::stoll(cell));
-          else w.Field(t.columns[c].name, cell);  // not the integer promised: kept as text, never invalid JSON
+          int64_t number = 0;
+          auto [end, ec] = std::from_chars(cell.data(), cell.data() + cell.size(), number);
+          if (t.columns[c].numeric && !cell.empty() && ec == std::errc() && end == cell.data() + cell.size()) {
+            w.Field(t.columns[c].name, number);
+          } else {
+            w.Field(t.columns[c].name, cell);  // not the integer promised: kept as text, never invalid JSON
+          }
         }
         w.EndObject();
       }
@@ -70,11 +73,12 @@ std::string ModulesText(const std::vector<ModuleState>& modules, size_t max_rows
     for (const protocols::ModuleTable& t : s.tables) {
       out << "  " << t.name << ": " << t.rows.size() << (t.rows.size() == 1 ? " row" : " rows") << "\n";
       if (t.rows.empty()) continue;
-      // Columns as wide as their widest cell, headings in capitals.
+      // Columns as wide as their widest cell shown, headings in capitals.
+      size_t shown = std::min(max_rows, t.rows.size());
       std::vector<size_t> width(t.columns.size());
       for (size_t c = 0; c < t.columns.size(); ++c) {
         width[c] = t.columns[c].name.size();
-        for (const auto& row : t.rows) width[c] = std::max(width[c], c < row.size() ? row[c].size() : 0);
+        for (size_t r = 0; r < shown; ++r) width[c] = std::max(width[c], c < t.rows[r].size() ? t.rows[r][c].size() : 0);
       }
       auto line = [&](auto cell) {
         std::string text = "  ";
@@ -89,7 +93,6 @@ std::string ModulesText(const std::vector<ModuleState>& modules, size_t max_rows
         std::transform(h.begin(), h.end(), h.begin(), [](char ch) { return ch >= 'a' && ch <= 'z' ? ch - 32 : ch; });
         return h;
       });
-      size_t shown = std::min(max_rows, t.rows.size());
       for (size_t r = 0; r < shown; ++r) {
         line([&](size_t c) { return c < t.rows[r].size() ? t.rows[r][c] : std::string(); });
       }

@@ -116,11 +116,12 @@ std::string Live(const Model& m, const View& v, const std::string& token) {
   }
   if (!m.wccp.empty()) {
     // The WCCP text view as it is: routers, views, the designated cache, the split.
-    h << "<h2>WCCP</h2><pre id=\"wccp\">" << HtmlEscape(WccpText(m)) << "</pre>";
+    h << "<h2>WCCP</h2><pre id=\"wccp\">" << HtmlEscape(WccpText(m), /*keep_newlines=*/true) << "</pre>";
   }
   // What the protocol modules' box-wide parts hold (mapi's port bindings...).
-  if (auto modules = ModulesOf(m); !modules.empty()) {
-    h << "<h2>Modules</h2><pre id=\"modules\">" << HtmlEscape(ModulesText(modules, 50)) << "</pre>";
+  if (auto modules = ModulesOf(m.boxes); !modules.empty()) {
+    h << "<h2>Modules</h2><pre id=\"modules\">" << HtmlEscape(ModulesText(modules, 50), /*keep_newlines=*/true)
+      << "</pre>";
   }
   h << "</div></section>";
 

@@ -234,7 +234,7 @@ struct StatusServer::Impl {
       return text ? reply(http::status::ok, kText, status::WccpText(m)) : reply(http::status::ok, kJson, status::WccpJson(m));
     }
     if (path == "/api/modules") {
-      auto modules = status::ModulesOf(Snapshot());
+      auto modules = status::ModulesOf(boxes);  // no snapshot of the connections needed
       return text ? reply(http::status::ok, kText, status::ModulesText(modules))
                   : reply(http::status::ok, kJson, status::ModulesJson(modules));
     }

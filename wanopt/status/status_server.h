@@ -8,6 +8,10 @@
 //   /api/summary       JSON totals, per application, datastore, the process's memory,
 //                      history; ?format=text
 //   /api/peers         JSON peers; ?format=text
+//   /api/datastore     JSON each box's datastore; ?format=text
+//   /api/wccp          JSON WCCP service groups; ?format=text
+//   /api/modules       JSON the protocol modules' box-wide state (gauges, tables);
+//                      ?format=text
 //   /metrics           Prometheus text format
 //
 // Every string that came off the network is escaped for where it goes (HTML, JSON,

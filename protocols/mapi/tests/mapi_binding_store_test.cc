@@ -291,3 +291,17 @@ TEST_CASE("mapi box: a write of the bindings that does not finish holds up no co
   CHECK(text.find("198.18.2.10 7840 49154 NSPI") != std::string::npos);
   CHECK(text.find("198.18.2.11 7830 50000 EMSMDB") != std::string::npos);
 }
+
+TEST_CASE("mapi box: after a restart its table lists the kept bindings before any connection") {
+  TempDir dir;
+  std::string file = dir.File("mapi-bindings");
+  std::string error;
+  REQUIRE(SaveBindings(file, {{Ip("2001:2:0:2::10"), 7830, 49155, "EMSMDB", UnixNow() + 600}}, &error));
+  MapiBox box = BoxKeepingIn(file);  // restarted: no flow, no bind yet
+  auto tables = box.Tables();
+  REQUIRE(tables.size() == 1);
+  REQUIRE(tables[0].rows.size() == 1);
+  CHECK(tables[0].rows[0][0] == "2001:2:0:2::10");
+  CHECK(tables[0].rows[0][2] == "49155");
+  box.WaitPersisted();
+}
