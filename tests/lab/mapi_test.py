@@ -263,18 +263,14 @@ def main():
             check("branch stopped: the call through [server]:7830 answers, carried by ip6tables' DNAT rule",
                   set(names) == EXPECTED and dnat_packets(lab, "ip6tables-nft") >= 1,
                   (names, mapi_rules(lab, "ip6tables-nft")))
-            lab.run("branch", "iptables-nft", "-w", "5", "-t", "nat", "-F", "WANOPT_MAPI", check_rc=True)
-            try:
-                names = samba_peer.samr_enumerate_domains(SERVER, 7830, ns=client, timeout=15)
-            except samba_peer.PeerError as e:
-                names = repr(e)
-            check("control: without the rule, the same call fails", set(names) != EXPECTED, names)
-            lab.run("branch", "ip6tables-nft", "-w", "5", "-t", "nat", "-F", "WANOPT_MAPI", check_rc=True)
-            try:
-                names = samba_peer.samr_enumerate_domains(SERVER6, 7830, ns=client, timeout=15)
-            except samba_peer.PeerError as e:
-                names = repr(e)
-            check("control: without the IPv6 rule, the call through [server]:7830 fails", set(names) != EXPECTED, names)
+            for iptables, server, what in (("iptables-nft", SERVER, "the rule, the same call"),
+                                           ("ip6tables-nft", SERVER6, "the IPv6 rule, the call through [server]:7830")):
+                lab.run("branch", iptables, "-w", "5", "-t", "nat", "-F", "WANOPT_MAPI", check_rc=True)
+                try:
+                    names = samba_peer.samr_enumerate_domains(server, 7830, ns=client, timeout=15)
+                except samba_peer.PeerError as e:
+                    names = repr(e)
+                check(f"control: without {what} fails", set(names) != EXPECTED, names)
             restart_branch(lab)
             names = samba_peer.samr_enumerate_domains(SERVER, 7830, ns=client)
             check("restarted again: the call works and the daemon put both rules back",
