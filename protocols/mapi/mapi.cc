@@ -386,6 +386,18 @@ FlowAdvice MapiBox::OnNewFlow(const tcp::endpoint& client, const tcp::endpoint& 
   return {};
 }
 
+std::vector<std::pair<std::string, uint64_t>> MapiBox::Gauges() const {
+  uint64_t live = 0;
+  {
+    std::lock_guard lock(mu_);
+    auto now = Clock::now();
+    for (const auto& [key, b] : bindings_) live += b.expires > now;
+  }
+  return {{"connections", connections_.load()},
+          {"admission_connections", settings_.admission_connections},
+          {"bindings", live}};
+}
+
 std::vector<ModuleTable> MapiBox::Tables() const {
   // Asked by a running daemon's status page: the box is in use, so the bindings a
   // restart kept are read now (not at the next connection), as the kernel has them.

@@ -97,6 +97,10 @@ class MapiBox final : public BoxModule {
 
   FlowAdvice OnNewFlow(const boost::asio::ip::tcp::endpoint& client,
                        const boost::asio::ip::tcp::endpoint& server) override;
+  // /metrics (wanopt_module_gauge{module="mapi"}): `connections`, the MAPI/EPM
+  // connections admission control counts, against `admission_connections`, its
+  // limit; `bindings`, the port bindings live now.
+  std::vector<std::pair<std::string, uint64_t>> Gauges() const override;
   // "port_bindings": the live bindings (server, proxy_port, real_port, interface,
   // expires_in_s), by server and proxy port, at most kMaxSavedBindings. Reads the
   // state file first if nothing has (Load).

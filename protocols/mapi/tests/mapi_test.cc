@@ -203,6 +203,9 @@ TEST_CASE("mapi box: admission control passes new sessions through whole, decide
   CHECK(advice.pass_through);
   CHECK(advice.reason.find("admission control") != std::string::npos);
   CHECK_FALSE(box.OnNewFlow(early, epm).pass_through);  // the early client's session goes on
+  auto gauges = box.Gauges();  // what /metrics shows of admission control
+  CHECK(gauges == std::vector<std::pair<std::string, uint64_t>>{{"connections", 1}, {"admission_connections", 1},
+                                                                {"bindings", 0}});
   // The late client's MAPI connections to a real port this box knows pass through too.
   CHECK(box.Bind(epm.address(), 7830, 1032, "EMSMDB"));
   CHECK(box.OnNewFlow(late, tcp::endpoint(epm.address(), 1032)).pass_through);
