@@ -276,6 +276,15 @@ with socket.socket() as busy:
     check("address in use: exit 1, says which listener", r.returncode == 1 and "cannot listen" in r.stderr, r.stderr)
     check("address in use: no datastore directory left behind", not os.path.exists(fresh), os.listdir(tmp))
 
+# The same on IPv6: the address is written bracketed, as everywhere else.
+with socket.socket(socket.AF_INET6) as busy:
+    busy.bind(("::1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    r = run("run", "--config", config_file("in_use6.toml", f'[datacenter]\nlisten = "[::1]:{port}"\n'))
+    check("IPv6 address in use: exit 1, the listener's address bracketed",
+          r.returncode == 1 and f"cannot listen on [::1]:{port}: " in r.stderr, r.stderr)
+
 # SIGHUP is not a silent exit: the daemon logs it, re-reads its log level, keeps running.
 port = free_port()
 path = config_file("hup.toml", f'[datacenter]\nlisten = "127.0.0.1:{port}"\n')

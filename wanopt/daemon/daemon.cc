@@ -137,8 +137,7 @@ bool Daemon::Start(std::string* error) {
     if (!ec) l.acceptor.bind(endpoint, ec);
     if (!ec) l.acceptor.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) {
-      *error = l.name + ": cannot listen on " + endpoint.address().to_string() + ":" +
-               std::to_string(endpoint.port()) + ": " + ec.message();
+      *error = l.name + ": cannot listen on " + FormatEndpoint(endpoint) + ": " + ec.message();
       return false;
     }
     return true;

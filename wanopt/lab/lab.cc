@@ -10,6 +10,7 @@
 #include "wanopt/daemon/daemon.h"
 #include "wanopt/lab/echo.h"
 #include "wanopt/status/status_server.h"
+#include "util/endpoint.h"
 #include "util/json.h"
 #include "util/log.h"
 #include "util/signals.h"
@@ -79,8 +80,8 @@ void PrintJson(const std::vector<Transfer>& transfers, const std::string& status
   }
   w.EndArray();
   w.Field("status_url", status_url);
-  w.Field("branch", entry.address().to_string() + ":" + std::to_string(entry.port()));
-  w.Field("datacenter", datacenter.address().to_string() + ":" + std::to_string(datacenter.port()));
+  w.Field("branch", FormatEndpoint(entry));
+  w.Field("datacenter", FormatEndpoint(datacenter));
   w.EndObject();
   std::printf("%s\n", w.str().c_str());
 }
