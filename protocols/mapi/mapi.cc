@@ -8,6 +8,7 @@
 #include "protocols/mapi/binding_store.h"
 #include "protocols/mapi/epm.h"
 #include "protocols/registry.h"
+#include "util/endpoint.h"
 #include "util/log.h"
 
 namespace wanopt::protocols::epm {
@@ -44,14 +45,9 @@ class MapiModule final : public Module {
     context_ = &context;
     box_ = dynamic_cast<MapiBox*>(context.box());
     const ConnectionInfo& c = context.connection();
-    server_ = c.server.address();
     // The flows OnNewFlow is asked about carry no scope (a link-local server's
     // address as the SYN has it): a binding must be found by them.
-    if (server_.is_v6()) {
-      auto v6 = server_.to_v6();
-      v6.scope_id(0);
-      server_ = v6;
-    }
+    server_ = Unscoped(c.server.address());
     if (c.server.port() == kEpmPort) {
       role_ = Role::kEpm;
       context.SetApplication("EPM");

@@ -32,15 +32,7 @@ void Interceptor::Impl::OnAccepted(tcp::socket socket) {
   tcp::endpoint local = socket.local_endpoint(ec);  // the original destination (TPROXY)
   if (ec) return CloseWithReset(socket);
   // A link-local address comes with its interface; the SYN's, parsed, without.
-  auto unscoped = [](asio::ip::address a) {
-    if (a.is_v6()) {
-      asio::ip::address_v6 v6 = a.to_v6();
-      v6.scope_id(0);
-      a = v6;
-    }
-    return a;
-  };
-  FlowKey key{unscoped(remote.address()), unscoped(local.address()), remote.port(), local.port()};
+  FlowKey key{Unscoped(remote.address()), Unscoped(local.address()), remote.port(), local.port()};
   auto it = decisions_.find(key);
   bool needs_probe = it != decisions_.end() && it->second.kind != Kind::kFixedTarget &&
                      it->second.kind != Kind::kRelayDirect;
