@@ -284,7 +284,7 @@ class RpchModule final : public Module {
     auto snapshot = vc_->snapshot();
     if (snapshot.version == seen_version_) return;
     seen_version_ = snapshot.version;
-    context_->SetNote("virtual connection", snapshot.description);
+    context_->SetNote("virtual connection", vc_->Describe(snapshot));
     if (!snapshot.application.empty()) context_->SetApplication(snapshot.application);
   }
 

@@ -86,8 +86,8 @@ void VirtualConnection::SetBinding(std::string application, std::set<std::string
   ++version_;
 }
 
-std::string VirtualConnection::DescribeLocked() const {
-  std::string text = "virtual connection " + cookie_.ToString() + ":";
+std::string VirtualConnection::ChannelsLocked() const {
+  std::string text;
   for (ChannelType type : {ChannelType::kIn, ChannelType::kOut}) {
     std::string live;
     for (const auto& c : channels_) {
@@ -95,7 +95,7 @@ std::string VirtualConnection::DescribeLocked() const {
       // partner was.
       if (c.type == type) live += (live.empty() ? " #" : ", #") + std::to_string(c.connection);
     }
-    text += std::string(type == ChannelType::kIn ? " " : ", ") + std::string(ChannelName(type)) +
+    text += std::string(type == ChannelType::kIn ? "" : ", ") + std::string(ChannelName(type)) +
             (live.empty() ? " (none)" : live);
   }
   if (!interfaces_.empty()) {
@@ -112,7 +112,7 @@ std::string VirtualConnection::DescribeLocked() const {
 
 VirtualConnection::Snapshot VirtualConnection::snapshot() const {
   std::lock_guard lock(mu_);
-  return {version_, application_, DescribeLocked(), recycle_count_};
+  return {version_, application_, ChannelsLocked(), recycle_count_};
 }
 
 std::optional<RpchSettings> ParseRpchSettings(const ModuleSettings& settings, std::string* error) {
@@ -172,11 +172,8 @@ std::vector<ModuleTable> RpchBox::Tables() const {
   ModuleTable t{"virtual_connections", {{"cookie"}, {"application"}, {"channels"}, {"recycles", true}}, {}};
   for (const auto& vc : virtual_connections_.Live(4096)) {
     VirtualConnection::Snapshot s = vc->snapshot();
-    // The description without its "virtual connection {cookie}: " prefix.
-    std::string cookie = vc->cookie().ToString();
-    size_t at = s.description.find(": ");
-    std::string channels = at == std::string::npos ? s.description : s.description.substr(at + 2);
-    t.rows.push_back({cookie, s.application.empty() ? "-" : s.application, channels, std::to_string(s.recycles)});
+    t.rows.push_back({vc->cookie().ToString(), s.application.empty() ? "-" : s.application, s.channels,
+                      std::to_string(s.recycles)});
   }
   return {std::move(t)};
 }

@@ -71,10 +71,14 @@ class VirtualConnection {
   struct Snapshot {
     uint64_t version = 0;       // changes whenever anything below does
     std::string application;    // empty until a bind was seen
-    std::string description;    // "virtual connection {..}: IN #3, OUT #4; recycled IN #1 -> #3"
+    std::string channels;       // "IN #3, OUT #4; bound: EMSMDB; recycled 1x (IN #1 -> #3)"
     uint32_t recycles = 0;
   };
   Snapshot snapshot() const;
+  // The status page's note: "virtual connection {..}: " and the snapshot's channels.
+  std::string Describe(const Snapshot& s) const {
+    return "virtual connection " + cookie_.ToString() + ": " + s.channels;
+  }
 
  private:
   struct Channel {
@@ -85,7 +89,7 @@ class VirtualConnection {
     bool replaced = false;
     ModuleContext::ResetHandle reset;
   };
-  std::string DescribeLocked() const;
+  std::string ChannelsLocked() const;
 
   const Uuid cookie_;
   mutable std::mutex mu_;
