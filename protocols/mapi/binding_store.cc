@@ -339,7 +339,7 @@ void MapiBox::Persist(bool force) {
   // A kernel write that failed is tried again with the next change, or at the first
   // request a minute later: a chain that is missing for good (deploy/intercept not
   // re-run after an upgrade) must not cost two iptables runs per ept_map answer.
-  auto retry_due = [&](int i) { return rules_failed_[i] && now >= rules_retry_at_[i]; };
+  auto retry_due = [&](int i) { return rules_retry_at_[i] && now >= *rules_retry_at_[i]; };
   if (!changed && !file_failed_ && !retry_due(0) && !retry_due(1)) {
     next_expiry_ = next.time_since_epoch().count();  // refreshed: look again when this one is due
     return;
@@ -359,28 +359,29 @@ void MapiBox::Persist(bool force) {
     // last is gone). The first write of a process empties the IPv6 chain too, of what
     // an earlier run left, quietly: a box used over IPv4 only may not have it.
     bool v6_needed = has_v6(keys) || has_v6(persisted_);
-    for (Family family : {Family::kIpv4, Family::kIpv6}) {
-      int i = family == Family::kIpv4 ? 0 : 1;
-      bool needed = family == Family::kIpv4 || v6_needed;
+    for (int i : {0, 1}) {
+      Family family = i == 0 ? Family::kIpv4 : Family::kIpv6;
+      bool needed = i == 0 || v6_needed;
       if (!needed && !first) {
-        rules_failed_[i] = false;  // nothing to write
+        rules_retry_at_[i].reset();  // nothing to write
         continue;
       }
       if (!changed && !retry_due(i)) continue;
       std::string error;
       bool ok = ApplyNatRules(family, NatRules(family, settings_.fail_open_chain, live), &error);
       if (!needed) continue;  // only emptying, at the start
-      if (!ok && !rules_failed_[i]) {
+      bool failed_before = rules_retry_at_[i].has_value();
+      if (!ok && !failed_before) {
         WANOPT_LOG(kWarn, "mapi") << "no kernel fallback for remapped ports" << (i ? " of IPv6 servers" : "")
                                   << " (clients told " << settings_.mapi_port
                                   << " fail while the daemon is stopped): " << error;
       }
-      if (ok && rules_failed_[i]) {
+      if (ok && failed_before) {
         WANOPT_LOG(kInfo, "mapi") << "kernel fallback rules in " << settings_.fail_open_chain
                                   << (i ? " (IPv6)" : "") << " again";
       }
-      rules_failed_[i] = !ok;
-      if (!ok) rules_retry_at_[i] = now + std::chrono::minutes(1);
+      if (ok) rules_retry_at_[i].reset();
+      else rules_retry_at_[i] = now + std::chrono::minutes(1);
     }
   }
   WANOPT_LOG(kDebug, "mapi") << live.size() << " port bindings written";

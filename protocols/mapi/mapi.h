@@ -158,8 +158,9 @@ class MapiBox final : public BoxModule {
   std::map<Key, uint16_t> persisted_;                            // guarded by persist_mu_
   Clock::time_point persisted_at_{};                             // guarded by persist_mu_
   bool file_failed_ = false;                                     // guarded by persist_mu_
-  bool rules_failed_[2] = {false, false};                        // IPv4, IPv6; guarded by persist_mu_
-  Clock::time_point rules_retry_at_[2]{};                        // after a failure; guarded by persist_mu_
+  // Per family (IPv4, IPv6): set while the last write of its rules failed, to when
+  // it is tried again without a change. Guarded by persist_mu_.
+  std::optional<Clock::time_point> rules_retry_at_[2];
   std::atomic<Clock::rep> next_expiry_{Clock::time_point::max().time_since_epoch().count()};
   // The writer thread and what it is asked: requests are numbered, `written_` is the
   // last one whose Persist has run.

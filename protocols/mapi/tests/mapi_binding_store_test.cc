@@ -305,3 +305,38 @@ TEST_CASE("mapi box: after a restart its table lists the kept bindings before an
   CHECK(tables[0].rows[0][2] == "49155");
   box.WaitPersisted();
 }
+
+TEST_CASE("mapi kernel fallback: a rules write that fails is tried again with the next change, not at every request") {
+  // Stand-ins for iptables-nft-restore and ip6tables-nft-restore, first on PATH: each
+  // call is logged, and fails (as with the chain missing).
+  TempDir dir;
+  std::string calls = dir.File("calls");
+  for (const char* name : {"iptables-nft-restore", "ip6tables-nft-restore"}) {
+    std::string path = dir.File(name);
+    std::ofstream(path) << "#!/bin/sh\ncat >/dev/null\necho " << name << " >> " << calls << "\nexit 1\n";
+    REQUIRE(::chmod(path.c_str(), 0755) == 0);
+  }
+  std::string old_path = std::getenv("PATH") ? std::getenv("PATH") : "";
+  REQUIRE(::setenv("PATH", (dir.File("") + ":" + old_path).c_str(), 1) == 0);
+  {
+    MapiSettings s;
+    s.fail_open_chain = "WANOPT_MAPI";  // no state file
+    MapiBox box(s);
+    auto bind = [&](const char* server, uint16_t proxy_port, uint16_t real_port) {
+      CHECK(box.Bind(Ip(server), proxy_port, real_port, "EMSMDB"));
+      box.WaitPersisted();
+      return Read(calls);
+    };
+    // The first write: IPv4's rules, and IPv6's chain emptied (quietly).
+    CHECK(bind("198.18.2.10", 7830, 49153) == "iptables-nft-restore\nip6tables-nft-restore\n");
+    // The same binding refreshed: nothing changed, the failure is not retried yet.
+    CHECK(bind("198.18.2.10", 7830, 49153) == "iptables-nft-restore\nip6tables-nft-restore\n");
+    // A new IPv4 binding: IPv4's rules again; no IPv6 server has one.
+    CHECK(bind("198.18.2.10", 7840, 49154) == "iptables-nft-restore\nip6tables-nft-restore\niptables-nft-restore\n");
+    // An IPv6 server's binding: both families.
+    CHECK(bind("2001:2:0:2::10", 7830, 49155) ==
+          "iptables-nft-restore\nip6tables-nft-restore\niptables-nft-restore\niptables-nft-restore\n"
+          "ip6tables-nft-restore\n");
+  }
+  ::setenv("PATH", old_path.c_str(), 1);
+}
