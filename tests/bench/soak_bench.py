@@ -189,14 +189,14 @@ def sample(lab, pids, work, t0):
         m = box_reading(pid)
         series = lab.series(b)  # one /metrics read per box per sample
         totals = summed(series)
+        parts = dre_parts(series)
         heap = 'wanopt_process_heap_bytes{state="%s"}'
         s[b] = {"rss_kib": m["VmRSS"] // 1024, "fds": m["fds"], "sockets": m["fd_kinds"].get("socket", 0), "store_bytes": du(os.path.join(work, "%s-%s-store" % (
             lab.prefix, b))), "active": totals.get("wanopt_connections_active"),
             # Where the RSS is: the heap the daemon uses, and what glibc keeps freed.
             "heap_in_use_kib": series.get(heap % "in_use", 0) // 1024, "heap_free_kib": series.get(heap % "free", 0) // 1024,
             # ... of which the DRE state: read cache, chunk index, RocksDB, write queue, peerings.
-            "dre_state_kib": totals.get("wanopt_memory_bytes", 0) // 1024,
-            "dre_parts_kib": dre_parts(series)}
+            "dre_state_kib": sum(parts.values()), "dre_parts_kib": parts}
     return s
 
 
