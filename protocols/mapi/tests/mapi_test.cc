@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "protocols/chain.h"
+#include "protocols/mapi/binding_store.h"
 #include "protocols/mapi/mapi.h"
 
 using namespace wanopt;
@@ -431,4 +432,9 @@ TEST_CASE("mapi box: its table lists the live bindings for the status page") {
   int left = std::stoi(t.rows[0][4]);
   CHECK(left >= 598);
   CHECK(left <= 600);
+  // Bounded: at most kMaxSavedBindings rows, however many bindings live.
+  for (uint16_t port = 1; port <= kMaxSavedBindings + 10; ++port) {
+    CHECK(box.Bind(make_address("198.18.3.1"), port, 1000, "EMSMDB"));
+  }
+  CHECK(box.Tables()[0].rows.size() == kMaxSavedBindings);
 }
