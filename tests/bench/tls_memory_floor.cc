@@ -7,12 +7,13 @@
 // The branch's and the datacenter's SecureContext are created as the daemons create
 // them (mutual certificates, TLS 1.3, SSL_MODE_RELEASE_BUFFERS, one ticket per full
 // handshake, the accepting side's session cache). Then PAIRS channels (default 500)
-// are opened over socketpairs, as the pump opens them: handshake, one byte each way
-// (which leaves no record buffer behind), and held. What each side's SSL objects
-// take is what glibc reports freed when they are freed (mallinfo2), so the sessions
-// the accepting side caches (shared, bounded) are not counted. Twice: every channel
-// a full handshake, then every one resuming the first one's ticket (what almost all
-// of a box's channels are). Prints one JSON object.
+// are opened over socketpairs standing in for TCP connections, as the pump opens
+// them: handshake, one byte each way (which leaves no record buffer behind), and
+// held. What each side's SSL objects take is what glibc reports freed when they are
+// freed (mallinfo2), so the sessions the accepting side caches (shared, bounded) are
+// not counted. Twice: every channel a full handshake, then every one resuming the
+// first one's ticket (what almost all of a box's channels are). Prints one JSON
+// object.
 #include <fcntl.h>
 #include <malloc.h>
 #include <sys/socket.h>

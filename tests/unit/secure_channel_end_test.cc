@@ -64,14 +64,14 @@ TEST_CASE("a box that closes its end: the other session reads everything sent, t
   CHECK(boxes.client.result.peer_name == "dc");
   CHECK(boxes.server.result.peer_name == "mid");
   std::string bye = "last words before closing";
-  asio::write(boxes.server.plain, asio::buffer(bye));
-  boxes.server.plain.close();
+  WriteNow(boxes.server.plain, bye);
+  boxes.server.plain.Close();
   Reader at_client(boxes.client.plain);
   at_client.Start();
   REQUIRE(RunUntil(boxes.io, [&] { return at_client.ended; }));
   CHECK(Text(at_client.received) == bye);
   CHECK(at_client.end == asio::error::eof);
-  boxes.client.plain.close();
+  boxes.client.plain.Close();
   CHECK(Drains(boxes.io));
 }
 
@@ -82,22 +82,22 @@ TEST_CASE("a session that only shuts down sending still gets the reply") {
   REQUIRE(boxes.Handshake(*branch, *dc));
   REQUIRE(!boxes.client.result.ec);
   std::string request = "the whole request", reply = "a reply after the request ended";
-  asio::write(boxes.client.plain, asio::buffer(request));
-  boxes.client.plain.shutdown(tcp::socket::shutdown_send);
+  WriteNow(boxes.client.plain, request);
+  boxes.client.plain.ShutdownSend();
   Reader at_server(boxes.server.plain);
   at_server.Start();
   REQUIRE(RunUntil(boxes.io, [&] { return at_server.ended; }));
   CHECK(Text(at_server.received) == request);
   CHECK(at_server.end == asio::error::eof);
   // The server's pump received close_notify and still relays its session's bytes.
-  asio::write(boxes.server.plain, asio::buffer(reply));
-  boxes.server.plain.close();
+  WriteNow(boxes.server.plain, reply);
+  boxes.server.plain.Close();
   Reader at_client(boxes.client.plain);
   at_client.Start();
   REQUIRE(RunUntil(boxes.io, [&] { return at_client.ended; }));
   CHECK(Text(at_client.received) == reply);
   CHECK(at_client.end == asio::error::eof);
-  boxes.client.plain.close();
+  boxes.client.plain.Close();
   CHECK(Drains(boxes.io));
 }
 
@@ -108,17 +108,18 @@ TEST_CASE("a session that shuts down sending, then closes, ends its pump while t
   // The pump waits for the peer's close_notify as long as for a handshake: 1 s here.
   REQUIRE(boxes.Handshake(*branch, *dc, 1s));
   REQUIRE(!boxes.client.result.ec);
-  boxes.client.plain.shutdown(tcp::socket::shutdown_send);
+  boxes.client.plain.ShutdownSend();
   Reader at_server(boxes.server.plain);
   at_server.Start();
   REQUIRE(RunUntil(boxes.io, [&] { return at_server.ended; }));
   CHECK(at_server.end == asio::error::eof);
   // The server's session keeps its end open and says nothing: only the client
-  // session's close can end the client's pump, which holds two descriptors.
+  // session's close can end the client's pump, which holds the TCP socket (the
+  // sessions' ends hold no descriptor).
   size_t before = OpenDescriptors();
-  boxes.client.plain.close();
-  CHECK(RunUntil(boxes.io, [&] { return OpenDescriptors() == before - 3; }, 5s));
-  boxes.server.plain.close();
+  boxes.client.plain.Close();
+  CHECK(RunUntil(boxes.io, [&] { return OpenDescriptors() == before - 1; }, 5s));
+  boxes.server.plain.Close();
   CHECK(Drains(boxes.io));
 }
 
@@ -129,7 +130,7 @@ TEST_CASE("a session that closes its end first: its pump takes the peer's close_
   REQUIRE(boxes.Handshake(*branch, *dc));
   REQUIRE(!boxes.client.result.ec);
   uint16_t client_port = LocalPort(boxes.client.tcp_fd), server_port = LocalPort(boxes.server.tcp_fd);
-  boxes.client.plain.close();
+  boxes.client.plain.Close();
   Reader at_server(boxes.server.plain);
   at_server.Start();
   REQUIRE(RunUntil(boxes.io, [&] { return at_server.ended; }));
@@ -138,7 +139,7 @@ TEST_CASE("a session that closes its end first: its pump takes the peer's close_
   // socket still open, which closes in order into TIME_WAIT. Had the client's pump
   // closed at once, its kernel would have answered them with a reset, leaving no
   // TIME_WAIT (and, were the reset lost, a server socket resending its FIN).
-  boxes.server.plain.close();
+  boxes.server.plain.Close();
   CHECK(RunUntil(boxes.io, [&] { return InTimeWait(client_port, server_port); }, 5s));
   CHECK(Drains(boxes.io));
 }
@@ -158,13 +159,16 @@ TEST_CASE("a TCP connection that ends without close_notify cuts both sessions' e
   REQUIRE(RunUntil(boxes.io, [&] { return at_client.ended && at_server.ended; }));
   CHECK(at_client.bytes == 0);
   CHECK(at_server.bytes == 0);
-  // Cut, not ended in order: the pumps closed the sessions' ends, so writing fails.
+  // Cut, not ended in order: each read was a reset, and writing fails.
+  CHECK(at_client.end == asio::error::connection_reset);
+  CHECK(at_server.end == asio::error::connection_reset);
   for (End* end : {&boxes.client, &boxes.server}) {
     error_code ec;
     uint8_t byte = 1;
-    end->plain.write_some(asio::buffer(&byte, 1), ec);
+    std::array<asio::const_buffer, 1> one{asio::buffer(&byte, 1)};
+    end->plain.WriteSome(one, ec);
     CHECK(ec == asio::error::broken_pipe);
-    end->plain.close();
+    end->plain.Close();
   }
   CHECK(Drains(boxes.io));
 }

@@ -41,8 +41,8 @@ Channel OneChannel(const SecureContext& client, const SecureContext& server, Sec
   if (!boxes.client.result.ec && !boxes.server.result.ec) {
     ExchangeMessages(boxes, "from the branch", "from the datacenter");
   }
-  boxes.client.plain.close();
-  boxes.server.plain.close();
+  boxes.client.plain.Close();
+  boxes.server.plain.Close();
   CHECK(Drains(boxes.io));
   return channel;
 }
@@ -106,8 +106,8 @@ TEST_CASE("certificates: a resumed channel cut without close_notify does not spo
     at_client.Start();
     at_server.Start();
     REQUIRE(RunUntil(boxes.io, [&] { return at_client.ended && at_server.ended; }));
-    boxes.client.plain.close();
-    boxes.server.plain.close();
+    boxes.client.plain.Close();
+    boxes.server.plain.Close();
     CHECK(Drains(boxes.io));
   }
   CHECK(OneChannel(*branch, *dc, Keyed("peer dc")).client.resumed);

@@ -46,10 +46,10 @@ TEST_CASE("certificates: 8 MiB each way at once arrive intact, then both pumps g
   // Each side writes everything, then shuts down sending: close_notify ends the other's read.
   int written = 0;
   auto write_all = [&written](End* end, const std::vector<uint8_t>* data) {
-    asio::async_write(end->plain, asio::buffer(*data), [end, data, &written](error_code ec, size_t n) {
+    end->plain.AsyncWrite({asio::buffer(*data), asio::const_buffer()}, [end, data, &written](error_code ec, size_t n) {
       CHECK(!ec);
       CHECK(n == data->size());
-      end->plain.shutdown(tcp::socket::shutdown_send, ec);
+      end->plain.ShutdownSend();
       ++written;
     });
   };
@@ -66,8 +66,8 @@ TEST_CASE("certificates: 8 MiB each way at once arrive intact, then both pumps g
   // Both directions ended in order on both boxes: the pumps are gone already, with
   // the sessions' ends still open.
   CHECK(Drains(boxes.io));
-  boxes.client.plain.close();
-  boxes.server.plain.close();
+  boxes.client.plain.Close();
+  boxes.server.plain.Close();
   CHECK(boxes.client.calls == 1);
   CHECK(boxes.server.calls == 1);
 }
@@ -84,8 +84,8 @@ TEST_CASE("PSK: a round trip, and each side names the identity") {
   CHECK(boxes.server.result.peer_name == "paris-dc");
 
   ExchangeMessages(boxes, "ping from the branch", "pong from the datacenter");
-  boxes.client.plain.close();
-  boxes.server.plain.close();
+  boxes.client.plain.Close();
+  boxes.server.plain.Close();
   CHECK(Drains(boxes.io));
 }
 
@@ -134,8 +134,8 @@ TEST_CASE("optimistic opening side: bytes flow at once, the confirmation byte ne
   REQUIRE_FALSE(boxes.server.result.ec);
   const std::string hello = "hello from the branch";
   const std::string answer = "answer";
-  asio::write(boxes.client.plain, asio::buffer(hello));
-  asio::write(boxes.server.plain, asio::buffer(answer));
+  WriteNow(boxes.client.plain, hello);
+  WriteNow(boxes.server.plain, answer);
   Reader at_client(boxes.client.plain), at_server(boxes.server.plain);
   at_client.Start();
   at_server.Start();
@@ -145,8 +145,8 @@ TEST_CASE("optimistic opening side: bytes flow at once, the confirmation byte ne
   CHECK(Text(at_client.received) == answer);  // the first bytes are the server's, not the confirmation
   CHECK(Text(at_server.received) == hello);
   CHECK(late.empty());
-  boxes.client.plain.close();
-  boxes.server.plain.close();
+  boxes.client.plain.Close();
+  boxes.server.plain.Close();
   CHECK(Drains(boxes.io));
 }
 
@@ -166,7 +166,7 @@ TEST_CASE("optimistic opening side refused after all: its session's end is cut, 
   REQUIRE(RunUntil(boxes.io, [&] { return reader.ended && !late.empty(); }));
   CHECK(reader.bytes == 0);  // nothing from a channel that was never up
   CHECK_MESSAGE(!late.empty(), late);
-  boxes.client.plain.close();
+  boxes.client.plain.Close();
   CHECK(Drains(boxes.io));
 }
 

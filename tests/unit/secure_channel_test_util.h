@@ -16,13 +16,14 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
+#include <algorithm>
+#include <array>
 #include <system_error>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/read.hpp>
-#include <boost/asio/write.hpp>
 
 #include "wanopt/channel/secure_channel.h"
 #include "util/sha256.h"
@@ -116,10 +117,10 @@ inline void ConnectPair(asio::io_context& io, tcp::socket& a, tcp::socket& b) {
 }
 
 struct End {
-  explicit End(asio::io_context& io) : plain(io) {}
+  explicit End(asio::io_context& io) : plain(io.get_executor()) {}
   int calls = 0;
   SecureChannelResult result;
-  tcp::socket plain;
+  PlainStream plain;
   int tcp_fd = -1;  // the pump's TCP socket, for cutting it under the pump
 };
 
@@ -138,8 +139,8 @@ struct Boxes {
     StartSecureChannel(server_context, std::move(b), false, timeout, Recorder(server));
   }
 
-  static std::function<void(SecureChannelResult, tcp::socket)> Recorder(End& end) {
-    return [&end](SecureChannelResult result, tcp::socket plain) {
+  static std::function<void(SecureChannelResult, PlainStream)> Recorder(End& end) {
+    return [&end](SecureChannelResult result, PlainStream plain) {
       ++end.calls;
       end.result = std::move(result);
       end.plain = std::move(plain);
@@ -153,16 +154,71 @@ struct Boxes {
   }
 };
 
+inline std::string Text(std::span<const uint8_t> bytes) { return std::string(bytes.begin(), bytes.end()); }
+
+// Writes a short message that fits the pipe at once (a session's writes are
+// asynchronous; a test's short ones need not be).
+inline void WriteNow(PlainStream& plain, std::string_view message) {
+  std::array<asio::const_buffer, 1> buffers{asio::buffer(message)};
+  error_code ec;
+  size_t n = plain.WriteSome(buffers, ec);
+  REQUIRE_MESSAGE(!ec, ec.message());
+  REQUIRE(n == message.size());
+}
+
+// Reads a stream to its end, hashing what came.
+struct Reader {
+  explicit Reader(PlainStream& s) : stream(s), buffer(64 * 1024) {}
+  void Start() {
+    stream.WaitReadable([this](error_code ec) {
+      if (ec) return End(ec);
+      for (;;) {
+        size_t n = stream.ReadSome(asio::buffer(buffer), ec);
+        if (ec == asio::error::would_block) return Start();
+        if (ec) return End(ec);
+        sha.Update(std::span(buffer).first(n));
+        if (received.size() < 4096) {
+          received.insert(received.end(), buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(n));
+        }
+        bytes += n;
+      }
+    });
+  }
+  void End(error_code ec) {
+    end = ec;
+    ended = true;
+  }
+  PlainStream& stream;
+  std::vector<uint8_t> buffer;
+  Sha256 sha;
+  size_t bytes = 0;
+  std::vector<uint8_t> received;  // the first few KiB, for the short messages below
+  bool ended = false;
+  error_code end;
+};
+
+// Reads what is there now, up to `want` bytes in all; true once `got` has them.
+inline bool ReadNow(PlainStream& plain, std::string& got, size_t want) {
+  char buffer[256];
+  while (got.size() < want) {
+    error_code ec;
+    size_t n = plain.ReadSome(asio::buffer(buffer, std::min(sizeof buffer, want - got.size())), ec);
+    if (ec) break;
+    got.append(buffer, n);
+  }
+  return got.size() >= want;
+}
+
 // One message each way through two channels that are up (client writes `request`,
 // server `reply`); checks both arrived intact.
 inline void ExchangeMessages(Boxes& boxes, const std::string& request, const std::string& reply) {
-  std::string got_request(request.size(), '\0'), got_reply(reply.size(), '\0');
-  asio::write(boxes.client.plain, asio::buffer(request));
-  asio::write(boxes.server.plain, asio::buffer(reply));
-  int steps = 0;
-  asio::async_read(boxes.server.plain, asio::buffer(got_request), [&](error_code ec, size_t) { steps += !ec; });
-  asio::async_read(boxes.client.plain, asio::buffer(got_reply), [&](error_code ec, size_t) { steps += !ec; });
-  REQUIRE(RunUntil(boxes.io, [&] { return steps == 2; }));
+  WriteNow(boxes.client.plain, request);
+  WriteNow(boxes.server.plain, reply);
+  std::string got_request, got_reply;
+  REQUIRE(RunUntil(boxes.io, [&] {
+    bool server_done = ReadNow(boxes.server.plain, got_request, request.size());
+    return ReadNow(boxes.client.plain, got_reply, reply.size()) && server_done;
+  }));
   CHECK(got_request == request);
   CHECK(got_reply == reply);
 }
@@ -184,34 +240,5 @@ inline size_t OpenDescriptors() {
   for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
   return n;
 }
-
-inline std::string Text(std::span<const uint8_t> bytes) { return std::string(bytes.begin(), bytes.end()); }
-
-// Reads a socket to its end, hashing what came.
-struct Reader {
-  explicit Reader(tcp::socket& s) : socket(s), buffer(64 * 1024) {}
-  void Start() {
-    socket.async_read_some(asio::buffer(buffer), [this](error_code ec, size_t n) {
-      sha.Update(std::span(buffer).first(n));
-      if (received.size() < 4096) {
-        received.insert(received.end(), buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(n));
-      }
-      bytes += n;
-      if (ec) {
-        end = ec;
-        ended = true;
-        return;
-      }
-      Start();
-    });
-  }
-  tcp::socket& socket;
-  std::vector<uint8_t> buffer;
-  Sha256 sha;
-  size_t bytes = 0;
-  std::vector<uint8_t> received;  // the first few KiB, for the short messages below
-  bool ended = false;
-  error_code end;
-};
 
 }  // namespace wanopt::channel::test_helpers

@@ -30,10 +30,12 @@ struct Recorder : WanWriter::Events {
 // A connected TCP pair on loopback: the writer's socket and the far end.
 struct Pair {
   asio::io_context io;
-  tcp::socket near{io}, far{io};
+  channel::PlainStream near{io.get_executor()};
+  tcp::socket far{io};
   Pair() {
     tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
-    near.connect(acceptor.local_endpoint());
+    near.tcp().open(tcp::v4());
+    near.tcp().connect(acceptor.local_endpoint());
     far = acceptor.accept();
   }
   // A writer on the near end (the pair owns it, and is its owner for Start).
@@ -47,7 +49,7 @@ struct Pair {
   std::unique_ptr<WanWriter> writer;
   // Everything the far end received once the near end is closed.
   std::vector<uint8_t> Drain() {
-    near.close();
+    near.Close();
     std::vector<uint8_t> all;
     boost::system::error_code ec;
     asio::read(far, asio::dynamic_buffer(all), ec);

@@ -1,6 +1,6 @@
 // The handshake half of the TLS pump (secure_pump.h): OpenSSL on the non-blocking TCP
 // socket through a BIO of our own, the handshake and the confirmation byte, why a
-// handshake failed, and the socketpair handed to the session. The relay is
+// handshake failed, and the pipe handed to the session. The relay is
 // secure_relay.cc.
 #include "wanopt/channel/secure_channel.h"
 
@@ -23,10 +23,6 @@
 namespace wanopt::channel {
 namespace tls_internal {
 namespace {
-
-// The socketpair's kernel buffers: enough that the hop adds no round trips' worth of
-// stalls at WAN speeds, small enough to stay a bounded queue.
-constexpr int kSocketPairBuffer = 1 << 20;
 
 // ---- A BIO on the TCP socket that never raises SIGPIPE (OpenSSL's uses write()). ----
 
@@ -70,18 +66,6 @@ BIO* NewSocketBio(SocketBioState* state) {
   BIO_set_data(bio, state);
   BIO_set_init(bio, 1);
   return bio;
-}
-
-// Both socketpair buffers ~1 MiB: SO_*BUFFORCE when privileged, else what
-// net.core.{w,r}mem_max allow.
-void SizeSocketPairBuffers(int fd) {
-  int size = kSocketPairBuffer;
-  if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0) {
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
-  }
-  if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0) {
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-  }
 }
 
 bool IsVerifyChainError(long verify_result) {
@@ -269,7 +253,7 @@ void Pump::Fail(error_code ec, std::string error, bool authentication) {
   result.error = std::move(error);
   result.authentication_failed = authentication;
   Done done = std::move(done_);
-  done(std::move(result), tcp::socket(tcp_.get_executor()));
+  done(std::move(result), PlainStream(tcp_.get_executor()));
 }
 
 void Pump::Succeed() {
@@ -293,33 +277,13 @@ void Pump::Succeed() {
     }
     result.peer_name = CommonName(peer);
   }
-  int fds[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
-    int error = errno;
-    Fail(error_code(error, boost::system::system_category()), std::string("socketpair: ") + std::strerror(error));
-    return;
-  }
-  SizeSocketPairBuffers(fds[0]);
-  SizeSocketPairBuffers(fds[1]);
-  tcp::socket session(tcp_.get_executor());
-  error_code ec;
-  // Asio does not check the family: the session reads and writes it like the TCP
-  // socket it used to get.
-  session.assign(tcp::v4(), fds[0], ec);
-  if (!ec) plain_.assign(asio::local::stream_protocol(), fds[1], ec);
-  if (!ec) plain_.non_blocking(true, ec);
-  if (ec) {
-    if (!session.is_open()) ::close(fds[0]);
-    if (!plain_.is_open()) ::close(fds[1]);
-    Fail(ec, "socketpair: " + ec.message());
-    return;
-  }
+  pipe_ = std::make_shared<PlainPipe>(tcp_.get_executor());
   relaying_ = true;
   timer_.cancel();
   Done done = std::move(done_);
   Up();
   Down();
-  done(std::move(result), std::move(session));
+  done(std::move(result), PlainStream(pipe_));
 }
 
 }  // namespace tls_internal
@@ -334,7 +298,7 @@ using tls_internal::tcp;
 
 void StartSecureChannel(const SecureContext& context, tcp::socket tcp, bool client,
                         std::chrono::milliseconds handshake_timeout,
-                        std::function<void(SecureChannelResult, tcp::socket plain)> done,
+                        std::function<void(SecureChannelResult, PlainStream plain)> done,
                         SecureChannelOptions options) {
   auto executor = tcp.get_executor();
   auto pump = std::make_shared<Pump>(context, std::move(tcp), client, handshake_timeout, std::move(done),

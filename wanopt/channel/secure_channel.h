@@ -1,11 +1,11 @@
 // Mutual TLS 1.3 for inner channels, as a pump.
 //
-// Sessions read and write their inner-channel socket directly (non-blocking
-// read_some, gather writes), and this kernel has no kTLS. So the session is given
-// one end of an AF_UNIX socketpair instead of the TCP socket, and a pump relays
-// between the other end and the TCP connection through OpenSSL:
+// Sessions read and write their inner channel as a non-blocking stream
+// (plain_stream.h), and this kernel has no kTLS. So a pump owns the TCP socket and
+// OpenSSL, and the session is given a PlainStream on an in-process pipe to it
+// (plain_pipe.h: no descriptor, no system call):
 //
-//   session <-> [socketpair] <-> pump: plain bytes <-> TLS records <-> TCP <-> peer box
+//   session <-> [PlainStream | pipe] <-> pump: plain bytes <-> TLS records <-> TCP <-> peer box
 //
 // Both boxes must prove who they are: certificates signed by the CA the peering
 // configures, or a pre-shared key both know. A failed proof fails on both boxes
@@ -22,6 +22,8 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/system/error_code.hpp>
+
+#include "wanopt/channel/plain_stream.h"
 
 struct ssl_ctx_st;  // OpenSSL's SSL_CTX
 
@@ -114,17 +116,16 @@ struct SecureChannelResult {
 //
 // `done(result, plain)` is called exactly once, on tcp's executor, never from inside
 // this call, and within `handshake_timeout`. On success `plain` is the session's end
-// of the socketpair, a tcp::socket on the same executor, and the pump keeps itself
-// alive, relaying both ways, until both directions have ended. TCP-level options on
-// `plain` fail and its endpoints are not IP ones: tune `tcp`, and take the peer's
-// address from it, before this call. On failure `plain` is closed and `tcp` has been
-// closed.
+// of the pump (through_pump()), on the same executor, and the pump keeps itself
+// alive, relaying both ways, until both directions have ended. `plain` has no TCP
+// socket: tune `tcp`, and take the peer's address from it, before this call. On
+// failure `plain` is closed and `tcp` has been closed.
 //
 // The pump, once running:
 //   - relays bytes in order, with backpressure both ways: per direction it holds at
 //     most one buffer (64 KiB up, 16 KiB down; none while idle), and reads again only
-//     once that buffer is written. The socketpair's kernel buffers are ~1 MiB
-//     (SO_SNDBUFFORCE; unprivileged, what net.core.wmem_max allows).
+//     once that buffer is written. The pipe queues at most 128 KiB each way (none
+//     while idle).
 //   - the session shutting down sending (or closing) its end: the pump sends
 //     close_notify and a FIN once everything before it is sent. If the session closed
 //     its end, the pump then waits for the peer's close_notify, at most
@@ -135,10 +136,12 @@ struct SecureChannelResult {
 //   - close_notify from the peer: the pump shuts down sending on the session's end
 //     (the session reads EOF after the last byte) and keeps relaying the other way.
 //   - anything else on the network side (EOF without close_notify, TCP error, TLS
-//     error) closes the session's end abruptly and resets the TCP connection; so does
-//     the session's end failing (closed with bytes unread, or closed while the pump
-//     still had bytes for it), the way a TCP socket closed with unread data resets.
-//   - both directions ended: both sockets are closed and the pump is destroyed. Once
+//     error) cuts the session's end (its next read is a reset, its writes fail) and
+//     resets the TCP connection; so does the session's end failing (closed with
+//     bytes unread, or closed while the pump still had bytes for it), the way a TCP
+//     socket closed with unread data resets.
+//   - both directions ended: the TCP socket and the pump's end are closed and the
+//     pump is destroyed. Once
 //     the session has closed its end, the pump waits for the peer to take the bytes
 //     it still holds (as the kernel does for a closed TCP socket; the caller's
 //     TCP_USER_TIMEOUT bounds that) and for its close_notify (`handshake_timeout`
@@ -170,7 +173,7 @@ struct SecureChannelOptions {
 
 void StartSecureChannel(const SecureContext& context, boost::asio::ip::tcp::socket tcp, bool client,
                         std::chrono::milliseconds handshake_timeout,
-                        std::function<void(SecureChannelResult, boost::asio::ip::tcp::socket plain)> done,
+                        std::function<void(SecureChannelResult, PlainStream plain)> done,
                         SecureChannelOptions options = {});
 
 }  // namespace wanopt::channel

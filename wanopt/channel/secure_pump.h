@@ -1,8 +1,8 @@
 // Private to wanopt/channel/: the pump behind StartSecureChannel (secure_channel.h),
 // one per inner channel. Its first half (secure_channel.cc) sets up OpenSSL on the
 // TCP socket, runs the handshake and the confirmation byte, judges why a handshake
-// failed, and hands the session its end of the socketpair; its second half
-// (secure_relay.cc) relays bytes between that socketpair and TLS in both directions
+// failed, and hands the session its end of the plain pipe (plain_pipe.h); its second
+// half (secure_relay.cc) relays bytes between that pipe and TLS in both directions
 // and ends the channel.
 //
 // The pump drives OpenSSL itself, on the non-blocking TCP socket, rather than through
@@ -20,10 +20,10 @@
 #include <string>
 
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <openssl/ssl.h>
 
+#include "wanopt/channel/plain_pipe.h"
 #include "wanopt/channel/secure_channel.h"
 
 namespace wanopt::channel::tls_internal {
@@ -31,7 +31,7 @@ namespace wanopt::channel::tls_internal {
 namespace asio = boost::asio;
 using asio::ip::tcp;
 using boost::system::error_code;
-using Done = std::function<void(SecureChannelResult, tcp::socket)>;
+using Done = std::function<void(SecureChannelResult, PlainStream)>;
 
 // What the accepting side sends once it has accepted the opening side (see
 // secure_channel.h).
@@ -51,7 +51,6 @@ class Pump final : public std::enable_shared_from_this<Pump> {
        SecureChannelOptions options)
       : context_(context),
         tcp_(std::move(tcp)),
-        plain_(tcp_.get_executor()),
         timer_(tcp_.get_executor()),
         client_(client),
         timeout_(timeout),
@@ -72,7 +71,8 @@ class Pump final : public std::enable_shared_from_this<Pump> {
  private:
   enum class Socket { kTcp, kPlain };
 
-  // Calls `next` once `socket` is ready for `what`, unless the pump ended meanwhile.
+  // Calls `next` once `socket` (the TCP one, or the session's pipe) is ready for
+  // `what`, unless the pump ended meanwhile.
   template <typename Next>
   void WaitFor(Socket socket, tcp::socket::wait_type what, Next next) {
     auto handler = [self = shared_from_this(), next](error_code ec) {
@@ -82,7 +82,8 @@ class Pump final : public std::enable_shared_from_this<Pump> {
       next(*self);
     };
     if (socket == Socket::kTcp) tcp_.async_wait(what, std::move(handler));
-    else plain_.async_wait(what, std::move(handler));
+    else if (what == tcp::socket::wait_read) pipe_->PumpWaitReadable(std::move(handler));
+    else pipe_->PumpWaitWritable(std::move(handler));
   }
 
   // For an SSL call that asked to wait: true when it did (then `next` runs later).
@@ -114,7 +115,7 @@ class Pump final : public std::enable_shared_from_this<Pump> {
 
   // Ends the channel before the session got it: `done` learns why.
   void Fail(error_code ec, std::string error, bool authentication = false);
-  // The handshake is done: makes the socketpair, starts the relay, calls `done`.
+  // The handshake is done: makes the pipe, starts the relay, calls `done`.
   void Succeed();
 
   // secure_relay.cc: Up (session -> TLS -> TCP), Down (TCP -> TLS -> session), ends.
@@ -123,8 +124,7 @@ class Pump final : public std::enable_shared_from_this<Pump> {
   // sent: close_notify, then a FIN.
   void SendCloseNotify();
   // A session that shut down sending may close its end later while the peer stays
-  // silent: nothing would wake the pump, so it waits for the hangup itself. Asio
-  // completes an error wait on a hangup; anything else is checked and waited again.
+  // silent: nothing would wake the pump, so it waits for that itself.
   void WatchForSessionClose();
   // The session closed its end and our close_notify is sent: the TCP socket stays
   // open for the peer's, at most `timeout_` (secure_relay.cc says why).
@@ -133,15 +133,15 @@ class Pump final : public std::enable_shared_from_this<Pump> {
   // The ends. Closing both sockets completes every pending wait, and with the last
   // handler the last reference to the pump goes. Finish: an orderly end.
   void Finish();
-  // The session gets EOF (or a reset, if it had written bytes the pump never read);
-  // the peer gets a TCP reset, as it would from a box that crashed.
+  // The session's next read is a reset; the peer gets a TCP reset, as it would from
+  // a box that crashed.
   void Abort();
   // Optimistic mode: the peer refused the channel after the session got it.
   void LateFailure(const std::string& why);
 
   const SecureContext& context_;
   tcp::socket tcp_;
-  asio::local::stream_protocol::socket plain_;  // the pump's end of the socketpair
+  std::shared_ptr<PlainPipe> pipe_;  // to the session, once relaying
   asio::steady_timer timer_;  // the handshake's timeout, then AwaitPeerCloseNotify's
   const bool client_;
   const std::chrono::milliseconds timeout_;

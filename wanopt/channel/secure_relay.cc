@@ -2,9 +2,6 @@
 // session's plain bytes go up through TLS to the TCP connection and the peer's come
 // down, each direction with its own buffer and a budget per turn of the event loop;
 // close_notify carries a half-close, and the ends close both sockets.
-#include <poll.h>
-#include <sys/socket.h>
-
 #include <boost/asio/post.hpp>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -21,13 +18,6 @@ constexpr size_t kDownBufferSize = 16 * 1024;
 // Buffers a direction relays before it yields its event loop to other connections.
 constexpr int kRelayBudget = 16;
 
-// True once the session closed its end (rather than only shutting down sending):
-// the kernel then reports a hangup on ours.
-bool SessionEndClosed(int fd) {
-  pollfd p{fd, POLLIN, 0};
-  return ::poll(&p, 1, 0) == 1 && (p.revents & POLLHUP) != 0;
-}
-
 }  // namespace
 
 // ---- Up: session -> TLS -> TCP. ----
@@ -38,7 +28,7 @@ void Pump::Up() {
     if (up_sent_ == up_length_) {
       if (!up_buffer_) up_buffer_ = std::make_unique<uint8_t[]>(kUpBufferSize);
       error_code ec;
-      size_t n = plain_.read_some(asio::buffer(up_buffer_.get(), kUpBufferSize), ec);
+      size_t n = pipe_->PumpRead(up_buffer_.get(), kUpBufferSize, ec);
       if (ec == asio::error::would_block || ec == asio::error::try_again) {
         up_buffer_.reset();  // idle: hold no buffer
         up_sent_ = up_length_ = 0;
@@ -48,7 +38,7 @@ void Pump::Up() {
       if (ec == asio::error::eof) {
         up_buffer_.reset();
         up_sent_ = up_length_ = 0;
-        session_closed_ = SessionEndClosed(plain_.native_handle());
+        session_closed_ = pipe_->session_closed();
         SendCloseNotify();
         return;
       }
@@ -94,17 +84,12 @@ void Pump::SendCloseNotify() {
 }
 
 // A session that shut down sending may close its end later while the peer stays
-// silent: nothing would wake the pump, so it waits for the hangup itself. Asio
-// completes an error wait on a hangup; anything else is checked and waited again.
+// silent: nothing would wake the pump, so it waits for that itself.
 void Pump::WatchForSessionClose() {
-  plain_.async_wait(tcp::socket::wait_error, [self = shared_from_this()](error_code ec) {
-    if (self->ended_ || ec) return;
-    if (SessionEndClosed(self->plain_.native_handle())) {
-      self->session_closed_ = true;
-      self->AwaitPeerCloseNotify();
-    } else {
-      self->WatchForSessionClose();
-    }
+  pipe_->PumpWaitSessionClosed([self = shared_from_this()](error_code) {
+    if (self->ended_) return;
+    self->session_closed_ = true;
+    self->AwaitPeerCloseNotify();
   });
 }
 
@@ -146,8 +131,7 @@ void Pump::Down() {
         if (e == SSL_ERROR_ZERO_RETURN) {  // close_notify: an orderly end
           ERR_clear_error();
           down_ended_ = true;
-          error_code ignored;
-          plain_.shutdown(tcp::socket::shutdown_send, ignored);
+          pipe_->PumpShutdownSend();
           if (up_ended_) Finish();
           return;
         }
@@ -169,8 +153,7 @@ void Pump::Down() {
       }
     }
     error_code ec;
-    size_t n = plain_.write_some(
-        asio::buffer(down_buffer_.get() + down_written_, down_length_ - down_written_), ec);
+    size_t n = pipe_->PumpWrite(down_buffer_.get() + down_written_, down_length_ - down_written_, ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
       WaitFor(Socket::kPlain, tcp::socket::wait_write, [](Pump& p) { p.Down(); });
       return;
@@ -186,8 +169,9 @@ void Pump::Down() {
   });
 }
 
-// ---- Ends. Closing both sockets completes every pending wait, and with the last
-// handler the last reference to the pump goes. ----
+// ---- Ends. Closing the TCP socket completes its pending waits, closing the pump's
+// end of the pipe drops the pipe's, and with the last handler the last reference to
+// the pump goes. ----
 
 void Pump::Finish() {
   ended_ = true;
@@ -195,11 +179,11 @@ void Pump::Finish() {
   error_code ignored;
   timer_.cancel();
   tcp_.close(ignored);
-  plain_.close(ignored);
+  if (pipe_) pipe_->PumpClose(/*abort=*/false);
 }
 
-// The session gets EOF (or a reset, if it had written bytes the pump never read);
-// the peer gets a TCP reset, as it would from a box that crashed.
+// The session's next read is a reset; the peer gets a TCP reset, as it would from a
+// box that crashed.
 void Pump::Abort() {
   ended_ = true;
   ERR_clear_error();
@@ -207,7 +191,7 @@ void Pump::Abort() {
   timer_.cancel();
   tcp_.set_option(asio::socket_base::linger(true, 0), ignored);
   tcp_.close(ignored);
-  plain_.close(ignored);
+  if (pipe_) pipe_->PumpClose(/*abort=*/true);
 }
 
 void Pump::LateFailure(const std::string& why) {

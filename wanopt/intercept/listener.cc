@@ -138,7 +138,7 @@ void Interceptor::Impl::StartOptimized(tcp::socket client, tcp::socket inner, co
   SecureInnerChannel(
       env_, std::move(inner), ChannelSide::kOpening, peer_name, std::move(options),
       [self, lan, plan = std::make_shared<BranchPlan>(std::move(plan)), key, optimistic, peer_name,
-       id = peer](SecureOutcome outcome, tcp::socket plain) mutable {
+       id = peer](SecureOutcome outcome, channel::PlainStream plain) mutable {
         if (outcome.ok && !optimistic) self->Confirmed(id, true);
         if (!outcome.ok) {
           std::string reason = peer_name + " " + outcome.text;

@@ -28,7 +28,7 @@ void Session::StartBranch(BranchPlan plan) {
     return;
   }
   if (plan_.peer) {
-    Connect(wan_, *plan_.peer, env_.config.timeouts.peer_connect,
+    Connect(wan_.tcp(), *plan_.peer, env_.config.timeouts.peer_connect,
             [self = shared_from_this()](error_code ec) { self->OnPeerReached(ec); });
   } else {
     ConnectDirect(plan_.pass_through_reason.empty() ? "no peer for this connection" : plan_.pass_through_reason);
@@ -41,18 +41,18 @@ void Session::OnPeerReached(error_code ec) {
   if (closed_) return;
   if (ec || !env_.security) {
     if (!ec) {
-      TuneInnerSocket(wan_, env_.config);
+      TuneInnerSocket(wan_.tcp(), env_.config);
       record_->AddNote("inner channel unencrypted (no [peering] configured)");
     }
     return OnPeerConnected(ec);
   }
-  SecureInnerChannel(env_, std::move(wan_), ChannelSide::kOpening, "peer " + FormatEndpoint(*plan_.peer), {},
-                     [self = shared_from_this()](SecureOutcome outcome, tcp::socket plain) {
+  SecureInnerChannel(env_, std::move(wan_.tcp()), ChannelSide::kOpening, "peer " + FormatEndpoint(*plan_.peer), {},
+                     [self = shared_from_this()](SecureOutcome outcome, channel::PlainStream plain) {
                        if (self->closed_) return;
                        if (!outcome.ok) {
                          // Like an unreachable peer: this box never sends a client's
                          // bytes to a box it could not authenticate.
-                         self->wan_ = tcp::socket(self->lan_.get_executor());
+                         self->wan_ = channel::PlainStream(self->lan_.get_executor());
                          return self->OnPeerConnected(asio::error::access_denied, outcome.text);
                        }
                        self->record_->AddNote(outcome.text);
@@ -132,7 +132,7 @@ void Session::BecomePassThrough(const std::string& reason) {
 // Interception found no peer: the probe connection is the server connection.
 void Session::PassThroughOverConnected(const std::string& reason) {
   BecomePassThrough(reason);
-  TuneLanSocket(wan_);
+  TuneLanSocket(wan_.tcp());
   wan_remote_ = plan_.destination;
   StartRelay();
 }
@@ -140,11 +140,11 @@ void Session::PassThroughOverConnected(const std::string& reason) {
 void Session::ConnectDirect(const std::string& reason) {
   BecomePassThrough(reason);
   error_code ignored;
-  wan_.close(ignored);
-  wan_.open(plan_.destination.protocol(), ignored);
-  SetAbortiveClose(wan_, true);  // as TuneLanSocket will: the server must never see a clean cut
-  if (plan_.source) BindTransparent(wan_, *plan_.source);
-  Connect(wan_, plan_.destination, env_.config.timeouts.connect,
+  wan_ = channel::PlainStream(lan_.get_executor());
+  wan_.tcp().open(plan_.destination.protocol(), ignored);
+  SetAbortiveClose(wan_.tcp(), true);  // as TuneLanSocket will: the server must never see a clean cut
+  if (plan_.source) BindTransparent(wan_.tcp(), *plan_.source);
+  Connect(wan_.tcp(), plan_.destination, env_.config.timeouts.connect,
           [self = shared_from_this()](error_code ec) {
             if (self->closed_) return;
             if (ec) {
@@ -155,7 +155,7 @@ void Session::ConnectDirect(const std::string& reason) {
               self->Abort("server " + FormatEndpoint(self->info_.server) + ": " + ec.message());
               return;
             }
-            TuneLanSocket(self->wan_);
+            TuneLanSocket(self->wan_.tcp());
             self->wan_remote_ = self->plan_.destination;
             self->StartRelay();
           });

@@ -7,13 +7,13 @@ namespace wanopt::session_internal {
 void Session::StartDatacenter(DatacenterPlan plan) {
   wan_writer_.Start(weak_from_this());
   error_code ec;
-  peer_endpoint_ = wan_remote_ = plan.peer_endpoint ? *plan.peer_endpoint : wan_.remote_endpoint(ec);
+  peer_endpoint_ = wan_remote_ = plan.peer_endpoint ? *plan.peer_endpoint : wan_.tcp().remote_endpoint(ec);
   for (const auto& note : plan.notes) record_->AddNote(note);
   if (plan.server) {
     lan_ = std::move(*plan.server);
     server_connected_ = true;
   }
-  wan_.non_blocking(true, ec);
+  wan_.tcp().non_blocking(true, ec);  // (a TLS pump's end is non-blocking)
   SetFramed(true);
   awaiting_handshake_ = true;
   StartTicks();

@@ -6,7 +6,7 @@ namespace wanopt::session_internal {
 
 void Session::DownWaitReadable() {
   down_waiting_ = true;
-  wan_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
+  wan_.WaitReadable([self = shared_from_this()](error_code ec) {
     self->down_waiting_ = false;
     if (self->closed_) return;
     if (ec) return self->FailWan("wait", ec);
@@ -29,7 +29,7 @@ void Session::DownRead() {
     if (down_buffer_->capacity() < kRelayBufferSize) down_buffer_->Reserve(kRelayBufferSize);
     auto tail = down_buffer_->WritableTail();
     error_code ec;
-    size_t n = wan_.read_some(asio::buffer(tail.data(), tail.size()), ec);
+    size_t n = wan_.ReadSome(asio::buffer(tail.data(), tail.size()), ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
       if (down_buffer_->empty()) ReleaseRelayBuffer(std::move(down_buffer_));
       DownWaitReadable();

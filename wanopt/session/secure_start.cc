@@ -20,15 +20,14 @@ log::RateLimit& FailureLog() {
 
 void SecureInnerChannel(SessionEnvironment& env, boost::asio::ip::tcp::socket inner, ChannelSide side,
                         const std::string& peer, channel::SecureChannelOptions options,
-                        std::function<void(SecureOutcome, boost::asio::ip::tcp::socket plain)> done) {
+                        std::function<void(SecureOutcome, channel::PlainStream plain)> done) {
   TuneInnerSocket(inner, env.config);
   bool opening = side == ChannelSide::kOpening;
   auto timeout = opening ? env.config.timeouts.peer_connect : env.config.timeouts.handshake;
   if (opening && options.resumption_key.empty()) options.resumption_key = peer;
   channel::StartSecureChannel(
       *env.security, std::move(inner), /*client=*/opening, timeout,
-      [&env, opening, peer, done = std::move(done)](channel::SecureChannelResult result,
-                                                    boost::asio::ip::tcp::socket plain) {
+      [&env, opening, peer, done = std::move(done)](channel::SecureChannelResult result, channel::PlainStream plain) {
         SecureOutcome outcome;
         if (!result.ec) {
           outcome.ok = true;
@@ -58,7 +57,7 @@ void StartSecuredDatacenterSession(SessionEnvironment& env, boost::asio::ip::tcp
   auto shared = std::make_shared<DatacenterPlan>(std::move(plan));
   SecureInnerChannel(env, std::move(inner), ChannelSide::kAccepting, peer, {},
                      [&env, shared, on_failure = std::move(on_failure)](SecureOutcome outcome,
-                                                                         boost::asio::ip::tcp::socket plain) {
+                                                                         channel::PlainStream plain) {
                        if (!outcome.ok) {
                          if (shared->server) CloseWithReset(*shared->server);
                          if (on_failure) on_failure();

@@ -35,11 +35,11 @@ struct SecureOutcome {
 // accepting side within timeouts.handshake). A failure is logged here, rate-limited,
 // naming `peer` (a device id, an address); the opening side also keeps the peer's
 // TLS session ticket under that name, unless options name another. `done` runs on `inner`'s executor with
-// the plaintext socket (closed on failure).
+// the plaintext stream (closed on failure).
 // REQUIRES: env.security.
 void SecureInnerChannel(SessionEnvironment& env, boost::asio::ip::tcp::socket inner, ChannelSide side,
                         const std::string& peer, channel::SecureChannelOptions options,
-                        std::function<void(SecureOutcome, boost::asio::ip::tcp::socket plain)> done);
+                        std::function<void(SecureOutcome, channel::PlainStream plain)> done);
 
 // Accepting side: secures `inner`, then serves it as `plan` says (the TLS note
 // added to plan.notes). On failure the channel is closed, plan.server (if any)

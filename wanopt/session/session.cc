@@ -8,7 +8,7 @@ void Session::StartRelay() {
   // Reads are tried directly and must return would_block instead of waiting.
   error_code ignored;
   lan_.non_blocking(true, ignored);
-  wan_.non_blocking(true, ignored);
+  wan_.tcp().non_blocking(true, ignored);
   relaying_ = true;
   modules_->Start();
   UpWaitReadable();
@@ -135,8 +135,8 @@ void Session::Fail(ResetReason reason) {
     channel::EncodeFrameHeader({FrameType::kReset, 0, 0, 1}, payload, header);
     std::array<asio::const_buffer, 2> frame{asio::buffer(header), asio::buffer(payload)};
     error_code ec;
-    wan_.non_blocking(true, ec);
-    size_t n = wan_.write_some(frame, ec);
+    wan_.tcp().non_blocking(true, ec);
+    size_t n = wan_.WriteSome(frame, ec);
     if (!ec && n == header.size() + payload.size()) {
       CloseWithReset(lan_);
       Close();
@@ -151,7 +151,7 @@ void Session::Abort(const std::string& why) {
   reset_ = true;
   if (!why.empty()) record_->AddNote(why);
   CloseWithReset(lan_);
-  CloseWithReset(wan_);
+  wan_.CloseWithReset();
   Close();
 }
 
@@ -164,10 +164,10 @@ void Session::Close() {
   tick_timer_.cancel();
   if (!reset_) {
     ClearAbortiveClose(lan_);
-    if (!framed_) ClearAbortiveClose(wan_);
+    if (!framed_) ClearAbortiveClose(wan_.tcp());
   }
   lan_.close(ignored);
-  wan_.close(ignored);
+  wan_.Close();
   if (modules_) modules_->Close();
   // A connection that died before the peer answered, after we encoded on a guess:
   // guess no more until a connection completes its handshake.
@@ -188,12 +188,14 @@ using session_internal::Session;
 using session_internal::tcp;
 
 void StartBranchSession(SessionEnvironment& env, tcp::socket client, BranchPlan plan) {
-  auto session = std::make_shared<Session>(env, Role::kBranch, std::move(client));
+  channel::PlainStream wan(client.get_executor());
+  auto session = std::make_shared<Session>(env, Role::kBranch, std::move(client), std::move(wan));
   session->StartBranch(std::move(plan));
 }
 
-void StartDatacenterSession(SessionEnvironment& env, tcp::socket inner, DatacenterPlan plan) {
-  auto session = std::make_shared<Session>(env, Role::kDatacenter, std::move(inner));
+void StartDatacenterSession(SessionEnvironment& env, channel::PlainStream inner, DatacenterPlan plan) {
+  tcp::socket lan(inner.get_executor());
+  auto session = std::make_shared<Session>(env, Role::kDatacenter, std::move(lan), std::move(inner));
   session->StartDatacenter(std::move(plan));
 }
 

@@ -26,6 +26,7 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include "protocols/registry.h"
+#include "wanopt/channel/plain_stream.h"
 #include "wanopt/channel/policy.h"
 #include "wanopt/config/config.h"
 #include "wanopt/session/connection_table.h"
@@ -88,7 +89,7 @@ struct BranchPlan {
   // the inner channel to the peer that answered (already through TLS when
   // encrypted), and `peer` its remote address; otherwise it is the server itself
   // and the session relays unoptimized.
-  std::optional<boost::asio::ip::tcp::socket> connected;
+  std::optional<channel::PlainStream> connected;
   bool connected_is_inner = false;
   std::string peering_key;          // names the DRE peering; "" = by the peer's address
   std::string peer_id;              // the peer's device id, for the status page
@@ -124,6 +125,6 @@ void StartBranchSession(SessionEnvironment& env, boost::asio::ip::tcp::socket cl
 
 // Takes over `inner`, an accepted inner channel, and serves it as a datacenter proxy.
 // REQUIRES: `inner` and `plan.server` belong to the io_context whose thread runs the session.
-void StartDatacenterSession(SessionEnvironment& env, boost::asio::ip::tcp::socket inner, DatacenterPlan plan = {});
+void StartDatacenterSession(SessionEnvironment& env, channel::PlainStream inner, DatacenterPlan plan = {});
 
 }  // namespace wanopt

@@ -94,16 +94,16 @@ class Session final : public std::enable_shared_from_this<Session>,
                       public protocols::ModuleChain::Host,
                       public WanWriter::Events {
  public:
-  Session(SessionEnvironment& env, Role role, tcp::socket lan_or_inner)
+  // The accepted side is the LAN side on a branch and the WAN side on a datacenter;
+  // the other is a closed socket on the same executor.
+  Session(SessionEnvironment& env, Role role, tcp::socket lan, channel::PlainStream wan)
       : env_(env),
         role_(role),
         id_(++env.next_session_id),
-        lan_(lan_or_inner.get_executor()),
-        wan_(lan_or_inner.get_executor()),
-        connect_timer_(lan_or_inner.get_executor()),
-        tick_timer_(lan_or_inner.get_executor()) {
-    // The accepted socket is the LAN side on a branch and the WAN side on a datacenter.
-    (role == Role::kBranch ? lan_ : wan_) = std::move(lan_or_inner);
+        lan_(std::move(lan)),
+        wan_(std::move(wan)),
+        connect_timer_(lan_.get_executor()),
+        tick_timer_(lan_.get_executor()) {
     info_.id = id_;
     info_.side = role == Role::kBranch ? protocols::Side::kBranch : protocols::Side::kDatacenter;
     ++env_.counters.sessions_opened;
@@ -186,7 +186,7 @@ class Session final : public std::enable_shared_from_this<Session>,
     return role_ == Role::kBranch ? Direction::kServerToClient : Direction::kClientToServer;
   }
 
-  // Connects `socket` (lan_ or wan_) within `timeout`; a connect cut by the timeout
+  // Connects `socket` (lan_ or wan_.tcp()) within `timeout`; a connect cut by the timeout
   // completes with timed_out.
   template <class Handler>
   void Connect(tcp::socket& socket, const tcp::endpoint& target, std::chrono::milliseconds timeout, Handler handler) {
@@ -276,7 +276,7 @@ class Session final : public std::enable_shared_from_this<Session>,
   protocols::ConnectionInfo info_;
   BranchPlan plan_;
   tcp::socket lan_;
-  tcp::socket wan_;
+  channel::PlainStream wan_;  // a TCP socket, or a TLS pump's end
   WanWriter wan_writer_{wan_, *this};
   asio::steady_timer connect_timer_;
   asio::steady_timer tick_timer_;

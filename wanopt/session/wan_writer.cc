@@ -2,7 +2,6 @@
 
 #include <algorithm>
 
-#include <boost/asio/write.hpp>
 
 namespace wanopt {
 
@@ -94,8 +93,8 @@ void WanWriter::WriteNext() {
                                                       : asio::buffer(write.borrowed.data(), write.borrowed.size());
   std::array<asio::const_buffer, 2> buffers{
       asio::buffer(write.header.data(), write.has_header ? write.header.size() : 0), payload};
-  asio::async_write(socket_, buffers,
-                    [this, owner = owner_.lock()](const boost::system::error_code& ec, size_t n) { OnWritten(ec, n); });
+  stream_.AsyncWrite(buffers,
+                     [this, owner = owner_.lock()](const boost::system::error_code& ec, size_t n) { OnWritten(ec, n); });
 }
 
 void WanWriter::OnWritten(const boost::system::error_code& ec, size_t n) {
@@ -108,10 +107,7 @@ void WanWriter::OnWritten(const boost::system::error_code& ec, size_t n) {
   After after = queue_.front().after;
   queue_.pop_front();
   writing_ = false;
-  if (after == After::kHalfCloseSent && !framed_) {
-    boost::system::error_code ignored;
-    socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-  }
+  if (after == After::kHalfCloseSent && !framed_) stream_.ShutdownSend();
   events_.OnWanWritten(n, after);
   // The session may have queued (and so started) a write meanwhile, or stopped.
   if (!writing_) WriteNext();

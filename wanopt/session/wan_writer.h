@@ -19,10 +19,10 @@
 #include <span>
 #include <vector>
 
-#include <boost/asio/ip/tcp.hpp>
 
 #include "util/buffer.h"
 #include "wanopt/channel/frame.h"
+#include "wanopt/channel/plain_stream.h"
 
 namespace wanopt {
 
@@ -44,9 +44,9 @@ class WanWriter {
     virtual void OnWanWriteFailed(const boost::system::error_code& ec) = 0;
   };
 
-  // `socket` and `events` outlive the writer. `framed`: the socket is an inner
+  // `stream` and `events` outlive the writer. `framed`: the stream is an inner
   // channel (frames); else raw bytes (pass-through) and only data may be queued.
-  WanWriter(boost::asio::ip::tcp::socket& socket, Events& events) : socket_(socket), events_(events) {}
+  WanWriter(channel::PlainStream& stream, Events& events) : stream_(stream), events_(events) {}
 
   // REQUIRES: called once, before anything is queued; `owner` owns this writer.
   void Start(std::weak_ptr<void> owner) { owner_ = std::move(owner); }
@@ -88,7 +88,7 @@ class WanWriter {
   void WriteNext();
   void OnWritten(const boost::system::error_code& ec, size_t n);
 
-  boost::asio::ip::tcp::socket& socket_;
+  channel::PlainStream& stream_;
   Events& events_;
   std::weak_ptr<void> owner_;
   std::deque<Write> queue_;

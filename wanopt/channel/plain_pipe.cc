@@ -1,0 +1,268 @@
+#include "wanopt/channel/plain_pipe.h"
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <unordered_set>
+
+#include <boost/asio/error.hpp>
+#include <boost/asio/execution_context.hpp>
+#include <boost/asio/post.hpp>
+
+namespace wanopt::channel::tls_internal {
+namespace {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+// A queue that fills starts with this much storage (it grows to kQueueLimit):
+// most writes are a frame or a TLS record, and regrowing copies.
+constexpr size_t kInitialStorage = 64 * 1024;
+
+// The pipes of one io_context. Its destruction shuts its services down, newest
+// first: this one, created with the first pipe, before the scheduler, which then
+// destroys whatever dropping the handlers posted.
+class PipeRegistry final : public asio::execution_context::service {
+ public:
+  using key_type = PipeRegistry;
+  static asio::execution_context::id id;
+
+  explicit PipeRegistry(asio::execution_context& context) : service(context) {}
+
+  void Add(PlainPipe* pipe) {
+    std::lock_guard lock(mutex_);
+    pipes_.insert(pipe);
+  }
+  void Remove(PlainPipe* pipe) {
+    std::lock_guard lock(mutex_);
+    pipes_.erase(pipe);
+  }
+
+ private:
+  void shutdown() override {
+    std::vector<PlainPipe::Handler> handlers;
+    {
+      std::lock_guard lock(mutex_);
+      for (PlainPipe* pipe : pipes_) pipe->TakeHandlers(handlers);
+    }
+    // Destroyed outside the lock: the last reference to a session or a pump, and so
+    // to a pipe, may go with them.
+    handlers.clear();
+  }
+
+  std::mutex mutex_;  // a daemon's loops each run one thread, and may end on another
+  std::unordered_set<PlainPipe*> pipes_;
+};
+
+asio::execution_context::id PipeRegistry::id;
+
+PipeRegistry& RegistryOf(const asio::any_io_executor& executor) {
+  return asio::use_service<PipeRegistry>(
+      asio::query(executor, asio::execution::context_as<asio::execution_context&>));
+}
+
+}  // namespace
+
+PlainPipe::PlainPipe(asio::any_io_executor executor) : executor_(std::move(executor)), registry_(&RegistryOf(executor_)) {
+  static_cast<PipeRegistry*>(registry_)->Add(this);
+}
+
+PlainPipe::~PlainPipe() { static_cast<PipeRegistry*>(registry_)->Remove(this); }
+
+void PlainPipe::TakeHandlers(std::vector<Handler>& into) {
+  for (Handler* h : {&up_.readable, &up_.writable, &down_.readable, &down_.writable, &session_closed_waiter_}) {
+    if (*h) into.push_back(std::move(*h));
+    *h = nullptr;
+  }
+}
+
+void PlainPipe::Post(Handler& handler, error_code ec) {
+  if (!handler) return;
+  asio::post(executor_, [h = std::move(handler), ec] { h(ec); });
+  handler = nullptr;
+}
+
+void PlainPipe::Taken(Queue& queue, size_t n) {
+  queue.bytes.Consume(n);
+  if (queue.bytes.empty()) {
+    Buffer none;
+    queue.bytes.Swap(none);
+  }
+}
+
+// ---- The session's end ----
+
+size_t PlainPipe::SessionRead(asio::mutable_buffer into, error_code& ec) {
+  ec.clear();
+  if (session_closed_) {
+    ec = asio::error::bad_descriptor;
+    return 0;
+  }
+  if (pump_aborted_) {
+    ec = asio::error::connection_reset;
+    return 0;
+  }
+  if (down_.bytes.empty()) {
+    ec = down_.writer_done ? error_code(asio::error::eof) : error_code(asio::error::would_block);
+    return 0;
+  }
+  size_t n = std::min(into.size(), down_.bytes.size());
+  std::memcpy(into.data(), down_.bytes.data(), n);
+  Taken(down_, n);
+  Post(down_.writable);
+  return n;
+}
+
+size_t PlainPipe::SessionWrite(std::span<const asio::const_buffer> from, error_code& ec) {
+  ec.clear();
+  if (session_closed_) {
+    ec = asio::error::bad_descriptor;
+    return 0;
+  }
+  if (up_.writer_done || pump_closed_) {
+    ec = asio::error::broken_pipe;
+    return 0;
+  }
+  size_t total = 0;
+  for (const auto& b : from) total += b.size();
+  if (total == 0) return 0;
+  size_t room = Room(up_);
+  if (room == 0) {
+    ec = asio::error::would_block;
+    return 0;
+  }
+  size_t n = std::min(room, total);
+  if (up_.bytes.capacity() == 0) up_.bytes.Reserve(std::max(n, kInitialStorage));
+  size_t left = n;
+  for (const auto& b : from) {
+    if (left == 0) break;
+    size_t part = std::min(left, b.size());
+    up_.bytes.Append({static_cast<const uint8_t*>(b.data()), part});
+    left -= part;
+  }
+  Post(up_.readable);
+  return n;
+}
+
+void PlainPipe::SessionWaitReadable(Handler handler) {
+  if (session_closed_) return Post(handler, asio::error::operation_aborted);
+  down_.readable = std::move(handler);
+  if (!down_.bytes.empty() || down_.writer_done || pump_aborted_) Post(down_.readable);
+}
+
+void PlainPipe::SessionWaitWritable(Handler handler) {
+  if (session_closed_) return Post(handler, asio::error::operation_aborted);
+  up_.writable = std::move(handler);
+  if (Room(up_) > 0 || up_.writer_done || pump_closed_) Post(up_.writable);
+}
+
+void PlainPipe::SessionShutdownSend() {
+  if (session_closed_ || up_.writer_done) return;
+  up_.writer_done = true;
+  Post(up_.readable);
+}
+
+void PlainPipe::SessionClose() {
+  if (session_closed_) return;
+  session_closed_ = true;
+  up_.writer_done = true;
+  if (!down_.bytes.empty() && !pump_closed_) session_reset_pump_ = true;
+  Buffer none;
+  down_.bytes.Swap(none);
+  Post(down_.readable, asio::error::operation_aborted);
+  Post(up_.writable, asio::error::operation_aborted);
+  // The pump learns it from its next read (EOF or a reset), write (broken pipe),
+  // or its wait for this.
+  Post(up_.readable);
+  Post(down_.writable);
+  Post(session_closed_waiter_);
+}
+
+// ---- The pump's end ----
+
+size_t PlainPipe::PumpRead(uint8_t* into, size_t size, error_code& ec) {
+  ec.clear();
+  if (pump_closed_) {
+    ec = asio::error::bad_descriptor;
+    return 0;
+  }
+  if (up_.bytes.empty()) {
+    ec = session_reset_pump_ ? error_code(asio::error::connection_reset)
+         : up_.writer_done   ? error_code(asio::error::eof)
+                             : error_code(asio::error::would_block);
+    return 0;
+  }
+  size_t n = std::min(size, up_.bytes.size());
+  std::memcpy(into, up_.bytes.data(), n);
+  Taken(up_, n);
+  Post(up_.writable);
+  return n;
+}
+
+size_t PlainPipe::PumpWrite(const uint8_t* from, size_t size, error_code& ec) {
+  ec.clear();
+  if (pump_closed_) {
+    ec = asio::error::bad_descriptor;
+    return 0;
+  }
+  if (session_closed_ || down_.writer_done) {
+    ec = asio::error::broken_pipe;
+    return 0;
+  }
+  if (size == 0) return 0;
+  size_t room = Room(down_);
+  if (room == 0) {
+    ec = asio::error::would_block;
+    return 0;
+  }
+  size_t n = std::min(room, size);
+  if (down_.bytes.capacity() == 0) down_.bytes.Reserve(std::max(n, kInitialStorage));
+  down_.bytes.Append({from, n});
+  Post(down_.readable);
+  return n;
+}
+
+void PlainPipe::PumpWaitReadable(Handler handler) {
+  if (pump_closed_) return;
+  up_.readable = std::move(handler);
+  if (!up_.bytes.empty() || up_.writer_done || session_reset_pump_) Post(up_.readable);
+}
+
+void PlainPipe::PumpWaitWritable(Handler handler) {
+  if (pump_closed_) return;
+  down_.writable = std::move(handler);
+  if (Room(down_) > 0 || session_closed_) Post(down_.writable);
+}
+
+void PlainPipe::PumpWaitSessionClosed(Handler handler) {
+  if (pump_closed_) return;
+  session_closed_waiter_ = std::move(handler);
+  if (session_closed_) Post(session_closed_waiter_);
+}
+
+void PlainPipe::PumpShutdownSend() {
+  if (pump_closed_ || down_.writer_done) return;
+  down_.writer_done = true;
+  Post(down_.readable);
+}
+
+void PlainPipe::PumpClose(bool abort) {
+  if (pump_closed_) return;
+  pump_closed_ = true;
+  pump_aborted_ = abort;
+  down_.writer_done = true;
+  Buffer none_up;
+  up_.bytes.Swap(none_up);
+  if (abort) {
+    Buffer none_down;
+    down_.bytes.Swap(none_down);
+  }
+  // The pump's own waits: it has ended and checks that itself. Each holds the pump.
+  up_.readable = nullptr;
+  down_.writable = nullptr;
+  session_closed_waiter_ = nullptr;
+  Post(down_.readable);
+  Post(up_.writable);
+}
+
+}  // namespace wanopt::channel::tls_internal
