@@ -16,7 +16,8 @@ incompressible), `text` (wan_bench's Markov text, first pass), `text again`
 Reported per path and workload: median MB/s (size / time from connect to the
 sink's last byte), the ratio to the socat chain, the reduction the branch box
 reports (1 - WAN bytes / LAN bytes), and CPU seconds per GB of each box (hop).
-Targets (printed, never asserted): F on random >= 0.8x the socat chain
+With --tls the boxes peer over TLS 1.3 (a pre-shared key): what encryption
+costs. Targets (printed, never asserted): F on random >= 0.8x the socat chain
 (stretch 1.0x). Everything runs on 2 cores shared with the client and the
 sink: the figures are what this machine does, quoted as medians and ratios.
 
@@ -50,6 +51,9 @@ benchkit.set_log_name("pipeline_bench")
 REPO_ROOT = benchkit.REPO_ROOT
 WORKLOADS = ("random", "text", "text again")
 POLICIES = ("T", "L", "D", "F")
+# --tls: both boxes' [peering] (TLS 1.3, external PSK).
+TLS_PEERING = ('[peering]\npsk_identity = "pipeline-bench"\n'
+               'psk = "5d1c0f3a9b7e2d4c6a8f0e1d2c3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f7"\n\n')
 
 
 # ---------------------------------------------------------------------------
@@ -159,13 +163,13 @@ def transfer(path, sink, data, digest):
     return sample
 
 
-def start_path(name, procs, ports, tmpdir, binary, sink_port, tag, dre_lines):
+def start_path(name, procs, ports, tmpdir, binary, sink_port, tag, dre_lines, tls):
     if name == "socat":
         p = SocatChain(procs, ports, tmpdir, sink_port)
         p.start()
         return p
     p = WanoptPair(procs, ports, tmpdir, binary, sink_port, tag, policy=name, datastores=True, status=True,
-                   dre_lines=dre_lines)
+                   dre_lines=dre_lines, peering_lines=TLS_PEERING if tls else "")
     p.start()
     return p
 
@@ -205,8 +209,9 @@ def render(results):
            "- date: %s, host: %s, nproc: %s, kernel: %s" % (
                results["date"], results["machine"]["hostname"], results["machine"]["nproc"],
                results["machine"]["kernel"]),
-           "- git commit: %s; %d repeat(s), each on fresh boxes with empty datastores" % (
-               results["machine"]["git_commit"], results["config"]["repeats"]),
+           "- git commit: %s; %d repeat(s), each on fresh boxes with empty datastores; inner channel: %s" % (
+               results["machine"]["git_commit"], results["config"]["repeats"],
+               "TLS 1.3 (PSK)" if results["config"].get("tls") else "plaintext"),
            "- workloads: random %d MiB (os.urandom); text %d MiB (wan_bench's Markov text; zstd -3 %.2fx)" % (
                results["config"]["random_mib"], results["config"]["text_mib"], results["text"]["zstd3_ratio"]),
            "- CPU s/GB: per box (branch, datacenter) or per socat hop; the client and the sink "
@@ -234,6 +239,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--paths", default="socat," + ",".join(POLICIES))
     ap.add_argument("--lz-level-max", type=int, help="[dre] lz_level_max for both boxes (default: theirs, 19)")
+    ap.add_argument("--tls", action="store_true", help="TLS 1.3 between the boxes (PSK peering)")
     ap.add_argument("--workloads", default="random,text", help="random, text (text also runs 'text again')")
     ap.add_argument("--random-mib", type=int, default=64)
     ap.add_argument("--text-mib", type=int, default=32)
@@ -264,7 +270,7 @@ def main():
     results = {"date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
                "machine": benchkit.machine_basics(),
                "config": {"repeats": args.repeats, "paths": paths, "random_mib": args.random_mib,
-                          "text_mib": args.text_mib},
+                          "text_mib": args.text_mib, "tls": args.tls},
                "text": {"path": text_path, "bytes": sizes["text"], "zstd3_ratio": round(sizes["text"] / z3, 2)},
                "samples": [], "errors": []}
     procs = ProcSet()
@@ -278,7 +284,7 @@ def main():
                 for name in order:
                     path = start_path(name, procs, ports, tmp, args.wanopt, sink.port, "%s-%d" % (name, rep),
                                             "" if args.lz_level_max is None
-                                            else "lz_level_max = %d\n" % args.lz_level_max)
+                                            else "lz_level_max = %d\n" % args.lz_level_max, args.tls)
                     try:
                         for w in workloads:
                             s = transfer(path, sink, data[w], digests[w])

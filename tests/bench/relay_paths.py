@@ -190,11 +190,13 @@ class WanoptPair:
     name = "wanopt"
 
     def __init__(self, procs, ports, tmpdir, binary, destination_port, tag, nofile=None,
-                 policy="T", datastores=False, status=False, dre_lines=""):
+                 policy="T", datastores=False, status=False, dre_lines="", peering_lines=""):
         """policy: what both boxes offer (relay_bench measures the relay itself: T).
         datastores: give each box a fresh DRE datastore under tmpdir (needed for D and F).
         status: give each box a status listener (status_port["branch"|"datacenter"]).
-        dre_lines: more [dre] settings for both boxes (with datastores)."""
+        dre_lines: more [dre] settings for both boxes (with datastores).
+        peering_lines: a [peering] section for both boxes (TLS between them); none:
+        a plaintext inner channel."""
         self.procs = procs
         self.nofile = nofile
         self.binary = binary
@@ -211,7 +213,7 @@ class WanoptPair:
         extra = {}
         self.status_port = {}
         for box in ("datacenter", "branch"):
-            text = ""
+            text = peering_lines
             if datastores:
                 text += '[dre]\ndatastore = "%s"\n%s' % (os.path.join(tmpdir, "%s-%s-store" % (tag, box)), dre_lines)
             if status:
