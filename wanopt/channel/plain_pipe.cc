@@ -180,23 +180,24 @@ void PlainPipe::SessionClose() {
 
 // ---- The pump's end ----
 
-size_t PlainPipe::PumpRead(uint8_t* into, size_t size, error_code& ec) {
+std::span<const uint8_t> PlainPipe::PumpPeek(size_t max, error_code& ec) {
   ec.clear();
   if (pump_closed_) {
     ec = asio::error::bad_descriptor;
-    return 0;
+    return {};
   }
   if (up_.bytes.empty()) {
     ec = session_reset_pump_ ? error_code(asio::error::connection_reset)
          : up_.writer_done   ? error_code(asio::error::eof)
                              : error_code(asio::error::would_block);
-    return 0;
+    return {};
   }
-  size_t n = std::min(size, up_.bytes.size());
-  std::memcpy(into, up_.bytes.data(), n);
+  return up_.bytes.span().first(std::min(max, up_.bytes.size()));
+}
+
+void PlainPipe::PumpConsume(size_t n) {
   Taken(up_, n);
   Post(up_.writable);
-  return n;
 }
 
 size_t PlainPipe::PumpWrite(const uint8_t* from, size_t size, error_code& ec) {

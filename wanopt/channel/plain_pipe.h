@@ -72,7 +72,12 @@ class PlainPipe {
   bool session_open() const { return !session_closed_; }
 
   // ---- The pump's end ----
-  size_t PumpRead(uint8_t* into, size_t size, boost::system::error_code& ec);
+  // The first queued up bytes, at most `max`, left queued (OpenSSL encrypts them in
+  // place); valid until the next call on the pipe. None: a reset once the session
+  // closed with bytes from the pump unread, EOF once it shut down, else would_block.
+  std::span<const uint8_t> PumpPeek(size_t max, boost::system::error_code& ec);
+  // Drops the first `n` up bytes: read. REQUIRES: n <= what is queued.
+  void PumpConsume(size_t n);
   size_t PumpWrite(const uint8_t* from, size_t size, boost::system::error_code& ec);
   void PumpWaitReadable(Handler handler);
   void PumpWaitWritable(Handler handler);

@@ -120,6 +120,9 @@ void Pump::Start() {
     return;
   }
   SSL_set_bio(ssl_, bio, bio);
+  // The relay writes from the pipe's queue, which may move its bytes between a
+  // write that had to wait and its repetition (secure_relay.cc).
+  SSL_set_mode(ssl_, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   client_ ? SSL_set_connect_state(ssl_) : SSL_set_accept_state(ssl_);
   if (client_) OfferTicket();
   timer_.expires_after(timeout_);

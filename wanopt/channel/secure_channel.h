@@ -122,10 +122,10 @@ struct SecureChannelResult {
 // failure `plain` is closed and `tcp` has been closed.
 //
 // The pump, once running:
-//   - relays bytes in order, with backpressure both ways: per direction it holds at
-//     most one buffer (64 KiB up, 16 KiB down; none while idle), and reads again only
-//     once that buffer is written. The pipe queues at most 128 KiB each way (none
-//     while idle).
+//   - relays bytes in order, with backpressure both ways: the pipe queues at most
+//     128 KiB each way (none while idle); up, OpenSSL encrypts from the pipe's queue
+//     (64 KiB at a time); down, the pump holds one record's buffer (16 KiB; none
+//     while idle) and reads the next record only once it went into the pipe.
 //   - the session shutting down sending (or closing) its end: the pump sends
 //     close_notify and a FIN once everything before it is sent. If the session closed
 //     its end, the pump then waits for the peer's close_notify, at most

@@ -44,7 +44,7 @@ struct SocketBioState {
 };
 
 // Owned by the handlers it has pending (shared_from_this): it lives until the last
-// one ran after both sockets closed.
+// one ran (or the pipe dropped it) after its TCP socket and its end of the pipe closed.
 class Pump final : public std::enable_shared_from_this<Pump> {
  public:
   Pump(const SecureContext& context, tcp::socket tcp, bool client, std::chrono::milliseconds timeout, Done done,
@@ -130,8 +130,9 @@ class Pump final : public std::enable_shared_from_this<Pump> {
   // open for the peer's, at most `timeout_` (secure_relay.cc says why).
   void AwaitPeerCloseNotify();
   void Down();
-  // The ends. Closing both sockets completes every pending wait, and with the last
-  // handler the last reference to the pump goes. Finish: an orderly end.
+  // The ends. Closing the TCP socket completes its pending waits, closing the pump's
+  // end of the pipe drops the pipe's, and with the last handler the last reference
+  // to the pump goes. Finish: an orderly end.
   void Finish();
   // The session's next read is a reset; the peer gets a TCP reset, as it would from
   // a box that crashed.
@@ -157,9 +158,6 @@ class Pump final : public std::enable_shared_from_this<Pump> {
   bool down_ended_ = false;      // close_notify received
   bool session_closed_ = false;  // the session closed its end (not just shut down)
 
-  std::unique_ptr<uint8_t[]> up_buffer_;
-  size_t up_length_ = 0;
-  size_t up_sent_ = 0;
   std::unique_ptr<uint8_t[]> down_buffer_;
   size_t down_length_ = 0;
   size_t down_written_ = 0;

@@ -1,7 +1,7 @@
 // The relay half of the TLS pump (secure_pump.h): once the handshake succeeded, the
 // session's plain bytes go up through TLS to the TCP connection and the peer's come
 // down, each direction with its own buffer and a budget per turn of the event loop;
-// close_notify carries a half-close, and the ends close both sockets.
+// close_notify carries a half-close, and the ends close the TCP socket and the pipe.
 #include <boost/asio/post.hpp>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -12,7 +12,8 @@
 namespace wanopt::channel::tls_internal {
 namespace {
 
-constexpr size_t kUpBufferSize = 64 * 1024;
+// What one SSL_write takes from the pipe at most.
+constexpr size_t kUpWriteSize = 64 * 1024;
 // SSL_read returns at most one record's plaintext: a larger buffer would sit unused.
 constexpr size_t kDownBufferSize = 16 * 1024;
 // Buffers a direction relays before it yields its event loop to other connections.
@@ -25,35 +26,29 @@ constexpr int kRelayBudget = 16;
 void Pump::Up() {
   for (int budget = kRelayBudget; budget > 0; --budget) {
     if (ended_) return;
-    if (up_sent_ == up_length_) {
-      if (!up_buffer_) up_buffer_ = std::make_unique<uint8_t[]>(kUpBufferSize);
-      error_code ec;
-      size_t n = pipe_->PumpRead(up_buffer_.get(), kUpBufferSize, ec);
-      if (ec == asio::error::would_block || ec == asio::error::try_again) {
-        up_buffer_.reset();  // idle: hold no buffer
-        up_sent_ = up_length_ = 0;
-        WaitFor(Socket::kPlain, tcp::socket::wait_read, [](Pump& p) { p.Up(); });
-        return;
-      }
-      if (ec == asio::error::eof) {
-        up_buffer_.reset();
-        up_sent_ = up_length_ = 0;
-        session_closed_ = pipe_->session_closed();
-        SendCloseNotify();
-        return;
-      }
-      if (ec) {  // the session closed its end with bytes from us unread: it reset
-        Abort();
-        return;
-      }
-      up_sent_ = 0;
-      up_length_ = n;
+    error_code ec;
+    // Encrypted straight from the pipe, consumed once OpenSSL took it. A write that
+    // had to wait is repeated from the same bytes, as OpenSSL requires: they are
+    // still the first in the pipe (which may have moved them: the SSL accepts a
+    // moving buffer), and at least as many, as only this consumes them.
+    std::span<const uint8_t> bytes = pipe_->PumpPeek(kUpWriteSize, ec);
+    if (ec == asio::error::would_block) {
+      WaitFor(Socket::kPlain, tcp::socket::wait_read, [](Pump& p) { p.Up(); });
+      return;
+    }
+    if (ec == asio::error::eof) {
+      session_closed_ = pipe_->session_closed();
+      SendCloseNotify();
+      return;
+    }
+    if (ec) {  // the session closed its end with bytes from us unread: it reset
+      Abort();
+      return;
     }
     ERR_clear_error();
-    // A write that had to wait is repeated with the same arguments, as OpenSSL requires.
-    int r = SSL_write(ssl_, up_buffer_.get() + up_sent_, static_cast<int>(up_length_ - up_sent_));
+    int r = SSL_write(ssl_, bytes.data(), static_cast<int>(bytes.size()));
     if (r > 0) {
-      up_sent_ += static_cast<size_t>(r);
+      pipe_->PumpConsume(static_cast<size_t>(r));
       continue;
     }
     int e = SSL_get_error(ssl_, r);

@@ -13,8 +13,8 @@
 // has completed, so a slow receiver slows the sender through TCP flow control.
 //
 // A session lives on one event-loop thread; every callback runs there. It keeps
-// itself alive (shared_ptr captured by its pending operations) until both sockets
-// are closed.
+// itself alive (shared_ptr captured by its pending operations) until both sides
+// (the LAN socket, the WAN side's PlainStream) are closed.
 #pragma once
 
 #include <cstdint>
