@@ -82,6 +82,17 @@ void PlainPipe::Post(Handler& handler, error_code ec) {
   handler = nullptr;
 }
 
+size_t PlainPipe::Admit(Queue& queue, size_t size, error_code& ec) {
+  if (size == 0) return 0;
+  size_t n = std::min(Room(queue), size);
+  if (n == 0) {
+    ec = asio::error::would_block;
+    return 0;
+  }
+  if (queue.bytes.capacity() == 0) queue.bytes.Reserve(std::max(n, kInitialStorage));
+  return n;
+}
+
 void PlainPipe::Taken(Queue& queue, size_t n) {
   queue.bytes.Consume(n);
   if (queue.bytes.empty()) {
@@ -125,14 +136,8 @@ size_t PlainPipe::SessionWrite(std::span<const asio::const_buffer> from, error_c
   }
   size_t total = 0;
   for (const auto& b : from) total += b.size();
-  if (total == 0) return 0;
-  size_t room = Room(up_);
-  if (room == 0) {
-    ec = asio::error::would_block;
-    return 0;
-  }
-  size_t n = std::min(room, total);
-  if (up_.bytes.capacity() == 0) up_.bytes.Reserve(std::max(n, kInitialStorage));
+  size_t n = Admit(up_, total, ec);
+  if (n == 0) return 0;
   size_t left = n;
   for (const auto& b : from) {
     if (left == 0) break;
@@ -210,14 +215,8 @@ size_t PlainPipe::PumpWrite(const uint8_t* from, size_t size, error_code& ec) {
     ec = asio::error::broken_pipe;
     return 0;
   }
-  if (size == 0) return 0;
-  size_t room = Room(down_);
-  if (room == 0) {
-    ec = asio::error::would_block;
-    return 0;
-  }
-  size_t n = std::min(room, size);
-  if (down_.bytes.capacity() == 0) down_.bytes.Reserve(std::max(n, kInitialStorage));
+  size_t n = Admit(down_, size, ec);
+  if (n == 0) return 0;
   down_.bytes.Append({from, n});
   Post(down_.readable);
   return n;

@@ -106,6 +106,9 @@ class PlainPipe {
   static size_t Room(const Queue& queue) {
     return queue.bytes.size() >= kQueueLimit ? 0 : kQueueLimit - queue.bytes.size();
   }
+  // How many of `size` bytes `queue` takes now (none: would_block), its storage
+  // ready for them.
+  static size_t Admit(Queue& queue, size_t size, boost::system::error_code& ec);
   // After the reader took bytes: an empty queue gives its storage back.
   static void Taken(Queue& queue, size_t n);
 
