@@ -134,6 +134,27 @@ TEST_CASE("plain pipe: a session closing with bytes unread resets the pump, afte
   CHECK(ec == asio::error::broken_pipe);
 }
 
+TEST_CASE("plain pipe: a peek repeated after the session wrote more starts with the same bytes, never shorter") {
+  // What the pump's SSL_write needs when it repeats a write that had to wait: the
+  // bytes may move (the queue grows), but they are the same and not fewer.
+  Link link;
+  error_code ec;
+  link.SessionWrite("first bytes", ec);
+  std::span<const uint8_t> before = link.pipe->PumpPeek(64 * 1024, ec);
+  REQUIRE(!ec);
+  std::string first(before.begin(), before.end());
+  std::string more(100 * 1024, 'm');  // past the queue's first storage: it grows
+  CHECK(link.SessionWrite(more, ec) == more.size());
+  std::span<const uint8_t> after = link.pipe->PumpPeek(64 * 1024, ec);
+  REQUIRE(after.size() >= first.size());
+  CHECK(std::string(after.begin(), after.begin() + static_cast<std::ptrdiff_t>(first.size())) == first);
+  CHECK(after.size() == 64 * 1024);
+  link.pipe->PumpConsume(first.size());  // what OpenSSL reports written: only those leave
+  std::span<const uint8_t> rest = link.pipe->PumpPeek(SIZE_MAX, ec);
+  CHECK(rest.size() == more.size());
+  CHECK(rest[0] == 'm');
+}
+
 TEST_CASE("plain pipe: a session closing with nothing unread is an orderly end for the pump") {
   Link link;
   error_code ec;

@@ -1,6 +1,7 @@
 #include "wanopt/channel/plain_pipe.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <mutex>
 #include <unordered_set>
@@ -19,6 +20,8 @@ using boost::system::error_code;
 // most writes are a frame or a TLS record, and regrowing copies.
 constexpr size_t kInitialStorage = 64 * 1024;
 
+}  // namespace
+
 // The pipes of one io_context. Its destruction shuts its services down, newest
 // first: this one, created with the first pipe, before the scheduler, which then
 // destroys whatever dropping the handlers posted.
@@ -29,6 +32,10 @@ class PipeRegistry final : public asio::execution_context::service {
 
   explicit PipeRegistry(asio::execution_context& context) : service(context) {}
 
+  static PipeRegistry& Of(const asio::any_io_executor& executor) {
+    return asio::use_service<PipeRegistry>(
+        asio::query(executor, asio::execution::context_as<asio::execution_context&>));
+  }
   void Add(PlainPipe* pipe) {
     std::lock_guard lock(mutex_);
     pipes_.insert(pipe);
@@ -56,18 +63,12 @@ class PipeRegistry final : public asio::execution_context::service {
 
 asio::execution_context::id PipeRegistry::id;
 
-PipeRegistry& RegistryOf(const asio::any_io_executor& executor) {
-  return asio::use_service<PipeRegistry>(
-      asio::query(executor, asio::execution::context_as<asio::execution_context&>));
+PlainPipe::PlainPipe(asio::any_io_executor executor)
+    : executor_(std::move(executor)), registry_(&PipeRegistry::Of(executor_)) {
+  registry_->Add(this);
 }
 
-}  // namespace
-
-PlainPipe::PlainPipe(asio::any_io_executor executor) : executor_(std::move(executor)), registry_(&RegistryOf(executor_)) {
-  static_cast<PipeRegistry*>(registry_)->Add(this);
-}
-
-PlainPipe::~PlainPipe() { static_cast<PipeRegistry*>(registry_)->Remove(this); }
+PlainPipe::~PlainPipe() { registry_->Remove(this); }
 
 void PlainPipe::TakeHandlers(std::vector<Handler>& into) {
   for (Handler* h : {&up_.readable, &up_.writable, &down_.readable, &down_.writable, &session_closed_waiter_}) {
@@ -82,26 +83,42 @@ void PlainPipe::Post(Handler& handler, error_code ec) {
   handler = nullptr;
 }
 
-size_t PlainPipe::Admit(Queue& queue, size_t size, error_code& ec) {
-  if (size == 0) return 0;
-  size_t n = std::min(Room(queue), size);
+// ---- The rules of both queues ----
+
+error_code PlainPipe::NothingToRead(const Queue& queue, bool reset) {
+  if (reset) return asio::error::connection_reset;
+  return queue.writer_done ? error_code(asio::error::eof) : error_code(asio::error::would_block);
+}
+
+size_t PlainPipe::Write(Queue& queue, bool reader_gone, std::span<const asio::const_buffer> from, error_code& ec) {
+  if (queue.writer_done || reader_gone) {
+    ec = asio::error::broken_pipe;
+    return 0;
+  }
+  size_t total = 0;
+  for (const auto& b : from) total += b.size();
+  if (total == 0) return 0;
+  size_t n = std::min(Room(queue), total);
   if (n == 0) {
     ec = asio::error::would_block;
     return 0;
   }
   if (queue.bytes.capacity() == 0) queue.bytes.Reserve(std::max(n, kInitialStorage));
+  size_t left = n;
+  for (const auto& b : from) {
+    size_t part = std::min(left, b.size());
+    queue.bytes.Append({static_cast<const uint8_t*>(b.data()), part});
+    left -= part;
+  }
   return n;
 }
 
 void PlainPipe::Taken(Queue& queue, size_t n) {
   queue.bytes.Consume(n);
-  if (queue.bytes.empty()) {
-    Buffer none;
-    queue.bytes.Swap(none);
-  }
+  if (queue.bytes.empty()) Discard(queue);
 }
 
-// ---- The session's end ----
+// ---- The session's end: reads down, writes up ----
 
 size_t PlainPipe::SessionRead(asio::mutable_buffer into, error_code& ec) {
   ec.clear();
@@ -109,12 +126,9 @@ size_t PlainPipe::SessionRead(asio::mutable_buffer into, error_code& ec) {
     ec = asio::error::bad_descriptor;
     return 0;
   }
-  if (pump_aborted_) {
-    ec = asio::error::connection_reset;
-    return 0;
-  }
+  // (An abrupt end of the pump discarded what was queued.)
   if (down_.bytes.empty()) {
-    ec = down_.writer_done ? error_code(asio::error::eof) : error_code(asio::error::would_block);
+    ec = NothingToRead(down_, pump_aborted_);
     return 0;
   }
   size_t n = std::min(into.size(), down_.bytes.size());
@@ -130,35 +144,21 @@ size_t PlainPipe::SessionWrite(std::span<const asio::const_buffer> from, error_c
     ec = asio::error::bad_descriptor;
     return 0;
   }
-  if (up_.writer_done || pump_closed_) {
-    ec = asio::error::broken_pipe;
-    return 0;
-  }
-  size_t total = 0;
-  for (const auto& b : from) total += b.size();
-  size_t n = Admit(up_, total, ec);
-  if (n == 0) return 0;
-  size_t left = n;
-  for (const auto& b : from) {
-    if (left == 0) break;
-    size_t part = std::min(left, b.size());
-    up_.bytes.Append({static_cast<const uint8_t*>(b.data()), part});
-    left -= part;
-  }
-  Post(up_.readable);
+  size_t n = Write(up_, pump_closed_, from, ec);
+  if (n > 0) Post(up_.readable);
   return n;
 }
 
 void PlainPipe::SessionWaitReadable(Handler handler) {
   if (session_closed_) return Post(handler, asio::error::operation_aborted);
   down_.readable = std::move(handler);
-  if (!down_.bytes.empty() || down_.writer_done || pump_aborted_) Post(down_.readable);
+  if (ReadReady(down_, pump_aborted_)) Post(down_.readable);
 }
 
 void PlainPipe::SessionWaitWritable(Handler handler) {
   if (session_closed_) return Post(handler, asio::error::operation_aborted);
   up_.writable = std::move(handler);
-  if (Room(up_) > 0 || up_.writer_done || pump_closed_) Post(up_.writable);
+  if (WriteReady(up_, pump_closed_)) Post(up_.writable);
 }
 
 void PlainPipe::SessionShutdownSend() {
@@ -172,8 +172,7 @@ void PlainPipe::SessionClose() {
   session_closed_ = true;
   up_.writer_done = true;
   if (!down_.bytes.empty() && !pump_closed_) session_reset_pump_ = true;
-  Buffer none;
-  down_.bytes.Swap(none);
+  Discard(down_);
   Post(down_.readable, asio::error::operation_aborted);
   Post(up_.writable, asio::error::operation_aborted);
   // The pump learns it from its next read (EOF or a reset), write (broken pipe),
@@ -183,7 +182,7 @@ void PlainPipe::SessionClose() {
   Post(session_closed_waiter_);
 }
 
-// ---- The pump's end ----
+// ---- The pump's end: reads up, writes down ----
 
 std::span<const uint8_t> PlainPipe::PumpPeek(size_t max, error_code& ec) {
   ec.clear();
@@ -192,9 +191,7 @@ std::span<const uint8_t> PlainPipe::PumpPeek(size_t max, error_code& ec) {
     return {};
   }
   if (up_.bytes.empty()) {
-    ec = session_reset_pump_ ? error_code(asio::error::connection_reset)
-         : up_.writer_done   ? error_code(asio::error::eof)
-                             : error_code(asio::error::would_block);
+    ec = NothingToRead(up_, session_reset_pump_);
     return {};
   }
   return up_.bytes.span().first(std::min(max, up_.bytes.size()));
@@ -211,27 +208,22 @@ size_t PlainPipe::PumpWrite(const uint8_t* from, size_t size, error_code& ec) {
     ec = asio::error::bad_descriptor;
     return 0;
   }
-  if (session_closed_ || down_.writer_done) {
-    ec = asio::error::broken_pipe;
-    return 0;
-  }
-  size_t n = Admit(down_, size, ec);
-  if (n == 0) return 0;
-  down_.bytes.Append({from, n});
-  Post(down_.readable);
+  std::array<asio::const_buffer, 1> one{asio::buffer(from, size)};
+  size_t n = Write(down_, session_closed_, one, ec);
+  if (n > 0) Post(down_.readable);
   return n;
 }
 
 void PlainPipe::PumpWaitReadable(Handler handler) {
   if (pump_closed_) return;
   up_.readable = std::move(handler);
-  if (!up_.bytes.empty() || up_.writer_done || session_reset_pump_) Post(up_.readable);
+  if (ReadReady(up_, session_reset_pump_)) Post(up_.readable);
 }
 
 void PlainPipe::PumpWaitWritable(Handler handler) {
   if (pump_closed_) return;
   down_.writable = std::move(handler);
-  if (Room(down_) > 0 || session_closed_) Post(down_.writable);
+  if (WriteReady(down_, session_closed_)) Post(down_.writable);
 }
 
 void PlainPipe::PumpWaitSessionClosed(Handler handler) {
@@ -251,12 +243,8 @@ void PlainPipe::PumpClose(bool abort) {
   pump_closed_ = true;
   pump_aborted_ = abort;
   down_.writer_done = true;
-  Buffer none_up;
-  up_.bytes.Swap(none_up);
-  if (abort) {
-    Buffer none_down;
-    down_.bytes.Swap(none_down);
-  }
+  Discard(up_);
+  if (abort) Discard(down_);
   // The pump's own waits: it has ended and checks that itself. Each holds the pump.
   up_.readable = nullptr;
   down_.writable = nullptr;

@@ -38,12 +38,13 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/buffer.hpp>
-#include <boost/asio/execution_context.hpp>
 #include <boost/system/error_code.hpp>
 
 #include "util/buffer.h"
 
 namespace wanopt::channel::tls_internal {
+
+class PipeRegistry;  // plain_pipe.cc
 
 class PlainPipe {
  public:
@@ -90,10 +91,8 @@ class PlainPipe {
   void PumpClose(bool abort);
   bool session_closed() const { return session_closed_; }
 
-  // Moves every handler out (for the io_context's destruction, plain_pipe.cc).
-  void TakeHandlers(std::vector<Handler>& into);
-
  private:
+  friend class PipeRegistry;
   struct Queue {
     Buffer bytes;
     bool writer_done = false;  // shut down or closed: EOF after the bytes
@@ -103,17 +102,37 @@ class PlainPipe {
 
   // Posts `handler` (if set) with `ec`, leaving the slot empty.
   void Post(Handler& handler, boost::system::error_code ec = {});
+  // Moves every handler out (the io_context's destruction: PipeRegistry).
+  void TakeHandlers(std::vector<Handler>& into);
+
+  // The rules both queues follow, the side that reads `queue` having gone abruptly
+  // (`reset`) or at all (`reader_gone`) being the caller's to say.
   static size_t Room(const Queue& queue) {
     return queue.bytes.size() >= kQueueLimit ? 0 : kQueueLimit - queue.bytes.size();
   }
-  // How many of `size` bytes `queue` takes now (none: would_block), its storage
-  // ready for them.
-  static size_t Admit(Queue& queue, size_t size, boost::system::error_code& ec);
-  // After the reader took bytes: an empty queue gives its storage back.
+  // What a read of `queue` gets while it holds no bytes: a reset, EOF once its
+  // writer is done, else would_block.
+  static boost::system::error_code NothingToRead(const Queue& queue, bool reset);
+  // A read would not block.
+  static bool ReadReady(const Queue& queue, bool reset) { return !queue.bytes.empty() || queue.writer_done || reset; }
+  // A write would not block.
+  static bool WriteReady(const Queue& queue, bool reader_gone) {
+    return Room(queue) > 0 || queue.writer_done || reader_gone;
+  }
+  // Appends what fits of `from`: broken_pipe once the writer is done or the reader
+  // gone, would_block when full.
+  static size_t Write(Queue& queue, bool reader_gone, std::span<const boost::asio::const_buffer> from,
+                      boost::system::error_code& ec);
+  // After the reader took `n` bytes: an empty queue gives its storage back.
   static void Taken(Queue& queue, size_t n);
+  // Drops the queued bytes and their storage.
+  static void Discard(Queue& queue) {
+    queue.bytes.Clear();
+    queue.bytes.ShrinkToFit();
+  }
 
   boost::asio::any_io_executor executor_;
-  boost::asio::execution_context::service* registry_;  // the context's pipes (plain_pipe.cc)
+  PipeRegistry* registry_;  // the context's pipes
   Queue up_, down_;
   Handler session_closed_waiter_;
   bool session_closed_ = false;

@@ -69,19 +69,19 @@ class Pump final : public std::enable_shared_from_this<Pump> {
   void Start();
 
  private:
-  enum class Socket { kTcp, kPlain };
+  enum class Waitable { kTcp, kPipe };
 
-  // Calls `next` once `socket` (the TCP one, or the session's pipe) is ready for
+  // Calls `next` once `on` (the TCP socket, or the session's pipe) is ready for
   // `what`, unless the pump ended meanwhile.
   template <typename Next>
-  void WaitFor(Socket socket, tcp::socket::wait_type what, Next next) {
+  void WaitFor(Waitable on, tcp::socket::wait_type what, Next next) {
     auto handler = [self = shared_from_this(), next](error_code ec) {
       if (self->ended_) return;
       // Readiness errors show up again on the next read or write, with their reason.
       (void)ec;
       next(*self);
     };
-    if (socket == Socket::kTcp) tcp_.async_wait(what, std::move(handler));
+    if (on == Waitable::kTcp) tcp_.async_wait(what, std::move(handler));
     else if (what == tcp::socket::wait_read) pipe_->PumpWaitReadable(std::move(handler));
     else pipe_->PumpWaitWritable(std::move(handler));
   }
@@ -89,8 +89,8 @@ class Pump final : public std::enable_shared_from_this<Pump> {
   // For an SSL call that asked to wait: true when it did (then `next` runs later).
   template <typename Next>
   bool WaitForTls(int ssl_error, Next next) {
-    if (ssl_error == SSL_ERROR_WANT_READ) WaitFor(Socket::kTcp, tcp::socket::wait_read, next);
-    else if (ssl_error == SSL_ERROR_WANT_WRITE) WaitFor(Socket::kTcp, tcp::socket::wait_write, next);
+    if (ssl_error == SSL_ERROR_WANT_READ) WaitFor(Waitable::kTcp, tcp::socket::wait_read, next);
+    else if (ssl_error == SSL_ERROR_WANT_WRITE) WaitFor(Waitable::kTcp, tcp::socket::wait_write, next);
     else return false;
     return true;
   }

@@ -33,7 +33,7 @@ void Pump::Up() {
     // moving buffer), and at least as many, as only this consumes them.
     std::span<const uint8_t> bytes = pipe_->PumpPeek(kUpWriteSize, ec);
     if (ec == asio::error::would_block) {
-      WaitFor(Socket::kPlain, tcp::socket::wait_read, [](Pump& p) { p.Up(); });
+      WaitFor(Waitable::kPipe, tcp::socket::wait_read, [](Pump& p) { p.Up(); });
       return;
     }
     if (ec == asio::error::eof) {
@@ -150,7 +150,7 @@ void Pump::Down() {
     error_code ec;
     size_t n = pipe_->PumpWrite(down_buffer_.get() + down_written_, down_length_ - down_written_, ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
-      WaitFor(Socket::kPlain, tcp::socket::wait_write, [](Pump& p) { p.Down(); });
+      WaitFor(Waitable::kPipe, tcp::socket::wait_write, [](Pump& p) { p.Down(); });
       return;
     }
     if (ec) {  // the session closed its end while we still had bytes for it
